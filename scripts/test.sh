@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the project's one test command (CI and developers alike).
+#
+# What it does:
+#   1. Installs the PostgreSQL server binaries (Debian package `postgresql`) if
+#      no /usr/lib/postgresql/*/bin/initdb exists. The package's own cluster is
+#      never used; if it starts a service on 5432 that is harmless.
+#   2. Starts a throwaway PostgreSQL server in a fresh temp dir, on a free
+#      loopback port, with durability turned off (fast, disposable).
+#   3. Exports HUBSYNC_TEST_PG_URL=postgres://postgres@127.0.0.1:$PORT/postgres
+#      and runs `cargo test --all-targets "$@"` from the repo root (extra
+#      arguments are passed through, e.g. `scripts/test.sh -- --nocapture`).
+#   4. On exit (success, failure or interrupt) stops the server and removes the
+#      temp dir. Exits with cargo's status.
+#
+# Works as root (CI: the server runs as the `postgres` user via runuser) or as
+# a normal user (the server runs as that user; apt-get goes through sudo).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -eq 0 ]; then
+    IS_ROOT=1
+    SUDO=()
+else
+    IS_ROOT=0
+    SUDO=(sudo)
+fi
+
+# --- 1. PostgreSQL server binaries ------------------------------------------
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    echo "test.sh: PostgreSQL server binaries not found; installing package 'postgresql'" >&2
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+fi
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+if [ ! -x "$PGBIN/initdb" ] || [ ! -x "$PGBIN/pg_ctl" ]; then
+    echo "test.sh: no initdb/pg_ctl in $PGBIN" >&2
+    exit 1
+fi
+
+# Run a PostgreSQL server binary as the right user. initdb/postgres refuse to
+# run as root, so as root we switch to the `postgres` user (created by the
+# Debian package). cd to the temp dir first so the postgres user never needs
+# access to our working directory.
+as_pg() {
+    if [ "$IS_ROOT" -eq 1 ]; then
+        (cd "$d" && runuser -u postgres -- "$@")
+    else
+        (cd "$d" && "$@")
+    fi
+}
+
+# --- 2. throwaway server ----------------------------------------------------
+d=$(mktemp -d)
+chmod 755 "$d"
+mkdir "$d/pg"
+if [ "$IS_ROOT" -eq 1 ]; then
+    chown postgres: "$d/pg"
+fi
+PGDATA_DIR="$d/pg/data"
+PGLOG="$d/pg/log"
+started=0
+
+cleanup() {
+    local status=$?
+    if [ "$started" -eq 1 ]; then
+        as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$d"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if command -v python3 >/dev/null 2>&1; then
+    PORT=$(python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()')
+else
+    PORT=$((20000 + RANDOM % 40000))
+fi
+
+if ! as_pg "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
+        >"$d/initdb.log" 2>&1; then
+    echo "test.sh: initdb failed:" >&2
+    cat "$d/initdb.log" >&2
+    exit 1
+fi
+
+started=1
+if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" \
+        -o "-p $PORT -k $d/pg -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        -l "$PGLOG" -w start >/dev/null; then
+    echo "test.sh: PostgreSQL failed to start; server log:" >&2
+    cat "$PGLOG" >&2 || true
+    exit 1
+fi
+
+export HUBSYNC_TEST_PG_URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+echo "test.sh: PostgreSQL $(basename "$(dirname "$PGBIN")") running at $HUBSYNC_TEST_PG_URL" >&2
+
+# --- 3. tests ---------------------------------------------------------------
+set +e
+cargo test --all-targets "$@"
+status=$?
+set -e
+exit "$status"

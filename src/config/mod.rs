@@ -1,0 +1,702 @@
+//! The TOML config file: raw serde structs, `${VAR}` substitution, and one
+//! validation pass that returns a typed [`Config`] or every problem at once.
+//!
+//! Phases (as vector's config compiler): parse TOML -> substitute `${VAR}`
+//! in strings -> deserialize raw structs (unknown keys refused) -> validate
+//! and build typed values, collecting all problems. Connectivity is not
+//! checked here; that is `hubsync check`.
+
+pub mod env;
+pub mod schedule;
+pub mod url;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use self::schedule::Schedule;
+pub use self::url::{DbUrl, Secret};
+use crate::dialect::Dialect;
+use crate::dialect::params::bind_site_placeholders;
+
+/// A config that could not be loaded: the file and every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// One line per problem, each naming its place (flow, stream, site, key).
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [only] = self.problems.as_slice() {
+            return write!(f, "config `{}`: {only}", self.path.display());
+        }
+        write!(f, "config `{}`: {} problems:", self.path.display(), self.problems.len())?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- raw structs
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    hub: RawHub,
+    master: Option<RawDb>,
+    #[serde(default)]
+    site: Vec<RawSite>,
+    #[serde(default)]
+    flow: Vec<RawFlow>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHub {
+    max_concurrent_sites: Option<usize>,
+    master_write_concurrency: Option<usize>,
+    batch_size: Option<usize>,
+    connect_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDb {
+    url: String,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    id: String,
+    url: String,
+    password: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    name: String,
+    direction: String,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    #[serde(default)]
+    stream: Vec<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    name: Option<String>,
+    source: Option<String>,
+    query: Option<String>,
+    target: String,
+    #[serde(default)]
+    primary_key: Vec<String>,
+    cursor: Option<String>,
+    site_column: Option<String>,
+    columns: Option<BTreeMap<String, String>>,
+}
+
+// ---------------------------------------------------------------- typed config
+
+/// A validated config.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Hub-wide limits.
+    pub hub: HubConfig,
+    /// The master database (also holds hubsync's state tables).
+    pub master: DbUrl,
+    /// The inventory: every site, in config order.
+    pub sites: Vec<Site>,
+    /// Every flow, in config order.
+    pub flows: Vec<Flow>,
+}
+
+/// Hub-wide limits (`[hub]`).
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Sites worked at once, hence site connections open at once (default 32).
+    pub max_concurrent_sites: usize,
+    /// Batches written to the master at once (default 4).
+    pub master_write_concurrency: usize,
+    /// Most rows read and written per batch (default 10,000).
+    pub batch_size: usize,
+    /// Time allowed to open one database connection (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+/// One remote database.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Unique id, written to pulled rows' `site_column`.
+    pub id: String,
+    /// How to reach it.
+    pub url: DbUrl,
+    /// Free-form tags (`region`, `price_zone`, `timezone`...), bound into
+    /// push queries as `:site.<tag>`.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Site {
+    /// Value of `:site.<name>`: the id for `id`, else the tag.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        if name == "id" { Some(&self.id) } else { self.tags.get(name).map(String::as_str) }
+    }
+}
+
+/// Which way rows move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Sites -> master.
+    Pull,
+    /// Master -> sites.
+    Push,
+}
+
+impl Direction {
+    /// `pull` or `push`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Pull => "pull",
+            Direction::Push => "push",
+        }
+    }
+}
+
+/// A named sync job.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    /// Unique flow name.
+    pub name: String,
+    /// Pull or push.
+    pub direction: Direction,
+    /// When `hubsync run` starts it; `None` means on demand only.
+    pub schedule: Option<Schedule>,
+    /// The flow's streams, run in order for each site.
+    pub streams: Vec<Stream>,
+}
+
+/// Where a stream reads from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A table (`table` or `schema.table`), names quoted as written.
+    Table(String),
+    /// A query; `:site.<tag>` placeholders are bound per site.
+    Query(String),
+}
+
+/// One table-level movement inside a flow.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// Unique within the flow; keys the checkpoints (defaults to `target`).
+    pub name: String,
+    /// What is read (at the site for a pull, at the master for a push).
+    pub source: Source,
+    /// Table written (at the master for a pull, at the site for a push).
+    pub target: String,
+    /// Target key columns (target names), without the `site_column`.
+    pub primary_key: Vec<String>,
+    /// Source column whose increasing value marks progress.
+    pub cursor: String,
+    /// Pull only: master column that receives the site id.
+    pub site_column: Option<String>,
+    /// `(target column, source column)` pairs; `None` copies every source
+    /// column to the target column of the same name.
+    pub columns: Option<Vec<(String, String)>>,
+}
+
+impl Stream {
+    /// Source column feeding target column `target_column`.
+    pub fn source_column<'a>(&'a self, target_column: &'a str) -> &'a str {
+        match &self.columns {
+            Some(pairs) => pairs
+                .iter()
+                .find(|(t, _)| t == target_column)
+                .map_or(target_column, |(_, s)| s.as_str()),
+            None => target_column,
+        }
+    }
+
+    /// Source columns of the keyset: the cursor, then the primary key.
+    pub fn keyset_source_columns(&self) -> Vec<String> {
+        let mut keyset = vec![self.cursor.clone()];
+        for key in &self.primary_key {
+            keyset.push(self.source_column(key).to_string());
+        }
+        keyset
+    }
+
+    /// Source columns to select, or `None` for `*` (no `columns` mapping).
+    /// Always includes the keyset columns.
+    pub fn select_columns(&self) -> Option<Vec<String>> {
+        let pairs = self.columns.as_ref()?;
+        let mut selected: Vec<String> = Vec::new();
+        for (_, source) in pairs {
+            if !selected.contains(source) {
+                selected.push(source.clone());
+            }
+        }
+        for column in self.keyset_source_columns() {
+            if !selected.contains(&column) {
+                selected.push(column);
+            }
+        }
+        Some(selected)
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    ///
+    /// Errors: a [`ConfigError`] listing every problem (unreadable file, TOML
+    /// syntax with line and column, unknown keys, unset `${VAR}`, invalid
+    /// values), each naming its place.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![format!(
+                "cannot read the file: {e}; pass another with `--config PATH` or run `hubsync demo` to get an example"
+            )],
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        Config::parse(&text, path, &base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text. `path` is only used in messages;
+    /// `base_dir` resolves relative SQLite paths; `lookup` resolves `${VAR}`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
+        let mut document: toml::Value = toml::from_str(text)
+            .map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
+        let mut problems = Vec::new();
+        env::interpolate_tree(&mut document, "", lookup, &mut problems);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let raw: RawConfig = RawConfig::deserialize(document)
+            .map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
+        let config = validate(raw, path, base_dir, &mut problems);
+        if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
+    }
+
+    /// The flow named `name`.
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// The site with id `id`.
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.id == id)
+    }
+}
+
+/// toml's messages span several lines with a source excerpt; keep them but
+/// indent continuation lines so a problem list stays readable.
+fn one_line_toml_error(message: &str) -> String {
+    message.trim_end().replace('\n', "\n    ")
+}
+
+fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<String>) -> Config {
+    let positive = |value: Option<usize>, key: &str, default: usize, problems: &mut Vec<String>| {
+        match value {
+            Some(0) => {
+                problems.push(format!("`hub.{key}` must be at least 1"));
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    };
+    let connect_timeout = match &raw.hub.connect_timeout {
+        Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
+            problems.push(format!("`hub.connect_timeout` `{text}`: {e} (example: `10s`)"));
+            Duration::from_secs(10)
+        }),
+        None => Duration::from_secs(10),
+    };
+    let hub = HubConfig {
+        max_concurrent_sites: positive(raw.hub.max_concurrent_sites, "max_concurrent_sites", 32, problems),
+        master_write_concurrency: positive(
+            raw.hub.master_write_concurrency,
+            "master_write_concurrency",
+            4,
+            problems,
+        ),
+        batch_size: positive(raw.hub.batch_size, "batch_size", 10_000, problems),
+        connect_timeout,
+    };
+
+    let master = match raw.master {
+        Some(db) => DbUrl::parse(&db.url, db.password, base_dir).unwrap_or_else(|e| {
+            problems.push(format!("`master.url`: {e}"));
+            DbUrl::Sqlite { path: PathBuf::new() }
+        }),
+        None => {
+            problems.push("no `[master]` section; add `[master] url = \"postgres://...\"`".into());
+            DbUrl::Sqlite { path: PathBuf::new() }
+        }
+    };
+
+    let mut sites = Vec::new();
+    let mut site_ids = HashSet::new();
+    for raw_site in raw.site {
+        let place = format!("site `{}`", raw_site.id);
+        if raw_site.id.trim().is_empty() {
+            problems.push("a `[[site]]` has an empty `id`".into());
+        } else if !site_ids.insert(raw_site.id.clone()) {
+            problems.push(format!("{place}: duplicate site id"));
+        }
+        match DbUrl::parse(&raw_site.url, raw_site.password, base_dir) {
+            Ok(url) => sites.push(Site { id: raw_site.id, url, tags: raw_site.tags }),
+            Err(e) => problems.push(format!("{place}: `url`: {e}")),
+        }
+    }
+
+    let mut flows = Vec::new();
+    let mut flow_names = HashSet::new();
+    for raw_flow in raw.flow {
+        let place = format!("flow `{}`", raw_flow.name);
+        if !flow_names.insert(raw_flow.name.clone()) {
+            problems.push(format!("{place}: duplicate flow name"));
+        }
+        let direction = match raw_flow.direction.as_str() {
+            "pull" => Direction::Pull,
+            "push" => Direction::Push,
+            other => {
+                problems.push(format!(
+                    "{place}: unknown direction `{other}`; use `pull` (sites -> master) or `push` (master -> sites)"
+                ));
+                Direction::Pull
+            }
+        };
+        let schedule = match &raw_flow.schedule {
+            Some(text) => match Schedule::parse(text, raw_flow.timezone.as_deref()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!("{place}: `schedule`: {e}"));
+                    None
+                }
+            },
+            None => {
+                if raw_flow.timezone.is_some() {
+                    problems.push(format!("{place}: `timezone` is set but there is no `schedule`"));
+                }
+                None
+            }
+        };
+        if raw_flow.stream.is_empty() {
+            problems.push(format!("{place}: no streams; add at least one `[[flow.stream]]`"));
+        }
+        let mut streams = Vec::new();
+        let mut stream_names = HashSet::new();
+        for raw_stream in raw_flow.stream {
+            let name = raw_stream.name.clone().unwrap_or_else(|| raw_stream.target.clone());
+            let stream_place = format!("{place} stream `{name}`");
+            if !stream_names.insert(name.clone()) {
+                problems.push(format!(
+                    "{stream_place}: duplicate stream name in this flow; set a distinct `name` (it keys the checkpoints)"
+                ));
+            }
+            if let Some(stream) = validate_stream(raw_stream, name, direction, &stream_place, &sites, problems) {
+                streams.push(stream);
+            }
+        }
+        flows.push(Flow { name: raw_flow.name, direction, schedule, streams });
+    }
+    check_pulled_and_pushed(&flows, problems);
+
+    Config { path: path.to_path_buf(), hub, master, sites, flows }
+}
+
+fn validate_stream(
+    raw: RawStream,
+    name: String,
+    direction: Direction,
+    place: &str,
+    sites: &[Site],
+    problems: &mut Vec<String>,
+) -> Option<Stream> {
+    let before = problems.len();
+    let source = match (raw.source, raw.query) {
+        (Some(table), None) => Source::Table(table),
+        (None, Some(query)) => Source::Query(query),
+        (Some(_), Some(_)) => {
+            problems.push(format!("{place}: set either `source` (a table) or `query`, not both"));
+            return None;
+        }
+        (None, None) => {
+            problems.push(format!("{place}: no `source` table or `query`; say what to read"));
+            return None;
+        }
+    };
+    if raw.target.trim().is_empty() {
+        problems.push(format!("{place}: `target` is empty"));
+    }
+    if raw.primary_key.is_empty() {
+        problems.push(format!(
+            "{place}: no `primary_key`; list the target's key columns, e.g. `primary_key = [\"id\"]`"
+        ));
+    }
+    let cursor = raw.cursor.unwrap_or_else(|| {
+        problems.push(format!(
+            "{place}: no `cursor`; name the column whose increasing value marks progress, e.g. `cursor = \"updated_at\"`"
+        ));
+        String::new()
+    });
+    match (direction, &raw.site_column) {
+        (Direction::Pull, None) => problems.push(format!(
+            "{place}: a pull stream needs `site_column`, the master column that receives the site id \
+             (rows from different sites with the same key would overwrite each other)"
+        )),
+        (Direction::Push, Some(_)) => problems.push(format!(
+            "{place}: `site_column` applies to pull streams only; route push rows with `:site.<tag>` in `query`"
+        )),
+        (Direction::Pull, Some(column)) if raw.primary_key.contains(column) => problems.push(format!(
+            "{place}: `site_column` `{column}` is added to the key automatically; remove it from `primary_key`"
+        )),
+        _ => {}
+    }
+    let columns = raw.columns.map(|map| map.into_iter().collect::<Vec<(String, String)>>());
+    if let Some(pairs) = &columns {
+        for key in &raw.primary_key {
+            if !pairs.iter().any(|(target, _)| target == key) {
+                problems.push(format!(
+                    "{place}: primary key column `{key}` is not in `columns`; map it, e.g. `{key} = \"{key}\"`"
+                ));
+            }
+        }
+        if let Some(site_column) = &raw.site_column
+            && pairs.iter().any(|(target, _)| target == site_column)
+        {
+            problems.push(format!(
+                "{place}: `site_column` `{site_column}` is filled with the site id; remove it from `columns`"
+            ));
+        }
+    }
+    if let Source::Query(query) = &source {
+        // Every site must be able to fill every placeholder.
+        match bind_site_placeholders(query, Dialect::Postgres, 1) {
+            Ok(bound) => {
+                let needed: BTreeSet<&String> = bound.params.iter().collect();
+                for site in sites {
+                    for attribute in &needed {
+                        if site.attribute(attribute).is_none() {
+                            problems.push(format!(
+                                "{place}: site `{}` has no tag `{attribute}` used by `:site.{attribute}` in `query`; add it to the site's `tags`",
+                                site.id
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{place}: `query`: {e}")),
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(Stream {
+        name,
+        source,
+        target: raw.target,
+        primary_key: raw.primary_key,
+        cursor,
+        site_column: raw.site_column,
+        columns,
+    })
+}
+
+/// A table may not be both pulled and pushed: at the master (pull target vs
+/// push source) or at the sites (pull source vs push target).
+fn check_pulled_and_pushed(flows: &[Flow], problems: &mut Vec<String>) {
+    let mut master_written = BTreeMap::new();
+    let mut site_read = BTreeMap::new();
+    for flow in flows.iter().filter(|f| f.direction == Direction::Pull) {
+        for stream in &flow.streams {
+            master_written.insert(stream.target.clone(), (&flow.name, &stream.name));
+            if let Source::Table(table) = &stream.source {
+                site_read.insert(table.clone(), (&flow.name, &stream.name));
+            }
+        }
+    }
+    for flow in flows.iter().filter(|f| f.direction == Direction::Push) {
+        for stream in &flow.streams {
+            if let Source::Table(table) = &stream.source
+                && let Some((pull_flow, pull_stream)) = master_written.get(table)
+            {
+                problems.push(format!(
+                    "flow `{}` stream `{}`: master table `{table}` is pushed but also pulled by flow `{pull_flow}` stream `{pull_stream}`; a table may move one way only",
+                    flow.name, stream.name
+                ));
+            }
+            if let Some((pull_flow, pull_stream)) = site_read.get(&stream.target) {
+                problems.push(format!(
+                    "flow `{}` stream `{}`: site table `{}` is pushed but also pulled by flow `{pull_flow}` stream `{pull_stream}`; a table may move one way only",
+                    flow.name, stream.name, stream.target
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("hubsync.toml"), Path::new("/cfg"), &|name| {
+            (name == "PW").then(|| "p@ss:/%".to_string())
+        })
+    }
+
+    const MINIMAL: &str = r#"
+        [master]
+        url = "sqlite://master.db"
+        [[site]]
+        id = "s1"
+        url = "sqlite://s1.db"
+        tags = { price_zone = "A" }
+    "#;
+
+    #[test]
+    fn reference_config_parses() {
+        let text = include_str!("../../docs/hubsync.reference.toml");
+        let config = Config::parse(text, Path::new("ref.toml"), Path::new("/cfg"), &|name| {
+            Some(format!("value-of-{name}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.flows.is_empty());
+        assert!(config.flows.iter().any(|f| f.direction == Direction::Push));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \"sales\"
+            direction = \"both\"
+              [[flow.stream]]
+              source = \"sales\"
+              target = \"sales\"
+              cursor = \"updated_at\"
+              site_column = \"store_id\"
+            [[flow]]
+            name = \"prices\"
+            direction = \"push\"
+              [[flow.stream]]
+              query = \"SELECT * FROM prices WHERE region = :site.region\"
+              target = \"prices\"
+              primary_key = [\"sku\"]
+              cursor = \"updated_at\"
+            "
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "flow `sales`: unknown direction `both`; use `pull` (sites -> master) or `push` (master -> sites)",
+                "flow `sales` stream `sales`: no `primary_key`; list the target's key columns, e.g. `primary_key = [\"id\"]`",
+                "flow `prices` stream `prices`: site `s1` has no tag `region` used by `:site.region` in `query`; add it to the site's `tags`",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = parse(&format!("{MINIMAL}\n[hub]\nmax_sites = 3\n")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("unknown field `max_sites`"), "{message}");
+        assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn password_key_and_env_substitution() {
+        let text = "[master]\nurl = \"postgres://hub@db/hq\"\npassword = \"${PW}\"\n";
+        let config = parse(text).unwrap();
+        match &config.master {
+            DbUrl::Postgres { password: Some(p), .. } => assert_eq!(p.expose(), "p@ss:/%"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let err = parse("[master]\nurl = \"postgres://hub:${MISSING}@db/hq\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config `hubsync.toml`: `master.url`: environment variable `MISSING` is not set; export it or remove `${MISSING}`"
+        );
+    }
+
+    #[test]
+    fn a_table_moves_one_way_only() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \"up\"
+            direction = \"pull\"
+              [[flow.stream]]
+              source = \"stock\"
+              target = \"stock\"
+              primary_key = [\"sku\"]
+              cursor = \"updated_at\"
+              site_column = \"site\"
+            [[flow]]
+            name = \"down\"
+            direction = \"push\"
+              [[flow.stream]]
+              source = \"catalog\"
+              target = \"stock\"
+              primary_key = [\"sku\"]
+              cursor = \"updated_at\"
+            "
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec!["flow `down` stream `stock`: site table `stock` is pushed but also pulled by flow `up` stream `stock`; a table may move one way only"]
+        );
+    }
+
+    #[test]
+    fn columns_map_renames_and_keeps_keyset() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \"sales\"
+            direction = \"pull\"
+              [[flow.stream]]
+              source = \"pos.tickets\"
+              target = \"sales\"
+              primary_key = [\"sale_id\"]
+              cursor = \"changed\"
+              site_column = \"store_id\"
+              columns = {{ sale_id = \"ticket_no\", amount = \"total\" }}
+            "
+        );
+        let config = parse(&text).unwrap();
+        let stream = &config.flows[0].streams[0];
+        assert_eq!(stream.keyset_source_columns(), vec!["changed", "ticket_no"]);
+        assert_eq!(
+            stream.select_columns().unwrap(),
+            vec!["total", "ticket_no", "changed"]
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Flow schedules: `every <duration>` or a 5-field cron expression.
+//!
+//! Durations are parsed by `humantime` (`30s`, `5m`, `1h30m`); cron
+//! expressions by `croner` (POSIX/Vixie syntax, `@hourly` aliases),
+//! evaluated in UTC unless the flow names an IANA `timezone`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+/// When a flow runs on its own.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// At a fixed interval, measured from the end of the previous run's start.
+    Every(Duration),
+    /// At the times a cron expression matches, in a time zone.
+    Cron {
+        /// The parsed expression.
+        cron: Box<croner::Cron>,
+        /// Zone the expression is read in (UTC when the flow sets none).
+        timezone: Tz,
+    },
+}
+
+impl Schedule {
+    /// Parses `every 5m` or a cron expression; `timezone` is an IANA name
+    /// applying to cron expressions. Errors are one-line messages.
+    pub fn parse(text: &str, timezone: Option<&str>) -> Result<Schedule, String> {
+        let tz = match timezone {
+            Some(name) => Tz::from_str(name).map_err(|_| {
+                format!("unknown timezone `{name}`; use an IANA name such as `Europe/Paris`")
+            })?,
+            None => Tz::UTC,
+        };
+        let trimmed = text.trim();
+        if let Some(duration) = trimmed.strip_prefix("every ") {
+            let interval = humantime::parse_duration(duration.trim()).map_err(|e| {
+                format!("invalid interval `{duration}` in schedule `{text}`: {e} (examples: `30s`, `5m`, `1h30m`)")
+            })?;
+            if interval < Duration::from_secs(1) {
+                return Err(format!("schedule `{text}` is shorter than one second"));
+            }
+            return Ok(Schedule::Every(interval));
+        }
+        if trimmed.split_whitespace().count() != 5 && !trimmed.starts_with('@') {
+            return Err(format!(
+                "schedule `{text}` is neither `every <duration>` nor a 5-field cron expression (minute hour day month weekday)"
+            ));
+        }
+        let cron = croner::Cron::from_str(trimmed)
+            .map_err(|e| format!("invalid cron expression `{text}`: {e}"))?;
+        Ok(Schedule::Cron { cron: Box::new(cron), timezone: tz })
+    }
+
+    /// The first time strictly after `after` when the flow is due.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Every(interval) => Some(after + chrono::Duration::from_std(*interval).ok()?),
+            Schedule::Cron { cron, timezone } => cron
+                .find_next_occurrence(&after.with_timezone(timezone), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert!(matches!(Schedule::parse("every 1h30m", None), Ok(Schedule::Every(d)) if d.as_secs() == 5400));
+        assert!(Schedule::parse("every soon", None).unwrap_err().contains("invalid interval"));
+    }
+
+    #[test]
+    fn cron_in_a_timezone() {
+        let s = Schedule::parse("0 2 * * *", Some("Europe/Paris")).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z").unwrap().with_timezone(&Utc);
+        // 02:00 in Paris in summer is 00:00 UTC.
+        assert_eq!(s.next_after(now).unwrap().to_rfc3339(), "2026-07-02T00:00:00+00:00");
+        let utc = Schedule::parse("0 2 * * *", None).unwrap();
+        assert_eq!(utc.next_after(now).unwrap().to_rfc3339(), "2026-07-02T02:00:00+00:00");
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        assert!(Schedule::parse("daily", None).unwrap_err().contains("5-field cron"));
+        assert!(Schedule::parse("0 2 * * *", Some("Mars/Base")).unwrap_err().contains("unknown timezone"));
+    }
+}

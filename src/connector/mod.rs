@@ -1,0 +1,274 @@
+//! I/O per dialect behind one closed enum.
+//!
+//! A [`Connector`] is a small pool of connections to one database (the
+//! master, or one site). It reads keyset pages into [`Batch`]es, describes
+//! tables, and opens [`Tx`] transactions in which batches are upserted and
+//! state rows written. A connector knows nothing of flows; SQL text comes
+//! from [`crate::dialect`].
+//!
+//! Binding rule: SQLite binds each [`Value`] natively (see `sqlite.rs` for the
+//! storage rule); PostgreSQL binds every value as text and the SQL casts it
+//! (`$1::numeric`), so exact decimals and every other type arrive exactly.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+pub use self::postgres::PgConnector;
+pub use self::sqlite::SqliteConnector;
+use crate::config::DbUrl;
+use crate::dialect::{Dialect, UpsertSpec};
+use crate::value::{Batch, Value};
+
+/// Errors of the I/O layer. Messages never contain passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The database could not be reached or refused the login.
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// Driver message.
+        message: String,
+    },
+    /// Connecting took longer than the configured `connect_timeout`.
+    #[error("cannot connect to {url}: no answer within {seconds} s")]
+    ConnectTimeout {
+        /// Redacted URL.
+        url: String,
+        /// The timeout, in seconds.
+        seconds: u64,
+    },
+    /// A statement failed at the database.
+    #[error("{0}")]
+    Database(String),
+    /// A column holds a value hubsync cannot carry exactly.
+    #[error("column `{column}`: {message}")]
+    Type {
+        /// Column name as the source returned it.
+        column: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl ConnectorError {
+    /// True for failures worth retrying later (connection trouble), as
+    /// opposed to a wrong query or a bad value.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectorError::Connect { .. } | ConnectorError::ConnectTimeout { .. })
+    }
+}
+
+/// Shorthand for this layer's results.
+pub type Result<T> = std::result::Result<T, ConnectorError>;
+
+/// Options for opening a connector.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Most connections kept open (1 for a site).
+    pub max_connections: u32,
+    /// Time allowed for one connection attempt.
+    pub connect_timeout: Duration,
+    /// SQLite only: create the file if it is missing (the master and the
+    /// demo; never a site, whose missing file is an error).
+    pub create_if_missing: bool,
+}
+
+/// A column of a table as the database describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnInfo {
+    /// Exact column name.
+    pub name: String,
+    /// Declared type (`format_type()` on PostgreSQL, the declared type text
+    /// on SQLite, possibly empty).
+    pub data_type: String,
+}
+
+/// A table's columns and unique keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Columns in table order.
+    pub columns: Vec<ColumnInfo>,
+    /// Column lists of the primary key and of every unique index without a
+    /// predicate.
+    pub unique_keys: Vec<Vec<String>>,
+}
+
+impl TableInfo {
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// True if some unique key has exactly the columns of `key` (any order).
+    pub fn has_unique_key(&self, key: &[String]) -> bool {
+        self.unique_keys
+            .iter()
+            .any(|k| k.len() == key.len() && key.iter().all(|c| k.contains(c)))
+    }
+}
+
+/// A connection pool to one database, per dialect.
+pub enum Connector {
+    /// PostgreSQL.
+    Postgres(PgConnector),
+    /// SQLite.
+    Sqlite(SqliteConnector),
+}
+
+impl Connector {
+    /// Opens a pool to `url` and checks one connection works.
+    ///
+    /// Errors: [`ConnectorError::Connect`] / [`ConnectorError::ConnectTimeout`]
+    /// naming the redacted URL.
+    pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<Connector> {
+        let connecting = async {
+            match url {
+                DbUrl::Postgres { .. } => PgConnector::connect(url, options).await.map(Connector::Postgres),
+                DbUrl::Sqlite { path } => {
+                    SqliteConnector::connect(path, options).await.map(Connector::Sqlite)
+                }
+            }
+        };
+        // The pool's own acquire timeout covers later acquisitions; this
+        // bounds the first connection, DNS and TLS included.
+        match tokio::time::timeout(options.connect_timeout + Duration::from_secs(1), connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectorError::ConnectTimeout {
+                url: url.redacted(),
+                seconds: options.connect_timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// The dialect of this database.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Connector::Postgres(_) => Dialect::Postgres,
+            Connector::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Runs a query and returns all its rows (used for bounded keyset
+    /// pages and small state queries; memory is the page size).
+    pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
+        match self {
+            Connector::Postgres(c) => c.query(sql, params).await,
+            Connector::Sqlite(c) => c.query(sql, params).await,
+        }
+    }
+
+    /// Runs a statement outside any explicit transaction; returns rows
+    /// affected.
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        match self {
+            Connector::Postgres(c) => c.execute(sql, params).await,
+            Connector::Sqlite(c) => c.execute(sql, params).await,
+        }
+    }
+
+    /// Runs several statements (no parameters) in order, as a migration does.
+    pub async fn execute_script(&self, sql: &str) -> Result<()> {
+        match self {
+            Connector::Postgres(c) => c.execute_script(sql).await,
+            Connector::Sqlite(c) => c.execute_script(sql).await,
+        }
+    }
+
+    /// Describes table `table` (as written in config); `None` if it does
+    /// not exist.
+    pub async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>> {
+        match self {
+            Connector::Postgres(c) => c.describe_table(table).await,
+            Connector::Sqlite(c) => c.describe_table(table).await,
+        }
+    }
+
+    /// Column names a query would return, found by preparing it (nothing
+    /// is read). `param_count` text parameters are assumed.
+    pub async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
+        match self {
+            Connector::Postgres(c) => c.query_columns(sql).await,
+            Connector::Sqlite(c) => c.query_columns(sql).await,
+        }
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        match self {
+            Connector::Postgres(c) => c.begin().await.map(Tx::Postgres),
+            Connector::Sqlite(c) => c.begin().await.map(Tx::Sqlite),
+        }
+    }
+
+    /// Closes every connection of the pool.
+    pub async fn close(&self) {
+        match self {
+            Connector::Postgres(c) => c.close().await,
+            Connector::Sqlite(c) => c.close().await,
+        }
+    }
+}
+
+/// An open transaction; dropped without [`Tx::commit`] it rolls back.
+pub enum Tx {
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Tx {
+    /// Runs a statement; returns rows affected.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        match self {
+            Tx::Postgres(tx) => postgres::execute_on(&mut **tx, sql, params).await,
+            Tx::Sqlite(tx) => sqlite::execute_on(&mut **tx, sql, params).await,
+        }
+    }
+
+    /// Runs a query; returns its rows.
+    pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Batch> {
+        match self {
+            Tx::Postgres(tx) => postgres::query_on(&mut **tx, sql, params).await,
+            Tx::Sqlite(tx) => sqlite::query_on(&mut **tx, sql, params).await,
+        }
+    }
+
+    /// Upserts `rows` (each with `spec.columns.len()` values in that order);
+    /// returns rows actually inserted or changed (unchanged rows count 0).
+    /// Splits into several statements when the dialect's bind-parameter
+    /// limit requires it.
+    pub async fn upsert(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
+        match self {
+            Tx::Postgres(tx) => postgres::upsert_on(&mut **tx, spec, rows).await,
+            Tx::Sqlite(tx) => sqlite::upsert_on(&mut **tx, spec, rows).await,
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<()> {
+        let result = match self {
+            Tx::Postgres(tx) => tx.commit().await,
+            Tx::Sqlite(tx) => tx.commit().await,
+        };
+        result.map_err(db_error)
+    }
+}
+
+/// Maps a driver error to [`ConnectorError::Database`] with the database's
+/// own message (and SQLSTATE/code where there is one).
+pub(crate) fn db_error(error: sqlx::Error) -> ConnectorError {
+    match &error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => ConnectorError::Database(format!("{} (code {code})", db.message())),
+            None => ConnectorError::Database(db.message().to_string()),
+        },
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            ConnectorError::Connect { url: "the database".into(), message: error.to_string() }
+        }
+        _ => ConnectorError::Database(error.to_string()),
+    }
+}

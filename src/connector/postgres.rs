@@ -1,0 +1,331 @@
+//! PostgreSQL I/O: typed reads into [`Value`], text-array upserts.
+//!
+//! Reads decode the binary wire format per column type; `NUMERIC` is decoded
+//! from its base-10000 digits with its display scale (`dscale`), so
+//! `12.50` stays `12.50` and 38-digit values, `NaN` and `±Infinity` arrive
+//! exactly (format: PostgreSQL `src/backend/utils/adt/numeric.c`,
+//! `numeric_send`). Parameters are bound as text and cast by the SQL.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use futures::TryStreamExt;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Column, Executor, PgConnection, PgPool, Row, TypeInfo, ValueRef};
+
+use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use crate::config::DbUrl;
+use crate::dialect::{Dialect, UpsertSpec};
+use crate::value::{Batch, Value};
+
+/// A pool of PostgreSQL connections.
+pub struct PgConnector {
+    pool: PgPool,
+}
+
+impl PgConnector {
+    /// Opens a pool (session time zone UTC) and checks one connection.
+    pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<PgConnector> {
+        let DbUrl::Postgres { url: text, password } = url else {
+            unreachable!("PgConnector::connect called with a non-postgres URL")
+        };
+        let connect_error = |message: String| ConnectorError::Connect { url: url.redacted(), message };
+        let mut connect_options = PgConnectOptions::from_str(text)
+            .map_err(|e| connect_error(strip_url(&e.to_string())))?
+            .application_name("hubsync")
+            .options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
+        if let Some(password) = password {
+            connect_options = connect_options.password(password.expose());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(0)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect_options)
+            .await
+            .map_err(|e| connect_error(strip_url(&e.to_string())))?;
+        Ok(PgConnector { pool })
+    }
+
+    pub(super) async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        query_on(&mut conn, sql, params).await
+    }
+
+    pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        execute_on(&mut conn, sql, params).await
+    }
+
+    pub(super) async fn execute_script(&self, sql: &str) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        conn.execute(AssertSqlSafe(sql.to_string())).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    pub(super) async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>> {
+        let quoted = Value::Text(Dialect::Postgres.quote_table(table));
+        let columns = self
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1::text) \
+                 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                std::slice::from_ref(&quoted),
+            )
+            .await?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let keys = self
+            .query(
+                "SELECT string_agg(a.attname::text, chr(31) ORDER BY k.ord) \
+                 FROM pg_index i \
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE i.indrelid = to_regclass($1::text) AND i.indisunique AND i.indpred IS NULL \
+                 GROUP BY i.indexrelid",
+                &[quoted],
+            )
+            .await?;
+        Ok(Some(TableInfo {
+            columns: columns
+                .rows
+                .into_iter()
+                .map(|row| ColumnInfo { name: text_of(&row[0]), data_type: text_of(&row[1]) })
+                .collect(),
+            unique_keys: keys
+                .rows
+                .iter()
+                .map(|row| text_of(&row[0]).split('\u{1f}').map(str::to_string).collect())
+                .collect(),
+        }))
+    }
+
+    pub(super) async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let statement = conn.prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(sql.to_string()))).await.map_err(db_error)?;
+        Ok(sqlx::Statement::columns(&statement).iter().map(|c| c.name().to_string()).collect())
+    }
+
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin().await.map_err(db_error)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// sqlx's connect errors may echo the URL; keep only the first line and
+/// never a password (the caller adds the redacted URL).
+fn strip_url(message: &str) -> String {
+    crate::config::url::redact_url_text(message.lines().next().unwrap_or(message))
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::Text(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn bind_all<'q>(
+    sql: &str,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_string()));
+    for param in params {
+        query = query.bind(param.to_pg_text());
+    }
+    query
+}
+
+pub(super) async fn execute_on(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
+    let result = bind_all(sql, params).execute(conn).await.map_err(db_error)?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn query_on(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Batch> {
+    let mut rows = bind_all(sql, params).fetch(conn);
+    let mut batch = Batch::default();
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        if batch.columns.is_empty() {
+            batch.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        batch.rows.push(decode_row(&row)?);
+    }
+    Ok(batch)
+}
+
+pub(super) async fn upsert_on(
+    conn: &mut PgConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = Dialect::Postgres.upsert(spec, rows.len());
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for column in 0..spec.columns.len() {
+        let mut array: Vec<Option<String>> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let text = row[column].to_pg_text();
+            if let Some(t) = &text
+                && t.contains('\0')
+            {
+                return Err(ConnectorError::Type {
+                    column: spec.columns[column].clone(),
+                    message: "text contains a NUL byte, which PostgreSQL text cannot store; \
+                              use a bytea column or strip it at the source"
+                        .into(),
+                });
+            }
+            array.push(text);
+        }
+        query = query.bind(array);
+    }
+    let result = query.execute(conn).await.map_err(db_error)?;
+    Ok(result.rows_affected())
+}
+
+/// Decodes one row into values, per column type.
+fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let type_error = |message: String| ConnectorError::Type { column: column.name().to_string(), message };
+        let raw = row.try_get_raw(i).map_err(db_error)?;
+        if raw.is_null() {
+            values.push(Value::Null);
+            continue;
+        }
+        let type_name = column.type_info().name().to_string();
+        let decode_failed = |e: sqlx::Error| type_error(format!("cannot decode {type_name}: {e}"));
+        let value = match type_name.as_str() {
+            "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(decode_failed)?),
+            "INT2" => Value::Int(row.try_get::<i16, _>(i).map_err(decode_failed)?.into()),
+            "INT4" => Value::Int(row.try_get::<i32, _>(i).map_err(decode_failed)?.into()),
+            "INT8" => Value::Int(row.try_get::<i64, _>(i).map_err(decode_failed)?),
+            "OID" => Value::Int(row.try_get::<sqlx::postgres::types::Oid, _>(i).map_err(decode_failed)?.0.into()),
+            "FLOAT4" => Value::Float(row.try_get::<f32, _>(i).map_err(decode_failed)?.into()),
+            "FLOAT8" => Value::Float(row.try_get::<f64, _>(i).map_err(decode_failed)?),
+            "NUMERIC" => {
+                let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
+                Value::Numeric(decode_numeric(bytes).map_err(type_error)?)
+            }
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => {
+                Value::Text(row.try_get_unchecked::<String, _>(i).map_err(decode_failed)?)
+            }
+            "BYTEA" => Value::Bytes(row.try_get::<Vec<u8>, _>(i).map_err(decode_failed)?),
+            "DATE" => Value::Date(row.try_get::<NaiveDate, _>(i).map_err(decode_failed)?),
+            "TIME" => Value::Time(row.try_get::<NaiveTime, _>(i).map_err(decode_failed)?),
+            "TIMESTAMP" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(decode_failed)?),
+            "TIMESTAMPTZ" => Value::TimestampTz(row.try_get::<DateTime<Utc>, _>(i).map_err(decode_failed)?),
+            "JSON" | "JSONB" => {
+                let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
+                // Binary jsonb starts with a version byte (1); json is plain text.
+                let text = if type_name == "JSONB" { bytes.get(1..).unwrap_or_default() } else { bytes };
+                Value::Json(
+                    String::from_utf8(text.to_vec()).map_err(|e| type_error(format!("invalid JSON text: {e}")))?,
+                )
+            }
+            "UUID" => Value::Uuid(row.try_get::<uuid::Uuid, _>(i).map_err(decode_failed)?),
+            other => {
+                return Err(type_error(format!(
+                    "type `{other}` is not supported yet; cast it in a `query` (e.g. `{}::text`)",
+                    column.name()
+                )));
+            }
+        };
+        values.push(value);
+    }
+    Ok(values)
+}
+
+/// Decodes PostgreSQL's binary NUMERIC into exact decimal text with the
+/// value's display scale. Layout: `ndigits i16, weight i16, sign u16,
+/// dscale u16, digits [i16; ndigits]` in base 10,000; `weight` is the
+/// base-10,000 exponent of the first digit.
+pub(crate) fn decode_numeric(bytes: &[u8]) -> std::result::Result<String, String> {
+    let word = |at: usize| -> std::result::Result<u16, String> {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "truncated NUMERIC value".to_string())
+    };
+    let ndigits = word(0)? as usize;
+    let weight = word(2)? as i16 as i64;
+    let sign = word(4)?;
+    let dscale = word(6)? as usize;
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        0x0000 | 0x4000 => {}
+        other => return Err(format!("invalid NUMERIC sign word {other:#x}")),
+    }
+    let digits: Vec<u16> = (0..ndigits).map(|i| word(8 + 2 * i)).collect::<std::result::Result<_, _>>()?;
+    let digit_at = |index: i64| -> u16 {
+        if index < 0 { 0 } else { digits.get(index as usize).copied().unwrap_or(0) }
+    };
+    let mut text = String::new();
+    if sign == 0x4000 {
+        text.push('-');
+    }
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for index in 0..=weight {
+            let d = digit_at(index);
+            if index == 0 {
+                text.push_str(&d.to_string());
+            } else {
+                text.push_str(&format!("{d:04}"));
+            }
+        }
+    }
+    if dscale > 0 {
+        let mut fraction = String::with_capacity(dscale + 4);
+        let mut index = weight + 1;
+        while fraction.len() < dscale {
+            fraction.push_str(&format!("{:04}", digit_at(index)));
+            index += 1;
+        }
+        fraction.truncate(dscale);
+        text.push('.');
+        text.push_str(&fraction);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_numeric;
+
+    fn encode(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for w in [ndigits, weight as u16, sign, dscale] {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        for d in digits {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn numeric_keeps_scale_and_digits() {
+        // 12.50: digits [12, 5000], weight 0, dscale 2.
+        assert_eq!(decode_numeric(&encode(2, 0, 0, 2, &[12, 5000])).unwrap(), "12.50");
+        // -0.0001: digits [1], weight -1, dscale 4.
+        assert_eq!(decode_numeric(&encode(1, -1, 0x4000, 4, &[1])).unwrap(), "-0.0001");
+        // 10000 (trailing zero digit groups are omitted on the wire): [1], weight 1.
+        assert_eq!(decode_numeric(&encode(1, 1, 0, 0, &[1])).unwrap(), "10000");
+        // 0 with scale 3: no digits.
+        assert_eq!(decode_numeric(&encode(0, 0, 0, 3, &[])).unwrap(), "0.000");
+        // 0.00000123 : weight -2 ([0123] in the second fractional group), dscale 8.
+        assert_eq!(decode_numeric(&encode(1, -2, 0, 8, &[123])).unwrap(), "0.00000123");
+        assert_eq!(decode_numeric(&encode(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
+        assert_eq!(decode_numeric(&encode(0, 0, 0xF000, 0, &[])).unwrap(), "-Infinity");
+    }
+}

@@ -1,0 +1,234 @@
+//! SQLite I/O.
+//!
+//! Storage rule (SQLite has no exact decimal, boolean, date or JSON type):
+//! exact decimals, dates, times, JSON and UUIDs are stored as TEXT;
+//! instants as RFC 3339 text in UTC with six fractional digits and `Z`
+//! (text order is time order); local date-times as `YYYY-MM-DD
+//! HH:MM:SS.ffffff`; booleans as 0/1; bytes as BLOB. Reads return each
+//! value by its storage class (INTEGER, REAL, TEXT, BLOB), except that a
+//! column declared `BOOLEAN` reads as a boolean.
+//!
+//! Site files are opened without changing their journal mode, and every read
+//! is one short autocommit statement, so a site's own writers are not held
+//! up.
+
+use std::path::Path;
+
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Column, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+
+use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use crate::dialect::{Dialect, UpsertSpec};
+use crate::value::{Batch, TIMESTAMP_TEXT_FORMAT, TIMESTAMPTZ_TEXT_FORMAT, Value};
+
+/// A pool of SQLite connections to one file.
+pub struct SqliteConnector {
+    pool: SqlitePool,
+}
+
+impl SqliteConnector {
+    /// Opens `path`. With `create_if_missing` the file is created (and put in
+    /// WAL mode, for a master); otherwise a missing file is a connect error.
+    pub async fn connect(path: &Path, options: &ConnectOptions) -> Result<SqliteConnector> {
+        let connect_error = |message: String| ConnectorError::Connect {
+            url: format!("sqlite://{}", path.display()),
+            message,
+        };
+        if !options.create_if_missing && !path.exists() {
+            return Err(connect_error("the database file does not exist".into()));
+        }
+        let mut connect_options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(options.create_if_missing)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        if options.create_if_missing {
+            connect_options = connect_options.journal_mode(SqliteJournalMode::Wal);
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(0)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect_options)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(SqliteConnector { pool })
+    }
+
+    pub(super) async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        query_on(&mut conn, sql, params).await
+    }
+
+    pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        execute_on(&mut conn, sql, params).await
+    }
+
+    pub(super) async fn execute_script(&self, sql: &str) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        conn.execute(AssertSqlSafe(sql.to_string())).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    pub(super) async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>> {
+        let (schema, name) = match table.split_once('.') {
+            Some((schema, name)) => (schema.to_string(), name.to_string()),
+            None => ("main".to_string(), table.to_string()),
+        };
+        let params = [Value::Text(name), Value::Text(schema)];
+        let columns =
+            self.query("SELECT name, type, pk FROM pragma_table_info(?1, ?2) ORDER BY cid", &params).await?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let mut primary_key: Vec<(i64, String)> = columns
+            .rows
+            .iter()
+            .filter_map(|row| match (&row[2], &row[0]) {
+                (Value::Int(pk), Value::Text(name)) if *pk > 0 => Some((*pk, name.clone())),
+                _ => None,
+            })
+            .collect();
+        primary_key.sort();
+        let mut unique_keys = Vec::new();
+        if !primary_key.is_empty() {
+            unique_keys.push(primary_key.into_iter().map(|(_, name)| name).collect());
+        }
+        let indexes = self
+            .query(
+                "SELECT il.name, ii.name FROM pragma_index_list(?1, ?2) AS il \
+                 JOIN pragma_index_info(il.name, ?2) AS ii \
+                 WHERE il.\"unique\" = 1 AND il.partial = 0 ORDER BY il.name, ii.seqno",
+                &params,
+            )
+            .await?;
+        let mut current: Option<(String, Vec<String>)> = None;
+        for row in indexes.rows {
+            let (Value::Text(index), Value::Text(column)) = (&row[0], &row[1]) else { continue };
+            match &mut current {
+                Some((name, cols)) if name == index => cols.push(column.clone()),
+                _ => {
+                    if let Some((_, cols)) = current.take() {
+                        unique_keys.push(cols);
+                    }
+                    current = Some((index.clone(), vec![column.clone()]));
+                }
+            }
+        }
+        if let Some((_, cols)) = current {
+            unique_keys.push(cols);
+        }
+        Ok(Some(TableInfo {
+            columns: columns
+                .rows
+                .into_iter()
+                .map(|row| ColumnInfo {
+                    name: row[0].to_string(),
+                    data_type: match &row[1] {
+                        Value::Text(t) => t.clone(),
+                        _ => String::new(),
+                    },
+                })
+                .collect(),
+            unique_keys,
+        }))
+    }
+
+    pub(super) async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let statement = conn.prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(sql.to_string()))).await.map_err(db_error)?;
+        Ok(sqlx::Statement::columns(&statement).iter().map(|c| c.name().to_string()).collect())
+    }
+
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin().await.map_err(db_error)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds one value by the storage rule in the module docs.
+fn bind_value<'q>(query: SqliteQuery<'q>, value: &Value) -> SqliteQuery<'q> {
+    match value {
+        Value::Null => query.bind(None::<i64>),
+        Value::Bool(b) => query.bind(i64::from(*b)),
+        Value::Int(i) => query.bind(*i),
+        Value::Float(f) => query.bind(*f),
+        Value::Numeric(s) | Value::Text(s) | Value::Json(s) => query.bind(s.clone()),
+        Value::Bytes(b) => query.bind(b.clone()),
+        Value::Date(d) => query.bind(d.format("%Y-%m-%d").to_string()),
+        Value::Time(t) => query.bind(t.format("%H:%M:%S%.6f").to_string()),
+        Value::Timestamp(ts) => query.bind(ts.format(TIMESTAMP_TEXT_FORMAT).to_string()),
+        Value::TimestampTz(ts) => query.bind(ts.format(TIMESTAMPTZ_TEXT_FORMAT).to_string()),
+        Value::Uuid(u) => query.bind(u.hyphenated().to_string()),
+    }
+}
+
+fn bind_all<'q>(sql: String, params: &[Value]) -> SqliteQuery<'q> {
+    params.iter().fold(sqlx::query(AssertSqlSafe(sql)), bind_value)
+}
+
+pub(super) async fn execute_on(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<u64> {
+    let result = bind_all(sql.to_string(), params).execute(conn).await.map_err(db_error)?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn query_on(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Batch> {
+    let mut rows = bind_all(sql.to_string(), params).fetch(conn);
+    let mut batch = Batch::default();
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        if batch.columns.is_empty() {
+            batch.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        batch.rows.push(decode_row(&row)?);
+    }
+    Ok(batch)
+}
+
+pub(super) async fn upsert_on(
+    conn: &mut SqliteConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    let per_statement = Dialect::Sqlite.max_rows_per_upsert(spec.columns.len());
+    let mut written = 0;
+    for chunk in rows.chunks(per_statement) {
+        let sql = Dialect::Sqlite.upsert(spec, chunk.len());
+        let query = chunk.iter().flatten().fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+        written += query.execute(&mut *conn).await.map_err(db_error)?.rows_affected();
+    }
+    Ok(written)
+}
+
+fn decode_row(row: &SqliteRow) -> Result<Vec<Value>> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i).map_err(db_error)?;
+        if raw.is_null() {
+            values.push(Value::Null);
+            continue;
+        }
+        let storage = raw.type_info().name().to_string();
+        let declared_boolean = column.type_info().name() == "BOOLEAN";
+        let decode_failed = |e: sqlx::Error| ConnectorError::Type {
+            column: column.name().to_string(),
+            message: format!("cannot decode {storage}: {e}"),
+        };
+        let value = match storage.as_str() {
+            "INTEGER" | "BOOLEAN" => {
+                let i = row.try_get_unchecked::<i64, _>(i).map_err(decode_failed)?;
+                if declared_boolean && (i == 0 || i == 1) { Value::Bool(i == 1) } else { Value::Int(i) }
+            }
+            "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(i).map_err(decode_failed)?),
+            "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i).map_err(decode_failed)?),
+            _ => Value::Text(row.try_get_unchecked::<String, _>(i).map_err(decode_failed)?),
+        };
+        values.push(value);
+    }
+    Ok(values)
+}

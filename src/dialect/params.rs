@@ -1,0 +1,209 @@
+//! `:site.<tag>` placeholders in user SQL, rewritten to bound parameters.
+//!
+//! A flow's `query` may say `WHERE zone = :site.price_zone`; each site runs the
+//! query with its own tag value bound as a text parameter. Nothing from a tag
+//! is ever spliced into SQL text. The scanner is a small lexer that knows
+//! where a placeholder cannot be: inside `'string'` literals (with `''`
+//! escapes, and `E'..'` backslash escapes), `"quoted identifiers"`,
+//! `$tag$ dollar-quoted $tag$` bodies, `-- line` and `/* block */` comments
+//! (nested, as PostgreSQL allows), and after a `::` cast.
+
+use super::Dialect;
+
+/// A user query with its `:site.*` placeholders replaced by numbered dialect
+/// placeholders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteBoundSql {
+    /// The rewritten SQL.
+    pub sql: String,
+    /// For each placeholder, in parameter order, the site attribute it binds:
+    /// `"id"` for `:site.id`, otherwise a tag name.
+    pub params: Vec<String>,
+}
+
+/// Rewrites every `:site.<name>` in `sql` into the dialect's numbered
+/// placeholder, numbering from `first_param` (1-based).
+///
+/// Returns the rewritten SQL and the attribute names in parameter order. An
+/// unterminated string, identifier or comment is an error (the text names
+/// what is unterminated), since the query would fail at the database anyway
+/// and the scan could otherwise miss a placeholder.
+pub fn bind_site_placeholders(
+    sql: &str,
+    dialect: Dialect,
+    first_param: usize,
+) -> Result<SiteBoundSql, String> {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut params = Vec::new();
+    let mut i = 0;
+    let mut copied_to = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\'' => {
+                let backslash_escapes = i > 0
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && (i < 2 || !is_ident_byte(bytes[i - 2]));
+                i = skip_quoted(bytes, i, b'\'', backslash_escapes)
+                    .ok_or("unterminated string literal")?;
+            }
+            b'"' => {
+                i = skip_quoted(bytes, i, b'"', false).ok_or("unterminated quoted identifier")?;
+            }
+            b'`' => {
+                i = skip_quoted(bytes, i, b'`', false).ok_or("unterminated quoted identifier")?;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = skip_block_comment(bytes, i).ok_or("unterminated /* comment")?;
+            }
+            b'$' if dialect == Dialect::Postgres => {
+                i = match dollar_tag(bytes, i) {
+                    Some(tag) => {
+                        let body_start = i + tag.len();
+                        let end = sql[body_start..]
+                            .find(tag)
+                            .ok_or("unterminated dollar-quoted string")?;
+                        body_start + end + tag.len()
+                    }
+                    None => i + 1,
+                };
+            }
+            b':' if bytes.get(i + 1) == Some(&b':') => i += 2,
+            b':' if sql[i + 1..].starts_with("site.") => {
+                let name_start = i + 1 + "site.".len();
+                let name_len = bytes[name_start..]
+                    .iter()
+                    .take_while(|c| is_ident_byte(**c))
+                    .count();
+                let starts_ok = bytes
+                    .get(name_start)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+                let preceded_by_ident = i > 0 && is_ident_byte(bytes[i - 1]);
+                if !starts_ok || preceded_by_ident {
+                    i += 1;
+                    continue;
+                }
+                out.push_str(&sql[copied_to..i]);
+                out.push_str(&dialect.placeholder(first_param + params.len()));
+                params.push(sql[name_start..name_start + name_len].to_string());
+                i = name_start + name_len;
+                copied_to = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[copied_to..]);
+    Ok(SiteBoundSql { sql: out, params })
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Index just past the closing quote of a quoted run starting at `start`;
+/// a doubled quote is an escaped quote.
+fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if backslash_escapes && b == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index just past a (possibly nested) `/* ... */` comment at `start`.
+fn skip_block_comment(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'/' && bytes[i + 1] == b'*' {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes[i + 1] == b'/' {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return Some(i);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The opening `$tag$` of a dollar-quoted string at `start`, if there is one
+/// (and not a positional parameter such as `$1`).
+fn dollar_tag(bytes: &[u8], start: usize) -> Option<&str> {
+    if start > 0 && is_ident_byte(bytes[start - 1]) {
+        return None;
+    }
+    let rest = &bytes[start + 1..];
+    let tag_len = rest.iter().take_while(|c| is_ident_byte(**c)).count();
+    if rest.first().is_some_and(|c| c.is_ascii_digit()) || rest.get(tag_len) != Some(&b'$') {
+        return None;
+    }
+    std::str::from_utf8(&bytes[start..start + tag_len + 2]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(sql: &str) -> SiteBoundSql {
+        bind_site_placeholders(sql, Dialect::Postgres, 1).unwrap()
+    }
+
+    #[test]
+    fn binds_tags_in_order() {
+        let bound = pg("SELECT * FROM prices WHERE zone = :site.price_zone AND store = :site.id");
+        assert_eq!(bound.sql, "SELECT * FROM prices WHERE zone = $1 AND store = $2");
+        assert_eq!(bound.params, vec!["price_zone", "id"]);
+    }
+
+    #[test]
+    fn leaves_literals_comments_and_casts_alone() {
+        let sql = "SELECT ':site.a', \":site.b\", x::site, $q$ :site.c $q$, E'\\' :site.d' -- :site.e\n\
+                   /* :site.f /* nested */ :site.g */ FROM t WHERE z = :site.zone";
+        let bound = pg(sql);
+        assert_eq!(bound.params, vec!["zone"]);
+        assert!(bound.sql.ends_with("WHERE z = $1"));
+        assert!(bound.sql.contains("':site.a'"));
+        assert!(bound.sql.contains("x::site"));
+    }
+
+    #[test]
+    fn sqlite_numbers_from_first_param() {
+        let bound = bind_site_placeholders("SELECT 1 WHERE a = :site.region", Dialect::Sqlite, 3)
+            .unwrap();
+        assert_eq!(bound.sql, "SELECT 1 WHERE a = ?3");
+        assert_eq!(bound.params, vec!["region"]);
+    }
+
+    #[test]
+    fn positional_parameters_are_not_dollar_quotes() {
+        let bound = pg("SELECT $1, :site.id");
+        assert_eq!(bound.sql, "SELECT $1, $1");
+    }
+
+    #[test]
+    fn unterminated_string_is_an_error() {
+        let err = bind_site_placeholders("SELECT 'abc", Dialect::Sqlite, 1).unwrap_err();
+        assert_eq!(err, "unterminated string literal");
+    }
+}

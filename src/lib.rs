@@ -1,0 +1,10 @@
+//! hubsync: one central hub syncs a master database with a fleet of site
+//! databases, both ways, with nothing installed at the sites.
+//!
+//! Layers, each depending only on those below it (see docs/ARCHITECTURE.md):
+//! `cli` -> `flow` -> `connector` / `state` -> `dialect` -> `value` / `config`.
+
+pub mod config;
+pub mod dialect;
+pub mod value;
+pub mod connector;

@@ -1,0 +1,368 @@
+//! The one row representation every layer shares.
+//!
+//! A [`Value`] is what a connector reads from one column of one row and what
+//! another connector writes back. Variants are chosen so that no value loses
+//! precision on the way: exact decimals are kept as their decimal text
+//! (PostgreSQL `NUMERIC` to any precision, including `NaN` and `±Infinity`),
+//! 64-bit integers stay integers, instants with a zone are UTC instants and
+//! local date-times stay local.
+//!
+//! Invariants:
+//! - `Numeric` always holds a canonical decimal literal (`-12.50`, `0`, `NaN`,
+//!   `Infinity`, `-Infinity`); its scale (digits after the point) is kept.
+//! - `Json` holds JSON text exactly as read, so number spelling is preserved.
+//! - Ordering ([`Value::compare`]) is defined only between values of the same
+//!   variant (plus `Int`/`Float`/`Numeric` cross-compare where exact), which is
+//!   all a checkpoint needs: positions of one stream always come from one
+//!   column type.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One column value of one row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed 64-bit integer (`smallint`, `integer`, `bigint`, SQLite `INTEGER`).
+    Int(i64),
+    /// An IEEE 754 double (`real`, `double precision`, SQLite `REAL`).
+    Float(f64),
+    /// An exact decimal as canonical text, e.g. `"12.50"`, `"NaN"`.
+    Numeric(String),
+    /// Unicode text.
+    Text(String),
+    /// Raw bytes (`bytea`, `BLOB`).
+    Bytes(Vec<u8>),
+    /// A calendar date without zone.
+    Date(NaiveDate),
+    /// A time of day without zone.
+    Time(NaiveTime),
+    /// A date-time without zone (a local wall-clock reading).
+    Timestamp(NaiveDateTime),
+    /// An instant (a date-time with zone), normalised to UTC.
+    TimestampTz(DateTime<Utc>),
+    /// JSON document text, kept as read.
+    Json(String),
+    /// A UUID.
+    Uuid(uuid::Uuid),
+}
+
+/// Format of a UTC instant written as text (SQLite storage, PostgreSQL input):
+/// RFC 3339 with exactly six fractional digits and `Z`, so that text order is
+/// time order (needed when a SQLite cursor column holds instants as text).
+pub const TIMESTAMPTZ_TEXT_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// Format of a local date-time written as text: ISO 8601 without offset and
+/// with exactly six fractional digits (text order is time order).
+pub const TIMESTAMP_TEXT_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
+
+impl Value {
+    /// True for SQL `NULL`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Name of the variant, used in error messages (`"numeric"`, `"text"`...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Numeric(_) => "numeric",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time",
+            Value::Timestamp(_) => "timestamp",
+            Value::TimestampTz(_) => "timestamptz",
+            Value::Json(_) => "json",
+            Value::Uuid(_) => "uuid",
+        }
+    }
+
+    /// The value as PostgreSQL input text (what `'...'::type` accepts), or
+    /// `None` for `NULL`.
+    ///
+    /// Every form round-trips exactly: floats use the shortest representation
+    /// that parses back to the same bits, bytes use the `\x` hex form,
+    /// instants carry an explicit `+00` offset.
+    pub fn to_pg_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => float_text(*f),
+            Value::Numeric(s) | Value::Text(s) | Value::Json(s) => s.clone(),
+            Value::Bytes(b) => {
+                let mut out = String::with_capacity(2 + b.len() * 2);
+                out.push_str("\\x");
+                for byte in b {
+                    out.push_str(&format!("{byte:02x}"));
+                }
+                out
+            }
+            Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+            Value::Time(t) => t.format("%H:%M:%S%.6f").to_string(),
+            Value::Timestamp(ts) => ts.format(TIMESTAMP_TEXT_FORMAT).to_string(),
+            Value::TimestampTz(ts) => ts.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+            Value::Uuid(u) => u.hyphenated().to_string(),
+        })
+    }
+
+    /// Orders two values of the same logical type; `None` when they are not
+    /// comparable (different variants, or a NaN).
+    ///
+    /// `NULL` sorts before everything, as in a keyset position that starts
+    /// before the first row. Numerics are compared exactly by their decimal
+    /// text (see [`compare_decimal_text`]).
+    pub fn compare(&self, other: &Value) -> Option<Ordering> {
+        use Value::*;
+        match (self, other) {
+            (Null, Null) => Some(Ordering::Equal),
+            (Null, _) => Some(Ordering::Less),
+            (_, Null) => Some(Ordering::Greater),
+            (Bool(a), Bool(b)) => Some(a.cmp(b)),
+            (Int(a), Int(b)) => Some(a.cmp(b)),
+            (Float(a), Float(b)) => a.partial_cmp(b),
+            (Int(a), Float(b)) => (*a as f64).partial_cmp(b),
+            (Float(a), Int(b)) => a.partial_cmp(&(*b as f64)),
+            (Numeric(a), Numeric(b)) => compare_decimal_text(a, b),
+            (Int(a), Numeric(b)) => compare_decimal_text(&a.to_string(), b),
+            (Numeric(a), Int(b)) => compare_decimal_text(a, &b.to_string()),
+            (Text(a), Text(b)) => Some(a.cmp(b)),
+            (Bytes(a), Bytes(b)) => Some(a.cmp(b)),
+            (Date(a), Date(b)) => Some(a.cmp(b)),
+            (Time(a), Time(b)) => Some(a.cmp(b)),
+            (Timestamp(a), Timestamp(b)) => Some(a.cmp(b)),
+            (TimestampTz(a), TimestampTz(b)) => Some(a.cmp(b)),
+            (Json(a), Json(b)) => Some(a.cmp(b)),
+            (Uuid(a), Uuid(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
+/// Compares two keyset positions (tuples of values) lexicographically, as SQL
+/// row-value comparison `(a, b) < (c, d)` does. `None` if some pair is not
+/// comparable.
+pub fn compare_positions(left: &[Value], right: &[Value]) -> Option<Ordering> {
+    for (a, b) in left.iter().zip(right) {
+        match a.compare(b)? {
+            Ordering::Equal => continue,
+            other => return Some(other),
+        }
+    }
+    Some(left.len().cmp(&right.len()))
+}
+
+/// Text of a float that parses back to the same bits; `NaN`, `Infinity` and
+/// `-Infinity` spelled as PostgreSQL accepts them.
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "Infinity".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Infinity".into()
+    } else {
+        // `{:?}` is the shortest round-trip form and keeps `-0.0` and exponents.
+        format!("{f:?}")
+    }
+}
+
+/// Compares two decimal literals (`-12.50`, `3`, `1e5` is not accepted)
+/// exactly, without converting to binary floating point. `NaN` sorts above
+/// every number (PostgreSQL's rule); `Infinity` above all finite numbers.
+/// Returns `None` if either string is not a plain decimal literal.
+pub fn compare_decimal_text(a: &str, b: &str) -> Option<Ordering> {
+    let pa = parse_decimal(a)?;
+    let pb = parse_decimal(b)?;
+    Some(pa.cmp(&pb))
+}
+
+/// A parsed decimal literal in a form that orders correctly.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum DecimalKey {
+    NegInfinity,
+    Finite(FiniteDecimal),
+    Infinity,
+    NaN,
+}
+
+/// A finite decimal: sign, integer digits without leading zeros, fraction
+/// digits without trailing zeros.
+#[derive(PartialEq, Eq)]
+struct FiniteDecimal {
+    negative: bool,
+    int_digits: String,
+    frac_digits: String,
+}
+
+impl Ord for FiniteDecimal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let is_zero = |d: &FiniteDecimal| d.int_digits.is_empty() && d.frac_digits.is_empty();
+        let sign = |d: &FiniteDecimal| {
+            if is_zero(d) {
+                0
+            } else if d.negative {
+                -1
+            } else {
+                1
+            }
+        };
+        let (sa, sb) = (sign(self), sign(other));
+        if sa != sb {
+            return sa.cmp(&sb);
+        }
+        let magnitude = self
+            .int_digits
+            .len()
+            .cmp(&other.int_digits.len())
+            .then_with(|| self.int_digits.cmp(&other.int_digits))
+            .then_with(|| self.frac_digits.cmp(&other.frac_digits));
+        if sa < 0 {
+            magnitude.reverse()
+        } else {
+            magnitude
+        }
+    }
+}
+
+impl PartialOrd for FiniteDecimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn parse_decimal(text: &str) -> Option<DecimalKey> {
+    match text {
+        "NaN" => return Some(DecimalKey::NaN),
+        "Infinity" | "+Infinity" => return Some(DecimalKey::Infinity),
+        "-Infinity" => return Some(DecimalKey::NegInfinity),
+        _ => {}
+    }
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(DecimalKey::Finite(FiniteDecimal {
+        negative,
+        int_digits: int_part.trim_start_matches('0').to_string(),
+        frac_digits: frac_part.trim_end_matches('0').to_string(),
+    }))
+}
+
+impl fmt::Display for Value {
+    /// Human-readable form for messages and tables: `NULL`, numbers as
+    /// written, text unquoted, bytes as `\x..` hex, instants in RFC 3339.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::TimestampTz(ts) => write!(f, "{}", ts.format(TIMESTAMPTZ_TEXT_FORMAT)),
+            other => f.write_str(&other.to_pg_text().unwrap_or_default()),
+        }
+    }
+}
+
+/// A bounded chunk of rows read from one stream: column names once, then the
+/// rows, each with exactly `columns.len()` values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Column names as the source returned them.
+    pub columns: Vec<String>,
+    /// Rows, each a vector of `columns.len()` values.
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Batch {
+    /// Position of a column by exact name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True if the batch holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text_orders_exactly() {
+        assert_eq!(compare_decimal_text("12.50", "12.5"), Some(Ordering::Equal));
+        assert_eq!(compare_decimal_text("-1", "0.5"), Some(Ordering::Less));
+        assert_eq!(compare_decimal_text("-2", "-10"), Some(Ordering::Greater));
+        assert_eq!(compare_decimal_text("100", "99.999"), Some(Ordering::Greater));
+        assert_eq!(compare_decimal_text("0.000", "-0"), Some(Ordering::Equal));
+        // 38 digits: beyond f64, still exact.
+        assert_eq!(
+            compare_decimal_text(
+                "12345678901234567890123456789012345678",
+                "12345678901234567890123456789012345679"
+            ),
+            Some(Ordering::Less)
+        );
+        assert_eq!(compare_decimal_text("NaN", "Infinity"), Some(Ordering::Greater));
+        assert_eq!(compare_decimal_text("-Infinity", "-1e3"), None);
+    }
+
+    #[test]
+    fn pg_text_forms_round_trip() {
+        assert_eq!(Value::Bytes(vec![0, 255, 16]).to_pg_text().unwrap(), "\\x00ff10");
+        assert_eq!(Value::Float(0.1).to_pg_text().unwrap(), "0.1");
+        assert_eq!(Value::Float(f64::NEG_INFINITY).to_pg_text().unwrap(), "-Infinity");
+        assert_eq!(Value::Bool(false).to_pg_text().unwrap(), "f");
+        let ts = DateTime::parse_from_rfc3339("2026-03-29T01:30:00.5+02:00").unwrap();
+        assert_eq!(
+            Value::TimestampTz(ts.with_timezone(&Utc)).to_pg_text().unwrap(),
+            "2026-03-28 23:30:00.500000+00"
+        );
+        assert_eq!(Value::Null.to_pg_text(), None);
+    }
+
+    #[test]
+    fn positions_compare_like_sql_row_values() {
+        let a = [Value::Int(5), Value::Text("b".into())];
+        let b = [Value::Int(5), Value::Text("c".into())];
+        let c = [Value::Int(6), Value::Text("a".into())];
+        assert_eq!(compare_positions(&a, &b), Some(Ordering::Less));
+        assert_eq!(compare_positions(&c, &b), Some(Ordering::Greater));
+        assert_eq!(compare_positions(&a, &a), Some(Ordering::Equal));
+        assert_eq!(compare_positions(&[Value::Int(1)], &[Value::Text("1".into())]), None);
+    }
+
+    #[test]
+    fn checkpoint_positions_serialize_with_their_types() {
+        let position = vec![
+            Value::TimestampTz(DateTime::from_timestamp(1_700_000_000, 123_000).unwrap()),
+            Value::Numeric("12.50".into()),
+        ];
+        let json = serde_json::to_string(&position).unwrap();
+        let back: Vec<Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, position);
+    }
+}

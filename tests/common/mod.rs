@@ -1,0 +1,139 @@
+//! Shared helpers for integration tests. Each file in `tests/` does `mod common;`.
+//!
+//! PostgreSQL tests need a server: run them via `scripts/test.sh`, which starts a
+//! throwaway server and exports `HUBSYNC_TEST_PG_URL` (an admin URL). Each test
+//! creates its own database with [`pg_create_db`], so tests can run in parallel.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The admin connection URL of the test PostgreSQL server.
+pub fn pg_admin_url() -> String {
+    match std::env::var("HUBSYNC_TEST_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "HUBSYNC_TEST_PG_URL is not set: run the tests with scripts/test.sh, which installs \
+             PostgreSQL (Debian package `postgresql`) and starts a throwaway server"
+        ),
+    }
+}
+
+static DB_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a fresh, uniquely named database on the test server and returns its URL
+/// (same scheme/user/host/port/query as the admin URL, with the new database name).
+pub fn pg_create_db(prefix: &str) -> String {
+    let admin = pg_admin_url();
+    let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let suffix = format!("_{}_{}_{}", std::process::id(), n, nanos);
+
+    // Safe identifier: lowercase [a-z0-9_], starting with a letter, at most 63 bytes.
+    let mut clean: String = prefix
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !clean.starts_with(|c: char| c.is_ascii_lowercase()) {
+        clean.insert_str(0, "t_");
+    }
+    clean.truncate(63usize.saturating_sub(suffix.len()));
+    let name = format!("{clean}{suffix}");
+
+    psql(&admin, &format!("CREATE DATABASE \"{name}\""));
+    url_with_db(&admin, &name)
+}
+
+/// Replaces the database name (the URL path) in a `postgres://` URL, keeping any query.
+fn url_with_db(url: &str, db: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let end_authority = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end_authority];
+    let query = rest[end_authority..]
+        .find('?')
+        .map(|i| &rest[end_authority + i..])
+        .unwrap_or("");
+    format!("{scheme}{authority}/{db}{query}")
+}
+
+/// Runs SQL (one statement or a whole script) with the `psql` client against `url`.
+/// Panics with psql's stderr on failure. Returns trimmed stdout: unaligned, tuples
+/// only, so rows are `|`-separated columns, one row per line.
+pub fn psql(url: &str, sql: &str) -> String {
+    let mut child = Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-d", url, "-f", "-"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run psql ({e}): install the PostgreSQL client (Debian package \
+                 `postgresql`), or run the tests with scripts/test.sh"
+            )
+        });
+    // Feed the script from another thread so a large script with large output
+    // cannot deadlock. A write error (psql exited early, e.g. cannot connect) is
+    // ignored: psql's exit status and stderr below tell the real story.
+    let mut stdin = child.stdin.take().expect("psql stdin");
+    let script = format!("{sql}\n");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(script.as_bytes());
+        // dropping stdin closes it, so psql sees EOF
+    });
+    let out = child.wait_with_output().expect("wait for psql");
+    let _ = writer.join();
+    if !out.status.success() {
+        panic!(
+            "psql failed ({}) on {url}\n--- SQL ---\n{sql}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The `hubsync` binary under test, with colour off and quiet logging.
+pub fn hubsync() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubsync"));
+    cmd.env("NO_COLOR", "1").env("HUBSYNC_LOG", "warn");
+    cmd
+}
+
+/// Captured result of a finished process.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// Exit code; -1 if the process was killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion (stdin closed), capturing stdout and stderr.
+pub fn run(cmd: &mut Command) -> Out {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
