@@ -8,3 +8,5 @@ pub mod config;
 pub mod dialect;
 pub mod value;
 pub mod connector;
+pub mod flow;
+pub mod state;

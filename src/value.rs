@@ -118,7 +118,8 @@ impl Value {
     }
 
     /// Orders two values of the same logical type; `None` when they are not
-    /// comparable (different variants, or a NaN).
+    /// comparable (different variants, a NaN, or two different texts, whose
+    /// order is the database collation's business).
     ///
     /// `NULL` sorts before everything, as in a keyset position that starts
     /// before the first row. Numerics are compared exactly by their decimal
@@ -137,13 +138,14 @@ impl Value {
             (Numeric(a), Numeric(b)) => compare_decimal_text(a, b),
             (Int(a), Numeric(b)) => compare_decimal_text(&a.to_string(), b),
             (Numeric(a), Int(b)) => compare_decimal_text(a, &b.to_string()),
-            (Text(a), Text(b)) => Some(a.cmp(b)),
+            // Text order depends on the database's collation, which only the
+            // database knows: equal is certain, anything else is not.
+            (Text(a), Text(b)) | (Json(a), Json(b)) => (a == b).then_some(Ordering::Equal),
             (Bytes(a), Bytes(b)) => Some(a.cmp(b)),
             (Date(a), Date(b)) => Some(a.cmp(b)),
             (Time(a), Time(b)) => Some(a.cmp(b)),
             (Timestamp(a), Timestamp(b)) => Some(a.cmp(b)),
             (TimestampTz(a), TimestampTz(b)) => Some(a.cmp(b)),
-            (Json(a), Json(b)) => Some(a.cmp(b)),
             (Uuid(a), Uuid(b)) => Some(a.cmp(b)),
             _ => None,
         }
@@ -346,12 +348,17 @@ mod tests {
 
     #[test]
     fn positions_compare_like_sql_row_values() {
-        let a = [Value::Int(5), Value::Text("b".into())];
-        let b = [Value::Int(5), Value::Text("c".into())];
-        let c = [Value::Int(6), Value::Text("a".into())];
+        let a = [Value::Int(5), Value::Int(2)];
+        let b = [Value::Int(5), Value::Int(3)];
+        let c = [Value::Int(6), Value::Int(1)];
         assert_eq!(compare_positions(&a, &b), Some(Ordering::Less));
         assert_eq!(compare_positions(&c, &b), Some(Ordering::Greater));
         assert_eq!(compare_positions(&a, &a), Some(Ordering::Equal));
+        // Different texts: collation-dependent, so not decided here.
+        let t1 = [Value::Int(5), Value::Text("B".into())];
+        let t2 = [Value::Int(5), Value::Text("a".into())];
+        assert_eq!(compare_positions(&t1, &t2), None);
+        assert_eq!(compare_positions(&t1, &t1), Some(Ordering::Equal));
         assert_eq!(compare_positions(&[Value::Int(1)], &[Value::Text("1".into())]), None);
     }
 

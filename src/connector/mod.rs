@@ -71,6 +71,9 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// Time allowed for one connection attempt.
     pub connect_timeout: Duration,
+    /// Time a task may wait for a free connection of the pool (long for
+    /// the master, whose pool is shared by many site tasks).
+    pub acquire_timeout: Duration,
     /// SQLite only: create the file if it is missing (the master and the
     /// demo; never a site, whose missing file is an error).
     pub create_if_missing: bool,
@@ -187,7 +190,7 @@ impl Connector {
     }
 
     /// Column names a query would return, found by preparing it (nothing
-    /// is read). `param_count` text parameters are assumed.
+    /// is read).
     pub async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
         match self {
             Connector::Postgres(c) => c.query_columns(sql).await,

@@ -40,7 +40,7 @@ impl PgConnector {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
-            .acquire_timeout(options.connect_timeout)
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect_options)
             .await
             .map_err(|e| connect_error(strip_url(&e.to_string())))?;

@@ -48,7 +48,7 @@ impl SqliteConnector {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
-            .acquire_timeout(options.connect_timeout)
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect_options)
             .await
             .map_err(|e| connect_error(e.to_string()))?;

@@ -1,0 +1,327 @@
+//! Pull and push engines: capture -> map -> apply, per site.
+//!
+//! A [`Hub`] holds the master connection pool, the state store and the
+//! fleet limits. [`Hub::sync_flow`] runs one pass of a flow over a set of
+//! sites: each site in its own task, at most `max_concurrent_sites` at once,
+//! each with one connection opened for the run and closed after it. A site
+//! that fails fails only its own run; its error is recorded in the run
+//! history and returned in its [`SiteReport`].
+//!
+//! Per stream and site the loop is: read the next keyset page after the
+//! checkpoint (cursor, primary key...), map it to target rows, then
+//! - pull: upsert into the master and save the checkpoint in ONE master
+//!   transaction (at most `master_write_concurrency` such writes at once);
+//! - push: upsert into the site and commit, then save the checkpoint on the
+//!   master. A crash between the two re-applies the batch next time, which
+//!   changes nothing because upserts skip unchanged rows.
+
+mod stream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Flow, Site};
+use crate::connector::{ConnectOptions, Connector, ConnectorError};
+use crate::state::{RunStatus, StateError, StateStore};
+
+pub use self::stream::{StreamPlan, fingerprint, plan_streams};
+
+/// Errors that stop a whole command (not one site).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The master could not be reached.
+    #[error("master {url}: {source}")]
+    Master {
+        /// Redacted URL.
+        url: String,
+        /// Cause.
+        source: ConnectorError,
+    },
+    /// The state tables could not be created or read.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Options of one pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncOptions {
+    /// Read and count, write nothing (no rows, no checkpoints, no history).
+    pub dry_run: bool,
+}
+
+/// Receives progress events from running flows (progress bars, logs).
+/// Implementations must be cheap: they are called once per batch.
+pub trait Progress: Send + Sync {
+    /// A site's run begins.
+    fn site_started(&self, flow: &str, site: &str);
+    /// A batch of `read` source rows was applied, `written` of them changed
+    /// the target.
+    fn batch_applied(&self, flow: &str, site: &str, stream: &str, read: u64, written: u64);
+    /// A site's run ended.
+    fn site_finished(&self, report: &SiteReport);
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn site_started(&self, _: &str, _: &str) {}
+    fn batch_applied(&self, _: &str, _: &str, _: &str, _: u64, _: u64) {}
+    fn site_finished(&self, _: &SiteReport) {}
+}
+
+/// What one stream did at one site.
+#[derive(Clone, Debug, Default)]
+pub struct StreamReport {
+    /// Stream name.
+    pub stream: String,
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows inserted or changed at the target.
+    pub rows_written: u64,
+    /// Why the stream restarted with a backfill, if it did.
+    pub note: Option<String>,
+}
+
+/// What one flow did at one site.
+#[derive(Clone, Debug)]
+pub struct SiteReport {
+    /// Flow name.
+    pub flow: String,
+    /// Site id.
+    pub site: String,
+    /// Run id in the history (`None` for a dry run).
+    pub run_id: Option<String>,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Per stream, in flow order (streams after a failure are absent).
+    pub streams: Vec<StreamReport>,
+    /// The error of a failed run, naming flow, stream, site and column
+    /// where known.
+    pub error: Option<String>,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+impl SiteReport {
+    /// Rows read over all streams.
+    pub fn rows_read(&self) -> u64 {
+        self.streams.iter().map(|s| s.rows_read).sum()
+    }
+
+    /// Rows written over all streams.
+    pub fn rows_written(&self) -> u64 {
+        self.streams.iter().map(|s| s.rows_written).sum()
+    }
+}
+
+/// The central hub: master pool, state store and fleet limits.
+pub struct Hub {
+    config: Arc<Config>,
+    master: Connector,
+    state: StateStore,
+    site_slots: Semaphore,
+    master_writes: Semaphore,
+    cancel: CancellationToken,
+}
+
+impl Hub {
+    /// Connects to the master and creates or migrates the state tables.
+    ///
+    /// Errors: [`FlowError::Master`] if the master is unreachable,
+    /// [`FlowError::State`] if the state tables cannot be created.
+    pub async fn open(config: Arc<Config>, cancel: CancellationToken) -> Result<Hub, FlowError> {
+        let options = ConnectOptions {
+            // Writes are limited by a semaphore; the rest of the pool serves
+            // push reads and run-history rows.
+            max_connections: (config.hub.master_write_concurrency + 4) as u32,
+            connect_timeout: config.hub.connect_timeout,
+            acquire_timeout: Duration::from_secs(600),
+            create_if_missing: true,
+        };
+        let master = Connector::connect(&config.master, &options)
+            .await
+            .map_err(|source| FlowError::Master { url: config.master.redacted(), source })?;
+        let state = StateStore::open(&master).await?;
+        Ok(Hub {
+            site_slots: Semaphore::new(config.hub.max_concurrent_sites),
+            master_writes: Semaphore::new(config.hub.master_write_concurrency),
+            config,
+            master,
+            state,
+            cancel,
+        })
+    }
+
+    /// The master connector.
+    pub fn master(&self) -> &Connector {
+        &self.master
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// The config the hub runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs one pass of `flow` over `sites`, concurrently within the fleet
+    /// limits; returns one report per site, in `sites` order. Never fails
+    /// as a whole: per-site failures are in the reports.
+    pub async fn sync_flow(
+        &self,
+        flow: &Flow,
+        sites: &[&Site],
+        options: SyncOptions,
+        progress: &dyn Progress,
+    ) -> Vec<SiteReport> {
+        let plans = plan_streams(self, flow).await;
+        let runs = sites.iter().map(|site| self.run_site(flow, site, &plans, options, progress));
+        // Concurrency is bounded by `site_slots` inside `run_site`; buffering
+        // all futures keeps report order equal to `sites` order.
+        futures::stream::iter(runs).buffered(sites.len().max(1)).collect().await
+    }
+
+    async fn run_site(
+        &self,
+        flow: &Flow,
+        site: &Site,
+        plans: &[Result<StreamPlan, String>],
+        options: SyncOptions,
+        progress: &dyn Progress,
+    ) -> SiteReport {
+        let _slot = self.site_slots.acquire().await.expect("site semaphore is never closed");
+        let started = Instant::now();
+        let mut report = SiteReport {
+            flow: flow.name.clone(),
+            site: site.id.clone(),
+            run_id: None,
+            status: RunStatus::Succeeded,
+            streams: Vec::new(),
+            error: None,
+            duration: Duration::ZERO,
+        };
+        if self.cancel.is_cancelled() {
+            report.status = RunStatus::Skipped;
+            report.error = Some("interrupted before the run started".into());
+            progress.site_finished(&report);
+            return report;
+        }
+        progress.site_started(&flow.name, &site.id);
+        if !options.dry_run {
+            match self.state.start_run(&self.master, &flow.name, &site.id).await {
+                Ok(run_id) => report.run_id = Some(run_id),
+                Err(e) => {
+                    report.status = RunStatus::Failed;
+                    report.error = Some(format!("site `{}`: cannot record the run: {e}", site.id));
+                    report.duration = started.elapsed();
+                    progress.site_finished(&report);
+                    return report;
+                }
+            }
+        }
+        let outcome = self.run_streams(flow, site, plans, options, progress, &mut report).await;
+        if let Err(message) = outcome {
+            report.status = RunStatus::Failed;
+            report.error = Some(message);
+        }
+        report.duration = started.elapsed();
+        if let Some(run_id) = &report.run_id {
+            let notes: Vec<String> = report
+                .streams
+                .iter()
+                .filter_map(|s| s.note.as_ref().map(|n| format!("stream `{}`: {n}", s.stream)))
+                .collect();
+            let note = (!notes.is_empty()).then(|| notes.join("; "));
+            if let Err(e) = self
+                .state
+                .finish_run(
+                    &self.master,
+                    run_id,
+                    report.status,
+                    report.rows_read(),
+                    report.rows_written(),
+                    report.error.as_deref(),
+                    note.as_deref(),
+                )
+                .await
+            {
+                tracing::error!(flow = %flow.name, site = %site.id, "cannot record the end of run {run_id}: {e}");
+            }
+        }
+        match &report.error {
+            Some(error) => tracing::warn!(flow = %flow.name, site = %site.id, "run failed: {error}"),
+            None => tracing::info!(
+                flow = %flow.name,
+                site = %site.id,
+                rows_read = report.rows_read(),
+                rows_written = report.rows_written(),
+                "run succeeded"
+            ),
+        }
+        progress.site_finished(&report);
+        report
+    }
+
+    async fn run_streams(
+        &self,
+        flow: &Flow,
+        site: &Site,
+        plans: &[Result<StreamPlan, String>],
+        options: SyncOptions,
+        progress: &dyn Progress,
+        report: &mut SiteReport,
+    ) -> Result<(), String> {
+        let site_options = ConnectOptions {
+            max_connections: 1,
+            connect_timeout: self.config.hub.connect_timeout,
+            acquire_timeout: self.config.hub.connect_timeout,
+            create_if_missing: false,
+        };
+        let site_conn = Connector::connect(&site.url, &site_options)
+            .await
+            .map_err(|e| format!("site `{}`: {e}", site.id))?;
+        let mut result = Ok(());
+        for (stream, plan) in flow.streams.iter().zip(plans) {
+            if self.cancel.is_cancelled() {
+                result = Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
+                break;
+            }
+            let place = format!("flow `{}` stream `{}` site `{}`", flow.name, stream.name, site.id);
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(e) => {
+                    result = Err(format!("{place}: {e}"));
+                    break;
+                }
+            };
+            let mut stream_report = StreamReport { stream: stream.name.clone(), ..StreamReport::default() };
+            let run = stream::StreamRun {
+                hub: self,
+                flow,
+                stream,
+                plan,
+                site,
+                site_conn: &site_conn,
+                options,
+                progress,
+                cancel: &self.cancel,
+            };
+            let outcome = run.run(&mut stream_report).await;
+            report.streams.push(stream_report);
+            if let Err(e) = outcome {
+                result = Err(format!("{place}: {e}"));
+                break;
+            }
+        }
+        site_conn.close().await;
+        result
+    }
+}

@@ -1,0 +1,389 @@
+//! One stream at one site: keyset capture, row mapping, apply, checkpoint.
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{Hub, Progress, StreamReport, SyncOptions};
+use crate::config::{Direction, Flow, Site, Source, Stream};
+use crate::connector::{Connector, TableInfo};
+use crate::dialect::params::bind_site_placeholders;
+use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
+use crate::state::{Checkpoint, CheckpointKey};
+use crate::value::{Batch, Value};
+
+/// What a stream needs that is the same for every site, found once per
+/// pass: for a pull, the master target table's description.
+#[derive(Clone, Debug)]
+pub struct StreamPlan {
+    /// The master target (pull only; a push describes each site's table).
+    pub master_target: Option<TableInfo>,
+}
+
+/// Builds the plan of every stream of `flow`; a stream whose plan fails
+/// carries the message, and every site's run of it fails with it.
+pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, String>> {
+    let mut plans = Vec::with_capacity(flow.streams.len());
+    for stream in &flow.streams {
+        let plan = match flow.direction {
+            Direction::Push => Ok(StreamPlan { master_target: None }),
+            Direction::Pull => match hub.master().describe_table(&stream.target).await {
+                Ok(Some(info)) => Ok(StreamPlan { master_target: Some(info) }),
+                Ok(None) => Err(format!(
+                    "master table `{}` does not exist; create it with the source's columns plus `{}`",
+                    stream.target,
+                    stream.site_column.as_deref().unwrap_or("site_id")
+                )),
+                Err(e) => Err(format!("cannot describe master table `{}`: {e}", stream.target)),
+            },
+        };
+        plans.push(plan);
+    }
+    plans
+}
+
+/// A hex SHA-256 of everything that defines `stream` of `flow` for one site:
+/// direction, source or query text, target, key, cursor, site column,
+/// column mapping, and the `:site.*` values bound for that site. When it
+/// changes, the stream restarts with a backfill for that site.
+pub fn fingerprint(flow: &Flow, stream: &Stream, site_params: &[(String, String)]) -> String {
+    let definition = serde_json::json!({
+        "direction": flow.direction.as_str(),
+        "source": match &stream.source {
+            Source::Table(t) => format!("table:{t}"),
+            Source::Query(q) => format!("query:{q}"),
+        },
+        "target": stream.target,
+        "primary_key": stream.primary_key,
+        "cursor": stream.cursor,
+        "site_column": stream.site_column,
+        "columns": stream.columns,
+        "site_params": site_params,
+    });
+    let digest = Sha256::digest(definition.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a target value comes from.
+#[derive(Clone, Copy, Debug)]
+enum MapSource {
+    /// The site id (pull `site_column`).
+    SiteId,
+    /// A column of the source batch, by index.
+    Column(usize),
+}
+
+/// How source rows become target rows, resolved from the first batch's
+/// column names.
+#[derive(Debug)]
+struct RowMapping {
+    target_columns: Vec<String>,
+    column_types: Vec<String>,
+    sources: Vec<MapSource>,
+    conflict_key: Vec<String>,
+    keyset_indexes: Vec<usize>,
+    /// Indexes (in `keyset_indexes`) of primary key columns, never NULL.
+    key_names: Vec<String>,
+}
+
+impl RowMapping {
+    fn build(
+        stream: &Stream,
+        direction: Direction,
+        source_columns: &[String],
+        target: &TableInfo,
+        target_place: &str,
+    ) -> Result<RowMapping, String> {
+        let find_source = |name: &str| -> Result<usize, String> {
+            source_columns.iter().position(|c| c == name).ok_or_else(|| {
+                format!(
+                    "source column `{name}` not found; the source returns: {}",
+                    quoted_list(source_columns)
+                )
+            })
+        };
+        let mut target_columns = Vec::new();
+        let mut sources = Vec::new();
+        if direction == Direction::Pull
+            && let Some(site_column) = &stream.site_column
+        {
+            target_columns.push(site_column.clone());
+            sources.push(MapSource::SiteId);
+        }
+        match &stream.columns {
+            Some(pairs) => {
+                for (target_column, source_column) in pairs {
+                    target_columns.push(target_column.clone());
+                    sources.push(MapSource::Column(find_source(source_column)?));
+                }
+            }
+            None => {
+                for (index, column) in source_columns.iter().enumerate() {
+                    target_columns.push(column.clone());
+                    sources.push(MapSource::Column(index));
+                }
+            }
+        }
+        let mut column_types = Vec::with_capacity(target_columns.len());
+        for column in &target_columns {
+            match target.column(column) {
+                Some(info) => column_types.push(info.data_type.clone()),
+                None => {
+                    return Err(format!(
+                        "column `{column}` is missing in {target_place}; add it, or select and rename columns with `columns = {{ target = \"source\" }}`"
+                    ));
+                }
+            }
+        }
+        let mut conflict_key: Vec<String> = Vec::new();
+        if direction == Direction::Pull {
+            conflict_key.extend(stream.site_column.iter().cloned());
+        }
+        conflict_key.extend(stream.primary_key.iter().cloned());
+        for key in &conflict_key {
+            if !target_columns.contains(key) {
+                return Err(format!(
+                    "primary key column `{key}` is not among the columns written to {target_place}"
+                ));
+            }
+        }
+        let keyset_indexes = stream
+            .keyset_source_columns()
+            .iter()
+            .map(|c| find_source(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RowMapping {
+            target_columns,
+            column_types,
+            sources,
+            conflict_key,
+            keyset_indexes,
+            key_names: stream.keyset_source_columns(),
+        })
+    }
+
+    /// Target rows of a batch, in `target_columns` order.
+    fn map_rows(&self, batch: &Batch, site_id: &str) -> Vec<Vec<Value>> {
+        batch
+            .rows
+            .iter()
+            .map(|row| {
+                self.sources
+                    .iter()
+                    .map(|source| match source {
+                        MapSource::SiteId => Value::Text(site_id.to_string()),
+                        MapSource::Column(i) => row[*i].clone(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The keyset position of a row; errors if a key column is NULL, since
+    /// a NULL in the position would make the next read skip rows.
+    fn position(&self, row: &[Value]) -> Result<Vec<Value>, String> {
+        let position: Vec<Value> = self.keyset_indexes.iter().map(|i| row[*i].clone()).collect();
+        if let Some(at) = position.iter().position(Value::is_null) {
+            return Err(format!(
+                "key column `{}` is NULL in a source row; keys must not be NULL",
+                self.key_names[at]
+            ));
+        }
+        Ok(position)
+    }
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The work of one stream at one site.
+pub(super) struct StreamRun<'a> {
+    pub hub: &'a Hub,
+    pub flow: &'a Flow,
+    pub stream: &'a Stream,
+    pub plan: &'a StreamPlan,
+    pub site: &'a Site,
+    pub site_conn: &'a Connector,
+    pub options: SyncOptions,
+    pub progress: &'a dyn Progress,
+    pub cancel: &'a CancellationToken,
+}
+
+impl StreamRun<'_> {
+    /// Moves every row after the checkpoint, batch by batch. Pull: site ->
+    /// master, batch and checkpoint in one master transaction. Push: master
+    /// -> site, checkpoint saved after the site commit.
+    pub async fn run(&self, report: &mut StreamReport) -> Result<(), String> {
+        let master = self.hub.master();
+        let direction = self.flow.direction;
+        let (source, target) = match direction {
+            Direction::Pull => (self.site_conn, master),
+            Direction::Push => (master, self.site_conn),
+        };
+        let (source_place, target_place) = match direction {
+            Direction::Pull => ("the site", format!("master table `{}`", self.stream.target)),
+            Direction::Push => ("the master", format!("site table `{}`", self.stream.target)),
+        };
+        let site_target;
+        let target_info = match &self.plan.master_target {
+            Some(info) => info,
+            None => {
+                site_target = target
+                    .describe_table(&self.stream.target)
+                    .await
+                    .map_err(|e| format!("cannot describe {target_place}: {e}"))?
+                    .ok_or_else(|| format!("{target_place} does not exist; create it"))?;
+                &site_target
+            }
+        };
+
+        // Source SQL with `:site.*` bound as text parameters.
+        let (from_sql, site_params) = match &self.stream.source {
+            Source::Table(_) => (None, Vec::new()),
+            Source::Query(query) => {
+                let bound = bind_site_placeholders(query, source.dialect(), 1)
+                    .map_err(|e| format!("`query`: {e}"))?;
+                let mut params = Vec::with_capacity(bound.params.len());
+                for name in &bound.params {
+                    let value = self.site.attribute(name).ok_or_else(|| {
+                        format!("site has no tag `{name}` used by `:site.{name}` in `query`")
+                    })?;
+                    params.push((name.clone(), value.to_string()));
+                }
+                (Some(bound.sql), params)
+            }
+        };
+        let from = match (&self.stream.source, &from_sql) {
+            (_, Some(sql)) => SelectFrom::Query(sql),
+            (Source::Table(table), None) => SelectFrom::Table(table),
+            (Source::Query(_), None) => unreachable!("a query source always has bound SQL"),
+        };
+        let site_values: Vec<Value> = site_params.iter().map(|(_, v)| Value::Text(v.clone())).collect();
+
+        let key = CheckpointKey {
+            flow: self.flow.name.clone(),
+            stream: self.stream.name.clone(),
+            site: self.site.id.clone(),
+        };
+        let fingerprint = fingerprint(self.flow, self.stream, &site_params);
+        let stored = self
+            .hub
+            .state()
+            .load_checkpoint(master, &key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut position: Option<Vec<Value>> = match stored {
+            Some(checkpoint) if checkpoint.fingerprint == fingerprint => Some(checkpoint.position),
+            Some(_) => {
+                report.note = Some(
+                    "stream definition or site tags changed since the last run: backfilling from the start".into(),
+                );
+                None
+            }
+            None => None,
+        };
+
+        let select_columns = self.stream.select_columns();
+        let keyset = self.stream.keyset_source_columns();
+        let batch_size = self.hub.config().hub.batch_size;
+        let mut mapping: Option<RowMapping> = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
+            }
+            let sql = source.dialect().keyset_select(&KeysetSelect {
+                from,
+                columns: select_columns.as_deref(),
+                order_by: &keyset,
+                after: position.as_deref(),
+                first_param: site_values.len() + 1,
+                limit: batch_size,
+            });
+            let mut params = site_values.clone();
+            params.extend(position.iter().flatten().cloned());
+            let batch = source
+                .query(&sql, &params)
+                .await
+                .map_err(|e| format!("reading from {source_place}: {e}"))?;
+            if batch.is_empty() {
+                break;
+            }
+            if mapping.is_none() {
+                mapping = Some(RowMapping::build(
+                    self.stream,
+                    direction,
+                    &batch.columns,
+                    target_info,
+                    &target_place,
+                )?);
+            }
+            let mapping = mapping.as_ref().expect("mapping was just built");
+            let last_row = batch.rows.last().expect("batch is not empty");
+            let new_position = mapping.position(last_row)?;
+            let rows = mapping.map_rows(&batch, &self.site.id);
+            let read = rows.len() as u64;
+            let written = if self.options.dry_run {
+                0
+            } else {
+                let checkpoint = Checkpoint { position: new_position.clone(), fingerprint: fingerprint.clone() };
+                if let Some(old) = &position {
+                    Checkpoint { position: old.clone(), fingerprint: String::new() }
+                        .check_advance(&new_position)
+                        .map_err(|e| e.to_string())?;
+                }
+                let spec = UpsertSpec {
+                    table: &self.stream.target,
+                    columns: &mapping.target_columns,
+                    column_types: &mapping.column_types,
+                    key: &mapping.conflict_key,
+                };
+                self.apply(direction, target, &spec, &rows, &key, &checkpoint, &target_place).await?
+            };
+            report.rows_read += read;
+            report.rows_written += written;
+            self.progress.batch_applied(&self.flow.name, &self.site.id, &self.stream.name, read, written);
+            position = Some(new_position);
+            if batch.len() < batch_size {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one batch and its checkpoint; returns rows changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        direction: Direction,
+        target: &Connector,
+        spec: &UpsertSpec<'_>,
+        rows: &[Vec<Value>],
+        key: &CheckpointKey,
+        checkpoint: &Checkpoint,
+        target_place: &str,
+    ) -> Result<u64, String> {
+        let master = self.hub.master();
+        let state = self.hub.state();
+        let write_error = |e: &dyn std::fmt::Display| format!("writing to {target_place}: {e}");
+        match direction {
+            Direction::Pull => {
+                let _permit = self.hub.master_writes.acquire().await.expect("semaphore is never closed");
+                let mut tx = master.begin().await.map_err(|e| write_error(&e))?;
+                let written = tx.upsert(spec, rows).await.map_err(|e| write_error(&e))?;
+                state.save_checkpoint(&mut tx, key, checkpoint).await.map_err(|e| write_error(&e))?;
+                tx.commit().await.map_err(|e| write_error(&e))?;
+                Ok(written)
+            }
+            Direction::Push => {
+                let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
+                let written = tx.upsert(spec, rows).await.map_err(|e| write_error(&e))?;
+                tx.commit().await.map_err(|e| write_error(&e))?;
+                // A crash here re-applies this batch next run: a no-op.
+                let mut state_tx = master.begin().await.map_err(|e| e.to_string())?;
+                state.save_checkpoint(&mut state_tx, key, checkpoint).await.map_err(|e| e.to_string())?;
+                state_tx.commit().await.map_err(|e| e.to_string())?;
+                Ok(written)
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! hubsync's own state, kept in the master database: checkpoints per
+//! (flow, stream, site) and the run history.
+//!
+//! Tables live in schema `hubsync` on PostgreSQL and as `hubsync_`-prefixed
+//! tables on SQLite. They are created on first use and versioned: a
+//! `schema_version` row and forward migrations applied in order, in one
+//! transaction (serialised between hubs by an advisory lock on PostgreSQL).
+//!
+//! Checkpoint rules (after quickwit's `checkpoint.rs`): a checkpoint is the
+//! last keyset position (cursor, primary key...) applied, with a fingerprint
+//! of what defines the stream for that site. A new position must be strictly
+//! after the old one ([`Checkpoint::check_advance`]); a pull writes it in the
+//! same master transaction as the batch it covers.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::connector::{Connector, ConnectorError, Tx};
+use crate::dialect::Dialect;
+use crate::value::{Batch, Value, compare_positions};
+
+/// Current version of the state schema.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Errors of the state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The master refused a state statement.
+    #[error("master state tables: {0}")]
+    Connector(#[from] ConnectorError),
+    /// A stored row could not be read back.
+    #[error("master state tables: {0}")]
+    Corrupt(String),
+    /// A checkpoint would move backwards.
+    #[error("checkpoint would move backwards from {old} to {new}; refusing to write it")]
+    Backwards {
+        /// Stored position.
+        old: String,
+        /// Refused position.
+        new: String,
+    },
+}
+
+/// Shorthand for this layer's results.
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// Identifies one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointKey {
+    /// Flow name.
+    pub flow: String,
+    /// Stream name (unique within the flow).
+    pub stream: String,
+    /// Site id.
+    pub site: String,
+}
+
+/// A stored checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Last (cursor, primary key...) applied, as source values.
+    pub position: Vec<Value>,
+    /// Hash of what defines the stream for this site (see `flow::fingerprint`).
+    pub fingerprint: String,
+}
+
+impl Checkpoint {
+    /// Checks that `new_position` is strictly after this checkpoint's.
+    ///
+    /// Where the order depends on a text collation only the database knows
+    /// (see [`Value::compare`]), the database's `ORDER BY` is trusted.
+    ///
+    /// Errors: [`StateError::Backwards`] if it is equal or provably before.
+    pub fn check_advance(&self, new_position: &[Value]) -> Result<()> {
+        match compare_positions(&self.position, new_position) {
+            Some(std::cmp::Ordering::Less) | None => Ok(()),
+            Some(_) => Err(StateError::Backwards {
+                old: format_position(&self.position),
+                new: format_position(new_position),
+            }),
+        }
+    }
+}
+
+/// `(2026-01-01T00:00:00.000000Z, 17)`: a position for messages.
+pub fn format_position(position: &[Value]) -> String {
+    let parts: Vec<String> = position.iter().map(ToString::to_string).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Status of a run, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started, not finished.
+    Running,
+    /// Every stream completed.
+    Succeeded,
+    /// A stream failed; its error is recorded.
+    Failed,
+    /// Not attempted (e.g. interrupted before it started).
+    Skipped,
+}
+
+impl RunStatus {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    fn parse(text: &str) -> RunStatus {
+        match text {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "skipped" => RunStatus::Skipped,
+            _ => RunStatus::Failed,
+        }
+    }
+}
+
+/// One row of the run history.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// Unique run id (UUID v4 text).
+    pub run_id: String,
+    /// Flow name.
+    pub flow: String,
+    /// Site id.
+    pub site: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended; `None` while running.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Rows read from the source, all streams.
+    pub rows_read: i64,
+    /// Rows inserted or changed at the target, all streams.
+    pub rows_written: i64,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Error message of a failed run.
+    pub error: Option<String>,
+    /// Remarks (e.g. why a stream restarted with a backfill).
+    pub note: Option<String>,
+}
+
+/// A checkpoint row with its key, for `status`.
+#[derive(Clone, Debug)]
+pub struct CheckpointRecord {
+    /// Which checkpoint.
+    pub key: CheckpointKey,
+    /// Its position.
+    pub position: Vec<Value>,
+    /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Access to the state tables of one master.
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    dialect: Dialect,
+}
+
+impl StateStore {
+    /// Creates or migrates the state tables, then returns a store.
+    ///
+    /// Errors: [`StateError::Connector`] when the master refuses (no
+    /// `CREATE` privilege: grant it, or create schema `hubsync` for the hub).
+    pub async fn open(master: &Connector) -> Result<StateStore> {
+        let store = StateStore { dialect: master.dialect() };
+        store.migrate(master).await?;
+        Ok(store)
+    }
+
+    fn table(&self, name: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("hubsync.{name}"),
+            Dialect::Sqlite => format!("hubsync_{name}"),
+        }
+    }
+
+    /// Placeholders for `values`, typed on PostgreSQL.
+    fn placeholders(&self, values: &[Value]) -> Vec<String> {
+        values.iter().enumerate().map(|(i, v)| self.dialect.typed_placeholder(i + 1, v)).collect()
+    }
+
+    async fn migrate(&self, master: &Connector) -> Result<()> {
+        let version_table = self.table("schema_version");
+        let mut tx = master.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            // Serialise concurrent hubs creating the schema (key: "hubsync" in ASCII).
+            tx.query("SELECT pg_advisory_xact_lock(6877274889273713)", &[]).await?;
+            tx.execute("CREATE SCHEMA IF NOT EXISTS hubsync", &[]).await?;
+        }
+        tx.execute(&format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"), &[])
+            .await?;
+        let current = tx.query(&format!("SELECT max(version) FROM {version_table}"), &[]).await?;
+        let current = match current.rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(v)) => *v,
+            _ => 0,
+        };
+        if current > SCHEMA_VERSION {
+            return Err(StateError::Corrupt(format!(
+                "state schema version {current} is newer than this hubsync understands ({SCHEMA_VERSION}); upgrade hubsync"
+            )));
+        }
+        for version in current + 1..=SCHEMA_VERSION {
+            for statement in self.migration(version) {
+                tx.execute(&statement, &[]).await?;
+            }
+            let sql = format!(
+                "INSERT INTO {version_table} (version) VALUES ({})",
+                self.dialect.typed_placeholder(1, &Value::Int(version))
+            );
+            tx.execute(&sql, &[Value::Int(version)]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Statements that take the schema from `version - 1` to `version`.
+    fn migration(&self, version: i64) -> Vec<String> {
+        let ts = match self.dialect {
+            Dialect::Postgres => "TIMESTAMPTZ",
+            Dialect::Sqlite => "TEXT",
+        };
+        match version {
+            1 => vec![
+                format!(
+                    "CREATE TABLE {} (flow TEXT NOT NULL, stream TEXT NOT NULL, site TEXT NOT NULL, \
+                     position TEXT NOT NULL, fingerprint TEXT NOT NULL, updated_at {ts} NOT NULL, \
+                     PRIMARY KEY (flow, stream, site))",
+                    self.table("checkpoints")
+                ),
+                format!(
+                    "CREATE TABLE {} (run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, site TEXT NOT NULL, \
+                     started_at {ts} NOT NULL, finished_at {ts}, rows_read BIGINT NOT NULL DEFAULT 0, \
+                     rows_written BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL, error TEXT, note TEXT)",
+                    self.table("runs")
+                ),
+                format!(
+                    "CREATE INDEX hubsync_runs_by_flow_site ON {} (flow, site, started_at)",
+                    self.table("runs")
+                ),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The checkpoint of `key`, if one is stored.
+    pub async fn load_checkpoint(&self, master: &Connector, key: &CheckpointKey) -> Result<Option<Checkpoint>> {
+        let params = key_values(key);
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "SELECT position, fingerprint FROM {} WHERE flow = {} AND stream = {} AND site = {}",
+            self.table("checkpoints"),
+            p[0],
+            p[1],
+            p[2]
+        );
+        let batch = master.query(&sql, &params).await?;
+        let Some(row) = batch.rows.first() else { return Ok(None) };
+        let (Value::Text(position), Value::Text(fingerprint)) = (&row[0], &row[1]) else {
+            return Err(StateError::Corrupt(format!("checkpoint row of {key:?} has unexpected types")));
+        };
+        let position: Vec<Value> = serde_json::from_str(position)
+            .map_err(|e| StateError::Corrupt(format!("checkpoint of {key:?}: {e}")))?;
+        Ok(Some(Checkpoint { position, fingerprint: fingerprint.clone() }))
+    }
+
+    /// Writes the checkpoint of `key` inside `tx` (the transaction that
+    /// wrote the batch, for a pull).
+    pub async fn save_checkpoint(&self, tx: &mut Tx, key: &CheckpointKey, checkpoint: &Checkpoint) -> Result<()> {
+        let position = serde_json::to_string(&checkpoint.position)
+            .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?;
+        let mut params = key_values(key);
+        params.push(Value::Text(position));
+        params.push(Value::Text(checkpoint.fingerprint.clone()));
+        params.push(Value::TimestampTz(Utc::now()));
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at) VALUES ({}) \
+             ON CONFLICT (flow, stream, site) DO UPDATE SET position = excluded.position, \
+             fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+            self.table("checkpoints"),
+            p.join(", ")
+        );
+        tx.execute(&sql, &params).await?;
+        Ok(())
+    }
+
+    /// Forgets checkpoints of `flow`, optionally only one stream and/or one
+    /// site; returns how many were removed.
+    pub async fn delete_checkpoints(
+        &self,
+        master: &Connector,
+        flow: &str,
+        stream: Option<&str>,
+        site: Option<&str>,
+    ) -> Result<u64> {
+        let mut params = vec![Value::Text(flow.to_string())];
+        let mut conditions = vec!["flow".to_string()];
+        if let Some(stream) = stream {
+            params.push(Value::Text(stream.to_string()));
+            conditions.push("stream".into());
+        }
+        if let Some(site) = site {
+            params.push(Value::Text(site.to_string()));
+            conditions.push("site".into());
+        }
+        let p = self.placeholders(&params);
+        let filter: Vec<String> = conditions.iter().zip(&p).map(|(c, p)| format!("{c} = {p}")).collect();
+        let sql = format!("DELETE FROM {} WHERE {}", self.table("checkpoints"), filter.join(" AND "));
+        Ok(master.execute(&sql, &params).await?)
+    }
+
+    /// Records the start of a run and returns its id. Earlier runs of the
+    /// same (flow, site) still marked `running` belonged to a hub that
+    /// stopped mid-run: they are closed as `failed` first.
+    pub async fn start_run(&self, master: &Connector, flow: &str, site: &str) -> Result<String> {
+        let now = Value::TimestampTz(Utc::now());
+        let stale = [
+            now.clone(),
+            Value::Text("interrupted: the hub stopped before this run finished".into()),
+            Value::Text(flow.to_string()),
+            Value::Text(site.to_string()),
+        ];
+        let p = self.placeholders(&stale);
+        master
+            .execute(
+                &format!(
+                    "UPDATE {} SET status = 'failed', finished_at = {}, error = {} \
+                     WHERE flow = {} AND site = {} AND status = 'running'",
+                    self.table("runs"),
+                    p[0],
+                    p[1],
+                    p[2],
+                    p[3]
+                ),
+                &stale,
+            )
+            .await?;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let params = [
+            Value::Text(run_id.clone()),
+            Value::Text(flow.to_string()),
+            Value::Text(site.to_string()),
+            now,
+        ];
+        let p = self.placeholders(&params);
+        master
+            .execute(
+                &format!(
+                    "INSERT INTO {} (run_id, flow, site, started_at, status) VALUES ({}, 'running')",
+                    self.table("runs"),
+                    p.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        Ok(run_id)
+    }
+
+    /// Records the end of a run.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_run(
+        &self,
+        master: &Connector,
+        run_id: &str,
+        status: RunStatus,
+        rows_read: u64,
+        rows_written: u64,
+        error: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let text_or_null = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
+        let params = [
+            Value::TimestampTz(Utc::now()),
+            Value::Int(rows_read as i64),
+            Value::Int(rows_written as i64),
+            Value::Text(status.as_str().to_string()),
+            text_or_null(error),
+            text_or_null(note),
+            Value::Text(run_id.to_string()),
+        ];
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "UPDATE {} SET finished_at = {}, rows_read = {}, rows_written = {}, status = {}, error = {}, note = {} \
+             WHERE run_id = {}",
+            self.table("runs"),
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            p[4],
+            p[5],
+            p[6]
+        );
+        master.execute(&sql, &params).await?;
+        Ok(())
+    }
+
+    /// The newest run of every (flow, site), ordered by flow then site.
+    pub async fn last_runs(&self, master: &Connector) -> Result<Vec<RunRecord>> {
+        let runs = self.table("runs");
+        let sql = format!(
+            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, note \
+             FROM {runs} r WHERE started_at = (SELECT max(started_at) FROM {runs} x \
+             WHERE x.flow = r.flow AND x.site = r.site) ORDER BY flow, site"
+        );
+        let batch = master.query(&sql, &[]).await?;
+        batch.rows.iter().map(|row| run_record(&batch, row)).collect()
+    }
+
+    /// Every checkpoint, ordered by flow, stream, site.
+    pub async fn checkpoints(&self, master: &Connector) -> Result<Vec<CheckpointRecord>> {
+        let sql = format!(
+            "SELECT flow, stream, site, position, updated_at FROM {} ORDER BY flow, stream, site",
+            self.table("checkpoints")
+        );
+        let batch = master.query(&sql, &[]).await?;
+        let mut records = Vec::with_capacity(batch.len());
+        for row in &batch.rows {
+            let position: Vec<Value> = serde_json::from_str(&text(&row[3]))
+                .map_err(|e| StateError::Corrupt(format!("checkpoint position: {e}")))?;
+            records.push(CheckpointRecord {
+                key: CheckpointKey { flow: text(&row[0]), stream: text(&row[1]), site: text(&row[2]) },
+                position,
+                updated_at: timestamp(&row[4])?,
+            });
+        }
+        Ok(records)
+    }
+}
+
+fn key_values(key: &CheckpointKey) -> Vec<Value> {
+    vec![Value::Text(key.flow.clone()), Value::Text(key.stream.clone()), Value::Text(key.site.clone())]
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Text(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a state timestamp: native on PostgreSQL, RFC 3339 text on SQLite.
+fn timestamp(value: &Value) -> Result<DateTime<Utc>> {
+    match value {
+        Value::TimestampTz(ts) => Ok(*ts),
+        Value::Text(t) => DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StateError::Corrupt(format!("timestamp `{t}`: {e}"))),
+        other => Err(StateError::Corrupt(format!("expected a timestamp, found {}", other.kind()))),
+    }
+}
+
+fn run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
+    let get = |name: &str| batch.column_index(name).map(|i| &row[i]).unwrap_or(&Value::Null);
+    let optional_text = |name: &str| match get(name) {
+        Value::Null => None,
+        other => Some(text(other)),
+    };
+    let int = |name: &str| match get(name) {
+        Value::Int(i) => *i,
+        _ => 0,
+    };
+    Ok(RunRecord {
+        run_id: text(get("run_id")),
+        flow: text(get("flow")),
+        site: text(get("site")),
+        started_at: timestamp(get("started_at"))?,
+        finished_at: match get("finished_at") {
+            Value::Null => None,
+            other => Some(timestamp(other)?),
+        },
+        rows_read: int("rows_read"),
+        rows_written: int("rows_written"),
+        status: RunStatus::parse(&text(get("status"))),
+        error: optional_text("error"),
+        note: optional_text("note"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_only_move_forward() {
+        let checkpoint = Checkpoint { position: vec![Value::Int(5), Value::Int(2)], fingerprint: "f".into() };
+        assert!(checkpoint.check_advance(&[Value::Int(5), Value::Int(3)]).is_ok());
+        let err = checkpoint.check_advance(&[Value::Int(5), Value::Int(2)]).unwrap_err();
+        assert_eq!(err.to_string(), "checkpoint would move backwards from (5, 2) to (5, 2); refusing to write it");
+        assert!(checkpoint.check_advance(&[Value::Int(4), Value::Int(9)]).is_err());
+    }
+}
