@@ -10,3 +10,5 @@ pub mod value;
 pub mod connector;
 pub mod flow;
 pub mod state;
+pub mod scheduler;
+pub mod cli;

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column, Executor, PgConnection, PgPool, Row, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column, ConnectOptions as _, Executor, PgConnection, PgPool, Row, TypeInfo, ValueRef};
 
 use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
@@ -33,7 +33,8 @@ impl PgConnector {
         let mut connect_options = PgConnectOptions::from_str(text)
             .map_err(|e| connect_error(strip_url(&e.to_string())))?
             .application_name("hubsync")
-            .options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
+            .options([("TimeZone", "UTC"), ("DateStyle", "ISO")])
+            .disable_statement_logging();
         if let Some(password) = password {
             connect_options = connect_options.password(password.expose());
         }

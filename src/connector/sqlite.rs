@@ -16,7 +16,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Column, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column, ConnectOptions as _, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
 use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::dialect::{Dialect, UpsertSpec};
@@ -41,7 +41,8 @@ impl SqliteConnector {
         let mut connect_options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(options.create_if_missing)
-            .busy_timeout(std::time::Duration::from_secs(30));
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .disable_statement_logging();
         if options.create_if_missing {
             connect_options = connect_options.journal_mode(SqliteJournalMode::Wal);
         }
@@ -190,12 +191,18 @@ pub(super) async fn query_on(conn: &mut SqliteConnection, sql: &str, params: &[V
     Ok(batch)
 }
 
+/// Rows per SQLite upsert statement: large enough to amortise sqlx's
+/// per-statement hand-off to its SQLite worker thread, small enough that
+/// parsing stays cheap; full chunks reuse one cached prepared statement.
+const SQLITE_ROWS_PER_STATEMENT: usize = 500;
+
 pub(super) async fn upsert_on(
     conn: &mut SqliteConnection,
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
 ) -> Result<u64> {
-    let per_statement = Dialect::Sqlite.max_rows_per_upsert(spec.columns.len());
+    let per_statement =
+        Dialect::Sqlite.max_rows_per_upsert(spec.columns.len()).min(SQLITE_ROWS_PER_STATEMENT);
     let mut written = 0;
     for chunk in rows.chunks(per_statement) {
         let sql = Dialect::Sqlite.upsert(spec, chunk.len());

@@ -15,12 +15,12 @@
 //!   master. A crash between the two re-applies the batch next time, which
 //!   changes nothing because upserts skip unchanged rows.
 
+pub mod check;
 mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -183,10 +183,14 @@ impl Hub {
         progress: &dyn Progress,
     ) -> Vec<SiteReport> {
         let plans = plan_streams(self, flow).await;
-        let runs = sites.iter().map(|site| self.run_site(flow, site, &plans, options, progress));
-        // Concurrency is bounded by `site_slots` inside `run_site`; buffering
-        // all futures keeps report order equal to `sites` order.
-        futures::stream::iter(runs).buffered(sites.len().max(1)).collect().await
+        // Concurrency is bounded by `site_slots` inside `run_site`; join_all
+        // keeps report order equal to `sites` order. (A loop rather than a
+        // closure keeps the future `Send` for `tokio::spawn`.)
+        let mut runs = Vec::with_capacity(sites.len());
+        for site in sites {
+            runs.push(self.run_site(flow, site, &plans, options, progress));
+        }
+        futures::future::join_all(runs).await
     }
 
     async fn run_site(

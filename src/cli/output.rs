@@ -1,0 +1,165 @@
+//! Terminal output shared by subcommands: progress bars (or plain lines when
+//! stderr is not a terminal) and summary tables.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use comfy_table::{Table, presets};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::flow::{Progress, SiteReport};
+use crate::state::RunStatus;
+
+/// Progress for `sync` and `demo`: one bar per flow on a terminal (sites
+/// done / total, rows moved), else one log line per finished site on stderr.
+pub struct FleetProgress {
+    bars: Option<(MultiProgress, Mutex<HashMap<String, (ProgressBar, u64, u64)>>)>,
+    /// Print a line per finished site when there are no bars.
+    lines: bool,
+}
+
+impl FleetProgress {
+    /// Bars if stderr is a terminal, plain lines otherwise.
+    pub fn new() -> FleetProgress {
+        let bars = std::io::stderr()
+            .is_terminal()
+            .then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), Mutex::new(HashMap::new())));
+        FleetProgress { bars, lines: true }
+    }
+
+    /// Bars on a terminal, nothing otherwise (for `demo`, which prints its
+    /// own summary).
+    pub fn bars_only() -> FleetProgress {
+        FleetProgress { lines: false, ..FleetProgress::new() }
+    }
+
+    /// Plain lines on stderr, one per finished site run, even on a terminal.
+    pub fn new_lines() -> FleetProgress {
+        FleetProgress { bars: None, lines: true }
+    }
+
+    /// Adds a bar for `flow` over `sites` sites (terminal only).
+    pub fn start_flow(&self, flow: &str, sites: usize) {
+        if let Some((multi, bars)) = &self.bars {
+            let bar = multi.add(ProgressBar::new(sites as u64));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} sites  {msg}  {elapsed}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(flow.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bars.lock().expect("progress lock").insert(flow.to_string(), (bar, 0, 0));
+        }
+    }
+
+    /// Finishes every bar.
+    pub fn finish(&self) {
+        if let Some((_, bars)) = &self.bars {
+            for (bar, _, _) in bars.lock().expect("progress lock").values() {
+                bar.finish();
+            }
+        }
+    }
+}
+
+impl Progress for FleetProgress {
+    fn site_started(&self, _flow: &str, _site: &str) {}
+
+    fn batch_applied(&self, flow: &str, _site: &str, _stream: &str, read: u64, written: u64) {
+        if let Some((_, bars)) = &self.bars
+            && let Some((bar, total_read, total_written)) = bars.lock().expect("progress lock").get_mut(flow)
+        {
+            *total_read += read;
+            *total_written += written;
+            bar.set_message(format!("{} rows read, {} written", thousands(*total_read), thousands(*total_written)));
+        }
+    }
+
+    fn site_finished(&self, report: &SiteReport) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some((bar, _, _)) = bars.lock().expect("progress lock").get(&report.flow) {
+                    bar.inc(1);
+                    if let Some(error) = &report.error {
+                        bar.println(format!("  failed: {error}"));
+                    }
+                }
+            }
+            None if self.lines => eprintln!("{}", site_line(report)),
+            None => {}
+        }
+    }
+}
+
+/// One line describing a finished site run.
+pub fn site_line(report: &SiteReport) -> String {
+    match &report.error {
+        Some(error) => format!("flow `{}` site `{}`: {}: {error}", report.flow, report.site, report.status.as_str()),
+        None => format!(
+            "flow `{}` site `{}`: {} rows read, {} written in {}",
+            report.flow,
+            report.site,
+            report.rows_read(),
+            report.rows_written(),
+            seconds(report.duration)
+        ),
+    }
+}
+
+/// A summary table of site reports: flow, site, status, rows, time, error.
+pub fn summary_table(reports: &[SiteReport]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_BORDERS_ONLY);
+    table.set_header(["flow", "site", "status", "rows read", "rows written", "time", "error"]);
+    for report in reports {
+        table.add_row([
+            report.flow.clone(),
+            report.site.clone(),
+            report.status.as_str().to_string(),
+            thousands(report.rows_read()),
+            thousands(report.rows_written()),
+            seconds(report.duration),
+            report.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
+/// Counts of failed and skipped runs.
+pub fn failures(reports: &[SiteReport]) -> usize {
+    reports.iter().filter(|r| r.status != RunStatus::Succeeded).count()
+}
+
+/// `1234567` -> `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1.234 s` with millisecond precision.
+pub fn seconds(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}
