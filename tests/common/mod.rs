@@ -137,3 +137,81 @@ pub fn run(cmd: &mut Command) -> Out {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Runs a SQL script (several statements, no parameters) on a SQLite file,
+/// creating the file if needed. Uses hubsync's own connector, which is real
+/// SQLite (the bundled library).
+pub fn sqlite_exec(path: &std::path::Path, sql: &str) {
+    block_on(async {
+        let conn = sqlite_connect(path).await;
+        conn.execute_script(sql).await.unwrap_or_else(|e| panic!("sqlite {}: {e}\n{sql}", path.display()));
+        conn.close().await;
+    })
+}
+
+/// Runs a query on a SQLite file; returns rows as `a|b|c` lines (NULL as
+/// `NULL`), joined with newlines.
+pub fn sqlite_query(path: &std::path::Path, sql: &str) -> String {
+    block_on(async {
+        let conn = sqlite_connect(path).await;
+        let batch = conn.query(sql, &[]).await.unwrap_or_else(|e| panic!("sqlite {}: {e}\n{sql}", path.display()));
+        conn.close().await;
+        batch
+            .rows
+            .iter()
+            .map(|row| row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("|"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+async fn sqlite_connect(path: &std::path::Path) -> hubsync::connector::Connector {
+    let url = hubsync::config::DbUrl::Sqlite { path: path.to_path_buf() };
+    let options = hubsync::connector::ConnectOptions {
+        max_connections: 1,
+        connect_timeout: std::time::Duration::from_secs(10),
+        acquire_timeout: std::time::Duration::from_secs(10),
+        create_if_missing: true,
+    };
+    hubsync::connector::Connector::connect(&url, &options).await.expect("open sqlite")
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+/// A temporary folder holding a config and SQLite files; `sync` etc. run the
+/// binary against its `hubsync.toml`.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub fn new() -> Fleet {
+        Fleet { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path("hubsync.toml"), text).expect("write config");
+    }
+
+    /// Runs `hubsync -c <dir>/hubsync.toml <args>`.
+    pub fn hubsync(&self, args: &[&str]) -> Out {
+        let mut cmd = hubsync();
+        cmd.arg("-c").arg(self.path("hubsync.toml")).args(args);
+        run(&mut cmd)
+    }
+
+    /// Runs `hubsync sync <args>` and panics with its output unless it exits 0.
+    pub fn sync_ok(&self, args: &[&str]) -> Out {
+        let mut full = vec!["sync"];
+        full.extend_from_slice(args);
+        let out = self.hubsync(&full);
+        assert_eq!(out.code, 0, "sync failed\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+        out
+    }
+}

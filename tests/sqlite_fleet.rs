@@ -1,0 +1,296 @@
+//! Pull and push on SQLite <-> SQLite through the `hubsync` binary.
+//! Expected values are written out by hand from the data each test inserts.
+
+mod common;
+
+use common::{Fleet, sqlite_exec, sqlite_query};
+
+const MASTER_SCHEMA: &str = "
+CREATE TABLE sales (store_id TEXT NOT NULL, id INTEGER NOT NULL, sku TEXT NOT NULL, qty INTEGER NOT NULL,
+                    price TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (store_id, id));
+CREATE TABLE prices (sku TEXT NOT NULL, zone TEXT NOT NULL, price TEXT NOT NULL, updated_at TEXT NOT NULL,
+                     PRIMARY KEY (sku, zone));
+";
+
+const STORE_SCHEMA: &str = "
+CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT NOT NULL, qty INTEGER NOT NULL, price TEXT NOT NULL,
+                    updated_at TEXT NOT NULL);
+CREATE TABLE prices (sku TEXT PRIMARY KEY, price TEXT NOT NULL, updated_at TEXT NOT NULL);
+";
+
+fn config(batch_size: usize, s2_zone: &str) -> String {
+    format!(
+        r#"
+[hub]
+batch_size = {batch_size}
+
+[master]
+url = "sqlite://master.db"
+
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+tags = {{ zone = "A" }}
+
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+tags = {{ zone = "{s2_zone}" }}
+
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+
+[[flow]]
+name = "prices"
+direction = "push"
+  [[flow.stream]]
+  query = "SELECT sku, price, updated_at FROM prices WHERE zone = :site.zone"
+  target = "prices"
+  primary_key = ["sku"]
+  cursor = "updated_at"
+"#
+    )
+}
+
+fn build(fleet: &Fleet, batch_size: usize) {
+    fleet.write_config(&config(batch_size, "B"));
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "INSERT INTO prices VALUES
+           ('apple', 'A', '1.10', '2026-01-01T00:00:00.000000Z'),
+           ('pear',  'A', '2.20', '2026-01-01T00:00:01.000000Z'),
+           ('apple', 'B', '1.15', '2026-01-01T00:00:02.000000Z');",
+    );
+    for store in ["s1", "s2"] {
+        sqlite_exec(&fleet.path(&format!("{store}.db")), STORE_SCHEMA);
+    }
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "INSERT INTO sales VALUES
+           (1, 'apple', 2, '1.10', '2026-01-02T09:00:00.000000Z'),
+           (2, 'pear',  1, '2.20', '2026-01-02T09:05:00.000000Z'),
+           (3, 'apple', 5, '1.10', '2026-01-02T09:10:00.000000Z');",
+    );
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "INSERT INTO sales VALUES
+           (1, 'apple', 1, '1.15', '2026-01-02T10:00:00.000000Z'),
+           (2, 'apple', 3, '1.15', '2026-01-02T10:30:00.000000Z');",
+    );
+}
+
+/// (flow, site, rows_read, rows_written, status) of the newest run per pair.
+fn last_runs(fleet: &Fleet) -> String {
+    sqlite_query(
+        &fleet.path("master.db"),
+        "SELECT flow, site, rows_read, rows_written, status FROM hubsync_runs r
+         WHERE started_at = (SELECT max(started_at) FROM hubsync_runs x WHERE x.flow = r.flow AND x.site = r.site)
+         ORDER BY flow, site",
+    )
+}
+
+#[test]
+fn pull_and_push_then_incremental_then_noop() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT * FROM sales ORDER BY store_id, id"),
+        "s1|1|apple|2|1.10|2026-01-02T09:00:00.000000Z\n\
+         s1|2|pear|1|2.20|2026-01-02T09:05:00.000000Z\n\
+         s1|3|apple|5|1.10|2026-01-02T09:10:00.000000Z\n\
+         s2|1|apple|1|1.15|2026-01-02T10:00:00.000000Z\n\
+         s2|2|apple|3|1.15|2026-01-02T10:30:00.000000Z"
+    );
+    // Routing: s1 is zone A (apple, pear), s2 zone B (apple only, B price).
+    assert_eq!(
+        sqlite_query(&fleet.path("s1.db"), "SELECT sku, price FROM prices ORDER BY sku"),
+        "apple|1.10\npear|2.20"
+    );
+    assert_eq!(sqlite_query(&fleet.path("s2.db"), "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.15");
+    assert_eq!(
+        last_runs(&fleet),
+        "prices|s1|2|2|succeeded\nprices|s2|1|1|succeeded\nsales|s1|3|3|succeeded\nsales|s2|2|2|succeeded"
+    );
+
+    // Incremental: one sale changed and one added at s1, one price changed in zone A.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "UPDATE sales SET qty = 0, updated_at = '2026-01-03T08:00:00.000000Z' WHERE id = 2;
+         INSERT INTO sales VALUES (4, 'pear', 2, '2.20', '2026-01-03T08:01:00.000000Z');",
+    );
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "UPDATE prices SET price = '2.40', updated_at = '2026-01-03T00:00:00.000000Z' WHERE sku = 'pear' AND zone = 'A';",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        last_runs(&fleet),
+        "prices|s1|1|1|succeeded\nprices|s2|0|0|succeeded\nsales|s1|2|2|succeeded\nsales|s2|0|0|succeeded"
+    );
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT id, qty FROM sales WHERE store_id = 's1' ORDER BY id"),
+        "1|2\n2|0\n3|5\n4|2"
+    );
+    assert_eq!(sqlite_query(&fleet.path("s1.db"), "SELECT price FROM prices WHERE sku = 'pear'"), "2.40");
+
+    // Nothing changed: a pass reads nothing and writes nothing.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        last_runs(&fleet),
+        "prices|s1|0|0|succeeded\nprices|s2|0|0|succeeded\nsales|s1|0|0|succeeded\nsales|s2|0|0|succeeded"
+    );
+}
+
+#[test]
+fn rereading_rows_after_a_reset_writes_nothing() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.sync_ok(&[]);
+    let out = fleet.hubsync(&["reset", "--flow", "sales"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "forgot 2 checkpoint(s) of flow `sales`; the next run backfills them");
+    fleet.sync_ok(&["--flow", "sales"]);
+    // Every row is read again, none differs, so none is rewritten.
+    assert_eq!(
+        last_runs(&fleet),
+        "prices|s1|2|2|succeeded\nprices|s2|1|1|succeeded\nsales|s1|3|0|succeeded\nsales|s2|2|0|succeeded"
+    );
+}
+
+#[test]
+fn rows_sharing_one_cursor_value_span_batches_without_loss() {
+    let fleet = Fleet::new();
+    build(&fleet, 3);
+    // A bulk update makes 10 rows at s2 share one cursor value: more than 3 batches' worth.
+    let mut inserts = String::from("DELETE FROM sales;");
+    for id in 1..=10 {
+        inserts.push_str(&format!("INSERT INTO sales VALUES ({id}, 'apple', {id}, '1.15', '2026-02-01T00:00:00.000000Z');"));
+    }
+    sqlite_exec(&fleet.path("s2.db"), &inserts);
+    fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT count(*), sum(qty) FROM sales WHERE store_id = 's2'"),
+        "10|55"
+    );
+    // The checkpoint is (cursor, key) of the last row, not just the cursor.
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT position FROM hubsync_checkpoints WHERE site = 's2'"),
+        r#"[{"t":"text","v":"2026-02-01T00:00:00.000000Z"},{"t":"int","v":10}]"#
+    );
+    // Five more rows with the same cursor value and higher keys still arrive.
+    let mut more = String::new();
+    for id in 11..=15 {
+        more.push_str(&format!("INSERT INTO sales VALUES ({id}, 'pear', 1, '2.25', '2026-02-01T00:00:00.000000Z');"));
+    }
+    sqlite_exec(&fleet.path("s2.db"), &more);
+    fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT count(*), sum(qty) FROM sales WHERE store_id = 's2'"),
+        "15|60"
+    );
+    assert_eq!(last_runs(&fleet).lines().find(|l| l.starts_with("sales|s2")), Some("sales|s2|5|5|succeeded"));
+}
+
+#[test]
+fn a_site_moved_to_another_zone_is_backfilled_with_its_new_rows() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.sync_ok(&["--flow", "prices"]);
+    assert_eq!(sqlite_query(&fleet.path("s2.db"), "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.15");
+    // s2 moves to zone A: the bound `:site.zone` changes, so its checkpoint no
+    // longer applies and the stream starts again from the beginning.
+    fleet.write_config(&config(1000, "A"));
+    fleet.sync_ok(&["--flow", "prices"]);
+    assert_eq!(
+        sqlite_query(&fleet.path("s2.db"), "SELECT sku, price FROM prices ORDER BY sku"),
+        "apple|1.10\npear|2.20"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT note FROM hubsync_runs WHERE flow = 'prices' AND site = 's2' ORDER BY started_at DESC LIMIT 1"
+        ),
+        "stream `prices`: stream definition or site tags changed since the last run: backfilling from the start"
+    );
+}
+
+#[test]
+fn dry_run_reads_but_writes_nothing() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    let out = fleet.sync_ok(&["--dry-run"]);
+    assert!(out.stdout.contains("dry run: nothing was written"), "{}", out.stdout);
+    assert_eq!(sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"), "0");
+    assert_eq!(sqlite_query(&fleet.path("s1.db"), "SELECT count(*) FROM prices"), "0");
+    assert_eq!(sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM hubsync_checkpoints"), "0");
+}
+
+#[test]
+fn one_missing_site_fails_alone_and_is_named() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    let mut text = config(1000, "B");
+    text = text.replace(
+        "[[flow]]\nname = \"sales\"",
+        "[[site]]\nid = \"s3\"\nurl = \"sqlite://gone/s3.db\"\ntags = { zone = \"A\" }\n\n[[flow]]\nname = \"sales\"",
+    );
+    fleet.write_config(&text);
+    let out = fleet.hubsync(&["sync", "--flow", "sales"]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let expected_error = format!(
+        "site `s3`: cannot connect to sqlite://{}: the database file does not exist",
+        fleet.path("gone/s3.db").display()
+    );
+    assert!(out.stdout.contains("failed"), "{}", out.stdout);
+    assert!(out.stderr.contains(&expected_error), "{}", out.stderr);
+    assert!(out.stderr.contains("1 of 3 site runs failed"), "{}", out.stderr);
+    // The other sites synced.
+    assert_eq!(sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"), "5");
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT status, error FROM hubsync_runs WHERE site = 's3'"),
+        format!("failed|{expected_error}")
+    );
+}
+
+#[test]
+fn status_shows_checkpoints_and_last_runs() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.sync_ok(&[]);
+    let out = fleet.hubsync(&["status"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sales_s1 = out.stdout.lines().find(|l| l.contains("sales") && l.contains("s1") && l.contains("succeeded"));
+    assert!(sales_s1.is_some(), "{}", out.stdout);
+    assert!(out.stdout.contains("(2026-01-02T09:10:00.000000Z, 3)"), "{}", out.stdout);
+}
+
+#[test]
+fn check_reports_a_target_without_unique_key() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "DROP TABLE prices; CREATE TABLE prices (sku TEXT, price TEXT, updated_at TEXT);",
+    );
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "problem: flow `prices` stream `prices` site `s2`: site table `prices` has no unique key on (sku) \
+             (its unique keys: none); upserts need one: CREATE UNIQUE INDEX ON \"prices\" (\"sku\")"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("3 of 3 databases reachable; 3 stream/site pairs ok; 1 problem(s)"), "{}", out.stdout);
+}
