@@ -34,16 +34,16 @@ pub use self::stream::{StreamPlan, fingerprint, plan_streams};
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     /// The master could not be reached.
-    #[error("master {url}: {source}")]
+    #[error("master {url}: {cause}")]
     Master {
         /// Redacted URL.
         url: String,
-        /// Cause.
-        source: ConnectorError,
+        /// Cause (kept out of `source()` so `{:#}` prints it once).
+        cause: ConnectorError,
     },
     /// The state tables could not be created or read.
-    #[error(transparent)]
-    State(#[from] StateError),
+    #[error("{0}")]
+    State(StateError),
 }
 
 /// Options of one pass.
@@ -145,8 +145,8 @@ impl Hub {
         };
         let master = Connector::connect(&config.master, &options)
             .await
-            .map_err(|source| FlowError::Master { url: config.master.redacted(), source })?;
-        let state = StateStore::open(&master).await?;
+            .map_err(|cause| FlowError::Master { url: config.master.redacted(), cause })?;
+        let state = StateStore::open(&master).await.map_err(FlowError::State)?;
         Ok(Hub {
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
             master_writes: Semaphore::new(config.hub.master_write_concurrency),

@@ -27,7 +27,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub enum StateError {
     /// The master refused a state statement.
     #[error("master state tables: {0}")]
-    Connector(#[from] ConnectorError),
+    Connector(ConnectorError),
     /// A stored row could not be read back.
     #[error("master state tables: {0}")]
     Corrupt(String),
@@ -39,6 +39,14 @@ pub enum StateError {
         /// Refused position.
         new: String,
     },
+}
+
+// Not `#[from]`: that would also make the cause a `source()`, and `{:#}`
+// would print its message twice.
+impl From<ConnectorError> for StateError {
+    fn from(error: ConnectorError) -> Self {
+        StateError::Connector(error)
+    }
 }
 
 /// Shorthand for this layer's results.
@@ -193,7 +201,7 @@ impl StateStore {
         let mut tx = master.begin().await?;
         if self.dialect == Dialect::Postgres {
             // Serialise concurrent hubs creating the schema (key: "hubsync" in ASCII).
-            tx.query("SELECT pg_advisory_xact_lock(6877274889273713)", &[]).await?;
+            tx.execute("SELECT pg_advisory_xact_lock(6877274889273713)", &[]).await?;
             tx.execute("CREATE SCHEMA IF NOT EXISTS hubsync", &[]).await?;
         }
         tx.execute(&format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"), &[])

@@ -1,0 +1,281 @@
+//! Pull and push with PostgreSQL masters and sites (and SQLite sites into a
+//! PostgreSQL master), against the throwaway server `scripts/test.sh` starts.
+//! Expected values are written out by hand from the data each test inserts.
+
+mod common;
+
+use common::{Fleet, pg_create_db, psql, sqlite_exec};
+
+const PG_SITE_SALES: &str = "
+CREATE TABLE sales (
+  id bigint PRIMARY KEY, sku text NOT NULL, qty integer NOT NULL, price numeric(12,2) NOT NULL,
+  big numeric(38,10), ratio double precision, sold_at timestamptz NOT NULL, local_at timestamp,
+  paid boolean, doc jsonb, raw bytea, uid uuid, note text, updated_at timestamptz NOT NULL);
+CREATE INDEX ON sales (updated_at);
+";
+
+const PG_MASTER_SALES: &str = "
+CREATE TABLE sales (
+  store_id text NOT NULL, id bigint NOT NULL, sku text NOT NULL, qty integer NOT NULL, price numeric(12,2) NOT NULL,
+  big numeric(38,10), ratio double precision, sold_at timestamptz NOT NULL, local_at timestamp,
+  paid boolean, doc jsonb, raw bytea, uid uuid, note text, updated_at timestamptz NOT NULL,
+  PRIMARY KEY (store_id, id));
+CREATE TABLE prices (sku text NOT NULL, zone text NOT NULL, price numeric(12,2) NOT NULL,
+  updated_at timestamptz NOT NULL, PRIMARY KEY (sku, zone));
+";
+
+const PG_SITE_PRICES: &str =
+    "CREATE TABLE prices (sku text PRIMARY KEY, price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);";
+
+fn pg_config(master: &str, sites: &[(&str, &str, &str)]) -> String {
+    let mut text = format!("[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master}\"\n\n");
+    for (id, url, zone) in sites {
+        text.push_str(&format!("[[site]]\nid = \"{id}\"\nurl = \"{url}\"\ntags = {{ zone = \"{zone}\" }}\n\n"));
+    }
+    text.push_str(
+        r#"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+
+[[flow]]
+name = "prices"
+direction = "push"
+  [[flow.stream]]
+  query = "SELECT sku, price, updated_at FROM prices WHERE zone = :site.zone"
+  target = "prices"
+  primary_key = ["sku"]
+  cursor = "updated_at"
+"#,
+    );
+    text
+}
+
+const SALES_COLUMNS: &str = "id, sku, qty, price, big, ratio, sold_at, local_at, paid, doc, raw, uid, note, updated_at";
+
+#[test]
+fn postgres_to_postgres_keeps_every_value_exactly() {
+    let master = pg_create_db("pg_master");
+    let site1 = pg_create_db("pg_site1");
+    let site2 = pg_create_db("pg_site2");
+    psql(&master, PG_MASTER_SALES);
+    psql(
+        &master,
+        "INSERT INTO prices VALUES ('apple', 'A', 1.10, '2026-01-01 00:00:00+00'), ('pear', 'A', 2.20, '2026-01-01 00:00:01+00'),
+                                   ('apple', 'B', 1.15, '2026-01-01 00:00:02+00');",
+    );
+    for site in [&site1, &site2] {
+        psql(site, PG_SITE_SALES);
+        psql(site, PG_SITE_PRICES);
+    }
+    // Edge values: 38-digit numeric, NaN, float extremes, unicode, empty
+    // string vs NULL, NUL bytes in bytea, JSON, a DST-edge instant.
+    psql(
+        &site1,
+        "INSERT INTO sales VALUES
+          (1, 'apple', 2, 12.50, 1234567890123456789012345678.0123456789, 0.1, '2026-03-29 00:59:59.999999+00',
+           '2026-03-29 02:30:00', true, '{\"b\": 1, \"a\": [1.50, null]}', '\\x00ff00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+           'Grüße 🍐', '2026-01-02 09:00:00+00'),
+          (2, 'pear', -1, -0.01, 'NaN', 'Infinity', '1999-12-31 23:59:59+00', NULL, false, 'null', '\\x', NULL,
+           '', '2026-01-02 09:00:00+00'),
+          (3, 'fig', 0, 0.00, -0.0000000001, -1.5e-300, '2026-10-25 01:30:00+00', '2026-10-25 02:30:00', NULL, NULL, NULL,
+           NULL, NULL, '2026-01-02 09:00:01+00');",
+    );
+    psql(&site2, "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());");
+
+    let fleet = Fleet::new();
+    fleet.write_config(&pg_config(&master, &[("s1", &site1, "A"), ("s2", &site2, "B")]));
+    fleet.sync_ok(&[]);
+
+    let at_site = psql(&site1, &format!("SELECT {SALES_COLUMNS} FROM sales ORDER BY id"));
+    let at_master = psql(&master, &format!("SELECT {SALES_COLUMNS} FROM sales WHERE store_id = 's1' ORDER BY id"));
+    assert_eq!(at_master, at_site);
+    // And by hand, the values most likely to be bent on the way:
+    assert_eq!(
+        psql(&master, "SELECT price::text, big::text, ratio::text, note, note IS NULL FROM sales WHERE store_id = 's1' ORDER BY id"),
+        "12.50|1234567890123456789012345678.0123456789|0.1|Grüße 🍐|f\n\
+         -0.01|NaN|Infinity||f\n\
+         0.00|-0.0000000001|-1.5e-300||t"
+    );
+    assert_eq!(
+        psql(&master, "SELECT encode(raw, 'hex'), doc::text FROM sales WHERE store_id = 's1' AND id = 1"),
+        "00ff00|{\"a\": [1.50, null], \"b\": 1}"
+    );
+    assert_eq!(psql(&master, "SELECT count(*) FROM sales WHERE store_id = 's2'"), "1");
+
+    // Push routing: each site gets exactly its zone's rows.
+    assert_eq!(psql(&site1, "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.10\npear|2.20");
+    assert_eq!(psql(&site2, "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.15");
+    assert_eq!(
+        psql(&master, "SELECT flow, site, rows_read, rows_written, status FROM hubsync.runs ORDER BY flow, site"),
+        "prices|s1|2|2|succeeded\nprices|s2|1|1|succeeded\nsales|s1|3|3|succeeded\nsales|s2|1|1|succeeded"
+    );
+
+    // Incremental, with a tie group: two rows get the same new cursor value.
+    psql(
+        &site1,
+        "UPDATE sales SET qty = qty + 10, updated_at = '2026-01-05 00:00:00+00' WHERE id IN (1, 3);
+         INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (4, 'plum', 1, 0.99, now(), '2026-01-05 00:00:00+00');",
+    );
+    fleet.sync_ok(&["--flow", "sales"]);
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales WHERE store_id = 's1' ORDER BY id"),
+        "1|12\n2|-1\n3|10\n4|1"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT site, rows_read, rows_written FROM hubsync.runs WHERE flow = 'sales' ORDER BY started_at DESC, site LIMIT 2"
+        )
+        .lines()
+        .collect::<std::collections::BTreeSet<_>>(),
+        ["s1|3|3", "s2|0|0"].into_iter().collect()
+    );
+
+    // A pass with nothing new writes no user rows.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT sum(rows_read), sum(rows_written) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 4) r"
+        ),
+        "0|0"
+    );
+}
+
+#[test]
+fn sqlite_sites_into_a_postgres_master() {
+    let master = pg_create_db("mixed_master");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text NOT NULL, id bigint NOT NULL, sku text NOT NULL, qty integer NOT NULL,
+           price numeric(12,2) NOT NULL, paid boolean, updated_at timestamptz NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    for store in ["s1", "s2"] {
+        sqlite_exec(
+            &fleet.path(&format!("{store}.db")),
+            "CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT NOT NULL, qty INTEGER NOT NULL, price TEXT NOT NULL,
+               paid BOOLEAN, updated_at TEXT NOT NULL);",
+        );
+    }
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "INSERT INTO sales VALUES (1, 'apple', 2, '12.50', 1, '2026-01-02T09:00:00.000000Z'),
+                                  (2, 'pear', 1, '0.10', 0, '2026-01-02T09:00:00.000000Z'),
+                                  (3, 'fig', 7, '99999.99', NULL, '2026-01-02T10:00:00.123456Z');",
+    );
+    sqlite_exec(&fleet.path("s2.db"), "INSERT INTO sales VALUES (1, 'kiwi', 3, '3.00', 1, '2026-01-03T00:00:00.000000Z');");
+    fleet.write_config(&format!(
+        r#"
+[hub]
+batch_size = 2
+[master]
+url = "{master}"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+"#
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT store_id, id, sku, qty, price, paid, updated_at FROM sales ORDER BY store_id, id"),
+        "s1|1|apple|2|12.50|t|2026-01-02 09:00:00+00\n\
+         s1|2|pear|1|0.10|f|2026-01-02 09:00:00+00\n\
+         s1|3|fig|7|99999.99||2026-01-02 10:00:00.123456+00\n\
+         s2|1|kiwi|3|3.00|t|2026-01-03 00:00:00+00"
+    );
+    // Re-run: nothing to read.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT sum(rows_read) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 2) r"),
+        "0"
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_site_fails_alone() {
+    let master = pg_create_db("unreach_master");
+    let site = pg_create_db("unreach_site");
+    psql(&master, PG_MASTER_SALES);
+    psql(&site, PG_SITE_SALES);
+    psql(&site, PG_SITE_PRICES);
+    psql(&site, "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());");
+    // A port nothing listens on (bound then released), with a password that must not leak.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("postgres://hub:s3cret@127.0.0.1:{dead_port}/nowhere");
+    let fleet = Fleet::new();
+    fleet.write_config(&pg_config(&master, &[("up", &site, "A"), ("down", &dead, "A")]));
+    let out = fleet.hubsync(&["sync", "--flow", "sales"]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!("site `down`: cannot connect to postgres://hub:***@127.0.0.1:{dead_port}/nowhere")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cret") && !out.stdout.contains("s3cret"));
+    assert_eq!(psql(&master, "SELECT store_id, sku FROM sales"), "up|kiwi");
+    assert_eq!(
+        psql(&master, "SELECT site, status FROM hubsync.runs ORDER BY site"),
+        "down|failed\nup|succeeded"
+    );
+    let error = psql(&master, "SELECT error FROM hubsync.runs WHERE site = 'down'");
+    assert!(!error.contains("s3cret"), "{error}");
+}
+
+#[test]
+fn check_passes_on_a_good_postgres_fleet_and_names_missing_columns() {
+    let master = pg_create_db("check_master");
+    let site = pg_create_db("check_site");
+    psql(&master, PG_MASTER_SALES);
+    psql(&site, PG_SITE_SALES);
+    psql(&site, PG_SITE_PRICES);
+    let fleet = Fleet::new();
+    fleet.write_config(&pg_config(&master, &[("s1", &site, "A")]));
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("2 of 2 databases reachable; 2 stream/site pairs ok; 0 problem(s)"), "{}", out.stdout);
+
+    psql(&master, "ALTER TABLE sales DROP COLUMN note");
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "problem: flow `sales` stream `sales` site `s1`: master table `sales` has no column `note`; add it or map columns with `columns`"
+        ),
+        "{}",
+        out.stdout
+    );
+    // The same problem stops the pull for that stream, naming the column.
+    let out = fleet.hubsync(&["sync", "--flow", "sales"]);
+    assert_eq!(out.code, 0, "no rows yet, so nothing to map: {}", out.stderr);
+    psql(&site, "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());");
+    let out = fleet.hubsync(&["sync", "--flow", "sales"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "flow `sales` stream `sales` site `s1`: column `note` is missing in master table `sales`; add it, or select and rename columns with `columns = { target = \"source\" }`"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(psql(&master, "SELECT count(*) FROM sales"), "0");
+}
