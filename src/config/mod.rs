@@ -286,6 +286,9 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
+        // Structure first, straight from the text, so that unknown keys and
+        // wrong types are reported with their line and column.
+        toml::from_str::<RawConfig>(text).map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
         let mut document: toml::Value = toml::from_str(text)
             .map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
         let mut problems = Vec::new();
