@@ -4,11 +4,11 @@
 //! Layers, each depending only on those below it (see docs/ARCHITECTURE.md):
 //! `cli` -> `flow` -> `connector` / `state` -> `dialect` -> `value` / `config`.
 
-pub mod config;
-pub mod dialect;
-pub mod value;
-pub mod connector;
-pub mod flow;
-pub mod state;
-pub mod scheduler;
 pub mod cli;
+pub mod config;
+pub mod connector;
+pub mod dialect;
+pub mod flow;
+pub mod scheduler;
+pub mod state;
+pub mod value;

@@ -28,15 +28,24 @@ pub async fn run_schedules(hub: Arc<Hub>, progress: Arc<dyn Progress>, cancel: C
         let progress = progress.clone();
         let cancel = cancel.clone();
         let flow = flow.clone();
-        tasks.push(tokio::spawn(async move { run_flow_schedule(&hub, &flow, progress.as_ref(), &cancel).await }));
+        tasks.push(tokio::spawn(async move {
+            run_flow_schedule(&hub, &flow, progress.as_ref(), &cancel).await
+        }));
     }
     for task in tasks {
         let _ = task.await;
     }
 }
 
-async fn run_flow_schedule(hub: &Hub, flow: &Flow, progress: &dyn Progress, cancel: &CancellationToken) {
-    let Some(schedule) = &flow.schedule else { return };
+async fn run_flow_schedule(
+    hub: &Hub,
+    flow: &Flow,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) {
+    let Some(schedule) = &flow.schedule else {
+        return;
+    };
     let mut first = true;
     loop {
         let delay = match next_delay(schedule, first) {
@@ -53,7 +62,9 @@ async fn run_flow_schedule(hub: &Hub, flow: &Flow, progress: &dyn Progress, canc
             _ = tokio::time::sleep(delay) => {}
         }
         let sites: Vec<_> = hub.config().sites.iter().collect();
-        let reports = hub.sync_flow(flow, &sites, SyncOptions::default(), progress).await;
+        let reports = hub
+            .sync_flow(flow, &sites, SyncOptions::default(), progress)
+            .await;
         let failed = reports.iter().filter(|r| r.error.is_some()).count();
         tracing::info!(flow = %flow.name, sites = reports.len(), failed, "pass finished");
         if cancel.is_cancelled() {

@@ -259,7 +259,8 @@ fn parse_decimal(text: &str) -> Option<DecimalKey> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -318,7 +319,10 @@ mod tests {
         assert_eq!(compare_decimal_text("12.50", "12.5"), Some(Ordering::Equal));
         assert_eq!(compare_decimal_text("-1", "0.5"), Some(Ordering::Less));
         assert_eq!(compare_decimal_text("-2", "-10"), Some(Ordering::Greater));
-        assert_eq!(compare_decimal_text("100", "99.999"), Some(Ordering::Greater));
+        assert_eq!(
+            compare_decimal_text("100", "99.999"),
+            Some(Ordering::Greater)
+        );
         assert_eq!(compare_decimal_text("0.000", "-0"), Some(Ordering::Equal));
         // 38 digits: beyond f64, still exact.
         assert_eq!(
@@ -328,19 +332,30 @@ mod tests {
             ),
             Some(Ordering::Less)
         );
-        assert_eq!(compare_decimal_text("NaN", "Infinity"), Some(Ordering::Greater));
+        assert_eq!(
+            compare_decimal_text("NaN", "Infinity"),
+            Some(Ordering::Greater)
+        );
         assert_eq!(compare_decimal_text("-Infinity", "-1e3"), None);
     }
 
     #[test]
     fn pg_text_forms_round_trip() {
-        assert_eq!(Value::Bytes(vec![0, 255, 16]).to_pg_text().unwrap(), "\\x00ff10");
+        assert_eq!(
+            Value::Bytes(vec![0, 255, 16]).to_pg_text().unwrap(),
+            "\\x00ff10"
+        );
         assert_eq!(Value::Float(0.1).to_pg_text().unwrap(), "0.1");
-        assert_eq!(Value::Float(f64::NEG_INFINITY).to_pg_text().unwrap(), "-Infinity");
+        assert_eq!(
+            Value::Float(f64::NEG_INFINITY).to_pg_text().unwrap(),
+            "-Infinity"
+        );
         assert_eq!(Value::Bool(false).to_pg_text().unwrap(), "f");
         let ts = DateTime::parse_from_rfc3339("2026-03-29T01:30:00.5+02:00").unwrap();
         assert_eq!(
-            Value::TimestampTz(ts.with_timezone(&Utc)).to_pg_text().unwrap(),
+            Value::TimestampTz(ts.with_timezone(&Utc))
+                .to_pg_text()
+                .unwrap(),
             "2026-03-28 23:30:00.500000+00"
         );
         assert_eq!(Value::Null.to_pg_text(), None);
@@ -359,7 +374,10 @@ mod tests {
         let t2 = [Value::Int(5), Value::Text("a".into())];
         assert_eq!(compare_positions(&t1, &t2), None);
         assert_eq!(compare_positions(&t1, &t1), Some(Ordering::Equal));
-        assert_eq!(compare_positions(&[Value::Int(1)], &[Value::Text("1".into())]), None);
+        assert_eq!(
+            compare_positions(&[Value::Int(1)], &[Value::Text("1".into())]),
+            None
+        );
     }
 
     #[test]

@@ -43,7 +43,11 @@ fn config_path_in(out: &common::Out) -> String {
 fn unknown_key_names_the_key_and_line() {
     let out = sync_with(&format!("{GOOD_HEAD}{GOOD_FLOW}\n[hub]\nmax_sites = 4\n"));
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("unknown field `max_sites`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown field `max_sites`"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("line 20, column 1"), "{}", out.stderr);
 }
 
@@ -51,7 +55,10 @@ fn unknown_key_names_the_key_and_line() {
 fn missing_environment_variable_is_named() {
     let out = sync_with(&format!(
         "{}{GOOD_FLOW}",
-        GOOD_HEAD.replace("sqlite://s1.db", "postgres://hub@db/${HUBSYNC_TEST_UNSET_VARIABLE}")
+        GOOD_HEAD.replace(
+            "sqlite://s1.db",
+            "postgres://hub@db/${HUBSYNC_TEST_UNSET_VARIABLE}"
+        )
     ));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
@@ -65,7 +72,10 @@ fn missing_environment_variable_is_named() {
 
 #[test]
 fn unknown_direction_is_explained() {
-    let out = sync_with(&format!("{GOOD_HEAD}{}", GOOD_FLOW.replace("\"pull\"", "\"both\"")));
+    let out = sync_with(&format!(
+        "{GOOD_HEAD}{}",
+        GOOD_FLOW.replace("\"pull\"", "\"both\"")
+    ));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         out.stderr.trim(),
@@ -80,7 +90,9 @@ fn unknown_direction_is_explained() {
 fn stream_without_primary_key_and_other_problems_are_all_listed() {
     let config = format!(
         "{GOOD_HEAD}{}\n[hub]\nbatch_size = 0\n",
-        GOOD_FLOW.replace("  primary_key = [\"id\"]\n", "").replace("every", "")
+        GOOD_FLOW
+            .replace("  primary_key = [\"id\"]\n", "")
+            .replace("every", "")
     );
     let out = sync_with(&config);
     assert_eq!(out.code, 2, "{}", out.stderr);
@@ -98,8 +110,16 @@ fn missing_config_file_says_what_to_do() {
     let fleet = Fleet::new();
     let out = fleet.hubsync(&["status"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("cannot read the file"), "{}", out.stderr);
-    assert!(out.stderr.contains("run `hubsync demo` to get an example"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read the file"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("run `hubsync demo` to get an example"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -108,10 +128,16 @@ fn unknown_flow_or_site_on_the_command_line_is_a_usage_error() {
     fleet.write_config(&format!("{GOOD_HEAD}{GOOD_FLOW}"));
     let out = fleet.hubsync(&["sync", "--flow", "nope"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert_eq!(out.stderr.trim(), "error: no flow `nope` in the config; flows: sales");
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no flow `nope` in the config; flows: sales"
+    );
     let out = fleet.hubsync(&["sync", "--site", "s9"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert_eq!(out.stderr.trim(), "error: no site `s9` in the config; run `hubsync status` to list sites");
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no site `s9` in the config; run `hubsync status` to list sites"
+    );
     let out = fleet.hubsync(&["sync", "--bogus"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
@@ -119,15 +145,24 @@ fn unknown_flow_or_site_on_the_command_line_is_a_usage_error() {
 #[test]
 fn unreachable_master_exits_1_with_its_redacted_url() {
     let fleet = Fleet::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     fleet.write_config(&format!(
         "[hub]\nconnect_timeout = \"2s\"\n{}{GOOD_FLOW}",
-        GOOD_HEAD.replace("sqlite://master.db", &format!("postgres://hub:topsecret@127.0.0.1:{port}/hq"))
+        GOOD_HEAD.replace(
+            "sqlite://master.db",
+            &format!("postgres://hub:topsecret@127.0.0.1:{port}/hq")
+        )
     ));
     let out = fleet.hubsync(&["sync"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.stderr.starts_with(&format!("error: master postgres://hub:***@127.0.0.1:{port}/hq: cannot connect to")),
+        out.stderr.starts_with(&format!(
+            "error: master postgres://hub:***@127.0.0.1:{port}/hq: cannot connect to"
+        )),
         "{}",
         out.stderr
     );

@@ -24,13 +24,14 @@ CREATE TABLE prices (sku text NOT NULL, zone text NOT NULL, price numeric(12,2) 
   updated_at timestamptz NOT NULL, PRIMARY KEY (sku, zone));
 ";
 
-const PG_SITE_PRICES: &str =
-    "CREATE TABLE prices (sku text PRIMARY KEY, price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);";
+const PG_SITE_PRICES: &str = "CREATE TABLE prices (sku text PRIMARY KEY, price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);";
 
 fn pg_config(master: &str, sites: &[(&str, &str, &str)]) -> String {
     let mut text = format!("[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master}\"\n\n");
     for (id, url, zone) in sites {
-        text.push_str(&format!("[[site]]\nid = \"{id}\"\nurl = \"{url}\"\ntags = {{ zone = \"{zone}\" }}\n\n"));
+        text.push_str(&format!(
+            "[[site]]\nid = \"{id}\"\nurl = \"{url}\"\ntags = {{ zone = \"{zone}\" }}\n\n"
+        ));
     }
     text.push_str(
         r#"
@@ -57,7 +58,8 @@ direction = "push"
     text
 }
 
-const SALES_COLUMNS: &str = "id, sku, qty, price, big, ratio, sold_at, local_at, paid, doc, raw, uid, note, updated_at";
+const SALES_COLUMNS: &str =
+    "id, sku, qty, price, big, ratio, sold_at, local_at, paid, doc, raw, uid, note, updated_at";
 
 #[test]
 fn postgres_to_postgres_keeps_every_value_exactly() {
@@ -87,33 +89,63 @@ fn postgres_to_postgres_keeps_every_value_exactly() {
           (3, 'fig', 0, 0.00, -0.0000000001, -1.5e-300, '2026-10-25 01:30:00+00', '2026-10-25 02:30:00', NULL, NULL, NULL,
            NULL, NULL, '2026-01-02 09:00:01+00');",
     );
-    psql(&site2, "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());");
+    psql(
+        &site2,
+        "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());",
+    );
 
     let fleet = Fleet::new();
-    fleet.write_config(&pg_config(&master, &[("s1", &site1, "A"), ("s2", &site2, "B")]));
+    fleet.write_config(&pg_config(
+        &master,
+        &[("s1", &site1, "A"), ("s2", &site2, "B")],
+    ));
     fleet.sync_ok(&[]);
 
-    let at_site = psql(&site1, &format!("SELECT {SALES_COLUMNS} FROM sales ORDER BY id"));
-    let at_master = psql(&master, &format!("SELECT {SALES_COLUMNS} FROM sales WHERE store_id = 's1' ORDER BY id"));
+    let at_site = psql(
+        &site1,
+        &format!("SELECT {SALES_COLUMNS} FROM sales ORDER BY id"),
+    );
+    let at_master = psql(
+        &master,
+        &format!("SELECT {SALES_COLUMNS} FROM sales WHERE store_id = 's1' ORDER BY id"),
+    );
     assert_eq!(at_master, at_site);
     // And by hand, the values most likely to be bent on the way:
     assert_eq!(
-        psql(&master, "SELECT price::text, big::text, ratio::text, note, note IS NULL FROM sales WHERE store_id = 's1' ORDER BY id"),
+        psql(
+            &master,
+            "SELECT price::text, big::text, ratio::text, note, note IS NULL FROM sales WHERE store_id = 's1' ORDER BY id"
+        ),
         "12.50|1234567890123456789012345678.0123456789|0.1|Grüße 🍐|f\n\
          -0.01|NaN|Infinity||f\n\
          0.00|-0.0000000001|-1.5e-300||t"
     );
     assert_eq!(
-        psql(&master, "SELECT encode(raw, 'hex'), doc::text FROM sales WHERE store_id = 's1' AND id = 1"),
+        psql(
+            &master,
+            "SELECT encode(raw, 'hex'), doc::text FROM sales WHERE store_id = 's1' AND id = 1"
+        ),
         "00ff00|{\"a\": [1.50, null], \"b\": 1}"
     );
-    assert_eq!(psql(&master, "SELECT count(*) FROM sales WHERE store_id = 's2'"), "1");
+    assert_eq!(
+        psql(&master, "SELECT count(*) FROM sales WHERE store_id = 's2'"),
+        "1"
+    );
 
     // Push routing: each site gets exactly its zone's rows.
-    assert_eq!(psql(&site1, "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.10\npear|2.20");
-    assert_eq!(psql(&site2, "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.15");
     assert_eq!(
-        psql(&master, "SELECT flow, site, rows_read, rows_written, status FROM hubsync.runs ORDER BY flow, site"),
+        psql(&site1, "SELECT sku, price FROM prices ORDER BY sku"),
+        "apple|1.10\npear|2.20"
+    );
+    assert_eq!(
+        psql(&site2, "SELECT sku, price FROM prices ORDER BY sku"),
+        "apple|1.15"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT flow, site, rows_read, rows_written, status FROM hubsync.runs ORDER BY flow, site"
+        ),
         "prices|s1|2|2|succeeded\nprices|s2|1|1|succeeded\nsales|s1|3|3|succeeded\nsales|s2|1|1|succeeded"
     );
 
@@ -125,7 +157,10 @@ fn postgres_to_postgres_keeps_every_value_exactly() {
     );
     fleet.sync_ok(&["--flow", "sales"]);
     assert_eq!(
-        psql(&master, "SELECT id, qty FROM sales WHERE store_id = 's1' ORDER BY id"),
+        psql(
+            &master,
+            "SELECT id, qty FROM sales WHERE store_id = 's1' ORDER BY id"
+        ),
         "1|12\n2|-1\n3|10\n4|1"
     );
     assert_eq!(
@@ -171,7 +206,10 @@ fn sqlite_sites_into_a_postgres_master() {
                                   (2, 'pear', 1, '0.10', 0, '2026-01-02T09:00:00.000000Z'),
                                   (3, 'fig', 7, '99999.99', NULL, '2026-01-02T10:00:00.123456Z');",
     );
-    sqlite_exec(&fleet.path("s2.db"), "INSERT INTO sales VALUES (1, 'kiwi', 3, '3.00', 1, '2026-01-03T00:00:00.000000Z');");
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "INSERT INTO sales VALUES (1, 'kiwi', 3, '3.00', 1, '2026-01-03T00:00:00.000000Z');",
+    );
     fleet.write_config(&format!(
         r#"
 [hub]
@@ -197,7 +235,10 @@ direction = "pull"
     ));
     fleet.sync_ok(&[]);
     assert_eq!(
-        psql(&master, "SELECT store_id, id, sku, qty, price, paid, updated_at FROM sales ORDER BY store_id, id"),
+        psql(
+            &master,
+            "SELECT store_id, id, sku, qty, price, paid, updated_at FROM sales ORDER BY store_id, id"
+        ),
         "s1|1|apple|2|12.50|t|2026-01-02 09:00:00+00\n\
          s1|2|pear|1|0.10|f|2026-01-02 09:00:00+00\n\
          s1|3|fig|7|99999.99||2026-01-02 10:00:00.123456+00\n\
@@ -206,7 +247,10 @@ direction = "pull"
     // Re-run: nothing to read.
     fleet.sync_ok(&[]);
     assert_eq!(
-        psql(&master, "SELECT sum(rows_read) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 2) r"),
+        psql(
+            &master,
+            "SELECT sum(rows_read) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 2) r"
+        ),
         "0"
     );
 }
@@ -218,26 +262,48 @@ fn an_unreachable_postgres_site_fails_alone() {
     psql(&master, PG_MASTER_SALES);
     psql(&site, PG_SITE_SALES);
     psql(&site, PG_SITE_PRICES);
-    psql(&site, "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());");
+    psql(
+        &site,
+        "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());",
+    );
     // A port nothing listens on (bound then released), with a password that must not leak.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dead = format!("postgres://hub:s3cret@127.0.0.1:{dead_port}/nowhere");
     let fleet = Fleet::new();
-    fleet.write_config(&pg_config(&master, &[("up", &site, "A"), ("down", &dead, "A")]));
+    fleet.write_config(&pg_config(
+        &master,
+        &[("up", &site, "A"), ("down", &dead, "A")],
+    ));
     let out = fleet.hubsync(&["sync", "--flow", "sales"]);
-    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
     assert!(
-        out.stderr.contains(&format!("site `down`: cannot connect to postgres://hub:***@127.0.0.1:{dead_port}/nowhere")),
+        out.stderr.contains(&format!(
+            "site `down`: cannot connect to postgres://hub:***@127.0.0.1:{dead_port}/nowhere"
+        )),
         "{}",
         out.stderr
     );
     assert!(!out.stderr.contains("s3cret") && !out.stdout.contains("s3cret"));
     assert_eq!(psql(&master, "SELECT store_id, sku FROM sales"), "up|kiwi");
     assert_eq!(
-        psql(&master, "SELECT site, status FROM hubsync.runs ORDER BY site"),
+        psql(
+            &master,
+            "SELECT site, status FROM hubsync.runs ORDER BY site"
+        ),
         "down|failed\nup|succeeded"
     );
-    let error = psql(&master, "SELECT error FROM hubsync.runs WHERE site = 'down'");
+    let error = psql(
+        &master,
+        "SELECT error FROM hubsync.runs WHERE site = 'down'",
+    );
     assert!(!error.contains("s3cret"), "{error}");
 }
 
@@ -252,7 +318,12 @@ fn check_passes_on_a_good_postgres_fleet_and_names_missing_columns() {
     fleet.write_config(&pg_config(&master, &[("s1", &site, "A")]));
     let out = fleet.hubsync(&["check"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("2 of 2 databases reachable; 2 stream/site pairs ok; 0 problem(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("2 of 2 databases reachable; 2 stream/site pairs ok; 0 problem(s)"),
+        "{}",
+        out.stdout
+    );
 
     psql(&master, "ALTER TABLE sales DROP COLUMN note");
     let out = fleet.hubsync(&["check"]);
@@ -266,8 +337,15 @@ fn check_passes_on_a_good_postgres_fleet_and_names_missing_columns() {
     );
     // The same problem stops the pull for that stream, naming the column.
     let out = fleet.hubsync(&["sync", "--flow", "sales"]);
-    assert_eq!(out.code, 0, "no rows yet, so nothing to map: {}", out.stderr);
-    psql(&site, "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());");
+    assert_eq!(
+        out.code, 0,
+        "no rows yet, so nothing to map: {}",
+        out.stderr
+    );
+    psql(
+        &site,
+        "INSERT INTO sales (id, sku, qty, price, sold_at, updated_at) VALUES (1, 'kiwi', 4, 3.00, now(), now());",
+    );
     let out = fleet.hubsync(&["sync", "--flow", "sales"]);
     assert_eq!(out.code, 1);
     assert!(

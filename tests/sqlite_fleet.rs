@@ -104,7 +104,10 @@ fn pull_and_push_then_incremental_then_noop() {
 
     fleet.sync_ok(&[]);
     assert_eq!(
-        sqlite_query(&fleet.path("master.db"), "SELECT * FROM sales ORDER BY store_id, id"),
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT * FROM sales ORDER BY store_id, id"
+        ),
         "s1|1|apple|2|1.10|2026-01-02T09:00:00.000000Z\n\
          s1|2|pear|1|2.20|2026-01-02T09:05:00.000000Z\n\
          s1|3|apple|5|1.10|2026-01-02T09:10:00.000000Z\n\
@@ -113,10 +116,19 @@ fn pull_and_push_then_incremental_then_noop() {
     );
     // Routing: s1 is zone A (apple, pear), s2 zone B (apple only, B price).
     assert_eq!(
-        sqlite_query(&fleet.path("s1.db"), "SELECT sku, price FROM prices ORDER BY sku"),
+        sqlite_query(
+            &fleet.path("s1.db"),
+            "SELECT sku, price FROM prices ORDER BY sku"
+        ),
         "apple|1.10\npear|2.20"
     );
-    assert_eq!(sqlite_query(&fleet.path("s2.db"), "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.15");
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("s2.db"),
+            "SELECT sku, price FROM prices ORDER BY sku"
+        ),
+        "apple|1.15"
+    );
     assert_eq!(
         last_runs(&fleet),
         "prices|s1|2|2|succeeded\nprices|s2|1|1|succeeded\nsales|s1|3|3|succeeded\nsales|s2|2|2|succeeded"
@@ -138,10 +150,19 @@ fn pull_and_push_then_incremental_then_noop() {
         "prices|s1|1|1|succeeded\nprices|s2|0|0|succeeded\nsales|s1|2|2|succeeded\nsales|s2|0|0|succeeded"
     );
     assert_eq!(
-        sqlite_query(&fleet.path("master.db"), "SELECT id, qty FROM sales WHERE store_id = 's1' ORDER BY id"),
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT id, qty FROM sales WHERE store_id = 's1' ORDER BY id"
+        ),
         "1|2\n2|0\n3|5\n4|2"
     );
-    assert_eq!(sqlite_query(&fleet.path("s1.db"), "SELECT price FROM prices WHERE sku = 'pear'"), "2.40");
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("s1.db"),
+            "SELECT price FROM prices WHERE sku = 'pear'"
+        ),
+        "2.40"
+    );
 
     // Nothing changed: a pass reads nothing and writes nothing.
     fleet.sync_ok(&[]);
@@ -158,7 +179,10 @@ fn rereading_rows_after_a_reset_writes_nothing() {
     fleet.sync_ok(&[]);
     let out = fleet.hubsync(&["reset", "--flow", "sales"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stdout.trim(), "forgot 2 checkpoint(s) of flow `sales`; the next run backfills them");
+    assert_eq!(
+        out.stdout.trim(),
+        "forgot 2 checkpoint(s) of flow `sales`; the next run backfills them"
+    );
     fleet.sync_ok(&["--flow", "sales"]);
     // Every row is read again, none differs, so none is rewritten.
     assert_eq!(
@@ -174,31 +198,49 @@ fn rows_sharing_one_cursor_value_span_batches_without_loss() {
     // A bulk update makes 10 rows at s2 share one cursor value: more than 3 batches' worth.
     let mut inserts = String::from("DELETE FROM sales;");
     for id in 1..=10 {
-        inserts.push_str(&format!("INSERT INTO sales VALUES ({id}, 'apple', {id}, '1.15', '2026-02-01T00:00:00.000000Z');"));
+        inserts.push_str(&format!(
+            "INSERT INTO sales VALUES ({id}, 'apple', {id}, '1.15', '2026-02-01T00:00:00.000000Z');"
+        ));
     }
     sqlite_exec(&fleet.path("s2.db"), &inserts);
     fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
     assert_eq!(
-        sqlite_query(&fleet.path("master.db"), "SELECT count(*), sum(qty) FROM sales WHERE store_id = 's2'"),
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*), sum(qty) FROM sales WHERE store_id = 's2'"
+        ),
         "10|55"
     );
     // The checkpoint is (cursor, key) of the last row, not just the cursor.
     assert_eq!(
-        sqlite_query(&fleet.path("master.db"), "SELECT position FROM hubsync_checkpoints WHERE site = 's2'"),
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT position FROM hubsync_checkpoints WHERE site = 's2'"
+        ),
         r#"[{"t":"text","v":"2026-02-01T00:00:00.000000Z"},{"t":"int","v":10}]"#
     );
     // Five more rows with the same cursor value and higher keys still arrive.
     let mut more = String::new();
     for id in 11..=15 {
-        more.push_str(&format!("INSERT INTO sales VALUES ({id}, 'pear', 1, '2.25', '2026-02-01T00:00:00.000000Z');"));
+        more.push_str(&format!(
+            "INSERT INTO sales VALUES ({id}, 'pear', 1, '2.25', '2026-02-01T00:00:00.000000Z');"
+        ));
     }
     sqlite_exec(&fleet.path("s2.db"), &more);
     fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
     assert_eq!(
-        sqlite_query(&fleet.path("master.db"), "SELECT count(*), sum(qty) FROM sales WHERE store_id = 's2'"),
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*), sum(qty) FROM sales WHERE store_id = 's2'"
+        ),
         "15|60"
     );
-    assert_eq!(last_runs(&fleet).lines().find(|l| l.starts_with("sales|s2")), Some("sales|s2|5|5|succeeded"));
+    assert_eq!(
+        last_runs(&fleet)
+            .lines()
+            .find(|l| l.starts_with("sales|s2")),
+        Some("sales|s2|5|5|succeeded")
+    );
 }
 
 #[test]
@@ -206,13 +248,22 @@ fn a_site_moved_to_another_zone_is_backfilled_with_its_new_rows() {
     let fleet = Fleet::new();
     build(&fleet, 1000);
     fleet.sync_ok(&["--flow", "prices"]);
-    assert_eq!(sqlite_query(&fleet.path("s2.db"), "SELECT sku, price FROM prices ORDER BY sku"), "apple|1.15");
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("s2.db"),
+            "SELECT sku, price FROM prices ORDER BY sku"
+        ),
+        "apple|1.15"
+    );
     // s2 moves to zone A: the bound `:site.zone` changes, so its checkpoint no
     // longer applies and the stream starts again from the beginning.
     fleet.write_config(&config(1000, "A"));
     fleet.sync_ok(&["--flow", "prices"]);
     assert_eq!(
-        sqlite_query(&fleet.path("s2.db"), "SELECT sku, price FROM prices ORDER BY sku"),
+        sqlite_query(
+            &fleet.path("s2.db"),
+            "SELECT sku, price FROM prices ORDER BY sku"
+        ),
         "apple|1.10\npear|2.20"
     );
     assert_eq!(
@@ -229,10 +280,26 @@ fn dry_run_reads_but_writes_nothing() {
     let fleet = Fleet::new();
     build(&fleet, 1000);
     let out = fleet.sync_ok(&["--dry-run"]);
-    assert!(out.stdout.contains("dry run: nothing was written"), "{}", out.stdout);
-    assert_eq!(sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"), "0");
-    assert_eq!(sqlite_query(&fleet.path("s1.db"), "SELECT count(*) FROM prices"), "0");
-    assert_eq!(sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM hubsync_checkpoints"), "0");
+    assert!(
+        out.stdout.contains("dry run: nothing was written"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"),
+        "0"
+    );
+    assert_eq!(
+        sqlite_query(&fleet.path("s1.db"), "SELECT count(*) FROM prices"),
+        "0"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*) FROM hubsync_checkpoints"
+        ),
+        "0"
+    );
 }
 
 #[test]
@@ -246,18 +313,32 @@ fn one_missing_site_fails_alone_and_is_named() {
     );
     fleet.write_config(&text);
     let out = fleet.hubsync(&["sync", "--flow", "sales"]);
-    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
     let expected_error = format!(
         "site `s3`: cannot connect to sqlite://{}: the database file does not exist",
         fleet.path("gone/s3.db").display()
     );
     assert!(out.stdout.contains("failed"), "{}", out.stdout);
     assert!(out.stderr.contains(&expected_error), "{}", out.stderr);
-    assert!(out.stderr.contains("1 of 3 site runs failed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 of 3 site runs failed"),
+        "{}",
+        out.stderr
+    );
     // The other sites synced.
-    assert_eq!(sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"), "5");
     assert_eq!(
-        sqlite_query(&fleet.path("master.db"), "SELECT status, error FROM hubsync_runs WHERE site = 's3'"),
+        sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"),
+        "5"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT status, error FROM hubsync_runs WHERE site = 's3'"
+        ),
         format!("failed|{expected_error}")
     );
 }
@@ -269,9 +350,16 @@ fn status_shows_checkpoints_and_last_runs() {
     fleet.sync_ok(&[]);
     let out = fleet.hubsync(&["status"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let sales_s1 = out.stdout.lines().find(|l| l.contains("sales") && l.contains("s1") && l.contains("succeeded"));
+    let sales_s1 = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("sales") && l.contains("s1") && l.contains("succeeded"));
     assert!(sales_s1.is_some(), "{}", out.stdout);
-    assert!(out.stdout.contains("(2026-01-02T09:10:00.000000Z, 3)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("(2026-01-02T09:10:00.000000Z, 3)"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -292,5 +380,10 @@ fn check_reports_a_target_without_unique_key() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("3 of 3 databases reachable; 3 stream/site pairs ok; 1 problem(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("3 of 3 databases reachable; 3 stream/site pairs ok; 1 problem(s)"),
+        "{}",
+        out.stdout
+    );
 }

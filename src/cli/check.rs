@@ -25,5 +25,9 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         report.streams_ok,
         report.problems.len()
     );
-    Ok(if report.problems.is_empty() { EXIT_OK } else { EXIT_FAILED })
+    Ok(if report.problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
 }

@@ -53,12 +53,72 @@ const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
 
 /// (category, product names) of the generated catalog.
 const CATALOG: [(&str, &[&str]); 6] = [
-    ("dairy", &["Whole Milk 1L", "Skimmed Milk 1L", "Greek Yogurt 500g", "Butter 250g", "Cheddar 200g", "Mozzarella 125g"]),
-    ("bakery", &["Sourdough Loaf", "Baguette", "Croissant", "Rye Bread", "Cinnamon Roll", "Bagel 4-pack"]),
-    ("produce", &["Bananas 1kg", "Gala Apples 1kg", "Tomatoes 500g", "Avocado", "Carrots 1kg", "Baby Spinach 200g"]),
-    ("pantry", &["Basmati Rice 1kg", "Penne 500g", "Olive Oil 750ml", "Chickpeas 400g", "Peanut Butter 340g", "Oat Flakes 1kg"]),
-    ("drinks", &["Sparkling Water 1.5L", "Orange Juice 1L", "Ground Coffee 250g", "Green Tea 20 bags", "Cola 330ml", "Lemonade 1L"]),
-    ("household", &["Dish Soap 500ml", "Paper Towels 4-roll", "Laundry Pods 20", "Sponges 3-pack", "Trash Bags 30", "Hand Soap 300ml"]),
+    (
+        "dairy",
+        &[
+            "Whole Milk 1L",
+            "Skimmed Milk 1L",
+            "Greek Yogurt 500g",
+            "Butter 250g",
+            "Cheddar 200g",
+            "Mozzarella 125g",
+        ],
+    ),
+    (
+        "bakery",
+        &[
+            "Sourdough Loaf",
+            "Baguette",
+            "Croissant",
+            "Rye Bread",
+            "Cinnamon Roll",
+            "Bagel 4-pack",
+        ],
+    ),
+    (
+        "produce",
+        &[
+            "Bananas 1kg",
+            "Gala Apples 1kg",
+            "Tomatoes 500g",
+            "Avocado",
+            "Carrots 1kg",
+            "Baby Spinach 200g",
+        ],
+    ),
+    (
+        "pantry",
+        &[
+            "Basmati Rice 1kg",
+            "Penne 500g",
+            "Olive Oil 750ml",
+            "Chickpeas 400g",
+            "Peanut Butter 340g",
+            "Oat Flakes 1kg",
+        ],
+    ),
+    (
+        "drinks",
+        &[
+            "Sparkling Water 1.5L",
+            "Orange Juice 1L",
+            "Ground Coffee 250g",
+            "Green Tea 20 bags",
+            "Cola 330ml",
+            "Lemonade 1L",
+        ],
+    ),
+    (
+        "household",
+        &[
+            "Dish Soap 500ml",
+            "Paper Towels 4-roll",
+            "Laundry Pods 20",
+            "Sponges 3-pack",
+            "Trash Bags 30",
+            "Hand Soap 300ml",
+        ],
+    ),
 ];
 
 const SCHEMA_MASTER: &str = "
@@ -130,8 +190,16 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     let dir = prepare_dir(&args.dir)?;
     let started = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let base = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).single().expect("valid date");
-    println!("Building a retail fleet in {}: a master and {} stores (SQLite, seed {})", dir.display(), args.sites, args.seed);
+    let base = Utc
+        .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
+        .single()
+        .expect("valid date");
+    println!(
+        "Building a retail fleet in {}: a master and {} stores (SQLite, seed {})",
+        dir.display(),
+        args.sites,
+        args.seed
+    );
 
     let catalog = build_master(&dir, &mut rng, base).await?;
     let mut store_rows = Vec::new();
@@ -139,7 +207,8 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
         store_rows.push(build_store(&dir, &store_id(n), &catalog, &mut rng, base).await?);
     }
     let total_sales: u64 = store_rows.iter().sum();
-    std::fs::write(dir.join("hubsync.toml"), config_text(args.sites)).context("cannot write hubsync.toml")?;
+    std::fs::write(dir.join("hubsync.toml"), config_text(args.sites))
+        .context("cannot write hubsync.toml")?;
     println!(
         "  {} products, {} zone prices, {} sales across the stores (built in {})",
         catalog.skus.len(),
@@ -153,12 +222,21 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     let flows: Vec<_> = config.flows.iter().collect();
     let sites: Vec<_> = config.sites.iter().collect();
 
-    println!("\n1. First sync: backfill every store's sales into the master, push the catalog to every store");
+    println!(
+        "\n1. First sync: backfill every store's sales into the master, push the catalog to every store"
+    );
     let progress = FleetProgress::bars_only();
     let pass_started = Instant::now();
     let first = sync_flows(&hub, &flows[..1], &sites, SyncOptions::default(), &progress).await;
     let pull_time = pass_started.elapsed();
-    let first_push = sync_flows(&hub, &flows[1..], &sites, SyncOptions::default(), &FleetProgress::bars_only()).await;
+    let first_push = sync_flows(
+        &hub,
+        &flows[1..],
+        &sites,
+        SyncOptions::default(),
+        &FleetProgress::bars_only(),
+    )
+    .await;
     let pulled: u64 = first.iter().map(SiteReport::rows_written).sum();
     println!(
         "   pulled {} sales rows in {} ({} rows/s), pushed {} catalog rows",
@@ -171,7 +249,9 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
         return Ok(EXIT_INTERRUPTED);
     }
 
-    println!("\n2. Life goes on: new sales and a refund at every store, a price change in zone A at the master");
+    println!(
+        "\n2. Life goes on: new sales and a refund at every store, a price change in zone A at the master"
+    );
     let changes = simulate_day(&dir, args.sites, &catalog, &mut rng, base).await?;
     println!(
         "   {} new sales, {} refunds, {} price changes",
@@ -181,7 +261,14 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     );
 
     println!("\n3. Second sync: only what changed moves");
-    let second = sync_flows(&hub, &flows, &sites, SyncOptions::default(), &FleetProgress::bars_only()).await;
+    let second = sync_flows(
+        &hub,
+        &flows,
+        &sites,
+        SyncOptions::default(),
+        &FleetProgress::bars_only(),
+    )
+    .await;
     hub.master().close().await;
 
     let mut all = first.clone();
@@ -215,7 +302,9 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
 fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     if dir.exists() {
         let is_ours = dir.join(MARKER).exists();
-        let is_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        let is_empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
         if !is_ours && !is_empty {
             return Err(UsageError(format!(
                 "folder `{}` exists and is not a hubsync demo; choose another with `--dir PATH`",
@@ -223,18 +312,29 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
             ))
             .into());
         }
-        for name in ["master.db", "master.db-wal", "master.db-shm", "hubsync.toml"] {
+        for name in [
+            "master.db",
+            "master.db-wal",
+            "master.db-shm",
+            "hubsync.toml",
+        ] {
             let _ = std::fs::remove_file(dir.join(name));
         }
         let _ = std::fs::remove_dir_all(dir.join("stores"));
     }
-    std::fs::create_dir_all(dir.join("stores")).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "built by `hubsync demo`; the next demo run rebuilds this folder\n")?;
+    std::fs::create_dir_all(dir.join("stores"))
+        .with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "built by `hubsync demo`; the next demo run rebuilds this folder\n",
+    )?;
     Ok(dir.canonicalize()?)
 }
 
 async fn open_sqlite(path: &Path) -> anyhow::Result<Connector> {
-    let url = crate::config::DbUrl::Sqlite { path: path.to_path_buf() };
+    let url = crate::config::DbUrl::Sqlite {
+        path: path.to_path_buf(),
+    };
     let options = ConnectOptions {
         max_connections: 1,
         connect_timeout: std::time::Duration::from_secs(10),
@@ -244,16 +344,30 @@ async fn open_sqlite(path: &Path) -> anyhow::Result<Connector> {
     Ok(Connector::connect(&url, &options).await?)
 }
 
-async fn insert(conn: &Connector, table: &str, columns: &[&str], rows: &[Vec<Value>]) -> anyhow::Result<()> {
+async fn insert(
+    conn: &Connector,
+    table: &str,
+    columns: &[&str],
+    rows: &[Vec<Value>],
+) -> anyhow::Result<()> {
     let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    let spec = UpsertSpec { table, columns: &columns, column_types: &[], key: &columns[..1] };
+    let spec = UpsertSpec {
+        table,
+        columns: &columns,
+        column_types: &[],
+        key: &columns[..1],
+    };
     let mut tx = conn.begin().await?;
     tx.upsert(&spec, rows).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn build_master(dir: &Path, rng: &mut ChaCha8Rng, base: DateTime<Utc>) -> anyhow::Result<Catalog> {
+async fn build_master(
+    dir: &Path,
+    rng: &mut ChaCha8Rng,
+    base: DateTime<Utc>,
+) -> anyhow::Result<Catalog> {
     let master = open_sqlite(&dir.join("master.db")).await?;
     master.execute_script(SCHEMA_MASTER).await?;
     let mut skus = Vec::new();
@@ -262,7 +376,11 @@ async fn build_master(dir: &Path, rng: &mut ChaCha8Rng, base: DateTime<Utc>) -> 
     let mut prices = Vec::new();
     for (c, (category, names)) in CATALOG.iter().enumerate() {
         for (p, name) in names.iter().enumerate() {
-            let sku = format!("{}-{:04}", &category[..3].to_uppercase(), 1000 + c * 100 + p);
+            let sku = format!(
+                "{}-{:04}",
+                &category[..3].to_uppercase(),
+                1000 + c * 100 + p
+            );
             let cents = rng.random_range(79..1999);
             products.push(vec![
                 Value::Text(sku.clone()),
@@ -283,10 +401,24 @@ async fn build_master(dir: &Path, rng: &mut ChaCha8Rng, base: DateTime<Utc>) -> 
             base_cents.push(cents);
         }
     }
-    insert(&master, "products", &["sku", "name", "category", "updated_at"], &products).await?;
-    let columns: Vec<String> = ["sku", "zone", "price", "updated_at"].iter().map(|c| c.to_string()).collect();
+    insert(
+        &master,
+        "products",
+        &["sku", "name", "category", "updated_at"],
+        &products,
+    )
+    .await?;
+    let columns: Vec<String> = ["sku", "zone", "price", "updated_at"]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     let key = [columns[0].clone(), columns[1].clone()];
-    let spec = UpsertSpec { table: "prices", columns: &columns, column_types: &[], key: &key };
+    let spec = UpsertSpec {
+        table: "prices",
+        columns: &columns,
+        column_types: &[],
+        key: &key,
+    };
     let mut tx = master.begin().await?;
     tx.upsert(&spec, &prices).await?;
     tx.commit().await?;
@@ -296,11 +428,28 @@ async fn build_master(dir: &Path, rng: &mut ChaCha8Rng, base: DateTime<Utc>) -> 
 
 /// One sale row: a random SKU at the store's zone price, 1-4 units (some
 /// weighed or multi-buy), sold during opening hours of day `day`.
-fn sale(id: i64, catalog: &Catalog, zone: usize, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> Vec<Value> {
+fn sale(
+    id: i64,
+    catalog: &Catalog,
+    zone: usize,
+    rng: &mut ChaCha8Rng,
+    at: DateTime<Utc>,
+) -> Vec<Value> {
     let item = rng.random_range(0..catalog.skus.len());
-    let qty = if rng.random_bool(0.8) { 1 } else { rng.random_range(2..=4) };
+    let qty = if rng.random_bool(0.8) {
+        1
+    } else {
+        rng.random_range(2..=4)
+    };
     let cents = catalog.base_cents[item] * (100 + 3 * zone as i64) / 100;
-    vec![Value::Int(id), Value::Text(catalog.skus[item].clone()), Value::Int(qty), money(cents), ts(at), ts(at)]
+    vec![
+        Value::Int(id),
+        Value::Text(catalog.skus[item].clone()),
+        Value::Int(qty),
+        money(cents),
+        ts(at),
+        ts(at),
+    ]
 }
 
 const SALE_COLUMNS: [&str; 6] = ["id", "sku", "qty", "unit_price", "sold_at", "updated_at"];
@@ -314,7 +463,11 @@ async fn build_store(
 ) -> anyhow::Result<u64> {
     let store = open_sqlite(&dir.join("stores").join(format!("{id}.db"))).await?;
     store.execute_script(SCHEMA_STORE).await?;
-    let zone = id.trim_start_matches("store-").parse::<usize>().unwrap_or(1) - 1;
+    let zone = id
+        .trim_start_matches("store-")
+        .parse::<usize>()
+        .unwrap_or(1)
+        - 1;
     let count = rng.random_range(2_000..6_000);
     let mut rows = Vec::with_capacity(count);
     for n in 0..count {
@@ -343,7 +496,11 @@ async fn simulate_day(
     base: DateTime<Utc>,
 ) -> anyhow::Result<DayChanges> {
     let day = base + Duration::days(8);
-    let mut changes = DayChanges { new_sales: 0, refunds: 0, price_changes: 0 };
+    let mut changes = DayChanges {
+        new_sales: 0,
+        refunds: 0,
+        price_changes: 0,
+    };
     for n in 1..=sites {
         let store = open_sqlite(&dir.join("stores").join(format!("{}.db", store_id(n)))).await?;
         let last = store.query("SELECT max(id) FROM sales", &[]).await?;
@@ -355,7 +512,13 @@ async fn simulate_day(
         let rows: Vec<Vec<Value>> = (0..count)
             .map(|i| {
                 let at = day + Duration::seconds(i * 12 * 3600 / count);
-                sale(last_id + 1 + i, catalog, (n as usize - 1) % ZONES.len(), rng, at)
+                sale(
+                    last_id + 1 + i,
+                    catalog,
+                    (n as usize - 1) % ZONES.len(),
+                    rng,
+                    at,
+                )
             })
             .collect();
         insert(&store, "sales", &SALE_COLUMNS, &rows).await?;
@@ -378,7 +541,11 @@ async fn simulate_day(
         changes.price_changes += master
             .execute(
                 "UPDATE prices SET price = ?1, updated_at = ?2 WHERE sku = ?3 AND zone = 'A'",
-                &[money(cents), ts(day + Duration::minutes(i)), Value::Text(catalog.skus[item].clone())],
+                &[
+                    money(cents),
+                    ts(day + Duration::minutes(i)),
+                    Value::Text(catalog.skus[item].clone()),
+                ],
             )
             .await?;
     }
@@ -386,10 +553,24 @@ async fn simulate_day(
     Ok(changes)
 }
 
-fn print_summary(config: &Config, first: &[SiteReport], first_push: &[SiteReport], second: &[SiteReport]) {
+fn print_summary(
+    config: &Config,
+    first: &[SiteReport],
+    first_push: &[SiteReport],
+    second: &[SiteReport],
+) {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header(["site", "zone", "sync 1: pulled", "sync 1: pushed", "sync 2: pulled", "sync 2: pushed", "time", "result"]);
+    table.set_header([
+        "site",
+        "zone",
+        "sync 1: pulled",
+        "sync 1: pushed",
+        "sync 2: pulled",
+        "sync 2: pushed",
+        "time",
+        "result",
+    ]);
     let find = |reports: &[SiteReport], site: &str| -> Option<SiteReport> {
         reports.iter().find(|r| r.site == site).cloned()
     };
@@ -397,15 +578,28 @@ fn print_summary(config: &Config, first: &[SiteReport], first_push: &[SiteReport
     for site in &config.sites {
         let pull1 = find(first, &site.id);
         let push1 = find(first_push, &site.id);
-        let pull2 = second.iter().find(|r| r.site == site.id && r.flow == "sales");
-        let push2 = second.iter().find(|r| r.site == site.id && r.flow == "catalog");
+        let pull2 = second
+            .iter()
+            .find(|r| r.site == site.id && r.flow == "sales");
+        let push2 = second
+            .iter()
+            .find(|r| r.site == site.id && r.flow == "catalog");
         let written = |r: Option<&SiteReport>| r.map_or(0, SiteReport::rows_written);
-        let (a, b, c, d) = (written(pull1.as_ref()), written(push1.as_ref()), written(pull2), written(push2));
+        let (a, b, c, d) = (
+            written(pull1.as_ref()),
+            written(push1.as_ref()),
+            written(pull2),
+            written(push2),
+        );
         t1 += a;
         t2 += b;
         t3 += c;
         t4 += d;
-        let time: std::time::Duration = [pull1.as_ref(), push1.as_ref(), pull2, push2].iter().flatten().map(|r| r.duration).sum();
+        let time: std::time::Duration = [pull1.as_ref(), push1.as_ref(), pull2, push2]
+            .iter()
+            .flatten()
+            .map(|r| r.duration)
+            .sum();
         let errors: Vec<String> = [pull1.as_ref(), push1.as_ref(), pull2, push2]
             .iter()
             .flatten()
@@ -419,10 +613,23 @@ fn print_summary(config: &Config, first: &[SiteReport], first_push: &[SiteReport
             thousands(c),
             thousands(d),
             seconds(time),
-            if errors.is_empty() { "ok".to_string() } else { errors.join("; ") },
+            if errors.is_empty() {
+                "ok".to_string()
+            } else {
+                errors.join("; ")
+            },
         ]);
     }
-    table.add_row(["total".to_string(), String::new(), thousands(t1), thousands(t2), thousands(t3), thousands(t4), String::new(), String::new()]);
+    table.add_row([
+        "total".to_string(),
+        String::new(),
+        thousands(t1),
+        thousands(t2),
+        thousands(t3),
+        thousands(t4),
+        String::new(),
+        String::new(),
+    ]);
     println!("\nPer store (rows written at the target)\n{table}");
 }
 
@@ -435,10 +642,14 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
     for n in 1..=sites {
         let id = store_id(n);
         let store = open_sqlite(&dir.join("stores").join(format!("{id}.db"))).await?;
-        let digest = "SELECT count(*), coalesce(sum(qty), 0), coalesce(max(updated_at), '') FROM sales";
+        let digest =
+            "SELECT count(*), coalesce(sum(qty), 0), coalesce(max(updated_at), '') FROM sales";
         let at_store = store.query(digest, &[]).await?;
         let at_master = master
-            .query(&format!("{digest} WHERE store_id = ?1"), &[Value::Text(id.clone())])
+            .query(
+                &format!("{digest} WHERE store_id = ?1"),
+                &[Value::Text(id.clone())],
+            )
             .await?;
         if at_store.rows != at_master.rows {
             mismatches.push(format!("store `{id}` sales differ from the master's copy"));
@@ -456,6 +667,9 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
             sites
         ))
     } else {
-        Ok(format!("Verification FAILED:\n  {}", mismatches.join("\n  ")))
+        Ok(format!(
+            "Verification FAILED:\n  {}",
+            mismatches.join("\n  ")
+        ))
     }
 }

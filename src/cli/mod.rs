@@ -43,7 +43,13 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 )]
 pub struct Cli {
     /// Config file (TOML). Relative `sqlite://` paths in it are relative to its folder.
-    #[arg(short, long, global = true, default_value = "hubsync.toml", env = "HUBSYNC_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "hubsync.toml",
+        env = "HUBSYNC_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// What to do.
@@ -70,7 +76,10 @@ pub enum Command {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn main_with(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -86,7 +95,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
-            let usage = error.chain().any(|cause| cause.is::<ConfigError>() || cause.is::<UsageError>());
+            let usage = error
+                .chain()
+                .any(|cause| cause.is::<ConfigError>() || cause.is::<UsageError>());
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILED })
         }
     }
@@ -117,7 +128,9 @@ pub struct UsageError(pub String);
 /// at once with 130.
 async fn cancel_on_signal(cancel: CancellationToken) {
     wait_for_signal().await;
-    eprintln!("hubsync: stopping after the current batches commit (press Ctrl-C again to abort now)");
+    eprintln!(
+        "hubsync: stopping after the current batches commit (press Ctrl-C again to abort now)"
+    );
     cancel.cancel();
     wait_for_signal().await;
     std::process::exit(i32::from(EXIT_INTERRUPTED));

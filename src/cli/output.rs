@@ -12,10 +12,13 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::flow::{Progress, SiteReport};
 use crate::state::RunStatus;
 
+/// Per flow: its bar, rows read and rows written so far.
+type FlowBars = HashMap<String, (ProgressBar, u64, u64)>;
+
 /// Progress for `sync` and `demo`: one bar per flow on a terminal (sites
 /// done / total, rows moved), else one log line per finished site on stderr.
 pub struct FleetProgress {
-    bars: Option<(MultiProgress, Mutex<HashMap<String, (ProgressBar, u64, u64)>>)>,
+    bars: Option<(MultiProgress, Mutex<FlowBars>)>,
     /// Print a line per finished site when there are no bars.
     lines: bool,
 }
@@ -23,21 +26,30 @@ pub struct FleetProgress {
 impl FleetProgress {
     /// Bars if stderr is a terminal, plain lines otherwise.
     pub fn new() -> FleetProgress {
-        let bars = std::io::stderr()
-            .is_terminal()
-            .then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), Mutex::new(HashMap::new())));
+        let bars = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                Mutex::new(HashMap::new()),
+            )
+        });
         FleetProgress { bars, lines: true }
     }
 
     /// Bars on a terminal, nothing otherwise (for `demo`, which prints its
     /// own summary).
     pub fn bars_only() -> FleetProgress {
-        FleetProgress { lines: false, ..FleetProgress::new() }
+        FleetProgress {
+            lines: false,
+            ..FleetProgress::new()
+        }
     }
 
     /// Plain lines on stderr, one per finished site run, even on a terminal.
     pub fn new_lines() -> FleetProgress {
-        FleetProgress { bars: None, lines: true }
+        FleetProgress {
+            bars: None,
+            lines: true,
+        }
     }
 
     /// Adds a bar for `flow` over `sites` sites (terminal only).
@@ -45,13 +57,17 @@ impl FleetProgress {
         if let Some((multi, bars)) = &self.bars {
             let bar = multi.add(ProgressBar::new(sites as u64));
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} sites  {msg}  {elapsed}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} sites  {msg}  {elapsed}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(flow.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
-            bars.lock().expect("progress lock").insert(flow.to_string(), (bar, 0, 0));
+            bars.lock()
+                .expect("progress lock")
+                .insert(flow.to_string(), (bar, 0, 0));
         }
     }
 
@@ -70,11 +86,16 @@ impl Progress for FleetProgress {
 
     fn batch_applied(&self, flow: &str, _site: &str, _stream: &str, read: u64, written: u64) {
         if let Some((_, bars)) = &self.bars
-            && let Some((bar, total_read, total_written)) = bars.lock().expect("progress lock").get_mut(flow)
+            && let Some((bar, total_read, total_written)) =
+                bars.lock().expect("progress lock").get_mut(flow)
         {
             *total_read += read;
             *total_written += written;
-            bar.set_message(format!("{} rows read, {} written", thousands(*total_read), thousands(*total_written)));
+            bar.set_message(format!(
+                "{} rows read, {} written",
+                thousands(*total_read),
+                thousands(*total_written)
+            ));
         }
     }
 
@@ -97,7 +118,12 @@ impl Progress for FleetProgress {
 /// One line describing a finished site run.
 pub fn site_line(report: &SiteReport) -> String {
     match &report.error {
-        Some(error) => format!("flow `{}` site `{}`: {}: {error}", report.flow, report.site, report.status.as_str()),
+        Some(error) => format!(
+            "flow `{}` site `{}`: {}: {error}",
+            report.flow,
+            report.site,
+            report.status.as_str()
+        ),
         None => format!(
             "flow `{}` site `{}`: {} rows read, {} written in {}",
             report.flow,
@@ -113,7 +139,15 @@ pub fn site_line(report: &SiteReport) -> String {
 pub fn summary_table(reports: &[SiteReport]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header(["flow", "site", "status", "rows read", "rows written", "time", "error"]);
+    table.set_header([
+        "flow",
+        "site",
+        "status",
+        "rows read",
+        "rows written",
+        "time",
+        "error",
+    ]);
     for report in reports {
         table.add_row([
             report.flow.clone(),
@@ -130,7 +164,10 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
 
 /// Counts of failed and skipped runs.
 pub fn failures(reports: &[SiteReport]) -> usize {
-    reports.iter().filter(|r| r.status != RunStatus::Succeeded).count()
+    reports
+        .iter()
+        .filter(|r| r.status != RunStatus::Succeeded)
+        .count()
 }
 
 /// `1234567` -> `1,234,567`.
@@ -138,7 +175,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -26,7 +26,11 @@ pub struct ResetArgs {
 pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<u8> {
     let flow = config.flow(&args.flow).ok_or_else(|| {
         let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
-        UsageError(format!("no flow `{}` in the config; flows: {}", args.flow, known.join(", ")))
+        UsageError(format!(
+            "no flow `{}` in the config; flows: {}",
+            args.flow,
+            known.join(", ")
+        ))
     })?;
     if let Some(stream) = &args.stream
         && !flow.streams.iter().any(|s| &s.name == stream)
@@ -42,14 +46,25 @@ pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<
     let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
     let removed = hub
         .state()
-        .delete_checkpoints(hub.master(), &flow.name, args.stream.as_deref(), args.site.as_deref())
+        .delete_checkpoints(
+            hub.master(),
+            &flow.name,
+            args.stream.as_deref(),
+            args.site.as_deref(),
+        )
         .await?;
     hub.master().close().await;
     println!(
         "forgot {removed} checkpoint(s) of flow `{}`{}{}; the next run backfills them",
         flow.name,
-        args.stream.as_ref().map(|s| format!(" stream `{s}`")).unwrap_or_default(),
-        args.site.as_ref().map(|s| format!(" site `{s}`")).unwrap_or_default(),
+        args.stream
+            .as_ref()
+            .map(|s| format!(" stream `{s}`"))
+            .unwrap_or_default(),
+        args.site
+            .as_ref()
+            .map(|s| format!(" site `{s}`"))
+            .unwrap_or_default(),
     );
     Ok(EXIT_OK)
 }

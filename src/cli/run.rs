@@ -11,8 +11,12 @@ use crate::flow::Hub;
 use crate::scheduler::run_schedules;
 
 pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyhow::Result<u8> {
-    let scheduled: Vec<&str> =
-        config.flows.iter().filter(|f| f.schedule.is_some()).map(|f| f.name.as_str()).collect();
+    let scheduled: Vec<&str> = config
+        .flows
+        .iter()
+        .filter(|f| f.schedule.is_some())
+        .map(|f| f.name.as_str())
+        .collect();
     if scheduled.is_empty() {
         return Err(UsageError(
             "no flow has a `schedule`; add e.g. `schedule = \"every 5m\"` to a `[[flow]]`, or use `hubsync sync`".into(),

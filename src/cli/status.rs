@@ -6,8 +6,8 @@ use chrono::Utc;
 use comfy_table::{Table, presets};
 use tokio_util::sync::CancellationToken;
 
-use super::output::thousands;
 use super::EXIT_OK;
+use super::output::thousands;
 use crate::config::Config;
 use crate::flow::Hub;
 use crate::state::{RunStatus, format_position};
@@ -21,11 +21,22 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
 
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header(["flow", "site", "last run", "result", "rows read", "rows written", "error"]);
+    table.set_header([
+        "flow",
+        "site",
+        "last run",
+        "result",
+        "rows read",
+        "rows written",
+        "error",
+    ]);
     let mut failing = 0;
     for flow in &config.flows {
         for site in &config.sites {
-            match runs.iter().find(|r| r.flow == flow.name && r.site == site.id) {
+            match runs
+                .iter()
+                .find(|r| r.flow == flow.name && r.site == site.id)
+            {
                 Some(run) => {
                     if matches!(run.status, RunStatus::Failed | RunStatus::Skipped) {
                         failing += 1;
@@ -34,15 +45,30 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
                     table.add_row([
                         flow.name.clone(),
                         site.id.clone(),
-                        format!("{} ({})", run.started_at.format("%Y-%m-%d %H:%M:%S UTC"), ago_text(ago)),
+                        format!(
+                            "{} ({})",
+                            run.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                            ago_text(ago)
+                        ),
                         run.status.as_str().to_string(),
                         thousands(run.rows_read as u64),
                         thousands(run.rows_written as u64),
-                        run.error.clone().or_else(|| run.note.clone()).unwrap_or_default(),
+                        run.error
+                            .clone()
+                            .or_else(|| run.note.clone())
+                            .unwrap_or_default(),
                     ]);
                 }
                 None => {
-                    table.add_row([flow.name.clone(), site.id.clone(), "never".into(), "-".into(), String::new(), String::new(), String::new()]);
+                    table.add_row([
+                        flow.name.clone(),
+                        site.id.clone(),
+                        "never".into(),
+                        "-".into(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ]);
                 }
             }
         }
@@ -51,7 +77,13 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
 
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header(["flow", "stream", "site", "checkpoint (cursor, key)", "moved"]);
+    table.set_header([
+        "flow",
+        "stream",
+        "site",
+        "checkpoint (cursor, key)",
+        "moved",
+    ]);
     for checkpoint in &checkpoints {
         let ago = (now - checkpoint.updated_at).num_seconds().max(0);
         table.add_row([

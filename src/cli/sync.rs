@@ -39,7 +39,10 @@ pub fn select<'c>(
             .map(|name| {
                 config.flow(name).ok_or_else(|| {
                     let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
-                    UsageError(format!("no flow `{name}` in the config; flows: {}", known.join(", ")))
+                    UsageError(format!(
+                        "no flow `{name}` in the config; flows: {}",
+                        known.join(", ")
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?
@@ -51,7 +54,9 @@ pub fn select<'c>(
             .iter()
             .map(|id| {
                 config.site(id).ok_or_else(|| {
-                    UsageError(format!("no site `{id}` in the config; run `hubsync status` to list sites"))
+                    UsageError(format!(
+                        "no site `{id}` in the config; run `hubsync status` to list sites"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?
@@ -77,7 +82,11 @@ pub async fn sync_flows(
     reports
 }
 
-pub(super) async fn run(config: Arc<Config>, args: SyncArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
+pub(super) async fn run(
+    config: Arc<Config>,
+    args: SyncArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
     let (flows, sites) = select(&config, &args.flows, &args.sites)?;
     if flows.is_empty() {
         return Err(UsageError("the config has no flows; add a `[[flow]]`".into()).into());
@@ -87,7 +96,9 @@ pub(super) async fn run(config: Arc<Config>, args: SyncArgs, cancel: Cancellatio
     }
     let hub = Hub::open(config.clone(), cancel.clone()).await?;
     let progress = FleetProgress::new();
-    let options = SyncOptions { dry_run: args.dry_run };
+    let options = SyncOptions {
+        dry_run: args.dry_run,
+    };
     let reports = sync_flows(&hub, &flows, &sites, options, &progress).await;
     hub.master().close().await;
     println!("{}", summary_table(&reports));
@@ -96,11 +107,16 @@ pub(super) async fn run(config: Arc<Config>, args: SyncArgs, cancel: Cancellatio
         println!("dry run: nothing was written; `rows read` is what a real run would apply");
     }
     if cancel.is_cancelled() {
-        eprintln!("interrupted: committed batches are kept; the next sync resumes from the checkpoints");
+        eprintln!(
+            "interrupted: committed batches are kept; the next sync resumes from the checkpoints"
+        );
         return Ok(EXIT_INTERRUPTED);
     }
     if failed > 0 {
-        eprintln!("{failed} of {} site runs failed; see the table above or `hubsync status`", reports.len());
+        eprintln!(
+            "{failed} of {} site runs failed; see the table above or `hubsync status`",
+            reports.len()
+        );
         return Ok(EXIT_FAILED);
     }
     Ok(EXIT_OK)

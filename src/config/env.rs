@@ -29,7 +29,11 @@ pub fn interpolate_tree(
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 interpolate_tree(item, &child, lookup, problems);
             }
         }
@@ -53,10 +57,15 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                 .ok_or_else(|| "unterminated `${` (write `$${` for a literal `${`)".to_string())?;
             let name = &tail[..end];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("`${{{name}}}` is not a valid environment variable name"));
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable name"
+                ));
             }
-            let value = lookup(name)
-                .ok_or_else(|| format!("environment variable `{name}` is not set; export it or remove `${{{name}}}`"))?;
+            let value = lookup(name).ok_or_else(|| {
+                format!(
+                    "environment variable `{name}` is not set; export it or remove `${{{name}}}`"
+                )
+            })?;
             out.push_str(&value);
             rest = &tail[end + 1..];
         } else {
@@ -85,8 +94,15 @@ mod tests {
     #[test]
     fn unset_variable_is_named() {
         let err = interpolate("x ${NOPE}", &env).unwrap_err();
-        assert_eq!(err, "environment variable `NOPE` is not set; export it or remove `${NOPE}`");
-        assert!(interpolate("${oops", &env).unwrap_err().contains("unterminated"));
+        assert_eq!(
+            err,
+            "environment variable `NOPE` is not set; export it or remove `${NOPE}`"
+        );
+        assert!(
+            interpolate("${oops", &env)
+                .unwrap_err()
+                .contains("unterminated")
+        );
     }
 
     #[test]
@@ -95,6 +111,10 @@ mod tests {
         let mut problems = Vec::new();
         interpolate_tree(&mut doc, "", &env, &mut problems);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("`flow[0].name`: environment variable `MISSING`"), "{}", problems[0]);
+        assert!(
+            problems[0].starts_with("`flow[0].name`: environment variable `MISSING`"),
+            "{}",
+            problems[0]
+        );
     }
 }

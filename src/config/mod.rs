@@ -36,7 +36,12 @@ impl fmt::Display for ConfigError {
         if let [only] = self.problems.as_slice() {
             return write!(f, "config `{}`: {only}", self.path.display());
         }
-        write!(f, "config `{}`: {} problems:", self.path.display(), self.problems.len())?;
+        write!(
+            f,
+            "config `{}`: {} problems:",
+            self.path.display(),
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             write!(f, "\n  - {problem}")?;
         }
@@ -154,7 +159,11 @@ pub struct Site {
 impl Site {
     /// Value of `:site.<name>`: the id for `id`, else the tag.
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        if name == "id" { Some(&self.id) } else { self.tags.get(name).map(String::as_str) }
+        if name == "id" {
+            Some(&self.id)
+        } else {
+            self.tags.get(name).map(String::as_str)
+        }
     }
 }
 
@@ -273,7 +282,11 @@ impl Config {
             )],
         })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
         Config::parse(&text, path, &base_dir, &|name| std::env::var(name).ok())
     }
 
@@ -285,12 +298,16 @@ impl Config {
         base_dir: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
+        let fail = |problems: Vec<String>| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
         // Structure first, straight from the text, so that unknown keys and
         // wrong types are reported with their line and column.
-        toml::from_str::<RawConfig>(text).map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
-        let mut document: toml::Value = toml::from_str(text)
+        toml::from_str::<RawConfig>(text)
             .map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
+        let mut document: toml::Value =
+            toml::from_str(text).map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
         let mut problems = Vec::new();
         env::interpolate_tree(&mut document, "", lookup, &mut problems);
         if !problems.is_empty() {
@@ -299,7 +316,11 @@ impl Config {
         let raw: RawConfig = RawConfig::deserialize(document)
             .map_err(|e| fail(vec![one_line_toml_error(&e.to_string())]))?;
         let config = validate(raw, path, base_dir, &mut problems);
-        if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
     }
 
     /// The flow named `name`.
@@ -320,25 +341,31 @@ fn one_line_toml_error(message: &str) -> String {
 }
 
 fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<String>) -> Config {
-    let positive = |value: Option<usize>, key: &str, default: usize, problems: &mut Vec<String>| {
-        match value {
+    let positive =
+        |value: Option<usize>, key: &str, default: usize, problems: &mut Vec<String>| match value {
             Some(0) => {
                 problems.push(format!("`hub.{key}` must be at least 1"));
                 default
             }
             Some(v) => v,
             None => default,
-        }
-    };
+        };
     let connect_timeout = match &raw.hub.connect_timeout {
         Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
-            problems.push(format!("`hub.connect_timeout` `{text}`: {e} (example: `10s`)"));
+            problems.push(format!(
+                "`hub.connect_timeout` `{text}`: {e} (example: `10s`)"
+            ));
             Duration::from_secs(10)
         }),
         None => Duration::from_secs(10),
     };
     let hub = HubConfig {
-        max_concurrent_sites: positive(raw.hub.max_concurrent_sites, "max_concurrent_sites", 32, problems),
+        max_concurrent_sites: positive(
+            raw.hub.max_concurrent_sites,
+            "max_concurrent_sites",
+            32,
+            problems,
+        ),
         master_write_concurrency: positive(
             raw.hub.master_write_concurrency,
             "master_write_concurrency",
@@ -352,11 +379,15 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
     let master = match raw.master {
         Some(db) => DbUrl::parse(&db.url, db.password, base_dir).unwrap_or_else(|e| {
             problems.push(format!("`master.url`: {e}"));
-            DbUrl::Sqlite { path: PathBuf::new() }
+            DbUrl::Sqlite {
+                path: PathBuf::new(),
+            }
         }),
         None => {
             problems.push("no `[master]` section; add `[master] url = \"postgres://...\"`".into());
-            DbUrl::Sqlite { path: PathBuf::new() }
+            DbUrl::Sqlite {
+                path: PathBuf::new(),
+            }
         }
     };
 
@@ -370,7 +401,11 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             problems.push(format!("{place}: duplicate site id"));
         }
         match DbUrl::parse(&raw_site.url, raw_site.password, base_dir) {
-            Ok(url) => sites.push(Site { id: raw_site.id, url, tags: raw_site.tags }),
+            Ok(url) => sites.push(Site {
+                id: raw_site.id,
+                url,
+                tags: raw_site.tags,
+            }),
             Err(e) => problems.push(format!("{place}: `url`: {e}")),
         }
     }
@@ -402,33 +437,53 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             },
             None => {
                 if raw_flow.timezone.is_some() {
-                    problems.push(format!("{place}: `timezone` is set but there is no `schedule`"));
+                    problems.push(format!(
+                        "{place}: `timezone` is set but there is no `schedule`"
+                    ));
                 }
                 None
             }
         };
         if raw_flow.stream.is_empty() {
-            problems.push(format!("{place}: no streams; add at least one `[[flow.stream]]`"));
+            problems.push(format!(
+                "{place}: no streams; add at least one `[[flow.stream]]`"
+            ));
         }
         let mut streams = Vec::new();
         let mut stream_names = HashSet::new();
         for raw_stream in raw_flow.stream {
-            let name = raw_stream.name.clone().unwrap_or_else(|| raw_stream.target.clone());
+            let name = raw_stream
+                .name
+                .clone()
+                .unwrap_or_else(|| raw_stream.target.clone());
             let stream_place = format!("{place} stream `{name}`");
             if !stream_names.insert(name.clone()) {
                 problems.push(format!(
                     "{stream_place}: duplicate stream name in this flow; set a distinct `name` (it keys the checkpoints)"
                 ));
             }
-            if let Some(stream) = validate_stream(raw_stream, name, direction, &stream_place, &sites, problems) {
+            if let Some(stream) =
+                validate_stream(raw_stream, name, direction, &stream_place, &sites, problems)
+            {
                 streams.push(stream);
             }
         }
-        flows.push(Flow { name: raw_flow.name, direction, schedule, streams });
+        flows.push(Flow {
+            name: raw_flow.name,
+            direction,
+            schedule,
+            streams,
+        });
     }
     check_pulled_and_pushed(&flows, problems);
 
-    Config { path: path.to_path_buf(), hub, master, sites, flows }
+    Config {
+        path: path.to_path_buf(),
+        hub,
+        master,
+        sites,
+        flows,
+    }
 }
 
 fn validate_stream(
@@ -444,11 +499,15 @@ fn validate_stream(
         (Some(table), None) => Source::Table(table),
         (None, Some(query)) => Source::Query(query),
         (Some(_), Some(_)) => {
-            problems.push(format!("{place}: set either `source` (a table) or `query`, not both"));
+            problems.push(format!(
+                "{place}: set either `source` (a table) or `query`, not both"
+            ));
             return None;
         }
         (None, None) => {
-            problems.push(format!("{place}: no `source` table or `query`; say what to read"));
+            problems.push(format!(
+                "{place}: no `source` table or `query`; say what to read"
+            ));
             return None;
         }
     };
@@ -479,7 +538,9 @@ fn validate_stream(
         )),
         _ => {}
     }
-    let columns = raw.columns.map(|map| map.into_iter().collect::<Vec<(String, String)>>());
+    let columns = raw
+        .columns
+        .map(|map| map.into_iter().collect::<Vec<(String, String)>>());
     if let Some(pairs) = &columns {
         for key in &raw.primary_key {
             if !pairs.iter().any(|(target, _)| target == key) {
@@ -567,9 +628,12 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("hubsync.toml"), Path::new("/cfg"), &|name| {
-            (name == "PW").then(|| "p@ss:/%".to_string())
-        })
+        Config::parse(
+            text,
+            Path::new("hubsync.toml"),
+            Path::new("/cfg"),
+            &|name| (name == "PW").then(|| "p@ss:/%".to_string()),
+        )
     }
 
     const MINIMAL: &str = r#"
@@ -638,7 +702,9 @@ mod tests {
         let text = "[master]\nurl = \"postgres://hub@db/hq\"\npassword = \"${PW}\"\n";
         let config = parse(text).unwrap();
         match &config.master {
-            DbUrl::Postgres { password: Some(p), .. } => assert_eq!(p.expose(), "p@ss:/%"),
+            DbUrl::Postgres {
+                password: Some(p), ..
+            } => assert_eq!(p.expose(), "p@ss:/%"),
             other => panic!("unexpected {other:?}"),
         }
         let err = parse("[master]\nurl = \"postgres://hub:${MISSING}@db/hq\"\n").unwrap_err();
@@ -674,7 +740,9 @@ mod tests {
         let err = parse(&text).unwrap_err();
         assert_eq!(
             err.problems,
-            vec!["flow `down` stream `stock`: site table `stock` is pushed but also pulled by flow `up` stream `stock`; a table may move one way only"]
+            vec![
+                "flow `down` stream `stock`: site table `stock` is pushed but also pulled by flow `up` stream `stock`; a table may move one way only"
+            ]
         );
     }
 

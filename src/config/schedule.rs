@@ -51,7 +51,10 @@ impl Schedule {
         }
         let cron = croner::Cron::from_str(trimmed)
             .map_err(|e| format!("invalid cron expression `{text}`: {e}"))?;
-        Ok(Schedule::Cron { cron: Box::new(cron), timezone: tz })
+        Ok(Schedule::Cron {
+            cron: Box::new(cron),
+            timezone: tz,
+        })
     }
 
     /// The first time strictly after `after` when the flow is due.
@@ -72,23 +75,45 @@ mod tests {
 
     #[test]
     fn intervals() {
-        assert!(matches!(Schedule::parse("every 1h30m", None), Ok(Schedule::Every(d)) if d.as_secs() == 5400));
-        assert!(Schedule::parse("every soon", None).unwrap_err().contains("invalid interval"));
+        assert!(
+            matches!(Schedule::parse("every 1h30m", None), Ok(Schedule::Every(d)) if d.as_secs() == 5400)
+        );
+        assert!(
+            Schedule::parse("every soon", None)
+                .unwrap_err()
+                .contains("invalid interval")
+        );
     }
 
     #[test]
     fn cron_in_a_timezone() {
         let s = Schedule::parse("0 2 * * *", Some("Europe/Paris")).unwrap();
-        let now = DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         // 02:00 in Paris in summer is 00:00 UTC.
-        assert_eq!(s.next_after(now).unwrap().to_rfc3339(), "2026-07-02T00:00:00+00:00");
+        assert_eq!(
+            s.next_after(now).unwrap().to_rfc3339(),
+            "2026-07-02T00:00:00+00:00"
+        );
         let utc = Schedule::parse("0 2 * * *", None).unwrap();
-        assert_eq!(utc.next_after(now).unwrap().to_rfc3339(), "2026-07-02T02:00:00+00:00");
+        assert_eq!(
+            utc.next_after(now).unwrap().to_rfc3339(),
+            "2026-07-02T02:00:00+00:00"
+        );
     }
 
     #[test]
     fn bad_input_is_explained() {
-        assert!(Schedule::parse("daily", None).unwrap_err().contains("5-field cron"));
-        assert!(Schedule::parse("0 2 * * *", Some("Mars/Base")).unwrap_err().contains("unknown timezone"));
+        assert!(
+            Schedule::parse("daily", None)
+                .unwrap_err()
+                .contains("5-field cron")
+        );
+        assert!(
+            Schedule::parse("0 2 * * *", Some("Mars/Base"))
+                .unwrap_err()
+                .contains("unknown timezone")
+        );
     }
 }

@@ -77,17 +77,26 @@ impl DbUrl {
                 return Err("sqlite URL has no file path; write `sqlite://path/to/file.db`".into());
             }
             let path = Path::new(file);
-            let path = if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) };
+            let path = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                base_dir.join(path)
+            };
             return Ok(DbUrl::Sqlite { path });
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            let parsed = url::Url::parse(text).map_err(|e| {
-                format!("invalid postgres URL `{}`: {e}", redact_url_text(text))
-            })?;
+            let parsed = url::Url::parse(text)
+                .map_err(|e| format!("invalid postgres URL `{}`: {e}", redact_url_text(text)))?;
             if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(format!("postgres URL `{}` has no host", redact_url_text(text)));
+                return Err(format!(
+                    "postgres URL `{}` has no host",
+                    redact_url_text(text)
+                ));
             }
-            return Ok(DbUrl::Postgres { url: text.to_string(), password: password.map(Secret::new) });
+            return Ok(DbUrl::Postgres {
+                url: text.to_string(),
+                password: password.map(Secret::new),
+            });
         }
         let scheme = text.split_once("://").map_or(text, |(s, _)| s);
         Err(format!(
@@ -144,28 +153,46 @@ mod tests {
         let base = Path::new("/etc/hubsync");
         assert_eq!(
             DbUrl::parse("sqlite://stores/s1.db", None, base).unwrap(),
-            DbUrl::Sqlite { path: PathBuf::from("/etc/hubsync/stores/s1.db") }
+            DbUrl::Sqlite {
+                path: PathBuf::from("/etc/hubsync/stores/s1.db")
+            }
         );
         assert_eq!(
             DbUrl::parse("sqlite:///var/s1.db", None, base).unwrap(),
-            DbUrl::Sqlite { path: PathBuf::from("/var/s1.db") }
+            DbUrl::Sqlite {
+                path: PathBuf::from("/var/s1.db")
+            }
         );
     }
 
     #[test]
     fn passwords_never_show() {
-        let url = DbUrl::parse("postgres://hub:pa55@db.example:5432/hq?sslmode=require", None, Path::new("."))
-            .unwrap();
-        assert_eq!(url.redacted(), "postgres://hub:***@db.example:5432/hq?sslmode=require");
+        let url = DbUrl::parse(
+            "postgres://hub:pa55@db.example:5432/hq?sslmode=require",
+            None,
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            url.redacted(),
+            "postgres://hub:***@db.example:5432/hq?sslmode=require"
+        );
         assert_eq!(format!("{url:?}"), url.redacted());
-        assert_eq!(redact_url_text("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
-        let with_key = DbUrl::parse("postgres://hub@h/db", Some("p@ss".into()), Path::new(".")).unwrap();
+        assert_eq!(
+            redact_url_text("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        let with_key =
+            DbUrl::parse("postgres://hub@h/db", Some("p@ss".into()), Path::new(".")).unwrap();
         assert!(!format!("{with_key:?}").contains("p@ss"));
     }
 
     #[test]
     fn unknown_schemes_are_refused() {
         let err = DbUrl::parse("oracle://x", None, Path::new(".")).unwrap_err();
-        assert!(err.starts_with("unsupported database URL scheme `oracle`"), "{err}");
+        assert!(
+            err.starts_with("unsupported database URL scheme `oracle`"),
+            "{err}"
+        );
     }
 }

@@ -57,7 +57,10 @@ impl ConnectorError {
     /// True for failures worth retrying later (connection trouble), as
     /// opposed to a wrong query or a bad value.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ConnectorError::Connect { .. } | ConnectorError::ConnectTimeout { .. })
+        matches!(
+            self,
+            ConnectorError::Connect { .. } | ConnectorError::ConnectTimeout { .. }
+        )
     }
 }
 
@@ -129,15 +132,19 @@ impl Connector {
     pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<Connector> {
         let connecting = async {
             match url {
-                DbUrl::Postgres { .. } => PgConnector::connect(url, options).await.map(Connector::Postgres),
-                DbUrl::Sqlite { path } => {
-                    SqliteConnector::connect(path, options).await.map(Connector::Sqlite)
-                }
+                DbUrl::Postgres { .. } => PgConnector::connect(url, options)
+                    .await
+                    .map(Connector::Postgres),
+                DbUrl::Sqlite { path } => SqliteConnector::connect(path, options)
+                    .await
+                    .map(Connector::Sqlite),
             }
         };
         // The pool's own acquire timeout covers later acquisitions; this
         // bounds the first connection, DNS and TLS included.
-        match tokio::time::timeout(options.connect_timeout + Duration::from_secs(1), connecting).await {
+        match tokio::time::timeout(options.connect_timeout + Duration::from_secs(1), connecting)
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(ConnectorError::ConnectTimeout {
                 url: url.redacted(),
@@ -227,16 +234,16 @@ impl Tx {
     /// Runs a statement; returns rows affected.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         match self {
-            Tx::Postgres(tx) => postgres::execute_on(&mut **tx, sql, params).await,
-            Tx::Sqlite(tx) => sqlite::execute_on(&mut **tx, sql, params).await,
+            Tx::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
+            Tx::Sqlite(tx) => sqlite::execute_on(tx, sql, params).await,
         }
     }
 
     /// Runs a query; returns its rows.
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Batch> {
         match self {
-            Tx::Postgres(tx) => postgres::query_on(&mut **tx, sql, params).await,
-            Tx::Sqlite(tx) => sqlite::query_on(&mut **tx, sql, params).await,
+            Tx::Postgres(tx) => postgres::query_on(tx, sql, params).await,
+            Tx::Sqlite(tx) => sqlite::query_on(tx, sql, params).await,
         }
     }
 
@@ -246,8 +253,8 @@ impl Tx {
     /// limit requires it.
     pub async fn upsert(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
         match self {
-            Tx::Postgres(tx) => postgres::upsert_on(&mut **tx, spec, rows).await,
-            Tx::Sqlite(tx) => sqlite::upsert_on(&mut **tx, spec, rows).await,
+            Tx::Postgres(tx) => postgres::upsert_on(tx, spec, rows).await,
+            Tx::Sqlite(tx) => sqlite::upsert_on(tx, spec, rows).await,
         }
     }
 
@@ -269,9 +276,13 @@ pub(crate) fn db_error(error: sqlx::Error) -> ConnectorError {
             Some(code) => ConnectorError::Database(format!("{} (code {code})", db.message())),
             None => ConnectorError::Database(db.message().to_string()),
         },
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            ConnectorError::Connect { url: "the database".into(), message: error.to_string() }
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => ConnectorError::Connect {
+            url: "the database".into(),
+            message: error.to_string(),
+        },
         _ => ConnectorError::Database(error.to_string()),
     }
 }

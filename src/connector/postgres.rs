@@ -11,7 +11,10 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column, ConnectOptions as _, Executor, PgConnection, PgPool, Row, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, ConnectOptions as _, Executor, PgConnection, PgPool, Row, TypeInfo,
+    ValueRef,
+};
 
 use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
@@ -26,10 +29,17 @@ pub struct PgConnector {
 impl PgConnector {
     /// Opens a pool (session time zone UTC) and checks one connection.
     pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<PgConnector> {
-        let DbUrl::Postgres { url: text, password } = url else {
+        let DbUrl::Postgres {
+            url: text,
+            password,
+        } = url
+        else {
             unreachable!("PgConnector::connect called with a non-postgres URL")
         };
-        let connect_error = |message: String| ConnectorError::Connect { url: url.redacted(), message };
+        let connect_error = |message: String| ConnectorError::Connect {
+            url: url.redacted(),
+            message,
+        };
         let mut connect_options = PgConnectOptions::from_str(text)
             .map_err(|e| connect_error(strip_url(&e.to_string())))?
             .application_name("hubsync")
@@ -60,7 +70,9 @@ impl PgConnector {
 
     pub(super) async fn execute_script(&self, sql: &str) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        conn.execute(AssertSqlSafe(sql.to_string())).await.map_err(db_error)?;
+        conn.execute(AssertSqlSafe(sql.to_string()))
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -92,20 +104,36 @@ impl PgConnector {
             columns: columns
                 .rows
                 .into_iter()
-                .map(|row| ColumnInfo { name: text_of(&row[0]), data_type: text_of(&row[1]) })
+                .map(|row| ColumnInfo {
+                    name: text_of(&row[0]),
+                    data_type: text_of(&row[1]),
+                })
                 .collect(),
             unique_keys: keys
                 .rows
                 .iter()
-                .map(|row| text_of(&row[0]).split('\u{1f}').map(str::to_string).collect())
+                .map(|row| {
+                    text_of(&row[0])
+                        .split('\u{1f}')
+                        .map(str::to_string)
+                        .collect()
+                })
                 .collect(),
         }))
     }
 
     pub(super) async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let statement = conn.prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(sql.to_string()))).await.map_err(db_error)?;
-        Ok(sqlx::Statement::columns(&statement).iter().map(|c| c.name().to_string()).collect())
+        let statement = conn
+            .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
+                sql.to_string(),
+            )))
+            .await
+            .map_err(db_error)?;
+        Ok(sqlx::Statement::columns(&statement)
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect())
     }
 
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -141,12 +169,23 @@ fn bind_all<'q>(
     query
 }
 
-pub(super) async fn execute_on(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
-    let result = bind_all(sql, params).execute(conn).await.map_err(db_error)?;
+pub(super) async fn execute_on(
+    conn: &mut PgConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64> {
+    let result = bind_all(sql, params)
+        .execute(conn)
+        .await
+        .map_err(db_error)?;
     Ok(result.rows_affected())
 }
 
-pub(super) async fn query_on(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Batch> {
+pub(super) async fn query_on(
+    conn: &mut PgConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Batch> {
     let mut rows = bind_all(sql, params).fetch(conn);
     let mut batch = Batch::default();
     while let Some(row) = rows.try_next().await.map_err(db_error)? {
@@ -194,7 +233,10 @@ pub(super) async fn upsert_on(
 fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
-        let type_error = |message: String| ConnectorError::Type { column: column.name().to_string(), message };
+        let type_error = |message: String| ConnectorError::Type {
+            column: column.name().to_string(),
+            message,
+        };
         let raw = row.try_get_raw(i).map_err(db_error)?;
         if raw.is_null() {
             values.push(Value::Null);
@@ -207,27 +249,42 @@ fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
             "INT2" => Value::Int(row.try_get::<i16, _>(i).map_err(decode_failed)?.into()),
             "INT4" => Value::Int(row.try_get::<i32, _>(i).map_err(decode_failed)?.into()),
             "INT8" => Value::Int(row.try_get::<i64, _>(i).map_err(decode_failed)?),
-            "OID" => Value::Int(row.try_get::<sqlx::postgres::types::Oid, _>(i).map_err(decode_failed)?.0.into()),
+            "OID" => Value::Int(
+                row.try_get::<sqlx::postgres::types::Oid, _>(i)
+                    .map_err(decode_failed)?
+                    .0
+                    .into(),
+            ),
             "FLOAT4" => Value::Float(row.try_get::<f32, _>(i).map_err(decode_failed)?.into()),
             "FLOAT8" => Value::Float(row.try_get::<f64, _>(i).map_err(decode_failed)?),
             "NUMERIC" => {
                 let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
                 Value::Numeric(decode_numeric(bytes).map_err(type_error)?)
             }
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => {
-                Value::Text(row.try_get_unchecked::<String, _>(i).map_err(decode_failed)?)
-            }
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => Value::Text(
+                row.try_get_unchecked::<String, _>(i)
+                    .map_err(decode_failed)?,
+            ),
             "BYTEA" => Value::Bytes(row.try_get::<Vec<u8>, _>(i).map_err(decode_failed)?),
             "DATE" => Value::Date(row.try_get::<NaiveDate, _>(i).map_err(decode_failed)?),
             "TIME" => Value::Time(row.try_get::<NaiveTime, _>(i).map_err(decode_failed)?),
-            "TIMESTAMP" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(decode_failed)?),
-            "TIMESTAMPTZ" => Value::TimestampTz(row.try_get::<DateTime<Utc>, _>(i).map_err(decode_failed)?),
+            "TIMESTAMP" => {
+                Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(decode_failed)?)
+            }
+            "TIMESTAMPTZ" => {
+                Value::TimestampTz(row.try_get::<DateTime<Utc>, _>(i).map_err(decode_failed)?)
+            }
             "JSON" | "JSONB" => {
                 let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
                 // Binary jsonb starts with a version byte (1); json is plain text.
-                let text = if type_name == "JSONB" { bytes.get(1..).unwrap_or_default() } else { bytes };
+                let text = if type_name == "JSONB" {
+                    bytes.get(1..).unwrap_or_default()
+                } else {
+                    bytes
+                };
                 Value::Json(
-                    String::from_utf8(text.to_vec()).map_err(|e| type_error(format!("invalid JSON text: {e}")))?,
+                    String::from_utf8(text.to_vec())
+                        .map_err(|e| type_error(format!("invalid JSON text: {e}")))?,
                 )
             }
             "UUID" => Value::Uuid(row.try_get::<uuid::Uuid, _>(i).map_err(decode_failed)?),
@@ -265,9 +322,15 @@ pub(crate) fn decode_numeric(bytes: &[u8]) -> std::result::Result<String, String
         0x0000 | 0x4000 => {}
         other => return Err(format!("invalid NUMERIC sign word {other:#x}")),
     }
-    let digits: Vec<u16> = (0..ndigits).map(|i| word(8 + 2 * i)).collect::<std::result::Result<_, _>>()?;
+    let digits: Vec<u16> = (0..ndigits)
+        .map(|i| word(8 + 2 * i))
+        .collect::<std::result::Result<_, _>>()?;
     let digit_at = |index: i64| -> u16 {
-        if index < 0 { 0 } else { digits.get(index as usize).copied().unwrap_or(0) }
+        if index < 0 {
+            0
+        } else {
+            digits.get(index as usize).copied().unwrap_or(0)
+        }
     };
     let mut text = String::new();
     if sign == 0x4000 {
@@ -317,16 +380,31 @@ mod tests {
     #[test]
     fn numeric_keeps_scale_and_digits() {
         // 12.50: digits [12, 5000], weight 0, dscale 2.
-        assert_eq!(decode_numeric(&encode(2, 0, 0, 2, &[12, 5000])).unwrap(), "12.50");
+        assert_eq!(
+            decode_numeric(&encode(2, 0, 0, 2, &[12, 5000])).unwrap(),
+            "12.50"
+        );
         // -0.0001: digits [1], weight -1, dscale 4.
-        assert_eq!(decode_numeric(&encode(1, -1, 0x4000, 4, &[1])).unwrap(), "-0.0001");
+        assert_eq!(
+            decode_numeric(&encode(1, -1, 0x4000, 4, &[1])).unwrap(),
+            "-0.0001"
+        );
         // 10000 (trailing zero digit groups are omitted on the wire): [1], weight 1.
         assert_eq!(decode_numeric(&encode(1, 1, 0, 0, &[1])).unwrap(), "10000");
         // 0 with scale 3: no digits.
         assert_eq!(decode_numeric(&encode(0, 0, 0, 3, &[])).unwrap(), "0.000");
         // 0.00000123 : weight -2 ([0123] in the second fractional group), dscale 8.
-        assert_eq!(decode_numeric(&encode(1, -2, 0, 8, &[123])).unwrap(), "0.00000123");
-        assert_eq!(decode_numeric(&encode(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
-        assert_eq!(decode_numeric(&encode(0, 0, 0xF000, 0, &[])).unwrap(), "-Infinity");
+        assert_eq!(
+            decode_numeric(&encode(1, -2, 0, 8, &[123])).unwrap(),
+            "0.00000123"
+        );
+        assert_eq!(
+            decode_numeric(&encode(0, 0, 0xC000, 0, &[])).unwrap(),
+            "NaN"
+        );
+        assert_eq!(
+            decode_numeric(&encode(0, 0, 0xF000, 0, &[])).unwrap(),
+            "-Infinity"
+        );
     }
 }

@@ -16,7 +16,10 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Column, ConnectOptions as _, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, ConnectOptions as _, Executor, Row, SqliteConnection, SqlitePool,
+    TypeInfo, ValueRef,
+};
 
 use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::dialect::{Dialect, UpsertSpec};
@@ -68,7 +71,9 @@ impl SqliteConnector {
 
     pub(super) async fn execute_script(&self, sql: &str) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        conn.execute(AssertSqlSafe(sql.to_string())).await.map_err(db_error)?;
+        conn.execute(AssertSqlSafe(sql.to_string()))
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -78,8 +83,12 @@ impl SqliteConnector {
             None => ("main".to_string(), table.to_string()),
         };
         let params = [Value::Text(name), Value::Text(schema)];
-        let columns =
-            self.query("SELECT name, type, pk FROM pragma_table_info(?1, ?2) ORDER BY cid", &params).await?;
+        let columns = self
+            .query(
+                "SELECT name, type, pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
+                &params,
+            )
+            .await?;
         if columns.is_empty() {
             return Ok(None);
         }
@@ -106,7 +115,9 @@ impl SqliteConnector {
             .await?;
         let mut current: Option<(String, Vec<String>)> = None;
         for row in indexes.rows {
-            let (Value::Text(index), Value::Text(column)) = (&row[0], &row[1]) else { continue };
+            let (Value::Text(index), Value::Text(column)) = (&row[0], &row[1]) else {
+                continue;
+            };
             match &mut current {
                 Some((name, cols)) if name == index => cols.push(column.clone()),
                 _ => {
@@ -138,8 +149,16 @@ impl SqliteConnector {
 
     pub(super) async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let statement = conn.prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(sql.to_string()))).await.map_err(db_error)?;
-        Ok(sqlx::Statement::columns(&statement).iter().map(|c| c.name().to_string()).collect())
+        let statement = conn
+            .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
+                sql.to_string(),
+            )))
+            .await
+            .map_err(db_error)?;
+        Ok(sqlx::Statement::columns(&statement)
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect())
     }
 
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -171,15 +190,28 @@ fn bind_value<'q>(query: SqliteQuery<'q>, value: &Value) -> SqliteQuery<'q> {
 }
 
 fn bind_all<'q>(sql: String, params: &[Value]) -> SqliteQuery<'q> {
-    params.iter().fold(sqlx::query(AssertSqlSafe(sql)), bind_value)
+    params
+        .iter()
+        .fold(sqlx::query(AssertSqlSafe(sql)), bind_value)
 }
 
-pub(super) async fn execute_on(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<u64> {
-    let result = bind_all(sql.to_string(), params).execute(conn).await.map_err(db_error)?;
+pub(super) async fn execute_on(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64> {
+    let result = bind_all(sql.to_string(), params)
+        .execute(conn)
+        .await
+        .map_err(db_error)?;
     Ok(result.rows_affected())
 }
 
-pub(super) async fn query_on(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Batch> {
+pub(super) async fn query_on(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Batch> {
     let mut rows = bind_all(sql.to_string(), params).fetch(conn);
     let mut batch = Batch::default();
     while let Some(row) = rows.try_next().await.map_err(db_error)? {
@@ -201,13 +233,21 @@ pub(super) async fn upsert_on(
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
 ) -> Result<u64> {
-    let per_statement =
-        Dialect::Sqlite.max_rows_per_upsert(spec.columns.len()).min(SQLITE_ROWS_PER_STATEMENT);
+    let per_statement = Dialect::Sqlite
+        .max_rows_per_upsert(spec.columns.len())
+        .min(SQLITE_ROWS_PER_STATEMENT);
     let mut written = 0;
     for chunk in rows.chunks(per_statement) {
         let sql = Dialect::Sqlite.upsert(spec, chunk.len());
-        let query = chunk.iter().flatten().fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
-        written += query.execute(&mut *conn).await.map_err(db_error)?.rows_affected();
+        let query = chunk
+            .iter()
+            .flatten()
+            .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+        written += query
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
     }
     Ok(written)
 }
@@ -229,11 +269,21 @@ fn decode_row(row: &SqliteRow) -> Result<Vec<Value>> {
         let value = match storage.as_str() {
             "INTEGER" | "BOOLEAN" => {
                 let i = row.try_get_unchecked::<i64, _>(i).map_err(decode_failed)?;
-                if declared_boolean && (i == 0 || i == 1) { Value::Bool(i == 1) } else { Value::Int(i) }
+                if declared_boolean && (i == 0 || i == 1) {
+                    Value::Bool(i == 1)
+                } else {
+                    Value::Int(i)
+                }
             }
             "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(i).map_err(decode_failed)?),
-            "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i).map_err(decode_failed)?),
-            _ => Value::Text(row.try_get_unchecked::<String, _>(i).map_err(decode_failed)?),
+            "BLOB" => Value::Bytes(
+                row.try_get_unchecked::<Vec<u8>, _>(i)
+                    .map_err(decode_failed)?,
+            ),
+            _ => Value::Text(
+                row.try_get_unchecked::<String, _>(i)
+                    .map_err(decode_failed)?,
+            ),
         };
         values.push(value);
     }

@@ -187,8 +187,11 @@ impl Dialect {
         let table = self.quote_table(spec.table);
         let columns = self.ident_list(spec.columns);
         let key = self.ident_list(spec.key);
-        let non_key: Vec<&String> =
-            spec.columns.iter().filter(|c| !spec.key.contains(c)).collect();
+        let non_key: Vec<&String> = spec
+            .columns
+            .iter()
+            .filter(|c| !spec.key.contains(c))
+            .collect();
         let mut sql = format!("INSERT INTO {table} AS hubsync_t ({columns}) ");
         match self {
             Dialect::Postgres => {
@@ -198,8 +201,9 @@ impl Dialect {
                     .zip(spec.column_types)
                     .map(|(c, t)| format!("CAST(hubsync_u.{} AS {t})", self.quote_ident(c)))
                     .collect();
-                let arrays: Vec<String> =
-                    (1..=spec.columns.len()).map(|n| format!("${n}::text[]")).collect();
+                let arrays: Vec<String> = (1..=spec.columns.len())
+                    .map(|n| format!("${n}::text[]"))
+                    .collect();
                 let _ = write!(
                     sql,
                     "SELECT {} FROM UNNEST({}) AS hubsync_u({columns})",
@@ -211,8 +215,9 @@ impl Dialect {
                 let width = spec.columns.len();
                 let tuples: Vec<String> = (0..rows)
                     .map(|r| {
-                        let ps: Vec<String> =
-                            (1..=width).map(|c| self.placeholder(r * width + c)).collect();
+                        let ps: Vec<String> = (1..=width)
+                            .map(|c| self.placeholder(r * width + c))
+                            .collect();
                         format!("({})", ps.join(", "))
                     })
                     .collect();
@@ -230,7 +235,11 @@ impl Dialect {
                 format!("{q} = excluded.{q}")
             })
             .collect();
-        let _ = write!(sql, " ON CONFLICT ({key}) DO UPDATE SET {} WHERE ", sets.join(", "));
+        let _ = write!(
+            sql,
+            " ON CONFLICT ({key}) DO UPDATE SET {} WHERE ",
+            sets.join(", ")
+        );
         match self {
             Dialect::Postgres => {
                 // json has no equality operator: compare it as jsonb (by meaning).
@@ -245,7 +254,11 @@ impl Dialect {
                                 .position(|x| x == *c)
                                 .and_then(|i| spec.column_types.get(i))
                                 .map(String::as_str);
-                            if ty == Some("json") { format!("{q}::jsonb") } else { q }
+                            if ty == Some("json") {
+                                format!("{q}::jsonb")
+                            } else {
+                                q
+                            }
                         })
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -351,7 +364,12 @@ mod tests {
         let types = strings(&["text", "bigint", "numeric(12,2)", "json"]);
         let key = strings(&["store_id", "id"]);
         let sql = Dialect::Postgres.upsert(
-            &UpsertSpec { table: "sales", columns: &columns, column_types: &types, key: &key },
+            &UpsertSpec {
+                table: "sales",
+                columns: &columns,
+                column_types: &types,
+                key: &key,
+            },
             1000,
         );
         assert_eq!(
@@ -372,7 +390,12 @@ mod tests {
         let columns = strings(&["sku", "price"]);
         let key = strings(&["sku"]);
         let sql = Dialect::Sqlite.upsert(
-            &UpsertSpec { table: "prices", columns: &columns, column_types: &[], key: &key },
+            &UpsertSpec {
+                table: "prices",
+                columns: &columns,
+                column_types: &[],
+                key: &key,
+            },
             2,
         );
         assert_eq!(
@@ -387,10 +410,18 @@ mod tests {
     fn key_only_tables_do_nothing_on_conflict() {
         let columns = strings(&["a", "b"]);
         let sql = Dialect::Sqlite.upsert(
-            &UpsertSpec { table: "t", columns: &columns, column_types: &[], key: &columns },
+            &UpsertSpec {
+                table: "t",
+                columns: &columns,
+                column_types: &[],
+                key: &columns,
+            },
             1,
         );
-        assert!(sql.ends_with("ON CONFLICT (\"a\", \"b\") DO NOTHING"), "{sql}");
+        assert!(
+            sql.ends_with("ON CONFLICT (\"a\", \"b\") DO NOTHING"),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn binds_tags_in_order() {
         let bound = pg("SELECT * FROM prices WHERE zone = :site.price_zone AND store = :site.id");
-        assert_eq!(bound.sql, "SELECT * FROM prices WHERE zone = $1 AND store = $2");
+        assert_eq!(
+            bound.sql,
+            "SELECT * FROM prices WHERE zone = $1 AND store = $2"
+        );
         assert_eq!(bound.params, vec!["price_zone", "id"]);
     }
 
@@ -189,8 +192,8 @@ mod tests {
 
     #[test]
     fn sqlite_numbers_from_first_param() {
-        let bound = bind_site_placeholders("SELECT 1 WHERE a = :site.region", Dialect::Sqlite, 3)
-            .unwrap();
+        let bound =
+            bind_site_placeholders("SELECT 1 WHERE a = :site.region", Dialect::Sqlite, 3).unwrap();
         assert_eq!(bound.sql, "SELECT 1 WHERE a = ?3");
         assert_eq!(bound.params, vec!["region"]);
     }

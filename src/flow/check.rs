@@ -56,7 +56,10 @@ pub async fn check(config: &Config) -> CheckReport {
             Some(master)
         }
         Err(e) => {
-            report.problems.push(Problem { place: "master".into(), message: e.to_string() });
+            report.problems.push(Problem {
+                place: "master".into(),
+                message: e.to_string(),
+            });
             None
         }
     };
@@ -66,7 +69,10 @@ pub async fn check(config: &Config) -> CheckReport {
         let master = master.as_ref();
         let options = options(false);
         async move {
-            let _slot = semaphore.acquire().await.expect("semaphore is never closed");
+            let _slot = semaphore
+                .acquire()
+                .await
+                .expect("semaphore is never closed");
             check_site(config, site, master, &options).await
         }
     });
@@ -91,24 +97,33 @@ async fn check_site(
     let site_conn = match Connector::connect(&site.url, options).await {
         Ok(conn) => conn,
         Err(e) => {
-            problems.push(Problem { place: format!("site `{}`", site.id), message: e.to_string() });
+            problems.push(Problem {
+                place: format!("site `{}`", site.id),
+                message: e.to_string(),
+            });
             return (false, problems, 0);
         }
     };
     let mut ok = 0;
     for flow in &config.flows {
         for stream in &flow.streams {
-            let place = format!("flow `{}` stream `{}` site `{}`", flow.name, stream.name, site.id);
+            let place = format!(
+                "flow `{}` stream `{}` site `{}`",
+                flow.name, stream.name, site.id
+            );
             let (source, target) = match flow.direction {
                 Direction::Pull => (Some(&site_conn), master),
                 Direction::Push => (master, Some(&site_conn)),
             };
-            let (Some(source), Some(target)) = (source, target) else { continue };
+            let (Some(source), Some(target)) = (source, target) else {
+                continue;
+            };
             match check_stream(flow, stream, site, source, target).await {
                 Ok(()) => ok += 1,
-                Err(messages) => {
-                    problems.extend(messages.into_iter().map(|message| Problem { place: place.clone(), message }))
-                }
+                Err(messages) => problems.extend(messages.into_iter().map(|message| Problem {
+                    place: place.clone(),
+                    message,
+                })),
             }
         }
     }
@@ -134,8 +149,18 @@ async fn check_stream(
     };
     let target_info = match target.describe_table(&stream.target).await {
         Ok(Some(info)) => info,
-        Ok(None) => return Err(vec![format!("{target_side} table `{}` does not exist; create it", stream.target)]),
-        Err(e) => return Err(vec![format!("{target_side} table `{}`: {e}", stream.target)]),
+        Ok(None) => {
+            return Err(vec![format!(
+                "{target_side} table `{}` does not exist; create it",
+                stream.target
+            )]);
+        }
+        Err(e) => {
+            return Err(vec![format!(
+                "{target_side} table `{}`: {e}",
+                stream.target
+            )]);
+        }
     };
     for column in stream.keyset_source_columns() {
         if !source_columns.contains(&column) {
@@ -147,11 +172,16 @@ async fn check_stream(
     }
     let written: Vec<(String, String)> = match &stream.columns {
         Some(pairs) => pairs.clone(),
-        None => source_columns.iter().map(|c| (c.clone(), c.clone())).collect(),
+        None => source_columns
+            .iter()
+            .map(|c| (c.clone(), c.clone()))
+            .collect(),
     };
     for (target_column, source_column) in &written {
         if !source_columns.contains(source_column) {
-            messages.push(format!("{source_side} source has no column `{source_column}` (mapped to `{target_column}`)"));
+            messages.push(format!(
+                "{source_side} source has no column `{source_column}` (mapped to `{target_column}`)"
+            ));
         }
         if target_info.column(target_column).is_none() {
             messages.push(format!(
@@ -167,13 +197,25 @@ async fn check_stream(
     conflict_key.extend(stream.primary_key.iter().cloned());
     for column in &conflict_key {
         if target_info.column(column).is_none() && !written.iter().any(|(t, _)| t == column) {
-            messages.push(format!("{target_side} table `{}` has no key column `{column}`", stream.target));
+            messages.push(format!(
+                "{target_side} table `{}` has no key column `{column}`",
+                stream.target
+            ));
         }
     }
     if !target_info.has_unique_key(&conflict_key) {
-        messages.push(missing_key_message(target_side, &stream.target, &conflict_key, &target_info));
+        messages.push(missing_key_message(
+            target_side,
+            &stream.target,
+            &conflict_key,
+            &target_info,
+        ));
     }
-    if messages.is_empty() { Ok(()) } else { Err(messages) }
+    if messages.is_empty() {
+        Ok(())
+    } else {
+        Err(messages)
+    }
 }
 
 fn missing_key_message(side: &str, table: &str, key: &[String], info: &TableInfo) -> String {
@@ -185,18 +227,30 @@ fn missing_key_message(side: &str, table: &str, key: &[String], info: &TableInfo
         if info.unique_keys.is_empty() {
             "none".to_string()
         } else {
-            info.unique_keys.iter().map(|k| format!("({})", k.join(", "))).collect::<Vec<_>>().join(", ")
+            info.unique_keys
+                .iter()
+                .map(|k| format!("({})", k.join(", ")))
+                .collect::<Vec<_>>()
+                .join(", ")
         },
         quoted.join(", ")
     )
 }
 
 fn list(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Column names the stream's source returns at `source`.
-async fn source_columns(stream: &Stream, site: &Site, source: &Connector) -> Result<Vec<String>, String> {
+async fn source_columns(
+    stream: &Stream,
+    site: &Site,
+    source: &Connector,
+) -> Result<Vec<String>, String> {
     match &stream.source {
         Source::Table(table) => match source.describe_table(table).await {
             Ok(Some(info)) => Ok(info.columns.into_iter().map(|c| c.name).collect()),
@@ -204,11 +258,15 @@ async fn source_columns(stream: &Stream, site: &Site, source: &Connector) -> Res
             Err(e) => Err(format!("table `{table}`: {e}")),
         },
         Source::Query(query) => {
-            let bound = bind_site_placeholders(query, source.dialect(), 1).map_err(|e| format!("`query`: {e}"))?;
+            let bound = bind_site_placeholders(query, source.dialect(), 1)
+                .map_err(|e| format!("`query`: {e}"))?;
             if let Some(missing) = bound.params.iter().find(|p| site.attribute(p).is_none()) {
                 return Err(format!("site has no tag `{missing}` used in `query`"));
             }
-            source.query_columns(&bound.sql).await.map_err(|e| format!("`query` does not prepare: {e}"))
+            source
+                .query_columns(&bound.sql)
+                .await
+                .map_err(|e| format!("`query` does not prepare: {e}"))
         }
     }
 }

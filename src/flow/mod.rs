@@ -145,7 +145,10 @@ impl Hub {
         };
         let master = Connector::connect(&config.master, &options)
             .await
-            .map_err(|cause| FlowError::Master { url: config.master.redacted(), cause })?;
+            .map_err(|cause| FlowError::Master {
+                url: config.master.redacted(),
+                cause,
+            })?;
         let state = StateStore::open(&master).await.map_err(FlowError::State)?;
         Ok(Hub {
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
@@ -201,7 +204,11 @@ impl Hub {
         options: SyncOptions,
         progress: &dyn Progress,
     ) -> SiteReport {
-        let _slot = self.site_slots.acquire().await.expect("site semaphore is never closed");
+        let _slot = self
+            .site_slots
+            .acquire()
+            .await
+            .expect("site semaphore is never closed");
         let started = Instant::now();
         let mut report = SiteReport {
             flow: flow.name.clone(),
@@ -220,7 +227,11 @@ impl Hub {
         }
         progress.site_started(&flow.name, &site.id);
         if !options.dry_run {
-            match self.state.start_run(&self.master, &flow.name, &site.id).await {
+            match self
+                .state
+                .start_run(&self.master, &flow.name, &site.id)
+                .await
+            {
                 Ok(run_id) => report.run_id = Some(run_id),
                 Err(e) => {
                     report.status = RunStatus::Failed;
@@ -231,7 +242,9 @@ impl Hub {
                 }
             }
         }
-        let outcome = self.run_streams(flow, site, plans, options, progress, &mut report).await;
+        let outcome = self
+            .run_streams(flow, site, plans, options, progress, &mut report)
+            .await;
         if let Err(message) = outcome {
             report.status = RunStatus::Failed;
             report.error = Some(message);
@@ -241,7 +254,11 @@ impl Hub {
             let notes: Vec<String> = report
                 .streams
                 .iter()
-                .filter_map(|s| s.note.as_ref().map(|n| format!("stream `{}`: {n}", s.stream)))
+                .filter_map(|s| {
+                    s.note
+                        .as_ref()
+                        .map(|n| format!("stream `{}`: {n}", s.stream))
+                })
                 .collect();
             let note = (!notes.is_empty()).then(|| notes.join("; "));
             if let Err(e) = self
@@ -261,7 +278,9 @@ impl Hub {
             }
         }
         match &report.error {
-            Some(error) => tracing::warn!(flow = %flow.name, site = %site.id, "run failed: {error}"),
+            Some(error) => {
+                tracing::warn!(flow = %flow.name, site = %site.id, "run failed: {error}")
+            }
             None => tracing::info!(
                 flow = %flow.name,
                 site = %site.id,
@@ -298,7 +317,10 @@ impl Hub {
                 result = Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
                 break;
             }
-            let place = format!("flow `{}` stream `{}` site `{}`", flow.name, stream.name, site.id);
+            let place = format!(
+                "flow `{}` stream `{}` site `{}`",
+                flow.name, stream.name, site.id
+            );
             let plan = match plan {
                 Ok(plan) => plan,
                 Err(e) => {
@@ -306,7 +328,10 @@ impl Hub {
                     break;
                 }
             };
-            let mut stream_report = StreamReport { stream: stream.name.clone(), ..StreamReport::default() };
+            let mut stream_report = StreamReport {
+                stream: stream.name.clone(),
+                ..StreamReport::default()
+            };
             let run = stream::StreamRun {
                 hub: self,
                 flow,

@@ -25,15 +25,22 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, Stri
     let mut plans = Vec::with_capacity(flow.streams.len());
     for stream in &flow.streams {
         let plan = match flow.direction {
-            Direction::Push => Ok(StreamPlan { master_target: None }),
+            Direction::Push => Ok(StreamPlan {
+                master_target: None,
+            }),
             Direction::Pull => match hub.master().describe_table(&stream.target).await {
-                Ok(Some(info)) => Ok(StreamPlan { master_target: Some(info) }),
+                Ok(Some(info)) => Ok(StreamPlan {
+                    master_target: Some(info),
+                }),
                 Ok(None) => Err(format!(
                     "master table `{}` does not exist; create it with the source's columns plus `{}`",
                     stream.target,
                     stream.site_column.as_deref().unwrap_or("site_id")
                 )),
-                Err(e) => Err(format!("cannot describe master table `{}`: {e}", stream.target)),
+                Err(e) => Err(format!(
+                    "cannot describe master table `{}`: {e}",
+                    stream.target
+                )),
             },
         };
         plans.push(plan);
@@ -94,12 +101,15 @@ impl RowMapping {
         target_place: &str,
     ) -> Result<RowMapping, String> {
         let find_source = |name: &str| -> Result<usize, String> {
-            source_columns.iter().position(|c| c == name).ok_or_else(|| {
-                format!(
-                    "source column `{name}` not found; the source returns: {}",
-                    quoted_list(source_columns)
-                )
-            })
+            source_columns
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| {
+                    format!(
+                        "source column `{name}` not found; the source returns: {}",
+                        quoted_list(source_columns)
+                    )
+                })
         };
         let mut target_columns = Vec::new();
         let mut sources = Vec::new();
@@ -181,7 +191,11 @@ impl RowMapping {
     /// The keyset position of a row; errors if a key column is NULL, since
     /// a NULL in the position would make the next read skip rows.
     fn position(&self, row: &[Value]) -> Result<Vec<Value>, String> {
-        let position: Vec<Value> = self.keyset_indexes.iter().map(|i| row[*i].clone()).collect();
+        let position: Vec<Value> = self
+            .keyset_indexes
+            .iter()
+            .map(|i| row[*i].clone())
+            .collect();
         if let Some(at) = position.iter().position(Value::is_null) {
             return Err(format!(
                 "key column `{}` is NULL in a source row; keys must not be NULL",
@@ -193,7 +207,11 @@ impl RowMapping {
 }
 
 fn quoted_list(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The work of one stream at one site.
@@ -258,7 +276,10 @@ impl StreamRun<'_> {
             (Source::Table(table), None) => SelectFrom::Table(table),
             (Source::Query(_), None) => unreachable!("a query source always has bound SQL"),
         };
-        let site_values: Vec<Value> = site_params.iter().map(|(_, v)| Value::Text(v.clone())).collect();
+        let site_values: Vec<Value> = site_params
+            .iter()
+            .map(|(_, v)| Value::Text(v.clone()))
+            .collect();
 
         let key = CheckpointKey {
             flow: self.flow.name.clone(),
@@ -325,11 +346,17 @@ impl StreamRun<'_> {
             let written = if self.options.dry_run {
                 0
             } else {
-                let checkpoint = Checkpoint { position: new_position.clone(), fingerprint: fingerprint.clone() };
+                let checkpoint = Checkpoint {
+                    position: new_position.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
                 if let Some(old) = &position {
-                    Checkpoint { position: old.clone(), fingerprint: String::new() }
-                        .check_advance(&new_position)
-                        .map_err(|e| e.to_string())?;
+                    Checkpoint {
+                        position: old.clone(),
+                        fingerprint: String::new(),
+                    }
+                    .check_advance(&new_position)
+                    .map_err(|e| e.to_string())?;
                 }
                 let spec = UpsertSpec {
                     table: &self.stream.target,
@@ -337,11 +364,26 @@ impl StreamRun<'_> {
                     column_types: &mapping.column_types,
                     key: &mapping.conflict_key,
                 };
-                self.apply(direction, target, &spec, &rows, &key, &checkpoint, &target_place).await?
+                self.apply(
+                    direction,
+                    target,
+                    &spec,
+                    &rows,
+                    &key,
+                    &checkpoint,
+                    &target_place,
+                )
+                .await?
             };
             report.rows_read += read;
             report.rows_written += written;
-            self.progress.batch_applied(&self.flow.name, &self.site.id, &self.stream.name, read, written);
+            self.progress.batch_applied(
+                &self.flow.name,
+                &self.site.id,
+                &self.stream.name,
+                read,
+                written,
+            );
             position = Some(new_position);
             if batch.len() < batch_size {
                 break;
@@ -367,10 +409,18 @@ impl StreamRun<'_> {
         let write_error = |e: &dyn std::fmt::Display| format!("writing to {target_place}: {e}");
         match direction {
             Direction::Pull => {
-                let _permit = self.hub.master_writes.acquire().await.expect("semaphore is never closed");
+                let _permit = self
+                    .hub
+                    .master_writes
+                    .acquire()
+                    .await
+                    .expect("semaphore is never closed");
                 let mut tx = master.begin().await.map_err(|e| write_error(&e))?;
                 let written = tx.upsert(spec, rows).await.map_err(|e| write_error(&e))?;
-                state.save_checkpoint(&mut tx, key, checkpoint).await.map_err(|e| write_error(&e))?;
+                state
+                    .save_checkpoint(&mut tx, key, checkpoint)
+                    .await
+                    .map_err(|e| write_error(&e))?;
                 tx.commit().await.map_err(|e| write_error(&e))?;
                 Ok(written)
             }
@@ -380,7 +430,10 @@ impl StreamRun<'_> {
                 tx.commit().await.map_err(|e| write_error(&e))?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = master.begin().await.map_err(|e| e.to_string())?;
-                state.save_checkpoint(&mut state_tx, key, checkpoint).await.map_err(|e| e.to_string())?;
+                state
+                    .save_checkpoint(&mut state_tx, key, checkpoint)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 state_tx.commit().await.map_err(|e| e.to_string())?;
                 Ok(written)
             }

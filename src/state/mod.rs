@@ -179,7 +179,9 @@ impl StateStore {
     /// Errors: [`StateError::Connector`] when the master refuses (no
     /// `CREATE` privilege: grant it, or create schema `hubsync` for the hub).
     pub async fn open(master: &Connector) -> Result<StateStore> {
-        let store = StateStore { dialect: master.dialect() };
+        let store = StateStore {
+            dialect: master.dialect(),
+        };
         store.migrate(master).await?;
         Ok(store)
     }
@@ -193,7 +195,11 @@ impl StateStore {
 
     /// Placeholders for `values`, typed on PostgreSQL.
     fn placeholders(&self, values: &[Value]) -> Vec<String> {
-        values.iter().enumerate().map(|(i, v)| self.dialect.typed_placeholder(i + 1, v)).collect()
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.dialect.typed_placeholder(i + 1, v))
+            .collect()
     }
 
     async fn migrate(&self, master: &Connector) -> Result<()> {
@@ -201,12 +207,19 @@ impl StateStore {
         let mut tx = master.begin().await?;
         if self.dialect == Dialect::Postgres {
             // Serialise concurrent hubs creating the schema (key: "hubsync" in ASCII).
-            tx.execute("SELECT pg_advisory_xact_lock(6877274889273713)", &[]).await?;
-            tx.execute("CREATE SCHEMA IF NOT EXISTS hubsync", &[]).await?;
+            tx.execute("SELECT pg_advisory_xact_lock(6877274889273713)", &[])
+                .await?;
+            tx.execute("CREATE SCHEMA IF NOT EXISTS hubsync", &[])
+                .await?;
         }
-        tx.execute(&format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"), &[])
+        tx.execute(
+            &format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"),
+            &[],
+        )
+        .await?;
+        let current = tx
+            .query(&format!("SELECT max(version) FROM {version_table}"), &[])
             .await?;
-        let current = tx.query(&format!("SELECT max(version) FROM {version_table}"), &[]).await?;
         let current = match current.rows.first().and_then(|r| r.first()) {
             Some(Value::Int(v)) => *v,
             _ => 0,
@@ -260,7 +273,11 @@ impl StateStore {
     }
 
     /// The checkpoint of `key`, if one is stored.
-    pub async fn load_checkpoint(&self, master: &Connector, key: &CheckpointKey) -> Result<Option<Checkpoint>> {
+    pub async fn load_checkpoint(
+        &self,
+        master: &Connector,
+        key: &CheckpointKey,
+    ) -> Result<Option<Checkpoint>> {
         let params = key_values(key);
         let p = self.placeholders(&params);
         let sql = format!(
@@ -271,18 +288,30 @@ impl StateStore {
             p[2]
         );
         let batch = master.query(&sql, &params).await?;
-        let Some(row) = batch.rows.first() else { return Ok(None) };
+        let Some(row) = batch.rows.first() else {
+            return Ok(None);
+        };
         let (Value::Text(position), Value::Text(fingerprint)) = (&row[0], &row[1]) else {
-            return Err(StateError::Corrupt(format!("checkpoint row of {key:?} has unexpected types")));
+            return Err(StateError::Corrupt(format!(
+                "checkpoint row of {key:?} has unexpected types"
+            )));
         };
         let position: Vec<Value> = serde_json::from_str(position)
             .map_err(|e| StateError::Corrupt(format!("checkpoint of {key:?}: {e}")))?;
-        Ok(Some(Checkpoint { position, fingerprint: fingerprint.clone() }))
+        Ok(Some(Checkpoint {
+            position,
+            fingerprint: fingerprint.clone(),
+        }))
     }
 
     /// Writes the checkpoint of `key` inside `tx` (the transaction that
     /// wrote the batch, for a pull).
-    pub async fn save_checkpoint(&self, tx: &mut Tx, key: &CheckpointKey, checkpoint: &Checkpoint) -> Result<()> {
+    pub async fn save_checkpoint(
+        &self,
+        tx: &mut Tx,
+        key: &CheckpointKey,
+        checkpoint: &Checkpoint,
+    ) -> Result<()> {
         let position = serde_json::to_string(&checkpoint.position)
             .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?;
         let mut params = key_values(key);
@@ -321,8 +350,16 @@ impl StateStore {
             conditions.push("site".into());
         }
         let p = self.placeholders(&params);
-        let filter: Vec<String> = conditions.iter().zip(&p).map(|(c, p)| format!("{c} = {p}")).collect();
-        let sql = format!("DELETE FROM {} WHERE {}", self.table("checkpoints"), filter.join(" AND "));
+        let filter: Vec<String> = conditions
+            .iter()
+            .zip(&p)
+            .map(|(c, p)| format!("{c} = {p}"))
+            .collect();
+        let sql = format!(
+            "DELETE FROM {} WHERE {}",
+            self.table("checkpoints"),
+            filter.join(" AND ")
+        );
         Ok(master.execute(&sql, &params).await?)
     }
 
@@ -421,7 +458,11 @@ impl StateStore {
              WHERE x.flow = r.flow AND x.site = r.site) ORDER BY flow, site"
         );
         let batch = master.query(&sql, &[]).await?;
-        batch.rows.iter().map(|row| run_record(&batch, row)).collect()
+        batch
+            .rows
+            .iter()
+            .map(|row| run_record(&batch, row))
+            .collect()
     }
 
     /// Every checkpoint, ordered by flow, stream, site.
@@ -436,7 +477,11 @@ impl StateStore {
             let position: Vec<Value> = serde_json::from_str(&text(&row[3]))
                 .map_err(|e| StateError::Corrupt(format!("checkpoint position: {e}")))?;
             records.push(CheckpointRecord {
-                key: CheckpointKey { flow: text(&row[0]), stream: text(&row[1]), site: text(&row[2]) },
+                key: CheckpointKey {
+                    flow: text(&row[0]),
+                    stream: text(&row[1]),
+                    site: text(&row[2]),
+                },
                 position,
                 updated_at: timestamp(&row[4])?,
             });
@@ -446,7 +491,11 @@ impl StateStore {
 }
 
 fn key_values(key: &CheckpointKey) -> Vec<Value> {
-    vec![Value::Text(key.flow.clone()), Value::Text(key.stream.clone()), Value::Text(key.site.clone())]
+    vec![
+        Value::Text(key.flow.clone()),
+        Value::Text(key.stream.clone()),
+        Value::Text(key.site.clone()),
+    ]
 }
 
 fn text(value: &Value) -> String {
@@ -463,12 +512,20 @@ fn timestamp(value: &Value) -> Result<DateTime<Utc>> {
         Value::Text(t) => DateTime::parse_from_rfc3339(t)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| StateError::Corrupt(format!("timestamp `{t}`: {e}"))),
-        other => Err(StateError::Corrupt(format!("expected a timestamp, found {}", other.kind()))),
+        other => Err(StateError::Corrupt(format!(
+            "expected a timestamp, found {}",
+            other.kind()
+        ))),
     }
 }
 
 fn run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
-    let get = |name: &str| batch.column_index(name).map(|i| &row[i]).unwrap_or(&Value::Null);
+    let get = |name: &str| {
+        batch
+            .column_index(name)
+            .map(|i| &row[i])
+            .unwrap_or(&Value::Null)
+    };
     let optional_text = |name: &str| match get(name) {
         Value::Null => None,
         other => Some(text(other)),
@@ -500,10 +557,26 @@ mod tests {
 
     #[test]
     fn checkpoints_only_move_forward() {
-        let checkpoint = Checkpoint { position: vec![Value::Int(5), Value::Int(2)], fingerprint: "f".into() };
-        assert!(checkpoint.check_advance(&[Value::Int(5), Value::Int(3)]).is_ok());
-        let err = checkpoint.check_advance(&[Value::Int(5), Value::Int(2)]).unwrap_err();
-        assert_eq!(err.to_string(), "checkpoint would move backwards from (5, 2) to (5, 2); refusing to write it");
-        assert!(checkpoint.check_advance(&[Value::Int(4), Value::Int(9)]).is_err());
+        let checkpoint = Checkpoint {
+            position: vec![Value::Int(5), Value::Int(2)],
+            fingerprint: "f".into(),
+        };
+        assert!(
+            checkpoint
+                .check_advance(&[Value::Int(5), Value::Int(3)])
+                .is_ok()
+        );
+        let err = checkpoint
+            .check_advance(&[Value::Int(5), Value::Int(2)])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "checkpoint would move backwards from (5, 2) to (5, 2); refusing to write it"
+        );
+        assert!(
+            checkpoint
+                .check_advance(&[Value::Int(4), Value::Int(9)])
+                .is_err()
+        );
     }
 }

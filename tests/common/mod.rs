@@ -144,7 +144,9 @@ pub fn run(cmd: &mut Command) -> Out {
 pub fn sqlite_exec(path: &std::path::Path, sql: &str) {
     block_on(async {
         let conn = sqlite_connect(path).await;
-        conn.execute_script(sql).await.unwrap_or_else(|e| panic!("sqlite {}: {e}\n{sql}", path.display()));
+        conn.execute_script(sql)
+            .await
+            .unwrap_or_else(|e| panic!("sqlite {}: {e}\n{sql}", path.display()));
         conn.close().await;
     })
 }
@@ -154,30 +156,46 @@ pub fn sqlite_exec(path: &std::path::Path, sql: &str) {
 pub fn sqlite_query(path: &std::path::Path, sql: &str) -> String {
     block_on(async {
         let conn = sqlite_connect(path).await;
-        let batch = conn.query(sql, &[]).await.unwrap_or_else(|e| panic!("sqlite {}: {e}\n{sql}", path.display()));
+        let batch = conn
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("sqlite {}: {e}\n{sql}", path.display()));
         conn.close().await;
         batch
             .rows
             .iter()
-            .map(|row| row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("|"))
+            .map(|row| {
+                row.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })
 }
 
 async fn sqlite_connect(path: &std::path::Path) -> hubsync::connector::Connector {
-    let url = hubsync::config::DbUrl::Sqlite { path: path.to_path_buf() };
+    let url = hubsync::config::DbUrl::Sqlite {
+        path: path.to_path_buf(),
+    };
     let options = hubsync::connector::ConnectOptions {
         max_connections: 1,
         connect_timeout: std::time::Duration::from_secs(10),
         acquire_timeout: std::time::Duration::from_secs(10),
         create_if_missing: true,
     };
-    hubsync::connector::Connector::connect(&url, &options).await.expect("open sqlite")
+    hubsync::connector::Connector::connect(&url, &options)
+        .await
+        .expect("open sqlite")
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 /// A temporary folder holding a config and SQLite files; `sync` etc. run the
@@ -188,7 +206,9 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new() -> Fleet {
-        Fleet { dir: tempfile::tempdir().expect("temp dir") }
+        Fleet {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> std::path::PathBuf {
@@ -211,7 +231,11 @@ impl Fleet {
         let mut full = vec!["sync"];
         full.extend_from_slice(args);
         let out = self.hubsync(&full);
-        assert_eq!(out.code, 0, "sync failed\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "sync failed\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 }
