@@ -357,3 +357,41 @@ fn check_passes_on_a_good_postgres_fleet_and_names_missing_columns() {
     );
     assert_eq!(psql(&master, "SELECT count(*) FROM sales"), "0");
 }
+
+/// Regression: values were cast with the target's type modifier
+/// (`CAST(.. AS varchar(3))`), which PostgreSQL truncates silently; now an
+/// over-long value stops the stream and nothing is written.
+#[test]
+fn an_over_long_text_is_refused_not_truncated() {
+    let master = pg_create_db("varchar_master");
+    let site = pg_create_db("varchar_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, sku varchar(3) NOT NULL, updated_at timestamptz NOT NULL,
+           PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id bigint PRIMARY KEY, sku text NOT NULL, updated_at timestamptz NOT NULL);",
+    );
+    psql(
+        &site,
+        "INSERT INTO sales VALUES (1, 'abc', '2026-01-01 00:00:00+00'), (2, 'abcdef', '2026-01-01 00:00:01+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "flow `sales` stream `sales` site `s1`: writing to master table `sales`: value too long for type character varying(3)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(psql(&master, "SELECT count(*) FROM sales"), "0");
+}

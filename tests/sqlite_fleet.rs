@@ -387,3 +387,51 @@ fn check_reports_a_target_without_unique_key() {
         out.stdout
     );
 }
+
+/// Regression: a query ending in `;` and a `-- comment` (natural in a TOML
+/// multi-line string) used to comment out the keyset clause hubsync appends.
+#[test]
+fn a_query_with_a_trailing_comment_and_semicolon_still_routes() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    let text = config(1000, "B").replace(
+        "query = \"SELECT sku, price, updated_at FROM prices WHERE zone = :site.zone\"",
+        "query = \"\"\"\n  SELECT sku, price, updated_at FROM prices\n  WHERE zone = :site.zone -- one zone per site\n  ;\n  \"\"\"",
+    );
+    fleet.write_config(&text);
+    fleet.sync_ok(&["--flow", "prices"]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("s1.db"),
+            "SELECT sku, price FROM prices ORDER BY sku"
+        ),
+        "apple|1.10\npear|2.20"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("s2.db"),
+            "SELECT sku, price FROM prices ORDER BY sku"
+        ),
+        "apple|1.15"
+    );
+}
+
+/// Regression: a site table that has its own column named like the pull's
+/// `site_column` used to write that column twice; the site id wins.
+#[test]
+fn a_source_column_named_like_site_column_is_replaced_by_the_site_id() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "ALTER TABLE sales ADD COLUMN store_id TEXT; UPDATE sales SET store_id = 'local-7';",
+    );
+    fleet.sync_ok(&["--flow", "sales"]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, id FROM sales ORDER BY store_id, id"
+        ),
+        "s1|1\ns1|2\ns1|3\ns2|1\ns2|2"
+    );
+}

@@ -158,7 +158,7 @@ async fn wait_for_signal() {
     }
 }
 
-/// Sets up `tracing` to stderr, filtered by `HUBSYNC_LOG` (default `info`).
+/// Sets up `tracing` to stderr, filtered by `HUBSYNC_LOG` (default `warn`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUBSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

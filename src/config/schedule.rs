@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 /// When a flow runs on its own.
 #[derive(Clone, Debug)]
 pub enum Schedule {
-    /// At a fixed interval, measured from the end of the previous run's start.
+    /// At a fixed interval, counted from the end of the previous pass.
     Every(Duration),
     /// At the times a cron expression matches, in a time zone.
     Cron {

@@ -130,6 +130,21 @@ pub fn redact_url_text(text: &str) -> String {
         if parsed.password().is_some() {
             let _ = parsed.set_password(Some("***"));
         }
+        // libpq-style URLs may also carry `?password=...`.
+        if parsed.query_pairs().any(|(k, _)| k == "password") {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
         return parsed.to_string();
     }
     match (text.find("://"), text.rfind('@')) {
@@ -181,6 +196,10 @@ mod tests {
         assert_eq!(
             redact_url_text("postgres://u:p@ss@h/db"),
             "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url_text("postgres://u@h/db?sslmode=require&password=hunter2"),
+            "postgres://u@h/db?sslmode=require&password=***"
         );
         let with_key =
             DbUrl::parse("postgres://hub@h/db", Some("p@ss".into()), Path::new(".")).unwrap();

@@ -90,6 +90,12 @@ pub struct ColumnInfo {
     /// Declared type (`format_type()` on PostgreSQL, the declared type text
     /// on SQLite, possibly empty).
     pub data_type: String,
+    /// The type values are cast to before the insert: on PostgreSQL the
+    /// schema-qualified type name without modifiers (`pg_catalog.varchar`),
+    /// so that the assignment to the column applies the modifier and an
+    /// over-long text is refused rather than truncated by an explicit
+    /// `CAST(.. AS varchar(20))`. Equal to `data_type` on SQLite.
+    pub cast_type: String,
 }
 
 /// A table's columns and unique keys.

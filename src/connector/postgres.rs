@@ -80,8 +80,11 @@ impl PgConnector {
         let quoted = Value::Text(Dialect::Postgres.quote_table(table));
         let columns = self
             .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
-                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1::text) \
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                 format('%I.%I', n.nspname, t.typname) \
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE a.attrelid = to_regclass($1::text) \
                  AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                 std::slice::from_ref(&quoted),
             )
@@ -107,6 +110,7 @@ impl PgConnector {
                 .map(|row| ColumnInfo {
                     name: text_of(&row[0]),
                     data_type: text_of(&row[1]),
+                    cast_type: text_of(&row[2]),
                 })
                 .collect(),
             unique_keys: keys

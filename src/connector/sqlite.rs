@@ -135,12 +135,16 @@ impl SqliteConnector {
             columns: columns
                 .rows
                 .into_iter()
-                .map(|row| ColumnInfo {
-                    name: row[0].to_string(),
-                    data_type: match &row[1] {
+                .map(|row| {
+                    let declared = match &row[1] {
                         Value::Text(t) => t.clone(),
                         _ => String::new(),
-                    },
+                    };
+                    ColumnInfo {
+                        name: row[0].to_string(),
+                        data_type: declared.clone(),
+                        cast_type: declared,
+                    }
                 })
                 .collect(),
             unique_keys,

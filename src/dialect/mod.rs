@@ -157,7 +157,14 @@ impl Dialect {
         };
         let from = match spec.from {
             SelectFrom::Table(table) => self.quote_table(table),
-            SelectFrom::Query(query) => format!("({}) AS hubsync_src", query.trim_end_matches(';')),
+            // Newlines around the query end a trailing `-- comment`; a
+            // trailing `;` would end the statement early.
+            SelectFrom::Query(query) => {
+                format!(
+                    "(\n{}\n) AS hubsync_src",
+                    query.trim_end().trim_end_matches(';').trim_end()
+                )
+            }
         };
         let keyset = self.ident_list(spec.order_by);
         let mut sql = format!(
@@ -254,7 +261,7 @@ impl Dialect {
                                 .position(|x| x == *c)
                                 .and_then(|i| spec.column_types.get(i))
                                 .map(String::as_str);
-                            if ty == Some("json") {
+                            if matches!(ty, Some("json" | "pg_catalog.json")) {
                                 format!("{q}::jsonb")
                             } else {
                                 q
@@ -328,7 +335,7 @@ mod tests {
         );
         let cols = strings(&["id", "qty", "updated_at"]);
         let resume = Dialect::Sqlite.keyset_select(&KeysetSelect {
-            from: SelectFrom::Query("SELECT * FROM v WHERE z = ?1;"),
+            from: SelectFrom::Query("SELECT * FROM v WHERE z = ?1 -- zone\n;\n"),
             columns: Some(&cols),
             order_by: &order,
             after: Some(&[Value::Text("t".into()), Value::Int(1)]),
@@ -337,7 +344,7 @@ mod tests {
         });
         assert_eq!(
             resume,
-            "SELECT \"id\", \"qty\", \"updated_at\" FROM (SELECT * FROM v WHERE z = ?1) AS hubsync_src \
+            "SELECT \"id\", \"qty\", \"updated_at\" FROM (\nSELECT * FROM v WHERE z = ?1 -- zone\n) AS hubsync_src \
              WHERE \"updated_at\" IS NOT NULL AND (\"updated_at\", \"id\") > (?2, ?3) \
              ORDER BY \"updated_at\", \"id\" LIMIT 10"
         );

@@ -128,6 +128,11 @@ impl RowMapping {
             }
             None => {
                 for (index, column) in source_columns.iter().enumerate() {
+                    // A source column named like the pull's `site_column` is
+                    // replaced by the site id, which that column means at the master.
+                    if direction == Direction::Pull && stream.site_column.as_ref() == Some(column) {
+                        continue;
+                    }
                     target_columns.push(column.clone());
                     sources.push(MapSource::Column(index));
                 }
@@ -136,7 +141,7 @@ impl RowMapping {
         let mut column_types = Vec::with_capacity(target_columns.len());
         for column in &target_columns {
             match target.column(column) {
-                Some(info) => column_types.push(info.data_type.clone()),
+                Some(info) => column_types.push(info.cast_type.clone()),
                 None => {
                     return Err(format!(
                         "column `{column}` is missing in {target_place}; add it, or select and rename columns with `columns = {{ target = \"source\" }}`"
@@ -299,6 +304,15 @@ impl StreamRun<'_> {
                 report.note = Some(
                     "stream definition or site tags changed since the last run: backfilling from the start".into(),
                 );
+                if !self.options.dry_run {
+                    // Forget it now, so an empty backfill does not leave the
+                    // stale checkpoint (and this note) behind for every run.
+                    self.hub
+                        .state()
+                        .delete_checkpoints(master, &key.flow, Some(&key.stream), Some(&key.site))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 None
             }
             None => None,
