@@ -98,3 +98,93 @@ fn run_without_scheduled_flows_is_a_usage_error() {
         "error: no flow has a `schedule`; add e.g. `schedule = \"every 5m\"` to a `[[flow]]`, or use `hubsync sync`"
     );
 }
+
+#[test]
+fn sigint_during_sync_keeps_committed_batches_and_the_next_sync_completes() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));",
+    );
+    // 60,000 rows: long enough to interrupt mid-way with batches of 200.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INTEGER, updated_at TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)
+         INSERT INTO sales SELECT i, i % 7, printf('2026-01-01T00:00:%02d.%06dZ', i / 100000, i % 100000) FROM n;",
+    );
+    fleet.write_config(
+        r#"
+[hub]
+batch_size = 200
+[master]
+url = "sqlite://master.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+"#,
+    );
+    let child = common::hubsync()
+        .arg("-c")
+        .arg(fleet.path("hubsync.toml"))
+        .arg("sync")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hubsync sync");
+    let count = || {
+        sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales")
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    wait_for("some batches", || count() >= 1_000);
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait for hubsync sync");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let kept = count();
+    assert!(
+        kept < 60_000,
+        "the sync finished before the signal; make the table larger"
+    );
+    // Whole batches only, and the checkpoint is exactly the last row kept.
+    assert_eq!(kept % 200, 0, "a partial batch was committed: {kept} rows");
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT json_extract(position, '$[1].v') FROM hubsync_checkpoints"
+        ),
+        kept.to_string()
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT status, error FROM hubsync_runs"
+        ),
+        "failed|flow `sales` stream `sales` site `s1`: interrupted: stopped after the last committed batch; the next run resumes there"
+    );
+    // The next sync resumes and ends with every row exactly once.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*), count(DISTINCT id), sum(qty) FROM sales"
+        ),
+        // sum of i % 7 for i in 1..=60000: 60000 = 7 * 8571 + 3, so 8571 full
+        // cycles of residues summing to 21 (179991), plus 1 + 2 + 3.
+        "60000|60000|179997"
+    );
+}
