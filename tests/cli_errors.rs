@@ -161,7 +161,7 @@ fn unreachable_master_exits_1_with_its_redacted_url() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.starts_with(&format!(
-            "error: master postgres://hub:***@127.0.0.1:{port}/hq: cannot connect to"
+            "error: master: cannot connect to postgres://hub:***@127.0.0.1:{port}/hq: "
         )),
         "{}",
         out.stderr

@@ -54,7 +54,7 @@ impl PgConnector {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect_options)
             .await
-            .map_err(|e| connect_error(strip_url(&e.to_string())))?;
+            .map_err(|e| connect_error(connect_message(&e)))?;
         Ok(PgConnector { pool })
     }
 
@@ -146,6 +146,16 @@ impl PgConnector {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The server's own message for a refused login or a missing database
+/// (without sqlx's "error returned from database" wrapper and source line),
+/// otherwise the driver's message.
+fn connect_message(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => strip_url(&other.to_string()),
     }
 }
 

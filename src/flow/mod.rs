@@ -34,7 +34,7 @@ pub use self::stream::{StreamPlan, fingerprint, plan_streams};
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     /// The master could not be reached.
-    #[error("master {url}: {cause}")]
+    #[error("master: {cause}")]
     Master {
         /// Redacted URL.
         url: String,
