@@ -5,8 +5,9 @@
 //! itself: a pass that outlasts its interval delays the next one. Due times
 //! get a random delay (up to 10% of an interval, at most 30 s; up to 30 s
 //! for cron) so that many flows or hubs do not hit the master at the same
-//! second. `every` flows run once at start-up; cron flows wait for their
-//! first match.
+//! second. `every` flows run their first pass right after start-up (within
+//! 1 s of jitter, so a user who starts the daemon sees it work at once);
+//! cron flows wait for their first match.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,20 +74,85 @@ async fn run_flow_schedule(
     }
 }
 
-/// Time to wait before the next pass, jitter included.
-fn next_delay(schedule: &Schedule, first: bool) -> Option<Duration> {
-    let mut rng = rand::rng();
+/// Largest jitter on any due time.
+const MAX_JITTER: Duration = Duration::from_secs(30);
+
+/// Largest jitter on the first pass of an `every` flow: enough to spread
+/// flows that start together, short enough to look immediate.
+const MAX_FIRST_PASS_JITTER: Duration = Duration::from_secs(1);
+
+/// Upper bound of the random delay added to a due time: 10% of an interval
+/// (at most 30 s, at most 1 s before the first pass), 30 s for cron.
+fn max_jitter(schedule: &Schedule, first: bool) -> Duration {
     match schedule {
         Schedule::Every(interval) => {
-            let max_jitter = (interval.as_millis() as u64 / 10).min(30_000);
-            let jitter = Duration::from_millis(rng.random_range(0..=max_jitter));
-            Some(if first { jitter } else { *interval + jitter })
+            let bound = (*interval / 10).min(MAX_JITTER);
+            if first {
+                bound.min(MAX_FIRST_PASS_JITTER)
+            } else {
+                bound
+            }
         }
+        Schedule::Cron { .. } => MAX_JITTER,
+    }
+}
+
+/// Time to wait before the next pass, jitter included; `None` when a cron
+/// schedule has no future occurrence.
+fn next_delay(schedule: &Schedule, first: bool) -> Option<Duration> {
+    let max_millis = max_jitter(schedule, first).as_millis() as u64;
+    let jitter = Duration::from_millis(rand::rng().random_range(0..=max_millis));
+    match schedule {
+        Schedule::Every(interval) => Some(if first { jitter } else { *interval + jitter }),
         Schedule::Cron { .. } => {
             let now = Utc::now();
             let next = schedule.next_after(now)?;
             let wait = (next - now).to_std().unwrap_or_default();
-            Some(wait + Duration::from_millis(rng.random_range(0..=30_000)))
+            Some(wait + jitter)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every(text: &str) -> Schedule {
+        Schedule::parse(&format!("every {text}"), None).unwrap()
+    }
+
+    /// Regression: `every 5m` waited up to 30 s (a user saw 28 s) before the
+    /// first pass.
+    #[test]
+    fn first_pass_of_an_interval_comes_within_a_second() {
+        for text in ["1s", "30s", "5m", "1h", "1d"] {
+            let schedule = every(text);
+            assert!(
+                max_jitter(&schedule, true) <= Duration::from_secs(1),
+                "{text}"
+            );
+            for _ in 0..200 {
+                assert!(
+                    next_delay(&schedule, true).unwrap() <= Duration::from_secs(1),
+                    "{text}"
+                );
+            }
+        }
+        assert_eq!(max_jitter(&every("5m"), true), Duration::from_secs(1));
+        assert_eq!(max_jitter(&every("1s"), true), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn later_passes_keep_their_jitter() {
+        assert_eq!(max_jitter(&every("5m"), false), Duration::from_secs(30));
+        assert_eq!(max_jitter(&every("1m"), false), Duration::from_secs(6));
+        assert_eq!(max_jitter(&every("1h"), false), Duration::from_secs(30));
+        let five_minutes = every("5m");
+        for _ in 0..200 {
+            let delay = next_delay(&five_minutes, false).unwrap();
+            assert!(delay >= Duration::from_secs(300) && delay <= Duration::from_secs(330));
+        }
+        let cron = Schedule::parse("0 2 * * *", None).unwrap();
+        assert_eq!(max_jitter(&cron, true), Duration::from_secs(30));
     }
 }

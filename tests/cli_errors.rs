@@ -136,7 +136,7 @@ fn unknown_flow_or_site_on_the_command_line_is_a_usage_error() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         out.stderr.trim(),
-        "error: no site `s9` in the config; run `hubsync status` to list sites"
+        "error: no site `s9` in the config; sites: s1"
     );
     let out = fleet.hubsync(&["sync", "--bogus"]);
     assert_eq!(out.code, 2, "{}", out.stderr);

@@ -181,7 +181,7 @@ fn rereading_rows_after_a_reset_writes_nothing() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout.trim(),
-        "forgot 2 checkpoint(s) of flow `sales`; the next run backfills them"
+        "forgot 2 checkpoints of flow `sales`; the next run backfills them"
     );
     fleet.sync_ok(&["--flow", "sales"]);
     // Every row is read again, none differs, so none is rewritten.
@@ -372,19 +372,108 @@ fn check_reports_a_target_without_unique_key() {
     );
     let out = fleet.hubsync(&["check"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let advice = "CREATE UNIQUE INDEX \"prices_hubsync_key\" ON \"prices\" (\"sku\")";
     assert!(
-        out.stdout.contains(
+        out.stdout.contains(&format!(
             "problem: flow `prices` stream `prices` site `s2`: site table `prices` has no unique key on (sku) \
-             (its unique keys: none); upserts need one: CREATE UNIQUE INDEX ON \"prices\" (\"sku\")"
-        ),
+             (its unique keys: none); upserts need one: {advice}"
+        )),
         "{}",
         out.stdout
     );
     assert!(
         out.stdout
-            .contains("3 of 3 databases reachable; 3 stream/site pairs ok; 1 problem(s)"),
+            .contains("3 of 3 databases reachable; 3 stream/site pairs ok; 1 problem"),
         "{}",
         out.stdout
+    );
+    // Regression: the advice used to be invalid SQL on SQLite. Following it fixes the problem.
+    sqlite_exec(&fleet.path("s2.db"), advice);
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn two_source_rows_with_one_key_stop_the_stream_and_name_the_key() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    // A site table without a primary key, holding key 2 twice with the same cursor value.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "DROP TABLE sales; CREATE TABLE sales (id INTEGER, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);
+         INSERT INTO sales VALUES (1, 'apple', 1, '1.10', '2026-01-01T00:00:00.000000Z'),
+                                  (2, 'pear', 1, '2.20', '2026-01-01T00:00:00.000000Z'),
+                                  (2, 'plum', 3, '0.50', '2026-01-01T00:00:00.000000Z');",
+    );
+    let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s1"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "flow `sales` stream `sales` site `s1`: two source rows have the same key (store_id, id) = (s1, 2); \
+             `primary_key` must identify one row at the source (add the missing key column, or de-duplicate in a `query`)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales"),
+        "0"
+    );
+    // `check` warns about the missing source key beforehand.
+    let out = fleet.hubsync(&["check"]);
+    assert!(
+        out.stdout.contains(
+            "warning: flow `sales` stream `sales` site `s1`: site table `sales` has no unique key within (id)"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_live_run_is_not_started_twice_and_a_dead_one_is_taken_over() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.sync_ok(&["--flow", "sales"]);
+    // Another hub is running sales at s1 right now (heartbeat just written).
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        &format!(
+            "INSERT INTO hubsync_runs (run_id, flow, site, started_at, heartbeat_at, status)
+             VALUES ('other-hub-run', 'sales', 's1', '{now}', '{now}', 'running');"
+        ),
+    );
+    let out = fleet.hubsync(&["sync", "--flow", "sales"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("flow `sales` site `s1`: already running (run other-hub-run, last heartbeat"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("skipped"), "{}", out.stdout);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT status FROM hubsync_runs WHERE run_id = 'other-hub-run'"
+        ),
+        "running"
+    );
+    // Its heartbeat stops (the hub died): the next sync takes the pair over.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "UPDATE hubsync_runs SET heartbeat_at = '2026-01-01T00:00:00.000000Z' WHERE run_id = 'other-hub-run';",
+    );
+    fleet.sync_ok(&["--flow", "sales"]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT status, error FROM hubsync_runs WHERE run_id = 'other-hub-run'"
+        ),
+        "failed|interrupted: the hub stopped before this run finished (rows counted up to its last heartbeat)"
     );
 }
 
@@ -396,7 +485,7 @@ fn a_query_with_a_trailing_comment_and_semicolon_still_routes() {
     build(&fleet, 1000);
     let text = config(1000, "B").replace(
         "query = \"SELECT sku, price, updated_at FROM prices WHERE zone = :site.zone\"",
-        "query = \"\"\"\n  SELECT sku, price, updated_at FROM prices\n  WHERE zone = :site.zone -- one zone per site\n  ;\n  \"\"\"",
+        "query = \"\"\"\n  SELECT sku, price, updated_at FROM prices\n  WHERE zone = :site.zone -- one zone per site\n  ; -- end\n  \"\"\"",
     );
     fleet.write_config(&text);
     fleet.sync_ok(&["--flow", "prices"]);

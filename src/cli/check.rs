@@ -2,28 +2,36 @@
 
 use std::sync::Arc;
 
-use super::{EXIT_FAILED, EXIT_OK};
+use super::{EXIT_FAILED, EXIT_OK, plural};
 use crate::config::Config;
 use crate::flow::check::check;
 
 pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     println!(
-        "config `{}`: ok ({} sites, {} flows); master {}",
+        "config `{}`: ok ({}, {}); master {}",
         config.path.display(),
-        config.sites.len(),
-        config.flows.len(),
+        plural(config.sites.len() as u64, "site"),
+        plural(config.flows.len() as u64, "flow"),
         config.master.redacted()
     );
     let report = check(&config).await;
     for problem in &report.problems {
         println!("problem: {problem}");
     }
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
     println!(
-        "{} of {} databases reachable; {} stream/site pairs ok; {} problem(s)",
+        "{} of {} reachable; {} ok; {}{}",
         report.reachable,
-        config.sites.len() + 1,
-        report.streams_ok,
-        report.problems.len()
+        plural(config.sites.len() as u64 + 1, "database"),
+        plural(report.streams_ok as u64, "stream/site pair"),
+        plural(report.problems.len() as u64, "problem"),
+        if report.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", plural(report.warnings.len() as u64, "warning"))
+        }
     );
     Ok(if report.problems.is_empty() {
         EXIT_OK

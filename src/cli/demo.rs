@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{FleetProgress, failures, seconds, thousands};
+use super::plural;
 use super::sync::sync_flows;
 use super::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError};
 use crate::config::Config;
@@ -195,9 +196,9 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
         .single()
         .expect("valid date");
     println!(
-        "Building a retail fleet in {}: a master and {} stores (SQLite, seed {})",
+        "Building a retail fleet in {}: a master and {} (SQLite, seed {})",
         dir.display(),
-        args.sites,
+        plural(u64::from(args.sites), "store"),
         args.seed
     );
 
@@ -210,10 +211,10 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     std::fs::write(dir.join("hubsync.toml"), config_text(args.sites))
         .context("cannot write hubsync.toml")?;
     println!(
-        "  {} products, {} zone prices, {} sales across the stores (built in {})",
-        catalog.skus.len(),
-        catalog.skus.len() * ZONES.len(),
-        thousands(total_sales),
+        "  {}, {}, {} across the stores (built in {})",
+        plural(catalog.skus.len() as u64, "product"),
+        plural((catalog.skus.len() * ZONES.len()) as u64, "zone price"),
+        plural(total_sales, "sale"),
         seconds(started.elapsed())
     );
 
@@ -239,11 +240,14 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     .await;
     let pulled: u64 = first.iter().map(SiteReport::rows_written).sum();
     println!(
-        "   pulled {} sales rows in {} ({} rows/s), pushed {} catalog rows",
-        thousands(pulled),
+        "   pulled {} in {} ({} rows/s), pushed {}",
+        plural(pulled, "sales row"),
         seconds(pull_time),
         thousands((pulled as f64 / pull_time.as_secs_f64().max(1e-6)) as u64),
-        thousands(first_push.iter().map(SiteReport::rows_written).sum())
+        plural(
+            first_push.iter().map(SiteReport::rows_written).sum(),
+            "catalog row"
+        )
     );
     if cancel.is_cancelled() {
         return Ok(EXIT_INTERRUPTED);
@@ -254,10 +258,10 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     );
     let changes = simulate_day(&dir, args.sites, &catalog, &mut rng, base).await?;
     println!(
-        "   {} new sales, {} refunds, {} price changes",
-        thousands(changes.new_sales),
-        changes.refunds,
-        changes.price_changes
+        "   {}, {}, {}",
+        plural(changes.new_sales, "new sale"),
+        plural(changes.refunds, "refund"),
+        plural(changes.price_changes, "price change")
     );
 
     println!("\n3. Second sync: only what changed moves");
@@ -291,7 +295,10 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
         config_path.display()
     );
     if failed > 0 {
-        eprintln!("{failed} site runs failed; see the table above");
+        eprintln!(
+            "{} failed; see the table above",
+            plural(failed as u64, "site run")
+        );
         return Ok(EXIT_FAILED);
     }
     Ok(EXIT_OK)
@@ -535,9 +542,8 @@ async fn simulate_day(
         changes.refunds += 1;
     }
     let master = open_sqlite(&dir.join("master.db")).await?;
-    for i in 0..10 {
-        let item = rng.random_range(0..catalog.skus.len());
-        let cents = catalog.base_cents[item] * rng.random_range(90..=110) / 100;
+    for (i, item) in (0i64..).zip(price_change_items(catalog.skus.len(), rng)) {
+        let cents = changed_price(catalog.base_cents[item], rng.random_range(90..=110));
         changes.price_changes += master
             .execute(
                 "UPDATE prices SET price = ?1, updated_at = ?2 WHERE sku = ?3 AND zone = 'A'",
@@ -551,6 +557,27 @@ async fn simulate_day(
     }
     master.close().await;
     Ok(changes)
+}
+
+/// How many zone-A prices the simulated day changes.
+const PRICE_CHANGES: usize = 10;
+
+/// Indexes of the SKUs whose price changes: [`PRICE_CHANGES`] distinct
+/// ones (all of them in a smaller catalog), drawn from `rng` so the seed
+/// decides them. Distinct, so the count printed is the count of rows changed.
+fn price_change_items(catalog_len: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    rand::seq::index::sample(rng, catalog_len, PRICE_CHANGES.min(catalog_len)).into_vec()
+}
+
+/// `base_cents` scaled by `percent`, moved by a cent when rounding would
+/// leave the price as it was, so every price change is a real change.
+fn changed_price(base_cents: i64, percent: i64) -> i64 {
+    let cents = base_cents * percent / 100;
+    match cents == base_cents {
+        false => cents,
+        true if percent >= 100 => cents + 1,
+        true => cents - 1,
+    }
 }
 
 fn print_summary(
@@ -662,14 +689,53 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
     master.close().await;
     if mismatches.is_empty() {
         Ok(format!(
-            "Verified: the master holds exactly the {} sales of the {} stores (count, quantities and last change per store match)",
-            thousands(store_total as u64),
-            sites
+            "Verified: the master holds exactly the {} of the {} (count, quantities and last change per store match)",
+            plural(store_total.max(0) as u64, "sale"),
+            plural(u64::from(sites), "store")
         ))
     } else {
         Ok(format!(
             "Verification FAILED:\n  {}",
             mismatches.join("\n  ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the demo printed "10 price changes" but repeated picks of
+    /// one SKU changed fewer rows.
+    #[test]
+    fn price_changes_pick_distinct_skus_from_the_seed() {
+        let catalog_len: usize = CATALOG.iter().map(|(_, names)| names.len()).sum();
+        for seed in 0..200 {
+            let items = price_change_items(catalog_len, &mut ChaCha8Rng::seed_from_u64(seed));
+            let mut distinct = items.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), PRICE_CHANGES, "seed {seed}: {items:?}");
+            assert!(items.iter().all(|&i| i < catalog_len));
+            let again = price_change_items(catalog_len, &mut ChaCha8Rng::seed_from_u64(seed));
+            assert_eq!(items, again, "seed {seed}");
+        }
+        assert_eq!(
+            price_change_items(3, &mut ChaCha8Rng::seed_from_u64(1)).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_price_change_changes_the_price() {
+        assert_eq!(changed_price(1000, 90), 900);
+        assert_eq!(changed_price(1000, 100), 1001);
+        assert_eq!(changed_price(79, 101), 80);
+        assert_eq!(changed_price(79, 99), 78);
+        for base in 79..1999 {
+            for percent in 90..=110 {
+                assert_ne!(changed_price(base, percent), base);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ mod run;
 mod status;
 mod sync;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -159,12 +160,146 @@ async fn wait_for_signal() {
 }
 
 /// Sets up `tracing` to stderr, filtered by `HUBSYNC_LOG` (default `warn`).
+/// An invalid `HUBSYNC_LOG` is reported in one line and replaced by `warn`;
+/// colours only on a terminal and when `NO_COLOR` is not set.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUBSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let (filter, warning) = log_filter(std::env::var("HUBSYNC_LOG"));
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    let ansi = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// Filter used when `HUBSYNC_LOG` is unset, empty or invalid.
+const DEFAULT_LOG_FILTER: &str = "warn";
+
+/// The log filter for a `HUBSYNC_LOG` lookup, and a warning to print when
+/// the variable is set but unusable. Unset or blank means the default,
+/// silently; `EnvFilter::try_from_env` would report that as an error too.
+fn log_filter(
+    value: Result<String, std::env::VarError>,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    let default = || tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER);
+    match value {
+        Err(std::env::VarError::NotPresent) => (default(), None),
+        Err(std::env::VarError::NotUnicode(raw)) => (
+            default(),
+            Some(format!(
+                "hubsync: ignoring HUBSYNC_LOG=`{}`: not valid UTF-8; using `{DEFAULT_LOG_FILTER}`",
+                raw.to_string_lossy()
+            )),
+        ),
+        Ok(text) if text.trim().is_empty() => (default(), None),
+        Ok(text) => match tracing_subscriber::EnvFilter::try_new(&text) {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                default(),
+                Some(format!(
+                    "hubsync: ignoring HUBSYNC_LOG=`{text}`: {e}; using `{DEFAULT_LOG_FILTER}`"
+                )),
+            ),
+        },
+    }
+}
+
+/// Whether log lines get ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+fn use_colour(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// `1 site`, `2 sites`, `1,000 sites`: a count with its noun, plural when
+/// the count is not one (nouns that take a plain `s`).
+pub(crate) fn plural(count: u64, noun: &str) -> String {
+    let suffix = if count == 1 { "" } else { "s" };
+    format!("{} {noun}{suffix}", output::thousands(count))
+}
+
+/// Most names listed in a usage error before the rest are only counted.
+const MAX_LISTED_NAMES: usize = 20;
+
+/// `a, b, c` for a usage error naming the known flows, streams or sites:
+/// at most 20 names, then `… and N more`; `none` when there are none.
+pub(crate) fn known_names<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    if names.is_empty() {
+        return "none".into();
+    }
+    let listed = names[..names.len().min(MAX_LISTED_NAMES)].join(", ");
+    match names.len().saturating_sub(MAX_LISTED_NAMES) {
+        0 => listed,
+        rest => format!("{listed} … and {rest} more"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::env::VarError;
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn unset_or_blank_log_filter_is_silent() {
+        let (filter, warning) = log_filter(Err(VarError::NotPresent));
+        assert_eq!(filter.to_string(), "warn");
+        assert_eq!(warning, None);
+        let (filter, warning) = log_filter(Ok("  ".into()));
+        assert_eq!(filter.to_string(), "warn");
+        assert_eq!(warning, None);
+        let (filter, warning) = log_filter(Ok("hubsync=debug,info".into()));
+        assert_eq!(filter.to_string(), "hubsync=debug,info");
+        assert_eq!(warning, None);
+    }
+
+    /// Regression: `HUBSYNC_LOG=bogus=???` was silently replaced by `warn`.
+    #[test]
+    fn invalid_log_filter_is_reported_once() {
+        let (filter, warning) = log_filter(Ok("bogus=???".into()));
+        assert_eq!(filter.to_string(), "warn");
+        let warning = warning.unwrap();
+        assert!(
+            warning.starts_with("hubsync: ignoring HUBSYNC_LOG=`bogus=???`: "),
+            "{warning}"
+        );
+        assert!(warning.ends_with("; using `warn`"), "{warning}");
+        assert!(!warning.contains('\n'), "{warning}");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(false, Some(OsStr::new("1"))));
+    }
+
+    #[test]
+    fn plurals_read_right() {
+        assert_eq!(plural(0, "site"), "0 sites");
+        assert_eq!(plural(1, "site"), "1 site");
+        assert_eq!(plural(2, "flow"), "2 flows");
+        assert_eq!(plural(1234, "new sale"), "1,234 new sales");
+    }
+
+    #[test]
+    fn known_names_are_capped_at_twenty() {
+        assert_eq!(known_names([]), "none");
+        assert_eq!(known_names(["s1", "s2"]), "s1, s2");
+        let ids: Vec<String> = (1..=23).map(|n| format!("s{n}")).collect();
+        let listed = known_names(ids.iter().map(String::as_str));
+        assert!(listed.starts_with("s1, s2, "), "{listed}");
+        assert!(listed.ends_with("s19, s20 … and 3 more"), "{listed}");
+        let twenty: Vec<String> = (1..=20).map(|n| format!("s{n}")).collect();
+        assert!(known_names(twenty.iter().map(String::as_str)).ends_with("s19, s20"));
+    }
 }

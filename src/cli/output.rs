@@ -135,7 +135,12 @@ pub fn site_line(report: &SiteReport) -> String {
     }
 }
 
-/// A summary table of site reports: flow, site, status, rows, time, error.
+/// Most characters of an error shown in a table cell; [`error_lines`] gives
+/// the whole text.
+const ERROR_CELL_CHARS: usize = 80;
+
+/// A summary table of site reports: flow, site, status, rows, time, error
+/// (cut to about 80 characters; print [`error_lines`] after it).
 pub fn summary_table(reports: &[SiteReport]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
@@ -156,10 +161,42 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
             thousands(report.rows_read()),
             thousands(report.rows_written()),
             seconds(report.duration),
-            report.error.clone().unwrap_or_default(),
+            report
+                .error
+                .as_deref()
+                .map(|error| error_cell(error, ERROR_CELL_CHARS))
+                .unwrap_or_default(),
         ]);
     }
     table
+}
+
+/// One line per site report with an error, in full:
+/// ``flow `f` site `s`: <error>``.
+pub fn error_lines(reports: &[SiteReport]) -> Vec<String> {
+    reports
+        .iter()
+        .filter_map(|report| {
+            let error = report.error.as_ref()?;
+            Some(format!(
+                "flow `{}` site `{}`: {error}",
+                report.flow, report.site
+            ))
+        })
+        .collect()
+}
+
+/// `error` on one line, cut to `max_chars` characters with `…` so a long
+/// driver message does not make the table hundreds of columns wide.
+fn error_cell(error: &str, max_chars: usize) -> String {
+    let one_line = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max_chars {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(max_chars - 1).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
 }
 
 /// Counts of failed and skipped runs.
@@ -190,7 +227,27 @@ pub fn seconds(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use std::time::Duration;
+
+    use super::{ERROR_CELL_CHARS, error_cell, error_lines, summary_table, thousands};
+    use crate::flow::SiteReport;
+    use crate::state::RunStatus;
+
+    fn report(site: &str, error: Option<String>) -> SiteReport {
+        SiteReport {
+            flow: "sales".into(),
+            site: site.into(),
+            run_id: None,
+            status: if error.is_some() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Succeeded
+            },
+            streams: Vec::new(),
+            error,
+            duration: Duration::from_millis(5),
+        }
+    }
 
     #[test]
     fn groups_digits() {
@@ -198,5 +255,42 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn short_errors_fit_their_cell() {
+        assert_eq!(
+            error_cell("site `s1`: timed out", 80),
+            "site `s1`: timed out"
+        );
+        assert_eq!(error_cell("line one\n  line two", 80), "line one line two");
+    }
+
+    /// Regression: a long driver error made the `sync` table ~250 columns wide.
+    #[test]
+    fn long_errors_are_cut_with_an_ellipsis() {
+        let long = format!("site `s3`: cannot connect: {}", "é".repeat(300));
+        let cell = error_cell(&long, ERROR_CELL_CHARS);
+        assert_eq!(cell.chars().count(), ERROR_CELL_CHARS);
+        assert!(cell.ends_with('…'), "{cell}");
+        assert!(cell.starts_with("site `s3`: cannot connect: é"), "{cell}");
+        let exact = "x".repeat(ERROR_CELL_CHARS);
+        assert_eq!(error_cell(&exact, ERROR_CELL_CHARS), exact);
+    }
+
+    #[test]
+    fn failed_sites_keep_their_full_error_after_the_table() {
+        let long = format!("cannot connect: {}", "x".repeat(200));
+        let reports = [report("s1", None), report("s2", Some(long.clone()))];
+        let table = summary_table(&reports).to_string();
+        assert!(!table.contains(&long));
+        assert!(
+            table.lines().all(|line| line.chars().count() < 160),
+            "{table}"
+        );
+        assert_eq!(
+            error_lines(&reports),
+            [format!("flow `sales` site `s2`: {long}")]
+        );
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_OK, UsageError};
-use crate::config::Config;
+use super::sync::unknown_site;
+use super::{EXIT_OK, UsageError, known_names, plural};
+use crate::config::{Config, Flow};
 use crate::flow::Hub;
 
 /// Arguments of `hubsync reset`.
@@ -24,25 +25,7 @@ pub struct ResetArgs {
 }
 
 pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<u8> {
-    let flow = config.flow(&args.flow).ok_or_else(|| {
-        let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
-        UsageError(format!(
-            "no flow `{}` in the config; flows: {}",
-            args.flow,
-            known.join(", ")
-        ))
-    })?;
-    if let Some(stream) = &args.stream
-        && !flow.streams.iter().any(|s| &s.name == stream)
-    {
-        let known: Vec<&str> = flow.streams.iter().map(|s| s.name.as_str()).collect();
-        return Err(UsageError(format!(
-            "flow `{}` has no stream `{stream}`; streams: {}",
-            flow.name,
-            known.join(", ")
-        ))
-        .into());
-    }
+    let flow = check_args(&config, &args)?;
     let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
     let removed = hub
         .state()
@@ -55,7 +38,8 @@ pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<
         .await?;
     hub.master().close().await;
     println!(
-        "forgot {removed} checkpoint(s) of flow `{}`{}{}; the next run backfills them",
+        "forgot {} of flow `{}`{}{}; the next run backfills {}",
+        plural(removed, "checkpoint"),
         flow.name,
         args.stream
             .as_ref()
@@ -65,6 +49,85 @@ pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<
             .as_ref()
             .map(|s| format!(" site `{s}`"))
             .unwrap_or_default(),
+        if removed == 1 { "it" } else { "them" },
     );
     Ok(EXIT_OK)
+}
+
+/// The flow to reset; an unknown flow, stream or site is a usage error that
+/// lists the known ones (an unknown site would otherwise forget nothing and
+/// still report success).
+fn check_args<'c>(config: &'c Config, args: &ResetArgs) -> Result<&'c Flow, UsageError> {
+    let flow = config.flow(&args.flow).ok_or_else(|| {
+        UsageError(format!(
+            "no flow `{}` in the config; flows: {}",
+            args.flow,
+            known_names(config.flows.iter().map(|f| f.name.as_str()))
+        ))
+    })?;
+    if let Some(stream) = &args.stream
+        && !flow.streams.iter().any(|s| &s.name == stream)
+    {
+        return Err(UsageError(format!(
+            "flow `{}` has no stream `{stream}`; streams: {}",
+            flow.name,
+            known_names(flow.streams.iter().map(|s| s.name.as_str()))
+        )));
+    }
+    if let Some(site) = &args.site
+        && config.site(site).is_none()
+    {
+        return Err(unknown_site(config, site));
+    }
+    Ok(flow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::sync::tests::fleet_config;
+
+    fn args(flow: &str, stream: Option<&str>, site: Option<&str>) -> ResetArgs {
+        ResetArgs {
+            flow: flow.into(),
+            stream: stream.map(Into::into),
+            site: site.map(Into::into),
+        }
+    }
+
+    /// Regression: `reset --flow sales --site nope` printed "forgot 0
+    /// checkpoint(s)" and exited 0.
+    #[test]
+    fn unknown_site_is_a_usage_error() {
+        let config = fleet_config(2);
+        assert_eq!(
+            check_args(&config, &args("up", None, Some("nope")))
+                .unwrap_err()
+                .0,
+            "no site `nope` in the config; sites: s1, s2"
+        );
+        assert_eq!(
+            check_args(&config, &args("up", None, Some("s2")))
+                .unwrap()
+                .name,
+            "up"
+        );
+    }
+
+    #[test]
+    fn unknown_flow_or_stream_lists_the_known_ones() {
+        let config = fleet_config(1);
+        assert_eq!(
+            check_args(&config, &args("nope", None, None))
+                .unwrap_err()
+                .0,
+            "no flow `nope` in the config; flows: up, down"
+        );
+        assert_eq!(
+            check_args(&config, &args("up", Some("nope"), None))
+                .unwrap_err()
+                .0,
+            "flow `up` has no stream `nope`; streams: sales"
+        );
+    }
 }

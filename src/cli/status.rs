@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
 use tokio_util::sync::CancellationToken;
 
-use super::EXIT_OK;
 use super::output::thousands;
+use super::{EXIT_OK, plural};
 use crate::config::Config;
 use crate::flow::Hub;
-use crate::state::{RunStatus, format_position};
+use crate::state::{RunRecord, RunStatus, format_position};
 
 pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
@@ -28,49 +28,19 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         "result",
         "rows read",
         "rows written",
+        "note",
         "error",
     ]);
     let mut failing = 0;
     for flow in &config.flows {
         for site in &config.sites {
-            match runs
+            let run = runs
                 .iter()
-                .find(|r| r.flow == flow.name && r.site == site.id)
-            {
-                Some(run) => {
-                    if matches!(run.status, RunStatus::Failed | RunStatus::Skipped) {
-                        failing += 1;
-                    }
-                    let ago = (now - run.started_at).num_seconds().max(0);
-                    table.add_row([
-                        flow.name.clone(),
-                        site.id.clone(),
-                        format!(
-                            "{} ({})",
-                            run.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                            ago_text(ago)
-                        ),
-                        run.status.as_str().to_string(),
-                        thousands(run.rows_read as u64),
-                        thousands(run.rows_written as u64),
-                        run.error
-                            .clone()
-                            .or_else(|| run.note.clone())
-                            .unwrap_or_default(),
-                    ]);
-                }
-                None => {
-                    table.add_row([
-                        flow.name.clone(),
-                        site.id.clone(),
-                        "never".into(),
-                        "-".into(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    ]);
-                }
+                .find(|r| r.flow == flow.name && r.site == site.id);
+            if run.is_some_and(|r| matches!(r.status, RunStatus::Failed | RunStatus::Skipped)) {
+                failing += 1;
             }
+            table.add_row(last_run_row(&flow.name, &site.id, run, now));
         }
     }
     println!("Last runs\n{table}");
@@ -100,9 +70,53 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         println!("\nCheckpoints\n{table}");
     }
     if failing > 0 {
-        println!("\n{failing} flow/site pair(s) failed their last run; the error column says why");
+        println!(
+            "\n{} failed {} last run; the error column says why",
+            plural(failing, "flow/site pair"),
+            if failing == 1 { "its" } else { "their" }
+        );
     }
     Ok(EXIT_OK)
+}
+
+/// One row of the last-runs table: flow, site, last run, result, rows
+/// read, rows written, note, error. A succeeded run's note (e.g. why a
+/// stream backfilled) is not an error, so each has its own column.
+fn last_run_row(
+    flow: &str,
+    site: &str,
+    run: Option<&RunRecord>,
+    now: DateTime<Utc>,
+) -> [String; 8] {
+    match run {
+        Some(run) => {
+            let ago = (now - run.started_at).num_seconds().max(0);
+            [
+                flow.to_string(),
+                site.to_string(),
+                format!(
+                    "{} ({})",
+                    run.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    ago_text(ago)
+                ),
+                run.status.as_str().to_string(),
+                thousands(run.rows_read.max(0) as u64),
+                thousands(run.rows_written.max(0) as u64),
+                run.note.clone().unwrap_or_default(),
+                run.error.clone().unwrap_or_default(),
+            ]
+        }
+        None => [
+            flow.to_string(),
+            site.to_string(),
+            "never".into(),
+            "-".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ],
+    }
 }
 
 /// `42 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
@@ -112,5 +126,57 @@ fn ago_text(seconds: i64) -> String {
         s if s < 7200 => format!("{} min ago", s / 60),
         s if s < 172_800 => format!("{} h ago", s / 3600),
         s => format!("{} d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: RunStatus, note: Option<&str>, error: Option<&str>) -> RunRecord {
+        let started_at = DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        RunRecord {
+            run_id: "r1".into(),
+            flow: "sales".into(),
+            site: "s1".into(),
+            started_at,
+            finished_at: Some(started_at),
+            rows_read: 1200,
+            rows_written: 1000,
+            status,
+            error: error.map(Into::into),
+            note: note.map(Into::into),
+        }
+    }
+
+    /// Regression: a succeeded run's "backfilling from the start" note was
+    /// shown in the `error` column.
+    #[test]
+    fn a_note_is_not_an_error() {
+        let now = DateTime::parse_from_rfc3339("2026-07-01T12:05:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let succeeded = run(
+            RunStatus::Succeeded,
+            Some("backfilling from the start"),
+            None,
+        );
+        let row = last_run_row("sales", "s1", Some(&succeeded), now);
+        assert_eq!(row[1], "s1");
+        assert_eq!(row[2], "2026-07-01 12:00:00 UTC (5 min ago)");
+        assert_eq!(row[3], "succeeded");
+        assert_eq!(row[4], "1,200");
+        assert_eq!(row[6], "backfilling from the start");
+        assert_eq!(row[7], "");
+        let failed = run(RunStatus::Failed, None, Some("site `s1`: timed out"));
+        let row = last_run_row("sales", "s1", Some(&failed), now);
+        assert_eq!(
+            (row[6].as_str(), row[7].as_str()),
+            ("", "site `s1`: timed out")
+        );
+        let never = last_run_row("sales", "s2", None, now);
+        assert_eq!((never[2].as_str(), never[3].as_str()), ("never", "-"));
     }
 }

@@ -1,12 +1,13 @@
 //! `hubsync sync`: one pass of the chosen flows over the chosen sites now.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::output::{FleetProgress, failures, summary_table};
-use super::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError};
+use super::output::{FleetProgress, error_lines, failures, summary_table};
+use super::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, known_names, plural};
 use crate::config::{Config, Flow, Site};
 use crate::flow::{Hub, SiteReport, SyncOptions};
 
@@ -25,7 +26,8 @@ pub struct SyncArgs {
 }
 
 /// Chooses flows and sites by name; unknown names are usage errors that list
-/// the known ones.
+/// the known ones. A name given twice is used once, where it first appears,
+/// so no flow/site pair runs twice in one pass.
 pub fn select<'c>(
     config: &'c Config,
     flow_names: &[String],
@@ -34,14 +36,12 @@ pub fn select<'c>(
     let flows = if flow_names.is_empty() {
         config.flows.iter().collect()
     } else {
-        flow_names
-            .iter()
+        first_seen(flow_names)
             .map(|name| {
                 config.flow(name).ok_or_else(|| {
-                    let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
                     UsageError(format!(
                         "no flow `{name}` in the config; flows: {}",
-                        known.join(", ")
+                        known_names(config.flows.iter().map(|f| f.name.as_str()))
                     ))
                 })
             })
@@ -50,18 +50,28 @@ pub fn select<'c>(
     let sites = if site_ids.is_empty() {
         config.sites.iter().collect()
     } else {
-        site_ids
-            .iter()
-            .map(|id| {
-                config.site(id).ok_or_else(|| {
-                    UsageError(format!(
-                        "no site `{id}` in the config; run `hubsync status` to list sites"
-                    ))
-                })
-            })
+        first_seen(site_ids)
+            .map(|id| config.site(id).ok_or_else(|| unknown_site(config, id)))
             .collect::<Result<Vec<_>, _>>()?
     };
     Ok((flows, sites))
+}
+
+/// The usage error for a `--site` that names no site of the config.
+pub(super) fn unknown_site(config: &Config, id: &str) -> UsageError {
+    UsageError(format!(
+        "no site `{id}` in the config; sites: {}",
+        known_names(config.sites.iter().map(|s| s.id.as_str()))
+    ))
+}
+
+/// `names` without repeats, in the order each first appears.
+fn first_seen(names: &[String]) -> impl Iterator<Item = &str> {
+    let mut seen = HashSet::new();
+    names
+        .iter()
+        .map(String::as_str)
+        .filter(move |name| seen.insert(*name))
 }
 
 /// Runs `flows` over `sites` in order, showing `progress`; returns every
@@ -102,6 +112,9 @@ pub(super) async fn run(
     let reports = sync_flows(&hub, &flows, &sites, options, &progress).await;
     hub.master().close().await;
     println!("{}", summary_table(&reports));
+    for line in error_lines(&reports) {
+        println!("{line}");
+    }
     let failed = failures(&reports);
     if args.dry_run {
         println!("dry run: nothing was written; `rows read` is what a real run would apply");
@@ -114,10 +127,72 @@ pub(super) async fn run(
     }
     if failed > 0 {
         eprintln!(
-            "{failed} of {} site runs failed; see the table above or `hubsync status`",
-            reports.len()
+            "{failed} of {} failed; see the errors above or `hubsync status`",
+            plural(reports.len() as u64, "site run")
         );
         return Ok(EXIT_FAILED);
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A config with flows `up` and `down` and sites `s1` to `s{sites}`.
+    pub(in crate::cli) fn fleet_config(sites: usize) -> Config {
+        let mut text = String::from("[master]\nurl = \"sqlite://master.db\"\n");
+        for n in 1..=sites {
+            text.push_str(&format!(
+                "[[site]]\nid = \"s{n}\"\nurl = \"sqlite://s{n}.db\"\n"
+            ));
+        }
+        text.push_str(
+            "[[flow]]\nname = \"up\"\ndirection = \"pull\"\n\
+             [[flow.stream]]\nsource = \"sales\"\ntarget = \"sales\"\nprimary_key = [\"id\"]\n\
+             cursor = \"updated_at\"\nsite_column = \"site\"\n\
+             [[flow]]\nname = \"down\"\ndirection = \"push\"\n\
+             [[flow.stream]]\nsource = \"prices\"\ntarget = \"prices\"\nprimary_key = [\"sku\"]\n\
+             cursor = \"updated_at\"\n",
+        );
+        Config::parse(&text, Path::new("hubsync.toml"), Path::new("/cfg"), &|_| {
+            None
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Regression: `--flow up --flow up` ran every site of `up` twice.
+    #[test]
+    fn repeated_names_run_once_in_first_seen_order() {
+        let config = fleet_config(3);
+        let (flows, sites) = select(
+            &config,
+            &strings(&["down", "up", "down"]),
+            &strings(&["s3", "s1", "s3", "s1"]),
+        )
+        .unwrap();
+        let flows: Vec<&str> = flows.iter().map(|f| f.name.as_str()).collect();
+        let sites: Vec<&str> = sites.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(flows, ["down", "up"]);
+        assert_eq!(sites, ["s3", "s1"]);
+        let (flows, sites) = select(&config, &[], &[]).unwrap();
+        assert_eq!((flows.len(), sites.len()), (2, 3));
+    }
+
+    /// Regression: `--site nope` said "run `hubsync status` to list sites".
+    #[test]
+    fn unknown_site_lists_the_known_ones() {
+        let error = select(&fleet_config(2), &[], &strings(&["nope"])).unwrap_err();
+        assert_eq!(error.0, "no site `nope` in the config; sites: s1, s2");
+        let error = select(&fleet_config(25), &[], &strings(&["s1", "nope"])).unwrap_err();
+        assert!(error.0.ends_with(", s19, s20 … and 5 more"), "{}", error.0);
+        let error = select(&fleet_config(2), &strings(&["side"]), &[]).unwrap_err();
+        assert_eq!(error.0, "no flow `side` in the config; flows: up, down");
+    }
 }

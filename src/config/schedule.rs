@@ -3,6 +3,10 @@
 //! Durations are parsed by `humantime` (`30s`, `5m`, `1h30m`); cron
 //! expressions by `croner` (POSIX/Vixie syntax, `@hourly` aliases),
 //! evaluated in UTC unless the flow names an IANA `timezone`.
+//!
+//! Invariant: a parsed cron schedule has a next occurrence, so a flow whose
+//! expression can never fire (`0 2 30 2 *`, 30 February) is refused at load
+//! time rather than silently never running.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -44,17 +48,27 @@ impl Schedule {
             }
             return Ok(Schedule::Every(interval));
         }
-        if trimmed.split_whitespace().count() != 5 && !trimmed.starts_with('@') {
+        if trimmed.starts_with('@') {
+            check_alias(trimmed)?;
+        } else if trimmed.split_whitespace().count() != 5 {
             return Err(format!(
                 "schedule `{text}` is neither `every <duration>` nor a 5-field cron expression (minute hour day month weekday)"
             ));
         }
         let cron = croner::Cron::from_str(trimmed)
             .map_err(|e| format!("invalid cron expression `{text}`: {e}"))?;
-        Ok(Schedule::Cron {
+        let schedule = Schedule::Cron {
             cron: Box::new(cron),
             timezone: tz,
-        })
+        };
+        // croner searches a few thousand years ahead and then gives up, so
+        // `None` here means the expression names a date that never exists.
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(format!(
+                "cron expression `{trimmed}` never matches a date; check the day of month against the month"
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The first time strictly after `after` when the flow is due.
@@ -67,6 +81,38 @@ impl Schedule {
                 .map(|t| t.with_timezone(&Utc)),
         }
     }
+}
+
+/// Cron aliases `croner` understands (matched without regard to case).
+const CRON_ALIASES: [&str; 6] = [
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@yearly",
+    "@annually",
+];
+
+/// Refuses `@` aliases `croner` does not know, which it would otherwise
+/// report as "Pattern must have between 5 and 7 fields".
+fn check_alias(alias: &str) -> Result<(), String> {
+    if alias.eq_ignore_ascii_case("@reboot") {
+        return Err(
+            "`@reboot` is not supported; use `every <duration>` to run at start-up and then at an interval"
+                .into(),
+        );
+    }
+    if CRON_ALIASES
+        .iter()
+        .any(|known| alias.eq_ignore_ascii_case(known))
+    {
+        return Ok(());
+    }
+    let known: Vec<String> = CRON_ALIASES.iter().map(|a| format!("`{a}`")).collect();
+    Err(format!(
+        "unknown cron alias `{alias}`; use one of {} or a 5-field cron expression",
+        known.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -115,5 +161,56 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown timezone")
         );
+    }
+
+    /// Regression: `0 2 30 2 *` (30 February) loaded fine and the flow never ran.
+    #[test]
+    fn cron_that_never_fires_is_refused() {
+        assert_eq!(
+            Schedule::parse("0 2 30 2 *", None).unwrap_err(),
+            "cron expression `0 2 30 2 *` never matches a date; check the day of month against the month"
+        );
+        assert!(
+            Schedule::parse("0 0 31 4 *", Some("Europe/Paris"))
+                .unwrap_err()
+                .contains("never matches a date")
+        );
+        // 29 February exists every four years.
+        assert!(Schedule::parse("0 0 29 2 *", None).is_ok());
+    }
+
+    #[test]
+    fn reboot_is_explained() {
+        assert_eq!(
+            Schedule::parse("@reboot", None).unwrap_err(),
+            "`@reboot` is not supported; use `every <duration>` to run at start-up and then at an interval"
+        );
+        assert_eq!(
+            Schedule::parse("@midnight", None).unwrap_err(),
+            "unknown cron alias `@midnight`; use one of `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`, `@annually` or a 5-field cron expression"
+        );
+    }
+
+    #[test]
+    fn cron_aliases_keep_working() {
+        let now = DateTime::parse_from_rfc3339("2026-07-01T12:34:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for (alias, next) in [
+            ("@hourly", "2026-07-01T13:00:00+00:00"),
+            ("@daily", "2026-07-02T00:00:00+00:00"),
+            ("@DAILY", "2026-07-02T00:00:00+00:00"),
+            ("@weekly", "2026-07-05T00:00:00+00:00"),
+            ("@monthly", "2026-08-01T00:00:00+00:00"),
+            ("@yearly", "2027-01-01T00:00:00+00:00"),
+            ("@annually", "2027-01-01T00:00:00+00:00"),
+        ] {
+            let schedule = Schedule::parse(alias, None).unwrap();
+            assert_eq!(
+                schedule.next_after(now).unwrap().to_rfc3339(),
+                next,
+                "{alias}"
+            );
+        }
     }
 }

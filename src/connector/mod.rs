@@ -202,12 +202,24 @@ impl Connector {
         }
     }
 
-    /// Column names a query would return, found by preparing it (nothing
-    /// is read).
-    pub async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
+    /// Names and type names of the columns a query would return, found by
+    /// preparing it (nothing is read). Type names are the driver's
+    /// (`INT4`, `NUMERIC`, `INT4[]` on PostgreSQL; declared types on SQLite).
+    pub async fn describe_query(&self, sql: &str) -> Result<Vec<(String, String)>> {
         match self {
-            Connector::Postgres(c) => c.query_columns(sql).await,
-            Connector::Sqlite(c) => c.query_columns(sql).await,
+            Connector::Postgres(c) => c.describe_query(sql).await,
+            Connector::Sqlite(c) => c.describe_query(sql).await,
+        }
+    }
+
+    /// True if values of a column of this type are decoded natively; other
+    /// types must be read as text (`CAST(c AS text)`), which the target then
+    /// parses back (arrays, intervals, enums... on PostgreSQL). SQLite reads
+    /// every storage class natively.
+    pub fn decodes_natively(&self, type_name: &str) -> bool {
+        match self {
+            Connector::Postgres(_) => postgres::DECODED_TYPES.contains(&type_name),
+            Connector::Sqlite(_) => true,
         }
     }
 

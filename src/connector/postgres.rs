@@ -48,13 +48,20 @@ impl PgConnector {
         if let Some(password) = password {
             connect_options = connect_options.password(password.expose());
         }
+        // One direct attempt first: the pool would retry a refused
+        // connection until its acquire timeout and then report only "pool
+        // timed out", hiding the real cause (refused, bad password, no such
+        // database).
+        let probe = connect_options
+            .connect()
+            .await
+            .map_err(|e| connect_error(connect_message(&e)))?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect_options)
-            .await
-            .map_err(|e| connect_error(connect_message(&e)))?;
+            .connect_lazy_with(connect_options);
         Ok(PgConnector { pool })
     }
 
@@ -126,7 +133,7 @@ impl PgConnector {
         }))
     }
 
-    pub(super) async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
+    pub(super) async fn describe_query(&self, sql: &str) -> Result<Vec<(String, String)>> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         let statement = conn
             .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
@@ -136,7 +143,7 @@ impl PgConnector {
             .map_err(db_error)?;
         Ok(sqlx::Statement::columns(&statement)
             .iter()
-            .map(|c| c.name().to_string())
+            .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect())
     }
 
@@ -242,6 +249,32 @@ pub(super) async fn upsert_on(
     let result = query.execute(conn).await.map_err(db_error)?;
     Ok(result.rows_affected())
 }
+
+/// PostgreSQL types (sqlx type names) that [`decode_row`] reads natively.
+/// Columns of any other type are selected as `CAST(c AS text)` by the flow.
+pub(crate) const DECODED_TYPES: &[&str] = &[
+    "BOOL",
+    "INT2",
+    "INT4",
+    "INT8",
+    "OID",
+    "FLOAT4",
+    "FLOAT8",
+    "NUMERIC",
+    "TEXT",
+    "VARCHAR",
+    "BPCHAR",
+    "NAME",
+    "CHAR",
+    "BYTEA",
+    "DATE",
+    "TIME",
+    "TIMESTAMP",
+    "TIMESTAMPTZ",
+    "JSON",
+    "JSONB",
+    "UUID",
+];
 
 /// Decodes one row into values, per column type.
 fn decode_row(row: &PgRow) -> Result<Vec<Value>> {

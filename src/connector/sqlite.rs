@@ -151,7 +151,7 @@ impl SqliteConnector {
         }))
     }
 
-    pub(super) async fn query_columns(&self, sql: &str) -> Result<Vec<String>> {
+    pub(super) async fn describe_query(&self, sql: &str) -> Result<Vec<(String, String)>> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         let statement = conn
             .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
@@ -161,7 +161,7 @@ impl SqliteConnector {
             .map_err(db_error)?;
         Ok(sqlx::Statement::columns(&statement)
             .iter()
-            .map(|c| c.name().to_string())
+            .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect())
     }
 

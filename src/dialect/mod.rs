@@ -43,6 +43,9 @@ pub struct KeysetSelect<'a> {
     pub from: SelectFrom<'a>,
     /// Columns to select by source name; `None` selects `*`.
     pub columns: Option<&'a [String]>,
+    /// Columns of `columns` to read as text (`CAST("c" AS text) AS "c"`),
+    /// for types the connector cannot decode; the target parses the text.
+    pub text_columns: &'a [String],
     /// The keyset: cursor column first, then the primary key columns.
     pub order_by: &'a [String],
     /// The position to resume after (one value per `order_by` column, bound
@@ -152,17 +155,28 @@ impl Dialect {
     /// SQL for one keyset page (see [`KeysetSelect`]).
     pub fn keyset_select(self, spec: &KeysetSelect<'_>) -> String {
         let select_list = match spec.columns {
-            Some(columns) => self.ident_list(columns),
+            Some(columns) => columns
+                .iter()
+                .map(|c| {
+                    let quoted = self.quote_ident(c);
+                    if spec.text_columns.contains(c) {
+                        format!("CAST({quoted} AS text) AS {quoted}")
+                    } else {
+                        quoted
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             None => "*".to_string(),
         };
         let from = match spec.from {
             SelectFrom::Table(table) => self.quote_table(table),
-            // Newlines around the query end a trailing `-- comment`; a
-            // trailing `;` would end the statement early.
+            // A trailing `;` (with comments after it) would end the statement
+            // early; the newline before `)` ends any comment left inside.
             SelectFrom::Query(query) => {
                 format!(
                     "(\n{}\n) AS hubsync_src",
-                    query.trim_end().trim_end_matches(';').trim_end()
+                    params::trim_statement_end(query, self)
                 )
             }
         };
@@ -320,6 +334,7 @@ mod tests {
         let first = Dialect::Postgres.keyset_select(&KeysetSelect {
             from: SelectFrom::Table("sales"),
             columns: None,
+            text_columns: &[],
             order_by: &order,
             after: None,
             first_param: 1,
@@ -334,6 +349,7 @@ mod tests {
         let resume = Dialect::Sqlite.keyset_select(&KeysetSelect {
             from: SelectFrom::Query("SELECT * FROM v WHERE z = ?1 -- zone\n;\n"),
             columns: Some(&cols),
+            text_columns: &[],
             order_by: &order,
             after: Some(&[Value::Text("t".into()), Value::Int(1)]),
             first_param: 2,
@@ -341,7 +357,7 @@ mod tests {
         });
         assert_eq!(
             resume,
-            "SELECT \"id\", \"qty\", \"updated_at\" FROM (\nSELECT * FROM v WHERE z = ?1 -- zone\n) AS hubsync_src \
+            "SELECT \"id\", \"qty\", \"updated_at\" FROM (\nSELECT * FROM v WHERE z = ?1\n) AS hubsync_src \
              WHERE \"updated_at\" IS NOT NULL AND (\"updated_at\", \"id\") > (?2, ?3) \
              ORDER BY \"updated_at\", \"id\" LIMIT 10"
         );
@@ -354,6 +370,7 @@ mod tests {
         let sql = Dialect::Postgres.keyset_select(&KeysetSelect {
             from: SelectFrom::Table("s.t"),
             columns: None,
+            text_columns: &[],
             order_by: &order,
             after: Some(&position),
             first_param: 1,

@@ -100,6 +100,58 @@ pub fn bind_site_placeholders(
     Ok(SiteBoundSql { sql: out, params })
 }
 
+/// `sql` without what follows its last significant token: trailing
+/// whitespace, comments and statement-ending `;` are cut, so the query can
+/// be wrapped as a derived table. Strings, quoted identifiers, comments and
+/// dollar quotes are skipped as in [`bind_site_placeholders`]; if one is
+/// unterminated only trailing whitespace is cut (the database reports it).
+pub fn trim_statement_end(sql: &str, dialect: Dialect) -> &str {
+    let bytes = sql.as_bytes();
+    let mut end = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let next = match bytes[i] {
+            b if b.is_ascii_whitespace() || b == b';' => {
+                i += 1;
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => match skip_block_comment(bytes, i) {
+                Some(after) => {
+                    i = after;
+                    continue;
+                }
+                None => return sql.trim_end(),
+            },
+            quote @ (b'\'' | b'"' | b'`') => {
+                let backslash_escapes = quote == b'\''
+                    && i > 0
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && (i < 2 || !is_ident_byte(bytes[i - 2]));
+                skip_quoted(bytes, i, quote, backslash_escapes)
+            }
+            b'$' if dialect == Dialect::Postgres => match dollar_tag(bytes, i) {
+                Some(tag) => sql[i + tag.len()..]
+                    .find(tag)
+                    .map(|n| i + tag.len() + n + tag.len()),
+                None => Some(i + 1),
+            },
+            _ => Some(i + 1),
+        };
+        match next {
+            Some(after) => {
+                end = after;
+                i = after;
+            }
+            None => return sql.trim_end(),
+        }
+    }
+    &sql[..end]
+}
+
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -202,6 +254,17 @@ mod tests {
     fn positional_parameters_are_not_dollar_quotes() {
         let bound = pg("SELECT $1, :site.id");
         assert_eq!(bound.sql, "SELECT $1, $1");
+    }
+
+    #[test]
+    fn statement_ends_are_trimmed_for_wrapping() {
+        let t = |sql| trim_statement_end(sql, Dialect::Postgres);
+        assert_eq!(t("SELECT 1; -- done\n"), "SELECT 1");
+        assert_eq!(t("SELECT 1 -- c ; \n ;; /* x; */ \n"), "SELECT 1");
+        assert_eq!(t("SELECT ';' ;"), "SELECT ';'");
+        assert_eq!(t("SELECT $$;$$"), "SELECT $$;$$");
+        assert_eq!(t("SELECT a -- trailing"), "SELECT a");
+        assert_eq!(t("SELECT 'open"), "SELECT 'open");
     }
 
     #[test]

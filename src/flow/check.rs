@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
+use super::stream::ResolvedSource;
 use crate::config::{Config, Direction, Flow, Site, Source, Stream};
 use crate::connector::{ConnectOptions, Connector, TableInfo};
-use crate::dialect::params::bind_site_placeholders;
+use crate::dialect::Dialect;
 
 /// One finding of `check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +32,10 @@ impl std::fmt::Display for Problem {
 /// Result of a check: problems, and how many places answered.
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
-    /// Every problem found.
+    /// Every problem found (each makes `check` fail).
     pub problems: Vec<Problem>,
+    /// Risks that do not stop a sync (e.g. a source without a unique key).
+    pub warnings: Vec<Problem>,
     /// Databases that were reached (master included).
     pub reachable: usize,
     /// Stream/site combinations whose tables and columns checked out.
@@ -76,10 +79,11 @@ pub async fn check(config: &Config) -> CheckReport {
             check_site(config, site, master, &options).await
         }
     });
-    for (reachable, problems, ok) in futures::future::join_all(site_checks).await {
-        report.reachable += usize::from(reachable);
-        report.problems.extend(problems);
-        report.streams_ok += ok;
+    for site_report in futures::future::join_all(site_checks).await {
+        report.reachable += site_report.reachable;
+        report.problems.extend(site_report.problems);
+        report.warnings.extend(site_report.warnings);
+        report.streams_ok += site_report.streams_ok;
     }
     if let Some(master) = master {
         master.close().await;
@@ -92,19 +96,19 @@ async fn check_site(
     site: &Site,
     master: Option<&Connector>,
     options: &ConnectOptions,
-) -> (bool, Vec<Problem>, usize) {
-    let mut problems = Vec::new();
+) -> CheckReport {
+    let mut report = CheckReport::default();
     let site_conn = match Connector::connect(&site.url, options).await {
         Ok(conn) => conn,
         Err(e) => {
-            problems.push(Problem {
+            report.problems.push(Problem {
                 place: format!("site `{}`", site.id),
                 message: e.to_string(),
             });
-            return (false, problems, 0);
+            return report;
         }
     };
-    let mut ok = 0;
+    report.reachable = 1;
     for flow in &config.flows {
         for stream in &flow.streams {
             let place = format!(
@@ -118,73 +122,89 @@ async fn check_site(
             let (Some(source), Some(target)) = (source, target) else {
                 continue;
             };
-            match check_stream(flow, stream, site, source, target).await {
-                Ok(()) => ok += 1,
-                Err(messages) => problems.extend(messages.into_iter().map(|message| Problem {
-                    place: place.clone(),
-                    message,
-                })),
+            let findings = check_stream(config, flow, stream, site, source, target).await;
+            if findings.problems.is_empty() {
+                report.streams_ok += 1;
             }
+            let at = |message: String| Problem {
+                place: place.clone(),
+                message,
+            };
+            report
+                .problems
+                .extend(findings.problems.into_iter().map(at));
+            report
+                .warnings
+                .extend(findings.warnings.into_iter().map(at));
         }
     }
     site_conn.close().await;
-    (true, problems, ok)
+    report
+}
+
+/// Problems and warnings of one stream at one site.
+#[derive(Default)]
+struct Findings {
+    problems: Vec<String>,
+    warnings: Vec<String>,
 }
 
 async fn check_stream(
+    config: &Config,
     flow: &Flow,
     stream: &Stream,
     site: &Site,
     source: &Connector,
     target: &Connector,
-) -> Result<(), Vec<String>> {
+) -> Findings {
     let (source_side, target_side) = match flow.direction {
         Direction::Pull => ("site", "master"),
         Direction::Push => ("master", "site"),
     };
-    let mut messages = Vec::new();
-    let source_columns = match source_columns(stream, site, source).await {
-        Ok(columns) => columns,
-        Err(e) => return Err(vec![format!("{source_side} source: {e}")]),
+    let mut findings = Findings::default();
+    // Prepare exactly the first page the sync will read.
+    let resolved = match ResolvedSource::resolve(stream, site, source, config.hub.batch_size).await
+    {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            findings.problems.push(format!("{source_side} source: {e}"));
+            return findings;
+        }
     };
+    let source_columns: Vec<String> = resolved
+        .described
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
     let target_info = match target.describe_table(&stream.target).await {
         Ok(Some(info)) => info,
         Ok(None) => {
-            return Err(vec![format!(
+            findings.problems.push(format!(
                 "{target_side} table `{}` does not exist; create it",
                 stream.target
-            )]);
+            ));
+            return findings;
         }
         Err(e) => {
-            return Err(vec![format!(
-                "{target_side} table `{}`: {e}",
-                stream.target
-            )]);
+            findings
+                .problems
+                .push(format!("{target_side} table `{}`: {e}", stream.target));
+            return findings;
         }
     };
-    for column in stream.keyset_source_columns() {
-        if !source_columns.contains(&column) {
-            messages.push(format!(
-                "{source_side} source has no column `{column}` (cursor or key); it returns {}",
-                list(&source_columns)
-            ));
-        }
-    }
     let written: Vec<(String, String)> = match &stream.columns {
         Some(pairs) => pairs.clone(),
         None => source_columns
             .iter()
+            .filter(|c| {
+                flow.direction == Direction::Push || stream.site_column.as_ref() != Some(*c)
+            })
             .map(|c| (c.clone(), c.clone()))
             .collect(),
     };
-    for (target_column, source_column) in &written {
-        if !source_columns.contains(source_column) {
-            messages.push(format!(
-                "{source_side} source has no column `{source_column}` (mapped to `{target_column}`)"
-            ));
-        }
+    for (target_column, _) in &written {
         if target_info.column(target_column).is_none() {
-            messages.push(format!(
+            findings.problems.push(format!(
                 "{target_side} table `{}` has no column `{target_column}`; add it or map columns with `columns`",
                 stream.target
             ));
@@ -197,76 +217,72 @@ async fn check_stream(
     conflict_key.extend(stream.primary_key.iter().cloned());
     for column in &conflict_key {
         if target_info.column(column).is_none() && !written.iter().any(|(t, _)| t == column) {
-            messages.push(format!(
+            findings.problems.push(format!(
                 "{target_side} table `{}` has no key column `{column}`",
                 stream.target
             ));
         }
     }
     if !target_info.has_unique_key(&conflict_key) {
-        messages.push(missing_key_message(
+        findings.problems.push(missing_key_message(
+            target.dialect(),
             target_side,
             &stream.target,
             &conflict_key,
             &target_info,
         ));
     }
-    if messages.is_empty() {
-        Ok(())
-    } else {
-        Err(messages)
-    }
-}
-
-fn missing_key_message(side: &str, table: &str, key: &[String], info: &TableInfo) -> String {
-    let quoted: Vec<String> = key.iter().map(|k| format!("\"{k}\"")).collect();
-    format!(
-        "{side} table `{table}` has no unique key on ({}) (its unique keys: {}); upserts need one: \
-         CREATE UNIQUE INDEX ON \"{table}\" ({})",
-        key.join(", "),
-        if info.unique_keys.is_empty() {
-            "none".to_string()
-        } else {
-            info.unique_keys
+    // A source key that is not unique loses rows: two rows with the same
+    // (cursor, key) position are one position to the keyset read.
+    if let Source::Table(table) = &stream.source {
+        let source_key: Vec<String> = stream
+            .primary_key
+            .iter()
+            .map(|k| stream.source_column(k).to_string())
+            .collect();
+        if let Ok(Some(info)) = source.describe_table(table).await
+            && !info
+                .unique_keys
                 .iter()
-                .map(|k| format!("({})", k.join(", ")))
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-        quoted.join(", ")
-    )
-}
-
-fn list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Column names the stream's source returns at `source`.
-async fn source_columns(
-    stream: &Stream,
-    site: &Site,
-    source: &Connector,
-) -> Result<Vec<String>, String> {
-    match &stream.source {
-        Source::Table(table) => match source.describe_table(table).await {
-            Ok(Some(info)) => Ok(info.columns.into_iter().map(|c| c.name).collect()),
-            Ok(None) => Err(format!("table `{table}` does not exist")),
-            Err(e) => Err(format!("table `{table}`: {e}")),
-        },
-        Source::Query(query) => {
-            let bound = bind_site_placeholders(query, source.dialect(), 1)
-                .map_err(|e| format!("`query`: {e}"))?;
-            if let Some(missing) = bound.params.iter().find(|p| site.attribute(p).is_none()) {
-                return Err(format!("site has no tag `{missing}` used in `query`"));
-            }
-            source
-                .query_columns(&bound.sql)
-                .await
-                .map_err(|e| format!("`query` does not prepare: {e}"))
+                .any(|k| k.iter().all(|c| source_key.contains(c)))
+        {
+            findings.warnings.push(format!(
+                "{source_side} table `{table}` has no unique key within ({}); if two rows share a key, the sync stops \
+                 with an error naming it (or, across batches, one of them is skipped)",
+                source_key.join(", ")
+            ));
         }
     }
+    findings
+}
+
+fn missing_key_message(
+    dialect: Dialect,
+    side: &str,
+    table: &str,
+    key: &[String],
+    info: &TableInfo,
+) -> String {
+    let mut existing: Vec<String> = info
+        .unique_keys
+        .iter()
+        .map(|k| format!("({})", k.join(", ")))
+        .collect();
+    existing.sort();
+    existing.dedup();
+    let last_part = table.rsplit('.').next().unwrap_or(table);
+    let index_name = dialect.quote_ident(&format!("{last_part}_hubsync_key"));
+    let columns: Vec<String> = key.iter().map(|k| dialect.quote_ident(k)).collect();
+    format!(
+        "{side} table `{table}` has no unique key on ({}) (its unique keys: {}); upserts need one: \
+         CREATE UNIQUE INDEX {index_name} ON {} ({})",
+        key.join(", "),
+        if existing.is_empty() {
+            "none".to_string()
+        } else {
+            existing.join(", ")
+        },
+        dialect.quote_table(table),
+        columns.join(", ")
+    )
 }

@@ -28,7 +28,7 @@ use crate::config::{Config, Flow, Site};
 use crate::connector::{ConnectOptions, Connector, ConnectorError};
 use crate::state::{RunStatus, StateError, StateStore};
 
-pub use self::stream::{StreamPlan, fingerprint, plan_streams};
+pub use self::stream::{RunCounters, StreamPlan, fingerprint, plan_streams};
 
 /// Errors that stop a whole command (not one site).
 #[derive(Debug, thiserror::Error)]
@@ -234,17 +234,40 @@ impl Hub {
             {
                 Ok(run_id) => report.run_id = Some(run_id),
                 Err(e) => {
-                    report.status = RunStatus::Failed;
-                    report.error = Some(format!("site `{}`: cannot record the run: {e}", site.id));
+                    report.status = match e {
+                        StateError::AlreadyRunning { .. } => RunStatus::Skipped,
+                        _ => RunStatus::Failed,
+                    };
+                    report.error = Some(format!("flow `{}` site `{}`: {e}", flow.name, site.id));
                     report.duration = started.elapsed();
                     progress.site_finished(&report);
                     return report;
                 }
             }
         }
-        let outcome = self
-            .run_streams(flow, site, plans, options, progress, &mut report)
-            .await;
+        let counters = RunCounters::default();
+        let run_id = report.run_id.clone();
+        let outcome = {
+            let work =
+                self.run_streams(flow, site, plans, options, progress, &counters, &mut report);
+            tokio::pin!(work);
+            let mut heartbeat = tokio::time::interval(crate::state::HEARTBEAT_INTERVAL);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            heartbeat.tick().await; // the first tick is immediate; start_run wrote one
+            loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    _ = heartbeat.tick() => {
+                        if let Some(run_id) = &run_id {
+                            let (read, written) = counters.get();
+                            if let Err(e) = self.state.heartbeat(&self.master, run_id, read, written).await {
+                                tracing::warn!(flow = %flow.name, site = %site.id, "cannot record a heartbeat: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        };
         if let Err(message) = outcome {
             report.status = RunStatus::Failed;
             report.error = Some(message);
@@ -277,11 +300,12 @@ impl Hub {
                 tracing::error!(flow = %flow.name, site = %site.id, "cannot record the end of run {run_id}: {e}");
             }
         }
+        // Debug level: progress lines already show each finished run.
         match &report.error {
             Some(error) => {
-                tracing::warn!(flow = %flow.name, site = %site.id, "run failed: {error}")
+                tracing::debug!(flow = %flow.name, site = %site.id, "run ended: {error}")
             }
-            None => tracing::info!(
+            None => tracing::debug!(
                 flow = %flow.name,
                 site = %site.id,
                 rows_read = report.rows_read(),
@@ -293,6 +317,7 @@ impl Hub {
         report
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_streams(
         &self,
         flow: &Flow,
@@ -300,6 +325,7 @@ impl Hub {
         plans: &[Result<StreamPlan, String>],
         options: SyncOptions,
         progress: &dyn Progress,
+        counters: &RunCounters,
         report: &mut SiteReport,
     ) -> Result<(), String> {
         let site_options = ConnectOptions {
@@ -342,6 +368,7 @@ impl Hub {
                 options,
                 progress,
                 cancel: &self.cancel,
+                counters,
             };
             let outcome = run.run(&mut stream_report).await;
             report.streams.push(stream_report);

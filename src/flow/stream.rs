@@ -193,6 +193,32 @@ impl RowMapping {
             .collect()
     }
 
+    /// Errors if two rows of one batch have the same conflict key: the
+    /// source's key is not unique, and one row would silently replace the
+    /// other (or PostgreSQL would refuse the whole batch without saying why).
+    fn check_unique_keys(&self, rows: &[Vec<Value>]) -> Result<(), String> {
+        let key_indexes: Vec<usize> = self
+            .conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .collect();
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            let key: Vec<Option<String>> =
+                key_indexes.iter().map(|i| row[*i].to_pg_text()).collect();
+            if !seen.insert(key) {
+                let shown: Vec<String> = key_indexes.iter().map(|i| row[*i].to_string()).collect();
+                return Err(format!(
+                    "two source rows have the same key ({}) = ({}); `primary_key` must identify one row at the source \
+                     (add the missing key column, or de-duplicate in a `query`)",
+                    self.conflict_key.join(", "),
+                    shown.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The keyset position of a row; errors if a key column is NULL, since
     /// a NULL in the position would make the next read skip rows.
     fn position(&self, row: &[Value]) -> Result<Vec<Value>, String> {
@@ -230,6 +256,141 @@ pub(super) struct StreamRun<'a> {
     pub options: SyncOptions,
     pub progress: &'a dyn Progress,
     pub cancel: &'a CancellationToken,
+    pub counters: &'a RunCounters,
+}
+
+/// Rows read and written so far by one site run, over all its streams;
+/// shared with the heartbeat that records them in the run history.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    read: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl RunCounters {
+    fn add(&self, read: u64, written: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.read.fetch_add(read, Relaxed);
+        self.written.fetch_add(written, Relaxed);
+    }
+
+    /// (rows read, rows written) so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.read.load(Relaxed), self.written.load(Relaxed))
+    }
+}
+
+/// The source side of a stream at one site, resolved once per run: the
+/// query with `:site.*` bound, and the select list, found by preparing the
+/// first page's SQL (which also proves it is valid before anything is read).
+#[derive(Clone, Debug)]
+pub(crate) struct ResolvedSource {
+    /// A query source rewritten with numbered placeholders; `None` for a table.
+    query_sql: Option<String>,
+    /// The table name of a table source.
+    table: Option<String>,
+    /// `(attribute, value)` bound to the query's placeholders, in order.
+    pub site_params: Vec<(String, String)>,
+    /// Explicit select list (source names), or `None` for `*`.
+    columns: Option<Vec<String>>,
+    /// Columns read as text because the connector cannot decode their type.
+    text_columns: Vec<String>,
+    /// Every column the source returns, as (name, type name).
+    pub described: Vec<(String, String)>,
+}
+
+impl ResolvedSource {
+    /// Binds `:site.*`, prepares the first page and chooses the select list.
+    ///
+    /// Errors (one line, for a message prefixed with the place): a missing
+    /// tag, a query that does not prepare, a cursor or key column whose type
+    /// can only be read as text (its order would change).
+    pub(crate) async fn resolve(
+        stream: &Stream,
+        site: &Site,
+        source: &Connector,
+        batch_size: usize,
+    ) -> Result<ResolvedSource, String> {
+        let mut resolved = ResolvedSource {
+            query_sql: None,
+            table: None,
+            site_params: Vec::new(),
+            columns: stream.select_columns(),
+            text_columns: Vec::new(),
+            described: Vec::new(),
+        };
+        match &stream.source {
+            Source::Table(table) => resolved.table = Some(table.clone()),
+            Source::Query(query) => {
+                let bound = bind_site_placeholders(query, source.dialect(), 1)
+                    .map_err(|e| format!("`query`: {e}"))?;
+                for name in &bound.params {
+                    let value = site.attribute(name).ok_or_else(|| {
+                        format!("site has no tag `{name}` used by `:site.{name}` in `query`")
+                    })?;
+                    resolved.site_params.push((name.clone(), value.to_string()));
+                }
+                resolved.query_sql = Some(bound.sql);
+            }
+        }
+        let keyset = stream.keyset_source_columns();
+        let probe = resolved.keyset_select(source.dialect(), &keyset, None, batch_size);
+        let what = match &stream.source {
+            Source::Table(table) => format!("table `{table}`"),
+            Source::Query(_) => "`query`".to_string(),
+        };
+        resolved.described = source
+            .describe_query(&probe)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let text_columns: Vec<String> = resolved
+            .described
+            .iter()
+            .filter(|(_, type_name)| !source.decodes_natively(type_name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if let Some(column) = keyset.iter().find(|c| text_columns.contains(c)) {
+            let type_name = &resolved
+                .described
+                .iter()
+                .find(|(n, _)| n == column)
+                .expect("described")
+                .1;
+            return Err(format!(
+                "cursor or key column `{column}` has type `{type_name}`, which hubsync cannot order by; use another column or cast it in a `query`"
+            ));
+        }
+        if !text_columns.is_empty() {
+            resolved.columns = Some(resolved.described.iter().map(|(n, _)| n.clone()).collect());
+            resolved.text_columns = text_columns;
+        }
+        Ok(resolved)
+    }
+
+    /// SQL of the keyset page after `position` (`None`: the first page).
+    pub(crate) fn keyset_select(
+        &self,
+        dialect: crate::dialect::Dialect,
+        keyset: &[String],
+        position: Option<&[Value]>,
+        limit: usize,
+    ) -> String {
+        let from = match (&self.query_sql, &self.table) {
+            (Some(sql), _) => SelectFrom::Query(sql),
+            (None, Some(table)) => SelectFrom::Table(table),
+            (None, None) => unreachable!("a source is a table or a query"),
+        };
+        dialect.keyset_select(&KeysetSelect {
+            from,
+            columns: self.columns.as_deref(),
+            text_columns: &self.text_columns,
+            order_by: keyset,
+            after: position,
+            first_param: self.site_params.len() + 1,
+            limit,
+        })
+    }
 }
 
 impl StreamRun<'_> {
@@ -239,6 +400,7 @@ impl StreamRun<'_> {
     pub async fn run(&self, report: &mut StreamReport) -> Result<(), String> {
         let master = self.hub.master();
         let direction = self.flow.direction;
+        let batch_size = self.hub.config().hub.batch_size;
         let (source, target) = match direction {
             Direction::Pull => (self.site_conn, master),
             Direction::Push => (master, self.site_conn),
@@ -260,27 +422,10 @@ impl StreamRun<'_> {
             }
         };
 
-        // Source SQL with `:site.*` bound as text parameters.
-        let (from_sql, site_params) = match &self.stream.source {
-            Source::Table(_) => (None, Vec::new()),
-            Source::Query(query) => {
-                let bound = bind_site_placeholders(query, source.dialect(), 1)
-                    .map_err(|e| format!("`query`: {e}"))?;
-                let mut params = Vec::with_capacity(bound.params.len());
-                for name in &bound.params {
-                    let value = self.site.attribute(name).ok_or_else(|| {
-                        format!("site has no tag `{name}` used by `:site.{name}` in `query`")
-                    })?;
-                    params.push((name.clone(), value.to_string()));
-                }
-                (Some(bound.sql), params)
-            }
-        };
-        let from = match (&self.stream.source, &from_sql) {
-            (_, Some(sql)) => SelectFrom::Query(sql),
-            (Source::Table(table), None) => SelectFrom::Table(table),
-            (Source::Query(_), None) => unreachable!("a query source always has bound SQL"),
-        };
+        let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
+            .await
+            .map_err(|e| format!("{source_place}: {e}"))?;
+        let site_params = &resolved.site_params;
         let site_values: Vec<Value> = site_params
             .iter()
             .map(|(_, v)| Value::Text(v.clone()))
@@ -291,7 +436,7 @@ impl StreamRun<'_> {
             stream: self.stream.name.clone(),
             site: self.site.id.clone(),
         };
-        let fingerprint = fingerprint(self.flow, self.stream, &site_params);
+        let fingerprint = fingerprint(self.flow, self.stream, site_params);
         let stored = self
             .hub
             .state()
@@ -318,22 +463,14 @@ impl StreamRun<'_> {
             None => None,
         };
 
-        let select_columns = self.stream.select_columns();
         let keyset = self.stream.keyset_source_columns();
-        let batch_size = self.hub.config().hub.batch_size;
         let mut mapping: Option<RowMapping> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
             }
-            let sql = source.dialect().keyset_select(&KeysetSelect {
-                from,
-                columns: select_columns.as_deref(),
-                order_by: &keyset,
-                after: position.as_deref(),
-                first_param: site_values.len() + 1,
-                limit: batch_size,
-            });
+            let sql =
+                resolved.keyset_select(source.dialect(), &keyset, position.as_deref(), batch_size);
             let mut params = site_values.clone();
             params.extend(position.iter().flatten().cloned());
             let batch = source
@@ -356,6 +493,7 @@ impl StreamRun<'_> {
             let last_row = batch.rows.last().expect("batch is not empty");
             let new_position = mapping.position(last_row)?;
             let rows = mapping.map_rows(&batch, &self.site.id);
+            mapping.check_unique_keys(&rows)?;
             let read = rows.len() as u64;
             let written = if self.options.dry_run {
                 0
@@ -391,6 +529,7 @@ impl StreamRun<'_> {
             };
             report.rows_read += read;
             report.rows_written += written;
+            self.counters.add(read, written);
             self.progress.batch_applied(
                 &self.flow.name,
                 &self.site.id,

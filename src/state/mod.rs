@@ -20,7 +20,15 @@ use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// How often a running run records that it is alive (and its row counts).
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A `running` run whose last heartbeat is older than this belonged to a
+/// hub that died; a newer one is alive and its (flow, site) is not started
+/// again. Three missed heartbeats.
+pub const HEARTBEAT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +39,17 @@ pub enum StateError {
     /// A stored row could not be read back.
     #[error("master state tables: {0}")]
     Corrupt(String),
+    /// Another run of the same (flow, site) is alive.
+    #[error(
+        "already running (run {run_id}, last heartbeat {seconds} s ago), in this or another hub process; \
+         if that hub died, this pair can run again once its heartbeat is older than 30 s"
+    )]
+    AlreadyRunning {
+        /// The live run.
+        run_id: String,
+        /// Age of its last heartbeat, in seconds.
+        seconds: u64,
+    },
     /// A checkpoint would move backwards.
     #[error("checkpoint would move backwards from {old} to {new}; refusing to write it")]
     Backwards {
@@ -268,6 +287,12 @@ impl StateStore {
                     self.table("runs")
                 ),
             ],
+            // Heartbeats: a live run is not started twice; a dead one is
+            // recognised and its rows counted up to its last heartbeat.
+            2 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN heartbeat_at {ts}",
+                self.table("runs")
+            )],
             _ => Vec::new(),
         }
     }
@@ -363,51 +388,117 @@ impl StateStore {
         Ok(master.execute(&sql, &params).await?)
     }
 
-    /// Records the start of a run and returns its id. Earlier runs of the
-    /// same (flow, site) still marked `running` belonged to a hub that
-    /// stopped mid-run: they are closed as `failed` first.
+    /// Records the start of a run of (`flow`, `site`) and returns its id,
+    /// unless another run of that pair is alive.
+    ///
+    /// Earlier `running` rows whose heartbeat is older than
+    /// [`HEARTBEAT_EXPIRY`] belonged to a hub that stopped mid-run: they are
+    /// closed as `failed`. The check and the insert are serialised per pair
+    /// (an advisory lock on PostgreSQL, SQLite's single writer).
+    ///
+    /// Errors: [`StateError::AlreadyRunning`] when a live run exists.
     pub async fn start_run(&self, master: &Connector, flow: &str, site: &str) -> Result<String> {
-        let now = Value::TimestampTz(Utc::now());
-        let stale = [
-            now.clone(),
-            Value::Text("interrupted: the hub stopped before this run finished".into()),
-            Value::Text(flow.to_string()),
-            Value::Text(site.to_string()),
-        ];
-        let p = self.placeholders(&stale);
-        master
-            .execute(
+        let runs = self.table("runs");
+        let now = Utc::now();
+        let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
+        let p = self.placeholders(&pair);
+        let mut tx = master.begin().await?;
+        match self.dialect {
+            Dialect::Postgres => {
+                tx.execute(
+                    &format!("SELECT pg_advisory_xact_lock(hashtext('hubsync.runs'), hashtext({} || chr(31) || {}))", p[0], p[1]),
+                    &pair,
+                )
+                .await?;
+            }
+            // The first write takes SQLite's write lock for the transaction.
+            Dialect::Sqlite => {
+                tx.execute(&format!("UPDATE {runs} SET status = status WHERE 0"), &[])
+                    .await?;
+            }
+        }
+        let running = tx
+            .query(
                 &format!(
-                    "UPDATE {} SET status = 'failed', finished_at = {}, error = {} \
+                    "SELECT run_id, coalesce(heartbeat_at, started_at) FROM {runs} \
                      WHERE flow = {} AND site = {} AND status = 'running'",
-                    self.table("runs"),
-                    p[0],
-                    p[1],
-                    p[2],
-                    p[3]
+                    p[0], p[1]
                 ),
-                &stale,
+                &pair,
             )
             .await?;
+        for row in &running.rows {
+            let heartbeat = timestamp(&row[1])?;
+            let age = (now - heartbeat).to_std().unwrap_or_default();
+            if age < HEARTBEAT_EXPIRY {
+                return Err(StateError::AlreadyRunning {
+                    run_id: text(&row[0]),
+                    seconds: age.as_secs(),
+                });
+            }
+        }
+        let stale = [
+            Value::TimestampTz(now),
+            Value::Text("interrupted: the hub stopped before this run finished (rows counted up to its last heartbeat)".into()),
+            pair[0].clone(),
+            pair[1].clone(),
+        ];
+        let sp = self.placeholders(&stale);
+        tx.execute(
+            &format!(
+                "UPDATE {runs} SET status = 'failed', finished_at = {}, error = {} \
+                 WHERE flow = {} AND site = {} AND status = 'running'",
+                sp[0], sp[1], sp[2], sp[3]
+            ),
+            &stale,
+        )
+        .await?;
         let run_id = uuid::Uuid::new_v4().to_string();
         let params = [
             Value::Text(run_id.clone()),
-            Value::Text(flow.to_string()),
-            Value::Text(site.to_string()),
-            now,
+            pair[0].clone(),
+            pair[1].clone(),
+            Value::TimestampTz(now),
+            Value::TimestampTz(now),
+        ];
+        let ip = self.placeholders(&params);
+        tx.execute(
+            &format!(
+                "INSERT INTO {runs} (run_id, flow, site, started_at, heartbeat_at, status) VALUES ({}, 'running')",
+                ip.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(run_id)
+    }
+
+    /// Records that run `run_id` is alive, with its row counts so far.
+    pub async fn heartbeat(
+        &self,
+        master: &Connector,
+        run_id: &str,
+        rows_read: u64,
+        rows_written: u64,
+    ) -> Result<()> {
+        let params = [
+            Value::TimestampTz(Utc::now()),
+            Value::Int(rows_read as i64),
+            Value::Int(rows_written as i64),
+            Value::Text(run_id.to_string()),
         ];
         let p = self.placeholders(&params);
-        master
-            .execute(
-                &format!(
-                    "INSERT INTO {} (run_id, flow, site, started_at, status) VALUES ({}, 'running')",
-                    self.table("runs"),
-                    p.join(", ")
-                ),
-                &params,
-            )
-            .await?;
-        Ok(run_id)
+        let sql = format!(
+            "UPDATE {} SET heartbeat_at = {}, rows_read = {}, rows_written = {} WHERE run_id = {} AND status = 'running'",
+            self.table("runs"),
+            p[0],
+            p[1],
+            p[2],
+            p[3]
+        );
+        master.execute(&sql, &params).await?;
+        Ok(())
     }
 
     /// Records the end of a run.
