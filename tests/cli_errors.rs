@@ -168,3 +168,23 @@ fn unreachable_master_exits_1_with_its_redacted_url() {
     );
     assert!(!out.stderr.contains("topsecret"));
 }
+
+/// Regression: `status` with a mistyped SQLite master path used to create an
+/// empty master and report every pair as "never" run.
+#[test]
+fn status_does_not_create_a_missing_sqlite_master() {
+    let fleet = Fleet::new();
+    fleet.write_config(
+        &format!("{GOOD_HEAD}{GOOD_FLOW}").replace("sqlite://master.db", "sqlite://typo.db"),
+    );
+    let out = fleet.hubsync(&["status"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "error: master: cannot connect to sqlite://{}: the database file does not exist",
+            fleet.path("typo.db").display()
+        )
+    );
+    assert!(!fleet.path("typo.db").exists());
+}

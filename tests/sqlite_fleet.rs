@@ -319,7 +319,7 @@ fn one_missing_site_fails_alone_and_is_named() {
         out.stdout, out.stderr
     );
     let expected_error = format!(
-        "site `s3`: cannot connect to sqlite://{}: the database file does not exist",
+        "flow `sales` site `s3`: cannot connect to sqlite://{}: the database file does not exist",
         fleet.path("gone/s3.db").display()
     );
     assert!(out.stdout.contains("failed"), "{}", out.stdout);

@@ -118,12 +118,7 @@ impl Progress for FleetProgress {
 /// One line describing a finished site run.
 pub fn site_line(report: &SiteReport) -> String {
     match &report.error {
-        Some(error) => format!(
-            "flow `{}` site `{}`: {}: {error}",
-            report.flow,
-            report.site,
-            report.status.as_str()
-        ),
+        Some(error) => format!("{}: {error}", report.status.as_str()),
         None => format!(
             "flow `{}` site `{}`: {} rows read, {} written in {}",
             report.flow,
@@ -178,10 +173,8 @@ pub fn error_lines(reports: &[SiteReport]) -> Vec<String> {
         .iter()
         .filter_map(|report| {
             let error = report.error.as_ref()?;
-            Some(format!(
-                "flow `{}` site `{}`: {error}",
-                report.flow, report.site
-            ))
+            // Errors already start with their flow, stream and site.
+            Some(error.clone())
         })
         .collect()
 }
@@ -280,7 +273,10 @@ mod tests {
 
     #[test]
     fn failed_sites_keep_their_full_error_after_the_table() {
-        let long = format!("cannot connect: {}", "x".repeat(200));
+        let long = format!(
+            "flow `sales` site `s2`: cannot connect: {}",
+            "x".repeat(200)
+        );
         let reports = [report("s1", None), report("s2", Some(long.clone()))];
         let table = summary_table(&reports).to_string();
         assert!(!table.contains(&long));
@@ -288,9 +284,7 @@ mod tests {
             table.lines().all(|line| line.chars().count() < 160),
             "{table}"
         );
-        assert_eq!(
-            error_lines(&reports),
-            [format!("flow `sales` site `s2`: {long}")]
-        );
+        // The error already names its place; it is printed whole.
+        assert_eq!(error_lines(&reports), [long]);
     }
 }

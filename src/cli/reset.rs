@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use super::sync::unknown_site;
 use super::{EXIT_OK, UsageError, known_names, plural};
@@ -26,7 +25,7 @@ pub struct ResetArgs {
 
 pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<u8> {
     let flow = check_args(&config, &args)?;
-    let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
+    let hub = Hub::open_existing(config.clone()).await?;
     let removed = hub
         .state()
         .delete_checkpoints(

@@ -25,10 +25,10 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
     }
     let hub = Arc::new(Hub::open(config.clone(), cancel.clone()).await?);
     eprintln!(
-        "hubsync running {} scheduled flow(s) ({}) over {} site(s); master {}; stop with Ctrl-C or SIGTERM",
-        scheduled.len(),
+        "hubsync running {} ({}) over {}; master {}; stop with Ctrl-C or SIGTERM",
+        super::plural(scheduled.len() as u64, "scheduled flow"),
         scheduled.join(", "),
-        config.sites.len(),
+        super::plural(config.sites.len() as u64, "site"),
         config.master.redacted()
     );
     // One line per finished site run (no bars in a daemon).

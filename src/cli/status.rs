@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
-use tokio_util::sync::CancellationToken;
 
 use super::output::thousands;
 use super::{EXIT_OK, plural};
@@ -13,7 +12,7 @@ use crate::flow::Hub;
 use crate::state::{RunRecord, RunStatus, format_position};
 
 pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
-    let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
+    let hub = Hub::open_existing(config.clone()).await?;
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     hub.master().close().await;

@@ -100,8 +100,8 @@ pub struct SiteReport {
     pub status: RunStatus,
     /// Per stream, in flow order (streams after a failure are absent).
     pub streams: Vec<StreamReport>,
-    /// The error of a failed run, naming flow, stream, site and column
-    /// where known.
+    /// The error of a failed or skipped run; it starts with its place
+    /// (`flow `f` [stream `s`] site `x`: `) and names the column where known.
     pub error: Option<String>,
     /// Wall time of the run.
     pub duration: Duration,
@@ -135,13 +135,29 @@ impl Hub {
     /// Errors: [`FlowError::Master`] if the master is unreachable,
     /// [`FlowError::State`] if the state tables cannot be created.
     pub async fn open(config: Arc<Config>, cancel: CancellationToken) -> Result<Hub, FlowError> {
+        Hub::open_with(config, cancel, true).await
+    }
+
+    /// Like [`Hub::open`], but a SQLite master file that does not exist is
+    /// an error rather than created: for commands that only read or reset
+    /// state (`status`, `reset`), where a typo in the path must not pass
+    /// silently as "never ran".
+    pub async fn open_existing(config: Arc<Config>) -> Result<Hub, FlowError> {
+        Hub::open_with(config, CancellationToken::new(), false).await
+    }
+
+    async fn open_with(
+        config: Arc<Config>,
+        cancel: CancellationToken,
+        create: bool,
+    ) -> Result<Hub, FlowError> {
         let options = ConnectOptions {
             // Writes are limited by a semaphore; the rest of the pool serves
             // push reads and run-history rows.
             max_connections: (config.hub.master_write_concurrency + 4) as u32,
             connect_timeout: config.hub.connect_timeout,
             acquire_timeout: Duration::from_secs(600),
-            create_if_missing: true,
+            create_if_missing: create,
         };
         let master = Connector::connect(&config.master, &options)
             .await
@@ -336,7 +352,7 @@ impl Hub {
         };
         let site_conn = Connector::connect(&site.url, &site_options)
             .await
-            .map_err(|e| format!("site `{}`: {e}", site.id))?;
+            .map_err(|e| format!("flow `{}` site `{}`: {e}", flow.name, site.id))?;
         let mut result = Ok(());
         for (stream, plan) in flow.streams.iter().zip(plans) {
             if self.cancel.is_cancelled() {
