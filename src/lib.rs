@@ -4,6 +4,8 @@
 //! Layers, each depending only on those below it (see docs/ARCHITECTURE.md):
 //! `cli` -> `flow` -> `connector` / `state` -> `dialect` -> `value` / `config`.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod config;
 pub mod connector;
