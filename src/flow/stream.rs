@@ -286,10 +286,8 @@ impl RunCounters {
 /// first page's SQL (which also proves it is valid before anything is read).
 #[derive(Clone, Debug)]
 pub(crate) struct ResolvedSource {
-    /// A query source rewritten with numbered placeholders; `None` for a table.
-    query_sql: Option<String>,
-    /// The table name of a table source.
-    table: Option<String>,
+    /// The table, or the query rewritten with numbered placeholders.
+    from: Source,
     /// `(attribute, value)` bound to the query's placeholders, in order.
     pub site_params: Vec<(String, String)>,
     /// Explicit select list (source names), or `None` for `*`.
@@ -313,15 +311,14 @@ impl ResolvedSource {
         batch_size: usize,
     ) -> Result<ResolvedSource, String> {
         let mut resolved = ResolvedSource {
-            query_sql: None,
-            table: None,
+            from: stream.source.clone(),
             site_params: Vec::new(),
             columns: stream.select_columns(),
             text_columns: Vec::new(),
             described: Vec::new(),
         };
         match &stream.source {
-            Source::Table(table) => resolved.table = Some(table.clone()),
+            Source::Table(_) => {}
             Source::Query(query) => {
                 let bound = bind_site_placeholders(query, source.dialect(), 1)
                     .map_err(|e| format!("`query`: {e}"))?;
@@ -331,7 +328,7 @@ impl ResolvedSource {
                     })?;
                     resolved.site_params.push((name.clone(), value.to_string()));
                 }
-                resolved.query_sql = Some(bound.sql);
+                resolved.from = Source::Query(bound.sql);
             }
         }
         let keyset = stream.keyset_source_columns();
@@ -376,10 +373,9 @@ impl ResolvedSource {
         position: Option<&[Value]>,
         limit: usize,
     ) -> String {
-        let from = match (&self.query_sql, &self.table) {
-            (Some(sql), _) => SelectFrom::Query(sql),
-            (None, Some(table)) => SelectFrom::Table(table),
-            (None, None) => unreachable!("a source is a table or a query"),
+        let from = match &self.from {
+            Source::Table(table) => SelectFrom::Table(table),
+            Source::Query(sql) => SelectFrom::Query(sql),
         };
         dialect.keyset_select(&KeysetSelect {
             from,
