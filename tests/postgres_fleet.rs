@@ -170,17 +170,24 @@ fn postgres_to_postgres_keeps_every_value_exactly() {
         )
         .lines()
         .collect::<std::collections::BTreeSet<_>>(),
-        ["s1|3|3", "s2|0|0"].into_iter().collect()
+        // Each run re-reads the 5 s `cursor_lag` overlap below its checkpoint:
+        // s1 re-reads row 2 (09:00:00, within 5 s of the checkpoint 09:00:01)
+        // besides the 3 changed rows; s2 re-reads its only row. Re-read rows
+        // are unchanged, so they are not written.
+        ["s1|4|3", "s2|1|0"].into_iter().collect()
     );
 
-    // A pass with nothing new writes no user rows.
+    // A pass with nothing new writes no user rows. It re-reads only the
+    // overlaps: prices s1 (apple 00:00:00, pear 00:00:01) = 2, prices s2
+    // (apple 00:00:02) = 1, sales s1 (rows 1, 3, 4 at 2026-01-05) = 3, sales
+    // s2 (its one row) = 1: 7 rows read, 0 written.
     fleet.sync_ok(&[]);
     assert_eq!(
         psql(
             &master,
             "SELECT sum(rows_read), sum(rows_written) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 4) r"
         ),
-        "0|0"
+        "7|0"
     );
 }
 
@@ -244,14 +251,15 @@ direction = "pull"
          s1|3|fig|7|99999.99||2026-01-02 10:00:00.123456+00\n\
          s2|1|kiwi|3|3.00|t|2026-01-03 00:00:00+00"
     );
-    // Re-run: nothing to read.
+    // Re-run: only the 5 s overlap below each checkpoint is re-read (s1's
+    // row 3 at 10:00:00.123456, s2's row at 2026-01-03), and nothing written.
     fleet.sync_ok(&[]);
     assert_eq!(
         psql(
             &master,
-            "SELECT sum(rows_read) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 2) r"
+            "SELECT sum(rows_read), sum(rows_written) FROM (SELECT * FROM hubsync.runs ORDER BY started_at DESC LIMIT 2) r"
         ),
-        "0"
+        "2|0"
     );
 }
 
@@ -441,5 +449,85 @@ fn arrays_intervals_and_enums_are_carried_as_text() {
             "SELECT arr[2], extract(epoch FROM iv), m, tags[2] FROM t WHERE id = 1"
         ),
         "2|93784.500000|happy|c,d"
+    );
+}
+
+/// Late commit on PostgreSQL: a site transaction stamps its row with `now()`
+/// (its start), stays open while the hub pulls rows committed after it, and
+/// commits afterwards. With `cursor_lag = "0s"` only the floor taken from the
+/// site's open transactions (`pg_stat_activity`) can bring the row in.
+#[test]
+fn a_transaction_held_open_across_a_pull_still_arrives() {
+    let master = pg_create_db("late_master");
+    let site = pg_create_db("late_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL DEFAULT now());",
+    );
+    // The long transaction: started now, row stamped with its start time.
+    let mut held = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &site])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut stdin = held.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(stdin, "BEGIN; INSERT INTO sales (id, qty) VALUES (100, 7);").unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while psql(
+        &site,
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held transaction did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Rows committed meanwhile carry later cursor values.
+    psql(
+        &site,
+        "INSERT INTO sales (id, qty) VALUES (1, 1), (2, 2), (3, 3);",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  cursor_lag = \"0s\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM sales"
+        ),
+        "1,2,3"
+    );
+    // Now it commits: its row is stamped before every row already pulled.
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(stdin);
+    assert!(held.wait().unwrap().success());
+    assert_eq!(
+        psql(
+            &site,
+            "SELECT (SELECT updated_at FROM sales WHERE id = 100) < (SELECT min(updated_at) FROM sales WHERE id < 100)"
+        ),
+        "t"
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM sales"
+        ),
+        "1,2,3,100"
     );
 }

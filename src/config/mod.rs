@@ -49,6 +49,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Default `cursor_lag`: how far below the checkpoint each run re-reads.
+pub const DEFAULT_CURSOR_LAG: Duration = Duration::from_secs(5);
+
 // ---------------------------------------------------------------- raw structs
 
 #[derive(Deserialize)]
@@ -110,6 +113,7 @@ struct RawStream {
     #[serde(default)]
     primary_key: Vec<String>,
     cursor: Option<String>,
+    cursor_lag: Option<String>,
     site_column: Option<String>,
     columns: Option<BTreeMap<String, String>>,
 }
@@ -223,6 +227,10 @@ pub struct Stream {
     pub cursor: String,
     /// Pull only: master column that receives the site id.
     pub site_column: Option<String>,
+    /// Overlap re-read every run below the checkpoint's cursor, so rows
+    /// committed late with an older cursor value still arrive (time cursors
+    /// only; default 5 s; zero disables).
+    pub cursor_lag: Duration,
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
@@ -576,6 +584,15 @@ fn validate_stream(
             Err(e) => problems.push(format!("{place}: `query`: {e}")),
         }
     }
+    let cursor_lag = match &raw.cursor_lag {
+        Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
+            problems.push(format!(
+                "{place}: `cursor_lag` `{text}`: {e} (examples: `5s`, `2m`, `0s` to disable)"
+            ));
+            DEFAULT_CURSOR_LAG
+        }),
+        None => DEFAULT_CURSOR_LAG,
+    };
     if problems.len() > before {
         return None;
     }
@@ -586,6 +603,7 @@ fn validate_stream(
         primary_key: raw.primary_key,
         cursor,
         site_column: raw.site_column,
+        cursor_lag,
         columns,
     })
 }

@@ -15,6 +15,8 @@ mod sqlite;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 pub use self::postgres::PgConnector;
 pub use self::sqlite::SqliteConnector;
 use crate::config::DbUrl;
@@ -220,6 +222,23 @@ impl Connector {
         match self {
             Connector::Postgres(_) => postgres::DECODED_TYPES.contains(&type_name),
             Connector::Sqlite(_) => true,
+        }
+    }
+
+    /// The database's clock and the start of its oldest open transaction
+    /// (see `Dialect::visibility_sql`); `None` where the dialect cannot tell.
+    pub async fn visibility(&self) -> Result<Option<(DateTime<Utc>, Option<DateTime<Utc>>)>> {
+        let Some(sql) = self.dialect().visibility_sql() else {
+            return Ok(None);
+        };
+        let batch = self.query(sql, &[]).await?;
+        let row = batch.rows.first();
+        match row.map(|r| (&r[0], &r[1])) {
+            Some((Value::TimestampTz(now), Value::TimestampTz(oldest))) => {
+                Ok(Some((*now, Some(*oldest))))
+            }
+            Some((Value::TimestampTz(now), _)) => Ok(Some((*now, None))),
+            _ => Ok(None),
         }
     }
 

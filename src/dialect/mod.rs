@@ -51,6 +51,9 @@ pub struct KeysetSelect<'a> {
     /// The position to resume after (one value per `order_by` column, bound
     /// as parameters numbered from `first_param`); `None` reads from the start.
     pub after: Option<&'a [Value]>,
+    /// Instead of `after`: read rows whose cursor is at or above this value
+    /// (bound as parameter `first_param`), to re-read the late-commit overlap.
+    pub from_cursor: Option<&'a Value>,
     /// Number of the first keyset parameter (1-based); earlier numbers
     /// belong to `:site.*` placeholders of a query.
     pub first_param: usize,
@@ -152,6 +155,21 @@ impl Dialect {
         }
     }
 
+    /// SQL returning the source's clock and the start of its oldest open
+    /// transaction in this database (other sessions; NULL if none or not
+    /// visible to the login), or `None` where the dialect cannot tell
+    /// (SQLite). Used for the late-commit floor (`crate::capture`).
+    pub fn visibility_sql(self) -> Option<&'static str> {
+        match self {
+            Dialect::Postgres => Some(
+                "SELECT statement_timestamp(), (SELECT min(xact_start) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND backend_type = 'client backend' AND xact_start IS NOT NULL)",
+            ),
+            Dialect::Sqlite => None,
+        }
+    }
+
     /// SQL for one keyset page (see [`KeysetSelect`]).
     pub fn keyset_select(self, spec: &KeysetSelect<'_>) -> String {
         let select_list = match spec.columns {
@@ -185,7 +203,14 @@ impl Dialect {
             "SELECT {select_list} FROM {from} WHERE {} IS NOT NULL",
             self.quote_ident(&spec.order_by[0])
         );
-        if let Some(position) = spec.after {
+        if let Some(cursor) = spec.from_cursor {
+            let _ = write!(
+                sql,
+                " AND {} >= {}",
+                self.quote_ident(&spec.order_by[0]),
+                self.typed_placeholder(spec.first_param, cursor)
+            );
+        } else if let Some(position) = spec.after {
             let placeholders: Vec<String> = position
                 .iter()
                 .enumerate()
@@ -337,6 +362,7 @@ mod tests {
             text_columns: &[],
             order_by: &order,
             after: None,
+            from_cursor: None,
             first_param: 1,
             limit: 500,
         });
@@ -352,6 +378,7 @@ mod tests {
             text_columns: &[],
             order_by: &order,
             after: Some(&[Value::Text("t".into()), Value::Int(1)]),
+            from_cursor: None,
             first_param: 2,
             limit: 10,
         });
@@ -373,10 +400,32 @@ mod tests {
             text_columns: &[],
             order_by: &order,
             after: Some(&position),
+            from_cursor: None,
             first_param: 1,
             limit: 3,
         });
         assert!(sql.contains("> ($1::numeric, $2::bigint)"), "{sql}");
+    }
+
+    #[test]
+    fn overlap_reads_start_at_a_cursor_value() {
+        let order = strings(&["updated_at", "id"]);
+        let resume = Value::Timestamp(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().into());
+        let sql = Dialect::Postgres.keyset_select(&KeysetSelect {
+            from: SelectFrom::Table("sales"),
+            columns: None,
+            text_columns: &[],
+            order_by: &order,
+            after: None,
+            from_cursor: Some(&resume),
+            first_param: 1,
+            limit: 5,
+        });
+        assert_eq!(
+            sql,
+            "SELECT * FROM \"sales\" WHERE \"updated_at\" IS NOT NULL AND \"updated_at\" >= $1::timestamp \
+             ORDER BY \"updated_at\", \"id\" LIMIT 5"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Progress, StreamReport, SyncOptions};
+use crate::capture;
 use crate::config::{Direction, Flow, Site, Source, Stream};
 use crate::connector::{Connector, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
@@ -332,7 +333,7 @@ impl ResolvedSource {
             }
         }
         let keyset = stream.keyset_source_columns();
-        let probe = resolved.keyset_select(source.dialect(), &keyset, None, batch_size);
+        let probe = resolved.keyset_select(source.dialect(), &keyset, None, None, batch_size);
         let what = match &stream.source {
             Source::Table(table) => format!("table `{table}`"),
             Source::Query(_) => "`query`".to_string(),
@@ -371,6 +372,7 @@ impl ResolvedSource {
         dialect: crate::dialect::Dialect,
         keyset: &[String],
         position: Option<&[Value]>,
+        from_cursor: Option<&Value>,
         limit: usize,
     ) -> String {
         let from = match &self.from {
@@ -383,6 +385,7 @@ impl ResolvedSource {
             text_columns: &self.text_columns,
             order_by: keyset,
             after: position,
+            from_cursor,
             first_param: self.site_params.len() + 1,
             limit,
         })
@@ -439,8 +442,10 @@ impl StreamRun<'_> {
             .load_checkpoint(master, &key)
             .await
             .map_err(|e| e.to_string())?;
-        let mut position: Option<Vec<Value>> = match stored {
-            Some(checkpoint) if checkpoint.fingerprint == fingerprint => Some(checkpoint.position),
+        // `saved`: the furthest position applied (what the checkpoint holds);
+        // `read_start`: where this run's first read begins.
+        let mut saved: Option<Checkpoint> = match stored {
+            Some(checkpoint) if checkpoint.fingerprint == fingerprint => Some(checkpoint),
             Some(_) => {
                 report.note = Some(
                     "stream definition or site tags changed since the last run: backfilling from the start".into(),
@@ -458,6 +463,20 @@ impl StreamRun<'_> {
             }
             None => None,
         };
+        // Late commits: the first read re-reads the overlap from
+        // `resume_from`; the floor for the next run comes from the source's
+        // clock and open transactions, taken before reading.
+        let mut resume = saved.as_ref().and_then(|c| c.resume_from.clone());
+        let mut after: Option<Vec<Value>> = saved.as_ref().map(|c| c.position.clone());
+        let floor = match source.visibility().await {
+            Ok(Some((now, oldest))) => Some(capture::visibility_floor(
+                now,
+                oldest,
+                self.stream.cursor_lag,
+            )),
+            Ok(None) => None,
+            Err(e) => return Err(format!("reading the clock of {source_place}: {e}")),
+        };
 
         let keyset = self.stream.keyset_source_columns();
         let mut mapping: Option<RowMapping> = None;
@@ -465,10 +484,22 @@ impl StreamRun<'_> {
             if self.cancel.is_cancelled() {
                 return Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
             }
-            let sql =
-                resolved.keyset_select(source.dialect(), &keyset, position.as_deref(), batch_size);
+            let from_cursor = resume.take();
+            let read_after = if from_cursor.is_some() {
+                None
+            } else {
+                after.as_deref()
+            };
+            let sql = resolved.keyset_select(
+                source.dialect(),
+                &keyset,
+                read_after,
+                from_cursor.as_ref(),
+                batch_size,
+            );
             let mut params = site_values.clone();
-            params.extend(position.iter().flatten().cloned());
+            params.extend(from_cursor.iter().cloned());
+            params.extend(read_after.iter().flat_map(|p| p.iter().cloned()));
             let batch = source
                 .query(&sql, &params)
                 .await
@@ -487,25 +518,26 @@ impl StreamRun<'_> {
             }
             let mapping = mapping.as_ref().expect("mapping was just built");
             let last_row = batch.rows.last().expect("batch is not empty");
-            let new_position = mapping.position(last_row)?;
+            let batch_end = mapping.position(last_row)?;
             let rows = mapping.map_rows(&batch, &self.site.id);
             mapping.check_unique_keys(&rows)?;
             let read = rows.len() as u64;
+            let position = match &saved {
+                Some(checkpoint) => checkpoint.later_position(&batch_end),
+                None => batch_end.clone(),
+            };
+            let checkpoint = Checkpoint {
+                resume_from: if self.stream.cursor_lag.is_zero() && floor.is_none() {
+                    None
+                } else {
+                    capture::resume_from(&position[0], self.stream.cursor_lag, floor)
+                },
+                position,
+                fingerprint: fingerprint.clone(),
+            };
             let written = if self.options.dry_run {
                 0
             } else {
-                let checkpoint = Checkpoint {
-                    position: new_position.clone(),
-                    fingerprint: fingerprint.clone(),
-                };
-                if let Some(old) = &position {
-                    Checkpoint {
-                        position: old.clone(),
-                        fingerprint: String::new(),
-                    }
-                    .check_advance(&new_position)
-                    .map_err(|e| e.to_string())?;
-                }
                 let spec = UpsertSpec {
                     table: &self.stream.target,
                     columns: &mapping.target_columns,
@@ -533,7 +565,8 @@ impl StreamRun<'_> {
                 read,
                 written,
             );
-            position = Some(new_position);
+            saved = Some(checkpoint);
+            after = Some(batch_end);
             if batch.len() < batch_size {
                 break;
             }

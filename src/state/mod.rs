@@ -20,7 +20,7 @@ use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How often a running run records that it is alive (and its row counts).
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -50,14 +50,6 @@ pub enum StateError {
         /// Age of its last heartbeat, in seconds.
         seconds: u64,
     },
-    /// A checkpoint would move backwards.
-    #[error("checkpoint would move backwards from {old} to {new}; refusing to write it")]
-    Backwards {
-        /// Stored position.
-        old: String,
-        /// Refused position.
-        new: String,
-    },
 }
 
 // Not `#[from]`: that would also make the cause a `source()`, and `{:#}`
@@ -85,26 +77,31 @@ pub struct CheckpointKey {
 /// A stored checkpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
-    /// Last (cursor, primary key...) applied, as source values.
+    /// Furthest (cursor, primary key...) applied, as source values.
     pub position: Vec<Value>,
     /// Hash of what defines the stream for this site (see `flow::fingerprint`).
     pub fingerprint: String,
+    /// Cursor value the next run starts reading at (inclusive): the
+    /// position's cursor minus the stream's `cursor_lag`, lowered further to
+    /// the start of the oldest open write transaction seen at the site. Rows
+    /// committed late with an older cursor value are found there. `None`:
+    /// resume strictly after `position` (no overlap).
+    pub resume_from: Option<Value>,
 }
 
 impl Checkpoint {
-    /// Checks that `new_position` is strictly after this checkpoint's.
+    /// The position to store after applying a batch that ended at
+    /// `new_position`: the later of the two, so re-reading the overlap below
+    /// the checkpoint never moves it back.
     ///
     /// Where the order depends on a text collation only the database knows
-    /// (see [`Value::compare`]), the database's `ORDER BY` is trusted.
-    ///
-    /// Errors: [`StateError::Backwards`] if it is equal or provably before.
-    pub fn check_advance(&self, new_position: &[Value]) -> Result<()> {
+    /// (see [`Value::compare`]), the database's `ORDER BY` is trusted and the
+    /// new position is taken; a run always reads to the end of its source,
+    /// so its last save is the furthest position in either case.
+    pub fn later_position(&self, new_position: &[Value]) -> Vec<Value> {
         match compare_positions(&self.position, new_position) {
-            Some(std::cmp::Ordering::Less) | None => Ok(()),
-            Some(_) => Err(StateError::Backwards {
-                old: format_position(&self.position),
-                new: format_position(new_position),
-            }),
+            Some(std::cmp::Ordering::Equal | std::cmp::Ordering::Greater) => self.position.clone(),
+            Some(std::cmp::Ordering::Less) | None => new_position.to_vec(),
         }
     }
 }
@@ -293,6 +290,11 @@ impl StateStore {
                 "ALTER TABLE {} ADD COLUMN heartbeat_at {ts}",
                 self.table("runs")
             )],
+            // Late commits: where the next read starts (at or below the position).
+            3 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN resume_from TEXT",
+                self.table("checkpoints")
+            )],
             _ => Vec::new(),
         }
     }
@@ -306,7 +308,7 @@ impl StateStore {
         let params = key_values(key);
         let p = self.placeholders(&params);
         let sql = format!(
-            "SELECT position, fingerprint FROM {} WHERE flow = {} AND stream = {} AND site = {}",
+            "SELECT position, fingerprint, resume_from FROM {} WHERE flow = {} AND stream = {} AND site = {}",
             self.table("checkpoints"),
             p[0],
             p[1],
@@ -323,9 +325,16 @@ impl StateStore {
         };
         let position: Vec<Value> = serde_json::from_str(position)
             .map_err(|e| StateError::Corrupt(format!("checkpoint of {key:?}: {e}")))?;
+        let resume_from: Option<Value> = match &row[2] {
+            Value::Text(json) => Some(serde_json::from_str(json).map_err(|e| {
+                StateError::Corrupt(format!("checkpoint of {key:?}: resume_from: {e}"))
+            })?),
+            _ => None,
+        };
         Ok(Some(Checkpoint {
             position,
             fingerprint: fingerprint.clone(),
+            resume_from,
         }))
     }
 
@@ -339,15 +348,24 @@ impl StateStore {
     ) -> Result<()> {
         let position = serde_json::to_string(&checkpoint.position)
             .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?;
+        let resume_from = match &checkpoint.resume_from {
+            Some(value) => Value::Text(
+                serde_json::to_string(value)
+                    .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?,
+            ),
+            None => Value::Null,
+        };
         let mut params = key_values(key);
         params.push(Value::Text(position));
         params.push(Value::Text(checkpoint.fingerprint.clone()));
         params.push(Value::TimestampTz(Utc::now()));
+        params.push(resume_from);
         let p = self.placeholders(&params);
         let sql = format!(
-            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at) VALUES ({}) \
+            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from) VALUES ({}) \
              ON CONFLICT (flow, stream, site) DO UPDATE SET position = excluded.position, \
-             fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+             fingerprint = excluded.fingerprint, updated_at = excluded.updated_at, \
+             resume_from = excluded.resume_from",
             self.table("checkpoints"),
             p.join(", ")
         );
@@ -647,27 +665,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoints_only_move_forward() {
+    fn checkpoints_keep_the_later_position() {
         let checkpoint = Checkpoint {
             position: vec![Value::Int(5), Value::Int(2)],
             fingerprint: "f".into(),
+            resume_from: None,
         };
-        assert!(
-            checkpoint
-                .check_advance(&[Value::Int(5), Value::Int(3)])
-                .is_ok()
-        );
-        let err = checkpoint
-            .check_advance(&[Value::Int(5), Value::Int(2)])
-            .unwrap_err();
+        // Ahead: taken.
         assert_eq!(
-            err.to_string(),
-            "checkpoint would move backwards from (5, 2) to (5, 2); refusing to write it"
+            checkpoint.later_position(&[Value::Int(5), Value::Int(3)]),
+            [Value::Int(5), Value::Int(3)]
         );
-        assert!(
-            checkpoint
-                .check_advance(&[Value::Int(4), Value::Int(9)])
-                .is_err()
+        // Re-read overlap (behind or equal): the stored position stays.
+        assert_eq!(
+            checkpoint.later_position(&[Value::Int(4), Value::Int(9)]),
+            [Value::Int(5), Value::Int(2)]
+        );
+        assert_eq!(
+            checkpoint.later_position(&[Value::Int(5), Value::Int(2)]),
+            [Value::Int(5), Value::Int(2)]
+        );
+        // Collation-dependent text: the database's order is trusted.
+        let text = Checkpoint {
+            position: vec![Value::Text("b".into())],
+            fingerprint: "f".into(),
+            resume_from: None,
+        };
+        assert_eq!(
+            text.later_position(&[Value::Text("a".into())]),
+            [Value::Text("a".into())]
         );
     }
 }
