@@ -7,10 +7,11 @@
 //! transaction (serialised between hubs by an advisory lock on PostgreSQL).
 //!
 //! Checkpoint rules (after quickwit's `checkpoint.rs`): a checkpoint is the
-//! last keyset position (cursor, primary key...) applied, with a fingerprint
-//! of what defines the stream for that site. A new position must be strictly
-//! after the old one ([`Checkpoint::check_advance`]); a pull writes it in the
-//! same master transaction as the batch it covers.
+//! furthest keyset position (cursor, primary key...) applied, with a
+//! fingerprint of what defines the stream for that site and the cursor value
+//! the next run re-reads from (`resume_from`, for late commits). Re-reading
+//! that overlap never moves the position back ([`Checkpoint::later_position`]);
+//! a pull writes it in the same master transaction as the batch it covers.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
