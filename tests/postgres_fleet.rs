@@ -531,3 +531,76 @@ fn a_transaction_held_open_across_a_pull_still_arrives() {
         "1,2,3,100"
     );
 }
+
+/// A site that accepts the connection and then does not answer (here: its
+/// table is locked) fails its run after its `statement_timeout` instead of
+/// holding the pass; the other site syncs.
+#[test]
+fn a_hanging_site_fails_after_its_statement_timeout() {
+    let master = pg_create_db("hang_master");
+    let stuck = pg_create_db("hang_stuck");
+    let fine = pg_create_db("hang_fine");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    for site in [&stuck, &fine] {
+        psql(
+            site,
+            "CREATE TABLE sales (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT now());",
+        );
+        psql(site, "INSERT INTO sales (id) VALUES (1), (2);");
+    }
+    let mut locker = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &stuck])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut stdin = locker.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(stdin, "BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE;").unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while psql(
+        &stuck,
+        "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'sales'::regclass",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\
+         [[site]]\nid = \"stuck\"\nurl = \"{stuck}\"\nstatement_timeout = \"2s\"\n\
+         [[site]]\nid = \"fine\"\nurl = \"{fine}\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    let started = std::time::Instant::now();
+    let out = fleet.hubsync(&["sync"]);
+    let took = started.elapsed();
+    writeln!(stdin, "ROLLBACK;").unwrap();
+    drop(stdin);
+    let _ = locker.wait();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "flow `sales` stream `sales` site `stuck`: reading from the site: table `sales`: no answer within 2 s (`statement_timeout`)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT store_id, count(*) FROM sales GROUP BY store_id"
+        ),
+        "fine|2"
+    );
+}

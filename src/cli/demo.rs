@@ -346,6 +346,7 @@ async fn open_sqlite(path: &Path) -> anyhow::Result<Connector> {
         max_connections: 1,
         connect_timeout: std::time::Duration::from_secs(10),
         acquire_timeout: std::time::Duration::from_secs(60),
+        statement_timeout: None,
         create_if_missing: true,
     };
     Ok(Connector::connect(&url, &options).await?)

@@ -49,6 +49,29 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Default `statement_timeout`: 5 minutes.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Parses an optional timeout; `"0s"` means no limit (`Some(None)`), an
+/// absent key `None`. A bad value is recorded under `what`.
+fn parse_timeout(
+    text: Option<&str>,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Option<Option<Duration>> {
+    let text = text?;
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Some(None),
+        Ok(d) => Some(Some(d)),
+        Err(e) => {
+            problems.push(format!(
+                "{what} `{text}`: {e} (examples: `30s`, `5m`, `0s` for no limit)"
+            ));
+            None
+        }
+    }
+}
+
 /// Default `cursor_lag`: how far below the checkpoint each run re-reads.
 pub const DEFAULT_CURSOR_LAG: Duration = Duration::from_secs(5);
 
@@ -73,6 +96,7 @@ struct RawHub {
     master_write_concurrency: Option<usize>,
     batch_size: Option<usize>,
     connect_timeout: Option<String>,
+    statement_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +112,7 @@ struct RawSite {
     id: String,
     url: String,
     password: Option<String>,
+    statement_timeout: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
 }
@@ -146,6 +171,10 @@ pub struct HubConfig {
     pub batch_size: usize,
     /// Time allowed to open one database connection (default 10 s).
     pub connect_timeout: Duration,
+    /// Longest one statement may take at the master or a site (default
+    /// 5 min); `None` (`"0s"`) means no limit. A site that stops answering
+    /// fails its run after this long instead of holding its flow's pass.
+    pub statement_timeout: Option<Duration>,
 }
 
 /// One remote database.
@@ -155,12 +184,20 @@ pub struct Site {
     pub id: String,
     /// How to reach it.
     pub url: DbUrl,
+    /// Overrides `hub.statement_timeout` for this site (`Some(None)`: no
+    /// limit).
+    pub statement_timeout: Option<Option<Duration>>,
     /// Free-form tags (`region`, `price_zone`, `timezone`...), bound into
     /// push queries as `:site.<tag>`.
     pub tags: BTreeMap<String, String>,
 }
 
 impl Site {
+    /// This site's statement timeout: its own, else the hub's.
+    pub fn statement_timeout(&self, hub: &HubConfig) -> Option<Duration> {
+        self.statement_timeout.unwrap_or(hub.statement_timeout)
+    }
+
     /// Value of `:site.<name>`: the id for `id`, else the tag.
     pub fn attribute(&self, name: &str) -> Option<&str> {
         if name == "id" {
@@ -367,6 +404,12 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         }),
         None => Duration::from_secs(10),
     };
+    let statement_timeout = parse_timeout(
+        raw.hub.statement_timeout.as_deref(),
+        "`hub.statement_timeout`",
+        problems,
+    )
+    .unwrap_or(Some(DEFAULT_STATEMENT_TIMEOUT));
     let hub = HubConfig {
         max_concurrent_sites: positive(
             raw.hub.max_concurrent_sites,
@@ -382,6 +425,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         ),
         batch_size: positive(raw.hub.batch_size, "batch_size", 10_000, problems),
         connect_timeout,
+        statement_timeout,
     };
 
     let master = match raw.master {
@@ -409,11 +453,19 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             problems.push(format!("{place}: duplicate site id"));
         }
         match DbUrl::parse(&raw_site.url, raw_site.password, base_dir) {
-            Ok(url) => sites.push(Site {
-                id: raw_site.id,
-                url,
-                tags: raw_site.tags,
-            }),
+            Ok(url) => {
+                let statement_timeout = parse_timeout(
+                    raw_site.statement_timeout.as_deref(),
+                    &format!("{place}: `statement_timeout`"),
+                    problems,
+                );
+                sites.push(Site {
+                    id: raw_site.id,
+                    url,
+                    statement_timeout,
+                    tags: raw_site.tags,
+                })
+            }
             Err(e) => problems.push(format!("{place}: `url`: {e}")),
         }
     }

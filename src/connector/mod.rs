@@ -42,6 +42,14 @@ pub enum ConnectorError {
         /// The timeout, in seconds.
         seconds: u64,
     },
+    /// A statement took longer than the statement timeout.
+    #[error(
+        "no answer within {seconds} s (`statement_timeout`); the database is overloaded or unreachable"
+    )]
+    Timeout {
+        /// The timeout, in seconds.
+        seconds: u64,
+    },
     /// A statement failed at the database.
     #[error("{0}")]
     Database(String),
@@ -79,6 +87,8 @@ pub struct ConnectOptions {
     /// Time a task may wait for a free connection of the pool (long for
     /// the master, whose pool is shared by many site tasks).
     pub acquire_timeout: Duration,
+    /// Longest one statement (or transaction step) may take; `None`: no limit.
+    pub statement_timeout: Option<Duration>,
     /// SQLite only: create the file if it is missing (the master and the
     /// demo; never a site, whose missing file is an error).
     pub create_if_missing: bool,
@@ -124,12 +134,35 @@ impl TableInfo {
     }
 }
 
-/// A connection pool to one database, per dialect.
-pub enum Connector {
-    /// PostgreSQL.
+/// A connection pool to one database, with the time each statement may
+/// take.
+pub struct Connector {
+    pool: Pool,
+    statement_timeout: Option<Duration>,
+}
+
+/// The per-dialect pool: a closed set, dispatched by `match`.
+enum Pool {
     Postgres(PgConnector),
-    /// SQLite.
     Sqlite(SqliteConnector),
+}
+
+/// Bounds one database operation by `timeout`; an operation that does not
+/// finish in time is dropped (its connection is discarded by the driver).
+async fn timed<T>(
+    timeout: Option<Duration>,
+    operation: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match timeout {
+        None => operation.await,
+        Some(limit) => {
+            tokio::time::timeout(limit, operation)
+                .await
+                .unwrap_or(Err(ConnectorError::Timeout {
+                    seconds: limit.as_secs(),
+                }))
+        }
+    }
 }
 
 impl Connector {
@@ -140,12 +173,12 @@ impl Connector {
     pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<Connector> {
         let connecting = async {
             match url {
-                DbUrl::Postgres { .. } => PgConnector::connect(url, options)
-                    .await
-                    .map(Connector::Postgres),
+                DbUrl::Postgres { .. } => {
+                    PgConnector::connect(url, options).await.map(Pool::Postgres)
+                }
                 DbUrl::Sqlite { path } => SqliteConnector::connect(path, options)
                     .await
-                    .map(Connector::Sqlite),
+                    .map(Pool::Sqlite),
             }
         };
         // The pool's own acquire timeout covers later acquisitions; this
@@ -153,7 +186,10 @@ impl Connector {
         match tokio::time::timeout(options.connect_timeout + Duration::from_secs(1), connecting)
             .await
         {
-            Ok(result) => result,
+            Ok(result) => result.map(|pool| Connector {
+                pool,
+                statement_timeout: options.statement_timeout,
+            }),
             Err(_) => Err(ConnectorError::ConnectTimeout {
                 url: url.redacted(),
                 seconds: options.connect_timeout.as_secs(),
@@ -163,55 +199,70 @@ impl Connector {
 
     /// The dialect of this database.
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Connector::Postgres(_) => Dialect::Postgres,
-            Connector::Sqlite(_) => Dialect::Sqlite,
+        match self.pool {
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Sqlite(_) => Dialect::Sqlite,
         }
     }
 
     /// Runs a query and returns all its rows (used for bounded keyset
     /// pages and small state queries; memory is the page size).
     pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
-        match self {
-            Connector::Postgres(c) => c.query(sql, params).await,
-            Connector::Sqlite(c) => c.query(sql, params).await,
-        }
+        timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Postgres(c) => c.query(sql, params).await,
+                Pool::Sqlite(c) => c.query(sql, params).await,
+            }
+        })
+        .await
     }
 
     /// Runs a statement outside any explicit transaction; returns rows
     /// affected.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
-        match self {
-            Connector::Postgres(c) => c.execute(sql, params).await,
-            Connector::Sqlite(c) => c.execute(sql, params).await,
-        }
+        timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Postgres(c) => c.execute(sql, params).await,
+                Pool::Sqlite(c) => c.execute(sql, params).await,
+            }
+        })
+        .await
     }
 
     /// Runs several statements (no parameters) in order, as a migration does.
     pub async fn execute_script(&self, sql: &str) -> Result<()> {
-        match self {
-            Connector::Postgres(c) => c.execute_script(sql).await,
-            Connector::Sqlite(c) => c.execute_script(sql).await,
-        }
+        timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Postgres(c) => c.execute_script(sql).await,
+                Pool::Sqlite(c) => c.execute_script(sql).await,
+            }
+        })
+        .await
     }
 
     /// Describes table `table` (as written in config); `None` if it does
     /// not exist.
     pub async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>> {
-        match self {
-            Connector::Postgres(c) => c.describe_table(table).await,
-            Connector::Sqlite(c) => c.describe_table(table).await,
-        }
+        timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Postgres(c) => c.describe_table(table).await,
+                Pool::Sqlite(c) => c.describe_table(table).await,
+            }
+        })
+        .await
     }
 
     /// Names and type names of the columns a query would return, found by
     /// preparing it (nothing is read). Type names are the driver's
     /// (`INT4`, `NUMERIC`, `INT4[]` on PostgreSQL; declared types on SQLite).
     pub async fn describe_query(&self, sql: &str) -> Result<Vec<(String, String)>> {
-        match self {
-            Connector::Postgres(c) => c.describe_query(sql).await,
-            Connector::Sqlite(c) => c.describe_query(sql).await,
-        }
+        timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Postgres(c) => c.describe_query(sql).await,
+                Pool::Sqlite(c) => c.describe_query(sql).await,
+            }
+        })
+        .await
     }
 
     /// True if values of a column of this type are decoded natively; other
@@ -219,9 +270,9 @@ impl Connector {
     /// parses back (arrays, intervals, enums... on PostgreSQL). SQLite reads
     /// every storage class natively.
     pub fn decodes_natively(&self, type_name: &str) -> bool {
-        match self {
-            Connector::Postgres(_) => postgres::DECODED_TYPES.contains(&type_name),
-            Connector::Sqlite(_) => true,
+        match self.pool {
+            Pool::Postgres(_) => postgres::DECODED_TYPES.contains(&type_name),
+            Pool::Sqlite(_) => true,
         }
     }
 
@@ -244,44 +295,68 @@ impl Connector {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        match self {
-            Connector::Postgres(c) => c.begin().await.map(Tx::Postgres),
-            Connector::Sqlite(c) => c.begin().await.map(Tx::Sqlite),
-        }
+        let inner = timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Postgres(c) => c.begin().await.map(TxInner::Postgres),
+                Pool::Sqlite(c) => c.begin().await.map(TxInner::Sqlite),
+            }
+        })
+        .await?;
+        Ok(Tx {
+            inner,
+            statement_timeout: self.statement_timeout,
+        })
     }
 
-    /// Closes every connection of the pool.
+    /// Closes every connection of the pool (waiting at most 2 s).
     pub async fn close(&self) {
-        match self {
-            Connector::Postgres(c) => c.close().await,
-            Connector::Sqlite(c) => c.close().await,
-        }
+        // A connection stuck in a statement that timed out would make the
+        // pool wait for it forever; it is abandoned after a short grace.
+        let closing = async {
+            match &self.pool {
+                Pool::Postgres(c) => c.close().await,
+                Pool::Sqlite(c) => c.close().await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
     }
 }
 
-/// An open transaction; dropped without [`Tx::commit`] it rolls back.
-pub enum Tx {
-    /// PostgreSQL.
+/// An open transaction; dropped without [`Tx::commit`] it rolls back. Each
+/// operation is bounded by the connector's statement timeout.
+pub struct Tx {
+    inner: TxInner,
+    statement_timeout: Option<Duration>,
+}
+
+enum TxInner {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    /// SQLite.
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
 }
 
 impl Tx {
     /// Runs a statement; returns rows affected.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        match self {
-            Tx::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
-            Tx::Sqlite(tx) => sqlite::execute_on(tx, sql, params).await,
-        }
+        let timeout = self.statement_timeout;
+        timed(timeout, async {
+            match &mut self.inner {
+                TxInner::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
+                TxInner::Sqlite(tx) => sqlite::execute_on(tx, sql, params).await,
+            }
+        })
+        .await
     }
 
     /// Runs a query; returns its rows.
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Batch> {
-        match self {
-            Tx::Postgres(tx) => postgres::query_on(tx, sql, params).await,
-            Tx::Sqlite(tx) => sqlite::query_on(tx, sql, params).await,
-        }
+        let timeout = self.statement_timeout;
+        timed(timeout, async {
+            match &mut self.inner {
+                TxInner::Postgres(tx) => postgres::query_on(tx, sql, params).await,
+                TxInner::Sqlite(tx) => sqlite::query_on(tx, sql, params).await,
+            }
+        })
+        .await
     }
 
     /// Upserts `rows` (each with `spec.columns.len()` values in that order);
@@ -289,19 +364,26 @@ impl Tx {
     /// Splits into several statements when the dialect's bind-parameter
     /// limit requires it.
     pub async fn upsert(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
-        match self {
-            Tx::Postgres(tx) => postgres::upsert_on(tx, spec, rows).await,
-            Tx::Sqlite(tx) => sqlite::upsert_on(tx, spec, rows).await,
-        }
+        let timeout = self.statement_timeout;
+        timed(timeout, async {
+            match &mut self.inner {
+                TxInner::Postgres(tx) => postgres::upsert_on(tx, spec, rows).await,
+                TxInner::Sqlite(tx) => sqlite::upsert_on(tx, spec, rows).await,
+            }
+        })
+        .await
     }
 
     /// Commits.
     pub async fn commit(self) -> Result<()> {
-        let result = match self {
-            Tx::Postgres(tx) => tx.commit().await,
-            Tx::Sqlite(tx) => tx.commit().await,
-        };
-        result.map_err(db_error)
+        timed(self.statement_timeout, async {
+            match self.inner {
+                TxInner::Postgres(tx) => tx.commit().await,
+                TxInner::Sqlite(tx) => tx.commit().await,
+            }
+            .map_err(db_error)
+        })
+        .await
     }
 }
 

@@ -51,6 +51,7 @@ pub async fn check(config: &Config) -> CheckReport {
         max_connections: 1,
         connect_timeout: config.hub.connect_timeout,
         acquire_timeout: config.hub.connect_timeout + Duration::from_secs(1),
+        statement_timeout: config.hub.statement_timeout,
         create_if_missing: create,
     };
     let master = match Connector::connect(&config.master, &options(false)).await {

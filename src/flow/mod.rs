@@ -157,6 +157,7 @@ impl Hub {
             max_connections: (config.hub.master_write_concurrency + 4) as u32,
             connect_timeout: config.hub.connect_timeout,
             acquire_timeout: Duration::from_secs(600),
+            statement_timeout: config.hub.statement_timeout,
             create_if_missing: create,
         };
         let master = Connector::connect(&config.master, &options)
@@ -348,6 +349,7 @@ impl Hub {
             max_connections: 1,
             connect_timeout: self.config.hub.connect_timeout,
             acquire_timeout: self.config.hub.connect_timeout,
+            statement_timeout: site.statement_timeout(&self.config.hub),
             create_if_missing: false,
         };
         let site_conn = Connector::connect(&site.url, &site_options)

@@ -423,7 +423,7 @@ impl StreamRun<'_> {
 
         let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
             .await
-            .map_err(|e| format!("{source_place}: {e}"))?;
+            .map_err(|e| format!("reading from {source_place}: {e}"))?;
         let site_params = &resolved.site_params;
         let site_values: Vec<Value> = site_params
             .iter()

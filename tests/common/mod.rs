@@ -183,6 +183,7 @@ async fn sqlite_connect(path: &std::path::Path) -> hubsync::connector::Connector
         max_connections: 1,
         connect_timeout: std::time::Duration::from_secs(10),
         acquire_timeout: std::time::Duration::from_secs(10),
+        statement_timeout: None,
         create_if_missing: true,
     };
     hubsync::connector::Connector::connect(&url, &options)
