@@ -19,7 +19,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One column value of one row.
@@ -109,10 +109,12 @@ impl Value {
                 }
                 out
             }
-            Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+            Value::Date(d) => pg_era(d.year(), d.format("-%m-%d").to_string()),
             Value::Time(t) => t.format("%H:%M:%S%.6f").to_string(),
-            Value::Timestamp(ts) => ts.format(TIMESTAMP_TEXT_FORMAT).to_string(),
-            Value::TimestampTz(ts) => ts.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+            Value::Timestamp(ts) => pg_era(ts.year(), ts.format("-%m-%d %H:%M:%S%.6f").to_string()),
+            Value::TimestampTz(ts) => {
+                pg_era(ts.year(), ts.format("-%m-%d %H:%M:%S%.6f+00").to_string())
+            }
             Value::Uuid(u) => u.hyphenated().to_string(),
         })
     }
@@ -163,6 +165,17 @@ pub fn compare_positions(left: &[Value], right: &[Value]) -> Option<Ordering> {
         }
     }
     Some(left.len().cmp(&right.len()))
+}
+
+/// A date in PostgreSQL's input syntax from its proleptic year and the text
+/// after the year: years up to 0 are written with the `BC` suffix, where
+/// year 0 is 1 BC (`-4712` -> `4713-01-01 BC`), as PostgreSQL reads them.
+fn pg_era(year: i32, rest: String) -> String {
+    if year > 0 {
+        format!("{year:04}{rest}")
+    } else {
+        format!("{:04}{rest} BC", 1 - year)
+    }
 }
 
 /// Text of a float that parses back to the same bits; `NaN`, `Infinity` and
@@ -359,6 +372,18 @@ mod tests {
             "2026-03-28 23:30:00.500000+00"
         );
         assert_eq!(Value::Null.to_pg_text(), None);
+        // BC: proleptic year -4712 is 4713 BC.
+        let julian_day_zero = NaiveDate::from_ymd_opt(-4712, 1, 1).unwrap();
+        assert_eq!(
+            Value::Date(julian_day_zero).to_pg_text().unwrap(),
+            "4713-01-01 BC"
+        );
+        assert_eq!(
+            Value::Timestamp(julian_day_zero.and_hms_opt(12, 0, 0).unwrap())
+                .to_pg_text()
+                .unwrap(),
+            "4713-01-01 12:00:00.000000 BC"
+        );
     }
 
     #[test]

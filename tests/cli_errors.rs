@@ -188,3 +188,100 @@ fn status_does_not_create_a_missing_sqlite_master() {
     );
     assert!(!fleet.path("typo.db").exists());
 }
+
+/// Regression: `primary_key = ["id", "id"]` passed validation.
+#[test]
+fn repeated_primary_key_column_is_named() {
+    let out = sync_with(&format!(
+        "{GOOD_HEAD}{}",
+        GOOD_FLOW.replace("[\"id\"]", "[\"id\", \"id\"]")
+    ));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "error: config `{}`: flow `sales` stream `sales`: `primary_key` lists `id` more than once; list each key column once",
+            config_path_in(&out)
+        )
+    );
+}
+
+/// Regression: a blank `cursor` and an empty `target` passed validation.
+#[test]
+fn blank_cursor_and_target_are_named() {
+    let out = sync_with(&format!(
+        "{GOOD_HEAD}{}",
+        GOOD_FLOW
+            .replace("cursor = \"updated_at\"", "cursor = \"  \"")
+            .replace("target = \"sales\"", "target = \"\"\n  name = \"sales\"")
+    ));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "error: config `{}`: 2 problems:\n  - flow `sales` stream `sales`: `target` is empty; name the table to write, e.g. `target = \"sales\"`\n  - flow `sales` stream `sales`: `cursor` is empty; name the column whose increasing value marks progress, e.g. `cursor = \"updated_at\"`",
+            config_path_in(&out)
+        )
+    );
+}
+
+/// Regression: with `-c hubsync.toml` run from the config's folder, a missing
+/// site file was shown as `sqlite://./s1.db`.
+#[test]
+fn relative_config_path_shows_absolute_sqlite_paths() {
+    let fleet = Fleet::new();
+    fleet.write_config(&format!("{GOOD_HEAD}{GOOD_FLOW}"));
+    common::sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT NOT NULL, id INTEGER NOT NULL, updated_at TEXT NOT NULL,
+                             PRIMARY KEY (store_id, id));",
+    );
+    let out = common::run(common::hubsync().current_dir(fleet.dir.path()).args([
+        "-c",
+        "hubsync.toml",
+        "check",
+    ]));
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let site_db = fleet.path("s1.db");
+    assert!(site_db.is_absolute());
+    let expected = format!(
+        "problem: site `s1`: cannot connect to sqlite://{}: the database file does not exist",
+        site_db.display()
+    );
+    assert!(
+        out.stdout.lines().any(|line| line == expected),
+        "expected the line\n{expected}\nin\n{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("sqlite://./"), "{}", out.stdout);
+}
+
+/// SQLite stores ±Infinity as REAL: a pulled infinity arrives as infinity,
+/// not NULL or an error (NaN, which SQLite cannot hold, is refused before
+/// binding; see `connector::sqlite` unit tests).
+#[test]
+fn infinity_round_trips_through_sqlite() {
+    let fleet = Fleet::new();
+    fleet.write_config(&format!("{GOOD_HEAD}{GOOD_FLOW}"));
+    common::sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT NOT NULL, id INTEGER NOT NULL, ratio REAL,
+                             updated_at TEXT NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    common::sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, ratio REAL, updated_at TEXT NOT NULL);
+         INSERT INTO sales VALUES
+           (1, 9e999, '2026-01-02T09:00:00.000000Z'),
+           (2, -9e999, '2026-01-02T09:01:00.000000Z'),
+           (3, 0.5, '2026-01-02T09:02:00.000000Z');",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        common::sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, id, ratio, typeof(ratio) FROM sales ORDER BY id"
+        ),
+        "s1|1|Infinity|real\ns1|2|-Infinity|real\ns1|3|0.5|real"
+    );
+}

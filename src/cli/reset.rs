@@ -26,14 +26,14 @@ pub struct ResetArgs {
 pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<u8> {
     let flow = check_args(&config, &args)?;
     let hub = Hub::open_existing(config.clone()).await?;
+    // Only this config's sites: other hubs may share the master.
+    let sites: Vec<&str> = match &args.site {
+        Some(site) => vec![site.as_str()],
+        None => config.sites.iter().map(|s| s.id.as_str()).collect(),
+    };
     let removed = hub
         .state()
-        .delete_checkpoints(
-            hub.master(),
-            &flow.name,
-            args.stream.as_deref(),
-            args.site.as_deref(),
-        )
+        .delete_checkpoints(hub.master(), &flow.name, args.stream.as_deref(), &sites)
         .await?;
     hub.master().close().await;
     println!(

@@ -92,6 +92,23 @@ pub async fn sync_flows(
     reports
 }
 
+/// Printed after a dry run's table. A dry run reads every row a real run
+/// would, but the upsert then skips unchanged rows, so `rows read` is an
+/// upper bound on what a real run rewrites.
+const DRY_RUN_FOOTER: &str = "dry run: nothing was written (no rows, checkpoints or run history); \
+     `rows read` counts the rows a real run would read and upsert (unchanged ones are not rewritten)";
+
+/// The closing line when `failed` of `total` site runs failed. A dry run
+/// records no run history, so it does not point to `hubsync status`.
+fn failed_line(failed: usize, total: u64, dry_run: bool) -> String {
+    let runs = plural(total, "site run");
+    if dry_run {
+        format!("{failed} of {runs} failed; see the errors above")
+    } else {
+        format!("{failed} of {runs} failed; see the errors above or `hubsync status`")
+    }
+}
+
 pub(super) async fn run(
     config: Arc<Config>,
     args: SyncArgs,
@@ -117,7 +134,7 @@ pub(super) async fn run(
     }
     let failed = failures(&reports);
     if args.dry_run {
-        println!("dry run: nothing was written; `rows read` is what a real run would apply");
+        println!("{DRY_RUN_FOOTER}");
     }
     if cancel.is_cancelled() {
         eprintln!(
@@ -127,8 +144,8 @@ pub(super) async fn run(
     }
     if failed > 0 {
         eprintln!(
-            "{failed} of {} failed; see the errors above or `hubsync status`",
-            plural(reports.len() as u64, "site run")
+            "{}",
+            failed_line(failed, reports.len() as u64, args.dry_run)
         );
         return Ok(EXIT_FAILED);
     }
@@ -183,6 +200,25 @@ pub(super) mod tests {
         assert_eq!(sites, ["s3", "s1"]);
         let (flows, sites) = select(&config, &[], &[]).unwrap();
         assert_eq!((flows.len(), sites.len()), (2, 3));
+    }
+
+    /// Regression: the dry-run footer said `rows read` is "what a real run
+    /// would apply" and a failed dry run pointed to `hubsync status`, which
+    /// records nothing for dry runs.
+    #[test]
+    fn dry_run_footer_and_failure_line_say_what_happened() {
+        assert_eq!(
+            DRY_RUN_FOOTER,
+            "dry run: nothing was written (no rows, checkpoints or run history); `rows read` counts the rows a real run would read and upsert (unchanged ones are not rewritten)"
+        );
+        assert_eq!(
+            failed_line(1, 3, true),
+            "1 of 3 site runs failed; see the errors above"
+        );
+        assert_eq!(
+            failed_line(2, 3, false),
+            "2 of 3 site runs failed; see the errors above or `hubsync status`"
+        );
     }
 
     /// Regression: `--site nope` said "run `hubsync status` to list sites".

@@ -314,7 +314,9 @@ impl Stream {
 }
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`. Relative SQLite paths
+    /// resolve against the file's folder, made absolute from the current
+    /// directory.
     ///
     /// Errors: a [`ConfigError`] listing every problem (unreadable file, TOML
     /// syntax with line and column, unknown keys, unset `${VAR}`, invalid
@@ -326,7 +328,14 @@ impl Config {
                 "cannot read the file: {e}; pass another with `--config PATH` or run `hubsync demo` to get an example"
             )],
         })?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Relative SQLite paths resolve against the config file's folder,
+        // made absolute so messages show `sqlite:///srv/hub/s1.db`, not
+        // `sqlite://./s1.db` (symlinks are kept as written).
+        let absolute_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base_dir = absolute_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let base_dir = if base_dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
@@ -472,11 +481,19 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
 
     let mut flows = Vec::new();
     let mut flow_names = HashSet::new();
-    for raw_flow in raw.flow {
-        let place = format!("flow `{}`", raw_flow.name);
-        if !flow_names.insert(raw_flow.name.clone()) {
-            problems.push(format!("{place}: duplicate flow name"));
-        }
+    for (flow_index, raw_flow) in raw.flow.into_iter().enumerate() {
+        // An empty name cannot name its place; the key path can.
+        let place = if raw_flow.name.trim().is_empty() {
+            problems.push(format!(
+                "flow[{flow_index}]: `name` is empty; give the flow a unique name (it keys the checkpoints and `--flow`)"
+            ));
+            format!("flow[{flow_index}]")
+        } else {
+            if !flow_names.insert(raw_flow.name.clone()) {
+                problems.push(format!("flow `{}`: duplicate flow name", raw_flow.name));
+            }
+            format!("flow `{}`", raw_flow.name)
+        };
         let direction = match raw_flow.direction.as_str() {
             "pull" => Direction::Pull,
             "push" => Direction::Push,
@@ -511,13 +528,25 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         }
         let mut streams = Vec::new();
         let mut stream_names = HashSet::new();
-        for raw_stream in raw_flow.stream {
+        for (stream_index, raw_stream) in raw_flow.stream.into_iter().enumerate() {
             let name = raw_stream
                 .name
                 .clone()
                 .unwrap_or_else(|| raw_stream.target.clone());
-            let stream_place = format!("{place} stream `{name}`");
-            if !stream_names.insert(name.clone()) {
+            let stream_place = if name.trim().is_empty() {
+                format!("{place} stream[{stream_index}]")
+            } else {
+                format!("{place} stream `{name}`")
+            };
+            if raw_stream
+                .name
+                .as_deref()
+                .is_some_and(|given| given.trim().is_empty())
+            {
+                problems.push(format!(
+                    "{stream_place}: `name` is empty; set a name unique in this flow, or remove the key to use `target`"
+                ));
+            } else if !name.trim().is_empty() && !stream_names.insert(name.clone()) {
                 problems.push(format!(
                     "{stream_place}: duplicate stream name in this flow; set a distinct `name` (it keys the checkpoints)"
                 ));
@@ -571,20 +600,41 @@ fn validate_stream(
             return None;
         }
     };
+    match &source {
+        Source::Table(table) if table.trim().is_empty() => problems.push(format!(
+            "{place}: `source` is empty; name the table to read, e.g. `source = \"sales\"`"
+        )),
+        Source::Query(query) if query.trim().is_empty() => problems.push(format!(
+            "{place}: `query` is empty; write the SELECT that reads the rows, or use `source` for a whole table"
+        )),
+        _ => {}
+    }
     if raw.target.trim().is_empty() {
-        problems.push(format!("{place}: `target` is empty"));
+        problems.push(format!(
+            "{place}: `target` is empty; name the table to write, e.g. `target = \"sales\"`"
+        ));
     }
     if raw.primary_key.is_empty() {
         problems.push(format!(
             "{place}: no `primary_key`; list the target's key columns, e.g. `primary_key = [\"id\"]`"
         ));
     }
-    let cursor = raw.cursor.unwrap_or_else(|| {
-        problems.push(format!(
-            "{place}: no `cursor`; name the column whose increasing value marks progress, e.g. `cursor = \"updated_at\"`"
-        ));
-        String::new()
-    });
+    check_primary_key_names(&raw.primary_key, place, problems);
+    let cursor = match raw.cursor {
+        Some(cursor) if cursor.trim().is_empty() => {
+            problems.push(format!(
+                "{place}: `cursor` is empty; name the column whose increasing value marks progress, e.g. `cursor = \"updated_at\"`"
+            ));
+            cursor
+        }
+        Some(cursor) => cursor,
+        None => {
+            problems.push(format!(
+                "{place}: no `cursor`; name the column whose increasing value marks progress, e.g. `cursor = \"updated_at\"`"
+            ));
+            String::new()
+        }
+    };
     match (direction, &raw.site_column) {
         (Direction::Pull, None) => problems.push(format!(
             "{place}: a pull stream needs `site_column`, the master column that receives the site id \
@@ -592,6 +642,9 @@ fn validate_stream(
         )),
         (Direction::Push, Some(_)) => problems.push(format!(
             "{place}: `site_column` applies to pull streams only; route push rows with `:site.<tag>` in `query`"
+        )),
+        (Direction::Pull, Some(column)) if column.trim().is_empty() => problems.push(format!(
+            "{place}: `site_column` is empty; name the master column that receives the site id, e.g. `site_column = \"store_id\"`"
         )),
         (Direction::Pull, Some(column)) if raw.primary_key.contains(column) => problems.push(format!(
             "{place}: `site_column` `{column}` is added to the key automatically; remove it from `primary_key`"
@@ -658,6 +711,29 @@ fn validate_stream(
         cursor_lag,
         columns,
     })
+}
+
+/// `primary_key` names each column once and names no empty column: a
+/// repeated key column would repeat the column in the upsert's conflict key
+/// and the keyset.
+fn check_primary_key_names(primary_key: &[String], place: &str, problems: &mut Vec<String>) {
+    if primary_key.iter().any(|column| column.trim().is_empty()) {
+        problems.push(format!(
+            "{place}: `primary_key` has an empty column name; list the target's key columns, e.g. `primary_key = [\"id\"]`"
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut reported = HashSet::new();
+    for column in primary_key {
+        if column.trim().is_empty() {
+            continue;
+        }
+        if !seen.insert(column.as_str()) && reported.insert(column.as_str()) {
+            problems.push(format!(
+                "{place}: `primary_key` lists `{column}` more than once; list each key column once"
+            ));
+        }
+    }
 }
 
 /// A table may not be both pulled and pushed: at the master (pull target vs
@@ -755,6 +831,73 @@ mod tests {
                 "flow `sales`: unknown direction `both`; use `pull` (sites -> master) or `push` (master -> sites)",
                 "flow `sales` stream `sales`: no `primary_key`; list the target's key columns, e.g. `primary_key = [\"id\"]`",
                 "flow `prices` stream `prices`: site `s1` has no tag `region` used by `:site.region` in `query`; add it to the site's `tags`",
+            ]
+        );
+    }
+
+    /// Regression: `primary_key = ["id", "id"]` passed validation.
+    #[test]
+    fn repeated_primary_key_column_is_refused() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \"sales\"
+            direction = \"pull\"
+              [[flow.stream]]
+              source = \"sales\"
+              target = \"sales\"
+              primary_key = [\"id\", \"line\", \"id\", \"id\"]
+              cursor = \"updated_at\"
+              site_column = \"store_id\"
+            "
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "flow `sales` stream `sales`: `primary_key` lists `id` more than once; list each key column once"
+            ]
+        );
+    }
+
+    /// Regression: empty or blank names passed validation and produced SQL
+    /// with empty identifiers.
+    #[test]
+    fn empty_names_are_refused_with_their_place() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \" \"
+            direction = \"pull\"
+              [[flow.stream]]
+              name = \"\"
+              source = \"  \"
+              target = \"sales\"
+              primary_key = [\"id\", \"\"]
+              cursor = \" \"
+              site_column = \"\"
+            [[flow]]
+            name = \"prices\"
+            direction = \"push\"
+              [[flow.stream]]
+              query = \"\"
+              target = \"\"
+              primary_key = [\"sku\"]
+              cursor = \"updated_at\"
+            "
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "flow[0]: `name` is empty; give the flow a unique name (it keys the checkpoints and `--flow`)",
+                "flow[0] stream[0]: `name` is empty; set a name unique in this flow, or remove the key to use `target`",
+                "flow[0] stream[0]: `source` is empty; name the table to read, e.g. `source = \"sales\"`",
+                "flow[0] stream[0]: `primary_key` has an empty column name; list the target's key columns, e.g. `primary_key = [\"id\"]`",
+                "flow[0] stream[0]: `cursor` is empty; name the column whose increasing value marks progress, e.g. `cursor = \"updated_at\"`",
+                "flow[0] stream[0]: `site_column` is empty; name the master column that receives the site id, e.g. `site_column = \"store_id\"`",
+                "flow `prices` stream[0]: `query` is empty; write the SELECT that reads the rows, or use `source` for a whole table",
+                "flow `prices` stream[0]: `target` is empty; name the table to write, e.g. `target = \"sales\"`",
             ]
         );
     }

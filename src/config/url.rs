@@ -44,7 +44,9 @@ impl fmt::Display for Secret {
 pub enum DbUrl {
     /// A SQLite file.
     Sqlite {
-        /// Absolute or config-relative-resolved path of the database file.
+        /// The database file: as written if absolute, else joined to the
+        /// config file's folder (an absolute folder when loaded by
+        /// `Config::load`, so messages show the full path).
         path: PathBuf,
     },
     /// A PostgreSQL server.

@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{
@@ -43,7 +43,11 @@ impl PgConnector {
         let mut connect_options = PgConnectOptions::from_str(text)
             .map_err(|e| connect_error(strip_url(&e.to_string())))?
             .application_name("hubsync")
-            .options([("TimeZone", "UTC"), ("DateStyle", "ISO")])
+            .options([
+                ("TimeZone", "UTC"),
+                ("DateStyle", "ISO"),
+                ("client_min_messages", "warning"),
+            ])
             .disable_statement_logging();
         if let Some(password) = password {
             connect_options = connect_options.password(password.expose());
@@ -313,13 +317,12 @@ fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
                     .map_err(decode_failed)?,
             ),
             "BYTEA" => Value::Bytes(row.try_get::<Vec<u8>, _>(i).map_err(decode_failed)?),
-            "DATE" => Value::Date(row.try_get::<NaiveDate, _>(i).map_err(decode_failed)?),
-            "TIME" => Value::Time(row.try_get::<NaiveTime, _>(i).map_err(decode_failed)?),
-            "TIMESTAMP" => {
-                Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(decode_failed)?)
-            }
-            "TIMESTAMPTZ" => {
-                Value::TimestampTz(row.try_get::<DateTime<Utc>, _>(i).map_err(decode_failed)?)
+            // Dates and times are decoded from the wire here, not by the
+            // driver: its conversion panics on `infinity` and on years past
+            // chrono's range, and turns `24:00:00` into `00:00:00`.
+            "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ" => {
+                let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
+                decode_datetime(&type_name, bytes).map_err(type_error)?
             }
             "JSON" | "JSONB" => {
                 let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
@@ -345,6 +348,83 @@ fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
         values.push(value);
     }
     Ok(values)
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Decodes PostgreSQL's binary `date` (i32 days since 2000-01-01), `time`
+/// (i64 microseconds since midnight) and `timestamp`/`timestamptz` (i64
+/// microseconds since 2000-01-01, UTC for `timestamptz`), per PostgreSQL's
+/// `date_send`/`time_send`/`timestamp_send`.
+///
+/// Values with no chrono form travel as the text PostgreSQL itself accepts
+/// back: `infinity`, `-infinity` and `24:00:00`. A value outside chrono's
+/// range (beyond year 262,143) is an error, never a panic.
+pub(crate) fn decode_datetime(type_name: &str, bytes: &[u8]) -> std::result::Result<Value, String> {
+    let out_of_range = || {
+        format!(
+            "{type_name} value is outside the range hubsync can carry (years -262143 to 262143)"
+        )
+    };
+    match type_name {
+        "DATE" => {
+            let days = i32::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| "truncated date value".to_string())?,
+            );
+            match days {
+                i32::MAX => Ok(Value::Text("infinity".into())),
+                i32::MIN => Ok(Value::Text("-infinity".into())),
+                _ => NaiveDate::from_ymd_opt(2000, 1, 1)
+                    .and_then(|epoch| {
+                        epoch.checked_add_signed(chrono::Duration::days(i64::from(days)))
+                    })
+                    .map(Value::Date)
+                    .ok_or_else(out_of_range),
+            }
+        }
+        "TIME" => {
+            let micros = i64::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| "truncated time value".to_string())?,
+            );
+            if micros == 86_400_000_000 {
+                return Ok(Value::Text("24:00:00".into()));
+            }
+            let seconds =
+                u32::try_from(micros.div_euclid(1_000_000)).map_err(|_| out_of_range())?;
+            let nanos =
+                u32::try_from(micros.rem_euclid(1_000_000) * 1_000).map_err(|_| out_of_range())?;
+            NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos)
+                .map(Value::Time)
+                .ok_or_else(out_of_range)
+        }
+        "TIMESTAMP" | "TIMESTAMPTZ" => {
+            let micros = i64::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| "truncated timestamp value".to_string())?,
+            );
+            match micros {
+                i64::MAX => return Ok(Value::Text("infinity".into())),
+                i64::MIN => return Ok(Value::Text("-infinity".into())),
+                _ => {}
+            }
+            let instant = micros
+                .checked_add(PG_EPOCH_MICROS)
+                .and_then(DateTime::<Utc>::from_timestamp_micros)
+                .ok_or_else(out_of_range)?;
+            Ok(if type_name == "TIMESTAMP" {
+                Value::Timestamp(instant.naive_utc())
+            } else {
+                Value::TimestampTz(instant)
+            })
+        }
+        other => Err(format!("not a date/time type: {other}")),
+    }
 }
 
 /// Decodes PostgreSQL's binary NUMERIC into exact decimal text with the
@@ -422,6 +502,50 @@ mod tests {
             out.extend_from_slice(&d.to_be_bytes());
         }
         out
+    }
+
+    #[test]
+    fn dates_and_times_decode_without_panics() {
+        use super::decode_datetime;
+        use crate::value::Value;
+        let ts = |micros: i64| micros.to_be_bytes().to_vec();
+        // 2000-01-01 00:00:00.000001
+        assert_eq!(
+            decode_datetime("TIMESTAMPTZ", &ts(1)).unwrap().to_string(),
+            "2000-01-01T00:00:00.000001Z"
+        );
+        assert_eq!(
+            decode_datetime("TIMESTAMP", &ts(i64::MAX)).unwrap(),
+            Value::Text("infinity".into())
+        );
+        assert_eq!(
+            decode_datetime("TIMESTAMPTZ", &ts(i64::MIN)).unwrap(),
+            Value::Text("-infinity".into())
+        );
+        // About year 287,000 (PostgreSQL allows up to 294,276) is beyond chrono:
+        // an error, not a panic.
+        assert!(decode_datetime("TIMESTAMP", &ts(9_000_000_000_000_000_000)).is_err());
+        assert_eq!(
+            decode_datetime("TIME", &ts(86_400_000_000)).unwrap(),
+            Value::Text("24:00:00".into())
+        );
+        assert_eq!(
+            decode_datetime("TIME", &ts(3_600_000_001))
+                .unwrap()
+                .to_string(),
+            "01:00:00.000001"
+        );
+        assert_eq!(
+            decode_datetime("DATE", &i32::MAX.to_be_bytes()).unwrap(),
+            Value::Text("infinity".into())
+        );
+        // -1 day: 1999-12-31.
+        assert_eq!(
+            decode_datetime("DATE", &(-1i32).to_be_bytes())
+                .unwrap()
+                .to_string(),
+            "1999-12-31"
+        );
     }
 
     #[test]

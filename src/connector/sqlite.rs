@@ -232,11 +232,34 @@ pub(super) async fn query_on(
 /// parsing stays cheap; full chunks reuse one cached prepared statement.
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 
+/// Refuses the batch if any float is NaN: SQLite stores a bound NaN as NULL,
+/// which would silently lose the value (and fail a NOT NULL column with a
+/// misleading message). ±Infinity are stored as REAL and read back as is.
+fn refuse_nan(columns: &[String], rows: &[Vec<Value>]) -> Result<()> {
+    for row in rows {
+        for (position, value) in row.iter().enumerate() {
+            if let Value::Float(f) = value
+                && f.is_nan()
+            {
+                return Err(ConnectorError::Type {
+                    column: columns
+                        .get(position)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{position}")),
+                    message: "NaN cannot be stored in SQLite (it would become NULL); map it to NULL or a text column at the source".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn upsert_on(
     conn: &mut SqliteConnection,
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
 ) -> Result<u64> {
+    refuse_nan(spec.columns, rows)?;
     let per_statement = Dialect::Sqlite
         .max_rows_per_upsert(spec.columns.len())
         .min(SQLITE_ROWS_PER_STATEMENT);
@@ -292,4 +315,40 @@ fn decode_row(row: &SqliteRow) -> Result<Vec<Value>> {
         values.push(value);
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Regression: a NaN bound to SQLite was stored as NULL without a word.
+    #[test]
+    fn nan_is_refused_with_its_column() {
+        let columns = columns(&["id", "ratio"]);
+        let rows = vec![
+            vec![Value::Int(1), Value::Float(0.5)],
+            vec![Value::Int(2), Value::Float(f64::NAN)],
+        ];
+        let error = refuse_nan(&columns, &rows).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "column `ratio`: NaN cannot be stored in SQLite (it would become NULL); map it to NULL or a text column at the source"
+        );
+    }
+
+    #[test]
+    fn infinities_and_nulls_pass() {
+        let columns = columns(&["id", "ratio"]);
+        let rows = vec![
+            vec![Value::Int(1), Value::Float(f64::INFINITY)],
+            vec![Value::Int(2), Value::Float(f64::NEG_INFINITY)],
+            vec![Value::Int(3), Value::Null],
+        ];
+        assert!(refuse_nan(&columns, &rows).is_ok());
+        assert!(refuse_nan(&columns, &[]).is_ok());
+    }
 }

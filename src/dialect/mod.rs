@@ -76,6 +76,20 @@ pub struct UpsertSpec<'a> {
     pub key: &'a [String],
 }
 
+/// PostgreSQL types (as `StreamPlan` cast types spell them) that have no
+/// `=` operator, so `IS DISTINCT FROM` cannot compare them directly; the
+/// upsert compares their text forms instead.
+const PG_TYPES_WITHOUT_EQUALITY: &[&str] = &[
+    "pg_catalog.xml",
+    "pg_catalog.point",
+    "pg_catalog.line",
+    "pg_catalog.lseg",
+    "pg_catalog.box",
+    "pg_catalog.path",
+    "pg_catalog.polygon",
+    "pg_catalog.circle",
+];
+
 impl Dialect {
     /// Lowercase name used in messages (`postgres`, `sqlite`).
     pub fn name(self) -> &'static str {
@@ -285,7 +299,8 @@ impl Dialect {
         );
         match self {
             Dialect::Postgres => {
-                // json has no equality operator: compare it as jsonb (by meaning).
+                // json has no equality operator: compare it as jsonb (by
+                // meaning); xml and the geometric types compare as text.
                 let side = |prefix: &str| -> String {
                     non_key
                         .iter()
@@ -297,10 +312,12 @@ impl Dialect {
                                 .position(|x| x == *c)
                                 .and_then(|i| spec.column_types.get(i))
                                 .map(String::as_str);
-                            if matches!(ty, Some("json" | "pg_catalog.json")) {
-                                format!("{q}::jsonb")
-                            } else {
-                                q
+                            match ty {
+                                Some("json" | "pg_catalog.json") => format!("{q}::jsonb"),
+                                Some(t) if PG_TYPES_WITHOUT_EQUALITY.contains(&t) => {
+                                    format!("{q}::text")
+                                }
+                                _ => q,
                             }
                         })
                         .collect::<Vec<_>>()

@@ -22,7 +22,10 @@ pub struct SiteBoundSql {
 }
 
 /// Rewrites every `:site.<name>` in `sql` into the dialect's numbered
-/// placeholder, numbering from `first_param` (1-based).
+/// placeholder, numbering from `first_param` (1-based). On PostgreSQL the
+/// placeholder is typed `$n::text`: the value is sent as text, and without
+/// the cast the server would infer the parameter's type from its context
+/// (`CAST(:site.zone AS int)` makes it an int4) and misread the text bytes.
 ///
 /// Returns the rewritten SQL and the attribute names in parameter order. An
 /// unterminated string, identifier or comment is an error (the text names
@@ -88,7 +91,10 @@ pub fn bind_site_placeholders(
                     continue;
                 }
                 out.push_str(&sql[copied_to..i]);
-                out.push_str(&dialect.placeholder(first_param + params.len()));
+                out.push_str(&dialect.typed_placeholder(
+                    first_param + params.len(),
+                    &crate::value::Value::Text(String::new()),
+                ));
                 params.push(sql[name_start..name_start + name_len].to_string());
                 i = name_start + name_len;
                 copied_to = i;
@@ -226,7 +232,7 @@ mod tests {
         let bound = pg("SELECT * FROM prices WHERE zone = :site.price_zone AND store = :site.id");
         assert_eq!(
             bound.sql,
-            "SELECT * FROM prices WHERE zone = $1 AND store = $2"
+            "SELECT * FROM prices WHERE zone = $1::text AND store = $2::text"
         );
         assert_eq!(bound.params, vec!["price_zone", "id"]);
     }
@@ -237,7 +243,7 @@ mod tests {
                    /* :site.f /* nested */ :site.g */ FROM t WHERE z = :site.zone";
         let bound = pg(sql);
         assert_eq!(bound.params, vec!["zone"]);
-        assert!(bound.sql.ends_with("WHERE z = $1"));
+        assert!(bound.sql.ends_with("WHERE z = $1::text"));
         assert!(bound.sql.contains("':site.a'"));
         assert!(bound.sql.contains("x::site"));
     }
@@ -253,7 +259,7 @@ mod tests {
     #[test]
     fn positional_parameters_are_not_dollar_quotes() {
         let bound = pg("SELECT $1, :site.id");
-        assert_eq!(bound.sql, "SELECT $1, $1");
+        assert_eq!(bound.sql, "SELECT $1, $1::text");
     }
 
     #[test]

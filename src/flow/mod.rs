@@ -21,6 +21,7 @@ mod stream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -127,6 +128,9 @@ pub struct Hub {
     site_slots: Semaphore,
     master_writes: Semaphore,
     cancel: CancellationToken,
+    /// Runs of this process whose end the master did not record (it was
+    /// unreachable): not alive, whatever their last heartbeat says.
+    dead_runs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Hub {
@@ -174,6 +178,7 @@ impl Hub {
             master,
             state,
             cancel,
+            dead_runs: std::sync::Mutex::default(),
         })
     }
 
@@ -243,10 +248,12 @@ impl Hub {
             return report;
         }
         progress.site_started(&flow.name, &site.id);
+        // Cloned out first: the lock must not be held across the await.
+        let dead_runs = self.dead_runs.lock().expect("dead runs lock").clone();
         if !options.dry_run {
             match self
                 .state
-                .start_run(&self.master, &flow.name, &site.id)
+                .start_run(&self.master, &flow.name, &site.id, &dead_runs)
                 .await
             {
                 Ok(run_id) => report.run_id = Some(run_id),
@@ -265,8 +272,31 @@ impl Hub {
         let counters = RunCounters::default();
         let run_id = report.run_id.clone();
         let outcome = {
-            let work =
-                self.run_streams(flow, site, plans, options, progress, &counters, &mut report);
+            // A panic (a bug, or a driver failing on an unexpected value) must
+            // fail this site's run only, never the process and the fleet.
+            let work = std::panic::AssertUnwindSafe(self.run_streams(
+                flow,
+                site,
+                plans,
+                options,
+                progress,
+                &counters,
+                &mut report,
+            ))
+            .catch_unwind()
+            .map(|result| {
+                result.unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("unknown panic");
+                    Err(format!(
+                        "flow `{}` site `{}`: internal error (please report it): {message}",
+                        flow.name, site.id
+                    ))
+                })
+            });
             tokio::pin!(work);
             let mut heartbeat = tokio::time::interval(crate::state::HEARTBEAT_INTERVAL);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,6 +345,10 @@ impl Hub {
                 .await
             {
                 tracing::error!(flow = %flow.name, site = %site.id, "cannot record the end of run {run_id}: {e}");
+                self.dead_runs
+                    .lock()
+                    .expect("dead runs lock")
+                    .insert(run_id.clone());
             }
         }
         // Debug level: progress lines already show each finished run.

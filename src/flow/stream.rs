@@ -51,9 +51,24 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, Stri
 
 /// A hex SHA-256 of everything that defines `stream` of `flow` for one site:
 /// direction, source or query text, target, key, cursor, site column,
-/// column mapping, and the `:site.*` values bound for that site. When it
+/// column mapping, the `:site.*` values bound for that site, and the
+/// source's columns when all of them are copied. When it
 /// changes, the stream restarts with a backfill for that site.
-pub fn fingerprint(flow: &Flow, stream: &Stream, site_params: &[(String, String)]) -> String {
+///
+/// `source_columns` are the (name, type) pairs the source returns; they
+/// count only when the stream has no `columns` mapping (then every source
+/// column is copied, so a column added at the source must be backfilled).
+pub fn fingerprint(
+    flow: &Flow,
+    stream: &Stream,
+    site_params: &[(String, String)],
+    source_columns: &[(String, String)],
+) -> String {
+    let copied_columns = if stream.columns.is_none() {
+        source_columns
+    } else {
+        &[]
+    };
     let definition = serde_json::json!({
         "direction": flow.direction.as_str(),
         "source": match &stream.source {
@@ -66,6 +81,7 @@ pub fn fingerprint(flow: &Flow, stream: &Stream, site_params: &[(String, String)
         "site_column": stream.site_column,
         "columns": stream.columns,
         "site_params": site_params,
+        "source_columns": copied_columns,
     });
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -435,7 +451,7 @@ impl StreamRun<'_> {
             stream: self.stream.name.clone(),
             site: self.site.id.clone(),
         };
-        let fingerprint = fingerprint(self.flow, self.stream, site_params);
+        let fingerprint = fingerprint(self.flow, self.stream, site_params, &resolved.described);
         let stored = self
             .hub
             .state()
@@ -455,7 +471,12 @@ impl StreamRun<'_> {
                     // stale checkpoint (and this note) behind for every run.
                     self.hub
                         .state()
-                        .delete_checkpoints(master, &key.flow, Some(&key.stream), Some(&key.site))
+                        .delete_checkpoints(
+                            master,
+                            &key.flow,
+                            Some(&key.stream),
+                            &[key.site.as_str()],
+                        )
                         .await
                         .map_err(|e| e.to_string())?;
                 }

@@ -226,14 +226,34 @@ impl StateStore {
             // Serialise concurrent hubs creating the schema (key: "hubsync" in ASCII).
             tx.execute("SELECT pg_advisory_xact_lock(6877274889273713)", &[])
                 .await?;
-            tx.execute("CREATE SCHEMA IF NOT EXISTS hubsync", &[])
+            // Create only what is missing: PostgreSQL checks the CREATE
+            // privilege before `IF NOT EXISTS`, so a login that may not
+            // create schemas can still use a `hubsync` schema made for it.
+            let exists = tx
+                .query(
+                    "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'hubsync'), \
+                     to_regclass('hubsync.schema_version') IS NOT NULL",
+                    &[],
+                )
                 .await?;
+            let row = exists.rows.first();
+            if matches!(row.map(|r| &r[0]), Some(Value::Int(0))) {
+                tx.execute("CREATE SCHEMA hubsync", &[]).await?;
+            }
+            if !matches!(row.map(|r| &r[1]), Some(Value::Bool(true))) {
+                tx.execute(
+                    &format!("CREATE TABLE {version_table} (version BIGINT NOT NULL)"),
+                    &[],
+                )
+                .await?;
+            }
+        } else {
+            tx.execute(
+                &format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"),
+                &[],
+            )
+            .await?;
         }
-        tx.execute(
-            &format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"),
-            &[],
-        )
-        .await?;
         let current = tx
             .query(&format!("SELECT max(version) FROM {version_table}"), &[])
             .await?;
@@ -374,37 +394,38 @@ impl StateStore {
         Ok(())
     }
 
-    /// Forgets checkpoints of `flow`, optionally only one stream and/or one
-    /// site; returns how many were removed.
+    /// Forgets the checkpoints of `flow` (optionally one stream) at the
+    /// given sites; returns how many were removed. Only the listed sites are
+    /// touched: hubs sharing one master with other inventories keep theirs.
     pub async fn delete_checkpoints(
         &self,
         master: &Connector,
         flow: &str,
         stream: Option<&str>,
-        site: Option<&str>,
+        sites: &[&str],
     ) -> Result<u64> {
-        let mut params = vec![Value::Text(flow.to_string())];
-        let mut conditions = vec!["flow".to_string()];
-        if let Some(stream) = stream {
-            params.push(Value::Text(stream.to_string()));
-            conditions.push("stream".into());
+        let mut removed = 0;
+        // Chunks keep the statement under every dialect's parameter limit.
+        for chunk in sites.chunks(1000) {
+            let mut params = vec![Value::Text(flow.to_string())];
+            params.extend(stream.map(|s| Value::Text(s.to_string())));
+            let first_site = params.len();
+            params.extend(chunk.iter().map(|s| Value::Text(s.to_string())));
+            let p = self.placeholders(&params);
+            let stream_filter = if stream.is_some() {
+                format!(" AND stream = {}", p[1])
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "DELETE FROM {} WHERE flow = {}{stream_filter} AND site IN ({})",
+                self.table("checkpoints"),
+                p[0],
+                p[first_site..].join(", ")
+            );
+            removed += master.execute(&sql, &params).await?;
         }
-        if let Some(site) = site {
-            params.push(Value::Text(site.to_string()));
-            conditions.push("site".into());
-        }
-        let p = self.placeholders(&params);
-        let filter: Vec<String> = conditions
-            .iter()
-            .zip(&p)
-            .map(|(c, p)| format!("{c} = {p}"))
-            .collect();
-        let sql = format!(
-            "DELETE FROM {} WHERE {}",
-            self.table("checkpoints"),
-            filter.join(" AND ")
-        );
-        Ok(master.execute(&sql, &params).await?)
+        Ok(removed)
     }
 
     /// Records the start of a run of (`flow`, `site`) and returns its id,
@@ -416,7 +437,17 @@ impl StateStore {
     /// (an advisory lock on PostgreSQL, SQLite's single writer).
     ///
     /// Errors: [`StateError::AlreadyRunning`] when a live run exists.
-    pub async fn start_run(&self, master: &Connector, flow: &str, site: &str) -> Result<String> {
+    ///
+    /// `own_dead_runs` are ids of this process's runs whose end could not be
+    /// recorded (the master was unreachable): their fresh heartbeat does not
+    /// make them alive.
+    pub async fn start_run(
+        &self,
+        master: &Connector,
+        flow: &str,
+        site: &str,
+        own_dead_runs: &std::collections::HashSet<String>,
+    ) -> Result<String> {
         let runs = self.table("runs");
         let now = Utc::now();
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
@@ -449,7 +480,7 @@ impl StateStore {
         for row in &running.rows {
             let heartbeat = timestamp(&row[1])?;
             let age = (now - heartbeat).to_std().unwrap_or_default();
-            if age < HEARTBEAT_EXPIRY {
+            if age < HEARTBEAT_EXPIRY && !own_dead_runs.contains(&text(&row[0])) {
                 return Err(StateError::AlreadyRunning {
                     run_id: text(&row[0]),
                     seconds: age.as_secs(),
