@@ -604,3 +604,97 @@ fn a_hanging_site_fails_after_its_statement_timeout() {
         "fine|2"
     );
 }
+
+/// Regressions from a user trial, PostgreSQL to PostgreSQL:
+/// - `CAST(:site.zid AS int)` failed with "insufficient data left in message"
+///   (the parameter was inferred as int4 and sent as text);
+/// - `infinity` timestamps and dates crashed the hub; `24:00:00` became
+///   `00:00:00`; BC dates could not be written back;
+/// - `xml` and `point` columns failed the upsert ("operator does not exist").
+#[test]
+fn routing_casts_and_special_values_arrive_exactly() {
+    let master = pg_create_db("special_master");
+    let site = pg_create_db("special_site");
+    let table = "CREATE TABLE t (%KEY%, zone_id int NOT NULL, ts timestamp, tz timestamptz, d date, closes time,
+                 doc xml, at point, updated_at timestamptz NOT NULL)";
+    psql(&master, &table.replace("%KEY%", "id int PRIMARY KEY"));
+    psql(&site, &table.replace("%KEY%", "id int PRIMARY KEY"));
+    psql(
+        &master,
+        "INSERT INTO t VALUES
+          (1, 7, 'infinity', '-infinity', 'infinity', '24:00:00', '<a>1</a>', '(1.5,2)', '2026-01-01 00:00:00+00'),
+          (2, 7, '4713-01-01 12:00:00 BC', '2026-03-29 01:30:00+00', '0044-03-15 BC', '00:00:00', NULL, NULL, '2026-01-01 00:00:01+00'),
+          (3, 8, NULL, NULL, NULL, NULL, NULL, NULL, '2026-01-01 00:00:02+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\ntags = {{ zid = \"7\" }}\n\
+         [[flow]]\nname = \"t\"\ndirection = \"push\"\n  [[flow.stream]]\n  \
+         query = \"SELECT * FROM t WHERE zone_id = CAST(:site.zid AS int)\"\n  target = \"t\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    let columns = "id, zone_id, ts, tz, d, closes, doc, at, updated_at";
+    assert_eq!(
+        psql(&site, &format!("SELECT {columns} FROM t ORDER BY id")),
+        psql(
+            &master,
+            &format!("SELECT {columns} FROM t WHERE zone_id = 7 ORDER BY id")
+        )
+    );
+    assert_eq!(
+        psql(&site, "SELECT ts, d, closes FROM t ORDER BY id"),
+        "infinity|infinity|24:00:00\n4713-01-01 12:00:00 BC|0044-03-15 BC|00:00:00"
+    );
+    // Re-applying writes nothing, xml and point included.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT rows_written FROM hubsync.runs ORDER BY started_at DESC LIMIT 1"
+        ),
+        "0"
+    );
+}
+
+/// Regression: a master login without CREATE on the database could not use
+/// a `hubsync` schema created for it (`CREATE SCHEMA IF NOT EXISTS` checks
+/// the privilege first).
+#[test]
+fn a_master_login_without_create_uses_a_prepared_schema() {
+    let master = pg_create_db("nocreate_master");
+    let site = pg_create_db("nocreate_site");
+    let role = format!("hub_{}", std::process::id());
+    psql(
+        &master,
+        &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN;"),
+    );
+    psql(
+        &master,
+        &format!(
+            "REVOKE CREATE ON DATABASE current_database() FROM PUBLIC;
+             CREATE SCHEMA hubsync AUTHORIZATION {role};
+             CREATE TABLE sales (store_id text, id int, updated_at timestamptz, PRIMARY KEY (store_id, id));
+             GRANT ALL ON sales TO {role};"
+        )
+        .replace("current_database()", &master.rsplit('/').next().unwrap().to_string()),
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sales (id) VALUES (1);",
+    );
+    let master_as_role = master.replacen("postgres@", &format!("{role}@"), 1);
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master_as_role}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    fleet.sync_ok(&[]);
+    assert_eq!(psql(&master, "SELECT store_id, id FROM sales"), "s1|1");
+    assert_eq!(
+        psql(&master, "SELECT max(version) FROM hubsync.schema_version"),
+        "3"
+    );
+}

@@ -567,3 +567,67 @@ fn late_commits_within_the_cursor_lag_arrive() {
         "1\n2\n3\n5\n6"
     );
 }
+
+/// Regression: a column added to a copied source table did not change the
+/// stream's fingerprint, so rows synced before kept NULL in it at the target.
+/// Now the (stream, site) backfills and every row gets the new column.
+#[test]
+fn a_column_added_at_the_source_is_backfilled() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.sync_ok(&["--flow", "sales"]);
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "ALTER TABLE sales ADD COLUMN till TEXT;",
+    );
+    for store in ["s1", "s2"] {
+        sqlite_exec(
+            &fleet.path(&format!("{store}.db")),
+            "ALTER TABLE sales ADD COLUMN till TEXT; UPDATE sales SET till = 'T' || id;",
+        );
+    }
+    // The update touched no cursor: only the backfill brings the values.
+    fleet.sync_ok(&["--flow", "sales"]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, id, till FROM sales ORDER BY store_id, id"
+        ),
+        "s1|1|T1\ns1|2|T2\ns1|3|T3\ns2|1|T1\ns2|2|T2"
+    );
+    assert_eq!(
+        last_runs(&fleet)
+            .lines()
+            .filter(|l| l.starts_with("sales"))
+            .collect::<Vec<_>>(),
+        ["sales|s1|3|3|succeeded", "sales|s2|2|2|succeeded"]
+    );
+}
+
+/// Regression: `reset --flow F` deleted the checkpoints of every site in the
+/// master, including sites of another hub (another config) sharing it.
+#[test]
+fn reset_touches_only_the_sites_of_this_config() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.sync_ok(&["--flow", "sales"]);
+    // Another hub's site, with its own checkpoint in the same master.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "INSERT INTO hubsync_checkpoints (flow, stream, site, position, fingerprint, updated_at)
+         VALUES ('sales', 'sales', 'other-hub-site', '[]', 'x', '2026-01-01T00:00:00.000000Z');",
+    );
+    let out = fleet.hubsync(&["reset", "--flow", "sales"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim(),
+        "forgot 2 checkpoints of flow `sales`; the next run backfills them"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT site FROM hubsync_checkpoints"
+        ),
+        "other-hub-site"
+    );
+}
