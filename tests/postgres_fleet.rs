@@ -677,7 +677,7 @@ fn a_master_login_without_create_uses_a_prepared_schema() {
              CREATE TABLE sales (store_id text, id int, updated_at timestamptz, PRIMARY KEY (store_id, id));
              GRANT ALL ON sales TO {role};"
         )
-        .replace("current_database()", &master.rsplit('/').next().unwrap().to_string()),
+        .replace("current_database()", master.rsplit('/').next().unwrap()),
     );
     psql(
         &site,
