@@ -698,3 +698,41 @@ fn a_master_login_without_create_uses_a_prepared_schema() {
         "3"
     );
 }
+
+/// A site whose clock went back (its newest cursor values are ahead of its
+/// own clock) is reported in the run history.
+#[test]
+fn a_site_clock_that_went_back_is_reported() {
+    let master = pg_create_db("clock_master");
+    let site = pg_create_db("clock_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id int PRIMARY KEY, updated_at timestamptz NOT NULL);",
+    );
+    // Stamped an hour ahead of the site's clock, as before a clock reset.
+    psql(
+        &site,
+        "INSERT INTO sales VALUES (1, now() + interval '1 hour');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    fleet.sync_ok(&[]);
+    let note = psql(
+        &master,
+        "SELECT note FROM hubsync.runs ORDER BY started_at DESC LIMIT 1",
+    );
+    assert!(
+        note.starts_with("stream `sales`: the clock of the site (")
+            && note.contains("is behind the checkpoint's cursor"),
+        "{note}"
+    );
+}

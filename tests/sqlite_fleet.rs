@@ -631,3 +631,32 @@ fn reset_touches_only_the_sites_of_this_config() {
         "other-hub-site"
     );
 }
+
+/// Rows with a NULL cursor are never read (documented); a backfill counts
+/// them in the run history so they do not go unnoticed.
+#[test]
+fn rows_with_a_null_cursor_are_reported_on_backfill() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "CREATE TABLE sales2 AS SELECT * FROM sales; DROP TABLE sales;
+         CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);
+         INSERT INTO sales SELECT * FROM sales2; INSERT INTO sales VALUES (3, 'fig', 1, '0.90', NULL), (4, 'fig', 1, '0.90', NULL);",
+    );
+    fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*) FROM sales WHERE store_id = 's2'"
+        ),
+        "2"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT note FROM hubsync_runs WHERE site = 's2'"
+        ),
+        "stream `sales`: source rows with a NULL cursor `updated_at`: 2 (never synced)"
+    );
+}

@@ -201,17 +201,7 @@ impl Dialect {
                 .join(", "),
             None => "*".to_string(),
         };
-        let from = match spec.from {
-            SelectFrom::Table(table) => self.quote_table(table),
-            // A trailing `;` (with comments after it) would end the statement
-            // early; the newline before `)` ends any comment left inside.
-            SelectFrom::Query(query) => {
-                format!(
-                    "(\n{}\n) AS hubsync_src",
-                    params::trim_statement_end(query, self)
-                )
-            }
-        };
+        let from = self.source_clause(spec.from);
         let keyset = self.ident_list(spec.order_by);
         let mut sql = format!(
             "SELECT {select_list} FROM {from} WHERE {} IS NOT NULL",
@@ -234,6 +224,29 @@ impl Dialect {
         }
         let _ = write!(sql, " ORDER BY {keyset} LIMIT {}", spec.limit);
         sql
+    }
+
+    /// SQL counting the rows of `from` whose `column` is NULL (rows a
+    /// keyset read on that cursor never returns).
+    pub fn null_count(self, from: SelectFrom<'_>, column: &str) -> String {
+        format!(
+            "SELECT count(*) FROM {} WHERE {} IS NULL",
+            self.source_clause(from),
+            self.quote_ident(column)
+        )
+    }
+
+    /// A table, or a query wrapped as a derived table.
+    fn source_clause(self, from: SelectFrom<'_>) -> String {
+        match from {
+            SelectFrom::Table(table) => self.quote_table(table),
+            // A trailing `;` (with comments after it) would end the statement
+            // early; the newline before `)` ends any comment left inside.
+            SelectFrom::Query(query) => format!(
+                "(\n{}\n) AS hubsync_src",
+                params::trim_statement_end(query, self)
+            ),
+        }
     }
 
     /// SQL for an upsert of `rows` rows (see [`UpsertSpec`]).

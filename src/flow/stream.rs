@@ -87,6 +87,14 @@ pub fn fingerprint(
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Appends a remark to the stream's note (several may apply to one run).
+fn add_note(report: &mut StreamReport, note: String) {
+    report.note = Some(match report.note.take() {
+        Some(earlier) => format!("{earlier}; {note}"),
+        None => note,
+    });
+}
+
 /// Where a target value comes from.
 #[derive(Clone, Copy, Debug)]
 enum MapSource {
@@ -382,6 +390,23 @@ impl ResolvedSource {
         Ok(resolved)
     }
 
+    /// SQL counting the source rows whose `cursor` is NULL (bound with the
+    /// same `:site.*` parameters as the pages).
+    pub(crate) fn null_cursor_count(
+        &self,
+        dialect: crate::dialect::Dialect,
+        cursor: &str,
+    ) -> String {
+        dialect.null_count(self.select_from(), cursor)
+    }
+
+    fn select_from(&self) -> SelectFrom<'_> {
+        match &self.from {
+            Source::Table(table) => SelectFrom::Table(table),
+            Source::Query(sql) => SelectFrom::Query(sql),
+        }
+    }
+
     /// SQL of the keyset page after `position` (`None`: the first page).
     pub(crate) fn keyset_select(
         &self,
@@ -391,12 +416,8 @@ impl ResolvedSource {
         from_cursor: Option<&Value>,
         limit: usize,
     ) -> String {
-        let from = match &self.from {
-            Source::Table(table) => SelectFrom::Table(table),
-            Source::Query(sql) => SelectFrom::Query(sql),
-        };
         dialect.keyset_select(&KeysetSelect {
-            from,
+            from: self.select_from(),
             columns: self.columns.as_deref(),
             text_columns: &self.text_columns,
             order_by: keyset,
@@ -463,7 +484,8 @@ impl StreamRun<'_> {
         let mut saved: Option<Checkpoint> = match stored {
             Some(checkpoint) if checkpoint.fingerprint == fingerprint => Some(checkpoint),
             Some(_) => {
-                report.note = Some(
+                add_note(
+                    report,
                     "stream definition or site tags changed since the last run: backfilling from the start".into(),
                 );
                 if !self.options.dry_run {
@@ -489,15 +511,45 @@ impl StreamRun<'_> {
         // clock and open transactions, taken before reading.
         let mut resume = saved.as_ref().and_then(|c| c.resume_from.clone());
         let mut after: Option<Vec<Value>> = saved.as_ref().map(|c| c.position.clone());
-        let floor = match source.visibility().await {
-            Ok(Some((now, oldest))) => Some(capture::visibility_floor(
-                now,
-                oldest,
-                self.stream.cursor_lag,
-            )),
-            Ok(None) => None,
-            Err(e) => return Err(format!("reading the clock of {source_place}: {e}")),
-        };
+        let clock = source
+            .visibility()
+            .await
+            .map_err(|e| format!("reading the clock of {source_place}: {e}"))?;
+        let floor = clock
+            .map(|(now, oldest)| capture::visibility_floor(now, oldest, self.stream.cursor_lag));
+        // A source clock behind cursor values already applied went back
+        // (a clock reset): rows it stamps now sort before the checkpoint.
+        if let (Some((now, _)), Some(Value::TimestampTz(applied))) =
+            (clock, saved.as_ref().and_then(|c| c.position.first()))
+            && now + chrono::Duration::from_std(self.stream.cursor_lag).unwrap_or_default()
+                < *applied
+        {
+            add_note(
+                report,
+                format!(
+                    "the clock of {source_place} ({}) is behind the checkpoint's cursor ({}): it went back; \
+                     rows stamped before the checkpoint are not read until `hubsync reset`",
+                    now.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT),
+                    applied.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT)
+                ),
+            );
+        }
+        // A backfill counts the rows it will never read (NULL cursor) once.
+        if saved.is_none() {
+            let sql = resolved.null_cursor_count(source.dialect(), &self.stream.cursor);
+            if let Ok(batch) = source.query(&sql, &site_values).await
+                && let Some(Value::Int(nulls)) = batch.rows.first().and_then(|r| r.first())
+                && *nulls > 0
+            {
+                add_note(
+                    report,
+                    format!(
+                        "source rows with a NULL cursor `{}`: {nulls} (never synced)",
+                        self.stream.cursor
+                    ),
+                );
+            }
+        }
 
         let keyset = self.stream.keyset_source_columns();
         let mut mapping: Option<RowMapping> = None;
