@@ -21,7 +21,7 @@ use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How often a running run records that it is alive (and its row counts).
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -311,6 +311,12 @@ impl StateStore {
                 "ALTER TABLE {} ADD COLUMN heartbeat_at {ts}",
                 self.table("runs")
             )],
+            // Which process holds a running run: a dead one on this host is
+            // recognised at once, without waiting for its heartbeat to expire.
+            4 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN holder TEXT",
+                self.table("runs")
+            )],
             // Late commits: where the next read starts (at or below the position).
             3 => vec![format!(
                 "ALTER TABLE {} ADD COLUMN resume_from TEXT",
@@ -470,7 +476,7 @@ impl StateStore {
         let running = tx
             .query(
                 &format!(
-                    "SELECT run_id, coalesce(heartbeat_at, started_at) FROM {runs} \
+                    "SELECT run_id, coalesce(heartbeat_at, started_at), holder FROM {runs} \
                      WHERE flow = {} AND site = {} AND status = 'running'",
                     p[0], p[1]
                 ),
@@ -480,7 +486,8 @@ impl StateStore {
         for row in &running.rows {
             let heartbeat = timestamp(&row[1])?;
             let age = (now - heartbeat).to_std().unwrap_or_default();
-            if age < HEARTBEAT_EXPIRY && !own_dead_runs.contains(&text(&row[0])) {
+            let holder_dead = matches!(&row[2], Value::Text(holder) if holder_is_dead(holder));
+            if age < HEARTBEAT_EXPIRY && !holder_dead && !own_dead_runs.contains(&text(&row[0])) {
                 return Err(StateError::AlreadyRunning {
                     run_id: text(&row[0]),
                     seconds: age.as_secs(),
@@ -510,11 +517,12 @@ impl StateStore {
             pair[1].clone(),
             Value::TimestampTz(now),
             Value::TimestampTz(now),
+            Value::Text(this_holder()),
         ];
         let ip = self.placeholders(&params);
         tx.execute(
             &format!(
-                "INSERT INTO {runs} (run_id, flow, site, started_at, heartbeat_at, status) VALUES ({}, 'running')",
+                "INSERT INTO {runs} (run_id, flow, site, started_at, heartbeat_at, holder, status) VALUES ({}, 'running')",
                 ip.join(", ")
             ),
             &params,
@@ -631,6 +639,38 @@ impl StateStore {
     }
 }
 
+/// This process as a run holder: `host/pid`.
+fn this_holder() -> String {
+    format!("{}/{}", host_name(), std::process::id())
+}
+
+/// The machine's host name (empty if it cannot be read).
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes and we stop at the first NUL.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    if !ok {
+        return String::new();
+    }
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+/// True if `holder` (`host/pid`) is a process on this host that no longer
+/// exists (checked in `/proc`); a holder on another host, or one that cannot
+/// be checked, is presumed alive until its heartbeat expires.
+fn holder_is_dead(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once('/') else {
+        return false;
+    };
+    if host != host_name() || host.is_empty() || pid == std::process::id().to_string() {
+        return false;
+    }
+    let proc_root = std::path::Path::new("/proc");
+    proc_root.join("self").exists() && pid.parse::<u32>().is_ok() && !proc_root.join(pid).exists()
+}
+
 fn key_values(key: &CheckpointKey) -> Vec<Value> {
     vec![
         Value::Text(key.flow.clone()),
@@ -695,6 +735,15 @@ fn run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_holders_on_this_host_are_recognised() {
+        assert!(!holder_is_dead(&this_holder()), "this process is alive");
+        // pid 4194304 is above Linux's pid_max: no such process.
+        assert!(holder_is_dead(&format!("{}/4194304", host_name())));
+        assert!(!holder_is_dead("some-other-host/4194304"));
+        assert!(!holder_is_dead("garbage"));
+    }
 
     #[test]
     fn checkpoints_keep_the_later_position() {
