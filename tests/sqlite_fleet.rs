@@ -660,3 +660,76 @@ fn rows_with_a_null_cursor_are_reported_on_backfill() {
         "stream `sales`: source rows with a NULL cursor `updated_at`: 2 (never synced)"
     );
 }
+
+fn with_site_s3(text: &str, hub: &str) -> String {
+    text.replace("[hub]\n", &format!("[hub]\n{hub}\n")).replace(
+        "[[flow]]\nname = \"sales\"",
+        "[[site]]\nid = \"s3\"\nurl = \"sqlite://s3.db\"\ntags = { zone = \"A\" }\n\n[[flow]]\nname = \"sales\"",
+    )
+}
+
+/// A site that keeps failing opens its circuit: after 2 failed runs it is
+/// skipped (not even connected to) for the cool-down, shown by `status`, and
+/// tried again once the cool-down has passed.
+#[test]
+fn a_failing_site_opens_its_circuit_and_is_retried_after_the_cooldown() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.write_config(&with_site_s3(
+        &config(1000, "B"),
+        "connect_retries = 0\ncircuit_breaker_failures = 2\ncircuit_breaker_cooldown = \"1h\"",
+    ));
+    for _ in 0..2 {
+        let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(out.stdout.contains("cannot connect"), "{}", out.stdout);
+    }
+    let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "flow `sales` site `s3`: circuit open after 2 consecutive failed runs; skipped until"
+        ),
+        "{}",
+        out.stdout
+    );
+    let status = fleet.hubsync(&["status"]);
+    assert!(status.stdout.contains("open until"), "{}", status.stdout);
+    // The site comes back, and the cool-down passes (moved into the past here).
+    sqlite_exec(&fleet.path("s3.db"), STORE_SCHEMA);
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "UPDATE hubsync_runs SET started_at = '2026-01-01T00:00:00.000000Z' WHERE site = 's3';",
+    );
+    fleet.sync_ok(&["--flow", "sales", "--site", "s3"]);
+}
+
+/// A connection failure is retried with backoff: a site whose file appears
+/// during the first back-off wait syncs in the same run.
+#[test]
+fn a_site_back_within_the_retries_syncs_in_the_same_run() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.write_config(&with_site_s3(&config(1000, "B"), "connect_retries = 3"));
+    let (building, s3) = (fleet.path("s3.building"), fleet.path("s3.db"));
+    let appear = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Built aside and renamed into place, so it appears complete at once.
+        sqlite_exec(&building, STORE_SCHEMA);
+        sqlite_exec(
+            &building,
+            "INSERT INTO sales VALUES (1, 'fig', 1, '0.90', '2026-01-02T09:00:00.000000Z');",
+        );
+        std::fs::rename(&building, &s3).unwrap();
+    });
+    let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
+    appear.join().unwrap();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, id FROM sales WHERE store_id = 's3'"
+        ),
+        "s3|1"
+    );
+}

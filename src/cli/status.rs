@@ -8,13 +8,14 @@ use comfy_table::{Table, presets};
 use super::output::thousands;
 use super::{EXIT_OK, plural};
 use crate::config::Config;
-use crate::flow::Hub;
+use crate::flow::{Hub, circuit};
 use crate::state::{RunRecord, RunStatus, format_position};
 
 pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     let hub = Hub::open_existing(config.clone()).await?;
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
+    let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     hub.master().close().await;
     let now = Utc::now();
 
@@ -28,6 +29,7 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         "rows read",
         "rows written",
         "note",
+        "circuit",
         "error",
     ]);
     let mut failing = 0;
@@ -39,7 +41,27 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
             if run.is_some_and(|r| matches!(r.status, RunStatus::Failed | RunStatus::Skipped)) {
                 failing += 1;
             }
-            table.add_row(last_run_row(&flow.name, &site.id, run, now));
+            let circuit = streaks
+                .get(&(flow.name.clone(), site.id.clone()))
+                .and_then(|(streak, last)| {
+                    circuit::open_until(
+                        *streak,
+                        *last,
+                        config.hub.circuit_breaker_failures,
+                        config.hub.circuit_breaker_cooldown,
+                        now,
+                    )
+                    .map(|until| {
+                        format!(
+                            "open until {} ({streak} failures)",
+                            until.format("%H:%M:%S UTC")
+                        )
+                    })
+                })
+                .unwrap_or_else(|| "closed".to_string());
+            let mut row = last_run_row(&flow.name, &site.id, run, now).to_vec();
+            row.insert(row.len() - 1, circuit);
+            table.add_row(row);
         }
     }
     println!("Last runs\n{table}");

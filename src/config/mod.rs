@@ -97,6 +97,9 @@ struct RawHub {
     batch_size: Option<usize>,
     connect_timeout: Option<String>,
     statement_timeout: Option<String>,
+    connect_retries: Option<usize>,
+    circuit_breaker_failures: Option<usize>,
+    circuit_breaker_cooldown: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +178,15 @@ pub struct HubConfig {
     /// 5 min); `None` (`"0s"`) means no limit. A site that stops answering
     /// fails its run after this long instead of holding its flow's pass.
     pub statement_timeout: Option<Duration>,
+    /// Extra attempts to connect to a site after a connection failure, with
+    /// exponential backoff and jitter (1 s, 2 s, ... at most 30 s; default 2).
+    pub connect_retries: usize,
+    /// Consecutive failed runs of a (flow, site) that open its circuit: the
+    /// pair is then skipped for a cool-down (default 3; 0 disables).
+    pub circuit_breaker_failures: usize,
+    /// First cool-down of an open circuit; it doubles with every further
+    /// failure, up to one hour (default 1 min).
+    pub circuit_breaker_cooldown: Duration,
 }
 
 /// One remote database.
@@ -435,6 +447,17 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         batch_size: positive(raw.hub.batch_size, "batch_size", 10_000, problems),
         connect_timeout,
         statement_timeout,
+        connect_retries: raw.hub.connect_retries.unwrap_or(2),
+        circuit_breaker_failures: raw.hub.circuit_breaker_failures.unwrap_or(3),
+        circuit_breaker_cooldown: match &raw.hub.circuit_breaker_cooldown {
+            Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
+                problems.push(format!(
+                    "`hub.circuit_breaker_cooldown` `{text}`: {e} (example: `1m`)"
+                ));
+                Duration::from_secs(60)
+            }),
+            None => Duration::from_secs(60),
+        },
     };
 
     let master = match raw.master {

@@ -16,18 +16,20 @@
 //!   changes nothing because upserts skip unchanged rows.
 
 pub mod check;
+pub mod circuit;
 mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::Retryable as _;
 use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Flow, Site};
 use crate::connector::{ConnectOptions, Connector, ConnectorError};
-use crate::state::{RunStatus, StateError, StateStore};
+use crate::state::{INTERRUPTED, RunStatus, StateError, StateStore};
 
 pub use self::stream::{RunCounters, StreamPlan, fingerprint, plan_streams};
 
@@ -182,6 +184,32 @@ impl Hub {
         })
     }
 
+    /// When the circuit of (`flow`, `site`) closes again, if it is open now
+    /// (see [`circuit`]). A failure to read the history keeps it closed.
+    async fn circuit_open_until(
+        &self,
+        flow: &Flow,
+        site: &Site,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let hub = &self.config.hub;
+        if hub.circuit_breaker_failures == 0 {
+            return None;
+        }
+        let streaks = self
+            .state
+            .failure_streaks(&self.master, Some((&flow.name, &site.id)))
+            .await
+            .ok()?;
+        let (streak, last) = streaks.get(&(flow.name.clone(), site.id.clone()))?;
+        circuit::open_until(
+            *streak,
+            *last,
+            hub.circuit_breaker_failures,
+            hub.circuit_breaker_cooldown,
+            chrono::Utc::now(),
+        )
+    }
+
     /// The master connector.
     pub fn master(&self) -> &Connector {
         &self.master
@@ -248,6 +276,18 @@ impl Hub {
             return report;
         }
         progress.site_started(&flow.name, &site.id);
+        if let Some(until) = self.circuit_open_until(flow, site).await {
+            report.status = RunStatus::Skipped;
+            report.error = Some(format!(
+                "flow `{}` site `{}`: circuit open after {} consecutive failed runs; skipped until {} (see `hubsync status`)",
+                flow.name,
+                site.id,
+                self.config.hub.circuit_breaker_failures,
+                until.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+            progress.site_finished(&report);
+            return report;
+        }
         // Cloned out first: the lock must not be held across the await.
         let dead_runs = self.dead_runs.lock().expect("dead runs lock").clone();
         if !options.dry_run {
@@ -386,13 +426,27 @@ impl Hub {
             statement_timeout: site.statement_timeout(&self.config.hub),
             create_if_missing: false,
         };
-        let site_conn = Connector::connect(&site.url, &site_options)
+        // Connection failures are retried with exponential backoff and jitter
+        // (a site on a shop-floor network drops out for seconds at a time).
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(30))
+            .with_max_times(self.config.hub.connect_retries)
+            .with_jitter();
+        let site_conn = (|| Connector::connect(&site.url, &site_options))
+            .retry(backoff)
+            .when(|e: &ConnectorError| e.is_transient() && !self.cancel.is_cancelled())
+            .notify(|e: &ConnectorError, wait: Duration| {
+                tracing::info!(flow = %flow.name, site = %site.id, "retrying in {:.1} s: {e}", wait.as_secs_f64());
+            })
             .await
             .map_err(|e| format!("flow `{}` site `{}`: {e}", flow.name, site.id))?;
         let mut result = Ok(());
         for (stream, plan) in flow.streams.iter().zip(plans) {
             if self.cancel.is_cancelled() {
-                result = Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
+                result = Err(format!(
+                    "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
+                ));
                 break;
             }
             let place = format!(

@@ -9,7 +9,7 @@ use crate::config::{Direction, Flow, Site, Source, Stream};
 use crate::connector::{Connector, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
-use crate::state::{Checkpoint, CheckpointKey};
+use crate::state::{Checkpoint, CheckpointKey, INTERRUPTED};
 use crate::value::{Batch, Value};
 
 /// What a stream needs that is the same for every site, found once per
@@ -555,7 +555,9 @@ impl StreamRun<'_> {
         let mut mapping: Option<RowMapping> = None;
         loop {
             if self.cancel.is_cancelled() {
-                return Err("interrupted: stopped after the last committed batch; the next run resumes there".into());
+                return Err(format!(
+                    "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
+                ));
             }
             let from_cursor = resume.take();
             let read_after = if from_cursor.is_some() {

@@ -23,6 +23,11 @@ use crate::value::{Batch, Value, compare_positions};
 /// Current version of the state schema.
 pub const SCHEMA_VERSION: i64 = 4;
 
+/// Marks the error of a run that the hub itself cut short (a stop signal,
+/// a hub that died); such runs say nothing about the site and do not count
+/// toward its circuit breaker.
+pub const INTERRUPTED: &str = "interrupted: ";
+
 /// How often a running run records that it is alive (and its row counts).
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -434,6 +439,55 @@ impl StateStore {
         Ok(removed)
     }
 
+    /// Per (flow, site): how many of its newest finished runs failed in a
+    /// row, and when the newest of them started. Pairs whose newest finished
+    /// run succeeded are absent. Skipped runs, and runs the hub itself cut
+    /// short ([`INTERRUPTED`]), do not count either way.
+    /// `flow_site` limits the answer to one pair.
+    pub async fn failure_streaks(
+        &self,
+        master: &Connector,
+        flow_site: Option<(&str, &str)>,
+    ) -> Result<std::collections::HashMap<(String, String), (u32, DateTime<Utc>)>> {
+        let mut params = Vec::new();
+        let mut filter = String::new();
+        if let Some((flow, site)) = flow_site {
+            params = vec![Value::Text(flow.to_string()), Value::Text(site.to_string())];
+            let p = self.placeholders(&params);
+            filter = format!(" AND flow = {} AND site = {}", p[0], p[1]);
+        }
+        // The newest 20 finished runs per pair: enough to size any cool-down
+        // (it stops doubling at one hour).
+        let sql = format!(
+            "SELECT flow, site, status, started_at FROM (\
+               SELECT flow, site, status, started_at, \
+                 row_number() OVER (PARTITION BY flow, site ORDER BY started_at DESC) AS newest \
+               FROM {} WHERE (status = 'succeeded' OR (status = 'failed' \
+                 AND coalesce(error, '') NOT LIKE '%{INTERRUPTED}%')){filter}) AS recent \
+             WHERE newest <= 20 ORDER BY flow, site, started_at DESC",
+            self.table("runs")
+        );
+        let batch = master.query(&sql, &params).await?;
+        let mut streaks = std::collections::HashMap::new();
+        let mut broken = std::collections::HashSet::new();
+        for row in &batch.rows {
+            let pair = (text(&row[0]), text(&row[1]));
+            if broken.contains(&pair) {
+                continue;
+            }
+            if text(&row[2]) != "failed" {
+                broken.insert(pair);
+                continue;
+            }
+            let started = timestamp(&row[3])?;
+            streaks
+                .entry(pair)
+                .and_modify(|(count, _)| *count += 1)
+                .or_insert((1u32, started));
+        }
+        Ok(streaks)
+    }
+
     /// Records the start of a run of (`flow`, `site`) and returns its id,
     /// unless another run of that pair is alive.
     ///
@@ -496,7 +550,9 @@ impl StateStore {
         }
         let stale = [
             Value::TimestampTz(now),
-            Value::Text("interrupted: the hub stopped before this run finished (rows counted up to its last heartbeat)".into()),
+            Value::Text(format!(
+                "{INTERRUPTED}the hub stopped before this run finished (rows counted up to its last heartbeat)"
+            )),
             pair[0].clone(),
             pair[1].clone(),
         ];
