@@ -284,4 +284,14 @@ direction = "push"
         ),
         "0"
     );
+    // The run history counts a pull's rows in the transaction that commits
+    // them, so the killed runs together with the last one wrote exactly the
+    // 40,000 rows (re-applied overlaps write none).
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT sum(rows_written) FROM hubsync_runs WHERE flow = 'sales'"
+        ),
+        "40000"
+    );
 }

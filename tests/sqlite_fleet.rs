@@ -479,7 +479,7 @@ fn a_live_run_is_not_started_twice_and_a_dead_one_is_taken_over() {
             &fleet.path("master.db"),
             "SELECT status, error FROM hubsync_runs WHERE run_id = 'other-hub-run'"
         ),
-        "failed|interrupted: the hub stopped before this run finished (rows counted up to its last heartbeat)"
+        "failed|interrupted: the hub stopped before this run finished (its rows are counted up to its last committed batch)"
     );
 }
 

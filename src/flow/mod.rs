@@ -184,13 +184,14 @@ impl Hub {
         })
     }
 
-    /// When the circuit of (`flow`, `site`) closes again, if it is open now
-    /// (see [`circuit`]). A failure to read the history keeps it closed.
+    /// When the circuit of (`flow`, `site`) closes again and how many runs
+    /// failed in a row, if it is open now (see [`circuit`]). A failure to
+    /// read the history keeps it closed.
     async fn circuit_open_until(
         &self,
         flow: &Flow,
         site: &Site,
-    ) -> Option<chrono::DateTime<chrono::Utc>> {
+    ) -> Option<(chrono::DateTime<chrono::Utc>, u32)> {
         let hub = &self.config.hub;
         if hub.circuit_breaker_failures == 0 {
             return None;
@@ -208,6 +209,7 @@ impl Hub {
             hub.circuit_breaker_cooldown,
             chrono::Utc::now(),
         )
+        .map(|until| (until, *streak))
     }
 
     /// The master connector.
@@ -276,13 +278,13 @@ impl Hub {
             return report;
         }
         progress.site_started(&flow.name, &site.id);
-        if let Some(until) = self.circuit_open_until(flow, site).await {
+        if let Some((until, streak)) = self.circuit_open_until(flow, site).await {
             report.status = RunStatus::Skipped;
             report.error = Some(format!(
                 "flow `{}` site `{}`: circuit open after {} consecutive failed runs; skipped until {} (see `hubsync status`)",
                 flow.name,
                 site.id,
-                self.config.hub.circuit_breaker_failures,
+                streak,
                 until.format("%Y-%m-%d %H:%M:%S UTC")
             ));
             progress.site_finished(&report);
@@ -442,6 +444,7 @@ impl Hub {
             .await
             .map_err(|e| format!("flow `{}` site `{}`: {e}", flow.name, site.id))?;
         let mut result = Ok(());
+        let run_id = report.run_id.clone();
         for (stream, plan) in flow.streams.iter().zip(plans) {
             if self.cancel.is_cancelled() {
                 result = Err(format!(
@@ -475,6 +478,7 @@ impl Hub {
                 progress,
                 cancel: &self.cancel,
                 counters,
+                run_id: run_id.as_deref(),
             };
             let outcome = run.run(&mut stream_report).await;
             report.streams.push(stream_report);

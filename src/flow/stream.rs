@@ -282,6 +282,8 @@ pub(super) struct StreamRun<'a> {
     pub progress: &'a dyn Progress,
     pub cancel: &'a CancellationToken,
     pub counters: &'a RunCounters,
+    /// The run in the history (`None` for a dry run).
+    pub run_id: Option<&'a str>,
 }
 
 /// Rows read and written so far by one site run, over all its streams;
@@ -527,8 +529,9 @@ impl StreamRun<'_> {
             add_note(
                 report,
                 format!(
-                    "the clock of {source_place} ({}) is behind the checkpoint's cursor ({}): it went back; \
-                     rows stamped before the checkpoint are not read until `hubsync reset`",
+                    "the clock of {source_place} ({}) is behind the checkpoint's cursor ({}): it went back, or \
+                     rows were stamped in the future; reads now start from the source's clock, so new rows still \
+                     arrive, but rows stamped below it before this run are only found by `hubsync reset`",
                     now.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT),
                     applied.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT)
                 ),
@@ -649,6 +652,26 @@ impl StreamRun<'_> {
         Ok(())
     }
 
+    /// Records the run's row counts including this batch, in the master
+    /// transaction that saves its checkpoint: the history then counts
+    /// exactly what was committed, even if the hub is killed next.
+    async fn record_progress(
+        &self,
+        tx: &mut crate::connector::Tx,
+        read: u64,
+        written: u64,
+    ) -> Result<(), String> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
+        let (total_read, total_written) = self.counters.get();
+        self.hub
+            .state()
+            .record_progress(tx, run_id, total_read + read, total_written + written)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Writes one batch and its checkpoint; returns rows changed.
     #[allow(clippy::too_many_arguments)]
     async fn apply(
@@ -678,6 +701,8 @@ impl StreamRun<'_> {
                     .save_checkpoint(&mut tx, key, checkpoint)
                     .await
                     .map_err(|e| write_error(&e))?;
+                self.record_progress(&mut tx, rows.len() as u64, written)
+                    .await?;
                 tx.commit().await.map_err(|e| write_error(&e))?;
                 Ok(written)
             }
@@ -691,6 +716,8 @@ impl StreamRun<'_> {
                     .save_checkpoint(&mut state_tx, key, checkpoint)
                     .await
                     .map_err(|e| e.to_string())?;
+                self.record_progress(&mut state_tx, rows.len() as u64, written)
+                    .await?;
                 state_tx.commit().await.map_err(|e| e.to_string())?;
                 Ok(written)
             }

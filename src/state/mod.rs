@@ -311,7 +311,7 @@ impl StateStore {
                 ),
             ],
             // Heartbeats: a live run is not started twice; a dead one is
-            // recognised and its rows counted up to its last heartbeat.
+            // recognised (row counts are written with each batch).
             2 => vec![format!(
                 "ALTER TABLE {} ADD COLUMN heartbeat_at {ts}",
                 self.table("runs")
@@ -551,7 +551,7 @@ impl StateStore {
         let stale = [
             Value::TimestampTz(now),
             Value::Text(format!(
-                "{INTERRUPTED}the hub stopped before this run finished (rows counted up to its last heartbeat)"
+                "{INTERRUPTED}the hub stopped before this run finished (its rows are counted up to its last committed batch)"
             )),
             pair[0].clone(),
             pair[1].clone(),
@@ -588,6 +588,20 @@ impl StateStore {
         Ok(run_id)
     }
 
+    /// Records run `run_id`'s row counts so far (and that it is alive) inside
+    /// `tx`, the transaction that commits the batch they include.
+    pub async fn record_progress(
+        &self,
+        tx: &mut Tx,
+        run_id: &str,
+        rows_read: u64,
+        rows_written: u64,
+    ) -> Result<()> {
+        let (sql, params) = self.progress_statement(run_id, rows_read, rows_written);
+        tx.execute(&sql, &params).await?;
+        Ok(())
+    }
+
     /// Records that run `run_id` is alive, with its row counts so far.
     pub async fn heartbeat(
         &self,
@@ -596,6 +610,18 @@ impl StateStore {
         rows_read: u64,
         rows_written: u64,
     ) -> Result<()> {
+        let (sql, params) = self.progress_statement(run_id, rows_read, rows_written);
+        master.execute(&sql, &params).await?;
+        Ok(())
+    }
+
+    /// The UPDATE behind [`Self::heartbeat`] and [`Self::record_progress`].
+    fn progress_statement(
+        &self,
+        run_id: &str,
+        rows_read: u64,
+        rows_written: u64,
+    ) -> (String, [Value; 4]) {
         let params = [
             Value::TimestampTz(Utc::now()),
             Value::Int(rows_read as i64),
@@ -611,8 +637,7 @@ impl StateStore {
             p[2],
             p[3]
         );
-        master.execute(&sql, &params).await?;
-        Ok(())
+        (sql, params)
     }
 
     /// Records the end of a run.
