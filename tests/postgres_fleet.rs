@@ -370,7 +370,7 @@ fn check_passes_on_a_good_postgres_fleet_and_names_missing_columns() {
 
 /// Regression: values were cast with the target's type modifier
 /// (`CAST(.. AS varchar(3))`), which PostgreSQL truncates silently; now an
-/// over-long value stops the stream and nothing is written.
+/// over-long value stops the stream, naming the row, and nothing is written.
 #[test]
 fn an_over_long_text_is_refused_not_truncated() {
     let master = pg_create_db("varchar_master");
@@ -398,7 +398,7 @@ fn an_over_long_text_is_refused_not_truncated() {
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains(
-            "flow `sales` stream `sales` site `s1`: writing to master table `sales`: value too long for type character varying(3)"
+            "flow `sales` stream `sales` site `s1`: writing to master table `sales`: row (store_id, id) = (s1, 2): value too long for type character varying(3)"
         ),
         "{}",
         out.stderr

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Hub, Progress, StreamReport, SyncOptions};
 use crate::capture;
 use crate::config::{Direction, Flow, Site, Source, Stream};
-use crate::connector::{Connector, TableInfo};
+use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
 use crate::state::{Checkpoint, CheckpointKey, INTERRUPTED};
@@ -85,6 +85,70 @@ pub fn fingerprint(
     });
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// When the database refuses a batch, finds the first row it refuses, by
+/// applying the rows one by one under savepoints in a transaction that is
+/// rolled back, and names it: "row (store_id, id) = (s1, 7): <error>".
+/// Returns the batch's error unchanged if it was not about a row (a lost
+/// connection, a timeout) or no single row fails alone. Nothing is written.
+async fn refused_row(
+    target: &Connector,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+    error: ConnectorError,
+) -> String {
+    if !matches!(
+        error,
+        ConnectorError::Database(_) | ConnectorError::Type { .. }
+    ) || rows.len() < 2
+    {
+        return describe_refusal(spec, rows.first(), &error);
+    }
+    let Ok(mut tx) = target.begin().await else {
+        return error.to_string();
+    };
+    for row in rows {
+        if tx.execute("SAVEPOINT hubsync_row", &[]).await.is_err() {
+            break;
+        }
+        match tx.upsert(spec, std::slice::from_ref(row)).await {
+            Ok(_) => {
+                if tx
+                    .execute("RELEASE SAVEPOINT hubsync_row", &[])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Err(row_error) => return describe_refusal(spec, Some(row), &row_error),
+        }
+    }
+    error.to_string()
+}
+
+/// "row (k1, k2) = (v1, v2): error" for a refused row (just the error when
+/// the row is unknown).
+fn describe_refusal(
+    spec: &UpsertSpec<'_>,
+    row: Option<&Vec<Value>>,
+    error: &ConnectorError,
+) -> String {
+    let Some(row) = row else {
+        return error.to_string();
+    };
+    let key: Vec<String> = spec
+        .key
+        .iter()
+        .filter_map(|k| spec.columns.iter().position(|c| c == k))
+        .map(|i| row[i].to_string())
+        .collect();
+    format!(
+        "row ({}) = ({}): {error}",
+        spec.key.join(", "),
+        key.join(", ")
+    )
 }
 
 /// Appends a remark to the stream's note (several may apply to one run).
@@ -696,7 +760,13 @@ impl StreamRun<'_> {
                     .await
                     .expect("semaphore is never closed");
                 let mut tx = master.begin().await.map_err(|e| write_error(&e))?;
-                let written = tx.upsert(spec, rows).await.map_err(|e| write_error(&e))?;
+                let written = match tx.upsert(spec, rows).await {
+                    Ok(written) => written,
+                    Err(e) => {
+                        drop(tx);
+                        return Err(write_error(&refused_row(master, spec, rows, e).await));
+                    }
+                };
                 state
                     .save_checkpoint(&mut tx, key, checkpoint)
                     .await
@@ -708,7 +778,13 @@ impl StreamRun<'_> {
             }
             Direction::Push => {
                 let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
-                let written = tx.upsert(spec, rows).await.map_err(|e| write_error(&e))?;
+                let written = match tx.upsert(spec, rows).await {
+                    Ok(written) => written,
+                    Err(e) => {
+                        drop(tx);
+                        return Err(write_error(&refused_row(target, spec, rows, e).await));
+                    }
+                };
                 tx.commit().await.map_err(|e| write_error(&e))?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = master.begin().await.map_err(|e| e.to_string())?;
