@@ -695,7 +695,7 @@ fn a_master_login_without_create_uses_a_prepared_schema() {
     assert_eq!(psql(&master, "SELECT store_id, id FROM sales"), "s1|1");
     assert_eq!(
         psql(&master, "SELECT max(version) FROM hubsync.schema_version"),
-        "4"
+        "5"
     );
 }
 
@@ -734,5 +734,65 @@ fn a_site_clock_that_went_back_is_reported() {
         note.starts_with("stream `sales`: the clock of the site (")
             && note.contains("is behind the checkpoint's cursor"),
         "{note}"
+    );
+}
+
+/// `on_error = "quarantine"`: a row the master refuses goes to the
+/// quarantine table with its site, key, values and error; the rest of the
+/// batch is applied; the run is `partial` (exit 1). When the row is fixed at
+/// the source it is applied and leaves the quarantine.
+#[test]
+fn refused_rows_are_quarantined_and_retried_when_they_change() {
+    let master = pg_create_db("quarantine_master");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, price numeric(12,2), updated_at text, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, price TEXT, updated_at TEXT);
+         INSERT INTO sales VALUES (1, '1.50', '2026-01-01T00:00:01Z'), (2, 'abc', '2026-01-01T00:00:02Z'),
+                                  (3, '3.00', '2026-01-01T00:00:03Z');",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  on_error = \"quarantine\"\n"
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("partial"), "{}", out.stdout);
+    assert_eq!(
+        psql(&master, "SELECT id, price FROM sales ORDER BY id"),
+        "1|1.50\n3|3.00"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT site, row_key, error FROM hubsync.quarantine"
+        ),
+        "s1|[{\"t\":\"text\",\"v\":\"s1\"},{\"t\":\"int\",\"v\":2}]|invalid input syntax for type numeric: \"abc\" (code 22P02)"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT status, rows_read, rows_written FROM hubsync.runs"
+        ),
+        "partial|3|2"
+    );
+    // Fixed at the source (new value, new cursor): applied and released.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "UPDATE sales SET price = '2.25', updated_at = '2026-01-02T00:00:00Z' WHERE id = 2;",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT id, price FROM sales ORDER BY id"),
+        "1|1.50\n2|2.25\n3|3.00"
+    );
+    assert_eq!(
+        psql(&master, "SELECT count(*) FROM hubsync.quarantine"),
+        "0"
     );
 }

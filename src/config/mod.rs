@@ -144,6 +144,7 @@ struct RawStream {
     cursor_lag: Option<String>,
     site_column: Option<String>,
     columns: Option<BTreeMap<String, String>>,
+    on_error: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -252,6 +253,18 @@ pub struct Flow {
     pub streams: Vec<Stream>,
 }
 
+/// What happens to a row the target refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// The stream stops with an error naming the row; nothing of the batch
+    /// is written.
+    Stop,
+    /// The row goes to the master's quarantine table (with its site, key,
+    /// values and error), the rest of the batch is applied, the run ends
+    /// `partial`; the row is retried when it changes at the source.
+    Quarantine,
+}
+
 /// Where a stream reads from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -280,6 +293,10 @@ pub struct Stream {
     /// committed late with an older cursor value still arrive (time cursors
     /// only; default 5 s; zero disables).
     pub cursor_lag: Duration,
+    /// What a row the target refuses does: stop the stream (default) or go
+    /// to the master's quarantine table while the rest of the batch is
+    /// applied.
+    pub on_error: OnError,
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
@@ -712,6 +729,16 @@ fn validate_stream(
             Err(e) => problems.push(format!("{place}: `query`: {e}")),
         }
     }
+    let on_error = match raw.on_error.as_deref() {
+        None | Some("stop") => OnError::Stop,
+        Some("quarantine") => OnError::Quarantine,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `on_error` `{other}`; use `stop` or `quarantine`"
+            ));
+            OnError::Stop
+        }
+    };
     let cursor_lag = match &raw.cursor_lag {
         Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
             problems.push(format!(
@@ -732,6 +759,7 @@ fn validate_stream(
         cursor,
         site_column: raw.site_column,
         cursor_lag,
+        on_error,
         columns,
     })
 }

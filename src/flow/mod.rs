@@ -86,8 +86,10 @@ pub struct StreamReport {
     pub rows_read: u64,
     /// Rows inserted or changed at the target.
     pub rows_written: u64,
-    /// Why the stream restarted with a backfill, if it did.
+    /// Remarks for the run history (a backfill and why, NULL cursors...).
     pub note: Option<String>,
+    /// Rows the target refused that went to quarantine.
+    pub quarantined: u64,
 }
 
 /// What one flow did at one site.
@@ -357,9 +359,19 @@ impl Hub {
                 }
             }
         };
+        let quarantined: u64 = report.streams.iter().map(|s| s.quarantined).sum();
         if let Err(message) = outcome {
             report.status = RunStatus::Failed;
             report.error = Some(message);
+        } else if quarantined > 0 {
+            report.status = RunStatus::Partial;
+            report.error = Some(format!(
+                "flow `{}` site `{}`: {quarantined} row(s) refused by the target were quarantined \
+                 (table `{}`); they are retried when they change at the source",
+                flow.name,
+                site.id,
+                self.state.table_name("quarantine")
+            ));
         }
         report.duration = started.elapsed();
         if let Some(run_id) = &report.run_id {

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Progress, StreamReport, SyncOptions};
 use crate::capture;
-use crate::config::{Direction, Flow, Site, Source, Stream};
+use crate::config::{Direction, Flow, OnError, Site, Source, Stream};
 use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
@@ -126,6 +126,66 @@ async fn refused_row(
         }
     }
     error.to_string()
+}
+
+/// True for errors about the data of a row (the database refused a value),
+/// as opposed to a lost connection or a timeout, which quarantine must not
+/// hide.
+fn is_row_error(error: &ConnectorError) -> bool {
+    matches!(
+        error,
+        ConnectorError::Database(_) | ConnectorError::Type { .. }
+    )
+}
+
+/// Applies `rows` one at a time under a savepoint each; returns rows written
+/// and the (index, error) of every row the database refused.
+async fn apply_row_by_row(
+    tx: &mut crate::connector::Tx,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<(u64, Vec<(usize, String)>), ConnectorError> {
+    let mut written = 0;
+    let mut refused = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        tx.execute("SAVEPOINT hubsync_row", &[]).await?;
+        match tx.upsert(spec, std::slice::from_ref(row)).await {
+            Ok(n) => written += n,
+            Err(e) if is_row_error(&e) => {
+                tx.execute("ROLLBACK TO SAVEPOINT hubsync_row", &[]).await?;
+                refused.push((i, e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+        tx.execute("RELEASE SAVEPOINT hubsync_row", &[]).await?;
+    }
+    Ok((written, refused))
+}
+
+/// The key values of a target row as JSON (the quarantine table's key).
+fn row_key_json(spec: &UpsertSpec<'_>, row: &[Value]) -> String {
+    let key: Vec<&Value> = spec
+        .key
+        .iter()
+        .filter_map(|k| spec.columns.iter().position(|c| c == k))
+        .map(|i| &row[i])
+        .collect();
+    serde_json::to_string(&key).unwrap_or_default()
+}
+
+/// (row key JSON, row values JSON by column, error) for the quarantine table.
+fn quarantine_entry(spec: &UpsertSpec<'_>, row: &[Value], error: &str) -> (String, String, String) {
+    let values: serde_json::Map<String, serde_json::Value> = spec
+        .columns
+        .iter()
+        .zip(row)
+        .map(|(c, v)| (c.clone(), serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    (
+        row_key_json(spec, row),
+        serde_json::Value::Object(values).to_string(),
+        error.to_string(),
+    )
 }
 
 /// "row (k1, k2) = (v1, v2): error" for a refused row (just the error when
@@ -618,6 +678,17 @@ impl StreamRun<'_> {
             }
         }
 
+        // Quarantined rows of this (stream, site) are released when they
+        // are applied again; only worth the DELETEs when there are some.
+        let mut quarantine_open = self.stream.on_error == OnError::Quarantine
+            && !self.options.dry_run
+            && self
+                .hub
+                .state()
+                .quarantine_count(master, &key)
+                .await
+                .map_err(|e| e.to_string())?
+                > 0;
         let keyset = self.stream.keyset_source_columns();
         let mut mapping: Option<RowMapping> = None;
         loop {
@@ -677,8 +748,8 @@ impl StreamRun<'_> {
                 position,
                 fingerprint: fingerprint.clone(),
             };
-            let written = if self.options.dry_run {
-                0
+            let (written, quarantined) = if self.options.dry_run {
+                (0, 0)
             } else {
                 let spec = UpsertSpec {
                     table: &self.stream.target,
@@ -694,9 +765,14 @@ impl StreamRun<'_> {
                     &key,
                     &checkpoint,
                     &target_place,
+                    quarantine_open,
                 )
                 .await?
             };
+            if quarantined > 0 {
+                quarantine_open = true;
+                report.quarantined += quarantined;
+            }
             report.rows_read += read;
             report.rows_written += written;
             self.counters.add(read, written);
@@ -736,7 +812,11 @@ impl StreamRun<'_> {
             .map_err(|e| e.to_string())
     }
 
-    /// Writes one batch and its checkpoint; returns rows changed.
+    /// Writes one batch and its checkpoint; returns (rows changed, rows
+    /// quarantined). A batch the target refuses stops the stream, naming the
+    /// refused row, unless the stream quarantines: then the rows are applied
+    /// one by one under savepoints and the refused ones go to the master's
+    /// quarantine table with the checkpoint.
     #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
@@ -747,56 +827,115 @@ impl StreamRun<'_> {
         key: &CheckpointKey,
         checkpoint: &Checkpoint,
         target_place: &str,
-    ) -> Result<u64, String> {
+        release_quarantine: bool,
+    ) -> Result<(u64, u64), String> {
         let master = self.hub.master();
-        let state = self.hub.state();
         let write_error = |e: &dyn std::fmt::Display| format!("writing to {target_place}: {e}");
-        match direction {
-            Direction::Pull => {
-                let _permit = self
-                    .hub
+        let _permit = match direction {
+            Direction::Pull => Some(
+                self.hub
                     .master_writes
                     .acquire()
                     .await
-                    .expect("semaphore is never closed");
-                let mut tx = master.begin().await.map_err(|e| write_error(&e))?;
-                let written = match tx.upsert(spec, rows).await {
-                    Ok(written) => written,
-                    Err(e) => {
-                        drop(tx);
-                        return Err(write_error(&refused_row(master, spec, rows, e).await));
-                    }
-                };
-                state
-                    .save_checkpoint(&mut tx, key, checkpoint)
+                    .expect("semaphore is never closed"),
+            ),
+            Direction::Push => None,
+        };
+        let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
+        let (written, refused) = match tx.upsert(spec, rows).await {
+            Ok(written) => (written, Vec::new()),
+            Err(e) => {
+                drop(tx);
+                if self.stream.on_error == OnError::Stop || !is_row_error(&e) {
+                    return Err(write_error(&refused_row(target, spec, rows, e).await));
+                }
+                tx = target.begin().await.map_err(|e| write_error(&e))?;
+                apply_row_by_row(&mut tx, spec, rows)
                     .await
-                    .map_err(|e| write_error(&e))?;
-                self.record_progress(&mut tx, rows.len() as u64, written)
-                    .await?;
+                    .map_err(|e| write_error(&e))?
+            }
+        };
+        let quarantined: Vec<(String, String, String)> = refused
+            .iter()
+            .map(|(i, error)| quarantine_entry(spec, &rows[*i], error))
+            .collect();
+        let applied_keys: Vec<String> = if release_quarantine {
+            let refused_rows: std::collections::HashSet<usize> =
+                refused.iter().map(|(i, _)| *i).collect();
+            (0..rows.len())
+                .filter(|i| !refused_rows.contains(i))
+                .map(|i| row_key_json(spec, &rows[i]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let read = rows.len() as u64;
+        match direction {
+            // The batch, its checkpoint, quarantine and counts: one master transaction.
+            Direction::Pull => {
+                self.save_state(
+                    &mut tx,
+                    key,
+                    checkpoint,
+                    &quarantined,
+                    &applied_keys,
+                    read,
+                    written,
+                )
+                .await
+                .map_err(|e| write_error(&e))?;
                 tx.commit().await.map_err(|e| write_error(&e))?;
-                Ok(written)
             }
             Direction::Push => {
-                let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
-                let written = match tx.upsert(spec, rows).await {
-                    Ok(written) => written,
-                    Err(e) => {
-                        drop(tx);
-                        return Err(write_error(&refused_row(target, spec, rows, e).await));
-                    }
-                };
                 tx.commit().await.map_err(|e| write_error(&e))?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = master.begin().await.map_err(|e| e.to_string())?;
-                state
-                    .save_checkpoint(&mut state_tx, key, checkpoint)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.record_progress(&mut state_tx, rows.len() as u64, written)
-                    .await?;
+                self.save_state(
+                    &mut state_tx,
+                    key,
+                    checkpoint,
+                    &quarantined,
+                    &applied_keys,
+                    read,
+                    written,
+                )
+                .await?;
                 state_tx.commit().await.map_err(|e| e.to_string())?;
-                Ok(written)
             }
         }
+        Ok((written, quarantined.len() as u64))
+    }
+
+    /// Checkpoint, quarantine entries, released entries and the run's row
+    /// counts, inside the master transaction `tx`.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_state(
+        &self,
+        tx: &mut crate::connector::Tx,
+        key: &CheckpointKey,
+        checkpoint: &Checkpoint,
+        quarantined: &[(String, String, String)],
+        applied_keys: &[String],
+        read: u64,
+        written: u64,
+    ) -> Result<(), String> {
+        let state = self.hub.state();
+        state
+            .save_checkpoint(tx, key, checkpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !quarantined.is_empty() {
+            state
+                .quarantine(tx, key, quarantined)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if !applied_keys.is_empty() {
+            state
+                .release_quarantine(tx, key, applied_keys)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.record_progress(tx, read, written).await
     }
 }

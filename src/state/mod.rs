@@ -21,7 +21,7 @@ use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -130,6 +130,8 @@ pub enum RunStatus {
     Failed,
     /// Not attempted (e.g. interrupted before it started).
     Skipped,
+    /// Completed, but some rows went to quarantine.
+    Partial,
 }
 
 impl RunStatus {
@@ -140,6 +142,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Skipped => "skipped",
+            RunStatus::Partial => "partial",
         }
     }
 
@@ -148,6 +151,7 @@ impl RunStatus {
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "skipped" => RunStatus::Skipped,
+            "partial" => RunStatus::Partial,
             _ => RunStatus::Failed,
         }
     }
@@ -206,6 +210,12 @@ impl StateStore {
         };
         store.migrate(master).await?;
         Ok(store)
+    }
+
+    /// The full name of state table `name` (`hubsync.quarantine` on
+    /// PostgreSQL, `hubsync_quarantine` on SQLite), for messages.
+    pub fn table_name(&self, name: &str) -> String {
+        self.table(name)
     }
 
     fn table(&self, name: &str) -> String {
@@ -321,6 +331,13 @@ impl StateStore {
             4 => vec![format!(
                 "ALTER TABLE {} ADD COLUMN holder TEXT",
                 self.table("runs")
+            )],
+            // Rows a target refused, kept for `on_error = "quarantine"` streams.
+            5 => vec![format!(
+                "CREATE TABLE {} (flow TEXT NOT NULL, stream TEXT NOT NULL, site TEXT NOT NULL, \
+                 row_key TEXT NOT NULL, row_values TEXT NOT NULL, error TEXT NOT NULL, quarantined_at {ts} NOT NULL, \
+                 PRIMARY KEY (flow, stream, site, row_key))",
+                self.table("quarantine")
             )],
             // Late commits: where the next read starts (at or below the position).
             3 => vec![format!(
@@ -586,6 +603,81 @@ impl StateStore {
         .await?;
         tx.commit().await?;
         Ok(run_id)
+    }
+
+    /// Puts refused rows of (flow, stream, site) into the quarantine table
+    /// inside `tx` (the batch's checkpoint transaction). Each entry is
+    /// (row key as JSON, row values as JSON, the database's error); a row
+    /// quarantined again replaces its earlier entry.
+    pub async fn quarantine(
+        &self,
+        tx: &mut Tx,
+        key: &CheckpointKey,
+        entries: &[(String, String, String)],
+    ) -> Result<()> {
+        for (row_key, row_values, error) in entries {
+            let mut params = key_values(key);
+            params.extend([
+                Value::Text(row_key.clone()),
+                Value::Text(row_values.clone()),
+                Value::Text(error.clone()),
+                Value::TimestampTz(Utc::now()),
+            ]);
+            let p = self.placeholders(&params);
+            let sql = format!(
+                "INSERT INTO {} (flow, stream, site, row_key, row_values, error, quarantined_at) VALUES ({}) \
+                 ON CONFLICT (flow, stream, site, row_key) DO UPDATE SET row_values = excluded.row_values, \
+                 error = excluded.error, quarantined_at = excluded.quarantined_at",
+                self.table("quarantine"),
+                p.join(", ")
+            );
+            tx.execute(&sql, &params).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the quarantine entries of rows that have now been applied
+    /// (row keys as JSON), inside `tx`; returns how many were removed.
+    pub async fn release_quarantine(
+        &self,
+        tx: &mut Tx,
+        key: &CheckpointKey,
+        row_keys: &[String],
+    ) -> Result<u64> {
+        let mut removed = 0;
+        for chunk in row_keys.chunks(500) {
+            let mut params = key_values(key);
+            params.extend(chunk.iter().map(|k| Value::Text(k.clone())));
+            let p = self.placeholders(&params);
+            let sql = format!(
+                "DELETE FROM {} WHERE flow = {} AND stream = {} AND site = {} AND row_key IN ({})",
+                self.table("quarantine"),
+                p[0],
+                p[1],
+                p[2],
+                p[3..].join(", ")
+            );
+            removed += tx.execute(&sql, &params).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Number of quarantined rows of one (flow, stream, site).
+    pub async fn quarantine_count(&self, master: &Connector, key: &CheckpointKey) -> Result<i64> {
+        let params = key_values(key);
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE flow = {} AND stream = {} AND site = {}",
+            self.table("quarantine"),
+            p[0],
+            p[1],
+            p[2]
+        );
+        let batch = master.query(&sql, &params).await?;
+        Ok(match batch.rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => *n,
+            _ => 0,
+        })
     }
 
     /// Records run `run_id`'s row counts so far (and that it is alive) inside
