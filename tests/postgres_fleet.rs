@@ -58,6 +58,21 @@ direction = "push"
     text
 }
 
+/// `[[site]]` block for `id` at `url`.
+fn site_block(id: &str, url: &str) -> String {
+    format!("[[site]]\nid = \"{id}\"\nurl = \"{url}\"\n")
+}
+
+/// A config pulling each site's `sales` (key `id`, cursor `updated_at`) into
+/// the master's `sales` under `store_id`; `stream_extra` adds one stream key.
+fn sales_pull(master: &str, sites: &str, stream_extra: &str) -> String {
+    format!(
+        "[master]\nurl = \"{master}\"\n{sites}\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  {stream_extra}\n"
+    )
+}
+
 const SALES_COLUMNS: &str =
     "id, sku, qty, price, big, ratio, sold_at, local_at, paid, doc, raw, uid, note, updated_at";
 
@@ -389,11 +404,7 @@ fn an_over_long_text_is_refused_not_truncated() {
         "INSERT INTO sales VALUES (1, 'abc', '2026-01-01 00:00:00+00'), (2, 'abcdef', '2026-01-01 00:00:01+00');",
     );
     let fleet = Fleet::new();
-    fleet.write_config(&format!(
-        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
-         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
-         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
-    ));
+    fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
     let out = fleet.hubsync(&["sync"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(
@@ -469,16 +480,8 @@ fn a_transaction_held_open_across_a_pull_still_arrives() {
         "CREATE TABLE sales (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL DEFAULT now());",
     );
     // The long transaction: started now, row stamped with its start time.
-    let mut held = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &site])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    let mut stdin = held.stdin.take().unwrap();
-    use std::io::Write as _;
-    writeln!(stdin, "BEGIN; INSERT INTO sales (id, qty) VALUES (100, 7);").unwrap();
-    stdin.flush().unwrap();
+    let held =
+        common::PsqlSession::start(&site, "BEGIN; INSERT INTO sales (id, qty) VALUES (100, 7);");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while psql(
         &site,
@@ -498,10 +501,10 @@ fn a_transaction_held_open_across_a_pull_still_arrives() {
         "INSERT INTO sales (id, qty) VALUES (1, 1), (2, 2), (3, 3);",
     );
     let fleet = Fleet::new();
-    fleet.write_config(&format!(
-        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
-         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
-         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  cursor_lag = \"0s\"\n  site_column = \"store_id\"\n"
+    fleet.write_config(&sales_pull(
+        &master,
+        &site_block("s1", &site),
+        "cursor_lag = \"0s\"",
     ));
     fleet.sync_ok(&[]);
     assert_eq!(
@@ -512,9 +515,7 @@ fn a_transaction_held_open_across_a_pull_still_arrives() {
         "1,2,3"
     );
     // Now it commits: its row is stamped before every row already pulled.
-    writeln!(stdin, "COMMIT;").unwrap();
-    drop(stdin);
-    assert!(held.wait().unwrap().success());
+    assert!(held.finish("COMMIT;"));
     assert_eq!(
         psql(
             &site,
@@ -551,16 +552,8 @@ fn a_hanging_site_fails_after_its_statement_timeout() {
         );
         psql(site, "INSERT INTO sales (id) VALUES (1), (2);");
     }
-    let mut locker = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &stuck])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    let mut stdin = locker.stdin.take().unwrap();
-    use std::io::Write as _;
-    writeln!(stdin, "BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE;").unwrap();
-    stdin.flush().unwrap();
+    let locker =
+        common::PsqlSession::start(&stuck, "BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE;");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while psql(
         &stuck,
@@ -574,19 +567,16 @@ fn a_hanging_site_fails_after_its_statement_timeout() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let fleet = Fleet::new();
-    fleet.write_config(&format!(
-        "[master]\nurl = \"{master}\"\n\
-         [[site]]\nid = \"stuck\"\nurl = \"{stuck}\"\nstatement_timeout = \"2s\"\n\
-         [[site]]\nid = \"fine\"\nurl = \"{fine}\"\n\
-         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
-         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
-    ));
+    let sites = format!(
+        "{}statement_timeout = \"2s\"\n{}",
+        site_block("stuck", &stuck),
+        site_block("fine", &fine)
+    );
+    fleet.write_config(&sales_pull(&master, &sites, ""));
     let started = std::time::Instant::now();
     let out = fleet.hubsync(&["sync"]);
     let took = started.elapsed();
-    writeln!(stdin, "ROLLBACK;").unwrap();
-    drop(stdin);
-    let _ = locker.wait();
+    locker.finish("ROLLBACK;");
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains(
@@ -685,11 +675,7 @@ fn a_master_login_without_create_uses_a_prepared_schema() {
     );
     let master_as_role = master.replacen("postgres@", &format!("{role}@"), 1);
     let fleet = Fleet::new();
-    fleet.write_config(&format!(
-        "[master]\nurl = \"{master_as_role}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
-         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
-         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
-    ));
+    fleet.write_config(&sales_pull(&master_as_role, &site_block("s1", &site), ""));
     fleet.sync_ok(&[]);
     fleet.sync_ok(&[]);
     assert_eq!(psql(&master, "SELECT store_id, id FROM sales"), "s1|1");
@@ -719,11 +705,7 @@ fn a_site_clock_that_went_back_is_reported() {
         "INSERT INTO sales VALUES (1, now() + interval '1 hour');",
     );
     let fleet = Fleet::new();
-    fleet.write_config(&format!(
-        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\
-         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
-         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
-    ));
+    fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
     fleet.sync_ok(&[]);
     fleet.sync_ok(&[]);
     let note = psql(
@@ -755,10 +737,10 @@ fn refused_rows_are_quarantined_and_retried_when_they_change() {
          INSERT INTO sales VALUES (1, '1.50', '2026-01-01T00:00:01Z'), (2, 'abc', '2026-01-01T00:00:02Z'),
                                   (3, '3.00', '2026-01-01T00:00:03Z');",
     );
-    fleet.write_config(&format!(
-        "[master]\nurl = \"{master}\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
-         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
-         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  on_error = \"quarantine\"\n"
+    fleet.write_config(&sales_pull(
+        &master,
+        &site_block("s1", "sqlite://s1.db"),
+        "on_error = \"quarantine\"",
     ));
     let out = fleet.hubsync(&["sync"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);

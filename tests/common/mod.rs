@@ -240,3 +240,36 @@ impl Fleet {
         out
     }
 }
+
+/// A `psql` session kept open in the background (to hold a transaction or a
+/// lock across a sync): `start` sends its first SQL, `finish` sends the last
+/// (e.g. `COMMIT;`), ends the session and returns whether psql succeeded.
+pub struct PsqlSession {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl PsqlSession {
+    pub fn start(url: &str, sql: &str) -> PsqlSession {
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start psql");
+        let mut stdin = child.stdin.take().expect("psql stdin");
+        writeln!(stdin, "{sql}").expect("write to psql");
+        stdin.flush().expect("flush psql");
+        PsqlSession { child, stdin }
+    }
+
+    pub fn finish(self, sql: &str) -> bool {
+        let PsqlSession {
+            mut child,
+            mut stdin,
+        } = self;
+        let _ = writeln!(stdin, "{sql}");
+        drop(stdin);
+        child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+}
