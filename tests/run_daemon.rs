@@ -7,6 +7,31 @@ use std::time::{Duration, Instant};
 
 use common::{Fleet, sqlite_exec, sqlite_query};
 
+/// One SQLite site `s1` whose `sales` (key `id`, cursor `updated_at`) is
+/// pulled into the SQLite master's `sales` under `store_id`; `hub` and
+/// `flow_extra` add a line to `[hub]` and to the flow.
+fn sales_pull(hub: &str, flow_extra: &str) -> String {
+    format!(
+        "[hub]\n{hub}\n{}{flow_extra}\n{}",
+        r#"[master]
+url = "sqlite://master.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+"#,
+        r#"  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+"#
+    )
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -27,33 +52,8 @@ fn run_syncs_on_schedule_and_stops_cleanly_on_sigterm() {
         "CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INTEGER, updated_at TEXT);
          INSERT INTO sales VALUES (1, 5, '2026-01-01T00:00:00.000000Z');",
     );
-    fleet.write_config(
-        r#"
-[master]
-url = "sqlite://master.db"
-[[site]]
-id = "s1"
-url = "sqlite://s1.db"
-[[flow]]
-name = "sales"
-direction = "pull"
-schedule = "every 1s"
-  [[flow.stream]]
-  source = "sales"
-  target = "sales"
-  primary_key = ["id"]
-  cursor = "updated_at"
-  site_column = "store_id"
-"#,
-    );
-    let child = common::hubsync()
-        .arg("-c")
-        .arg(fleet.path("hubsync.toml"))
-        .arg("run")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start hubsync run");
+    fleet.write_config(&sales_pull("", "schedule = \"every 1s\""));
+    let child = fleet.spawn(&["run"]);
     let count = || {
         sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales")
             .parse::<u32>()
@@ -113,34 +113,8 @@ fn sigint_during_sync_keeps_committed_batches_and_the_next_sync_completes() {
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)
          INSERT INTO sales SELECT i, i % 7, printf('2026-01-01T00:00:%02d.%06dZ', i / 100000, i % 100000) FROM n;",
     );
-    fleet.write_config(
-        r#"
-[hub]
-batch_size = 200
-[master]
-url = "sqlite://master.db"
-[[site]]
-id = "s1"
-url = "sqlite://s1.db"
-[[flow]]
-name = "sales"
-direction = "pull"
-  [[flow.stream]]
-  source = "sales"
-  target = "sales"
-  primary_key = ["id"]
-  cursor = "updated_at"
-  site_column = "store_id"
-"#,
-    );
-    let child = common::hubsync()
-        .arg("-c")
-        .arg(fleet.path("hubsync.toml"))
-        .arg("sync")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start hubsync sync");
+    fleet.write_config(&sales_pull("batch_size = 200", ""));
+    let child = fleet.spawn(&["sync"]);
     let count = || {
         sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales")
             .parse::<u32>()
@@ -212,24 +186,7 @@ fn sigkill_at_random_points_then_resume_ends_exact() {
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
          INSERT INTO sales SELECT i, i % 7, printf('2026-01-01T00:00:%02d.%06dZ', i / 1000, i % 1000) FROM n;",
     );
-    fleet.write_config(
-        r#"
-[hub]
-batch_size = 300
-[master]
-url = "sqlite://master.db"
-[[site]]
-id = "s1"
-url = "sqlite://s1.db"
-[[flow]]
-name = "sales"
-direction = "pull"
-  [[flow.stream]]
-  source = "sales"
-  target = "sales"
-  primary_key = ["id"]
-  cursor = "updated_at"
-  site_column = "store_id"
+    let prices_push = r#"
 [[flow]]
 name = "prices"
 direction = "push"
@@ -238,8 +195,8 @@ direction = "push"
   target = "prices"
   primary_key = ["sku"]
   cursor = "updated_at"
-"#,
-    );
+"#;
+    fleet.write_config(&(sales_pull("batch_size = 300", "") + prices_push));
     // A small LCG (Knuth's MMIX constants) seeded with 7: the same delays every run.
     let mut state: u64 = 7;
     let mut next_delay = || {
@@ -249,14 +206,7 @@ direction = "push"
         std::time::Duration::from_millis(100 + (state >> 33) % 500)
     };
     for _ in 0..4 {
-        let mut child = common::hubsync()
-            .arg("-c")
-            .arg(fleet.path("hubsync.toml"))
-            .arg("sync")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start hubsync sync");
+        let mut child = fleet.spawn(&["sync"]);
         std::thread::sleep(next_delay());
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();

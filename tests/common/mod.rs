@@ -227,6 +227,19 @@ impl Fleet {
         run(&mut cmd)
     }
 
+    /// Starts `hubsync -c <dir>/hubsync.toml <args>` in the background, its
+    /// output captured (for `wait_with_output`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        hubsync()
+            .arg("-c")
+            .arg(self.path("hubsync.toml"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start hubsync {args:?}: {e}"))
+    }
+
     /// Runs `hubsync sync <args>` and panics with its output unless it exits 0.
     pub fn sync_ok(&self, args: &[&str]) -> Out {
         let mut full = vec!["sync"];
