@@ -128,6 +128,18 @@ async fn refused_row(
     error.to_string()
 }
 
+/// What one applied batch leaves for the master's state tables.
+struct BatchOutcome {
+    /// Rows read from the source.
+    read: u64,
+    /// Rows inserted or changed at the target.
+    written: u64,
+    /// Refused rows for the quarantine: (row key JSON, row JSON, error).
+    quarantined: Vec<(String, String, String)>,
+    /// Row keys (JSON) applied now whose quarantine entries go away.
+    released: Vec<String>,
+}
+
 /// True for errors about the data of a row (the database refused a value),
 /// as opposed to a lost connection or a timeout, which quarantine must not
 /// hide.
@@ -855,11 +867,7 @@ impl StreamRun<'_> {
                     .map_err(|e| write_error(&e))?
             }
         };
-        let quarantined: Vec<(String, String, String)> = refused
-            .iter()
-            .map(|(i, error)| quarantine_entry(spec, &rows[*i], error))
-            .collect();
-        let applied_keys: Vec<String> = if release_quarantine {
+        let released: Vec<String> = if release_quarantine {
             let refused_rows: std::collections::HashSet<usize> =
                 refused.iter().map(|(i, _)| *i).collect();
             (0..rows.len())
@@ -869,56 +877,50 @@ impl StreamRun<'_> {
         } else {
             Vec::new()
         };
-        let read = rows.len() as u64;
+        let outcome = BatchOutcome {
+            read: rows.len() as u64,
+            written,
+            quarantined: refused
+                .iter()
+                .map(|(i, error)| quarantine_entry(spec, &rows[*i], error))
+                .collect(),
+            released,
+        };
         match direction {
             // The batch, its checkpoint, quarantine and counts: one master transaction.
             Direction::Pull => {
-                self.save_state(
-                    &mut tx,
-                    key,
-                    checkpoint,
-                    &quarantined,
-                    &applied_keys,
-                    read,
-                    written,
-                )
-                .await
-                .map_err(|e| write_error(&e))?;
+                self.save_state(&mut tx, key, checkpoint, &outcome)
+                    .await
+                    .map_err(|e| write_error(&e))?;
                 tx.commit().await.map_err(|e| write_error(&e))?;
             }
             Direction::Push => {
                 tx.commit().await.map_err(|e| write_error(&e))?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = master.begin().await.map_err(|e| e.to_string())?;
-                self.save_state(
-                    &mut state_tx,
-                    key,
-                    checkpoint,
-                    &quarantined,
-                    &applied_keys,
-                    read,
-                    written,
-                )
-                .await?;
+                self.save_state(&mut state_tx, key, checkpoint, &outcome)
+                    .await?;
                 state_tx.commit().await.map_err(|e| e.to_string())?;
             }
         }
-        Ok((written, quarantined.len() as u64))
+        Ok((written, outcome.quarantined.len() as u64))
     }
 
     /// Checkpoint, quarantine entries, released entries and the run's row
     /// counts, inside the master transaction `tx`.
-    #[allow(clippy::too_many_arguments)]
     async fn save_state(
         &self,
         tx: &mut crate::connector::Tx,
         key: &CheckpointKey,
         checkpoint: &Checkpoint,
-        quarantined: &[(String, String, String)],
-        applied_keys: &[String],
-        read: u64,
-        written: u64,
+        outcome: &BatchOutcome,
     ) -> Result<(), String> {
+        let BatchOutcome {
+            read,
+            written,
+            quarantined,
+            released,
+        } = outcome;
         let state = self.hub.state();
         state
             .save_checkpoint(tx, key, checkpoint)
@@ -930,12 +932,12 @@ impl StreamRun<'_> {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        if !applied_keys.is_empty() {
+        if !released.is_empty() {
             state
-                .release_quarantine(tx, key, applied_keys)
+                .release_quarantine(tx, key, released)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        self.record_progress(tx, read, written).await
+        self.record_progress(tx, *read, *written).await
     }
 }
