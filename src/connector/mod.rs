@@ -9,7 +9,10 @@
 //! Binding rule: SQLite binds each [`Value`] natively (see `sqlite.rs` for the
 //! storage rule); PostgreSQL binds every value as text and the SQL casts it
 //! (`$1::numeric`), so exact decimals and every other type arrive exactly.
+//! MySQL binds natively and checks each value against the target column's
+//! declared type first (see `mysql.rs`).
 
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use self::mysql::{MySqlConnector, check_value as mysql_check_value};
 pub use self::postgres::PgConnector;
 pub use self::sqlite::SqliteConnector;
 use crate::config::DbUrl;
@@ -100,13 +104,14 @@ pub struct ColumnInfo {
     /// Exact column name.
     pub name: String,
     /// Declared type (`format_type()` on PostgreSQL, the declared type text
-    /// on SQLite, possibly empty).
+    /// on SQLite, possibly empty, `COLUMN_TYPE` on MySQL: `decimal(12,2)`,
+    /// `tinyint(1)`, `bigint(20) unsigned`).
     pub data_type: String,
     /// The type values are cast to before the insert: on PostgreSQL the
     /// schema-qualified type name without modifiers (`pg_catalog.varchar`),
     /// so that the assignment to the column applies the modifier and an
     /// over-long text is refused rather than truncated by an explicit
-    /// `CAST(.. AS varchar(20))`. Equal to `data_type` on SQLite.
+    /// `CAST(.. AS varchar(20))`. Equal to `data_type` on SQLite and MySQL.
     pub cast_type: String,
 }
 
@@ -145,6 +150,7 @@ pub struct Connector {
 enum Pool {
     Postgres(PgConnector),
     Sqlite(SqliteConnector),
+    MySql(MySqlConnector),
 }
 
 /// Bounds one database operation by `timeout`; an operation that does not
@@ -179,6 +185,7 @@ impl Connector {
                 DbUrl::Sqlite { path } => SqliteConnector::connect(path, options)
                     .await
                     .map(Pool::Sqlite),
+                DbUrl::MySql { .. } => MySqlConnector::connect(url, options).await.map(Pool::MySql),
             }
         };
         // The pool's own acquire timeout covers later acquisitions; this
@@ -202,6 +209,7 @@ impl Connector {
         match self.pool {
             Pool::Postgres(_) => Dialect::Postgres,
             Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::MySql(_) => Dialect::MySql,
         }
     }
 
@@ -212,6 +220,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.query(sql, params).await,
                 Pool::Sqlite(c) => c.query(sql, params).await,
+                Pool::MySql(c) => c.query(sql, params).await,
             }
         })
         .await
@@ -224,6 +233,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.execute(sql, params).await,
                 Pool::Sqlite(c) => c.execute(sql, params).await,
+                Pool::MySql(c) => c.execute(sql, params).await,
             }
         })
         .await
@@ -235,6 +245,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.execute_script(sql).await,
                 Pool::Sqlite(c) => c.execute_script(sql).await,
+                Pool::MySql(c) => c.execute_script(sql).await,
             }
         })
         .await
@@ -247,6 +258,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.describe_table(table).await,
                 Pool::Sqlite(c) => c.describe_table(table).await,
+                Pool::MySql(c) => c.describe_table(table).await,
             }
         })
         .await
@@ -260,6 +272,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.describe_query(sql).await,
                 Pool::Sqlite(c) => c.describe_query(sql).await,
+                Pool::MySql(c) => c.describe_query(sql).await,
             }
         })
         .await
@@ -267,12 +280,12 @@ impl Connector {
 
     /// True if values of a column of this type are decoded natively; other
     /// types must be read as text (`CAST(c AS text)`), which the target then
-    /// parses back (arrays, intervals, enums... on PostgreSQL). SQLite reads
-    /// every storage class natively.
+    /// parses back (arrays, intervals, enums... on PostgreSQL). SQLite and
+    /// MySQL read every type natively.
     pub fn decodes_natively(&self, type_name: &str) -> bool {
         match self.pool {
             Pool::Postgres(_) => postgres::DECODED_TYPES.contains(&type_name),
-            Pool::Sqlite(_) => true,
+            Pool::Sqlite(_) | Pool::MySql(_) => true,
         }
     }
 
@@ -289,6 +302,8 @@ impl Connector {
                 Ok(Some((*now, Some(*oldest))))
             }
             Some((Value::TimestampTz(now), _)) => Ok(Some((*now, None))),
+            // MySQL's `UTC_TIMESTAMP(6)` is a DATETIME holding UTC.
+            Some((Value::Timestamp(now), _)) => Ok(Some((now.and_utc(), None))),
             _ => Ok(None),
         }
     }
@@ -299,12 +314,18 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.begin().await.map(TxInner::Postgres),
                 Pool::Sqlite(c) => c.begin().await.map(TxInner::Sqlite),
+                Pool::MySql(c) => c.begin().await.map(TxInner::MySql),
             }
         })
         .await?;
+        let max_statement_bytes = match &self.pool {
+            Pool::MySql(c) => c.max_statement_bytes(),
+            _ => usize::MAX,
+        };
         Ok(Tx {
             inner,
             statement_timeout: self.statement_timeout,
+            max_statement_bytes,
         })
     }
 
@@ -316,6 +337,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.close().await,
                 Pool::Sqlite(c) => c.close().await,
+                Pool::MySql(c) => c.close().await,
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
@@ -327,11 +349,14 @@ impl Connector {
 pub struct Tx {
     inner: TxInner,
     statement_timeout: Option<Duration>,
+    /// MySQL: bytes of bound values one upsert statement may carry.
+    max_statement_bytes: usize,
 }
 
 enum TxInner {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    MySql(sqlx::Transaction<'static, sqlx::MySql>),
 }
 
 impl Tx {
@@ -342,6 +367,7 @@ impl Tx {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
                 TxInner::Sqlite(tx) => sqlite::execute_on(tx, sql, params).await,
+                TxInner::MySql(tx) => mysql::execute_on(tx, sql, params).await,
             }
         })
         .await
@@ -354,6 +380,7 @@ impl Tx {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::query_on(tx, sql, params).await,
                 TxInner::Sqlite(tx) => sqlite::query_on(tx, sql, params).await,
+                TxInner::MySql(tx) => mysql::query_on(tx, sql, params).await,
             }
         })
         .await
@@ -362,13 +389,16 @@ impl Tx {
     /// Upserts `rows` (each with `spec.columns.len()` values in that order);
     /// returns rows actually inserted or changed (unchanged rows count 0).
     /// Splits into several statements when the dialect's bind-parameter
-    /// limit requires it.
+    /// limit requires it (and on MySQL, to keep each statement's bound values
+    /// under half the server's `max_allowed_packet`).
     pub async fn upsert(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
         let timeout = self.statement_timeout;
+        let max_bytes = self.max_statement_bytes;
         timed(timeout, async {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::upsert_on(tx, spec, rows).await,
                 TxInner::Sqlite(tx) => sqlite::upsert_on(tx, spec, rows).await,
+                TxInner::MySql(tx) => mysql::upsert_on(tx, spec, rows, max_bytes).await,
             }
         })
         .await
@@ -380,6 +410,7 @@ impl Tx {
             match self.inner {
                 TxInner::Postgres(tx) => tx.commit().await,
                 TxInner::Sqlite(tx) => tx.commit().await,
+                TxInner::MySql(tx) => tx.commit().await,
             }
             .map_err(db_error)
         })
