@@ -7,7 +7,9 @@
 //! server's `sql_mode` (an over-long text or an out-of-range number is an
 //! error, not a warning), `||` left as the server means it, and the statement
 //! timeout as `max_statement_time` (MariaDB, seconds) or
-//! `max_execution_time` (MySQL 8, milliseconds, reads only).
+//! `max_execution_time` (MySQL 8, milliseconds, reads only), and isolation
+//! `READ COMMITTED` (as PostgreSQL; InnoDB's default REPEATABLE READ takes
+//! gap locks that deadlock concurrent state-table inserts).
 //!
 //! Reads use the binary protocol (prepared statements). Types are told apart
 //! by the column definition: `TINYINT(1)` is a small integer (MySQL has no
@@ -114,6 +116,11 @@ impl MySqlConnector {
                 let sql = session_sql.clone();
                 Box::pin(async move {
                     conn.execute(AssertSqlSafe(sql)).await?;
+                    // PostgreSQL's default: no gap locks, so two hubs (or two
+                    // sites' runs) inserting state rows side by side do not
+                    // deadlock as they do under REPEATABLE READ.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await?;
                     Ok(())
                 })
             })

@@ -1,0 +1,450 @@
+//! MySQL/MariaDB sites and masters, mixed with PostgreSQL and SQLite, against
+//! the throwaway servers `scripts/test.sh` starts (`HUBSYNC_TEST_MYSQL_URL`,
+//! `HUBSYNC_TEST_PG_URL`). Expected values are written out by hand from the
+//! data each test inserts.
+
+mod common;
+
+use common::{Fleet, my_create_db, mysql, pg_create_db, psql, sqlite_exec, sqlite_query};
+
+/// A MariaDB point-of-sale table with one column of every MySQL type hubsync
+/// reads.
+const MY_SITE_SALES: &str = "
+CREATE TABLE sales (
+  id BIGINT PRIMARY KEY, sku VARCHAR(40) NOT NULL, qty INT NOT NULL, flag TINYINT(1), paid TINYINT(1),
+  price DECIMAL(12,2) NOT NULL, big DECIMAL(38,10), ubig BIGINT UNSIGNED, ratio DOUBLE,
+  sold_at TIMESTAMP(6) NULL, local_at DATETIME(6), day DATE, tod TIME(6), doc JSON, raw VARBINARY(16),
+  code VARCHAR(10) COLLATE utf8mb4_bin, note TEXT, uid CHAR(36), updated_at DATETIME(6) NOT NULL,
+  KEY (updated_at));
+";
+
+const PG_MASTER_SALES: &str = "
+CREATE TABLE sales (
+  store_id text NOT NULL, id bigint NOT NULL, sku text NOT NULL, qty integer NOT NULL, flag smallint, paid boolean,
+  price numeric(12,2) NOT NULL, big numeric(38,10), ubig numeric(20), ratio double precision,
+  sold_at timestamptz, local_at timestamp, day date, tod time, doc jsonb, raw bytea,
+  code text, note text, uid uuid, updated_at timestamp NOT NULL,
+  PRIMARY KEY (store_id, id));
+";
+
+fn sales_pull(master: &str, sites: &[(&str, &str)]) -> String {
+    let mut text = format!("[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master}\"\n\n");
+    for (id, url) in sites {
+        text.push_str(&format!("[[site]]\nid = \"{id}\"\nurl = \"{url}\"\n\n"));
+    }
+    text.push_str(
+        "[[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  \
+         target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n",
+    );
+    text
+}
+
+#[test]
+fn mariadb_site_into_postgres_master_keeps_every_value() {
+    let master = pg_create_db("my_pg_master");
+    psql(&master, PG_MASTER_SALES);
+    let site = my_create_db("my_site");
+    mysql(&site, MY_SITE_SALES);
+    // Edge values: 38-digit decimal, BIGINT UNSIGNED max, TINYINT(1) holding
+    // 5 and -128 (not booleans), 4-byte emoji, empty vs NULL, NUL bytes, a
+    // `_bin` collation text column (flagged binary by the protocol, still
+    // text), JSON, a DST-edge instant, TIME with microseconds.
+    mysql(
+        &site,
+        "INSERT INTO sales VALUES
+          (1, 'apple', 2, 5, 1, 12.50, 1234567890123456789012345678.0123456789, 18446744073709551615, 0.1,
+           '2026-03-29 00:59:59.999999', '2026-03-29 02:30:00', '2026-03-29', '23:59:59.999999',
+           '{\"b\": 1, \"a\": [1.50, null]}', X'00FF00', 'ABC', 'Grüße 🍐', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+           '2026-01-02 09:00:00'),
+          (2, 'pear', -1, -128, 0, -0.01, -0.0000000001, 0, -1.5e-300, '1970-01-01 00:00:01', NULL, '1000-01-01',
+           '00:00:00', 'null', X'', '', '', NULL, '2026-01-02 09:00:00'),
+          (3, 'fig', 0, NULL, NULL, 0.00, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           '2026-01-02 09:00:01');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&sales_pull(&master, &[("m1", &site)]));
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    fleet.sync_ok(&[]);
+
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT id, sku, qty, flag, paid, price, big, ubig, ratio FROM sales WHERE store_id = 'm1' ORDER BY id"
+        ),
+        "1|apple|2|5|t|12.50|1234567890123456789012345678.0123456789|18446744073709551615|0.1\n\
+         2|pear|-1|-128|f|-0.01|-0.0000000001|0|-1.5e-300\n\
+         3|fig|0|||0.00|||"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT id, sold_at AT TIME ZONE 'UTC', local_at, day, tod, updated_at FROM sales ORDER BY id"
+        ),
+        "1|2026-03-29 00:59:59.999999|2026-03-29 02:30:00|2026-03-29|23:59:59.999999|2026-01-02 09:00:00\n\
+         2|1970-01-01 00:00:01||1000-01-01|00:00:00|2026-01-02 09:00:00\n\
+         3|||||2026-01-02 09:00:01"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT id, doc::text, encode(raw, 'hex'), code, note, note IS NULL, uid FROM sales ORDER BY id"
+        ),
+        "1|{\"a\": [1.50, null], \"b\": 1}|00ff00|ABC|Grüße 🍐|f|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n\
+         2|null||||f|\n\
+         3|||||t|"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT rows_read, rows_written, status FROM hubsync.runs"
+        ),
+        "3|3|succeeded"
+    );
+
+    // Incremental: one row changes. The re-read overlap (5 s below the
+    // checkpoint 09:00:01) brings rows 2 and 3 again, unchanged: read 3,
+    // written 1.
+    mysql(
+        &site,
+        "UPDATE sales SET qty = 12, updated_at = '2026-01-05 00:00:00' WHERE id = 1",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|12\n2|-1\n3|0"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT rows_read, rows_written FROM hubsync.runs ORDER BY started_at DESC LIMIT 1"
+        ),
+        "3|1"
+    );
+}
+
+const PG_MASTER_PRICES: &str = "
+CREATE TABLE prices (sku text NOT NULL, zone text NOT NULL, price numeric(12,2) NOT NULL, name text,
+  updated_at timestamptz NOT NULL, PRIMARY KEY (sku, zone));
+INSERT INTO prices VALUES
+  ('apple', 'A', 1.10, 'Äpfel 🍎', '2026-01-01 00:00:00+00'),
+  ('pear', 'A', 2.20, NULL, '2026-01-01 00:00:01+00'),
+  ('apple', 'B', 1.15, '', '2026-01-01 00:00:02+00');
+";
+
+const MY_SITE_PRICES: &str = "CREATE TABLE prices (sku VARCHAR(20) PRIMARY KEY, price DECIMAL(12,2) NOT NULL, \
+     name VARCHAR(100), updated_at DATETIME(6) NOT NULL);";
+
+fn prices_push(master: &str, sites: &[(&str, &str, &str)]) -> String {
+    let mut text = format!("[master]\nurl = \"{master}\"\n\n");
+    for (id, url, zone) in sites {
+        text.push_str(&format!(
+            "[[site]]\nid = \"{id}\"\nurl = \"{url}\"\ntags = {{ zone = \"{zone}\" }}\n\n"
+        ));
+    }
+    text.push_str(
+        "[[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  \
+         query = \"SELECT sku, price, name, updated_at FROM prices WHERE zone = :site.zone\"\n  \
+         target = \"prices\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n",
+    );
+    text
+}
+
+#[test]
+fn postgres_master_pushes_routed_rows_to_mariadb_sites() {
+    let master = pg_create_db("my_push_master");
+    psql(&master, PG_MASTER_PRICES);
+    let site_a = my_create_db("my_push_a");
+    let site_b = my_create_db("my_push_b");
+    mysql(&site_a, MY_SITE_PRICES);
+    mysql(&site_b, MY_SITE_PRICES);
+    let fleet = Fleet::new();
+    fleet.write_config(&prices_push(
+        &master,
+        &[("m1", &site_a, "A"), ("m2", &site_b, "B")],
+    ));
+    fleet.sync_ok(&[]);
+    // Instants land in DATETIME as UTC wall-clock readings.
+    assert_eq!(
+        mysql(
+            &site_a,
+            "SELECT sku, price, name, updated_at FROM prices ORDER BY sku"
+        ),
+        "apple|1.10|Äpfel 🍎|2026-01-01 00:00:00.000000\npear|2.20|NULL|2026-01-01 00:00:01.000000"
+    );
+    assert_eq!(
+        mysql(
+            &site_b,
+            "SELECT sku, price, name, updated_at FROM prices ORDER BY sku"
+        ),
+        "apple|1.15||2026-01-01 00:00:02.000000"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT site, rows_read, rows_written, status FROM hubsync.runs ORDER BY site"
+        ),
+        "m1|2|2|succeeded\nm2|1|1|succeeded"
+    );
+
+    // One price changes in zone A. m1 re-reads its overlap (pear, unchanged)
+    // and the changed apple: read 2, written 1. m2 re-reads its apple: read
+    // 1, written 0 (MySQL leaves an identical row untouched).
+    psql(
+        &master,
+        "UPDATE prices SET price = 1.20, updated_at = '2026-01-03 00:00:00+00' WHERE sku = 'apple' AND zone = 'A'",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(&site_a, "SELECT sku, price FROM prices ORDER BY sku"),
+        "apple|1.20\npear|2.20"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT site, rows_read, rows_written FROM hubsync.runs WHERE started_at = \
+             (SELECT max(started_at) FROM hubsync.runs r WHERE r.site = runs.site) ORDER BY site"
+        ),
+        "m1|2|1\nm2|1|0"
+    );
+}
+
+#[test]
+fn long_values_are_split_under_max_allowed_packet() {
+    // 24 rows of 1 MiB + 1 text each: with the server's 16 MiB
+    // max_allowed_packet, statements carry at most 8 MiB of values, so the
+    // batch goes in several statements and every byte arrives.
+    let master = pg_create_db("my_long_master");
+    psql(
+        &master,
+        "CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO docs SELECT i, repeat(chr(64 + i), 1048576) || '🍐', '2026-01-01 00:00:00+00'
+           FROM generate_series(1, 24) AS i;",
+    );
+    let site = my_create_db("my_long_site");
+    mysql(
+        &site,
+        "CREATE TABLE docs (id INT PRIMARY KEY, body LONGTEXT NOT NULL, updated_at DATETIME(6) NOT NULL);",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"docs\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"docs\"\n  \
+         target = \"docs\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    // 1,048,576 one-byte letters + a 4-byte emoji: 1,048,580 bytes,
+    // 1,048,577 characters per row.
+    assert_eq!(
+        mysql(
+            &site,
+            "SELECT count(*), min(length(body)), max(char_length(body)), sum(body = CONCAT(REPEAT(CHAR(64 + id), 1048576), '🍐')) FROM docs"
+        ),
+        "24|1048580|1048577|24"
+    );
+}
+
+#[test]
+fn values_mariadb_cannot_hold_stop_the_push_before_writing() {
+    let master = pg_create_db("my_bad_master");
+    psql(
+        &master,
+        "CREATE TABLE vals (id int PRIMARY KEY, amount numeric, ratio float8, day date, at timestamp,
+           updated_at timestamptz NOT NULL);
+         INSERT INTO vals VALUES (1, 1.50, 0.5, '2026-01-01', '2026-01-01 10:00:00', '2026-01-01 00:00:00+00'),
+                                 (2, 'NaN', 0.25, '2026-01-02', '2026-01-02 10:00:00', '2026-01-01 00:00:01+00');",
+    );
+    let site = my_create_db("my_bad_site");
+    mysql(
+        &site,
+        "CREATE TABLE vals (id INT PRIMARY KEY, amount DECIMAL(10,2), ratio DOUBLE, day DATE, at DATETIME,
+           updated_at DATETIME(6) NOT NULL);",
+    );
+    let fleet = Fleet::new();
+    // Failures in a row would open the circuit: not here.
+    fleet.write_config(&format!(
+        "[hub]\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"vals\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"vals\"\n  \
+         target = \"vals\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n"
+    ));
+    let expect_refusal = |fix: &str, message: &str| {
+        if !fix.is_empty() {
+            psql(&master, fix);
+        }
+        let out = fleet.hubsync(&["sync"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains(message), "expected `{message}` in:\n{all}");
+        // Nothing of the batch was written, not even the good row 1.
+        assert_eq!(mysql(&site, "SELECT count(*) FROM vals"), "0");
+    };
+    expect_refusal(
+        "",
+        "flow `vals` stream `vals` site `m1`: writing to site table `vals`: row (id) = (2): column `amount`: \
+         value `NaN` (numeric) cannot be stored in MySQL `decimal(10,2)`: MySQL has no NaN or infinity",
+    );
+    expect_refusal(
+        "UPDATE vals SET amount = 12.345 WHERE id = 2",
+        "row (id) = (2): column `amount`: value `12.345` (numeric) cannot be stored in MySQL `decimal(10,2)`: \
+         it has 3 digits after the point and the column keeps 2; MySQL would round it",
+    );
+    expect_refusal(
+        "UPDATE vals SET amount = 12345678901.5 WHERE id = 2",
+        "it has 11 digits before the point and the column holds 8",
+    );
+    expect_refusal(
+        "UPDATE vals SET amount = 2, ratio = 'NaN' WHERE id = 2",
+        "row (id) = (2): column `ratio`: value `NaN` (float) cannot be stored in MySQL `double`",
+    );
+    expect_refusal(
+        "UPDATE vals SET ratio = '-Infinity' WHERE id = 2",
+        "column `ratio`: value `-Infinity` (float) cannot be stored in MySQL `double`",
+    );
+    expect_refusal(
+        "UPDATE vals SET ratio = 1, day = 'infinity' WHERE id = 2",
+        "row (id) = (2): column `day`: value `infinity` (text) cannot be stored in MySQL `date`: MySQL dates have no infinity",
+    );
+    expect_refusal(
+        "UPDATE vals SET day = '0044-03-15 BC' WHERE id = 2",
+        "row (id) = (2): column `day`: value `0044-03-15 BC` (date) cannot be stored in MySQL `date`: \
+         MySQL dates run from year 1 to 9999",
+    );
+    expect_refusal(
+        "UPDATE vals SET day = '2026-01-02', at = '2026-01-02 10:00:00.5' WHERE id = 2",
+        "row (id) = (2): column `at`: value `2026-01-02 10:00:00.500000` (timestamp) cannot be stored in MySQL \
+         `datetime`: it has fractional seconds beyond the column's 0 digits",
+    );
+    psql(
+        &master,
+        "UPDATE vals SET at = '2026-01-02 10:00:01' WHERE id = 2",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(
+            &site,
+            "SELECT id, amount, ratio, day, at FROM vals ORDER BY id"
+        ),
+        "1|1.50|0.5|2026-01-01|2026-01-01 10:00:00\n2|2.00|1|2026-01-02|2026-01-02 10:00:01"
+    );
+}
+
+#[test]
+fn mariadb_master_pulls_from_mariadb_and_sqlite_sites_and_keeps_state() {
+    let master = my_create_db("my_master");
+    mysql(
+        &master,
+        "CREATE TABLE sales (store_id VARCHAR(20) NOT NULL, id BIGINT NOT NULL, `order` VARCHAR(20), qty INT,
+           price DECIMAL(12,2), updated_at VARCHAR(32) NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let my_site = my_create_db("my_master_site");
+    mysql(
+        &my_site,
+        "CREATE TABLE sales (id BIGINT PRIMARY KEY, `order` VARCHAR(20), qty INT, price DECIMAL(12,2),
+           updated_at VARCHAR(32) NOT NULL);
+         INSERT INTO sales VALUES (1, 'o-1', 2, 12.50, '2026-01-02T09:00:00Z'), (2, 'o-2', 1, 0.99, '2026-01-02T09:00:01Z'),
+                                  (3, NULL, NULL, NULL, '2026-01-02T09:00:02Z');",
+    );
+    let fleet = Fleet::new();
+    let sqlite_site = fleet.path("s1.db");
+    sqlite_exec(
+        &sqlite_site,
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, \"order\" TEXT, qty INTEGER, price TEXT, updated_at TEXT NOT NULL);
+         INSERT INTO sales VALUES (7, 'o-7', 3, '1.05', '2026-01-03T00:00:00Z');",
+    );
+    fleet.write_config(&sales_pull(
+        &master,
+        &[("m1", &my_site), ("s1", "sqlite://s1.db")],
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT store_id, id, `order`, qty, price, updated_at FROM sales ORDER BY store_id, id"
+        ),
+        "m1|1|o-1|2|12.50|2026-01-02T09:00:00Z\nm1|2|o-2|1|0.99|2026-01-02T09:00:01Z\n\
+         m1|3|NULL|NULL|NULL|2026-01-02T09:00:02Z\ns1|7|o-7|3|1.05|2026-01-03T00:00:00Z"
+    );
+    // State lives in `hubsync_`-prefixed tables of the master database.
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT flow, site, rows_read, rows_written, status FROM hubsync_runs ORDER BY site"
+        ),
+        "sales|m1|3|3|succeeded\nsales|s1|1|1|succeeded"
+    );
+    assert_eq!(
+        mysql(&master, "SELECT max(version) FROM hubsync_schema_version"),
+        "5"
+    );
+    // Every run lock was released (another session can take it at once).
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT IS_FREE_LOCK(CONCAT('hubsync.run.', SHA1(CONCAT('sales', CHAR(31), 'm1'))))"
+        ),
+        "1"
+    );
+    let status = fleet.hubsync(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("succeeded"), "{}", status.stdout);
+
+    // Nothing new: the overlap is re-read, nothing is written.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT site, rows_written FROM hubsync_runs r WHERE started_at = \
+             (SELECT max(started_at) FROM hubsync_runs x WHERE x.site = r.site) ORDER BY site"
+        ),
+        "m1|0\ns1|0"
+    );
+    assert_eq!(
+        sqlite_query(&sqlite_site, "SELECT count(*) FROM sales"),
+        "1"
+    );
+}
+
+#[test]
+fn a_held_run_lock_on_a_mariadb_master_is_waited_for_and_released() {
+    use hubsync::config::DbUrl;
+    use hubsync::connector::{ConnectOptions, Connector};
+    use hubsync::state::StateStore;
+    let master = my_create_db("my_lock_master");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = DbUrl::parse(&master, None, std::path::Path::new(".")).unwrap();
+        let options = ConnectOptions {
+            max_connections: 2,
+            connect_timeout: std::time::Duration::from_secs(10),
+            acquire_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: None,
+            create_if_missing: false,
+        };
+        let conn = Connector::connect(&url, &options).await.unwrap();
+        let store = StateStore::open(&conn).await.unwrap();
+        let none = std::collections::HashSet::new();
+        let first = store.start_run(&conn, "sales", "s1", &none).await.unwrap();
+        // The pair's lock is free again once the start is recorded...
+        assert_eq!(
+            mysql(
+                &master,
+                "SELECT IS_FREE_LOCK(CONCAT('hubsync.run.', SHA1(CONCAT('sales', CHAR(31), 's1'))))"
+            ),
+            "1"
+        );
+        // ...and a second start of the live pair is refused by its running row.
+        let second = store.start_run(&conn, "sales", "s1", &none).await;
+        match second {
+            Err(hubsync::state::StateError::AlreadyRunning { run_id, .. }) => {
+                assert_eq!(run_id, first)
+            }
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        // Another pair is independent.
+        store.start_run(&conn, "sales", "s2", &none).await.unwrap();
+        conn.close().await;
+    });
+}
