@@ -158,11 +158,30 @@ fn postgres_master_pushes_routed_rows_to_mariadb_sites() {
     let site_b = my_create_db("my_push_b");
     mysql(&site_a, MY_SITE_PRICES);
     mysql(&site_b, MY_SITE_PRICES);
+    // A second unique key at a MySQL target: `ON DUPLICATE KEY UPDATE`
+    // would also fire on it, so `check` warns (and still passes).
+    mysql(&site_a, "ALTER TABLE prices ADD UNIQUE KEY by_name (name)");
     let fleet = Fleet::new();
     fleet.write_config(&prices_push(
         &master,
         &[("m1", &site_a, "A"), ("m2", &site_b, "B")],
     ));
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check.stdout.contains(
+            "warning: flow `prices` stream `prices` site `m1`: site table `prices` has a unique key on (name) \
+             besides the stream's key (sku); on MySQL an incoming row that collides on it updates that other row \
+             instead of failing"
+        ),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        !check.stdout.contains("site `m2`: site table"),
+        "{}",
+        check.stdout
+    );
     fleet.sync_ok(&[]);
     // Instants land in DATETIME as UTC wall-clock readings.
     assert_eq!(

@@ -233,6 +233,22 @@ async fn check_stream(
             &target_info,
         ));
     }
+    // MySQL's `ON DUPLICATE KEY UPDATE` fires on ANY unique key: a row
+    // colliding on another one overwrites an unrelated target row.
+    if target.dialect() == Dialect::MySql {
+        findings
+            .warnings
+            .extend(extra_unique_keys(&target_info, &conflict_key).into_iter().map(|other| {
+                format!(
+                    "{target_side} table `{}` has a unique key on ({}) besides the stream's key ({}); on MySQL an \
+                     incoming row that collides on it updates that other row instead of failing; drop the key or \
+                     make sure the source keeps it unique too",
+                    stream.target,
+                    other.join(", "),
+                    conflict_key.join(", ")
+                )
+            }));
+    }
     // A source key that is not unique loses rows: two rows with the same
     // (cursor, key) position are one position to the keyset read.
     if let Source::Table(table) = &stream.source {
@@ -255,6 +271,15 @@ async fn check_stream(
         }
     }
     findings
+}
+
+/// Unique keys of `info` other than the one on exactly `key`'s columns.
+fn extra_unique_keys(info: &TableInfo, key: &[String]) -> Vec<Vec<String>> {
+    info.unique_keys
+        .iter()
+        .filter(|k| !(k.len() == key.len() && key.iter().all(|c| k.contains(c))))
+        .cloned()
+        .collect()
 }
 
 fn missing_key_message(
