@@ -423,6 +423,8 @@ pub(super) async fn upsert_on(
     max_bytes: usize,
 ) -> Result<u64> {
     check_rows(spec, rows)?;
+    let coerced = coerce_rows(spec, rows);
+    let rows: &[Vec<Value>] = coerced.as_deref().unwrap_or(rows);
     let max_rows = Dialect::MySql
         .max_rows_per_upsert(spec.columns.len())
         .min(MYSQL_ROWS_PER_STATEMENT);
@@ -475,6 +477,48 @@ pub(super) async fn upsert_on(
         start = end;
     }
     Ok(written)
+}
+
+/// Instants held as RFC 3339 text (SQLite's storage form,
+/// `2026-01-02T09:00:00.000000Z`) going into a MySQL `DATETIME` or
+/// `TIMESTAMP` column become instants: MySQL refuses the offset suffix.
+/// `None` when no value needs it (the usual case: no copy is made).
+fn coerce_rows(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Option<Vec<Vec<Value>>> {
+    let temporal: Vec<usize> = spec
+        .column_types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            let t = t.to_ascii_lowercase();
+            t.starts_with("datetime") || t.starts_with("timestamp")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let instant = |value: &Value| match value {
+        Value::Text(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|ts| Value::TimestampTz(ts.with_timezone(&chrono::Utc))),
+        _ => None,
+    };
+    let needed = rows
+        .iter()
+        .any(|row| temporal.iter().any(|i| instant(&row[*i]).is_some()));
+    if !needed {
+        return None;
+    }
+    Some(
+        rows.iter()
+            .map(|row| {
+                let mut row = row.clone();
+                for i in &temporal {
+                    if let Some(converted) = instant(&row[*i]) {
+                        row[*i] = converted;
+                    }
+                }
+                row
+            })
+            .collect(),
+    )
 }
 
 /// Checks every value of `rows` against its column's declared MySQL type;
@@ -586,6 +630,18 @@ pub fn check_value(column_type: &str, value: &Value) -> std::result::Result<(), 
         }
         Value::Date(d) if is_temporal && !(1..=9999).contains(&d.year()) => {
             refuse("MySQL dates run from year 1 to 9999 (BC dates have no MySQL form)")
+        }
+        Value::Timestamp(_) | Value::TimestampTz(_) if base == "date" => {
+            let time = match value {
+                Value::Timestamp(ts) => ts.time(),
+                Value::TimestampTz(ts) => ts.time(),
+                _ => unreachable!(),
+            };
+            if time == NaiveTime::MIN {
+                Ok(())
+            } else {
+                refuse("a DATE column would drop its time of day; declare it DATETIME(6)")
+            }
         }
         Value::Timestamp(_) | Value::TimestampTz(_) | Value::Time(_) => {
             let (naive_year, micros) = match value {
