@@ -467,3 +467,72 @@ fn a_held_run_lock_on_a_mariadb_master_is_waited_for_and_released() {
         conn.close().await;
     });
 }
+
+#[test]
+fn zero_dates_and_nul_bytes_from_mariadb_stop_or_become_null() {
+    let master = pg_create_db("my_zero_master");
+    psql(
+        &master,
+        "CREATE TABLE bookings (store_id text NOT NULL, id int NOT NULL, arrival date, left_at timestamp,
+           note text, updated_at timestamp NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let site = my_create_db("my_zero_site");
+    mysql(
+        &site,
+        "CREATE TABLE bookings (id INT PRIMARY KEY, arrival DATE, left_at DATETIME, note VARCHAR(20),
+           updated_at DATETIME(6) NOT NULL);
+         INSERT INTO bookings VALUES (1, '2026-05-01', '2026-05-03 10:00:00', 'ok', '2026-01-01 00:00:00'),
+                                     (2, '0000-00-00', '0000-00-00 00:00:00', 'legacy', '2026-01-01 00:00:01');",
+    );
+    let config = |extra: &str| {
+        format!(
+            "[hub]\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+             [[flow]]\nname = \"bookings\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"bookings\"\n  \
+             target = \"bookings\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n{extra}"
+        )
+    };
+    let fleet = Fleet::new();
+    fleet.write_config(&config(""));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "flow `bookings` stream `bookings` site `m1`: row (store_id, id) = (m1, 2): column `arrival`: MySQL zero \
+             date `0000-00-00` has no postgres form (target type `date`); set `zero_dates = \"null\"` on the stream \
+             to write NULL instead"
+        ),
+        "{}",
+        out.stdout
+    );
+    // The batch (rows 1 and 2) was not written.
+    assert_eq!(psql(&master, "SELECT count(*) FROM bookings"), "0");
+
+    fleet.write_config(&config("  zero_dates = \"null\"\n"));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT id, coalesce(arrival::text, 'NULL'), coalesce(left_at::text, 'NULL'), note FROM bookings ORDER BY id"
+        ),
+        "1|2026-05-01|2026-05-03 10:00:00|ok\n2|NULL|NULL|legacy"
+    );
+
+    // A NUL character is valid MySQL text but PostgreSQL text cannot hold it.
+    mysql(
+        &site,
+        "UPDATE bookings SET note = CONCAT('a', CHAR(0), 'b'), updated_at = '2026-01-02 00:00:00' WHERE id = 1",
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "row (store_id, id) = (m1, 1): column `note`: text contains a NUL byte, which PostgreSQL text cannot store"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        psql(&master, "SELECT note FROM bookings WHERE id = 1"),
+        "ok"
+    );
+}

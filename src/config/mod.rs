@@ -145,6 +145,7 @@ struct RawStream {
     site_column: Option<String>,
     columns: Option<BTreeMap<String, String>>,
     on_error: Option<String>,
+    zero_dates: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -265,6 +266,17 @@ pub enum OnError {
     Quarantine,
 }
 
+/// What a MySQL zero date (`0000-00-00`, or a date with a zero month or
+/// day) read from a source becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroDates {
+    /// The stream stops before the batch is written, naming the row, the
+    /// column and both types (default). A MySQL target receives it as is.
+    Error,
+    /// It is written as NULL.
+    Null,
+}
+
 /// Where a stream reads from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -297,6 +309,9 @@ pub struct Stream {
     /// to the master's quarantine table while the rest of the batch is
     /// applied.
     pub on_error: OnError,
+    /// What a MySQL zero date read from the source becomes (default: an
+    /// error before the batch is written).
+    pub zero_dates: ZeroDates,
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
@@ -739,6 +754,16 @@ fn validate_stream(
             OnError::Stop
         }
     };
+    let zero_dates = match raw.zero_dates.as_deref() {
+        None | Some("error") => ZeroDates::Error,
+        Some("null") => ZeroDates::Null,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `zero_dates` `{other}`; use `error` or `null`"
+            ));
+            ZeroDates::Error
+        }
+    };
     let cursor_lag = match &raw.cursor_lag {
         Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
             problems.push(format!(
@@ -760,6 +785,7 @@ fn validate_stream(
         site_column: raw.site_column,
         cursor_lag,
         on_error,
+        zero_dates,
         columns,
     })
 }

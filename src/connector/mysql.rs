@@ -725,11 +725,20 @@ fn decode_row(row: &MySqlRow) -> Result<Vec<Value>> {
             message,
         };
         let raw = row.try_get_raw(i).map_err(db_error)?;
+        let name = type_name(column.type_info());
         if raw.is_null() {
+            // sqlx reports a zero date (a binary value of length 0) as NULL;
+            // it is not NULL, and the flow must decide what it becomes.
+            if matches!(name, "DATE" | "DATETIME" | "TIMESTAMP")
+                && let Ok(bytes) = row.try_get_unchecked::<&[u8], _>(i)
+                && bytes.first() == Some(&0)
+            {
+                values.push(decode_temporal(name, bytes).map_err(type_error)?);
+                continue;
+            }
             values.push(Value::Null);
             continue;
         }
-        let name = type_name(column.type_info());
         let decode_failed = |e: sqlx::Error| type_error(format!("cannot decode MySQL {name}: {e}"));
         let value = match name {
             "TINYINT(1)" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Progress, StreamReport, SyncOptions};
 use crate::capture;
-use crate::config::{Direction, Flow, OnError, Site, Source, Stream};
+use crate::config::{Direction, Flow, OnError, Site, Source, Stream, ZeroDates};
 use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
@@ -380,6 +380,75 @@ impl RowMapping {
         Ok(())
     }
 
+    /// Target column indexes whose source column is a MySQL `DATE`,
+    /// `DATETIME` or `TIMESTAMP` (`described`: the source's (name, type)
+    /// pairs), where zero dates can come from. Empty for other sources.
+    fn zero_date_columns(
+        &self,
+        source_dialect: crate::dialect::Dialect,
+        described: &[(String, String)],
+    ) -> Vec<usize> {
+        if source_dialect != crate::dialect::Dialect::MySql {
+            return Vec::new();
+        }
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(target_index, source)| match source {
+                MapSource::Column(i) => described
+                    .get(*i)
+                    .filter(|(_, ty)| matches!(ty.as_str(), "DATE" | "DATETIME" | "TIMESTAMP"))
+                    .map(|_| target_index),
+                MapSource::SiteId => None,
+            })
+            .collect()
+    }
+
+    /// MySQL zero dates (read as their text, `0000-00-00`) in the given
+    /// target columns: NULL with `zero_dates = "null"`; otherwise kept for a
+    /// MySQL target (whose sql_mode decides) and an error naming row key,
+    /// column, value and both types for any other target, before anything
+    /// of the batch is written.
+    fn handle_zero_dates(
+        &self,
+        rows: &mut [Vec<Value>],
+        columns: &[usize],
+        rule: ZeroDates,
+        target_dialect: crate::dialect::Dialect,
+        target: &TableInfo,
+    ) -> Result<(), String> {
+        for row in rows.iter_mut() {
+            for column in columns {
+                let Value::Text(text) = &row[*column] else {
+                    continue;
+                };
+                if rule == ZeroDates::Null {
+                    row[*column] = Value::Null;
+                    continue;
+                }
+                if target_dialect == crate::dialect::Dialect::MySql {
+                    continue;
+                }
+                let name = &self.target_columns[*column];
+                let target_type = target.column(name).map_or("?", |c| c.data_type.as_str());
+                let key: Vec<String> = self
+                    .conflict_key
+                    .iter()
+                    .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+                    .map(|i| row[i].to_string())
+                    .collect();
+                return Err(format!(
+                    "row ({}) = ({}): column `{name}`: MySQL zero date `{text}` has no {} form (target type `{target_type}`); \
+                     set `zero_dates = \"null\"` on the stream to write NULL instead",
+                    self.conflict_key.join(", "),
+                    key.join(", "),
+                    target_dialect.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The keyset position of a row; errors if a key column is NULL, since
     /// a NULL in the position would make the next read skip rows.
     fn position(&self, row: &[Value]) -> Result<Vec<Value>, String> {
@@ -744,8 +813,19 @@ impl StreamRun<'_> {
             let mapping = mapping.as_ref().expect("mapping was just built");
             let last_row = batch.rows.last().expect("batch is not empty");
             let batch_end = mapping.position(last_row)?;
-            let rows = mapping.map_rows(&batch, &self.site.id);
+            let mut rows = mapping.map_rows(&batch, &self.site.id);
             mapping.check_unique_keys(&rows)?;
+            let zero_date_columns =
+                mapping.zero_date_columns(source.dialect(), &resolved.described);
+            if !zero_date_columns.is_empty() {
+                mapping.handle_zero_dates(
+                    &mut rows,
+                    &zero_date_columns,
+                    self.stream.zero_dates,
+                    target.dialect(),
+                    target_info,
+                )?;
+            }
             let read = rows.len() as u64;
             let position = match &saved {
                 Some(checkpoint) => checkpoint.later_position(&batch_end),
