@@ -536,3 +536,73 @@ fn zero_dates_and_nul_bytes_from_mariadb_stop_or_become_null() {
         "ok"
     );
 }
+
+#[test]
+fn keys_merged_by_a_case_insensitive_collation_are_refused_naming_both() {
+    // 'ABC', 'abc' and 'abc ' are three keys at PostgreSQL and one key under
+    // MariaDB's utf8mb4_unicode_ci (case-insensitive, trailing spaces ignored).
+    let master = pg_create_db("my_merge_master");
+    psql(
+        &master,
+        "CREATE TABLE codes (code text PRIMARY KEY, label text, updated_at timestamptz NOT NULL);
+         INSERT INTO codes VALUES ('abc', 'lower', '2026-01-01 00:00:00+00'), ('ABC', 'upper', '2026-01-01 00:00:01+00');",
+    );
+    let site = my_create_db("my_merge_site");
+    mysql(
+        &site,
+        "CREATE TABLE codes (code VARCHAR(10) PRIMARY KEY, label VARCHAR(10), updated_at DATETIME(6) NOT NULL);",
+    );
+    let config = |batch_size: usize| {
+        format!(
+            "[hub]\nbatch_size = {batch_size}\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n\
+             [[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+             [[flow]]\nname = \"codes\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"codes\"\n  \
+             target = \"codes\"\n  primary_key = [\"code\"]\n  cursor = \"updated_at\"\n"
+        )
+    };
+    let fleet = Fleet::new();
+    // Both in one batch: the target's collation groups them and the batch
+    // is refused; applied alone (in a transaction rolled back) to name the
+    // row, the second one meets the first.
+    fleet.write_config(&config(10));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "flow `codes` stream `codes` site `m1`: writing to site table `codes`: row (code) = (ABC): column \
+             `code`: a source row would overwrite a target row with a differently spelled key: keys (ABC) and \
+             (abc) are equal under the target's collation `utf8mb4_unicode_ci`"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(mysql(&site, "SELECT count(*) FROM codes"), "0");
+
+    // One row per batch: the first is written, the second would overwrite it.
+    fleet.write_config(&config(1));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "row (code) = (ABC): column `code`: a source row would overwrite a target row with a differently \
+             spelled key: keys (ABC) and (abc) are equal under the target's collation `utf8mb4_unicode_ci`"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(mysql(&site, "SELECT code, label FROM codes"), "abc|lower");
+
+    // A trailing space merges too.
+    psql(
+        &master,
+        "UPDATE codes SET code = 'abc ', updated_at = '2026-01-02 00:00:00+00' WHERE label = 'upper'",
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("keys (abc ) and (abc) are equal under the target's collation"),
+        "{}",
+        out.stdout
+    );
+}

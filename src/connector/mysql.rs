@@ -433,6 +433,8 @@ pub(super) async fn upsert_on(
         .iter()
         .filter_map(|k| spec.columns.iter().position(|c| c == k))
         .collect();
+    let collations = key_collations(conn, spec).await?;
+    let check_merges = collations.iter().any(Option::is_some);
     let mut written = 0;
     let mut start = 0;
     while start < rows.len() {
@@ -453,16 +455,16 @@ pub(super) async fn upsert_on(
                  ({max_bytes} bytes, half of `max_allowed_packet`); raise `max_allowed_packet` at the target"
             )));
         }
-        let count_sql = Dialect::MySql.count_existing_keys(spec.table, spec.key, chunk.len());
+        let existing_sql = Dialect::MySql.existing_keys(spec.table, spec.key, chunk.len());
         let key_values: Vec<Value> = chunk
             .iter()
             .flat_map(|row| key_indexes.iter().map(|i| row[*i].clone()))
             .collect();
-        let existing = query_on(conn, &count_sql, &key_values).await?;
-        let existing = match existing.rows.first().and_then(|r| r.first()) {
-            Some(Value::Int(n)) => *n as u64,
-            _ => 0,
-        };
+        let existing = query_on(conn, &existing_sql, &key_values).await?;
+        if check_merges {
+            check_merged_keys(conn, spec, chunk, &key_indexes, &existing, &collations).await?;
+        }
+        let existing = existing.len() as u64;
         let sql = Dialect::MySql.upsert(spec, chunk.len());
         let query = chunk
             .iter()
@@ -477,6 +479,134 @@ pub(super) async fn upsert_on(
         start = end;
     }
     Ok(written)
+}
+
+/// Per key column of `spec`: its (character set, collation) at the target
+/// if it is a text column, else `None`. Names are checked to be plain
+/// identifiers, since they are written into SQL.
+async fn key_collations(
+    conn: &mut MySqlConnection,
+    spec: &UpsertSpec<'_>,
+) -> Result<Vec<Option<(String, String)>>> {
+    let (schema, name) = match spec.table.split_once('.') {
+        Some((schema, name)) => (Value::Text(schema.into()), Value::Text(name.into())),
+        None => (Value::Null, Value::Text(spec.table.into())),
+    };
+    let catalog = query_on(
+        conn,
+        "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? AND COLLATION_NAME IS NOT NULL",
+        &[schema, name],
+    )
+    .await?;
+    let plain =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    Ok(spec
+        .key
+        .iter()
+        .map(|key| {
+            catalog
+                .rows
+                .iter()
+                .find(|row| text_of(&row[0]) == *key)
+                .map(|row| (text_of(&row[1]), text_of(&row[2])))
+                .filter(|(charset, collation)| plain(charset) && plain(collation))
+        })
+        .collect())
+}
+
+/// `(a, b)`: a key tuple for messages.
+fn key_text(values: &[Value]) -> String {
+    let parts: Vec<String> = values.iter().map(ToString::to_string).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Fails when two rows of `chunk` have keys that differ but are equal under
+/// the target's collation (`'ABC'`, `'abc'`, `'abc '` under a
+/// case-insensitive, pad-space collation), or when a row's key matched an
+/// existing target row (`existing`, found by the collation) whose key is
+/// spelled differently: either way one row would silently overwrite
+/// another. Both keys are named.
+async fn check_merged_keys(
+    conn: &mut MySqlConnection,
+    spec: &UpsertSpec<'_>,
+    chunk: &[Vec<Value>],
+    key_indexes: &[usize],
+    existing: &Batch,
+    collations: &[Option<(String, String)>],
+) -> Result<()> {
+    let key_of =
+        |row: &[Value]| -> Vec<Value> { key_indexes.iter().map(|i| row[*i].clone()).collect() };
+    // Only text columns can merge; other key columns may come back in
+    // another spelling (an instant read as a local date-time) and are
+    // equal by value already.
+    let spelled = |values: &[Value]| -> Vec<Option<String>> {
+        values
+            .iter()
+            .zip(collations)
+            .filter(|(_, collation)| collation.is_some())
+            .map(|(v, _)| v.to_pg_text())
+            .collect()
+    };
+    let collation_names: Vec<String> = collations
+        .iter()
+        .flatten()
+        .map(|(_, collation)| format!("`{collation}`"))
+        .collect();
+    let merged = |a: &[Value], b: &[Value], how: &str| ConnectorError::Type {
+        column: spec.key.join(", "),
+        message: format!(
+            "{how}: keys {} and {} are equal under the target's collation {}; make the target's key columns \
+             case- and space-sensitive (e.g. `COLLATE utf8mb4_bin`) or make the keys unique at the source",
+            key_text(a),
+            key_text(b),
+            collation_names.join(", ")
+        ),
+    };
+    if chunk.len() > 1 {
+        let sql = Dialect::MySql.merged_keys(collations, chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * (key_indexes.len() + 1));
+        for (n, row) in chunk.iter().enumerate() {
+            params.push(Value::Int(n as i64));
+            params.extend(key_of(row));
+        }
+        let groups = query_on(conn, &sql, &params).await?;
+        if let Some(row) = groups.rows.first()
+            && let (Value::Int(a), Value::Int(b)) = (&row[0], &row[1])
+        {
+            return Err(merged(
+                &key_of(&chunk[*a as usize]),
+                &key_of(&chunk[*b as usize]),
+                "two source rows would land on one target row",
+            ));
+        }
+    }
+    let incoming: std::collections::HashSet<Vec<Option<String>>> =
+        chunk.iter().map(|row| spelled(&key_of(row))).collect();
+    for target_key in &existing.rows {
+        if incoming.contains(&spelled(target_key)) {
+            continue;
+        }
+        // Which source key matched it: the one equal ignoring case and
+        // trailing spaces (the usual collation merge), else the first.
+        let loose = |values: &[Value]| -> Vec<String> {
+            values
+                .iter()
+                .map(|v| v.to_string().to_lowercase().trim_end().to_string())
+                .collect()
+        };
+        let source_key = chunk
+            .iter()
+            .map(|row| key_of(row))
+            .find(|k| loose(k) == loose(target_key))
+            .unwrap_or_else(|| key_of(&chunk[0]));
+        return Err(merged(
+            &source_key,
+            target_key,
+            "a source row would overwrite a target row with a differently spelled key",
+        ));
+    }
+    Ok(())
 }
 
 /// Instants held as RFC 3339 text (SQLite's storage form,

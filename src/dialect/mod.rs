@@ -432,17 +432,51 @@ impl Dialect {
         )
     }
 
-    /// SQL counting the rows of `table` whose `key` equals one of `rows`
-    /// key tuples (`rows * key.len()` anonymous parameters, in row order).
+    /// SQL returning the `key` columns of the rows of `table` whose key
+    /// equals one of `rows` key tuples (`rows * key.len()` anonymous
+    /// parameters, in row order), compared as the table's collation does.
     /// MySQL only: it tells inserted rows from updated ones, which
-    /// `ON DUPLICATE KEY UPDATE`'s affected-row count cannot.
-    pub fn count_existing_keys(self, table: &str, key: &[String], rows: usize) -> String {
+    /// `ON DUPLICATE KEY UPDATE`'s affected-row count cannot, and shows
+    /// target keys that a differently spelled source key would overwrite.
+    pub fn existing_keys(self, table: &str, key: &[String], rows: usize) -> String {
         let tuple = format!("({})", vec!["?"; key.len()].join(", "));
         format!(
-            "SELECT count(*) FROM {} WHERE ({}) IN ({})",
+            "SELECT {} FROM {} WHERE ({}) IN ({})",
+            self.ident_list(key),
             self.quote_table(table),
             self.ident_list(key),
             vec![tuple; rows].join(", ")
+        )
+    }
+
+    /// MySQL: SQL finding two of `rows` key tuples that are equal under the
+    /// given per-column collations (`Some((charset, collation))` for text
+    /// columns, `None` compares as is). Parameters, per row: its index, then
+    /// its key values. Returns one row (lowest index, highest index) of a
+    /// merged group, or none. Charset and collation names come from the
+    /// database catalog and must be plain identifiers (checked by the caller).
+    pub fn merged_keys(self, collations: &[Option<(String, String)>], rows: usize) -> String {
+        let columns: Vec<String> = (0..collations.len())
+            .map(|i| format!("? AS hubsync_k{i}"))
+            .collect();
+        let first = format!("SELECT ? AS hubsync_n, {}", columns.join(", "));
+        let rest = format!("SELECT ?{}", ", ?".repeat(collations.len()));
+        let mut union = vec![first];
+        union.extend(std::iter::repeat_n(rest, rows.saturating_sub(1)));
+        let group: Vec<String> = collations
+            .iter()
+            .enumerate()
+            .map(|(i, collation)| match collation {
+                Some((charset, name)) => {
+                    format!("CONVERT(hubsync_k{i} USING {charset}) COLLATE {name}")
+                }
+                None => format!("hubsync_k{i}"),
+            })
+            .collect();
+        format!(
+            "SELECT MIN(hubsync_n), MAX(hubsync_n) FROM ({}) AS hubsync_b GROUP BY {} HAVING COUNT(*) > 1 LIMIT 1",
+            union.join(" UNION ALL "),
+            group.join(", ")
         )
     }
 
@@ -665,8 +699,18 @@ mod tests {
             "INSERT INTO `t` (`store_id`, `id`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `store_id` = VALUES(`store_id`)"
         );
         assert_eq!(
-            Dialect::MySql.count_existing_keys("sales", &key, 2),
-            "SELECT count(*) FROM `sales` WHERE (`store_id`, `id`) IN ((?, ?), (?, ?))"
+            Dialect::MySql.existing_keys("sales", &key, 2),
+            "SELECT `store_id`, `id` FROM `sales` WHERE (`store_id`, `id`) IN ((?, ?), (?, ?))"
+        );
+        let collations = [
+            Some(("utf8mb4".to_string(), "utf8mb4_unicode_ci".to_string())),
+            None,
+        ];
+        assert_eq!(
+            Dialect::MySql.merged_keys(&collations, 2),
+            "SELECT MIN(hubsync_n), MAX(hubsync_n) FROM (SELECT ? AS hubsync_n, ? AS hubsync_k0, ? AS hubsync_k1 \
+             UNION ALL SELECT ?, ?, ?) AS hubsync_b GROUP BY CONVERT(hubsync_k0 USING utf8mb4) COLLATE \
+             utf8mb4_unicode_ci, hubsync_k1 HAVING COUNT(*) > 1 LIMIT 1"
         );
     }
 
