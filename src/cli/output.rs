@@ -120,22 +120,23 @@ pub fn site_line(report: &SiteReport) -> String {
     match &report.error {
         Some(error) => format!("{}: {error}", report.status.as_str()),
         None => format!(
-            "flow `{}` site `{}`: {} rows read, {} written in {}",
+            "flow `{}` site `{}`: {} rows read, {} written, {} deleted in {}",
             report.flow,
             report.site,
             report.rows_read(),
             report.rows_written(),
+            report.rows_deleted(),
             seconds(report.duration)
         ),
     }
 }
 
-/// Most characters of an error shown in a table cell; [`error_lines`] gives
+/// Most characters of an error shown in a table cell (the table stays under 160 columns); [`error_lines`] gives
 /// the whole text.
-const ERROR_CELL_CHARS: usize = 80;
+const ERROR_CELL_CHARS: usize = 72;
 
 /// A summary table of site reports: flow, site, status, rows, time, error
-/// (cut to about 80 characters; print [`error_lines`] after it).
+/// (cut to about 72 characters; print [`error_lines`] after it).
 pub fn summary_table(reports: &[SiteReport]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
@@ -145,6 +146,7 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
         "status",
         "rows read",
         "rows written",
+        "rows deleted",
         "time",
         "error",
     ]);
@@ -155,6 +157,7 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
             report.status.as_str().to_string(),
             thousands(report.rows_read()),
             thousands(report.rows_written()),
+            thousands(report.rows_deleted()),
             seconds(report.duration),
             report
                 .error

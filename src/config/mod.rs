@@ -145,6 +145,9 @@ struct RawStream {
     site_column: Option<String>,
     columns: Option<BTreeMap<String, String>>,
     on_error: Option<String>,
+    delete_column: Option<String>,
+    deletes: Option<String>,
+    deletes_window: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -265,6 +268,20 @@ pub enum OnError {
     Quarantine,
 }
 
+/// How rows deleted at the source (without a soft-delete flag) reach the
+/// target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletes {
+    /// Hard deletes at the source are not looked for (the default): a
+    /// cursor read cannot see a row that is gone.
+    Ignore,
+    /// After each run of the stream, the source's and target's primary-key
+    /// sets are compared chunk by chunk (a hash per key range) and target
+    /// rows whose key is no longer at the source are deleted (for a pull,
+    /// only rows of that site). See `flow/reconcile.rs`.
+    Detect,
+}
+
 /// Where a stream reads from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -300,18 +317,22 @@ pub struct Stream {
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
+    /// Soft deletes: a source column that marks a row deleted when it is
+    /// set (not NULL, not false/0; see `Value::marks_deleted`). Such a row
+    /// is deleted at the target instead of written.
+    pub delete_column: Option<String>,
+    /// Whether hard deletes are detected by key comparison.
+    pub deletes: Deletes,
+    /// With `deletes = "detect"`: compare only rows whose cursor is within
+    /// this long of the source's clock (sites purge old history); `None`
+    /// compares every row.
+    pub deletes_window: Option<Duration>,
 }
 
 impl Stream {
     /// Source column feeding target column `target_column`.
     pub fn source_column<'a>(&'a self, target_column: &'a str) -> &'a str {
-        match &self.columns {
-            Some(pairs) => pairs
-                .iter()
-                .find(|(t, _)| t == target_column)
-                .map_or(target_column, |(_, s)| s.as_str()),
-            None => target_column,
-        }
+        source_column_of(&self.columns, target_column)
     }
 
     /// Source columns of the keyset: the cursor, then the primary key.
@@ -333,7 +354,11 @@ impl Stream {
                 selected.push(source.clone());
             }
         }
-        for column in self.keyset_source_columns() {
+        for column in self
+            .keyset_source_columns()
+            .into_iter()
+            .chain(self.delete_column.clone())
+        {
             if !selected.contains(&column) {
                 selected.push(column);
             }
@@ -748,6 +773,59 @@ fn validate_stream(
         }),
         None => DEFAULT_CURSOR_LAG,
     };
+    if let Some(column) = &raw.delete_column {
+        if column.trim().is_empty() {
+            problems.push(format!(
+                "{place}: `delete_column` is empty; name the source column that marks a row deleted, e.g. `delete_column = \"deleted\"`"
+            ));
+        } else if *column == cursor {
+            problems.push(format!(
+                "{place}: `delete_column` `{column}` is also the `cursor`; the cursor must be the column that changes when a row is deleted (e.g. `updated_at`)"
+            ));
+        } else if raw
+            .primary_key
+            .iter()
+            .any(|key| source_column_of(&columns, key) == column.as_str())
+        {
+            problems.push(format!(
+                "{place}: `delete_column` `{column}` is a primary key column; name the flag column (e.g. `deleted`)"
+            ));
+        }
+    }
+    let deletes = match raw.deletes.as_deref() {
+        None | Some("ignore") => Deletes::Ignore,
+        Some("detect") => Deletes::Detect,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `deletes` `{other}`; use `ignore` (the default) or `detect`"
+            ));
+            Deletes::Ignore
+        }
+    };
+    let deletes_window = match &raw.deletes_window {
+        Some(_) if deletes != Deletes::Detect => {
+            problems.push(format!(
+                "{place}: `deletes_window` applies only with `deletes = \"detect\"`"
+            ));
+            None
+        }
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(window) if window.is_zero() => {
+                problems.push(format!(
+                    "{place}: `deletes_window` is zero; leave it out to compare every row, or give a span like `30d`"
+                ));
+                None
+            }
+            Ok(window) => Some(window),
+            Err(e) => {
+                problems.push(format!(
+                    "{place}: `deletes_window` `{text}`: {e} (examples: `30d`, `12h`)"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     if problems.len() > before {
         return None;
     }
@@ -761,7 +839,18 @@ fn validate_stream(
         cursor_lag,
         on_error,
         columns,
+        delete_column: raw.delete_column,
+        deletes,
+        deletes_window,
     })
+}
+
+/// The source column feeding target column `target` under `columns`.
+fn source_column_of<'a>(columns: &'a Option<Vec<(String, String)>>, target: &'a str) -> &'a str {
+    columns
+        .as_ref()
+        .and_then(|pairs| pairs.iter().find(|(t, _)| t == target))
+        .map_or(target, |(_, source)| source.as_str())
 }
 
 /// `primary_key` names each column once and names no empty column: a

@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod circuit;
+mod reconcile;
 mod stream;
 
 use std::sync::Arc;
@@ -90,6 +91,9 @@ pub struct StreamReport {
     pub note: Option<String>,
     /// Rows the target refused that went to quarantine.
     pub quarantined: u64,
+    /// Target rows deleted: soft-deleted source rows (`delete_column`) and
+    /// rows found gone at the source (`deletes = "detect"`).
+    pub rows_deleted: u64,
 }
 
 /// What one flow did at one site.
@@ -121,6 +125,11 @@ impl SiteReport {
     /// Rows written over all streams.
     pub fn rows_written(&self) -> u64 {
         self.streams.iter().map(|s| s.rows_written).sum()
+    }
+
+    /// Target rows deleted over all streams.
+    pub fn rows_deleted(&self) -> u64 {
+        self.streams.iter().map(|s| s.rows_deleted).sum()
     }
 }
 
