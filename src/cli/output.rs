@@ -117,6 +117,14 @@ impl Progress for FleetProgress {
 
 /// One line describing a finished site run.
 pub fn site_line(report: &SiteReport) -> String {
+    if let (None, Some(note)) = (&report.error, &report.note) {
+        return format!(
+            "{}: flow `{}` site `{}`: {note}",
+            report.status.as_str(),
+            report.flow,
+            report.site
+        );
+    }
     match &report.error {
         Some(error) => format!("{}: {error}", report.status.as_str()),
         None => format!(
@@ -162,6 +170,7 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
             report
                 .error
                 .as_deref()
+                .or(report.note.as_deref())
                 .map(|error| error_cell(error, ERROR_CELL_CHARS))
                 .unwrap_or_default(),
         ]);
@@ -195,11 +204,12 @@ fn error_cell(error: &str, max_chars: usize) -> String {
     cut
 }
 
-/// Counts of failed and skipped runs.
+/// Counts of failed runs and of runs skipped for a reason other than the
+/// flow's window (a circuit open, a run already going, an interrupt).
 pub fn failures(reports: &[SiteReport]) -> usize {
     reports
         .iter()
-        .filter(|r| r.status != RunStatus::Succeeded)
+        .filter(|r| r.status != RunStatus::Succeeded && r.note.is_none())
         .count()
 }
 
@@ -241,6 +251,7 @@ mod tests {
             },
             streams: Vec::new(),
             error,
+            note: None,
             duration: Duration::from_millis(5),
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use self::schedule::Schedule;
+pub use self::schedule::{Schedule, SyncWindow};
 pub use self::url::{DbUrl, Secret};
 use crate::dialect::Dialect;
 use crate::dialect::params::bind_site_placeholders;
@@ -100,6 +100,7 @@ struct RawHub {
     connect_retries: Option<usize>,
     circuit_breaker_failures: Option<usize>,
     circuit_breaker_cooldown: Option<String>,
+    max_rows_per_second: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +128,8 @@ struct RawFlow {
     direction: String,
     schedule: Option<String>,
     timezone: Option<String>,
+    splay: Option<String>,
+    window: Option<String>,
     #[serde(default)]
     stream: Vec<RawStream>,
 }
@@ -191,6 +194,10 @@ pub struct HubConfig {
     /// First cool-down of an open circuit; it doubles with every further
     /// failure, up to one hour (default 1 min).
     pub circuit_breaker_cooldown: Duration,
+    /// Most rows per second moved through the master, all flows and sites
+    /// together: rows written by pulls and rows read by pushes (token
+    /// bucket, one second of burst); `None` (default): no limit.
+    pub max_rows_per_second: Option<std::num::NonZeroU32>,
 }
 
 /// One remote database.
@@ -206,6 +213,9 @@ pub struct Site {
     /// Free-form tags (`region`, `price_zone`, `timezone`...), bound into
     /// push queries as `:site.<tag>`.
     pub tags: BTreeMap<String, String>,
+    /// The `timezone` tag, parsed (an IANA zone): the site's local time for
+    /// flow `window`s.
+    pub timezone: Option<chrono_tz::Tz>,
 }
 
 impl Site {
@@ -252,6 +262,17 @@ pub struct Flow {
     pub direction: Direction,
     /// When `hubsync run` starts it; `None` means on demand only.
     pub schedule: Option<Schedule>,
+    /// The flow's `timezone` (IANA): its cron schedule's and, for sites
+    /// without a `timezone` tag, its `window`'s zone.
+    pub timezone: Option<chrono_tz::Tz>,
+    /// Scheduled passes start each site at a fixed offset in `[0, splay)`
+    /// (from a hash of flow name and site id), so a fleet on one schedule
+    /// does not hit the master in the same second; `None`: all at once.
+    pub splay: Option<Duration>,
+    /// Local time of day in which the flow may work a site; outside it the
+    /// site's run is skipped (status `skipped`, not a failure). `None`:
+    /// any time.
+    pub window: Option<SyncWindow>,
     /// The flow's streams, run in order for each site.
     pub streams: Vec<Stream>,
 }
@@ -500,6 +521,16 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             }),
             None => Duration::from_secs(60),
         },
+        max_rows_per_second: match raw.hub.max_rows_per_second {
+            Some(0) => {
+                problems.push(
+                    "`hub.max_rows_per_second` must be at least 1; leave it out for no limit"
+                        .into(),
+                );
+                None
+            }
+            rate => rate.and_then(std::num::NonZeroU32::new),
+        },
     };
 
     let master = match raw.master {
@@ -533,11 +564,17 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                     &format!("{place}: `statement_timeout`"),
                     problems,
                 );
+                let timezone = raw_site.tags.get("timezone").and_then(|name| {
+                    schedule::parse_timezone(name)
+                        .map_err(|e| problems.push(format!("{place}: tag `timezone`: {e}")))
+                        .ok()
+                });
                 sites.push(Site {
                     id: raw_site.id,
                     url,
                     statement_timeout,
                     tags: raw_site.tags,
+                    timezone,
                 })
             }
             Err(e) => problems.push(format!("{place}: `url`: {e}")),
@@ -578,13 +615,54 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                 }
             },
             None => {
-                if raw_flow.timezone.is_some() {
+                if raw_flow.timezone.is_some() && raw_flow.window.is_none() {
                     problems.push(format!(
-                        "{place}: `timezone` is set but there is no `schedule`"
+                        "{place}: `timezone` is set but there is no `schedule` or `window`"
                     ));
                 }
                 None
             }
+        };
+        let timezone = raw_flow.timezone.as_deref().and_then(|name| {
+            schedule::parse_timezone(name)
+                .map_err(|e| {
+                    if schedule.is_none() && raw_flow.schedule.is_none() {
+                        problems.push(format!("{place}: `timezone`: {e}"));
+                    }
+                })
+                .ok()
+        });
+        let window = raw_flow.window.as_deref().and_then(|text| {
+            SyncWindow::parse(text)
+                .map_err(|e| problems.push(format!("{place}: `window`: {e}")))
+                .ok()
+        });
+        let splay = match &raw_flow.splay {
+            None => None,
+            Some(text) => match humantime::parse_duration(text) {
+                Err(e) => {
+                    problems.push(format!(
+                        "{place}: `splay` `{text}`: {e} (examples: `30s`, `4m`)"
+                    ));
+                    None
+                }
+                Ok(splay) => match &schedule {
+                    None if raw_flow.schedule.is_none() => {
+                        problems.push(format!(
+                            "{place}: `splay` spreads scheduled passes; it needs a `schedule`"
+                        ));
+                        None
+                    }
+                    Some(Schedule::Every(interval)) if splay >= *interval => {
+                        problems.push(format!(
+                            "{place}: `splay` `{text}` must be shorter than the schedule's interval ({}), or passes would overlap",
+                            humantime::format_duration(*interval)
+                        ));
+                        None
+                    }
+                    _ => Some(splay).filter(|s| !s.is_zero()),
+                },
+            },
         };
         if raw_flow.stream.is_empty() {
             problems.push(format!(
@@ -626,6 +704,9 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             name: raw_flow.name,
             direction,
             schedule,
+            timezone,
+            splay,
+            window,
             streams,
         });
     }

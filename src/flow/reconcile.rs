@@ -334,13 +334,7 @@ impl StreamRun<'_> {
         let write_error =
             |e: &dyn std::fmt::Display| format!("detecting deletes, deleting at the target: {e}");
         let _permit = match self.flow.direction {
-            Direction::Pull => Some(
-                self.hub
-                    .master_writes
-                    .acquire()
-                    .await
-                    .expect("semaphore is never closed"),
-            ),
+            Direction::Pull => Some(self.hub.master_writes.acquire().await),
             Direction::Push => None,
         };
         let mut tx = target.begin().await.map_err(|e| write_error(&e))?;

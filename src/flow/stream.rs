@@ -803,6 +803,10 @@ impl StreamRun<'_> {
             if batch.is_empty() {
                 break;
             }
+            if direction == Direction::Push {
+                // Rows read from the master count against its rate budget.
+                self.hub.master_writes.throttle(batch.len()).await;
+            }
             if mapping.is_none() {
                 mapping = Some(RowMapping::build(
                     self.stream,
@@ -1023,13 +1027,14 @@ impl StreamRun<'_> {
         let master = self.hub.master();
         let write_error = |e: &dyn std::fmt::Display| format!("writing to {target_place}: {e}");
         let _permit = match direction {
-            Direction::Pull => Some(
+            Direction::Pull => {
+                // Waiting for the rate budget must not hold a write slot.
                 self.hub
                     .master_writes
-                    .acquire()
-                    .await
-                    .expect("semaphore is never closed"),
-            ),
+                    .throttle(rows.len() + write.deleted_keys.len())
+                    .await;
+                Some(self.hub.master_writes.acquire().await)
+            }
             Direction::Push => None,
         };
         let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
