@@ -831,7 +831,15 @@ impl StreamRun<'_> {
                 resume_from: if self.stream.cursor_lag.is_zero() && floor.is_none() {
                     None
                 } else {
-                    capture::resume_from(&position[0], self.stream.cursor_lag, floor)
+                    capture::resume_from(
+                        &position[0],
+                        self.stream.cursor_lag,
+                        floor,
+                        match direction {
+                            Direction::Pull => self.site.timezone,
+                            Direction::Push => None,
+                        },
+                    )
                 },
                 position,
                 fingerprint: fingerprint.clone(),
