@@ -54,6 +54,12 @@ pub enum ConnectorError {
         /// The timeout, in seconds.
         seconds: u64,
     },
+    /// An open connection broke while in use (network cut, server restart):
+    /// the statement and its transaction did not complete.
+    #[error(
+        "the connection was lost ({0}); nothing it had not committed is kept, the next run redoes it"
+    )]
+    ConnectionLost(String),
     /// A statement failed at the database.
     #[error("{0}")]
     Database(String),
@@ -73,7 +79,9 @@ impl ConnectorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectorError::Connect { .. } | ConnectorError::ConnectTimeout { .. }
+            ConnectorError::Connect { .. }
+                | ConnectorError::ConnectTimeout { .. }
+                | ConnectorError::ConnectionLost(_)
         )
     }
 }
@@ -404,6 +412,22 @@ impl Tx {
         .await
     }
 
+    /// Deletes the rows whose key is one of `keys` (each with
+    /// `spec.columns.len()` values: the key columns, in that order; for
+    /// PostgreSQL `spec.column_types` gives their types); returns rows
+    /// deleted.
+    pub async fn delete_keys(&mut self, spec: &UpsertSpec<'_>, keys: &[Vec<Value>]) -> Result<u64> {
+        let timeout = self.statement_timeout;
+        timed(timeout, async {
+            match &mut self.inner {
+                TxInner::Postgres(tx) => postgres::delete_on(tx, spec, keys).await,
+                TxInner::Sqlite(tx) => sqlite::delete_on(tx, spec, keys).await,
+                TxInner::MySql(tx) => mysql::delete_on(tx, spec, keys).await,
+            }
+        })
+        .await
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<()> {
         timed(self.statement_timeout, async {
@@ -426,13 +450,15 @@ pub(crate) fn db_error(error: sqlx::Error) -> ConnectorError {
             Some(code) => ConnectorError::Database(format!("{} (code {code})", db.message())),
             None => ConnectorError::Database(db.message().to_string()),
         },
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => ConnectorError::Connect {
-            url: "the database".into(),
-            message: error.to_string(),
-        },
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => {
+            ConnectorError::ConnectionLost(error.to_string())
+        }
+        sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            ConnectorError::Connect {
+                url: "the database".into(),
+                message: error.to_string(),
+            }
+        }
         _ => ConnectorError::Database(error.to_string()),
     }
 }

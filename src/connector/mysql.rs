@@ -481,6 +481,33 @@ pub(super) async fn upsert_on(
     Ok(written)
 }
 
+/// Deletes the rows whose key (all of `spec.columns`) is one of `rows`, in
+/// statements of at most [`MYSQL_ROWS_PER_STATEMENT`] keys; returns rows
+/// deleted.
+pub(super) async fn delete_on(
+    conn: &mut MySqlConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    let per_statement = Dialect::MySql
+        .max_rows_per_upsert(spec.columns.len())
+        .min(MYSQL_ROWS_PER_STATEMENT);
+    let mut deleted = 0;
+    for chunk in rows.chunks(per_statement) {
+        let sql = Dialect::MySql.delete_keys(spec, chunk.len());
+        let query = chunk
+            .iter()
+            .flatten()
+            .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+        deleted += query
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+    }
+    Ok(deleted)
+}
+
 /// Per key column of `spec`: its (character set, collation) at the target
 /// if it is a text column, else `None`. Names are checked to be plain
 /// identifiers, since they are written into SQL.
