@@ -606,3 +606,74 @@ fn keys_merged_by_a_case_insensitive_collation_are_refused_naming_both() {
         out.stdout
     );
 }
+
+#[test]
+fn a_site_timezone_tag_turns_local_times_into_instants_and_back() {
+    // The hotel's PMS keeps Paris wall-clock times in DATETIME columns; the
+    // master keeps instants (timestamptz).
+    let master = pg_create_db("my_tz_master");
+    psql(
+        &master,
+        "CREATE TABLE stays (store_id text NOT NULL, id int NOT NULL, arrived timestamptz, updated_at timestamptz NOT NULL,
+           PRIMARY KEY (store_id, id));
+         CREATE TABLE notices (id int PRIMARY KEY, show_at timestamptz NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO notices VALUES (1, '2026-07-01 10:00:00+00', '2026-01-01 00:00:00+00'),
+                                    (2, '2026-12-01 10:00:00+00', '2026-01-01 00:00:01+00');",
+    );
+    let site = my_create_db("my_tz_site");
+    mysql(
+        &site,
+        "CREATE TABLE stays (id INT PRIMARY KEY, arrived DATETIME, updated_at DATETIME(6) NOT NULL);
+         CREATE TABLE notices (id INT PRIMARY KEY, show_at DATETIME NOT NULL, updated_at DATETIME(6) NOT NULL);
+         INSERT INTO stays VALUES (1, '2026-03-29 01:30:00', '2026-01-01 00:00:00'),
+                                  (2, '2026-03-29 03:30:00', '2026-01-01 00:00:01'),
+                                  (3, '2026-10-25 02:30:00', '2026-01-01 00:00:02'),
+                                  (4, '2026-10-25 03:30:00', '2026-01-01 00:00:03');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n\
+         [[site]]\nid = \"paris\"\nurl = \"{site}\"\ntags = {{ timezone = \"Europe/Paris\" }}\n\n\
+         [[flow]]\nname = \"stays\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"stays\"\n  \
+         target = \"stays\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\n\
+         [[flow]]\nname = \"notices\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"notices\"\n  \
+         target = \"notices\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    // 01:30 CET (+01) = 00:30 UTC; 03:30 CEST (+02) = 01:30 UTC; 02:30 on
+    // 25 October happens twice: the first (CEST, +02) = 00:30 UTC; 03:30 CET
+    // (+01) = 02:30 UTC. The cursor (also a Paris DATETIME) becomes an
+    // instant too: 2026-01-01 00:00:00 CET = 2025-12-31 23:00:00 UTC.
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT id, arrived AT TIME ZONE 'UTC', updated_at AT TIME ZONE 'UTC' FROM stays ORDER BY id"
+        ),
+        "1|2026-03-29 00:30:00|2025-12-31 23:00:00\n2|2026-03-29 01:30:00|2025-12-31 23:00:01\n\
+         3|2026-10-25 00:30:00|2025-12-31 23:00:02\n4|2026-10-25 02:30:00|2025-12-31 23:00:03"
+    );
+    // Push: instants become Paris wall-clock readings (CEST in July, CET in
+    // December).
+    assert_eq!(
+        mysql(
+            &site,
+            "SELECT id, show_at, updated_at FROM notices ORDER BY id"
+        ),
+        "1|2026-07-01 12:00:00|2026-01-01 01:00:00.000000\n2|2026-12-01 11:00:00|2026-01-01 01:00:01.000000"
+    );
+    // A local time the clocks skipped cannot be an instant.
+    mysql(
+        &site,
+        "INSERT INTO stays VALUES (5, '2026-03-29 02:30:00', '2026-01-02 00:00:00')",
+    );
+    let out = fleet.hubsync(&["sync", "--flow", "stays"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "flow `stays` stream `stays` site `paris`: row (store_id, id) = (paris, 5): column `arrived`: local time \
+             `2026-03-29 02:30:00` does not exist in the site's time zone `Europe/Paris`"
+        ),
+        "{}",
+        out.stdout
+    );
+}

@@ -463,6 +463,74 @@ impl RowMapping {
             .collect()
     }
 
+    /// With a site `timezone` tag: a pull turns the site's local date-times
+    /// (`timestamp without time zone`, MySQL `DATETIME`) into instants where
+    /// the master column has a zone (`timestamp with time zone`, MySQL
+    /// `TIMESTAMP`); a push turns instants into the site's local time where
+    /// the site column has none. A local time that happens twice (clocks go
+    /// back) is taken as its first occurrence; one that does not exist
+    /// (clocks go forward) stops the batch, naming row key, column and value.
+    fn apply_site_zone(
+        &self,
+        rows: &mut [Vec<Value>],
+        direction: Direction,
+        zone: chrono_tz::Tz,
+        target: &TableInfo,
+    ) -> Result<(), String> {
+        use chrono::TimeZone as _;
+        let zoned = |data_type: &str| {
+            let t = data_type.to_ascii_lowercase();
+            // PostgreSQL `timestamp(3) with time zone`; MySQL `timestamp(6)`.
+            t.contains("with time zone")
+                || (t.starts_with("timestamp") && !t.contains("without time zone"))
+        };
+        let zone_less = |data_type: &str| {
+            let t = data_type.to_ascii_lowercase();
+            t.contains("without time zone") || t.starts_with("datetime")
+        };
+        let columns: Vec<usize> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                target.column(name).is_some_and(|c| match direction {
+                    Direction::Pull => zoned(&c.data_type),
+                    Direction::Push => zone_less(&c.data_type),
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for row in rows.iter_mut() {
+            for column in &columns {
+                match (&row[*column], direction) {
+                    (Value::Timestamp(local), Direction::Pull) => {
+                        let Some(instant) = zone.from_local_datetime(local).earliest() else {
+                            let key: Vec<String> = self
+                                .conflict_key
+                                .iter()
+                                .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+                                .map(|i| row[i].to_string())
+                                .collect();
+                            return Err(format!(
+                                "row ({}) = ({}): column `{}`: local time `{local}` does not exist in the site's \
+                                 time zone `{zone}` (the clocks went forward over it); correct it at the source",
+                                self.conflict_key.join(", "),
+                                key.join(", "),
+                                self.target_columns[*column]
+                            ));
+                        };
+                        row[*column] = Value::TimestampTz(instant.with_timezone(&chrono::Utc));
+                    }
+                    (Value::TimestampTz(instant), Direction::Push) => {
+                        row[*column] = Value::Timestamp(instant.with_timezone(&zone).naive_local());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// MySQL zero dates (read as their text, `0000-00-00`) in the given
     /// target columns: NULL with `zero_dates = "null"`; otherwise kept for a
     /// MySQL target (whose sql_mode decides) and an error naming row key,
@@ -900,6 +968,9 @@ impl StreamRun<'_> {
                     target.dialect(),
                     target_info,
                 )?;
+            }
+            if let Some(zone) = self.site.timezone {
+                mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
             }
             let read = rows.len() as u64;
             let (rows, deleted_keys) = mapping.split_deleted(&batch, rows);
