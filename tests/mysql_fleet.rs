@@ -677,3 +677,56 @@ fn a_site_timezone_tag_turns_local_times_into_instants_and_back() {
         out.stdout
     );
 }
+
+#[test]
+fn deletes_reach_and_leave_mariadb_both_ways() {
+    // Pull from a MariaDB site into a MariaDB master with a soft-delete flag
+    // and hard-delete detection; push from the master to a MariaDB site with
+    // detection.
+    let master = my_create_db("my_del_master");
+    mysql(
+        &master,
+        "CREATE TABLE sales (store_id VARCHAR(20) NOT NULL, id INT NOT NULL, sku VARCHAR(10) NOT NULL,
+           deleted TINYINT(1) NOT NULL, updated_at DATETIME(6) NOT NULL, PRIMARY KEY (store_id, id));
+         CREATE TABLE prices (sku VARCHAR(10) PRIMARY KEY, price DECIMAL(12,2) NOT NULL, updated_at DATETIME(6) NOT NULL);
+         INSERT INTO prices VALUES ('a', 1.00, '2026-01-01 00:00:00'), ('b', 2.00, '2026-01-01 00:00:01'),
+                                   ('c', 3.00, '2026-01-01 00:00:02');",
+    );
+    let site = my_create_db("my_del_site");
+    mysql(
+        &site,
+        "CREATE TABLE sales (id INT PRIMARY KEY, sku VARCHAR(10) NOT NULL, deleted TINYINT(1) NOT NULL DEFAULT 0,
+           updated_at DATETIME(6) NOT NULL);
+         CREATE TABLE prices (sku VARCHAR(10) PRIMARY KEY, price DECIMAL(12,2) NOT NULL, updated_at DATETIME(6) NOT NULL);
+         INSERT INTO sales (id, sku, updated_at) VALUES (1, 'a', '2026-01-02 09:01:00'), (2, 'b', '2026-01-02 09:02:00'),
+           (3, 'c', '2026-01-02 09:03:00'), (4, 'd', '2026-01-02 09:04:00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  \
+         target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  \
+         delete_column = \"deleted\"\n  deletes = \"detect\"\n\n\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"prices\"\n  \
+         target = \"prices\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n  deletes = \"detect\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(&master, "SELECT id FROM sales ORDER BY id"),
+        "1\n2\n3\n4"
+    );
+    assert_eq!(
+        mysql(&site, "SELECT sku FROM prices ORDER BY sku"),
+        "a\nb\nc"
+    );
+    // At the site: row 2 is flagged deleted (with a new cursor value), row 4
+    // is deleted outright. At the master: price `b` is deleted.
+    mysql(
+        &site,
+        "UPDATE sales SET deleted = 1, updated_at = '2026-01-03 00:00:00' WHERE id = 2; DELETE FROM sales WHERE id = 4;",
+    );
+    mysql(&master, "DELETE FROM prices WHERE sku = 'b'");
+    fleet.sync_ok(&[]);
+    assert_eq!(mysql(&master, "SELECT id FROM sales ORDER BY id"), "1\n3");
+    assert_eq!(mysql(&site, "SELECT sku FROM prices ORDER BY sku"), "a\nc");
+}
