@@ -329,3 +329,41 @@ fn sqlite_to_mariadb() {
 fn mariadb_to_mariadb() {
     pull_pair(Db::My, Db::My);
 }
+
+#[test]
+fn sqlite_refuses_decimals_its_numeric_affinity_would_round() {
+    // SQLite turns decimal text in a NUMERIC column into an 8-byte float: a
+    // 38-digit decimal would lose its last 21 digits. Refused, naming the
+    // row, column, value and declared type; the batch is not written.
+    let fleet = Fleet::new();
+    let master = fleet.path("master.db");
+    sqlite_exec(
+        &master,
+        "CREATE TABLE money (site TEXT NOT NULL, id INTEGER NOT NULL, amount NUMERIC(38,10), \
+         PRIMARY KEY (site, id));",
+    );
+    let site = my_create_db("matrix_round_site");
+    mysql(
+        &site,
+        "CREATE TABLE money (id INT PRIMARY KEY, amount DECIMAL(38,10));
+         INSERT INTO money VALUES (1, 12.50), (2, 1234567890123456789012345678.0123456789);",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"sqlite://master.db\"\n\n[[site]]\nid = \"src\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"money\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"money\"\n  \
+         target = \"money\"\n  primary_key = [\"id\"]\n  cursor = \"id\"\n  site_column = \"site\"\n"
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "flow `money` stream `money` site `src`: writing to master table `money`: row (site, id) = (src, 2): \
+             column `amount`: value `1234567890123456789012345678.0123456789` (numeric) cannot be stored exactly \
+             in SQLite `NUMERIC(38,10)`: SQLite would turn it into the float 1.2345678901234569e27 (Numeric \
+             affinity); declare the column TEXT to keep exact decimals"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(sqlite_query(&master, "SELECT count(*) FROM money"), "0");
+}
