@@ -730,3 +730,106 @@ fn deletes_reach_and_leave_mariadb_both_ways() {
     assert_eq!(mysql(&master, "SELECT id FROM sales ORDER BY id"), "1\n3");
     assert_eq!(mysql(&site, "SELECT sku FROM prices ORDER BY sku"), "a\nc");
 }
+
+#[test]
+fn create_target_builds_missing_tables_and_schema_checks_catch_incompatible_columns() {
+    let master = pg_create_db("my_create_master");
+    psql(
+        &master,
+        "CREATE TABLE rates (code text PRIMARY KEY, rate numeric(12,4) NOT NULL, valid_from date,
+           updated_at timestamptz NOT NULL);
+         INSERT INTO rates VALUES ('EUR', 1.0000, '2026-01-01', '2026-01-01 00:00:00+00');
+         CREATE TABLE visits_bad (store_id text NOT NULL, id bigint NOT NULL, guest text, paid numeric,
+           at timestamptz, day integer, flag smallint, updated_at timestamp NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let site = my_create_db("my_create_site");
+    mysql(
+        &site,
+        "CREATE TABLE visits (id BIGINT PRIMARY KEY, guest VARCHAR(40), paid DECIMAL(12,2), at TIMESTAMP(6) NULL,
+           day DATE, flag TINYINT(1), updated_at DATETIME(6) NOT NULL);
+         INSERT INTO visits VALUES (1, 'Zoë', 12.50, '2026-03-29 00:59:59.5', '2026-03-29', 2, '2026-01-01 00:00:00');",
+    );
+    let fleet = Fleet::new();
+    let config = |visits_target: &str| {
+        format!(
+            "[hub]\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+             [[flow]]\nname = \"visits\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"visits\"\n  \
+             target = \"{visits_target}\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  \
+             create_target = true\n\n\
+             [[flow]]\nname = \"rates\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"rates\"\n  \
+             target = \"rates\"\n  primary_key = [\"code\"]\n  cursor = \"updated_at\"\n  create_target = true\n"
+        )
+    };
+    fleet.write_config(&config("visits"));
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check.stdout.contains(
+            "warning: flow `visits` stream `visits` site `m1`: master table `visits` does not exist; the first run \
+             creates it (`create_target = true`)"
+        ),
+        "{}",
+        check.stdout
+    );
+    fleet.sync_ok(&[]);
+    // The master's new table: the site column, then the source's columns
+    // with their mapped types (TINYINT(1) is a small integer, TIMESTAMP an
+    // instant, DATETIME a local date-time), keyed on (store_id, id).
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position)
+             FROM information_schema.columns WHERE table_name = 'visits'"
+        ),
+        "store_id text, id bigint, guest text, paid numeric, at timestamp with time zone, day date, flag smallint, \
+         updated_at timestamp without time zone"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT store_id, id, guest, paid, at AT TIME ZONE 'UTC', day, flag FROM visits"
+        ),
+        "m1|1|Zoë|12.50|2026-03-29 00:59:59.5|2026-03-29|2"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'visits'::regclass AND contype = 'p'"
+        ),
+        "PRIMARY KEY (store_id, id)"
+    );
+    // The site's new table, by MySQL's rules: a text key is VARCHAR(191),
+    // decimals DECIMAL(65,30), instants DATETIME(6) in UTC.
+    assert_eq!(
+        mysql(
+            &site,
+            "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE) ORDER BY ORDINAL_POSITION SEPARATOR ', ')
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rates'"
+        ),
+        "code varchar(191), rate decimal(65,30), valid_from date, updated_at datetime(6)"
+    );
+    assert_eq!(
+        mysql(
+            &site,
+            "SELECT code, rate, valid_from, updated_at FROM rates"
+        ),
+        "EUR|1.000000000000000000000000000000|2026-01-01|2026-01-01 00:00:00.000000"
+    );
+
+    // A master column whose type cannot take the source's values: `check`
+    // reports it and the run stops before reading.
+    fleet.write_config(&config("visits_bad"));
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    let problem = "flow `visits` stream `visits_bad` site `m1`: master table `visits_bad`: column `day`: source type `DATE` \
+                   (mysql) cannot go to `integer` (postgres): a date or time cannot become a number, UUID or JSON";
+    assert!(
+        check.stdout.contains(&format!("problem: {problem}")),
+        "{}",
+        check.stdout
+    );
+    let out = fleet.hubsync(&["sync", "--flow", "visits"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains(problem), "{}", out.stdout);
+    assert_eq!(psql(&master, "SELECT count(*) FROM visits_bad"), "0");
+}

@@ -149,6 +149,7 @@ struct RawStream {
     columns: Option<BTreeMap<String, String>>,
     on_error: Option<String>,
     zero_dates: Option<String>,
+    create_target: Option<bool>,
     delete_column: Option<String>,
     deletes: Option<String>,
     deletes_window: Option<String>,
@@ -350,6 +351,10 @@ pub struct Stream {
     /// What a MySQL zero date read from the source becomes (default: an
     /// error before the batch is written).
     pub zero_dates: ZeroDates,
+    /// Create the target table from the source's columns when it is
+    /// missing (mapped types, `NOT NULL` key, primary key on the conflict
+    /// key; see `flow/schema.rs`).
+    pub create_target: bool,
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
@@ -945,6 +950,7 @@ fn validate_stream(
         cursor_lag,
         on_error,
         zero_dates,
+        create_target: raw.create_target.unwrap_or(false),
         columns,
         delete_column: raw.delete_column,
         deletes,

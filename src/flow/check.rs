@@ -179,9 +179,16 @@ async fn check_stream(
         .collect();
     let target_info = match target.describe_table(&stream.target).await {
         Ok(Some(info)) => info,
+        Ok(None) if stream.create_target => {
+            findings.warnings.push(format!(
+                "{target_side} table `{}` does not exist; the first run creates it (`create_target = true`)",
+                stream.target
+            ));
+            return findings;
+        }
         Ok(None) => {
             findings.problems.push(format!(
-                "{target_side} table `{}` does not exist; create it",
+                "{target_side} table `{}` does not exist; create it, or set `create_target = true`",
                 stream.target
             ));
             return findings;
@@ -211,6 +218,18 @@ async fn check_stream(
             ));
         }
     }
+    findings.problems.extend(
+        super::stream::schema_problems(
+            stream,
+            flow.direction,
+            source.dialect(),
+            &resolved.described,
+            target.dialect(),
+            &target_info,
+        )
+        .into_iter()
+        .map(|problem| format!("{target_side} table `{}`: {problem}", stream.target)),
+    );
     let mut conflict_key: Vec<String> = Vec::new();
     if flow.direction == Direction::Pull {
         conflict_key.extend(stream.site_column.iter().cloned());

@@ -3,6 +3,7 @@
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
 use crate::config::{Deletes, Direction, Flow, OnError, Site, Source, Stream, ZeroDates};
@@ -33,8 +34,13 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, Stri
                 Ok(Some(info)) => Ok(StreamPlan {
                     master_target: Some(info),
                 }),
+                // The first site's run creates it from its source's columns.
+                Ok(None) if stream.create_target => Ok(StreamPlan {
+                    master_target: None,
+                }),
                 Ok(None) => Err(format!(
-                    "master table `{}` does not exist; create it with the source's columns plus `{}`",
+                    "master table `{}` does not exist; create it with the source's columns plus `{}`, \
+                     or set `create_target = true`",
                     stream.target,
                     stream.site_column.as_deref().unwrap_or("site_id")
                 )),
@@ -85,6 +91,52 @@ pub fn fingerprint(
     });
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Columns written by `stream` whose source type cannot carry values into
+/// the target column's type, one message each ("column `x`: source type
+/// `INT4` cannot go to `date`: a number cannot become ..."). `described`:
+/// the source's (name, type) pairs.
+pub(crate) fn schema_problems(
+    stream: &Stream,
+    direction: Direction,
+    source_dialect: crate::dialect::Dialect,
+    described: &[(String, String)],
+    target_dialect: crate::dialect::Dialect,
+    target: &TableInfo,
+) -> Vec<String> {
+    let written: Vec<(String, String)> = match &stream.columns {
+        Some(pairs) => pairs.clone(),
+        None => described
+            .iter()
+            .filter(|(name, _)| {
+                direction == Direction::Push || stream.site_column.as_ref() != Some(name)
+            })
+            .map(|(name, _)| (name.clone(), name.clone()))
+            .collect(),
+    };
+    let mut problems = Vec::new();
+    for (target_column, source_column) in written {
+        let (Some((_, source_type)), Some(target_info)) = (
+            described.iter().find(|(name, _)| *name == source_column),
+            target.column(&target_column),
+        ) else {
+            continue;
+        };
+        let why = incompatibility(
+            source_logical(source_dialect, source_type),
+            target_logical(target_dialect, &target_info.data_type),
+        );
+        if let Some(why) = why {
+            problems.push(format!(
+                "column `{target_column}`: source type `{source_type}` ({}) cannot go to `{}` ({}): {why}",
+                source_dialect.name(),
+                target_info.data_type,
+                target_dialect.name()
+            ));
+        }
+    }
+    problems
 }
 
 /// When the database refuses a batch, finds the first row it refuses, by
@@ -791,22 +843,45 @@ impl StreamRun<'_> {
             Direction::Pull => ("the site", format!("master table `{}`", self.stream.target)),
             Direction::Push => ("the master", format!("site table `{}`", self.stream.target)),
         };
+        let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
+            .await
+            .map_err(|e| format!("reading from {source_place}: {e}"))?;
         let site_target;
         let target_info = match &self.plan.master_target {
             Some(info) => info,
             None => {
-                site_target = target
+                let described = target
                     .describe_table(&self.stream.target)
                     .await
-                    .map_err(|e| format!("cannot describe {target_place}: {e}"))?
-                    .ok_or_else(|| format!("{target_place} does not exist; create it"))?;
+                    .map_err(|e| format!("cannot describe {target_place}: {e}"))?;
+                site_target = match described {
+                    Some(info) => info,
+                    None if self.stream.create_target && !self.options.dry_run => {
+                        self.create_target(direction, source, target, &resolved, &target_place)
+                            .await?
+                    }
+                    None => {
+                        return Err(format!(
+                            "{target_place} does not exist; create it, or set `create_target = true`"
+                        ));
+                    }
+                };
                 &site_target
             }
         };
-
-        let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
-            .await
-            .map_err(|e| format!("reading from {source_place}: {e}"))?;
+        if let Some(problem) = schema_problems(
+            self.stream,
+            direction,
+            source.dialect(),
+            &resolved.described,
+            target.dialect(),
+            target_info,
+        )
+        .into_iter()
+        .next()
+        {
+            return Err(format!("{target_place}: {problem}"));
+        }
         let site_params = &resolved.site_params;
         let site_values: Vec<Value> = site_params
             .iter()
@@ -1141,6 +1216,66 @@ impl StreamRun<'_> {
             add_note(report, note);
         }
         Ok(deleted)
+    }
+
+    /// Creates the missing target table from the source's columns (see
+    /// `flow/schema.rs`): for a pull, `site_column` (text) first; the
+    /// primary key is the conflict key. Returns its description.
+    async fn create_target(
+        &self,
+        direction: Direction,
+        source: &Connector,
+        target: &Connector,
+        resolved: &ResolvedSource,
+        target_place: &str,
+    ) -> Result<TableInfo, String> {
+        let mut columns: Vec<(String, Logical)> = Vec::new();
+        let mut key: Vec<String> = Vec::new();
+        if direction == Direction::Pull
+            && let Some(site_column) = &self.stream.site_column
+        {
+            columns.push((site_column.clone(), Logical::Text));
+            key.push(site_column.clone());
+        }
+        let logical_of = |source_column: &str| {
+            resolved
+                .described
+                .iter()
+                .find(|(name, _)| name == source_column)
+                .map_or(Logical::Other, |(_, ty)| {
+                    source_logical(source.dialect(), ty)
+                })
+        };
+        match &self.stream.columns {
+            Some(pairs) => {
+                for (target_column, source_column) in pairs {
+                    columns.push((target_column.clone(), logical_of(source_column)));
+                }
+            }
+            None => {
+                for (name, _) in &resolved.described {
+                    if direction == Direction::Pull
+                        && self.stream.site_column.as_ref() == Some(name)
+                    {
+                        continue;
+                    }
+                    columns.push((name.clone(), logical_of(name)));
+                }
+            }
+        }
+        key.extend(self.stream.primary_key.iter().cloned());
+        let sql = create_table_sql(target.dialect(), &self.stream.target, &columns, &key);
+        target
+            .execute_script(&sql)
+            .await
+            .map_err(|e| format!("creating {target_place} (`create_target`): {e}"))?;
+        target
+            .describe_table(&self.stream.target)
+            .await
+            .map_err(|e| format!("cannot describe {target_place}: {e}"))?
+            .ok_or_else(|| {
+                format!("{target_place} was created but cannot be found; check the table name")
+            })
     }
 
     /// Records the run's row counts including this batch, in the master
