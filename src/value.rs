@@ -309,6 +309,23 @@ fn parse_decimal(text: &str) -> Option<DecimalKey> {
     }))
 }
 
+/// (significant integer digits, fraction digits without trailing zeros) of
+/// a plain decimal literal; `None` if it is not one.
+pub fn decimal_digits(text: &str) -> Option<(u32, u32)> {
+    let unsigned = text.trim_start_matches(['-', '+']);
+    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((
+        int_part.trim_start_matches('0').len() as u32,
+        frac_part.trim_end_matches('0').len() as u32,
+    ))
+}
+
 impl fmt::Display for Value {
     /// Human-readable form for messages and tables: `NULL`, numbers as
     /// written, text unquoted, bytes as `\x..` hex, instants in RFC 3339.

@@ -833,3 +833,63 @@ fn create_target_builds_missing_tables_and_schema_checks_catch_incompatible_colu
     assert!(out.stdout.contains(problem), "{}", out.stdout);
     assert_eq!(psql(&master, "SELECT count(*) FROM visits_bad"), "0");
 }
+
+#[test]
+fn decimals_a_postgres_column_would_round_or_overflow_are_refused() {
+    // PostgreSQL silently rounds 1.2345 into numeric(12,2), and refuses a
+    // 40-digit number in numeric(38,0) without naming the column: hubsync
+    // refuses both first, naming row, column, value and both types.
+    let master = pg_create_db("my_num_master");
+    psql(
+        &master,
+        "CREATE TABLE ledger (store_id text NOT NULL, id int NOT NULL, amount numeric(12,2), total numeric(38,0),
+           updated_at timestamp NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let site = my_create_db("my_num_site");
+    mysql(
+        &site,
+        "CREATE TABLE ledger (id INT PRIMARY KEY, amount DECIMAL(12,4), total DECIMAL(40,0), updated_at DATETIME(6) NOT NULL);
+         INSERT INTO ledger VALUES (1, 1.5000, 12345678901234567890123456789012345678, '2026-01-01 00:00:00'),
+                                   (2, 1.2345, 1, '2026-01-01 00:00:01');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"ledger\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"ledger\"\n  \
+         target = \"ledger\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "flow `ledger` stream `ledger` site `m1`: row (store_id, id) = (m1, 2): column `amount`: value `1.2345` \
+             (numeric) cannot be stored in PostgreSQL `numeric(12,2)`: it has 4 digits after the point and the \
+             column keeps 2; PostgreSQL would round it"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(psql(&master, "SELECT count(*) FROM ledger"), "0");
+    mysql(
+        &site,
+        "UPDATE ledger SET amount = 1.2300, total = 1234567890123456789012345678901234567890 WHERE id = 2",
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "row (store_id, id) = (m1, 2): column `total`: value `1234567890123456789012345678901234567890` \
+             (numeric) cannot be stored in PostgreSQL `numeric(38,0)`: it has 40 digits before the point and the \
+             column holds 38"
+        ),
+        "{}",
+        out.stdout
+    );
+    mysql(&site, "UPDATE ledger SET total = 7 WHERE id = 2");
+    fleet.sync_ok(&[]);
+    // 1.5000 and 1.2300 fit numeric(12,2) exactly (trailing zeros only).
+    assert_eq!(
+        psql(&master, "SELECT id, amount, total FROM ledger ORDER BY id"),
+        "1|1.50|12345678901234567890123456789012345678\n2|1.23|7"
+    );
+}

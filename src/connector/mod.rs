@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use self::mysql::{MySqlConnector, check_value as mysql_check_value};
-pub use self::postgres::PgConnector;
+pub use self::postgres::{PgConnector, check_value as pg_check_value};
 pub use self::sqlite::SqliteConnector;
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};

@@ -42,7 +42,7 @@ use sqlx::{
 use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
-use crate::value::{Batch, Value};
+use crate::value::{Batch, Value, decimal_digits};
 
 /// A pool of MySQL/MariaDB connections.
 pub struct MySqlConnector {
@@ -854,23 +854,6 @@ fn timestamp_range(ts: &NaiveDateTime) -> bool {
         .and_then(|d| d.and_hms_micro_opt(3, 14, 7, 999_999))
         .expect("valid");
     *ts >= low && *ts <= high
-}
-
-/// (significant integer digits, fraction digits without trailing zeros) of
-/// a plain decimal literal; `None` if it is not one.
-fn decimal_digits(text: &str) -> Option<(u32, u32)> {
-    let unsigned = text.trim_start_matches(['-', '+']);
-    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    if (int_part.is_empty() && frac_part.is_empty())
-        || !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    Some((
-        int_part.trim_start_matches('0').len() as u32,
-        frac_part.trim_end_matches('0').len() as u32,
-    ))
 }
 
 /// Decodes one row into values, per column type (see the module docs).

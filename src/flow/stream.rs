@@ -515,6 +515,54 @@ impl RowMapping {
             .collect()
     }
 
+    /// "(k1, k2) = (v1, v2)": a target row's conflict key, for messages.
+    fn key_of(&self, row: &[Value]) -> String {
+        let values: Vec<String> = self
+            .conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .map(|i| row[i].to_string())
+            .collect();
+        format!(
+            "({}) = ({})",
+            self.conflict_key.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// Refuses, before anything is written, a value a PostgreSQL target
+    /// column would silently round (`connector::pg_check_value`), naming
+    /// row key, column, value and both types.
+    fn check_postgres_values(&self, rows: &[Vec<Value>], target: &TableInfo) -> Result<(), String> {
+        let checked: Vec<(usize, &str)> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let data_type = target.column(name)?.data_type.as_str();
+                (data_type.starts_with("numeric(")
+                    || data_type.starts_with("timestamp(")
+                    || data_type.starts_with("time("))
+                .then_some((i, data_type))
+            })
+            .collect();
+        if checked.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            for (i, data_type) in &checked {
+                if let Err(why) = crate::connector::pg_check_value(data_type, &row[*i]) {
+                    return Err(format!(
+                        "row {}: column `{}`: {why}",
+                        self.key_of(row),
+                        self.target_columns[*i]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// With a site `timezone` tag: a pull turns the site's local date-times
     /// (`timestamp without time zone`, MySQL `DATETIME`) into instants where
     /// the master column has a zone (`timestamp with time zone`, MySQL
@@ -1046,6 +1094,9 @@ impl StreamRun<'_> {
             }
             if let Some(zone) = self.site.timezone {
                 mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
+            }
+            if target.dialect() == crate::dialect::Dialect::Postgres {
+                mapping.check_postgres_values(&rows, target_info)?;
             }
             let read = rows.len() as u64;
             let (rows, deleted_keys) = mapping.split_deleted(&batch, rows);
