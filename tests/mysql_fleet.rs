@@ -893,3 +893,39 @@ fn decimals_a_postgres_column_would_round_or_overflow_are_refused() {
         "1|1.50|12345678901234567890123456789012345678\n2|1.23|7"
     );
 }
+
+#[test]
+fn mariadb_sessions_are_utc_utf8mb4_strict_read_committed_with_the_statement_timeout() {
+    // A query stream reads the session's own settings, so the master shows
+    // what every hubsync session at the site runs with.
+    let master = pg_create_db("my_session_master");
+    psql(
+        &master,
+        "CREATE TABLE settings (store_id text NOT NULL, id int NOT NULL, tz text, charset text, strict int,
+           isolation text, max_time double precision, updated_at timestamp NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let site = my_create_db("my_session_site");
+    mysql(
+        &site,
+        "CREATE TABLE one (id INT PRIMARY KEY, updated_at DATETIME(6) NOT NULL);
+         INSERT INTO one VALUES (1, '2026-01-01 00:00:00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\nstatement_timeout = \"7s\"\n\n[master]\nurl = \"{master}\"\n\n\
+         [[site]]\nid = \"m1\"\nurl = \"{site}\"\nstatement_timeout = \"2500ms\"\n\n\
+         [[flow]]\nname = \"settings\"\ndirection = \"pull\"\n  [[flow.stream]]\n  \
+         query = \"SELECT id, @@session.time_zone AS tz, @@character_set_client AS charset, \
+         @@session.sql_mode LIKE '%STRICT_ALL_TABLES%' AS strict, @@session.tx_isolation AS isolation, \
+         @@session.max_statement_time AS max_time, updated_at FROM one\"\n  \
+         target = \"settings\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT tz, charset, strict, isolation, max_time FROM settings"
+        ),
+        "+00:00|utf8mb4|1|READ-COMMITTED|2.5"
+    );
+}
