@@ -5,6 +5,7 @@
 //! failed or was skipped, the master was unreachable, `check` found a
 //! problem); 2 config or usage error; 130 interrupted during `sync`.
 
+mod bench;
 mod check;
 mod demo;
 mod output;
@@ -73,6 +74,8 @@ pub enum Command {
     Status,
     /// Forget checkpoints so the next run backfills from the start.
     Reset(reset::ResetArgs),
+    /// Measure hubsync against a COPY baseline on a synthetic fleet (needs a PostgreSQL server).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -112,6 +115,7 @@ async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
         Command::Check => check::run(load(&cli.config)?).await,
         Command::Status => status::run(load(&cli.config)?).await,
         Command::Reset(args) => reset::run(load(&cli.config)?, args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -163,10 +163,21 @@ enum Pool {
 
 /// Bounds one database operation by `timeout`; an operation that does not
 /// finish in time is dropped (its connection is discarded by the driver).
+/// Statements (round trips: queries, writes, BEGIN/COMMIT) sent by every
+/// connector of this process; see [`statements_sent`].
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many statements (round trips) all connectors of this process have
+/// sent so far; `hubsync bench` reports its difference per site.
+pub fn statements_sent() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 async fn timed<T>(
     timeout: Option<Duration>,
     operation: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match timeout {
         None => operation.await,
         Some(limit) => {

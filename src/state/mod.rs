@@ -645,7 +645,6 @@ impl StateStore {
         own_dead_runs: &std::collections::HashSet<String>,
     ) -> Result<String> {
         let runs = self.table("runs");
-        let now = Utc::now();
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
         let p = self.placeholders(&pair);
         let mut tx = master.begin().await?;
@@ -683,7 +682,7 @@ impl StateStore {
                     });
                 }
                 let result = self
-                    .start_run_locked(&mut tx, flow, site, own_dead_runs, now)
+                    .start_run_locked(&mut tx, flow, site, own_dead_runs)
                     .await;
                 let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
                 let ended = tx.execute(end, &[]).await;
@@ -696,7 +695,7 @@ impl StateStore {
             }
         }
         let run_id = self
-            .start_run_locked(&mut tx, flow, site, own_dead_runs, now)
+            .start_run_locked(&mut tx, flow, site, own_dead_runs)
             .await?;
         tx.commit().await?;
         Ok(run_id)
@@ -709,11 +708,14 @@ impl StateStore {
         flow: &str,
         site: &str,
         own_dead_runs: &std::collections::HashSet<String>,
-        now: DateTime<Utc>,
     ) -> Result<String> {
         let runs = self.table("runs");
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
         let p = self.placeholders(&pair);
+        // Read the clock only once the pair is locked: a run that waited
+        // for the lock must not be stamped as started before the previous
+        // run of the pair had finished.
+        let now = Utc::now();
         let running = tx
             .query(
                 &format!(
