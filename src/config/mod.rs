@@ -837,8 +837,13 @@ fn validate_stream(
         }
     }
     if let Source::Query(query) = &source {
-        // Every site must be able to fill every placeholder.
-        match bind_site_placeholders(query, Dialect::Postgres, 1) {
+        // Every site must be able to fill every placeholder. The query's
+        // dialect is the one it runs in (sites may mix them): PostgreSQL's
+        // lexer first, MySQL's (backslash escapes, `#` comments) if that
+        // one cannot read it.
+        match bind_site_placeholders(query, Dialect::Postgres, 1)
+            .or_else(|e| bind_site_placeholders(query, Dialect::MySql, 1).map_err(|_| e))
+        {
             Ok(bound) => {
                 let needed: BTreeSet<&String> = bound.params.iter().collect();
                 for site in sites {
@@ -1084,6 +1089,33 @@ mod tests {
                 "flow `sales`: unknown direction `both`; use `pull` (sites -> master) or `push` (master -> sites)",
                 "flow `sales` stream `sales`: no `primary_key`; list the target's key columns, e.g. `primary_key = [\"id\"]`",
                 "flow `prices` stream `prices`: site `s1` has no tag `region` used by `:site.region` in `query`; add it to the site's `tags`",
+            ]
+        );
+    }
+
+    /// Regression: a MySQL query with a backslash-escaped quote was read
+    /// with PostgreSQL's lexer only and refused as unterminated.
+    #[test]
+    fn mysql_queries_with_backslash_escapes_are_accepted() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \"prices\"
+            direction = \"push\"
+              [[flow.stream]]
+              query = \"SELECT * FROM prices WHERE note <> 'it\\\\'s' AND zone = :site.price_zone\"
+              target = \"prices\"
+              primary_key = [\"sku\"]
+              cursor = \"updated_at\"
+            "
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.flows[0].streams.len(), 1);
+        let missing = text.replace(":site.price_zone", ":site.region");
+        assert_eq!(
+            parse(&missing).unwrap_err().problems,
+            vec![
+                "flow `prices` stream `prices`: site `s1` has no tag `region` used by `:site.region` in `query`; add it to the site's `tags`"
             ]
         );
     }
