@@ -929,3 +929,53 @@ fn mariadb_sessions_are_utc_utf8mb4_strict_read_committed_with_the_statement_tim
         "+00:00|utf8mb4|1|READ-COMMITTED|2.5"
     );
 }
+
+#[test]
+fn a_mariadb_master_pushes_routed_rows_page_by_page() {
+    // `:site.zone` becomes a positional `?` bound before the keyset's own
+    // parameters; batch_size 1 makes every page resume after a position.
+    let master = my_create_db("my_route_master");
+    mysql(
+        &master,
+        "CREATE TABLE prices (sku VARCHAR(20) NOT NULL, zone VARCHAR(5) NOT NULL, price DECIMAL(12,2) NOT NULL,
+           updated_at DATETIME(6) NOT NULL, PRIMARY KEY (sku, zone));
+         INSERT INTO prices VALUES ('apple', 'A', 1.10, '2026-01-01 00:00:00'), ('pear', 'A', 2.20, '2026-01-01 00:00:00'),
+           ('fig', 'A', 3.30, '2026-01-01 00:00:01'), ('apple', 'B', 1.15, '2026-01-01 00:00:00');",
+    );
+    let fleet = Fleet::new();
+    let s1 = fleet.path("s1.db");
+    sqlite_exec(
+        &s1,
+        "CREATE TABLE prices (sku TEXT PRIMARY KEY, price TEXT NOT NULL, updated_at TEXT NOT NULL);",
+    );
+    let site_b = my_create_db("my_route_b");
+    mysql(&site_b, MY_SITE_PRICES);
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 1\n\n[master]\nurl = \"{master}\"\n\n\
+         [[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\ntags = {{ zone = \"A\" }}\n\n\
+         [[site]]\nid = \"m2\"\nurl = \"{site_b}\"\ntags = {{ zone = \"B\" }}\n\n\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  \
+         query = \"SELECT sku, price, updated_at FROM prices WHERE zone = :site.zone # the site's zone\"\n  \
+         target = \"prices\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    // Two rows share the cursor 00:00:00 in zone A: ties span pages.
+    assert_eq!(
+        sqlite_query(
+            &s1,
+            "SELECT sku, price, updated_at FROM prices ORDER BY sku"
+        ),
+        "apple|1.10|2026-01-01 00:00:00.000000\nfig|3.30|2026-01-01 00:00:01.000000\npear|2.20|2026-01-01 00:00:00.000000"
+    );
+    assert_eq!(
+        mysql(&site_b, "SELECT sku, price FROM prices"),
+        "apple|1.15"
+    );
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT site, rows_read, rows_written FROM hubsync_runs ORDER BY site"
+        ),
+        "m2|1|1\ns1|3|3"
+    );
+}
