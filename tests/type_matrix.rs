@@ -1,6 +1,7 @@
 //! The type matrix: every logical type of `docs/types.md`, with edge values,
 //! pulled between every pair of different dialects (PostgreSQL, MariaDB,
-//! SQLite) in both directions, plus MariaDB to MariaDB. The target table is
+//! SQLite) in both directions, plus MariaDB to MariaDB, and pushed between
+//! every pair too (master to site). The target table is
 //! rendered as text by the target database itself and compared with one
 //! hand-written expectation per target dialect: a value arrives the same
 //! whichever dialect it came from. A reset and a second pull then re-read
@@ -140,10 +141,12 @@ fn insert_rows(db: Db) -> String {
         .join("\n")
 }
 
-/// Every column of the target's rows from `site`, rendered as text by the
-/// target itself (`∅` for NULL; the long text as `characters:equal`).
-fn render(db: Db, target: &str, site: &str) -> String {
+/// Every column of the target's rows from `site` (all rows: `None`),
+/// rendered as text by the target itself (`∅` for NULL; the long text as
+/// `characters:equal`).
+fn render(db: Db, target: &str, site: Option<&str>) -> String {
     let q = |name: &str| quote(db, name);
+    let filter = site.map_or(String::new(), |site| format!("WHERE site = '{site}'"));
     let sql = match db {
         Db::Pg => format!(
             "SELECT id, coalesce(b::text, '∅'), coalesce(i16::text, '∅'), coalesce(i32::text, '∅'), \
@@ -152,33 +155,36 @@ fn render(db: Db, target: &str, site: &str) -> String {
              ELSE {o} END, '∅'), coalesce({g}, '∅'), coalesce(encode({s}, 'hex'), '∅'), coalesce(d::text, '∅'), \
              coalesce(tm::text, '∅'), coalesce(ts::text, '∅'), \
              coalesce(to_char(tz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '∅'), coalesce(j::text, '∅'), \
-             coalesce(u::text, '∅') FROM {t} WHERE site = '{site}' ORDER BY id",
+             coalesce(u::text, '∅') FROM {t} {filter} ORDER BY id",
             o = q("order"),
             g = q("Group Name"),
             s = q("select"),
-            t = q(TABLE)
+            t = q(TABLE),
+            filter = filter
         ),
         Db::My => format!(
             "SELECT id, COALESCE(b, '∅'), COALESCE(i16, '∅'), COALESCE(i32, '∅'), COALESCE(i64, '∅'), \
              COALESCE(num, '∅'), COALESCE(f, '∅'), \
              COALESCE(IF(CHAR_LENGTH({o}) > 100, CONCAT(CHAR_LENGTH({o}), ':', MD5({o}) = MD5(CONCAT(REPEAT('ab', 524288), '🍐'))), {o}), '∅'), \
              COALESCE({g}, '∅'), COALESCE(HEX({s}), '∅'), COALESCE(d, '∅'), COALESCE(tm, '∅'), COALESCE(ts, '∅'), \
-             COALESCE(tz, '∅'), COALESCE(j, '∅'), COALESCE(u, '∅') FROM {t} WHERE site = '{site}' ORDER BY id",
+             COALESCE(tz, '∅'), COALESCE(j, '∅'), COALESCE(u, '∅') FROM {t} {filter} ORDER BY id",
             o = q("order"),
             g = q("Group Name"),
             s = q("select"),
-            t = q(TABLE)
+            t = q(TABLE),
+            filter = filter
         ),
         Db::Lite => format!(
             "SELECT id, coalesce(b, '∅'), coalesce(i16, '∅'), coalesce(i32, '∅'), coalesce(i64, '∅'), \
              coalesce(num, '∅'), coalesce(f, '∅'), \
              coalesce(CASE WHEN length({o}) > 100 THEN length({o}) || ':' || ({o} = replace(hex(zeroblob(524288)), '00', 'ab') || '🍐') \
              ELSE {o} END, '∅'), coalesce({g}, '∅'), CASE WHEN {s} IS NULL THEN '∅' ELSE hex({s}) END, coalesce(d, '∅'), coalesce(tm, '∅'), \
-             coalesce(ts, '∅'), coalesce(tz, '∅'), coalesce(j, '∅'), coalesce(u, '∅') FROM {t} WHERE site = '{site}' ORDER BY id",
+             coalesce(ts, '∅'), coalesce(tz, '∅'), coalesce(j, '∅'), coalesce(u, '∅') FROM {t} {filter} ORDER BY id",
             o = q("order"),
             g = q("Group Name"),
             s = q("select"),
-            t = q(TABLE)
+            t = q(TABLE),
+            filter = filter
         ),
     };
     match db {
@@ -283,7 +289,7 @@ fn pull_pair(source: Db, target: Db) {
         Db::My => AT_MARIADB,
         Db::Lite => AT_SQLITE,
     };
-    let actual = render(target, &master, "src");
+    let actual = render(target, &master, Some("src"));
     for (line, (got, want)) in actual.lines().zip(expected.lines()).enumerate() {
         assert_eq!(got, want, "{source:?} -> {target:?}, row {}", line + 1);
     }
@@ -293,6 +299,78 @@ fn pull_pair(source: Db, target: Db) {
     assert_eq!(reset.code, 0, "{reset:?}");
     let second = fleet.sync_ok(&[]);
     assert_eq!(counts(&second.stdout), (5, 0), "{source:?} -> {target:?}");
+}
+
+/// Pushes the matrix table from a `source` master to a `target` site and
+/// checks every value the same way, then re-reads and checks nothing is
+/// rewritten.
+fn push_pair(source: Db, target: Db) {
+    let fleet = Fleet::new();
+    let (master, master_config) = create_db(source, &fleet, "matrix_push_master");
+    let (site, site_config) = create_db(target, &fleet, "matrix_push_site");
+    exec(source, &master, &create_table(source, false));
+    exec(source, &master, &insert_rows(source));
+    exec(target, &site, &create_table(target, false));
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master_config}\"\n\n\
+         [[site]]\nid = \"src\"\nurl = \"{site_config}\"\n\n\
+         [[flow]]\nname = \"matrix\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"{TABLE}\"\n  \
+         target = \"{TABLE}\"\n  primary_key = [\"id\"]\n  cursor = \"id\"\n"
+    ));
+    let first = fleet.sync_ok(&[]);
+    assert_eq!(
+        counts(&first.stdout),
+        (5, 5),
+        "push {source:?} -> {target:?}"
+    );
+    let expected = match target {
+        Db::Pg => AT_POSTGRES,
+        Db::My => AT_MARIADB,
+        Db::Lite => AT_SQLITE,
+    };
+    let actual = render(target, &site, None);
+    for (line, (got, want)) in actual.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "push {source:?} -> {target:?}, row {}", line + 1);
+    }
+    assert_eq!(actual.lines().count(), 5, "push {source:?} -> {target:?}");
+    let reset = fleet.hubsync(&["reset", "--flow", "matrix"]);
+    assert_eq!(reset.code, 0, "{reset:?}");
+    let second = fleet.sync_ok(&[]);
+    assert_eq!(
+        counts(&second.stdout),
+        (5, 0),
+        "push {source:?} -> {target:?}"
+    );
+}
+
+#[test]
+fn push_postgres_to_mariadb() {
+    push_pair(Db::Pg, Db::My);
+}
+
+#[test]
+fn push_mariadb_to_postgres() {
+    push_pair(Db::My, Db::Pg);
+}
+
+#[test]
+fn push_mariadb_to_sqlite() {
+    push_pair(Db::My, Db::Lite);
+}
+
+#[test]
+fn push_sqlite_to_mariadb() {
+    push_pair(Db::Lite, Db::My);
+}
+
+#[test]
+fn push_postgres_to_sqlite() {
+    push_pair(Db::Pg, Db::Lite);
+}
+
+#[test]
+fn push_sqlite_to_postgres() {
+    push_pair(Db::Lite, Db::Pg);
 }
 
 #[test]
