@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Fleet, my_create_db, mysql, pg_create_db, psql, sqlite_exec, sqlite_query};
+use common::{
+    Fleet, my_create_db, mysql, mysql_spawn, pg_create_db, psql, sqlite_exec, sqlite_query,
+};
 
 /// A MariaDB point-of-sale table with one column of every MySQL type hubsync
 /// reads.
@@ -424,7 +426,7 @@ fn mariadb_master_pulls_from_mariadb_and_sqlite_sites_and_keeps_state() {
 }
 
 #[test]
-fn a_held_run_lock_on_a_mariadb_master_is_waited_for_and_released() {
+fn the_run_lock_on_a_mariadb_master_is_waited_for_released_and_a_live_pair_refused() {
     use hubsync::config::DbUrl;
     use hubsync::connector::{ConnectOptions, Connector};
     use hubsync::state::StateStore;
@@ -464,6 +466,28 @@ fn a_held_run_lock_on_a_mariadb_master_is_waited_for_and_released() {
         }
         // Another pair is independent.
         store.start_run(&conn, "sales", "s2", &none).await.unwrap();
+        // While another session holds a pair's lock, its start waits for it.
+        let holder = mysql_spawn(
+            &master,
+            "SELECT GET_LOCK(CONCAT('hubsync.run.', SHA1(CONCAT('sales', CHAR(31), 's3'))), 0); SELECT SLEEP(2);",
+        );
+        let taken = std::time::Instant::now();
+        while mysql(
+            &master,
+            "SELECT IS_FREE_LOCK(CONCAT('hubsync.run.', SHA1(CONCAT('sales', CHAR(31), 's3'))))",
+        ) != "0"
+        {
+            assert!(taken.elapsed().as_secs() < 10, "the other session never took the lock");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let waited = std::time::Instant::now();
+        store.start_run(&conn, "sales", "s3", &none).await.unwrap();
+        assert!(
+            waited.elapsed() >= std::time::Duration::from_millis(900),
+            "started after {:?}, while the lock was held for 2 s",
+            waited.elapsed()
+        );
+        assert!(holder.wait_with_output().unwrap().status.success());
         conn.close().await;
     });
 }

@@ -350,6 +350,35 @@ pub fn my_create_db(prefix: &str) -> String {
     format!("mysql://{user}:{password}@{host}:{port}/{name}")
 }
 
+/// Starts the `mariadb` client in the background running `sql` (e.g. to
+/// hold a lock for a while); wait for the returned child to finish it.
+pub fn mysql_spawn(url: &str, sql: &str) -> std::process::Child {
+    let (user, password, host, port, db) = my_url_parts(url);
+    let mut command = Command::new("mariadb");
+    command
+        .args([
+            "--no-defaults",
+            "--default-character-set=utf8mb4",
+            "-N",
+            "-B",
+        ])
+        .arg(format!("-u{user}"))
+        .arg(format!("-h{host}"))
+        .arg(format!("-P{port}"))
+        .arg(format!("-e{sql}"));
+    if !password.is_empty() {
+        command.arg(format!("-p{password}"));
+    }
+    if !db.is_empty() {
+        command.arg(db);
+    }
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run mariadb ({e})"))
+}
+
 /// Runs SQL (one statement or a script) with the `mariadb` command-line
 /// client against `url` (utf8mb4, UTC session). Returns trimmed stdout: rows
 /// one per line, columns separated by `|`, `NULL` for NULL, no escaping.
