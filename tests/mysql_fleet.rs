@@ -1074,3 +1074,53 @@ fn two_syncs_at_once_on_a_mariadb_master_never_run_a_pair_twice() {
         "0"
     );
 }
+
+#[test]
+fn json_at_a_mariadb_target_is_compared_by_meaning() {
+    // The site already holds the document with other key order, spacing
+    // and number spelling: equal by meaning, so the push writes nothing and
+    // the site keeps its own spelling. A real change is written.
+    let master = pg_create_db("my_json_master");
+    psql(
+        &master,
+        "CREATE TABLE docs (id int PRIMARY KEY, doc jsonb, updated_at timestamptz NOT NULL);
+         INSERT INTO docs VALUES (1, '{\"a\": 1, \"b\": [1, 2.50]}', '2026-01-01 00:00:00+00');",
+    );
+    let site = my_create_db("my_json_site");
+    mysql(
+        &site,
+        "CREATE TABLE docs (id INT PRIMARY KEY, doc JSON, updated_at DATETIME(6) NOT NULL);
+         INSERT INTO docs VALUES (1, '{\"b\":[1,2.5],\"a\":1}', '2026-01-01 00:00:00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"docs\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"docs\"\n  \
+         target = \"docs\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT rows_read, rows_written FROM hubsync.runs"),
+        "1|0"
+    );
+    assert_eq!(
+        mysql(&site, "SELECT doc FROM docs"),
+        "{\"b\":[1,2.5],\"a\":1}"
+    );
+    psql(
+        &master,
+        "UPDATE docs SET doc = '{\"a\": 1, \"b\": [1, 2.51]}', updated_at = '2026-01-02 00:00:00+00'",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(&site, "SELECT doc FROM docs"),
+        "{\"a\": 1, \"b\": [1, 2.51]}"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT rows_read, rows_written FROM hubsync.runs ORDER BY started_at DESC LIMIT 1"
+        ),
+        "1|1"
+    );
+}

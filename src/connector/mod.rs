@@ -337,14 +337,15 @@ impl Connector {
             }
         })
         .await?;
-        let max_statement_bytes = match &self.pool {
-            Pool::MySql(c) => c.max_statement_bytes(),
-            _ => usize::MAX,
+        let (max_statement_bytes, json_equals) = match &self.pool {
+            Pool::MySql(c) => (c.max_statement_bytes(), c.json_equals()),
+            _ => (usize::MAX, false),
         };
         Ok(Tx {
             inner,
             statement_timeout: self.statement_timeout,
             max_statement_bytes,
+            json_equals,
         })
     }
 
@@ -370,6 +371,8 @@ pub struct Tx {
     statement_timeout: Option<Duration>,
     /// MySQL: bytes of bound values one upsert statement may carry.
     max_statement_bytes: usize,
+    /// MariaDB 10.7+: compare JSON columns with `JSON_EQUALS`.
+    json_equals: bool,
 }
 
 enum TxInner {
@@ -413,11 +416,14 @@ impl Tx {
     pub async fn upsert(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
         let timeout = self.statement_timeout;
         let max_bytes = self.max_statement_bytes;
+        let json_equals = self.json_equals;
         timed(timeout, async {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::upsert_on(tx, spec, rows).await,
                 TxInner::Sqlite(tx) => sqlite::upsert_on(tx, spec, rows).await,
-                TxInner::MySql(tx) => mysql::upsert_on(tx, spec, rows, max_bytes).await,
+                TxInner::MySql(tx) => {
+                    mysql::upsert_on(tx, spec, rows, max_bytes, json_equals).await
+                }
             }
         })
         .await

@@ -50,6 +50,9 @@ pub struct MySqlConnector {
     /// Largest upsert statement sent, in bytes of bound values (half the
     /// server's `max_allowed_packet`, at most 16 MiB).
     max_statement_bytes: usize,
+    /// MariaDB 10.7 or newer: `JSON` columns (`LONGTEXT` with a
+    /// `json_valid` check) are compared by meaning with `JSON_EQUALS`.
+    json_equals: bool,
 }
 
 /// Rows per upsert statement at most (fewer when the bytes cap or the
@@ -128,12 +131,18 @@ impl MySqlConnector {
         Ok(MySqlConnector {
             pool,
             max_statement_bytes: (max_allowed_packet as usize / 2).clamp(64 << 10, 16 << 20),
+            json_equals: is_mariadb && mariadb_at_least(&version, 10, 7),
         })
     }
 
     /// Bytes of bound values one upsert statement may carry.
     pub(super) fn max_statement_bytes(&self) -> usize {
         self.max_statement_bytes
+    }
+
+    /// True on MariaDB 10.7+, whose `JSON_EQUALS` compares JSON by meaning.
+    pub(super) fn json_equals(&self) -> bool {
+        self.json_equals
     }
 
     pub(super) async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
@@ -193,12 +202,38 @@ impl MySqlConnector {
                 .expect("pushed above")
                 .push(text_of(&row[1]));
         }
+        // MariaDB's JSON is LONGTEXT with a `json_valid(`c`)` check: call
+        // it `json`, as MySQL 8 does (MySQL 8's catalog has no TABLE_NAME
+        // there, so only MariaDB is asked).
+        let mut json_columns: Vec<String> = Vec::new();
+        if self.json_equals {
+            let checks = self
+                .query(
+                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ?",
+                    &params,
+                )
+                .await?;
+            for row in &checks.rows {
+                let clause = text_of(&row[0]);
+                if let Some(column) = clause
+                    .strip_prefix("json_valid(`")
+                    .and_then(|rest| rest.strip_suffix("`)"))
+                {
+                    json_columns.push(column.replace("``", "`"));
+                }
+            }
+        }
         Ok(Some(TableInfo {
             columns: columns
                 .rows
                 .iter()
                 .map(|row| {
-                    let column_type = text_of(&row[1]);
+                    let column_type = if json_columns.contains(&text_of(&row[0])) {
+                        "json".to_string()
+                    } else {
+                        text_of(&row[1])
+                    };
                     ColumnInfo {
                         name: text_of(&row[0]),
                         data_type: column_type.clone(),
@@ -231,6 +266,16 @@ impl MySqlConnector {
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// True if a MariaDB `VERSION()` string (`10.11.14-MariaDB-0+deb12u2`) is
+/// at least `major.minor`.
+fn mariadb_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
 }
 
 /// The `SET SESSION` run on every new connection (see the module docs).
@@ -421,6 +466,7 @@ pub(super) async fn upsert_on(
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
     max_bytes: usize,
+    json_equals: bool,
 ) -> Result<u64> {
     check_rows(spec, rows)?;
     let coerced = coerce_rows(spec, rows);
@@ -434,6 +480,13 @@ pub(super) async fn upsert_on(
         .filter_map(|k| spec.columns.iter().position(|c| c == k))
         .collect();
     let collations = key_collations(conn, spec).await?;
+    // MariaDB JSON columns: an equal document spelled differently is not
+    // a change (MySQL 8's JSON type compares by meaning itself).
+    let by_meaning: Vec<bool> = spec
+        .column_types
+        .iter()
+        .map(|t| json_equals && t.eq_ignore_ascii_case("json"))
+        .collect();
     let check_merges = collations.iter().any(Option::is_some);
     let mut written = 0;
     let mut start = 0;
@@ -465,7 +518,7 @@ pub(super) async fn upsert_on(
             check_merged_keys(conn, spec, chunk, &key_indexes, &existing, &collations).await?;
         }
         let existing = existing.len() as u64;
-        let sql = Dialect::MySql.upsert(spec, chunk.len());
+        let sql = Dialect::MySql.mysql_upsert(spec, chunk.len(), &by_meaning);
         let query = chunk
             .iter()
             .flatten()
@@ -1068,6 +1121,13 @@ fn parse_temporal_text(type_name: &str, text: &str) -> std::result::Result<Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mariadb_versions_compare_by_number() {
+        assert!(mariadb_at_least("10.11.14-MariaDB-0+deb12u2", 10, 7));
+        assert!(mariadb_at_least("11.4.2-MariaDB", 10, 7));
+        assert!(!mariadb_at_least("10.6.18-MariaDB-log", 10, 7));
+    }
 
     #[test]
     fn binary_dates_and_times_decode() {

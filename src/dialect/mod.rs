@@ -296,7 +296,7 @@ impl Dialect {
     /// `WHERE old IS NOT new OR ...`.
     pub fn upsert(self, spec: &UpsertSpec<'_>, rows: usize) -> String {
         if self == Dialect::MySql {
-            return self.mysql_upsert(spec, rows);
+            return self.mysql_upsert(spec, rows, &[]);
         }
         let table = self.quote_table(spec.table);
         let columns = self.ident_list(spec.columns);
@@ -404,7 +404,15 @@ impl Dialect {
     /// itself leaves a row whose values are all equal untouched, so applying a
     /// batch twice changes nothing. A key-only table gets a no-op update (not
     /// `INSERT IGNORE`, which would also turn bad values into warnings).
-    fn mysql_upsert(self, spec: &UpsertSpec<'_>, rows: usize) -> String {
+    /// Columns flagged in `json_by_meaning` (by position in `spec.columns`)
+    /// keep their stored document when MariaDB's `JSON_EQUALS` finds the new
+    /// one equal: `c = IF(JSON_EQUALS(c, VALUES(c)) <=> 1, c, VALUES(c))`.
+    pub fn mysql_upsert(
+        self,
+        spec: &UpsertSpec<'_>,
+        rows: usize,
+        json_by_meaning: &[bool],
+    ) -> String {
         let tuple = format!("({})", vec!["?"; spec.columns.len()].join(", "));
         let tuples = vec![tuple; rows];
         let non_key: Vec<&String> = spec
@@ -421,7 +429,18 @@ impl Dialect {
             .iter()
             .map(|c| {
                 let q = self.quote_ident(c);
-                format!("{q} = VALUES({q})")
+                let json = spec
+                    .columns
+                    .iter()
+                    .position(|x| x == *c)
+                    .and_then(|i| json_by_meaning.get(i))
+                    .copied()
+                    .unwrap_or(false);
+                if json {
+                    format!("{q} = IF(JSON_EQUALS({q}, VALUES({q})) <=> 1, {q}, VALUES({q}))")
+                } else {
+                    format!("{q} = VALUES({q})")
+                }
             })
             .collect();
         format!(
@@ -698,6 +717,18 @@ mod tests {
         assert_eq!(
             Dialect::MySql.upsert(&key_only, 1),
             "INSERT INTO `t` (`store_id`, `id`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `store_id` = VALUES(`store_id`)"
+        );
+        let with_json = strings(&["id", "doc"]);
+        let json_spec = UpsertSpec {
+            table: "t",
+            columns: &with_json,
+            column_types: &[],
+            key: &with_json[..1],
+        };
+        assert_eq!(
+            Dialect::MySql.mysql_upsert(&json_spec, 1, &[false, true]),
+            "INSERT INTO `t` (`id`, `doc`) VALUES (?, ?) ON DUPLICATE KEY UPDATE \
+             `doc` = IF(JSON_EQUALS(`doc`, VALUES(`doc`)) <=> 1, `doc`, VALUES(`doc`))"
         );
         assert_eq!(
             Dialect::MySql.existing_keys("sales", &key, 2),
