@@ -1124,3 +1124,48 @@ fn json_at_a_mariadb_target_is_compared_by_meaning() {
         "1|1"
     );
 }
+
+#[test]
+fn tinyint1_is_a_small_integer_unless_the_stream_lists_it_in_booleans() {
+    let master = pg_create_db("my_bool_master");
+    let site = my_create_db("my_bool_site");
+    mysql(
+        &site,
+        "CREATE TABLE orders (id INT PRIMARY KEY, paid TINYINT(1) NOT NULL, flag TINYINT(1), updated_at DATETIME(6) NOT NULL);
+         INSERT INTO orders VALUES (1, 1, 5, '2026-01-01 00:00:00'), (2, 0, -128, '2026-01-01 00:00:01');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\ncircuit_breaker_failures = 100\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"orders\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"orders\"\n  \
+         target = \"orders\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  \
+         create_target = true\n  booleans = [\"paid\"]\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position)
+             FROM information_schema.columns WHERE table_name = 'orders'"
+        ),
+        "store_id text, id integer, paid boolean, flag smallint, updated_at timestamp without time zone"
+    );
+    assert_eq!(
+        psql(&master, "SELECT id, paid, flag FROM orders ORDER BY id"),
+        "1|t|5\n2|f|-128"
+    );
+    mysql(
+        &site,
+        "UPDATE orders SET paid = 2, updated_at = '2026-01-02 00:00:00' WHERE id = 2",
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "flow `orders` stream `orders` site `m1`: row (store_id, id) = (m1, 2): column `paid`: value `2` (integer) \
+             is not a boolean (0 or 1), and the stream lists it in `booleans`"
+        ),
+        "{}",
+        out.stdout
+    );
+}

@@ -150,6 +150,7 @@ struct RawStream {
     on_error: Option<String>,
     zero_dates: Option<String>,
     create_target: Option<bool>,
+    booleans: Option<Vec<String>>,
     delete_column: Option<String>,
     deletes: Option<String>,
     deletes_window: Option<String>,
@@ -355,6 +356,10 @@ pub struct Stream {
     /// missing (mapped types, `NOT NULL` key, primary key on the conflict
     /// key; see `flow/schema.rs`).
     pub create_target: bool,
+    /// Source columns holding booleans as 0/1 integers (MySQL `TINYINT(1)`,
+    /// which is otherwise a small integer): read as booleans, any other
+    /// value stops the batch naming it; `create_target` makes them boolean.
+    pub booleans: Vec<String>,
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
@@ -956,6 +961,7 @@ fn validate_stream(
         on_error,
         zero_dates,
         create_target: raw.create_target.unwrap_or(false),
+        booleans: raw.booleans.unwrap_or_default(),
         columns,
         delete_column: raw.delete_column,
         deletes,

@@ -123,8 +123,13 @@ pub(crate) fn schema_problems(
         ) else {
             continue;
         };
+        let source = if stream.booleans.contains(&source_column) {
+            Logical::Bool
+        } else {
+            source_logical(source_dialect, source_type)
+        };
         let why = incompatibility(
-            source_logical(source_dialect, source_type),
+            source,
             target_logical(target_dialect, &target_info.data_type),
         );
         if let Some(why) = why {
@@ -513,6 +518,47 @@ impl RowMapping {
                 MapSource::SiteId => None,
             })
             .collect()
+    }
+
+    /// The stream's `booleans` (source column names): 0/1 integers become
+    /// booleans; any other value stops the batch, naming row key, column
+    /// and value.
+    fn apply_booleans(
+        &self,
+        rows: &mut [Vec<Value>],
+        source_columns: &[String],
+        booleans: &[String],
+    ) -> Result<(), String> {
+        let columns: Vec<usize> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(target_index, source)| match source {
+                MapSource::Column(i) if booleans.contains(&source_columns[*i]) => {
+                    Some(target_index)
+                }
+                _ => None,
+            })
+            .collect();
+        for row in rows.iter_mut() {
+            for column in &columns {
+                row[*column] = match &row[*column] {
+                    Value::Int(0) => Value::Bool(false),
+                    Value::Int(1) => Value::Bool(true),
+                    Value::Null | Value::Bool(_) => continue,
+                    other => {
+                        return Err(format!(
+                            "row {}: column `{}`: value `{other}` ({}) is not a boolean (0 or 1), and the stream \
+                             lists it in `booleans`",
+                            self.key_of(row),
+                            self.target_columns[*column],
+                            other.kind()
+                        ));
+                    }
+                };
+            }
+        }
+        Ok(())
     }
 
     /// "(k1, k2) = (v1, v2)": a target row's conflict key, for messages.
@@ -1092,6 +1138,9 @@ impl StreamRun<'_> {
                     target_info,
                 )?;
             }
+            if !self.stream.booleans.is_empty() {
+                mapping.apply_booleans(&mut rows, &batch.columns, &self.stream.booleans)?;
+            }
             if let Some(zone) = self.site.timezone {
                 mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
             }
@@ -1294,7 +1343,11 @@ impl StreamRun<'_> {
                 .iter()
                 .find(|(name, _)| name == source_column)
                 .map_or(Logical::Other, |(_, ty)| {
-                    source_logical(source.dialect(), ty)
+                    if self.stream.booleans.iter().any(|b| b == source_column) {
+                        Logical::Bool
+                    } else {
+                        source_logical(source.dialect(), ty)
+                    }
                 })
         };
         match &self.stream.columns {
