@@ -37,7 +37,7 @@ pub enum SelectFrom<'a> {
 }
 
 /// A keyset-paged read: `SELECT cols FROM src WHERE cursor IS NOT NULL
-/// [AND (order_by) > (params)] ORDER BY order_by LIMIT limit`.
+/// [AND (order_by) > (params)] ORDER BY order_by [LIMIT limit]`.
 #[derive(Clone, Debug)]
 pub struct KeysetSelect<'a> {
     /// The source.
@@ -58,8 +58,9 @@ pub struct KeysetSelect<'a> {
     /// Number of the first keyset parameter (1-based); earlier numbers
     /// belong to `:site.*` placeholders of a query.
     pub first_param: usize,
-    /// Maximum rows returned.
-    pub limit: usize,
+    /// Maximum rows returned; `None`: every row after the position (a
+    /// streamed read).
+    pub limit: Option<usize>,
 }
 
 /// An idempotent write of many rows into one table.
@@ -223,7 +224,10 @@ impl Dialect {
                 .collect();
             let _ = write!(sql, " AND ({keyset}) > ({})", placeholders.join(", "));
         }
-        let _ = write!(sql, " ORDER BY {keyset} LIMIT {}", spec.limit);
+        let _ = write!(sql, " ORDER BY {keyset}");
+        if let Some(limit) = spec.limit {
+            let _ = write!(sql, " LIMIT {limit}");
+        }
         sql
     }
 
@@ -395,7 +399,7 @@ mod tests {
             after: None,
             from_cursor: None,
             first_param: 1,
-            limit: 500,
+            limit: Some(500),
         });
         assert_eq!(
             first,
@@ -411,7 +415,7 @@ mod tests {
             after: Some(&[Value::Text("t".into()), Value::Int(1)]),
             from_cursor: None,
             first_param: 2,
-            limit: 10,
+            limit: Some(10),
         });
         assert_eq!(
             resume,
@@ -433,7 +437,7 @@ mod tests {
             after: Some(&position),
             from_cursor: None,
             first_param: 1,
-            limit: 3,
+            limit: Some(3),
         });
         assert!(sql.contains("> ($1::numeric, $2::bigint)"), "{sql}");
     }
@@ -450,7 +454,7 @@ mod tests {
             after: None,
             from_cursor: Some(&resume),
             first_param: 1,
-            limit: 5,
+            limit: Some(5),
         });
         assert_eq!(
             sql,
