@@ -163,6 +163,77 @@ enum Pool {
 
 /// Bounds one database operation by `timeout`; an operation that does not
 /// finish in time is dropped (its connection is discarded by the driver).
+/// Where [`Connector::query_batches`] sends its batches.
+pub(crate) struct BatchSink {
+    batch_size: usize,
+    timeout: Option<Duration>,
+    sender: tokio::sync::mpsc::Sender<Result<Batch>>,
+}
+
+impl BatchSink {
+    /// Drains `rows` into batches sent to the receiver; `decode` turns a
+    /// driver row into values, `columns` names its columns.
+    pub(crate) async fn drain<R, S>(
+        self,
+        mut rows: S,
+        decode: fn(&R) -> Result<Vec<Value>>,
+        columns: fn(&R) -> Vec<String>,
+    ) where
+        S: futures::Stream<Item = std::result::Result<R, sqlx::Error>> + Unpin,
+    {
+        use futures::TryStreamExt;
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let fill = async {
+                let mut batch = Batch {
+                    columns: names.clone(),
+                    rows: Vec::with_capacity(self.batch_size.min(16_384)),
+                };
+                while batch.rows.len() < self.batch_size {
+                    match rows.try_next().await.map_err(db_error)? {
+                        Some(row) => {
+                            if batch.columns.is_empty() {
+                                batch.columns = columns(&row);
+                            }
+                            batch.rows.push(decode(&row)?);
+                        }
+                        None => break,
+                    }
+                }
+                Ok(batch)
+            };
+            let filled = match self.timeout {
+                None => fill.await,
+                Some(limit) => tokio::time::timeout(limit, fill).await.unwrap_or(Err(
+                    ConnectorError::Timeout {
+                        seconds: limit.as_secs(),
+                    },
+                )),
+            };
+            let last = match &filled {
+                Ok(batch) => batch.rows.len() < self.batch_size,
+                Err(_) => true,
+            };
+            if let Ok(batch) = &filled {
+                if batch.rows.is_empty() {
+                    return;
+                }
+                if names.is_empty() {
+                    names = batch.columns.clone();
+                }
+            }
+            if self.sender.send(filled).await.is_err() || last {
+                return;
+            }
+        }
+    }
+
+    /// Sends an error (the query could not start).
+    pub(crate) async fn fail(self, error: ConnectorError) {
+        let _ = self.sender.send(Err(error)).await;
+    }
+}
+
 /// Statements (round trips: queries, writes, BEGIN/COMMIT) sent by every
 /// connector of this process; see [`statements_sent`].
 static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -243,6 +314,37 @@ impl Connector {
             }
         })
         .await
+    }
+
+    /// Runs a query and streams its rows to `sender` in batches of at most
+    /// `batch_size` rows, as they arrive: one query for a whole keyset read,
+    /// with the database sending rows while the hub applies earlier
+    /// batches. The bounded channel is the backpressure: when it is full the
+    /// hub stops reading the socket and the database waits, so memory stays
+    /// at a few batches whatever the table size.
+    ///
+    /// The statement timeout applies to each batch (the wait for its rows),
+    /// not to the whole read. An error is sent as the last item. Returns
+    /// when the rows are exhausted, on error, or as soon as the receiver is
+    /// gone (it stopped early).
+    pub async fn query_batches(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch_size: usize,
+        sender: tokio::sync::mpsc::Sender<Result<Batch>>,
+    ) {
+        STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let batches = BatchSink {
+            batch_size: batch_size.max(1),
+            timeout: self.statement_timeout,
+            sender,
+        };
+        match &self.pool {
+            Pool::Postgres(c) => c.query_batches(sql, params, batches).await,
+            Pool::Sqlite(c) => c.query_batches(sql, params, batches).await,
+            Pool::MySql(c) => c.query_batches(sql, params, batches).await,
+        }
     }
 
     /// Runs a statement outside any explicit transaction; returns rows

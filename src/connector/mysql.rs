@@ -39,7 +39,7 @@ use sqlx::{
     TypeInfo, ValueRef,
 };
 
-use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value, decimal_digits};
@@ -148,6 +148,22 @@ impl MySqlConnector {
     pub(super) async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         query_on(&mut conn, sql, params).await
+    }
+
+    /// One query's rows in batches as they arrive (see
+    /// `Connector::query_batches`). The server streams a result set and
+    /// waits while the hub applies earlier batches, up to the session's
+    /// `net_write_timeout` (set to 10 minutes per session).
+    pub(super) async fn query_batches(&self, sql: &str, params: &[Value], sink: BatchSink) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return sink.fail(db_error(e)).await,
+        };
+        let rows = bind_all(sql.to_string(), params).fetch(&mut *conn);
+        sink.drain(rows, decode_row, |row: &MySqlRow| {
+            row.columns().iter().map(|c| c.name().to_string()).collect()
+        })
+        .await;
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
@@ -280,7 +296,11 @@ fn mariadb_at_least(version: &str, major: u32, minor: u32) -> bool {
 
 /// The `SET SESSION` run on every new connection (see the module docs).
 fn session_settings(is_mariadb: bool, statement_timeout: Option<std::time::Duration>) -> String {
-    let mut sql = "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')".to_string();
+    // net_write_timeout: a streamed keyset read waits while the hub applies
+    // earlier batches; the server would drop the connection after 60 s.
+    let mut sql = "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), \
+                   net_write_timeout = 600"
+        .to_string();
     if let Some(limit) = statement_timeout {
         if is_mariadb {
             sql.push_str(&format!(", max_statement_time = {}", limit.as_secs_f64()));

@@ -16,7 +16,7 @@ use sqlx::{
     ValueRef,
 };
 
-use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value};
@@ -72,6 +72,18 @@ impl PgConnector {
     pub(super) async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         query_on(&mut conn, sql, params).await
+    }
+
+    pub(super) async fn query_batches(&self, sql: &str, params: &[Value], sink: BatchSink) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return sink.fail(db_error(e)).await,
+        };
+        let rows = bind_all(sql, params).fetch(&mut *conn);
+        sink.drain(rows, decode_row, |row: &PgRow| {
+            row.columns().iter().map(|c| c.name().to_string()).collect()
+        })
+        .await;
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
@@ -259,9 +271,9 @@ async fn execute_with_text_arrays(
 ) -> Result<u64> {
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for column in 0..spec.columns.len() {
-        let mut array: Vec<Option<String>> = Vec::with_capacity(rows.len());
+        let mut array: Vec<Option<std::borrow::Cow<'_, str>>> = Vec::with_capacity(rows.len());
         for row in rows {
-            let text = row[column].to_pg_text();
+            let text = row[column].pg_text();
             if let Some(t) = &text
                 && t.contains('\0')
             {
@@ -386,9 +398,9 @@ fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
             values.push(Value::Null);
             continue;
         }
-        let type_name = column.type_info().name().to_string();
+        let type_name = column.type_info().name();
         let decode_failed = |e: sqlx::Error| type_error(format!("cannot decode {type_name}: {e}"));
-        let value = match type_name.as_str() {
+        let value = match type_name {
             "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(decode_failed)?),
             "INT2" => Value::Int(row.try_get::<i16, _>(i).map_err(decode_failed)?.into()),
             "INT4" => Value::Int(row.try_get::<i32, _>(i).map_err(decode_failed)?.into()),
@@ -415,7 +427,7 @@ fn decode_row(row: &PgRow) -> Result<Vec<Value>> {
             // chrono's range, and turns `24:00:00` into `00:00:00`.
             "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ" => {
                 let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;
-                decode_datetime(&type_name, bytes).map_err(type_error)?
+                decode_datetime(type_name, bytes).map_err(type_error)?
             }
             "JSON" | "JSONB" => {
                 let bytes = raw.as_bytes().map_err(|e| type_error(e.to_string()))?;

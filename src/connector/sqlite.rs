@@ -21,7 +21,7 @@ use sqlx::{
     TypeInfo, ValueRef,
 };
 
-use super::{ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, TIMESTAMP_TEXT_FORMAT, TIMESTAMPTZ_TEXT_FORMAT, Value};
 
@@ -62,6 +62,18 @@ impl SqliteConnector {
     pub(super) async fn query(&self, sql: &str, params: &[Value]) -> Result<Batch> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         query_on(&mut conn, sql, params).await
+    }
+
+    pub(super) async fn query_batches(&self, sql: &str, params: &[Value], sink: BatchSink) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return sink.fail(db_error(e)).await,
+        };
+        let rows = bind_all(sql.to_string(), params).fetch(&mut *conn);
+        sink.drain(rows, decode_row, |row: &SqliteRow| {
+            row.columns().iter().map(|c| c.name().to_string()).collect()
+        })
+        .await;
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {

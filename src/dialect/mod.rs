@@ -40,7 +40,7 @@ pub enum SelectFrom<'a> {
 }
 
 /// A keyset-paged read: `SELECT cols FROM src WHERE cursor IS NOT NULL
-/// [AND (order_by) > (params)] ORDER BY order_by LIMIT limit`.
+/// [AND (order_by) > (params)] ORDER BY order_by [LIMIT limit]`.
 #[derive(Clone, Debug)]
 pub struct KeysetSelect<'a> {
     /// The source.
@@ -61,8 +61,9 @@ pub struct KeysetSelect<'a> {
     /// Number of the first keyset parameter (1-based); earlier numbers
     /// belong to `:site.*` placeholders of a query.
     pub first_param: usize,
-    /// Maximum rows returned.
-    pub limit: usize,
+    /// Maximum rows returned; `None`: every row after the position (a
+    /// streamed read).
+    pub limit: Option<usize>,
 }
 
 /// An idempotent write of many rows into one table.
@@ -259,7 +260,10 @@ impl Dialect {
                 .collect();
             let _ = write!(sql, " AND ({keyset}) > ({})", placeholders.join(", "));
         }
-        let _ = write!(sql, " ORDER BY {keyset} LIMIT {}", spec.limit);
+        let _ = write!(sql, " ORDER BY {keyset}");
+        if let Some(limit) = spec.limit {
+            let _ = write!(sql, " LIMIT {limit}");
+        }
         sql
     }
 
@@ -537,7 +541,7 @@ mod tests {
             after: None,
             from_cursor: None,
             first_param: 1,
-            limit: 500,
+            limit: Some(500),
         });
         assert_eq!(
             first,
@@ -553,7 +557,7 @@ mod tests {
             after: Some(&[Value::Text("t".into()), Value::Int(1)]),
             from_cursor: None,
             first_param: 2,
-            limit: 10,
+            limit: Some(10),
         });
         assert_eq!(
             resume,
@@ -575,7 +579,7 @@ mod tests {
             after: Some(&position),
             from_cursor: None,
             first_param: 1,
-            limit: 3,
+            limit: Some(3),
         });
         assert!(sql.contains("> ($1::numeric, $2::bigint)"), "{sql}");
     }
@@ -592,7 +596,7 @@ mod tests {
             after: None,
             from_cursor: Some(&resume),
             first_param: 1,
-            limit: 5,
+            limit: Some(5),
         });
         assert_eq!(
             sql,
@@ -684,7 +688,7 @@ mod tests {
             after: Some(&position),
             from_cursor: None,
             first_param: 1,
-            limit: 3,
+            limit: Some(3),
         });
         assert_eq!(
             sql,

@@ -481,8 +481,8 @@ impl RowMapping {
         let key_indexes = self.key_indexes();
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
-            let key: Vec<Option<String>> =
-                key_indexes.iter().map(|i| row[*i].to_pg_text()).collect();
+            let key: Vec<Option<std::borrow::Cow<'_, str>>> =
+                key_indexes.iter().map(|i| row[*i].pg_text()).collect();
             if !seen.insert(key) {
                 let shown: Vec<String> = key_indexes.iter().map(|i| row[*i].to_string()).collect();
                 return Err(format!(
@@ -849,7 +849,7 @@ impl ResolvedSource {
             }
         }
         let keyset = stream.keyset_source_columns();
-        let probe = resolved.keyset_select(source.dialect(), &keyset, None, None, batch_size);
+        let probe = resolved.keyset_select(source.dialect(), &keyset, None, None, Some(batch_size));
         let what = match &stream.source {
             Source::Table(table) => format!("table `{table}`"),
             Source::Query(_) => "`query`".to_string(),
@@ -899,14 +899,15 @@ impl ResolvedSource {
         }
     }
 
-    /// SQL of the keyset page after `position` (`None`: the first page).
+    /// SQL of the keyset read after `position` (`None`: from the start), at
+    /// most `limit` rows (`None`: all, streamed).
     pub(crate) fn keyset_select(
         &self,
         dialect: crate::dialect::Dialect,
         keyset: &[String],
         position: Option<&[Value]>,
         from_cursor: Option<&Value>,
-        limit: usize,
+        limit: Option<usize>,
     ) -> String {
         dialect.keyset_select(&KeysetSelect {
             from: self.select_from(),
@@ -1080,143 +1081,148 @@ impl StreamRun<'_> {
                 > 0;
         let keyset = self.stream.keyset_source_columns();
         let mut mapping: Option<RowMapping> = None;
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(format!(
-                    "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
-                ));
-            }
-            let from_cursor = resume.take();
-            let read_after = if from_cursor.is_some() {
-                None
-            } else {
-                after.as_deref()
-            };
-            let sql = resolved.keyset_select(
-                source.dialect(),
-                &keyset,
-                read_after,
-                from_cursor.as_ref(),
-                batch_size,
-            );
-            let mut params = site_values.clone();
-            params.extend(from_cursor.iter().cloned());
-            params.extend(read_after.iter().flat_map(|p| p.iter().cloned()));
-            let batch = source
-                .query(&sql, &params)
-                .await
-                .map_err(|e| format!("reading from {source_place}: {e}"))?;
-            if batch.is_empty() {
-                break;
-            }
-            if direction == Direction::Push {
-                // Rows read from the master count against its rate budget.
-                self.hub.master_writes.throttle(batch.len()).await;
-            }
-            if mapping.is_none() {
-                mapping = Some(RowMapping::build(
-                    self.stream,
-                    direction,
-                    &batch.columns,
-                    target_info,
-                    &target_place,
-                )?);
-            }
-            let mapping = mapping.as_ref().expect("mapping was just built");
-            let last_row = batch.rows.last().expect("batch is not empty");
-            let batch_end = mapping.position(last_row)?;
-            let mut rows = mapping.map_rows(&batch, &self.site.id);
-            mapping.check_unique_keys(&rows)?;
-            let zero_date_columns =
-                mapping.zero_date_columns(source.dialect(), &resolved.described);
-            if !zero_date_columns.is_empty() {
-                mapping.handle_zero_dates(
-                    &mut rows,
-                    &zero_date_columns,
-                    self.stream.zero_dates,
-                    target.dialect(),
-                    target_info,
-                )?;
-            }
-            if !self.stream.booleans.is_empty() {
-                mapping.apply_booleans(&mut rows, &batch.columns, &self.stream.booleans)?;
-            }
-            if let Some(zone) = self.site.timezone {
-                mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
-            }
-            if target.dialect() == crate::dialect::Dialect::Postgres {
-                mapping.check_postgres_values(&rows, target_info)?;
-            }
-            let read = rows.len() as u64;
-            let (rows, deleted_keys) = mapping.split_deleted(&batch, rows);
-            let position = match &saved {
-                Some(checkpoint) => checkpoint.later_position(&batch_end),
-                None => batch_end.clone(),
-            };
-            let checkpoint = Checkpoint {
-                resume_from: if self.stream.cursor_lag.is_zero() && floor.is_none() {
-                    None
-                } else {
-                    capture::resume_from(
-                        &position[0],
-                        self.stream.cursor_lag,
-                        floor,
-                        match direction {
-                            Direction::Pull => self.site.timezone,
-                            Direction::Push => None,
-                        },
-                    )
-                },
-                position,
-                fingerprint: fingerprint.clone(),
-            };
-            let (written, quarantined, deleted) = if self.options.dry_run {
-                (0, 0, 0)
-            } else {
-                let key_types = mapping.key_types();
-                let write = BatchWrite {
-                    upsert: UpsertSpec {
-                        table: &self.stream.target,
-                        columns: &mapping.target_columns,
-                        column_types: &mapping.column_types,
-                        key: &mapping.conflict_key,
-                    },
-                    rows: &rows,
-                    delete: mapping.delete_spec(&self.stream.target, &key_types),
-                    deleted_keys: &deleted_keys,
+        // One keyset read, streamed: the source sends rows while earlier
+        // batches are applied (a channel of one batch between the two, so
+        // at most three batches are in memory). After a restart the read
+        // starts at the overlap's start (`resume_from`) or strictly after
+        // the checkpoint.
+        let from_cursor = resume.take();
+        let read_after = if from_cursor.is_some() {
+            None
+        } else {
+            after.take()
+        };
+        let sql = resolved.keyset_select(
+            source.dialect(),
+            &keyset,
+            read_after.as_deref(),
+            from_cursor.as_ref(),
+            None,
+        );
+        let mut params = site_values.clone();
+        params.extend(from_cursor.iter().cloned());
+        params.extend(read_after.iter().flat_map(|p| p.iter().cloned()));
+        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let read = source.query_batches(&sql, &params, batch_size, sender);
+        let apply_all = async {
+            // Owned here: when applying stops (an error, a stop signal), the
+            // receiver is dropped, which stops the read.
+            let mut batches = batches;
+            while let Some(batch) = batches.recv().await {
+                let batch = batch.map_err(|e| format!("reading from {source_place}: {e}"))?;
+                if self.cancel.is_cancelled() {
+                    return Err(format!(
+                        "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
+                    ));
+                }
+                if direction == Direction::Push {
+                    // Rows read from the master count against its rate budget.
+                    self.hub.master_writes.throttle(batch.len()).await;
+                }
+                if mapping.is_none() {
+                    mapping = Some(RowMapping::build(
+                        self.stream,
+                        direction,
+                        &batch.columns,
+                        target_info,
+                        &target_place,
+                    )?);
+                }
+                let mapping = mapping.as_ref().expect("mapping was just built");
+                let last_row = batch.rows.last().expect("batch is not empty");
+                let batch_end = mapping.position(last_row)?;
+                let mut rows = mapping.map_rows(&batch, &self.site.id);
+                mapping.check_unique_keys(&rows)?;
+                let zero_date_columns =
+                    mapping.zero_date_columns(source.dialect(), &resolved.described);
+                if !zero_date_columns.is_empty() {
+                    mapping.handle_zero_dates(
+                        &mut rows,
+                        &zero_date_columns,
+                        self.stream.zero_dates,
+                        target.dialect(),
+                        target_info,
+                    )?;
+                }
+                if !self.stream.booleans.is_empty() {
+                    mapping.apply_booleans(&mut rows, &batch.columns, &self.stream.booleans)?;
+                }
+                if let Some(zone) = self.site.timezone {
+                    mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
+                }
+                if target.dialect() == crate::dialect::Dialect::Postgres {
+                    mapping.check_postgres_values(&rows, target_info)?;
+                }
+                let read = rows.len() as u64;
+                let (rows, deleted_keys) = mapping.split_deleted(&batch, rows);
+                let position = match &saved {
+                    Some(checkpoint) => checkpoint.later_position(&batch_end),
+                    None => batch_end.clone(),
                 };
-                self.apply(
-                    direction,
-                    target,
-                    &write,
-                    &key,
-                    &checkpoint,
-                    &target_place,
-                    quarantine_open,
-                )
-                .await?
-            };
-            report.rows_deleted += deleted;
-            if quarantined > 0 {
-                quarantine_open = true;
-                report.quarantined += quarantined;
+                let checkpoint = Checkpoint {
+                    resume_from: if self.stream.cursor_lag.is_zero() && floor.is_none() {
+                        None
+                    } else {
+                        capture::resume_from(
+                            &position[0],
+                            self.stream.cursor_lag,
+                            floor,
+                            match direction {
+                                Direction::Pull => self.site.timezone,
+                                Direction::Push => None,
+                            },
+                        )
+                    },
+                    position,
+                    fingerprint: fingerprint.clone(),
+                };
+                let (written, quarantined, deleted) = if self.options.dry_run {
+                    (0, 0, 0)
+                } else {
+                    let key_types = mapping.key_types();
+                    let write = BatchWrite {
+                        upsert: UpsertSpec {
+                            table: &self.stream.target,
+                            columns: &mapping.target_columns,
+                            column_types: &mapping.column_types,
+                            key: &mapping.conflict_key,
+                        },
+                        rows: &rows,
+                        delete: mapping.delete_spec(&self.stream.target, &key_types),
+                        deleted_keys: &deleted_keys,
+                    };
+                    self.apply(
+                        direction,
+                        target,
+                        &write,
+                        &key,
+                        &checkpoint,
+                        &target_place,
+                        quarantine_open,
+                    )
+                    .await?
+                };
+                report.rows_deleted += deleted;
+                if quarantined > 0 {
+                    quarantine_open = true;
+                    report.quarantined += quarantined;
+                }
+                report.rows_read += read;
+                report.rows_written += written;
+                self.counters.add(read, written);
+                self.progress.batch_applied(
+                    &self.flow.name,
+                    &self.site.id,
+                    &self.stream.name,
+                    read,
+                    written,
+                );
+                saved = Some(checkpoint);
             }
-            report.rows_read += read;
-            report.rows_written += written;
-            self.counters.add(read, written);
-            self.progress.batch_applied(
-                &self.flow.name,
-                &self.site.id,
-                &self.stream.name,
-                read,
-                written,
-            );
-            saved = Some(checkpoint);
-            after = Some(batch_end);
-            if batch.len() < batch_size {
-                break;
-            }
-        }
+            Ok::<(), String>(())
+        };
+        let ((), applied) = tokio::join!(read, apply_all);
+        applied?;
         if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
             let now = clock.map_or_else(chrono::Utc::now, |(now, _)| now);
             let deleted = self
