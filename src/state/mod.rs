@@ -20,6 +20,9 @@ use crate::connector::{Connector, ConnectorError, Tx};
 use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
+mod history;
+pub use self::history::RunFilter;
+
 /// Current version of the state schema.
 pub const SCHEMA_VERSION: i64 = 5;
 

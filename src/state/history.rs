@@ -1,0 +1,114 @@
+//! Reading and pruning the run history: filtered, keyset-paged listings
+//! (newest first) for the HTTP API and dashboard, the last success per
+//! (flow, site) for freshness metrics, and retention (`run_history_days`).
+
+use chrono::{DateTime, Utc};
+
+use super::{Result, RunRecord, StateStore, run_record, text, timestamp};
+use crate::connector::Connector;
+use crate::value::Value;
+
+/// Which runs to list.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only this flow.
+    pub flow: Option<String>,
+    /// Only this site.
+    pub site: Option<String>,
+    /// Only this stored status (`running`, `succeeded`, `failed`, `skipped`, `partial`).
+    pub status: Option<String>,
+    /// Only runs started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Keyset cursor: only runs strictly older than this (started_at, run_id).
+    pub before: Option<(DateTime<Utc>, String)>,
+}
+
+impl StateStore {
+    /// Runs matching `filter`, newest first (by start, then run id), at most
+    /// `limit` of them. Page on with `before` = the last run's
+    /// (started_at, run_id).
+    pub async fn list_runs(
+        &self,
+        master: &Connector,
+        filter: &RunFilter,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let mut params = Vec::new();
+        let mut conditions = Vec::new();
+        let push = |params: &mut Vec<Value>, value: Value| {
+            params.push(value);
+            self.dialect
+                .typed_placeholder(params.len(), params.last().expect("just pushed"))
+        };
+        for (column, value) in [
+            ("flow", &filter.flow),
+            ("site", &filter.site),
+            ("status", &filter.status),
+        ] {
+            if let Some(value) = value {
+                let p = push(&mut params, Value::Text(value.clone()));
+                conditions.push(format!("{column} = {p}"));
+            }
+        }
+        if let Some(since) = filter.since {
+            let p = push(&mut params, Value::TimestampTz(since));
+            conditions.push(format!("started_at >= {p}"));
+        }
+        if let Some((started_at, run_id)) = &filter.before {
+            let p1 = push(&mut params, Value::TimestampTz(*started_at));
+            let p2 = push(&mut params, Value::Text(run_id.clone()));
+            conditions.push(format!("(started_at, run_id) < ({p1}, {p2})"));
+        }
+        let limit_placeholder = push(&mut params, Value::Int(limit as i64));
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, note \
+             FROM {}{where_clause} ORDER BY started_at DESC, run_id DESC LIMIT {limit_placeholder}",
+            self.table("runs")
+        );
+        let batch = master.query(&sql, &params).await?;
+        batch
+            .rows
+            .iter()
+            .map(|row| run_record(&batch, row))
+            .collect()
+    }
+
+    /// When each (flow, site) last finished a run with status `succeeded`
+    /// (or `partial`: it completed), keyed by (flow, site).
+    pub async fn last_successes(
+        &self,
+        master: &Connector,
+    ) -> Result<std::collections::HashMap<(String, String), DateTime<Utc>>> {
+        let sql = format!(
+            "SELECT flow, site, max(finished_at) FROM {} WHERE status IN ('succeeded', 'partial') \
+             AND finished_at IS NOT NULL GROUP BY flow, site",
+            self.table("runs")
+        );
+        let batch = master.query(&sql, &[]).await?;
+        let mut out = std::collections::HashMap::new();
+        for row in &batch.rows {
+            if row[2].is_null() {
+                continue;
+            }
+            out.insert((text(&row[0]), text(&row[1])), timestamp(&row[2])?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes finished runs that started before `older_than`; returns how
+    /// many were removed. Running rows are never removed, whatever their age.
+    pub async fn prune_runs(&self, master: &Connector, older_than: DateTime<Utc>) -> Result<u64> {
+        let params = [Value::TimestampTz(older_than)];
+        let sql = format!(
+            "DELETE FROM {} WHERE started_at < {} AND status <> 'running'",
+            self.table("runs"),
+            self.dialect.typed_placeholder(1, &params[0])
+        );
+        Ok(master.execute(&sql, &params).await?)
+    }
+}
