@@ -310,8 +310,12 @@ async fn run_on(
                 .map_or(Value::Null, |v| Value::Text(v.to_string())),
         });
     }
+    // Prepared under another text: preparing without arguments lets
+    // PostgreSQL infer `$1::bigint`'s parameter as bigint, and the driver's
+    // statement cache would then reuse that statement for the real call,
+    // whose arguments travel as text ("insufficient data left in message").
     let described = conn
-        .describe_query(&bound.sql)
+        .describe_query(&format!("/* hubsync: describe */ {}", bound.sql))
         .await
         .map_err(|e| e.to_string())?;
     if described.is_empty() {
