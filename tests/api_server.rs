@@ -632,16 +632,22 @@ on = "site"
         raw_text.contains(r#""doc":{"n": 12345678901234567890123}"#),
         "{raw_text}"
     );
-    let (status, body) = post(
-        "/api/v1/services/hq/kinds",
-        r#"{"params": {"from_id": "3"}}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body["results"][0]["rows"].as_array().unwrap().len(),
-        1,
-        "{body}"
-    );
+    // Regression: a call on a master connection that had prepared the
+    // statement before failed with "insufficient data left in message"; ten
+    // calls reuse the pool's connections.
+    for _ in 0..10 {
+        let (status, body) = post(
+            "/api/v1/services/hq/kinds",
+            r#"{"params": {"from_id": "3"}}"#,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["failed"], 0, "{body}");
+        assert_eq!(
+            body["results"][0]["rows"].as_array().unwrap().len(),
+            1,
+            "{body}"
+        );
+    }
     let (status, body) = post(
         "/api/v1/services/hq/echo",
         r#"{"params": {"amount": "12345678901234567890.123456789", "at": "2026-03-01T12:00:00+02:00", "note": "it's"}}"#,
