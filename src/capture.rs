@@ -21,6 +21,14 @@
 //!    than this floor, however far the run read: rows committed during a
 //!    long backfill are not skipped. The hub's own clock is never used.
 //!
+//! 3. **Repeated local hours.** A cursor of local times without zone
+//!    (`timestamp`, or such text on SQLite) repeats an hour when clocks go
+//!    back. With the site's `timezone` tag, a checkpoint inside a repeated
+//!    span resumes from the span's start (minus the lag), so rows stamped in
+//!    the second pass of that hour are read; this is normal, not a clock
+//!    reset. Ambiguity is judged by the zone's rules (`chrono-tz`, the IANA
+//!    database).
+//!
 //! Limit (documented in the README): where the open transactions are not
 //! visible (SQLite, a login without `pg_read_all_stats`), a transaction that
 //! stays open longer than `cursor_lag` and commits rows with a cursor older
@@ -30,7 +38,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
 
 use crate::value::Value;
 
@@ -53,9 +62,17 @@ pub fn visibility_floor(
 /// furthest applied `cursor` value, the stream's `lag`, and for instants the
 /// [`visibility_floor`] taken when the run began. `None` when the cursor type
 /// has no overlap (numbers): the next run resumes strictly after the
-/// checkpoint.
-pub fn resume_from(cursor: &Value, lag: Duration, floor: Option<DateTime<Utc>>) -> Option<Value> {
+/// checkpoint. `zone`: the time zone of a cursor of local times without
+/// zone (the site's `timezone` tag), whose repeated hours widen the overlap
+/// (see the module docs).
+pub fn resume_from(
+    cursor: &Value,
+    lag: Duration,
+    floor: Option<DateTime<Utc>>,
+    zone: Option<Tz>,
+) -> Option<Value> {
     let lag = chrono::Duration::from_std(lag).ok()?;
+    let unfold = |local: NaiveDateTime| zone.and_then(|z| fold_start(z, local)).unwrap_or(local);
     match cursor {
         Value::TimestampTz(instant) => {
             let lagged = *instant - lag;
@@ -64,13 +81,13 @@ pub fn resume_from(cursor: &Value, lag: Duration, floor: Option<DateTime<Utc>>) 
                 _ => lagged,
             }))
         }
-        Value::Timestamp(local) => Some(Value::Timestamp(*local - lag)),
+        Value::Timestamp(local) => Some(Value::Timestamp(unfold(*local) - lag)),
         Value::Date(day) => {
             let days =
                 lag.num_seconds().div_euclid(86_400) + i64::from(lag.num_seconds() % 86_400 != 0);
             Some(Value::Date(*day - chrono::Duration::days(days)))
         }
-        Value::Text(text) => lagged_text(text, lag).map(Value::Text),
+        Value::Text(text) => lagged_text(text, lag, zone).map(Value::Text),
         _ => None,
     }
 }
@@ -80,19 +97,46 @@ pub fn resume_from(cursor: &Value, lag: Duration, floor: Option<DateTime<Utc>>) 
 /// characters (date and time to the second, in the text's own offset and
 /// separator) minus the lag, rounded down to the second. As a prefix of
 /// every later text of the same shape it is a safe inclusive lower bound
-/// for a text comparison. `None` if the text is not of that shape.
-fn lagged_text(text: &str, lag: chrono::Duration) -> Option<String> {
+/// for a text comparison. `None` if the text is not of that shape. A text
+/// without offset inside a repeated local hour of `zone` starts from that
+/// hour's start.
+fn lagged_text(text: &str, lag: chrono::Duration, zone: Option<Tz>) -> Option<String> {
     let bytes = text.as_bytes();
     let separator = *bytes.get(10)? as char;
     if separator != 'T' && separator != ' ' {
         return None;
     }
     let pattern = format!("%Y-%m-%d{separator}%H:%M:%S");
-    let base = NaiveDateTime::parse_from_str(text.get(..19)?, &pattern).ok()?;
+    let mut base = NaiveDateTime::parse_from_str(text.get(..19)?, &pattern).ok()?;
+    let rest = text.get(19..).unwrap_or_default();
+    let without_offset = !rest.contains(['Z', 'z', '+', '-']);
+    if without_offset && let Some(start) = zone.and_then(|z| fold_start(z, base)) {
+        base = start;
+    }
     // Round the lag up to whole seconds: the bound may only be lower.
     let whole_seconds = lag.num_seconds() + i64::from(lag.subsec_nanos() != 0);
     let lagged = base - chrono::Duration::seconds(whole_seconds);
     Some(lagged.format(&pattern).to_string())
+}
+
+/// If `local` is ambiguous in `zone` (an hour repeated when clocks go
+/// back), the first minute of that repeated span; else `None`.
+fn fold_start(zone: Tz, local: NaiveDateTime) -> Option<NaiveDateTime> {
+    let ambiguous =
+        |t: NaiveDateTime| matches!(zone.from_local_datetime(&t), LocalResult::Ambiguous(..));
+    if !ambiguous(local) {
+        return None;
+    }
+    let mut start = local.with_second(0)?.with_nanosecond(0)?;
+    // Folds last at most a few hours (one hour in practice).
+    for _ in 0..(6 * 60) {
+        let before = start - chrono::Duration::minutes(1);
+        if !ambiguous(before) {
+            break;
+        }
+        start = before;
+    }
+    Some(start)
 }
 
 #[cfg(test)]
@@ -111,7 +155,7 @@ mod tests {
         let cursor = Value::TimestampTz(utc("2026-01-02T09:00:00.250Z"));
         let lag = Duration::from_secs(5);
         assert_eq!(
-            resume_from(&cursor, lag, None),
+            resume_from(&cursor, lag, None, None),
             Some(Value::TimestampTz(utc("2026-01-02T08:59:55.250Z")))
         );
         // The run began at 09:00:10 with a transaction open since 08:30: it may
@@ -123,7 +167,7 @@ mod tests {
         );
         assert_eq!(floor, utc("2026-01-02T08:30:00Z"));
         assert_eq!(
-            resume_from(&cursor, lag, Some(floor)),
+            resume_from(&cursor, lag, Some(floor), None),
             Some(Value::TimestampTz(floor))
         );
         // A long backfill read rows stamped up to 09:10 although it began at
@@ -131,12 +175,12 @@ mod tests {
         let floor = visibility_floor(utc("2026-01-02T09:00:10Z"), None, lag);
         let far = Value::TimestampTz(utc("2026-01-02T09:10:00Z"));
         assert_eq!(
-            resume_from(&far, lag, Some(floor)),
+            resume_from(&far, lag, Some(floor), None),
             Some(Value::TimestampTz(utc("2026-01-02T09:00:05Z")))
         );
         // A floor above the lagged cursor changes nothing.
         assert_eq!(
-            resume_from(&cursor, lag, Some(utc("2026-01-02T08:59:59Z"))),
+            resume_from(&cursor, lag, Some(utc("2026-01-02T08:59:59Z")), None),
             Some(Value::TimestampTz(utc("2026-01-02T08:59:55.250Z")))
         );
     }
@@ -146,29 +190,32 @@ mod tests {
         let lag = Duration::from_millis(5_500);
         let iso = Value::Text("2026-01-02T00:00:03.000000Z".into());
         assert_eq!(
-            resume_from(&iso, lag, None),
+            resume_from(&iso, lag, None, None),
             Some(Value::Text("2026-01-01T23:59:57".into()))
         );
         let spaced = Value::Text("2026-01-02 09:00:00".into());
         assert_eq!(
-            resume_from(&spaced, lag, None),
+            resume_from(&spaced, lag, None, None),
             Some(Value::Text("2026-01-02 08:59:54".into()))
         );
         // The bound sorts at or below every text of that shape at or after it.
         assert!("2026-01-01T23:59:57" <= "2026-01-01T23:59:57.000000Z");
         assert!("2026-01-01T23:59:57" < "2026-01-01T23:59:58Z");
-        assert_eq!(resume_from(&Value::Text("SKU-17".into()), lag, None), None);
+        assert_eq!(
+            resume_from(&Value::Text("SKU-17".into()), lag, None, None),
+            None
+        );
     }
 
     #[test]
     fn numbers_get_no_overlap_and_dates_step_whole_days() {
         assert_eq!(
-            resume_from(&Value::Int(42), Duration::from_secs(5), None),
+            resume_from(&Value::Int(42), Duration::from_secs(5), None, None),
             None
         );
         let day = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         assert_eq!(
-            resume_from(&Value::Date(day), Duration::from_secs(5), None),
+            resume_from(&Value::Date(day), Duration::from_secs(5), None, None),
             Some(Value::Date(NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()))
         );
         let local = Utc
@@ -176,8 +223,79 @@ mod tests {
             .unwrap()
             .naive_utc();
         assert_eq!(
-            resume_from(&Value::Timestamp(local), Duration::from_secs(60), None),
+            resume_from(
+                &Value::Timestamp(local),
+                Duration::from_secs(60),
+                None,
+                None
+            ),
             Some(Value::Timestamp(local - chrono::Duration::seconds(60)))
+        );
+    }
+
+    #[test]
+    fn a_repeated_local_hour_is_re_read_from_its_start() {
+        // Paris, 2026-10-25: at 03:00 CEST clocks go back to 02:00 CET, so
+        // local 02:00-02:59 happens twice.
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let lag = Duration::from_secs(5);
+        let local = |t: &str| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap();
+        assert_eq!(
+            resume_from(
+                &Value::Timestamp(local("2026-10-25 02:40:00")),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Timestamp(local("2026-10-25 01:59:55")))
+        );
+        // Outside the fold, or without a zone: the plain lag.
+        assert_eq!(
+            resume_from(
+                &Value::Timestamp(local("2026-10-25 03:10:00")),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Timestamp(local("2026-10-25 03:09:55")))
+        );
+        assert_eq!(
+            resume_from(
+                &Value::Timestamp(local("2026-10-25 02:40:00")),
+                lag,
+                None,
+                None
+            ),
+            Some(Value::Timestamp(local("2026-10-25 02:39:55")))
+        );
+        // SQLite text, local: widened; with an offset it is an instant: not.
+        assert_eq!(
+            resume_from(
+                &Value::Text("2026-10-25 02:40:00.123".into()),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Text("2026-10-25 01:59:55".into()))
+        );
+        assert_eq!(
+            resume_from(
+                &Value::Text("2026-10-25T02:40:00Z".into()),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Text("2026-10-25T02:39:55".into()))
+        );
+        // The spring gap (02:00-02:59 does not exist on 2026-03-29) is not a fold.
+        assert_eq!(
+            resume_from(
+                &Value::Timestamp(local("2026-03-29 03:30:00")),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Timestamp(local("2026-03-29 03:29:55")))
         );
     }
 }

@@ -64,7 +64,15 @@ async fn run_flow_schedule(
         }
         let sites: Vec<_> = hub.config().sites.iter().collect();
         let reports = hub
-            .sync_flow(flow, &sites, SyncOptions::default(), progress)
+            .sync_flow(
+                flow,
+                &sites,
+                SyncOptions {
+                    splay: true,
+                    ..SyncOptions::default()
+                },
+                progress,
+            )
             .await;
         let failed = reports.iter().filter(|r| r.error.is_some()).count();
         tracing::info!(flow = %flow.name, sites = reports.len(), failed, "pass finished");
@@ -140,6 +148,33 @@ mod tests {
         }
         assert_eq!(max_jitter(&every("5m"), true), Duration::from_secs(1));
         assert_eq!(max_jitter(&every("1s"), true), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn splay_spreads_a_fleet_evenly_and_keeps_each_site_in_place() {
+        let splay = Duration::from_secs(300);
+        let offsets: Vec<Duration> = (0..1000)
+            .map(|i| crate::flow::splay_offset("sales", &format!("store-{i:04}"), splay))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < splay));
+        // Same site, same offset; another flow, another phase.
+        assert_eq!(
+            crate::flow::splay_offset("sales", "store-0001", splay),
+            offsets[1]
+        );
+        assert_ne!(
+            crate::flow::splay_offset("prices", "store-0001", splay),
+            offsets[1]
+        );
+        // 1,000 sites over 5 minutes: every 30 s slice holds 100 ± 40.
+        for slice in 0..10 {
+            let from = Duration::from_secs(slice * 30);
+            let n = offsets
+                .iter()
+                .filter(|o| **o >= from && **o < from + Duration::from_secs(30))
+                .count();
+            assert!((60..=140).contains(&n), "slice {slice}: {n}");
+        }
     }
 
     #[test]

@@ -69,6 +69,31 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// Whether a soft-delete flag with this value marks its row deleted.
+    ///
+    /// Live (false): NULL, `false`, integer or float 0, numeric `0`/`0.00`,
+    /// and text that is empty or (case-insensitively, trimmed) `0`, `f`,
+    /// `false`, `n` or `no`. Everything else is set (true): `true`, any
+    /// other number, any other text, and any date/time (a `deleted_at`
+    /// timestamp), bytes, JSON or UUID.
+    pub fn marks_deleted(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Numeric(n) => n
+                .trim_start_matches(['-', '+'])
+                .chars()
+                .any(|c| c.is_ascii_digit() && c != '0'),
+            Value::Text(t) => {
+                let t = t.trim().to_ascii_lowercase();
+                !matches!(t.as_str(), "" | "0" | "f" | "false" | "n" | "no")
+            }
+            _ => true,
+        }
+    }
+
     /// Name of the variant, used in error messages (`"numeric"`, `"text"`...).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -326,6 +351,39 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn soft_delete_flags() {
+        let live = [
+            Value::Null,
+            Value::Bool(false),
+            Value::Int(0),
+            Value::Float(0.0),
+            Value::Numeric("0.00".into()),
+            Value::Numeric("-0".into()),
+            Value::Text(String::new()),
+            Value::Text(" False ".into()),
+            Value::Text("n".into()),
+            Value::Text("0".into()),
+        ];
+        for value in &live {
+            assert!(!value.marks_deleted(), "{value:?} should be live");
+        }
+        let deleted = [
+            Value::Bool(true),
+            Value::Int(1),
+            Value::Int(-1),
+            Value::Float(0.5),
+            Value::Numeric("0.01".into()),
+            Value::Text("true".into()),
+            Value::Text("Y".into()),
+            Value::Text("deleted".into()),
+            Value::TimestampTz(chrono::DateTime::UNIX_EPOCH),
+        ];
+        for value in &deleted {
+            assert!(value.marks_deleted(), "{value:?} should mark deleted");
+        }
+    }
 
     #[test]
     fn decimal_text_orders_exactly() {

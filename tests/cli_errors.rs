@@ -285,3 +285,25 @@ fn infinity_round_trips_through_sqlite() {
         "s1|1|Infinity|real\ns1|2|-Infinity|real\ns1|3|0.5|real"
     );
 }
+
+#[test]
+fn bad_delete_options_are_all_named() {
+    let out = sync_with(&format!(
+        "{GOOD_HEAD}{}",
+        GOOD_FLOW.replace(
+            "site_column = \"store_id\"",
+            "site_column = \"store_id\"\n  delete_column = \"updated_at\"\n  deletes = \"yes\"\n  deletes_window = \"30d\""
+        )
+    ));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "error: config `{}`: 3 problems:\n  \
+             - flow `sales` stream `sales`: `delete_column` `updated_at` is also the `cursor`; the cursor must be the column that changes when a row is deleted (e.g. `updated_at`)\n  \
+             - flow `sales` stream `sales`: unknown `deletes` `yes`; use `ignore` (the default) or `detect`\n  \
+             - flow `sales` stream `sales`: `deletes_window` applies only with `deletes = \"detect\"`",
+            config_path_in(&out)
+        )
+    );
+}

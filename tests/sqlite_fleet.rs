@@ -568,6 +568,48 @@ fn late_commits_within_the_cursor_lag_arrive() {
     );
 }
 
+/// When clocks go back (Paris, 2026-10-25 03:00 CEST -> 02:00 CET), a store
+/// stamping local times writes 02:xx twice. With its `timezone` tag, a row
+/// of the second 02:20 still arrives after a checkpoint at the first 02:40;
+/// s2, without the tag, shows the loss the tag prevents.
+#[test]
+fn a_repeated_local_hour_is_not_skipped_with_the_site_timezone() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    let text = config(1000, "B").replace(
+        "tags = {{ zone = \"A\" }}".replace("{{", "{").replace("}}", "}").as_str(),
+        "tags = { zone = \"A\", timezone = \"Europe/Paris\" }",
+    );
+    assert!(text.contains("Europe/Paris"));
+    fleet.write_config(&text);
+    for store in ["s1", "s2"] {
+        let db = fleet.path(&format!("{store}.db"));
+        sqlite_exec(&db, "DELETE FROM sales;");
+        sqlite_exec(
+            &db,
+            "INSERT INTO sales VALUES (10, 'fig', 1, '0.90', '2026-10-25 02:10:00'),
+                                      (11, 'fig', 1, '0.90', '2026-10-25 02:40:00');",
+        );
+    }
+    fleet.sync_ok(&["--flow", "sales"]);
+    // After the fold: 02:20 again (second pass of the hour).
+    for store in ["s1", "s2"] {
+        sqlite_exec(
+            &fleet.path(&format!("{store}.db")),
+            "INSERT INTO sales VALUES (12, 'kiwi', 2, '0.40', '2026-10-25 02:20:00');",
+        );
+    }
+    let out = fleet.sync_ok(&["--flow", "sales"]);
+    assert!(!out.stdout.contains("went back"), "{}", out.stdout);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, group_concat(id) FROM (SELECT * FROM sales ORDER BY store_id, id) GROUP BY store_id"
+        ),
+        "s1|10,11,12\ns2|10,11"
+    );
+}
+
 /// Regression: a column added to a copied source table did not change the
 /// stream's fingerprint, so rows synced before kept NULL in it at the target.
 /// Now the (stream, site) backfills and every row gets the new column.

@@ -117,25 +117,34 @@ impl Progress for FleetProgress {
 
 /// One line describing a finished site run.
 pub fn site_line(report: &SiteReport) -> String {
+    if let (None, Some(note)) = (&report.error, &report.note) {
+        return format!(
+            "{}: flow `{}` site `{}`: {note}",
+            report.status.as_str(),
+            report.flow,
+            report.site
+        );
+    }
     match &report.error {
         Some(error) => format!("{}: {error}", report.status.as_str()),
         None => format!(
-            "flow `{}` site `{}`: {} rows read, {} written in {}",
+            "flow `{}` site `{}`: {} rows read, {} written, {} deleted in {}",
             report.flow,
             report.site,
             report.rows_read(),
             report.rows_written(),
+            report.rows_deleted(),
             seconds(report.duration)
         ),
     }
 }
 
-/// Most characters of an error shown in a table cell; [`error_lines`] gives
+/// Most characters of an error shown in a table cell (the table stays under 160 columns); [`error_lines`] gives
 /// the whole text.
-const ERROR_CELL_CHARS: usize = 80;
+const ERROR_CELL_CHARS: usize = 72;
 
 /// A summary table of site reports: flow, site, status, rows, time, error
-/// (cut to about 80 characters; print [`error_lines`] after it).
+/// (cut to about 72 characters; print [`error_lines`] after it).
 pub fn summary_table(reports: &[SiteReport]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
@@ -145,6 +154,7 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
         "status",
         "rows read",
         "rows written",
+        "rows deleted",
         "time",
         "error",
     ]);
@@ -155,10 +165,12 @@ pub fn summary_table(reports: &[SiteReport]) -> Table {
             report.status.as_str().to_string(),
             thousands(report.rows_read()),
             thousands(report.rows_written()),
+            thousands(report.rows_deleted()),
             seconds(report.duration),
             report
                 .error
                 .as_deref()
+                .or(report.note.as_deref())
                 .map(|error| error_cell(error, ERROR_CELL_CHARS))
                 .unwrap_or_default(),
         ]);
@@ -192,11 +204,12 @@ fn error_cell(error: &str, max_chars: usize) -> String {
     cut
 }
 
-/// Counts of failed and skipped runs.
+/// Counts of failed runs and of runs skipped for a reason other than the
+/// flow's window (a circuit open, a run already going, an interrupt).
 pub fn failures(reports: &[SiteReport]) -> usize {
     reports
         .iter()
-        .filter(|r| r.status != RunStatus::Succeeded)
+        .filter(|r| r.status != RunStatus::Succeeded && r.note.is_none())
         .count()
 }
 
@@ -238,6 +251,7 @@ mod tests {
             },
             streams: Vec::new(),
             error,
+            note: None,
             duration: Duration::from_millis(5),
         }
     }

@@ -23,6 +23,10 @@ pub struct SyncArgs {
     /// Read and count what would move, write nothing (no rows, no checkpoints).
     #[arg(long)]
     pub dry_run: bool,
+    /// Also work sites outside a flow's `window` (by default they are
+    /// skipped, which is not a failure).
+    #[arg(long)]
+    pub ignore_window: bool,
 }
 
 /// Chooses flows and sites by name; unknown names are usage errors that list
@@ -125,8 +129,15 @@ pub(super) async fn run(
     let progress = FleetProgress::new();
     let options = SyncOptions {
         dry_run: args.dry_run,
+        ignore_window: args.ignore_window,
+        splay: false,
     };
     let reports = sync_flows(&hub, &flows, &sites, options, &progress).await;
+    tracing::info!(
+        high_water = hub.master_write_high_water(),
+        limit = config.hub.master_write_concurrency,
+        "master write transactions in flight at once, at most"
+    );
     hub.master().close().await;
     println!("{}", summary_table(&reports));
     for line in error_lines(&reports) {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use self::api::{ApiConfig, ApiToken, Role};
-pub use self::schedule::Schedule;
+pub use self::schedule::{Schedule, SyncWindow};
 pub use self::selector::SiteSelector;
 pub use self::service::{Operation, Param, ParamType, Service, ServiceTarget};
 pub use self::url::{DbUrl, Secret};
@@ -110,6 +110,7 @@ struct RawHub {
     circuit_breaker_failures: Option<usize>,
     circuit_breaker_cooldown: Option<String>,
     run_history_days: Option<u32>,
+    max_rows_per_second: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +138,8 @@ struct RawFlow {
     direction: String,
     schedule: Option<String>,
     timezone: Option<String>,
+    splay: Option<String>,
+    window: Option<String>,
     #[serde(default)]
     stream: Vec<RawStream>,
 }
@@ -155,6 +158,9 @@ struct RawStream {
     site_column: Option<String>,
     columns: Option<BTreeMap<String, String>>,
     on_error: Option<String>,
+    delete_column: Option<String>,
+    deletes: Option<String>,
+    deletes_window: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -207,6 +213,10 @@ pub struct HubConfig {
     /// daemon (`hubsync run` / `serve`) at start and hourly (default 30;
     /// 0 keeps everything).
     pub run_history_days: u32,
+    /// Most rows per second moved through the master, all flows and sites
+    /// together: rows written by pulls and rows read by pushes (token
+    /// bucket, one second of burst); `None` (default): no limit.
+    pub max_rows_per_second: Option<std::num::NonZeroU32>,
 }
 
 /// One remote database.
@@ -222,6 +232,9 @@ pub struct Site {
     /// Free-form tags (`region`, `price_zone`, `timezone`...), bound into
     /// push queries as `:site.<tag>`.
     pub tags: BTreeMap<String, String>,
+    /// The `timezone` tag, parsed (an IANA zone): the site's local time for
+    /// flow `window`s.
+    pub timezone: Option<chrono_tz::Tz>,
 }
 
 impl Site {
@@ -268,6 +281,17 @@ pub struct Flow {
     pub direction: Direction,
     /// When `hubsync run` starts it; `None` means on demand only.
     pub schedule: Option<Schedule>,
+    /// The flow's `timezone` (IANA): its cron schedule's and, for sites
+    /// without a `timezone` tag, its `window`'s zone.
+    pub timezone: Option<chrono_tz::Tz>,
+    /// Scheduled passes start each site at a fixed offset in `[0, splay)`
+    /// (from a hash of flow name and site id), so a fleet on one schedule
+    /// does not hit the master in the same second; `None`: all at once.
+    pub splay: Option<Duration>,
+    /// Local time of day in which the flow may work a site; outside it the
+    /// site's run is skipped (status `skipped`, not a failure). `None`:
+    /// any time.
+    pub window: Option<SyncWindow>,
     /// The flow's streams, run in order for each site.
     pub streams: Vec<Stream>,
 }
@@ -282,6 +306,20 @@ pub enum OnError {
     /// values and error), the rest of the batch is applied, the run ends
     /// `partial`; the row is retried when it changes at the source.
     Quarantine,
+}
+
+/// How rows deleted at the source (without a soft-delete flag) reach the
+/// target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletes {
+    /// Hard deletes at the source are not looked for (the default): a
+    /// cursor read cannot see a row that is gone.
+    Ignore,
+    /// After each run of the stream, the source's and target's primary-key
+    /// sets are compared chunk by chunk (a hash per key range) and target
+    /// rows whose key is no longer at the source are deleted (for a pull,
+    /// only rows of that site). See `flow/reconcile.rs`.
+    Detect,
 }
 
 /// Where a stream reads from.
@@ -319,18 +357,22 @@ pub struct Stream {
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
+    /// Soft deletes: a source column that marks a row deleted when it is
+    /// set (not NULL, not false/0; see `Value::marks_deleted`). Such a row
+    /// is deleted at the target instead of written.
+    pub delete_column: Option<String>,
+    /// Whether hard deletes are detected by key comparison.
+    pub deletes: Deletes,
+    /// With `deletes = "detect"`: compare only rows whose cursor is within
+    /// this long of the source's clock (sites purge old history); `None`
+    /// compares every row.
+    pub deletes_window: Option<Duration>,
 }
 
 impl Stream {
     /// Source column feeding target column `target_column`.
     pub fn source_column<'a>(&'a self, target_column: &'a str) -> &'a str {
-        match &self.columns {
-            Some(pairs) => pairs
-                .iter()
-                .find(|(t, _)| t == target_column)
-                .map_or(target_column, |(_, s)| s.as_str()),
-            None => target_column,
-        }
+        source_column_of(&self.columns, target_column)
     }
 
     /// Source columns of the keyset: the cursor, then the primary key.
@@ -352,7 +394,11 @@ impl Stream {
                 selected.push(source.clone());
             }
         }
-        for column in self.keyset_source_columns() {
+        for column in self
+            .keyset_source_columns()
+            .into_iter()
+            .chain(self.delete_column.clone())
+        {
             if !selected.contains(&column) {
                 selected.push(column);
             }
@@ -500,6 +546,16 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             None => Duration::from_secs(60),
         },
         run_history_days: raw.hub.run_history_days.unwrap_or(30),
+        max_rows_per_second: match raw.hub.max_rows_per_second {
+            Some(0) => {
+                problems.push(
+                    "`hub.max_rows_per_second` must be at least 1; leave it out for no limit"
+                        .into(),
+                );
+                None
+            }
+            rate => rate.and_then(std::num::NonZeroU32::new),
+        },
     };
 
     let master = match raw.master {
@@ -533,11 +589,17 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                     &format!("{place}: `statement_timeout`"),
                     problems,
                 );
+                let timezone = raw_site.tags.get("timezone").and_then(|name| {
+                    schedule::parse_timezone(name)
+                        .map_err(|e| problems.push(format!("{place}: tag `timezone`: {e}")))
+                        .ok()
+                });
                 sites.push(Site {
                     id: raw_site.id,
                     url,
                     statement_timeout,
                     tags: raw_site.tags,
+                    timezone,
                 })
             }
             Err(e) => problems.push(format!("{place}: `url`: {e}")),
@@ -578,13 +640,54 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                 }
             },
             None => {
-                if raw_flow.timezone.is_some() {
+                if raw_flow.timezone.is_some() && raw_flow.window.is_none() {
                     problems.push(format!(
-                        "{place}: `timezone` is set but there is no `schedule`"
+                        "{place}: `timezone` is set but there is no `schedule` or `window`"
                     ));
                 }
                 None
             }
+        };
+        let timezone = raw_flow.timezone.as_deref().and_then(|name| {
+            schedule::parse_timezone(name)
+                .map_err(|e| {
+                    if schedule.is_none() && raw_flow.schedule.is_none() {
+                        problems.push(format!("{place}: `timezone`: {e}"));
+                    }
+                })
+                .ok()
+        });
+        let window = raw_flow.window.as_deref().and_then(|text| {
+            SyncWindow::parse(text)
+                .map_err(|e| problems.push(format!("{place}: `window`: {e}")))
+                .ok()
+        });
+        let splay = match &raw_flow.splay {
+            None => None,
+            Some(text) => match humantime::parse_duration(text) {
+                Err(e) => {
+                    problems.push(format!(
+                        "{place}: `splay` `{text}`: {e} (examples: `30s`, `4m`)"
+                    ));
+                    None
+                }
+                Ok(splay) => match &schedule {
+                    None if raw_flow.schedule.is_none() => {
+                        problems.push(format!(
+                            "{place}: `splay` spreads scheduled passes; it needs a `schedule`"
+                        ));
+                        None
+                    }
+                    Some(Schedule::Every(interval)) if splay >= *interval => {
+                        problems.push(format!(
+                            "{place}: `splay` `{text}` must be shorter than the schedule's interval ({}), or passes would overlap",
+                            humantime::format_duration(*interval)
+                        ));
+                        None
+                    }
+                    _ => Some(splay).filter(|s| !s.is_zero()),
+                },
+            },
         };
         if raw_flow.stream.is_empty() {
             problems.push(format!(
@@ -626,6 +729,9 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             name: raw_flow.name,
             direction,
             schedule,
+            timezone,
+            splay,
+            window,
             streams,
         });
     }
@@ -777,6 +883,59 @@ fn validate_stream(
         }),
         None => DEFAULT_CURSOR_LAG,
     };
+    if let Some(column) = &raw.delete_column {
+        if column.trim().is_empty() {
+            problems.push(format!(
+                "{place}: `delete_column` is empty; name the source column that marks a row deleted, e.g. `delete_column = \"deleted\"`"
+            ));
+        } else if *column == cursor {
+            problems.push(format!(
+                "{place}: `delete_column` `{column}` is also the `cursor`; the cursor must be the column that changes when a row is deleted (e.g. `updated_at`)"
+            ));
+        } else if raw
+            .primary_key
+            .iter()
+            .any(|key| source_column_of(&columns, key) == column.as_str())
+        {
+            problems.push(format!(
+                "{place}: `delete_column` `{column}` is a primary key column; name the flag column (e.g. `deleted`)"
+            ));
+        }
+    }
+    let deletes = match raw.deletes.as_deref() {
+        None | Some("ignore") => Deletes::Ignore,
+        Some("detect") => Deletes::Detect,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `deletes` `{other}`; use `ignore` (the default) or `detect`"
+            ));
+            Deletes::Ignore
+        }
+    };
+    let deletes_window = match &raw.deletes_window {
+        Some(_) if deletes != Deletes::Detect => {
+            problems.push(format!(
+                "{place}: `deletes_window` applies only with `deletes = \"detect\"`"
+            ));
+            None
+        }
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(window) if window.is_zero() => {
+                problems.push(format!(
+                    "{place}: `deletes_window` is zero; leave it out to compare every row, or give a span like `30d`"
+                ));
+                None
+            }
+            Ok(window) => Some(window),
+            Err(e) => {
+                problems.push(format!(
+                    "{place}: `deletes_window` `{text}`: {e} (examples: `30d`, `12h`)"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     if problems.len() > before {
         return None;
     }
@@ -790,7 +949,18 @@ fn validate_stream(
         cursor_lag,
         on_error,
         columns,
+        delete_column: raw.delete_column,
+        deletes,
+        deletes_window,
     })
+}
+
+/// The source column feeding target column `target` under `columns`.
+fn source_column_of<'a>(columns: &'a Option<Vec<(String, String)>>, target: &'a str) -> &'a str {
+    columns
+        .as_ref()
+        .and_then(|pairs| pairs.iter().find(|(t, _)| t == target))
+        .map_or(target, |(_, source)| source.as_str())
 }
 
 /// `primary_key` names each column once and names no empty column: a

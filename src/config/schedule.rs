@@ -33,9 +33,7 @@ impl Schedule {
     /// applying to cron expressions. Errors are one-line messages.
     pub fn parse(text: &str, timezone: Option<&str>) -> Result<Schedule, String> {
         let tz = match timezone {
-            Some(name) => Tz::from_str(name).map_err(|_| {
-                format!("unknown timezone `{name}`; use an IANA name such as `Europe/Paris`")
-            })?,
+            Some(name) => parse_timezone(name)?,
             None => Tz::UTC,
         };
         let trimmed = text.trim();
@@ -212,5 +210,112 @@ mod tests {
                 "{alias}"
             );
         }
+    }
+}
+
+/// A daily span of local wall-clock time in which a flow may work a site
+/// (`"22:00-06:00"`): start inclusive, end exclusive; a start after the
+/// end crosses midnight. Read in the site's `timezone` tag (an IANA name),
+/// else the flow's `timezone`, else UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncWindow {
+    /// First minute inside the window.
+    pub start: chrono::NaiveTime,
+    /// First minute after the window.
+    pub end: chrono::NaiveTime,
+}
+
+impl SyncWindow {
+    /// Parses `HH:MM-HH:MM` (24-hour clock). Errors are one-line messages.
+    pub fn parse(text: &str) -> Result<SyncWindow, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not a daily window `HH:MM-HH:MM` (examples: `22:00-06:00`, `01:30-05:00`)"
+            )
+        };
+        let (start, end) = text.split_once('-').ok_or_else(bad)?;
+        let time =
+            |part: &str| chrono::NaiveTime::parse_from_str(part.trim(), "%H:%M").map_err(|_| bad());
+        let window = SyncWindow {
+            start: time(start)?,
+            end: time(end)?,
+        };
+        if window.start == window.end {
+            return Err(format!(
+                "window `{text}` is empty (start = end); leave `window` out to allow any time"
+            ));
+        }
+        Ok(window)
+    }
+
+    /// Whether local time `at` is inside the window.
+    pub fn contains(&self, at: chrono::NaiveTime) -> bool {
+        if self.start < self.end {
+            self.start <= at && at < self.end
+        } else {
+            at >= self.start || at < self.end
+        }
+    }
+}
+
+impl std::fmt::Display for SyncWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{}",
+            self.start.format("%H:%M"),
+            self.end.format("%H:%M")
+        )
+    }
+}
+
+/// Parses an IANA time zone name (`Europe/Paris`). Errors are one-line
+/// messages.
+pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+    Tz::from_str(name.trim())
+        .map_err(|_| format!("unknown timezone `{name}`; use an IANA name such as `Europe/Paris`"))
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use chrono::NaiveTime;
+
+    fn at(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn a_window_across_midnight_holds_late_evening_and_early_morning() {
+        let night = SyncWindow::parse("22:00-06:00").unwrap();
+        assert!(night.contains(at(22, 0)));
+        assert!(night.contains(at(23, 59)));
+        assert!(night.contains(at(0, 0)));
+        assert!(night.contains(at(5, 59)));
+        assert!(!night.contains(at(6, 0)));
+        assert!(!night.contains(at(12, 0)));
+        assert!(!night.contains(at(21, 59)));
+        assert_eq!(night.to_string(), "22:00-06:00");
+    }
+
+    #[test]
+    fn a_daytime_window_is_start_inclusive_end_exclusive() {
+        let w = SyncWindow::parse(" 01:30 - 05:00 ").unwrap();
+        assert!(!w.contains(at(1, 29)));
+        assert!(w.contains(at(1, 30)));
+        assert!(w.contains(at(4, 59)));
+        assert!(!w.contains(at(5, 0)));
+    }
+
+    #[test]
+    fn bad_windows_are_explained() {
+        assert_eq!(
+            SyncWindow::parse("22-6").unwrap_err(),
+            "`22-6` is not a daily window `HH:MM-HH:MM` (examples: `22:00-06:00`, `01:30-05:00`)"
+        );
+        assert_eq!(
+            SyncWindow::parse("03:00-03:00").unwrap_err(),
+            "window `03:00-03:00` is empty (start = end); leave `window` out to allow any time"
+        );
     }
 }

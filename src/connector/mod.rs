@@ -374,6 +374,21 @@ impl Tx {
         .await
     }
 
+    /// Deletes the rows whose key is one of `keys` (each with
+    /// `spec.columns.len()` values: the key columns, in that order; for
+    /// PostgreSQL `spec.column_types` gives their types); returns rows
+    /// deleted.
+    pub async fn delete_keys(&mut self, spec: &UpsertSpec<'_>, keys: &[Vec<Value>]) -> Result<u64> {
+        let timeout = self.statement_timeout;
+        timed(timeout, async {
+            match &mut self.inner {
+                TxInner::Postgres(tx) => postgres::delete_on(tx, spec, keys).await,
+                TxInner::Sqlite(tx) => sqlite::delete_on(tx, spec, keys).await,
+            }
+        })
+        .await
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<()> {
         timed(self.statement_timeout, async {

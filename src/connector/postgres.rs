@@ -231,6 +231,32 @@ pub(super) async fn upsert_on(
         return Ok(0);
     }
     let sql = Dialect::Postgres.upsert(spec, rows.len());
+    execute_with_text_arrays(conn, sql, spec, rows).await
+}
+
+/// Deletes the rows whose key (`spec.columns`, all of them key columns) is
+/// one of `rows`; returns rows deleted.
+pub(super) async fn delete_on(
+    conn: &mut PgConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = Dialect::Postgres.delete_keys(spec, rows.len());
+    execute_with_text_arrays(conn, sql, spec, rows).await
+}
+
+/// Runs `sql`, binding one text array per column of `spec` (the column's
+/// values over `rows`, as PostgreSQL text); returns rows affected. Errors
+/// with [`ConnectorError::Type`] for text holding a NUL byte.
+async fn execute_with_text_arrays(
+    conn: &mut PgConnection,
+    sql: String,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for column in 0..spec.columns.len() {
         let mut array: Vec<Option<String>> = Vec::with_capacity(rows.len());

@@ -279,6 +279,30 @@ pub(super) async fn upsert_on(
     Ok(written)
 }
 
+/// Deletes the rows whose key (`spec.columns`, all of them key columns) is
+/// one of `rows`, at most [`SQLITE_ROWS_PER_STATEMENT`] keys per statement;
+/// returns rows deleted.
+pub(super) async fn delete_on(
+    conn: &mut SqliteConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    let mut deleted = 0;
+    for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        let sql = Dialect::Sqlite.delete_keys(spec, chunk.len());
+        let query = chunk
+            .iter()
+            .flatten()
+            .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+        deleted += query
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+    }
+    Ok(deleted)
+}
+
 fn decode_row(row: &SqliteRow) -> Result<Vec<Value>> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {

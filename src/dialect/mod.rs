@@ -10,6 +10,7 @@
 //! - Upserts rewrite a row only when some non-key value differs, so applying
 //!   the same batch twice writes nothing the second time.
 
+pub mod keys;
 pub mod params;
 
 use std::fmt::Write as _;

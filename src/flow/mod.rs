@@ -17,6 +17,8 @@
 
 pub mod check;
 pub mod circuit;
+pub mod limits;
+mod reconcile;
 mod stream;
 
 use std::sync::Arc;
@@ -54,6 +56,10 @@ pub enum FlowError {
 pub struct SyncOptions {
     /// Read and count, write nothing (no rows, no checkpoints, no history).
     pub dry_run: bool,
+    /// Work sites outside the flow's `window` too (an operator's manual sync).
+    pub ignore_window: bool,
+    /// Start each site at its splay offset (`Flow::splay`; scheduled passes).
+    pub splay: bool,
 }
 
 /// Receives progress events from running flows (progress bars, logs).
@@ -96,6 +102,9 @@ pub struct StreamReport {
     pub note: Option<String>,
     /// Rows the target refused that went to quarantine.
     pub quarantined: u64,
+    /// Target rows deleted: soft-deleted source rows (`delete_column`) and
+    /// rows found gone at the source (`deletes = "detect"`).
+    pub rows_deleted: u64,
 }
 
 /// What one flow did at one site.
@@ -116,6 +125,9 @@ pub struct SiteReport {
     pub error: Option<String>,
     /// Wall time of the run.
     pub duration: Duration,
+    /// Why a run was skipped on purpose (outside the flow's window); such a
+    /// run is not a failure.
+    pub note: Option<String>,
 }
 
 impl SiteReport {
@@ -128,6 +140,27 @@ impl SiteReport {
     pub fn rows_written(&self) -> u64 {
         self.streams.iter().map(|s| s.rows_written).sum()
     }
+
+    /// Target rows deleted over all streams.
+    pub fn rows_deleted(&self) -> u64 {
+        self.streams.iter().map(|s| s.rows_deleted).sum()
+    }
+}
+
+/// The fixed start offset of `site` in a scheduled pass of `flow`, in
+/// `[0, splay)`: the first 8 bytes of SHA-256(flow, NUL, site) as a fraction
+/// of `splay`. Stable across runs and hubs, so each site keeps its phase and
+/// a fleet is spread evenly.
+pub fn splay_offset(flow: &str, site: &str, splay: Duration) -> Duration {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::new()
+        .chain_update(flow.as_bytes())
+        .chain_update([0])
+        .chain_update(site.as_bytes())
+        .finalize();
+    let fraction =
+        u64::from_be_bytes(hash[..8].try_into().expect("8 bytes")) as f64 / (u64::MAX as f64 + 1.0);
+    splay.mul_f64(fraction)
 }
 
 /// The central hub: master pool, state store and fleet limits.
@@ -136,7 +169,7 @@ pub struct Hub {
     master: Connector,
     state: StateStore,
     site_slots: Semaphore,
-    master_writes: Semaphore,
+    master_writes: limits::MasterWrites,
     cancel: CancellationToken,
     /// Runs of this process whose end the master did not record (it was
     /// unreachable): not alive, whatever their last heartbeat says.
@@ -183,7 +216,10 @@ impl Hub {
         let state = StateStore::open(&master).await.map_err(FlowError::State)?;
         Ok(Hub {
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
-            master_writes: Semaphore::new(config.hub.master_write_concurrency),
+            master_writes: limits::MasterWrites::new(
+                config.hub.master_write_concurrency,
+                config.hub.max_rows_per_second,
+            ),
             config,
             master,
             state,
@@ -235,6 +271,12 @@ impl Hub {
         &self.config
     }
 
+    /// Most master write transactions that were in flight at once since the
+    /// hub opened (never above `hub.master_write_concurrency`).
+    pub fn master_write_high_water(&self) -> usize {
+        self.master_writes.high_water()
+    }
+
     /// Runs one pass of `flow` over `sites`, concurrently within the fleet
     /// limits; returns one report per site, in `sites` order. Never fails
     /// as a whole: per-site failures are in the reports.
@@ -264,6 +306,15 @@ impl Hub {
         options: SyncOptions,
         progress: &dyn Progress,
     ) -> SiteReport {
+        if options.splay
+            && let Some(splay) = flow.splay
+        {
+            let offset = splay_offset(&flow.name, &site.id, splay);
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = tokio::time::sleep(offset) => {}
+            }
+        }
         let _slot = self
             .site_slots
             .acquire()
@@ -278,12 +329,31 @@ impl Hub {
             streams: Vec::new(),
             error: None,
             duration: Duration::ZERO,
+            note: None,
         };
         if self.cancel.is_cancelled() {
             report.status = RunStatus::Skipped;
             report.error = Some("interrupted before the run started".into());
             progress.site_finished(&report);
             return report;
+        }
+        if !options.ignore_window
+            && let Some(window) = &flow.window
+        {
+            let zone = site
+                .timezone
+                .or(flow.timezone)
+                .unwrap_or(chrono_tz::Tz::UTC);
+            let local = chrono::Utc::now().with_timezone(&zone);
+            if !window.contains(local.time()) {
+                report.status = RunStatus::Skipped;
+                report.note = Some(format!(
+                    "outside the flow's window {window} ({zone}; it is {} there); not run",
+                    local.format("%H:%M")
+                ));
+                progress.site_finished(&report);
+                return report;
+            }
         }
         progress.site_started(&flow.name, &site.id);
         if let Some((until, streak)) = self.circuit_open_until(flow, site).await {

@@ -3,9 +3,9 @@
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{Hub, Progress, StreamReport, SyncOptions};
+use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
-use crate::config::{Direction, Flow, OnError, Site, Source, Stream};
+use crate::config::{Deletes, Direction, Flow, OnError, Site, Source, Stream};
 use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
@@ -251,6 +251,8 @@ struct RowMapping {
     keyset_indexes: Vec<usize>,
     /// Indexes (in `keyset_indexes`) of primary key columns, never NULL.
     key_names: Vec<String>,
+    /// Index in the source batch of the soft-delete flag (`delete_column`).
+    delete_index: Option<usize>,
 }
 
 impl RowMapping {
@@ -294,6 +296,12 @@ impl RowMapping {
                     if direction == Direction::Pull && stream.site_column.as_ref() == Some(column) {
                         continue;
                     }
+                    // The soft-delete flag is copied only where the target keeps it.
+                    if stream.delete_column.as_ref() == Some(column)
+                        && target.column(column).is_none()
+                    {
+                        continue;
+                    }
                     target_columns.push(column.clone());
                     sources.push(MapSource::Column(index));
                 }
@@ -327,6 +335,11 @@ impl RowMapping {
             .iter()
             .map(|c| find_source(c))
             .collect::<Result<Vec<_>, _>>()?;
+        let delete_index = stream
+            .delete_column
+            .as_deref()
+            .map(find_source)
+            .transpose()?;
         Ok(RowMapping {
             target_columns,
             column_types,
@@ -334,7 +347,57 @@ impl RowMapping {
             conflict_key,
             keyset_indexes,
             key_names: stream.keyset_source_columns(),
+            delete_index,
         })
+    }
+
+    /// Indexes in `target_columns` of the conflict key columns.
+    fn key_indexes(&self) -> Vec<usize> {
+        self.conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .collect()
+    }
+
+    /// The conflict key's columns and types, for deleting by key.
+    fn delete_spec<'a>(&'a self, table: &'a str, key_types: &'a [String]) -> UpsertSpec<'a> {
+        UpsertSpec {
+            table,
+            columns: &self.conflict_key,
+            column_types: key_types,
+            key: &self.conflict_key,
+        }
+    }
+
+    /// Types of the conflict key columns, in `conflict_key` order.
+    fn key_types(&self) -> Vec<String> {
+        self.key_indexes()
+            .iter()
+            .map(|i| self.column_types[*i].clone())
+            .collect()
+    }
+
+    /// Splits mapped `rows` of `batch` into rows to upsert and the conflict
+    /// keys of rows whose soft-delete flag is set (to delete).
+    fn split_deleted(
+        &self,
+        batch: &Batch,
+        rows: Vec<Vec<Value>>,
+    ) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
+        let Some(flag) = self.delete_index else {
+            return (rows, Vec::new());
+        };
+        let key_indexes = self.key_indexes();
+        let mut live = Vec::with_capacity(rows.len());
+        let mut deleted = Vec::new();
+        for (source, row) in batch.rows.iter().zip(rows) {
+            if source[flag].marks_deleted() {
+                deleted.push(key_indexes.iter().map(|i| row[*i].clone()).collect());
+            } else {
+                live.push(row);
+            }
+        }
+        (live, deleted)
     }
 
     /// Target rows of a batch, in `target_columns` order.
@@ -358,11 +421,7 @@ impl RowMapping {
     /// source's key is not unique, and one row would silently replace the
     /// other (or PostgreSQL would refuse the whole batch without saying why).
     fn check_unique_keys(&self, rows: &[Vec<Value>]) -> Result<(), String> {
-        let key_indexes: Vec<usize> = self
-            .conflict_key
-            .iter()
-            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-            .collect();
+        let key_indexes = self.key_indexes();
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
             let key: Vec<Option<String>> =
@@ -404,6 +463,18 @@ fn quoted_list(names: &[String]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What one batch writes at the target, in one transaction.
+struct BatchWrite<'a> {
+    /// The upsert of `rows`.
+    upsert: UpsertSpec<'a>,
+    /// Rows to upsert (target column order).
+    rows: &'a [Vec<Value>],
+    /// The conflict key, for deleting `deleted_keys`.
+    delete: UpsertSpec<'a>,
+    /// Conflict keys of soft-deleted source rows.
+    deleted_keys: &'a [Vec<Value>],
 }
 
 /// The work of one stream at one site.
@@ -538,7 +609,7 @@ impl ResolvedSource {
         dialect.null_count(self.select_from(), cursor)
     }
 
-    fn select_from(&self) -> SelectFrom<'_> {
+    pub(crate) fn select_from(&self) -> SelectFrom<'_> {
         match &self.from {
             Source::Table(table) => SelectFrom::Table(table),
             Source::Query(sql) => SelectFrom::Query(sql),
@@ -732,6 +803,10 @@ impl StreamRun<'_> {
             if batch.is_empty() {
                 break;
             }
+            if direction == Direction::Push {
+                // Rows read from the master count against its rate budget.
+                self.hub.master_writes.throttle(batch.len()).await;
+            }
             if mapping.is_none() {
                 mapping = Some(RowMapping::build(
                     self.stream,
@@ -747,6 +822,7 @@ impl StreamRun<'_> {
             let rows = mapping.map_rows(&batch, &self.site.id);
             mapping.check_unique_keys(&rows)?;
             let read = rows.len() as u64;
+            let (rows, deleted_keys) = mapping.split_deleted(&batch, rows);
             let position = match &saved {
                 Some(checkpoint) => checkpoint.later_position(&batch_end),
                 None => batch_end.clone(),
@@ -755,25 +831,38 @@ impl StreamRun<'_> {
                 resume_from: if self.stream.cursor_lag.is_zero() && floor.is_none() {
                     None
                 } else {
-                    capture::resume_from(&position[0], self.stream.cursor_lag, floor)
+                    capture::resume_from(
+                        &position[0],
+                        self.stream.cursor_lag,
+                        floor,
+                        match direction {
+                            Direction::Pull => self.site.timezone,
+                            Direction::Push => None,
+                        },
+                    )
                 },
                 position,
                 fingerprint: fingerprint.clone(),
             };
-            let (written, quarantined) = if self.options.dry_run {
-                (0, 0)
+            let (written, quarantined, deleted) = if self.options.dry_run {
+                (0, 0, 0)
             } else {
-                let spec = UpsertSpec {
-                    table: &self.stream.target,
-                    columns: &mapping.target_columns,
-                    column_types: &mapping.column_types,
-                    key: &mapping.conflict_key,
+                let key_types = mapping.key_types();
+                let write = BatchWrite {
+                    upsert: UpsertSpec {
+                        table: &self.stream.target,
+                        columns: &mapping.target_columns,
+                        column_types: &mapping.column_types,
+                        key: &mapping.conflict_key,
+                    },
+                    rows: &rows,
+                    delete: mapping.delete_spec(&self.stream.target, &key_types),
+                    deleted_keys: &deleted_keys,
                 };
                 self.apply(
                     direction,
                     target,
-                    &spec,
-                    &rows,
+                    &write,
                     &key,
                     &checkpoint,
                     &target_place,
@@ -781,6 +870,7 @@ impl StreamRun<'_> {
                 )
                 .await?
             };
+            report.rows_deleted += deleted;
             if quarantined > 0 {
                 quarantine_open = true;
                 report.quarantined += quarantined;
@@ -801,7 +891,105 @@ impl StreamRun<'_> {
                 break;
             }
         }
+        if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
+            let now = clock.map_or_else(chrono::Utc::now, |(now, _)| now);
+            let deleted = self
+                .reconcile(
+                    source,
+                    target,
+                    &resolved,
+                    &site_values,
+                    target_info,
+                    now,
+                    report,
+                )
+                .await?;
+            report.rows_deleted += deleted;
+        }
         Ok(())
+    }
+
+    /// Runs delete detection for this stream and site (see
+    /// `flow/reconcile.rs`); `now` is the source's clock. Returns rows
+    /// deleted.
+    #[allow(clippy::too_many_arguments)]
+    async fn reconcile(
+        &self,
+        source: &Connector,
+        target: &Connector,
+        resolved: &ResolvedSource,
+        site_values: &[Value],
+        target_info: &TableInfo,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut StreamReport,
+    ) -> Result<u64, String> {
+        let source_key: Vec<String> = self
+            .stream
+            .primary_key
+            .iter()
+            .map(|k| self.stream.source_column(k).to_string())
+            .collect();
+        let window_start = self.stream.deletes_window.map(|window| {
+            let span = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+            Value::TimestampTz(
+                now.checked_sub_signed(span)
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            )
+        });
+        let target_cursor = match &self.stream.columns {
+            Some(pairs) => pairs
+                .iter()
+                .find(|(_, s)| *s == self.stream.cursor)
+                .map(|(t, _)| t.as_str()),
+            None => Some(self.stream.cursor.as_str()),
+        }
+        .filter(|c| target_info.column(c).is_some());
+        if window_start.is_some() && target_cursor.is_none() {
+            return Err(format!(
+                "`deletes_window` needs the cursor `{}` copied to the target, to compare the same rows on both sides",
+                self.stream.cursor
+            ));
+        }
+        let site_id = Value::Text(self.site.id.clone());
+        let only = match self.flow.direction {
+            Direction::Pull => self.stream.site_column.as_deref().map(|c| (c, &site_id)),
+            Direction::Push => None,
+        };
+        let source_side = reconcile::Side {
+            conn: source,
+            from: resolved.select_from(),
+            params: site_values,
+            key: &source_key,
+            only: None,
+            cursor: window_start.as_ref().map(|_| self.stream.cursor.as_str()),
+        };
+        let target_side = reconcile::Side {
+            conn: target,
+            from: SelectFrom::Table(&self.stream.target),
+            params: &[],
+            key: &self.stream.primary_key,
+            only,
+            cursor: window_start.as_ref().and(target_cursor),
+        };
+        let at = reconcile::DeleteAt {
+            table: &self.stream.target,
+            info: target_info,
+            site: only,
+        };
+        let mut notes = Vec::new();
+        let deleted = self
+            .detect_deletes(
+                &source_side,
+                &target_side,
+                &at,
+                window_start.as_ref(),
+                &mut notes,
+            )
+            .await?;
+        for note in notes {
+            add_note(report, note);
+        }
+        Ok(deleted)
     }
 
     /// Records the run's row counts including this batch, in the master
@@ -829,28 +1017,32 @@ impl StreamRun<'_> {
     /// refused row, unless the stream quarantines: then the rows are applied
     /// one by one under savepoints and the refused ones go to the master's
     /// quarantine table with the checkpoint.
+    ///
+    /// Returns (rows upserted or deleted, rows quarantined, rows deleted).
     #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
         direction: Direction,
         target: &Connector,
-        spec: &UpsertSpec<'_>,
-        rows: &[Vec<Value>],
+        write: &BatchWrite<'_>,
         key: &CheckpointKey,
         checkpoint: &Checkpoint,
         target_place: &str,
         release_quarantine: bool,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64, u64), String> {
+        let spec = &write.upsert;
+        let rows = write.rows;
         let master = self.hub.master();
         let write_error = |e: &dyn std::fmt::Display| format!("writing to {target_place}: {e}");
         let _permit = match direction {
-            Direction::Pull => Some(
+            Direction::Pull => {
+                // Waiting for the rate budget must not hold a write slot.
                 self.hub
                     .master_writes
-                    .acquire()
-                    .await
-                    .expect("semaphore is never closed"),
-            ),
+                    .throttle(rows.len() + write.deleted_keys.len())
+                    .await;
+                Some(self.hub.master_writes.acquire().await)
+            }
             Direction::Push => None,
         };
         let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
@@ -867,6 +1059,11 @@ impl StreamRun<'_> {
                     .map_err(|e| write_error(&e))?
             }
         };
+        let deleted = tx
+            .delete_keys(&write.delete, write.deleted_keys)
+            .await
+            .map_err(|e| write_error(&e))?;
+        let written = written + deleted;
         let released: Vec<String> = if release_quarantine {
             let refused_rows: std::collections::HashSet<usize> =
                 refused.iter().map(|(i, _)| *i).collect();
@@ -878,7 +1075,7 @@ impl StreamRun<'_> {
             Vec::new()
         };
         let outcome = BatchOutcome {
-            read: rows.len() as u64,
+            read: (rows.len() + write.deleted_keys.len()) as u64,
             written,
             quarantined: refused
                 .iter()
@@ -903,7 +1100,7 @@ impl StreamRun<'_> {
                 state_tx.commit().await.map_err(|e| e.to_string())?;
             }
         }
-        Ok((written, outcome.quarantined.len() as u64))
+        Ok((written, outcome.quarantined.len() as u64, deleted))
     }
 
     /// Checkpoint, quarantine entries, released entries and the run's row
