@@ -164,6 +164,16 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("wait").code()
+    }
+
     /// Sends a request; returns the status and the body parsed as JSON (or
     /// as a JSON string when it is not JSON).
     fn call(
@@ -546,6 +556,8 @@ fn a_running_pair_is_not_started_twice() {
         psql(&fleet.master, "SELECT store_id, id, qty FROM sales"),
         "pg1|1|3"
     );
+    // SIGTERM stops `serve` cleanly.
+    assert_eq!(server.terminate(), Some(0));
 }
 
 /// Data services: typed params, errors naming the param, site selection,

@@ -577,7 +577,10 @@ fn a_repeated_local_hour_is_not_skipped_with_the_site_timezone() {
     let fleet = Fleet::new();
     build(&fleet, 1000);
     let text = config(1000, "B").replace(
-        "tags = {{ zone = \"A\" }}".replace("{{", "{").replace("}}", "}").as_str(),
+        "tags = {{ zone = \"A\" }}"
+            .replace("{{", "{")
+            .replace("}}", "}")
+            .as_str(),
         "tags = { zone = \"A\", timezone = \"Europe/Paris\" }",
     );
     assert!(text.contains("Europe/Paris"));

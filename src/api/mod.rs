@@ -37,6 +37,8 @@ struct Inner {
     progress: Arc<dyn Progress>,
     tokens: auth::Tokens,
     metrics: &'static PrometheusHandle,
+    /// Syncs started by requests; [`serve`] waits for them at shutdown.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl ApiState {
@@ -49,6 +51,7 @@ impl ApiState {
                 progress,
                 tokens: auth::Tokens::new(&api.tokens),
                 metrics: crate::telemetry::install(),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -68,6 +71,10 @@ impl ApiState {
 
     fn metrics(&self) -> &'static PrometheusHandle {
         self.inner.metrics
+    }
+
+    fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.tasks
     }
 }
 
@@ -117,7 +124,8 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener
 }
 
 /// Serves [`router`] on `listener` until `cancel` fires (requests in flight
-/// finish). Prints `hubsync API listening on http://ADDR` to stderr first
+/// finish, and syncs started by requests stop after their current batch,
+/// as the hub shares `cancel`). Prints `hubsync API listening on http://ADDR` to stderr first
 /// (the real port when `api.listen` has port 0).
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -131,9 +139,13 @@ pub async fn serve(
         "bearer tokens required"
     };
     eprintln!("hubsync API listening on http://{bound} ({auth_note})");
-    axum::serve(listener, router(state))
+    let tasks = state.tasks().clone();
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+        .await;
+    tasks.close();
+    tasks.wait().await;
+    served
 }
 
 /// Deletes finished runs older than `hub.run_history_days` now and then
