@@ -574,7 +574,9 @@ fn services_keep_types_and_report_each_site() {
            (1, 9223372036854775807, 1234567890123456789012345678.0123456789, 'NaN', '2026-01-02 10:00:00.25+01',
             '2026-01-02 09:00:00', '2026-01-02', '\\x00ff10', '{\"n\": 12345678901234567890123}', '', true),
            (2, -9223372036854775808, -0.5, 'Infinity', NULL, NULL, NULL, NULL, NULL, NULL, false),
-           (3, 0, 0, '-Infinity', NULL, NULL, NULL, NULL, NULL, 'x', NULL);",
+           (3, 0, 0, '-Infinity', NULL, NULL, NULL, NULL, NULL, 'x', NULL);
+         CREATE TABLE eod (day date, note text);
+         CREATE PROCEDURE end_of_day(d date, n text) LANGUAGE sql AS $$ INSERT INTO eod VALUES (d, n) $$;",
     );
     fleet.write_config(
         true,
@@ -591,6 +593,10 @@ on = "master"
   name = "echo"
   sql = "SELECT :amount AS amount, :at AS at, :note AS note"
   params = [{ name = "amount", type = "numeric" }, { name = "at", type = "timestamptz" }, { name = "note", type = "text" }]
+  [[service.operation]]
+  name = "close_day"
+  sql = "CALL end_of_day(:day, :note)"
+  params = [{ name = "day", type = "date", required = true }, { name = "note", type = "text", default = "closed" }]
 [[service]]
 name = "stock"
 on = "site"
@@ -670,6 +676,18 @@ on = "site"
         json!([{"amount": "12345678901234567890.123456789", "at": "2026-03-01T10:00:00Z", "note": "it's"}])
     );
 
+    // A stored procedure: a statement, its default param filled in.
+    let (status, body) = post(
+        "/api/v1/services/hq/close_day",
+        r#"{"params": {"day": "2026-01-05"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["rows_affected"], 0, "{body}");
+    assert_eq!(
+        psql(&fleet.master, "SELECT day, note FROM eod"),
+        "2026-01-05|closed"
+    );
+
     // Bad calls name the service, operation and param.
     let bad = |path: &str, body: &str, status: u16, code: &str, message: &str| {
         assert_eq!(
@@ -739,7 +757,7 @@ on = "site"
         "{}",
         404,
         "not_found",
-        "service `hq`: unknown operation `drop_all`; known operations: kinds, echo",
+        "service `hq`: unknown operation `drop_all`; known operations: kinds, echo, close_day",
     );
     assert_eq!(
         server
