@@ -34,6 +34,9 @@ pub const SITE_CONNECTIONS: &str = "hubsync_site_connections_open";
 /// Gauge `{flow, site}`: 1 while the pair's circuit breaker is open, else 0
 /// (pairs that ever failed; computed at scrape time).
 pub const CIRCUIT_OPEN: &str = "hubsync_circuit_open";
+/// Gauge: most master write transactions in flight at once since the hub
+/// started (at most `hub.master_write_concurrency`); set at scrape time.
+pub const MASTER_WRITES_HIGH_WATER: &str = "hubsync_master_writes_high_water";
 /// Counter `{service, operation, outcome}`: data service calls per place
 /// (`ok` or `error`).
 pub const SERVICE_CALLS: &str = "hubsync_service_calls_total";
@@ -97,6 +100,11 @@ fn describe() {
     metrics::describe_gauge!(
         CIRCUIT_OPEN,
         "1 while the circuit breaker of a flow at a site is open"
+    );
+    metrics::describe_gauge!(
+        MASTER_WRITES_HIGH_WATER,
+        metrics::Unit::Count,
+        "Most master write transactions in flight at once since the hub started"
     );
     metrics::describe_counter!(
         SERVICE_CALLS,

@@ -885,6 +885,9 @@ fn metrics_count_a_known_sync() {
         0.0
     );
     assert_eq!(value("hubsync_site_connections_open"), 0.0);
+    // Two sites pulled into the master, one batch each, 4 write slots.
+    let high_water = value("hubsync_master_writes_high_water");
+    assert!((1.0..=2.0).contains(&high_water), "{high_water}");
     let age = value(r#"hubsync_last_success_age_seconds{flow="sales",site="s1"}"#);
     assert!((0.0..60.0).contains(&age), "{age}");
     assert!(!samples.contains_key(r#"hubsync_last_success_age_seconds{flow="sales",site="s3"}"#));

@@ -313,6 +313,7 @@ async fn refresh_gauges(state: &ApiState) -> Result<(), crate::state::StateError
     let successes = hub.state().last_successes(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
+    metrics::gauge!(telemetry::MASTER_WRITES_HIGH_WATER).set(hub.master_write_high_water() as f64);
     for flow in &config.flows {
         for site in &config.sites {
             let pair = (flow.name.clone(), site.id.clone());
