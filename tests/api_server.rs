@@ -823,6 +823,13 @@ on = "site"
 fn metrics_count_a_known_sync() {
     let fleet = Fleet::new();
     fleet.write_config(true, "", "");
+    // One failure opens a circuit (for a minute).
+    let text = std::fs::read_to_string(fleet.config_path()).unwrap();
+    std::fs::write(
+        fleet.config_path(),
+        text.replace("[hub]\n", "[hub]\ncircuit_breaker_failures = 1\n"),
+    )
+    .unwrap();
     let server = fleet.serve("serve");
     let (status, _) = server.call(
         "POST",
@@ -882,6 +889,10 @@ fn metrics_count_a_known_sync() {
     );
     assert_eq!(
         value(r#"hubsync_circuit_open{flow="sales",site="s3"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hubsync_circuit_open{flow="sales",site="s1"}"#),
         0.0
     );
     assert_eq!(value("hubsync_site_connections_open"), 0.0);
@@ -903,6 +914,27 @@ fn metrics_count_a_known_sync() {
         (cursor_age - expected).abs() < 60.0,
         "{cursor_age} vs {expected}"
     );
+
+    // s3's circuit is open: a new sync request skips it and says why.
+    let (status, body) = server.call(
+        "POST",
+        "/api/v1/flows/sales/sync",
+        Some(OPERATE),
+        Some(r#"{"sites": ["s3"]}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["runs"][0]["status"], "skipped", "{body}");
+    assert_eq!(body["runs"][0]["run_id"], Value::Null, "{body}");
+    let why = body["runs"][0]["error"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "flow `sales` site `s3`: circuit open after 1 consecutive failed runs; skipped until "
+        ),
+        "{why}"
+    );
+    let status = server.get("/api/v1/status");
+    assert_eq!(status["pairs"][2]["circuit"]["open"], true, "{status}");
+    assert_eq!(status["pairs"][2]["circuit"]["failures"], 1, "{status}");
 }
 
 /// `name{labels} value` lines of the Prometheus text format.

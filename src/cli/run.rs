@@ -18,17 +18,25 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         .filter(|f| f.schedule.is_some())
         .map(|f| f.name.as_str())
         .collect();
-    if scheduled.is_empty() {
+    // With `[api]` the daemon is useful without schedules (syncs on request).
+    if scheduled.is_empty() && config.api.is_none() {
         return Err(UsageError(
             "no flow has a `schedule`; add e.g. `schedule = \"every 5m\"` to a `[[flow]]`, or use `hubsync sync`".into(),
         )
         .into());
     }
     let hub = Arc::new(Hub::open(config.clone(), cancel.clone()).await?);
+    let flows = if scheduled.is_empty() {
+        "no scheduled flow (syncs on request through the API)".to_string()
+    } else {
+        format!(
+            "{} ({})",
+            super::plural(scheduled.len() as u64, "scheduled flow"),
+            scheduled.join(", ")
+        )
+    };
     eprintln!(
-        "hubsync running {} ({}) over {}; master {}; stop with Ctrl-C or SIGTERM",
-        super::plural(scheduled.len() as u64, "scheduled flow"),
-        scheduled.join(", "),
+        "hubsync running {flows} over {}; master {}; stop with Ctrl-C or SIGTERM",
         super::plural(config.sites.len() as u64, "site"),
         config.master.redacted()
     );
