@@ -576,6 +576,9 @@ fn services_keep_types_and_report_each_site() {
            (2, -9223372036854775808, -0.5, 'Infinity', NULL, NULL, NULL, NULL, NULL, NULL, false),
            (3, 0, 0, '-Infinity', NULL, NULL, NULL, NULL, NULL, 'x', NULL);
          CREATE TABLE eod (day date, note text);
+         CREATE TYPE mood AS ENUM ('calm', 'busy');
+         CREATE TABLE odd (n int4, span interval, tags text[], mood mood);
+         INSERT INTO odd VALUES (1, '1 day 02:00:00', '{a,\"b c\"}', 'busy');
          CREATE PROCEDURE end_of_day(d date, n text) LANGUAGE sql AS $$ INSERT INTO eod VALUES (d, n) $$;",
     );
     fleet.write_config(
@@ -593,6 +596,9 @@ on = "master"
   name = "echo"
   sql = "SELECT :amount AS amount, :at AS at, :note AS note"
   params = [{ name = "amount", type = "numeric" }, { name = "at", type = "timestamptz" }, { name = "note", type = "text" }]
+  [[service.operation]]
+  name = "odd"
+  sql = "UPDATE odd SET n = n + 1 RETURNING n, span, tags, mood"
   [[service.operation]]
   name = "close_day"
   sql = "CALL end_of_day(:day, :note)"
@@ -676,6 +682,16 @@ on = "site"
         json!([{"amount": "12345678901234567890.123456789", "at": "2026-03-01T10:00:00Z", "note": "it's"}])
     );
 
+    // Types the driver does not decode (interval, array, enum) come back as
+    // their PostgreSQL text, even from an UPDATE ... RETURNING.
+    let (status, body) = post("/api/v1/services/hq/odd", "{}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["rows"],
+        json!([{"n": 2, "span": "1 day 02:00:00", "tags": "{a,\"b c\"}", "mood": "busy"}])
+    );
+    assert_eq!(psql(&fleet.master, "SELECT n FROM odd"), "2");
+
     // A stored procedure: a statement, its default param filled in.
     let (status, body) = post(
         "/api/v1/services/hq/close_day",
@@ -757,7 +773,7 @@ on = "site"
         "{}",
         404,
         "not_found",
-        "service `hq`: unknown operation `drop_all`; known operations: kinds, echo, close_day",
+        "service `hq`: unknown operation `drop_all`; known operations: kinds, echo, odd, close_day",
     );
     assert_eq!(
         server

@@ -192,6 +192,37 @@ fn scan_placeholders(
     Ok(out)
 }
 
+/// `sql` (one statement returning `columns`) wrapped so that the columns
+/// in `text_columns` are read as text:
+/// `WITH hubsync_op AS (<sql>) SELECT "a", CAST("b" AS text) AS "b" FROM hubsync_op`.
+/// A common table expression rather than a derived table, so that a
+/// PostgreSQL `INSERT/UPDATE/DELETE ... RETURNING` can be wrapped too. Used
+/// by data services for column types the connector does not decode natively
+/// (PostgreSQL arrays, intervals, enums...).
+pub fn select_with_text_columns(
+    dialect: Dialect,
+    sql: &str,
+    columns: &[String],
+    text_columns: &[String],
+) -> String {
+    let list: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let quoted = dialect.quote_ident(c);
+            if text_columns.contains(c) {
+                format!("CAST({quoted} AS text) AS {quoted}")
+            } else {
+                quoted
+            }
+        })
+        .collect();
+    format!(
+        "WITH hubsync_op AS ({}) SELECT {} FROM hubsync_op",
+        trim_statement_end(sql, dialect),
+        list.join(", ")
+    )
+}
+
 /// `sql` without what follows its last significant token: trailing
 /// whitespace, comments and statement-ending `;` are cut, so the query can
 /// be wrapped as a derived table. Strings, quoted identifiers, comments and
@@ -370,6 +401,21 @@ mod tests {
             NamedParam::Param(name) if name == "qty" => crate::value::Value::Int(0),
             _ => crate::value::Value::Text(String::new()),
         }
+    }
+
+    #[test]
+    fn columns_are_read_as_text_through_a_common_table_expression() {
+        let columns = ["id".to_string(), "span".to_string()];
+        assert_eq!(
+            select_with_text_columns(
+                Dialect::Postgres,
+                "UPDATE t SET n = n + 1 RETURNING id, span; -- done",
+                &columns,
+                &columns[1..]
+            ),
+            "WITH hubsync_op AS (UPDATE t SET n = n + 1 RETURNING id, span) \
+             SELECT \"id\", CAST(\"span\" AS text) AS \"span\" FROM hubsync_op"
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! Whether an operation returns rows is found by preparing it: a statement
 //! with result columns (a `SELECT`, `... RETURNING`, a procedure with OUT
 //! parameters) is a query, anything else is executed and reports rows
-//! affected.
+//! affected. Result columns of a type the connector does not decode
+//! (PostgreSQL arrays, intervals, enums...) are read as their text form.
+//! Limit: such an operation is wrapped in a `WITH`, which a `CALL` cannot
+//! be (a procedure whose OUT parameters have such types fails, naming the
+//! column).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,7 +24,7 @@ use futures::StreamExt as _;
 
 use crate::config::{Config, Operation, Service, ServiceTarget, Site, SiteSelector};
 use crate::connector::{ConnectOptions, Connector};
-use crate::dialect::params::{NamedParam, bind_named_placeholders};
+use crate::dialect::params::{NamedParam, bind_named_placeholders, select_with_text_columns};
 use crate::value::Value;
 
 /// A mistake in a call, found before anything runs. Messages name the
@@ -328,11 +332,24 @@ async fn run_on(
             ..CallRows::default()
         });
     }
-    let batch = conn
-        .query(&bound.sql, &params)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (columns, column_types): (Vec<String>, Vec<String>) = described.into_iter().unzip();
+    let (columns, mut column_types): (Vec<String>, Vec<String>) = described.into_iter().unzip();
+    let text_columns: Vec<String> = columns
+        .iter()
+        .zip(&column_types)
+        .filter(|(_, type_name)| !conn.decodes_natively(type_name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let sql = if text_columns.is_empty() {
+        bound.sql
+    } else {
+        for (name, type_name) in columns.iter().zip(column_types.iter_mut()) {
+            if text_columns.contains(name) {
+                *type_name = "TEXT".into();
+            }
+        }
+        select_with_text_columns(conn.dialect(), &bound.sql, &columns, &text_columns)
+    };
+    let batch = conn.query(&sql, &params).await.map_err(|e| e.to_string())?;
     Ok(CallRows {
         columns,
         column_types,
