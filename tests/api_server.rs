@@ -504,9 +504,11 @@ fn routes_auth_and_bad_parameters() {
     assert_eq!(pairs[2]["circuit"]["failures"], 1);
 }
 
+/// A PostgreSQL site whose table is locked: its run starts, then waits.
+/// With one site slot, a second request for it answers `already_running`
+/// at once, and a request for another site waits for the slot (`queued`).
 #[test]
 fn a_running_pair_is_not_started_twice() {
-    // A PostgreSQL site whose table is locked: its run starts, then waits.
     let fleet = Fleet::new();
     let site = pg_create_db("api_site");
     psql(
@@ -519,9 +521,23 @@ fn a_running_pair_is_not_started_twice() {
         &format!("[[site]]\nid = \"pg1\"\nurl = \"{site}\"\ntags = {{ region = \"east\" }}\n"),
         "",
     );
+    let text = std::fs::read_to_string(fleet.config_path()).unwrap();
+    std::fs::write(
+        fleet.config_path(),
+        text.replace("[hub]\n", "[hub]\nmax_concurrent_sites = 1\n"),
+    )
+    .unwrap();
     let server = fleet.serve("serve");
     let lock = PsqlSession::start(&site, "BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE;");
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql(
+        &site,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'sales'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+    ) != "1"
+    {
+        assert!(Instant::now() < deadline, "the lock was not taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let body = r#"{"tags": {"region": "east"}}"#;
     let (status, first) = server.call(
         "POST",
@@ -546,15 +562,42 @@ fn a_running_pair_is_not_started_twice() {
             {"site": "pg1", "status": "already_running", "run_id": run_id, "error": null}
         ]})
     );
+    // The only site slot is held by pg1's run: s1 waits (5 s), then is queued.
+    let (status, third) = server.call(
+        "POST",
+        "/api/v1/flows/sales/sync",
+        Some(OPERATE),
+        Some(r#"{"sites": ["s1"]}"#),
+    );
+    assert_eq!(status, 202, "{third}");
+    assert_eq!(
+        third,
+        json!({"flow": "sales", "runs": [
+            {"site": "s1", "status": "queued", "run_id": null, "error": null}
+        ]})
+    );
     assert!(lock.finish("COMMIT;"));
+    // The queued run starts once pg1's run frees the slot.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/api/v1/runs?site=s1&status=succeeded")["runs"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the queued run never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     server.wait_idle();
     let runs = server.get("/api/v1/runs?site=pg1");
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
     assert_eq!(runs["runs"][0]["run_id"], run_id);
     assert_eq!(runs["runs"][0]["status"], "succeeded");
     assert_eq!(
-        psql(&fleet.master, "SELECT store_id, id, qty FROM sales"),
-        "pg1|1|3"
+        psql(
+            &fleet.master,
+            "SELECT string_agg(store_id || ':' || id || ':' || qty, ',' ORDER BY store_id, id) FROM sales"
+        ),
+        "pg1:1:3,s1:1:5,s1:2:7"
     );
     // SIGTERM stops `serve` cleanly.
     assert_eq!(server.terminate(), Some(0));

@@ -636,22 +636,49 @@ pub async fn sync_flow(
         .map(|s| s.id.clone())
         .collect();
 
+    // Pairs already running answer at once, without waiting for a site slot
+    // (the run's own `start_run` check would only come after one).
+    let live = hub
+        .state()
+        .live_runs(hub.master(), &flow.name)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut answers: HashMap<String, SyncStarted> = HashMap::new();
+    for site in &site_ids {
+        if let Some(run_id) = live.get(site) {
+            answers.insert(
+                site.clone(),
+                SyncStarted {
+                    site: site.clone(),
+                    status: "already_running".into(),
+                    run_id: Some(run_id.clone()),
+                    error: None,
+                },
+            );
+        }
+    }
+    let to_start: Vec<String> = site_ids
+        .iter()
+        .filter(|s| !answers.contains_key(*s))
+        .cloned()
+        .collect();
+
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let progress = KickProgress {
         inner: state.progress().clone(),
         sender,
     };
-    let task_hub = hub.clone();
-    let task_sites = site_ids.clone();
-    state.tasks().spawn(async move {
-        let config = task_hub.config();
-        let sites: Vec<_> = task_sites.iter().filter_map(|id| config.site(id)).collect();
-        task_hub
-            .sync_flow(&flow, &sites, SyncOptions::default(), &progress)
-            .await;
-    });
+    if !to_start.is_empty() {
+        let task_hub = hub.clone();
+        state.tasks().spawn(async move {
+            let config = task_hub.config();
+            let sites: Vec<_> = to_start.iter().filter_map(|id| config.site(id)).collect();
+            task_hub
+                .sync_flow(&flow, &sites, SyncOptions::default(), &progress)
+                .await;
+        });
+    }
 
-    let mut answers: HashMap<String, SyncStarted> = HashMap::new();
     let deadline = tokio::time::Instant::now() + SYNC_ANSWER_WAIT;
     while answers.len() < site_ids.len() {
         let event = tokio::select! {

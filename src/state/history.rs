@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, RunRecord, StateStore, run_record, text, timestamp};
+use super::{
+    HEARTBEAT_EXPIRY, Result, RunRecord, StateStore, holder_is_dead, run_record, text, timestamp,
+};
 use crate::connector::Connector;
 use crate::value::Value;
 
@@ -98,6 +100,35 @@ impl StateStore {
             out.insert((text(&row[0]), text(&row[1])), timestamp(&row[2])?);
         }
         Ok(out)
+    }
+
+    /// The live runs of `flow`, by site: `running` rows whose heartbeat is
+    /// younger than [`HEARTBEAT_EXPIRY`] and whose holder is not a dead
+    /// process of this host (the rule [`StateStore::start_run`] applies; this
+    /// read is not serialised, so `start_run` still has the last word).
+    pub async fn live_runs(
+        &self,
+        master: &Connector,
+        flow: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let params = [Value::Text(flow.to_string())];
+        let sql = format!(
+            "SELECT site, run_id, coalesce(heartbeat_at, started_at), holder FROM {} \
+             WHERE flow = {} AND status = 'running'",
+            self.table("runs"),
+            self.dialect.typed_placeholder(1, &params[0])
+        );
+        let batch = master.query(&sql, &params).await?;
+        let now = Utc::now();
+        let mut live = std::collections::HashMap::new();
+        for row in &batch.rows {
+            let age = (now - timestamp(&row[2])?).to_std().unwrap_or_default();
+            let holder_dead = matches!(&row[3], Value::Text(holder) if holder_is_dead(holder));
+            if age < HEARTBEAT_EXPIRY && !holder_dead {
+                live.insert(text(&row[0]), text(&row[1]));
+            }
+        }
+        Ok(live)
     }
 
     /// Deletes finished runs that started before `older_than`; returns how
