@@ -1,5 +1,5 @@
 //! The dashboard in a real browser: Debian's `chromium`, headless, loads
-//! `GET /` from a `hubsync run` daemon that is syncing a SQLite fleet (one
+//! `GET /` from a `hubsync run` daemon after its first scheduled pass over a SQLite fleet (one
 //! site unreachable), signs in with `/?token=` (the token goes to a cookie),
 //! and the test checks the rendered DOM and saves a screenshot under the
 //! test output (`$CARGO_TARGET_TMPDIR/dashboard.png`).
@@ -82,7 +82,7 @@ url = "sqlite://gone/store-404.db"
 [[flow]]
 name = "sales"
 direction = "pull"
-schedule = "every 2s"
+schedule = "every 1h"   # one pass at start-up, none while the page is checked
   [[flow.stream]]
   source = "sales"
   target = "sales"
@@ -112,13 +112,18 @@ role = "read"
     // Keep draining the daemon's output so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
 
-    // Wait for the first pass: 10 rows from three stores, one failed run.
+    // Wait for the first pass to end: 10 rows from three stores, four
+    // finished runs, store-404's failed.
     let deadline = Instant::now() + Duration::from_secs(30);
     while sqlite_query(&fleet.path("master.db"), "SELECT count(*) FROM sales") != "10"
         || sqlite_query(
             &fleet.path("master.db"),
             "SELECT count(*) FROM hubsync_runs WHERE site = 'store-404' AND status = 'failed'",
         ) == "0"
+        || sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*) FROM hubsync_runs WHERE status <> 'running'",
+        ) != "4"
     {
         assert!(Instant::now() < deadline, "the first pass did not finish");
         std::thread::sleep(Duration::from_millis(100));
