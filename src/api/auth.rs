@@ -130,3 +130,45 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn tokens_are_found_by_value_and_roles_are_ordered() {
+        let tokens = Tokens::new(&[
+            ApiToken {
+                name: "viewer".into(),
+                token: Secret::new("read-token-0123456789".into()),
+                role: Role::Read,
+            },
+            ApiToken {
+                name: "ops".into(),
+                token: Secret::new("operate-token-0123456".into()),
+                role: Role::Operate,
+            },
+        ]);
+        assert_eq!(
+            tokens.lookup("read-token-0123456789"),
+            Some(("viewer", Role::Read))
+        );
+        assert_eq!(
+            tokens.lookup("operate-token-0123456"),
+            Some(("ops", Role::Operate))
+        );
+        assert_eq!(tokens.lookup("read-token-012345678"), None);
+        assert_eq!(tokens.lookup(""), None);
+        assert!(Role::Read < Role::Operate);
+        assert!(!tokens.is_empty());
+        assert!(Tokens::new(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_dashboard_token_is_read_from_the_query() {
+        assert_eq!(query_token(Some("token=abc%20d&x=1")), Some("abc d".into()));
+        assert_eq!(query_token(Some("x=1")), None);
+        assert_eq!(query_token(None), None);
+    }
+}

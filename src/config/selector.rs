@@ -86,3 +86,69 @@ fn known<'n>(names: impl Iterator<Item = &'n str>) -> String {
         rest => format!("{listed} … and {rest} more"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config() -> Config {
+        let text = r#"
+            [master]
+            url = "sqlite://m.db"
+            [[site]]
+            id = "a"
+            url = "sqlite://a.db"
+            tags = { region = "north", zone = "A" }
+            [[site]]
+            id = "b"
+            url = "sqlite://b.db"
+            tags = { region = "south", zone = "A" }
+            [[site]]
+            id = "c"
+            url = "sqlite://c.db"
+            tags = { region = "north", zone = "B" }
+        "#;
+        Config::parse(text, Path::new("h.toml"), Path::new("/cfg"), &|_| None).unwrap()
+    }
+
+    fn ids(sites: Vec<&Site>) -> Vec<&str> {
+        sites.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    #[test]
+    fn sites_are_chosen_by_id_tags_or_all() {
+        let config = config();
+        let select = |selector| config.select_sites(&selector).map(ids);
+        assert_eq!(select(SiteSelector::All), Ok(vec!["a", "b", "c"]));
+        let by_id = SiteSelector::Ids(vec!["c".into(), "a".into(), "c".into()]);
+        assert_eq!(select(by_id), Ok(vec!["c", "a"]));
+        let tags = |pairs: &[(&str, &str)]| {
+            SiteSelector::Tags(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(select(tags(&[("region", "north")])), Ok(vec!["a", "c"]));
+        assert_eq!(
+            select(tags(&[("region", "north"), ("zone", "A")])),
+            Ok(vec!["a"])
+        );
+        assert_eq!(select(tags(&[("id", "b")])), Ok(vec!["b"]));
+        assert_eq!(
+            select(tags(&[("region", "east")])),
+            Err("no site has tags region=east".into())
+        );
+        assert_eq!(
+            select(SiteSelector::Ids(vec!["z".into()])),
+            Err("unknown site `z`; known sites: a, b, c".into())
+        );
+        assert_eq!(
+            select(SiteSelector::Ids(vec![])),
+            Err("the site list is empty; name at least one site id".into())
+        );
+    }
+}
