@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,7 @@
 //! failed or was skipped, the master was unreachable, `check` found a
 //! problem); 2 config or usage error; 130 interrupted during `sync`.
 
+mod bench;
 mod call;
 mod check;
 mod demo;
@@ -79,6 +80,8 @@ pub enum Command {
     Status,
     /// Forget checkpoints so the next run backfills from the start.
     Reset(reset::ResetArgs),
+    /// Measure hubsync against a COPY baseline on a synthetic fleet (needs a PostgreSQL server).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -120,6 +123,7 @@ async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
         Command::Check => check::run(load(&cli.config)?).await,
         Command::Status => status::run(load(&cli.config)?).await,
         Command::Reset(args) => reset::run(load(&cli.config)?, args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
@@ -167,8 +171,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// Sets up `tracing` to stderr, filtered by `HUBSYNC_LOG` (default `warn`).
-/// An invalid `HUBSYNC_LOG` is reported in one line and replaced by `warn`;
+/// Sets up `tracing` to stderr, filtered by `HUBSYNC_LOG` (default
+/// `warn,sqlx=error`). An invalid `HUBSYNC_LOG` is reported in one line and
+/// replaced by the default;
 /// colours only on a terminal and when `NO_COLOR` is not set.
 pub fn init_logging() {
     let (filter, warning) = log_filter(std::env::var("HUBSYNC_LOG"));
@@ -186,8 +191,10 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Filter used when `HUBSYNC_LOG` is unset, empty or invalid.
-const DEFAULT_LOG_FILTER: &str = "warn";
+/// Filter used when `HUBSYNC_LOG` is unset, empty or invalid. The driver's
+/// own warnings (a pooled connection found broken) repeat what the failed
+/// run already reports, so only its errors show.
+const DEFAULT_LOG_FILTER: &str = "warn,sqlx=error";
 
 /// The log filter for a `HUBSYNC_LOG` lookup, and a warning to print when
 /// the variable is set but unusable. Unset or blank means the default,
@@ -258,10 +265,10 @@ mod tests {
     #[test]
     fn unset_or_blank_log_filter_is_silent() {
         let (filter, warning) = log_filter(Err(VarError::NotPresent));
-        assert_eq!(filter.to_string(), "warn");
+        assert_eq!(filter.to_string(), "sqlx=error,warn");
         assert_eq!(warning, None);
         let (filter, warning) = log_filter(Ok("  ".into()));
-        assert_eq!(filter.to_string(), "warn");
+        assert_eq!(filter.to_string(), "sqlx=error,warn");
         assert_eq!(warning, None);
         let (filter, warning) = log_filter(Ok("hubsync=debug,info".into()));
         assert_eq!(filter.to_string(), "hubsync=debug,info");
@@ -272,13 +279,13 @@ mod tests {
     #[test]
     fn invalid_log_filter_is_reported_once() {
         let (filter, warning) = log_filter(Ok("bogus=???".into()));
-        assert_eq!(filter.to_string(), "warn");
+        assert_eq!(filter.to_string(), "sqlx=error,warn");
         let warning = warning.unwrap();
         assert!(
             warning.starts_with("hubsync: ignoring HUBSYNC_LOG=`bogus=???`: "),
             "{warning}"
         );
-        assert!(warning.ends_with("; using `warn`"), "{warning}");
+        assert!(warning.ends_with("; using `warn,sqlx=error`"), "{warning}");
         assert!(!warning.contains('\n'), "{warning}");
     }
 

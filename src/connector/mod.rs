@@ -50,6 +50,12 @@ pub enum ConnectorError {
         /// The timeout, in seconds.
         seconds: u64,
     },
+    /// An open connection broke while in use (network cut, server restart):
+    /// the statement and its transaction did not complete.
+    #[error(
+        "the connection was lost ({0}); nothing it had not committed is kept, the next run redoes it"
+    )]
+    ConnectionLost(String),
     /// A statement failed at the database.
     #[error("{0}")]
     Database(String),
@@ -69,7 +75,9 @@ impl ConnectorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectorError::Connect { .. } | ConnectorError::ConnectTimeout { .. }
+            ConnectorError::Connect { .. }
+                | ConnectorError::ConnectTimeout { .. }
+                | ConnectorError::ConnectionLost(_)
         )
     }
 }
@@ -149,10 +157,21 @@ enum Pool {
 
 /// Bounds one database operation by `timeout`; an operation that does not
 /// finish in time is dropped (its connection is discarded by the driver).
+/// Statements (round trips: queries, writes, BEGIN/COMMIT) sent by every
+/// connector of this process; see [`statements_sent`].
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many statements (round trips) all connectors of this process have
+/// sent so far; `hubsync bench` reports its difference per site.
+pub fn statements_sent() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 async fn timed<T>(
     timeout: Option<Duration>,
     operation: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match timeout {
         None => operation.await,
         Some(limit) => {
@@ -410,13 +429,15 @@ pub(crate) fn db_error(error: sqlx::Error) -> ConnectorError {
             Some(code) => ConnectorError::Database(format!("{} (code {code})", db.message())),
             None => ConnectorError::Database(db.message().to_string()),
         },
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => ConnectorError::Connect {
-            url: "the database".into(),
-            message: error.to_string(),
-        },
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => {
+            ConnectorError::ConnectionLost(error.to_string())
+        }
+        sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            ConnectorError::Connect {
+                url: "the database".into(),
+                message: error.to_string(),
+            }
+        }
         _ => ConnectorError::Database(error.to_string()),
     }
 }

@@ -98,11 +98,11 @@ async fn refused_row(
     rows: &[Vec<Value>],
     error: ConnectorError,
 ) -> String {
-    if !matches!(
-        error,
-        ConnectorError::Database(_) | ConnectorError::Type { .. }
-    ) || rows.len() < 2
-    {
+    // A lost connection or a timeout is no row's fault.
+    if !is_row_error(&error) {
+        return error.to_string();
+    }
+    if rows.len() < 2 {
         return describe_refusal(spec, rows.first(), &error);
     }
     let Ok(mut tx) = target.begin().await else {

@@ -529,7 +529,6 @@ impl StateStore {
         own_dead_runs: &std::collections::HashSet<String>,
     ) -> Result<String> {
         let runs = self.table("runs");
-        let now = Utc::now();
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
         let p = self.placeholders(&pair);
         let mut tx = master.begin().await?;
@@ -547,6 +546,10 @@ impl StateStore {
                     .await?;
             }
         }
+        // Read the clock only once the pair is locked: a run that waited
+        // for the lock must not be stamped as started before the previous
+        // run of the pair had finished.
+        let now = Utc::now();
         let running = tx
             .query(
                 &format!(

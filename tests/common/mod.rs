@@ -5,6 +5,8 @@
 //! creates its own database with [`pg_create_db`], so tests can run in parallel.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

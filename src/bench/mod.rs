@@ -1,0 +1,689 @@
+//! `hubsync bench`: builds a synthetic fleet on a PostgreSQL server and
+//! measures hubsync against a baseline run in the same process, on the same
+//! data, minutes apart:
+//!
+//! * **full pull**: every site's `sales` into the master; baseline: per
+//!   site a binary `COPY ... TO STDOUT` piped into a `COPY ... FROM STDIN`
+//!   of a temporary staging table at the master, then `INSERT ... SELECT ..
+//!   ON CONFLICT DO UPDATE` (idempotent, like hubsync), `parallelism` sites
+//!   at a time (= hubsync's `master_write_concurrency`);
+//! * **incremental pull** after 1% of rows are updated and 1% inserted at
+//!   every site; compared with the full pull (time per changed row);
+//! * **push fan-out**: `push_rows` prices to every site; baseline: the same
+//!   COPY pipe from the master into each site;
+//! * **WAN**: the full pull again with the sites behind a latency proxy
+//!   ([`latency::LatencyProxy`], `wan_delay` each way); compared with the
+//!   loopback full pull;
+//! * **no-op cycles** over many small PostgreSQL site databases and many
+//!   SQLite site files: wall time of a pass with nothing to move, and
+//!   statements per site; for PostgreSQL beside one `psql` script that
+//!   connects to each site and runs the same cursor query.
+//!
+//! Each hubsync scenario also reports the process's peak resident memory
+//! (Linux `VmHWM`, reset before the scenario through `/proc/self/clear_refs`).
+//! Databases are named `<prefix>_*` (default `hubsync_bench_*`) and are
+//! dropped and recreated.
+
+pub mod latency;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::{Connection, Executor, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::flow::{Hub, NoProgress, SyncOptions};
+
+/// What to build and measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Admin URL of the PostgreSQL server (a login that may create databases).
+    pub pg_url: String,
+    /// Site databases for the full/incremental pull, push and WAN scenarios.
+    pub sites: usize,
+    /// `sales` rows per site.
+    pub rows: u64,
+    /// PostgreSQL site databases for the no-op cycle (0 skips it).
+    pub noop_pg_sites: usize,
+    /// SQLite site files for the no-op cycle (0 skips it).
+    pub noop_sqlite_sites: usize,
+    /// Price rows pushed to every site.
+    pub push_rows: u64,
+    /// One-way delay of the WAN scenario's proxy (zero skips it).
+    pub wan_delay: Duration,
+    /// Master writers at once, for hubsync and the baseline alike.
+    pub parallelism: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Folder for the SQLite site files.
+    pub work_dir: PathBuf,
+    /// Prefix of the databases created (`<prefix>_master`, `<prefix>_site_001`...).
+    pub prefix: String,
+}
+
+/// One measured scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    /// Scenario name (`full_pull`, `incremental_pull`, ...).
+    pub name: String,
+    /// Rows hubsync moved (read at the source).
+    pub rows: u64,
+    /// hubsync wall time, seconds.
+    pub hubsync_seconds: f64,
+    /// hubsync rows per second.
+    pub hubsync_rows_per_second: f64,
+    /// What the baseline is.
+    pub baseline: String,
+    /// Baseline wall time, seconds (`None`: no baseline for this scenario).
+    pub baseline_seconds: Option<f64>,
+    /// Baseline time / hubsync time: above 1 means hubsync was faster (for
+    /// `wan_full_pull`: WAN throughput / loopback throughput).
+    pub ratio: Option<f64>,
+    /// Peak resident memory of the hub process during hubsync's run, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Statements (round trips) hubsync sent per site, where counted.
+    pub statements_per_site: Option<f64>,
+    /// How to read the figures.
+    pub note: String,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// CPU cores the machine offers.
+    pub cores: usize,
+    /// Sites of the pull/push scenarios.
+    pub sites: usize,
+    /// Rows per site.
+    pub rows_per_site: u64,
+    /// Master writers at once.
+    pub parallelism: usize,
+    /// The scenarios, in the order run.
+    pub scenarios: Vec<Scenario>,
+}
+
+const SITE_SCHEMA: &str = "
+CREATE TABLE sales (id bigint PRIMARY KEY, sku text NOT NULL, qty int NOT NULL, price numeric(12,2) NOT NULL,
+                    sold_at timestamptz NOT NULL, updated_at timestamptz NOT NULL);
+CREATE TABLE prices (sku text PRIMARY KEY, price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);";
+
+const MASTER_SCHEMA: &str = "
+CREATE TABLE sales (store_id text NOT NULL, id bigint NOT NULL, sku text NOT NULL, qty int NOT NULL,
+                    price numeric(12,2) NOT NULL, sold_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+                    PRIMARY KEY (store_id, id));
+CREATE TABLE prices (sku text PRIMARY KEY, price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);
+CREATE INDEX prices_updated_at ON prices (updated_at);";
+
+/// `rows` sales from id `first`, one second apart from 2026-01-01, 5,000
+/// SKUs, prices 0.00-99.99.
+fn insert_sales(first: u64, rows: u64, stamp: &str) -> String {
+    format!(
+        "INSERT INTO sales SELECT g, 'SKU-' || lpad((g % 5000)::text, 5, '0'), 1 + g % 9, (g % 10000) / 100.0,
+                timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', {stamp}
+         FROM generate_series({first}, {}) g",
+        first + rows - 1
+    )
+}
+
+/// The server's URL for database `name`.
+fn database_url(admin: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(admin).context("`--pg-url` is not a URL")?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+async fn recreate_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    Ok(())
+}
+
+async fn run_sql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("running {}", sql.lines().next().unwrap_or_default()))?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Peak resident memory since the last [`reset_peak_rss`], MiB (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the kernel's peak-RSS mark of this process (Linux ≥ 4.0,
+/// `clear_refs` value 5, see proc(5)); ignored elsewhere.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The bench fleet's hub config: `sites` as (id, url), the `sales` pull and
+/// the `prices` push.
+fn fleet_config(
+    options: &BenchOptions,
+    master: &str,
+    sites: &[(String, String)],
+    table: &str,
+) -> String {
+    let mut text = format!(
+        "[hub]\nbatch_size = {}\nmaster_write_concurrency = {}\nmax_concurrent_sites = 32\nstatement_timeout = \"0s\"\n\n\
+         [master]\nurl = \"{master}\"\n",
+        options.batch_size, options.parallelism
+    );
+    for (id, url) in sites {
+        text.push_str(&format!("\n[[site]]\nid = \"{id}\"\nurl = \"{url}\"\n"));
+    }
+    text.push_str(&format!(
+        "\n[[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"{table}\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\n\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"prices\"\n  target = \"prices\"\n  \
+         primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n"
+    ));
+    text
+}
+
+/// What one timed hubsync pass did.
+struct Pass {
+    seconds: f64,
+    rows_read: u64,
+    statements: u64,
+    peak_rss_mib: Option<f64>,
+}
+
+/// Runs one pass of `flow` over every site of `config_text`; fails on any
+/// site error.
+async fn hubsync_pass(
+    options: &BenchOptions,
+    config_text: &str,
+    flow: &str,
+) -> anyhow::Result<Pass> {
+    let path = options.work_dir.join("bench.toml");
+    let config = Config::parse(config_text, &path, &options.work_dir, &|_| None)?;
+    let hub = Hub::open(Arc::new(config), CancellationToken::new()).await?;
+    let flow = hub.config().flow(flow).context("bench flow")?.clone();
+    let sites: Vec<_> = hub.config().sites.iter().collect();
+    reset_peak_rss();
+    let statements = crate::connector::statements_sent();
+    let started = Instant::now();
+    let reports = hub
+        .sync_flow(&flow, &sites, SyncOptions::default(), &NoProgress)
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let statements = crate::connector::statements_sent() - statements;
+    let peak_rss_mib = peak_rss_mib();
+    hub.master().close().await;
+    if let Some(error) = reports.iter().find_map(|r| r.error.clone()) {
+        bail!("hubsync failed during the bench: {error}");
+    }
+    Ok(Pass {
+        seconds,
+        rows_read: reports.iter().map(|r| r.rows_read()).sum(),
+        statements,
+        peak_rss_mib,
+    })
+}
+
+/// Baseline: binary COPY from `source` into a staging table at `target`,
+/// then an idempotent upsert; one transaction at the target. `select` reads
+/// the source; `stage` creates the (temporary) staging table; `upsert`
+/// moves the staging rows into the real table. Returns rows copied.
+async fn copy_pipe(
+    source: &str,
+    target: &str,
+    select: &str,
+    stage: &str,
+    upsert: &str,
+) -> anyhow::Result<u64> {
+    let mut from = PgConnection::connect(source).await?;
+    let mut to = PgConnection::connect(target).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {stage}")))
+        .execute(&mut to)
+        .await?;
+    let mut copy_in = to
+        .copy_in_raw("COPY hubsync_stage FROM STDIN (FORMAT binary)")
+        .await?;
+    let mut copy_out = from
+        .copy_out_raw(&format!("COPY ({select}) TO STDOUT (FORMAT binary)"))
+        .await?;
+    while let Some(chunk) = copy_out.next().await {
+        copy_in.send(chunk?).await?;
+    }
+    drop(copy_out);
+    let rows = copy_in.finish().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{upsert}; COMMIT")))
+        .execute(&mut to)
+        .await?;
+    to.close().await?;
+    from.close().await?;
+    Ok(rows)
+}
+
+/// Runs `jobs` at most `parallelism` at a time; returns (seconds, rows).
+async fn run_parallel<F>(parallelism: usize, jobs: Vec<F>) -> anyhow::Result<(f64, u64)>
+where
+    F: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<u64>> = futures::stream::iter(jobs)
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await;
+    let mut rows = 0;
+    for result in results {
+        rows += result?;
+    }
+    Ok((started.elapsed().as_secs_f64(), rows))
+}
+
+fn scenario(
+    name: &str,
+    pass: &Pass,
+    baseline: &str,
+    baseline_seconds: Option<f64>,
+    sites: usize,
+    note: String,
+) -> Scenario {
+    Scenario {
+        name: name.into(),
+        rows: pass.rows_read,
+        hubsync_seconds: pass.seconds,
+        hubsync_rows_per_second: pass.rows_read as f64 / pass.seconds.max(1e-9),
+        baseline: baseline.into(),
+        baseline_seconds,
+        ratio: baseline_seconds.map(|b| b / pass.seconds.max(1e-9)),
+        peak_rss_mib: pass.peak_rss_mib,
+        statements_per_site: Some(pass.statements as f64 / sites.max(1) as f64),
+        note,
+    }
+}
+
+const PULL_UPSERT: &str = "INSERT INTO sales SELECT $STORE, s.* FROM hubsync_stage s
+    ON CONFLICT (store_id, id) DO UPDATE SET sku = excluded.sku, qty = excluded.qty, price = excluded.price,
+        sold_at = excluded.sold_at, updated_at = excluded.updated_at
+    WHERE (sales.sku, sales.qty, sales.price, sales.sold_at, sales.updated_at)
+          IS DISTINCT FROM (excluded.sku, excluded.qty, excluded.price, excluded.sold_at, excluded.updated_at)";
+const PULL_STAGE: &str =
+    "CREATE TEMP TABLE hubsync_stage (id bigint, sku text, qty int, price numeric(12,2),
+    sold_at timestamptz, updated_at timestamptz) ON COMMIT DROP";
+const PULL_SELECT: &str = "SELECT id, sku, qty, price, sold_at, updated_at FROM sales";
+
+/// Runs every scenario; `say` receives one line per step (progress).
+///
+/// Errors: the server is unreachable, a database cannot be created, or a
+/// hubsync pass or baseline fails (with its message).
+pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<BenchReport> {
+    let mut admin = PgConnection::connect(&options.pg_url)
+        .await
+        .context("connecting to `--pg-url`")?;
+    let mut report = BenchReport {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        sites: options.sites,
+        rows_per_site: options.rows,
+        parallelism: options.parallelism,
+        scenarios: Vec::new(),
+    };
+    std::fs::create_dir_all(&options.work_dir)?;
+
+    // ------------------------------------------------------------ the fleet
+    say(&format!(
+        "building {} site databases x {} rows and a master",
+        options.sites, options.rows
+    ));
+    let master = database_url(&options.pg_url, &format!("{}_master", options.prefix))?;
+    recreate_database(&mut admin, &format!("{}_master", options.prefix)).await?;
+    run_sql(&master, MASTER_SCHEMA).await?;
+    run_sql(
+        &master,
+        &format!(
+            "INSERT INTO prices SELECT 'SKU-' || lpad(g::text, 5, '0'), (g % 10000) / 100.0, clock_timestamp()
+             FROM generate_series(1, {}) g",
+            options.push_rows
+        ),
+    )
+    .await?;
+    let mut sites = Vec::new();
+    for i in 1..=options.sites {
+        let name = format!("{}_site_{i:03}", options.prefix);
+        recreate_database(&mut admin, &name).await?;
+        let url = database_url(&options.pg_url, &name)?;
+        run_sql(
+            &url,
+            &format!(
+                "{SITE_SCHEMA}\n{};\nCREATE INDEX sales_updated_at ON sales (updated_at); ANALYZE sales;",
+                insert_sales(1, options.rows, "timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second'")
+            ),
+        )
+        .await?;
+        sites.push((format!("store-{i:03}"), url));
+    }
+    let total_rows = options.rows * options.sites as u64;
+    let config = fleet_config(options, &master, &sites, "sales");
+
+    // ------------------------------------------------------------ full pull
+    say("full pull: baseline (binary COPY into staging + INSERT ON CONFLICT)");
+    let jobs: Vec<_> = sites
+        .iter()
+        .map(|(id, url)| {
+            let upsert = PULL_UPSERT.replace("$STORE", &format!("'{id}'"));
+            let master = master.clone();
+            let url = url.clone();
+            async move { copy_pipe(&url, &master, PULL_SELECT, PULL_STAGE, &upsert).await }
+        })
+        .collect();
+    let (baseline_full, copied) = run_parallel(options.parallelism, jobs).await?;
+    if copied != total_rows {
+        bail!("the baseline copied {copied} rows, expected {total_rows}");
+    }
+    run_sql(
+        &master,
+        "TRUNCATE sales; DROP SCHEMA IF EXISTS hubsync CASCADE",
+    )
+    .await?;
+    say("full pull: hubsync");
+    let full = hubsync_pass(options, &config, "sales").await?;
+    if full.rows_read != total_rows {
+        bail!(
+            "hubsync read {} rows, expected {total_rows}",
+            full.rows_read
+        );
+    }
+    report.scenarios.push(scenario(
+        "full_pull",
+        &full,
+        "COPY binary -> staging + INSERT ON CONFLICT",
+        Some(baseline_full),
+        options.sites,
+        format!(
+            "{} sites x {} rows into an empty master; ratio = baseline time / hubsync time",
+            options.sites, options.rows
+        ),
+    ));
+
+    // ----------------------------------------------------- incremental pull
+    say("incremental pull: 1% updated + 1% inserted at every site");
+    let changed = options.rows / 100;
+    for (_, url) in &sites {
+        run_sql(
+            url,
+            &format!(
+                "UPDATE sales SET qty = qty + 1, updated_at = clock_timestamp() WHERE id % 100 = 0;\n{}",
+                insert_sales(options.rows + 1, changed.max(1), "clock_timestamp()")
+            ),
+        )
+        .await?;
+    }
+    let incremental = hubsync_pass(options, &config, "sales").await?;
+    let changed_rows = 2 * changed.max(1) * options.sites as u64;
+    report.scenarios.push(Scenario {
+        baseline: "the full pull (time per changed row)".into(),
+        ..scenario(
+            "incremental_pull",
+            &incremental,
+            "",
+            None,
+            options.sites,
+            format!(
+                "{changed_rows} rows changed ({:.1}% of the fleet); took {:.1}% of the full pull's time",
+                100.0 * changed_rows as f64 / (total_rows + changed_rows / 2) as f64,
+                100.0 * incremental.seconds / full.seconds.max(1e-9)
+            ),
+        )
+    });
+
+    // ------------------------------------------------------------- push
+    say(&format!(
+        "push fan-out: {} prices to every site",
+        options.push_rows
+    ));
+    let jobs: Vec<_> = sites
+        .iter()
+        .map(|(_, url)| {
+            let master = master.clone();
+            let url = url.clone();
+            async move {
+                copy_pipe(
+                    &master,
+                    &url,
+                    "SELECT sku, price, updated_at FROM prices",
+                    "CREATE TEMP TABLE hubsync_stage (sku text, price numeric(12,2), updated_at timestamptz) ON COMMIT DROP",
+                    "INSERT INTO prices SELECT * FROM hubsync_stage ON CONFLICT (sku) DO UPDATE SET price = excluded.price,
+                       updated_at = excluded.updated_at WHERE (prices.price, prices.updated_at)
+                       IS DISTINCT FROM (excluded.price, excluded.updated_at)",
+                )
+                .await
+            }
+        })
+        .collect();
+    let (baseline_push, _) = run_parallel(options.parallelism, jobs).await?;
+    for (_, url) in &sites {
+        run_sql(url, "TRUNCATE prices").await?;
+    }
+    let push = hubsync_pass(options, &config, "prices").await?;
+    report.scenarios.push(scenario(
+        "push_fan_out",
+        &push,
+        "COPY binary -> staging + INSERT ON CONFLICT, per site",
+        Some(baseline_push),
+        options.sites,
+        format!(
+            "{} rows to each of {} sites",
+            options.push_rows, options.sites
+        ),
+    ));
+
+    // ------------------------------------------------------------- WAN
+    if !options.wan_delay.is_zero() {
+        say(&format!(
+            "WAN: the full pull through a proxy adding {} ms each way",
+            options.wan_delay.as_millis()
+        ));
+        let server = url::Url::parse(&options.pg_url)?;
+        let host = server.host_str().unwrap_or("127.0.0.1");
+        let port = server.port().unwrap_or(5432);
+        let upstream = tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .context("resolving the server")?;
+        let proxy = latency::LatencyProxy::start(upstream, options.wan_delay).await?;
+        let far: Vec<(String, String)> = sites
+            .iter()
+            .map(|(id, url)| {
+                let mut far = url::Url::parse(url).expect("built above");
+                let _ = far.set_port(Some(proxy.port));
+                (id.clone(), far.to_string())
+            })
+            .collect();
+        run_sql(
+            &master,
+            "TRUNCATE sales; DROP SCHEMA IF EXISTS hubsync CASCADE",
+        )
+        .await?;
+        let wan = hubsync_pass(
+            options,
+            &fleet_config(options, &master, &far, "sales"),
+            "sales",
+        )
+        .await?;
+        let wan_rate = wan.rows_read as f64 / wan.seconds.max(1e-9);
+        let loop_rate = full.rows_read as f64 / full.seconds.max(1e-9);
+        report.scenarios.push(Scenario {
+            baseline: "hubsync full pull on loopback".into(),
+            baseline_seconds: Some(full.seconds),
+            // Throughputs, since the WAN pass also reads the rows the
+            // incremental scenario added.
+            ratio: Some(wan_rate / loop_rate.max(1e-9)),
+            ..scenario(
+                "wan_full_pull",
+                &wan,
+                "",
+                None,
+                options.sites,
+                format!(
+                    "{} ms round trip added; WAN throughput = {:.0}% of loopback",
+                    2 * options.wan_delay.as_millis(),
+                    100.0 * wan_rate / loop_rate.max(1e-9)
+                ),
+            )
+        });
+    }
+
+    // ------------------------------------------------------ no-op, PostgreSQL
+    if options.noop_pg_sites > 0 {
+        say(&format!(
+            "no-op cycle: {} PostgreSQL site databases",
+            options.noop_pg_sites
+        ));
+        let noop_master =
+            database_url(&options.pg_url, &format!("{}_noop_master", options.prefix))?;
+        recreate_database(&mut admin, &format!("{}_noop_master", options.prefix)).await?;
+        run_sql(&noop_master, MASTER_SCHEMA).await?;
+        let mut noop_sites = Vec::new();
+        for i in 1..=options.noop_pg_sites {
+            let name = format!("{}_noop_{i:04}", options.prefix);
+            recreate_database(&mut admin, &name).await?;
+            let url = database_url(&options.pg_url, &name)?;
+            run_sql(
+                &url,
+                &format!(
+                    "{SITE_SCHEMA}\n{};\nCREATE INDEX sales_updated_at ON sales (updated_at);",
+                    insert_sales(
+                        1,
+                        100,
+                        "timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second'"
+                    )
+                ),
+            )
+            .await?;
+            noop_sites.push((format!("store-{i:04}"), url));
+        }
+        let noop_config = fleet_config(options, &noop_master, &noop_sites, "sales");
+        hubsync_pass(options, &noop_config, "sales").await?;
+        let noop = hubsync_pass(options, &noop_config, "sales").await?;
+        let baseline = psql_cycle(&noop_sites, &options.work_dir).await;
+        report.scenarios.push(scenario(
+            "noop_cycle_postgres",
+            &noop,
+            "one psql script: connect + cursor query per site",
+            baseline,
+            options.noop_pg_sites,
+            format!(
+                "{} sites, nothing to move; rows = the cursor_lag overlap re-read",
+                options.noop_pg_sites
+            ),
+        ));
+    }
+
+    // ---------------------------------------------------------- no-op, SQLite
+    if options.noop_sqlite_sites > 0 {
+        say(&format!(
+            "no-op cycle: {} SQLite site files",
+            options.noop_sqlite_sites
+        ));
+        let noop_master =
+            database_url(&options.pg_url, &format!("{}_noop_master", options.prefix))?;
+        run_sql(
+            &noop_master,
+            "DROP TABLE IF EXISTS sales_sqlite; CREATE TABLE sales_sqlite (store_id text NOT NULL, id bigint NOT NULL,
+               sku text, qty int, price numeric(12,2), sold_at text, updated_at text, PRIMARY KEY (store_id, id));
+             DROP SCHEMA IF EXISTS hubsync CASCADE",
+        )
+        .await?;
+        let dir = options.work_dir.join("sqlite-sites");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut files = Vec::new();
+        for i in 1..=options.noop_sqlite_sites {
+            let path = dir.join(format!("store-{i:04}.db"));
+            sqlite_site(&path).await?;
+            files.push((
+                format!("store-{i:04}"),
+                format!("sqlite://{}", path.display()),
+            ));
+        }
+        let noop_config = fleet_config(options, &noop_master, &files, "sales_sqlite");
+        hubsync_pass(options, &noop_config, "sales").await?;
+        let noop = hubsync_pass(options, &noop_config, "sales").await?;
+        report.scenarios.push(scenario(
+            "noop_cycle_sqlite",
+            &noop,
+            "",
+            None,
+            options.noop_sqlite_sites,
+            format!(
+                "{} SQLite files, nothing to move",
+                options.noop_sqlite_sites
+            ),
+        ));
+    }
+    admin.close().await?;
+    Ok(report)
+}
+
+/// A SQLite site file with 100 sales.
+async fn sqlite_site(path: &std::path::Path) -> anyhow::Result<()> {
+    let url = crate::config::DbUrl::Sqlite {
+        path: path.to_path_buf(),
+    };
+    let options = crate::connector::ConnectOptions {
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(10),
+        acquire_timeout: Duration::from_secs(10),
+        statement_timeout: None,
+        create_if_missing: true,
+    };
+    let conn = crate::connector::Connector::connect(&url, &options).await?;
+    conn.execute_script(
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT NOT NULL, qty INTEGER NOT NULL, price TEXT NOT NULL,
+                             sold_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+         CREATE INDEX sales_updated_at ON sales (updated_at);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         INSERT INTO sales SELECT i, 'SKU-' || i, 1 + i % 9, printf('%d.%02d', i % 100, i % 97),
+                strftime('%Y-%m-%dT%H:%M:%fZ', '2026-01-01', '+' || i || ' seconds'),
+                strftime('%Y-%m-%dT%H:%M:%fZ', '2026-01-01', '+' || i || ' seconds') FROM n;",
+    )
+    .await?;
+    conn.close().await;
+    Ok(())
+}
+
+/// The psql baseline of a no-op cycle: one `psql` process that connects to
+/// every site in turn and runs the cursor query hubsync runs. `None` when
+/// `psql` is not installed.
+async fn psql_cycle(sites: &[(String, String)], work_dir: &std::path::Path) -> Option<f64> {
+    let mut script = String::new();
+    for (_, url) in sites {
+        script.push_str(&format!(
+            "\\connect {url}\nSELECT * FROM sales WHERE updated_at >= timestamptz '2026-01-01 00:01:35+00' ORDER BY updated_at, id LIMIT 10000;\n"
+        ));
+    }
+    let path = work_dir.join("noop-cycle.sql");
+    std::fs::write(&path, script).ok()?;
+    let started = Instant::now();
+    let status = tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-o", "/dev/null", "-d"])
+        .arg(&sites.first()?.1)
+        .arg("-f")
+        .arg(&path)
+        .status()
+        .await
+        .ok()?;
+    status.success().then(|| started.elapsed().as_secs_f64())
+}

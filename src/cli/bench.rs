@@ -1,0 +1,151 @@
+//! `hubsync bench`: the benchmark (see `crate::bench`), printed as a table
+//! and optionally written as JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use comfy_table::{Table, presets};
+
+use super::EXIT_OK;
+use crate::bench::{BenchOptions, BenchReport};
+
+/// Arguments of `hubsync bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Admin URL of the PostgreSQL server to build the fleet on (a login
+    /// that may create and drop databases; they are named `hubsync_bench_*`).
+    /// `scripts/bench.sh` starts a throwaway server and passes it.
+    #[arg(long, env = "HUBSYNC_BENCH_PG_URL", value_name = "URL")]
+    pub pg_url: String,
+    /// Site databases of the pull, push and WAN scenarios.
+    #[arg(long, default_value_t = 20)]
+    pub sites: usize,
+    /// Sales rows per site.
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: u64,
+    /// PostgreSQL site databases of the no-op cycle (0 skips it; raise the
+    /// server's max_connections well above `max_concurrent_sites` = 32).
+    #[arg(long, default_value_t = 200)]
+    pub noop_pg_sites: usize,
+    /// SQLite site files of the no-op cycle (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    pub noop_sqlite_sites: usize,
+    /// Price rows pushed to every site.
+    #[arg(long, default_value_t = 10_000)]
+    pub push_rows: u64,
+    /// Delay added each way by the WAN scenario's proxy, in milliseconds (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub wan_delay_ms: u64,
+    /// Master writers at once, for hubsync and the baseline alike.
+    #[arg(long, default_value_t = 4)]
+    pub parallelism: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_size: usize,
+    /// Prefix of the databases the bench drops and creates.
+    #[arg(long, default_value = "hubsync_bench")]
+    pub prefix: String,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
+    if args.prefix.is_empty()
+        || args.prefix.len() > 40
+        || !args
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(super::UsageError(format!(
+            "`--prefix {}`: use 1-40 characters of a-z, 0-9 and _ (it names databases)",
+            args.prefix
+        ))
+        .into());
+    }
+    if args.sites == 0 || args.rows < 100 {
+        return Err(super::UsageError(
+            "`--sites` must be at least 1 and `--rows` at least 100 (1% of rows are changed)"
+                .into(),
+        )
+        .into());
+    }
+    let work_dir = std::env::temp_dir().join(format!("hubsync-bench-{}", std::process::id()));
+    let options = BenchOptions {
+        pg_url: args.pg_url,
+        sites: args.sites,
+        rows: args.rows,
+        noop_pg_sites: args.noop_pg_sites,
+        noop_sqlite_sites: args.noop_sqlite_sites,
+        push_rows: args.push_rows,
+        wan_delay: Duration::from_millis(args.wan_delay_ms),
+        parallelism: args.parallelism,
+        batch_size: args.batch_size,
+        work_dir: work_dir.clone(),
+        prefix: args.prefix,
+    };
+    let report = crate::bench::run(&options, &|line| eprintln!("bench: {line}")).await;
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let report = report?;
+    println!(
+        "{} cores, {} sites x {} rows, {} master writers at once",
+        report.cores, report.sites, report.rows_per_site, report.parallelism
+    );
+    println!("{}", table(&report));
+    for line in notes(&report) {
+        println!("{line}");
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        eprintln!("bench: figures written to {}", path.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// The report as a table: one row per scenario.
+pub fn table(report: &BenchReport) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_BORDERS_ONLY);
+    table.set_header([
+        "scenario",
+        "rows",
+        "hubsync s",
+        "rows/s",
+        "baseline s",
+        "ratio",
+        "peak RSS MiB",
+        "stmts/site",
+    ]);
+    let fixed =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    for s in &report.scenarios {
+        table.add_row([
+            s.name.clone(),
+            s.rows.to_string(),
+            format!("{:.2}", s.hubsync_seconds),
+            format!("{:.0}", s.hubsync_rows_per_second),
+            fixed(s.baseline_seconds, 2),
+            fixed(s.ratio, 2),
+            fixed(s.peak_rss_mib, 0),
+            fixed(s.statements_per_site, 1),
+        ]);
+    }
+    table
+}
+
+/// One line per scenario after the table: its baseline and how to read it.
+pub fn notes(report: &BenchReport) -> Vec<String> {
+    report
+        .scenarios
+        .iter()
+        .map(|s| {
+            if s.baseline.is_empty() {
+                format!("{}: {}", s.name, s.note)
+            } else {
+                format!("{}: baseline = {}; {}", s.name, s.baseline, s.note)
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,74 @@
+//! `hubsync bench` at a smoke size: it must complete and report every
+//! scenario with the row counts its data implies. No timing is asserted
+//! (speed is judged by the benchmark's own same-run ratios, not by tests).
+
+mod common;
+
+#[test]
+fn a_small_bench_completes_and_reports_every_scenario() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("bench.json");
+    let prefix = format!("hubsync_smoke_{}", std::process::id());
+    let mut cmd = common::hubsync();
+    cmd.args(["bench", "--pg-url", &common::pg_admin_url()])
+        .args(["--sites", "2", "--rows", "3000", "--noop-pg-sites", "3"])
+        .args([
+            "--noop-sqlite-sites",
+            "4",
+            "--push-rows",
+            "500",
+            "--wan-delay-ms",
+            "5",
+        ])
+        .args(["--batch-size", "1000", "--prefix", &prefix, "--json"])
+        .arg(&json);
+    let out = common::run(&mut cmd);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "full_pull",
+            "incremental_pull",
+            "push_fan_out",
+            "wan_full_pull",
+            "noop_cycle_postgres",
+            "noop_cycle_sqlite"
+        ]
+    );
+    let rows = |i: usize| scenarios[i]["rows"].as_u64().unwrap();
+    // 2 sites x 3,000 rows.
+    assert_eq!(rows(0), 6000);
+    // 1% updated + 1% inserted = 60 per site, plus the overlap re-read.
+    assert!((120..6000).contains(&rows(1)), "{}", rows(1));
+    // 500 prices to each of 2 sites.
+    assert_eq!(rows(2), 1000);
+    // The WAN pass reads everything again, the 60 new rows included.
+    assert_eq!(rows(3), 6060);
+    for scenario in scenarios {
+        assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
+    }
+    for i in [0, 2, 3] {
+        assert!(scenarios[i]["ratio"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        out.stdout.contains("full_pull: baseline = COPY binary"),
+        "{}",
+        out.stdout
+    );
+    // Clean up the smoke databases.
+    let admin = common::pg_admin_url();
+    let names = common::psql(
+        &admin,
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'"),
+    );
+    for name in names.lines() {
+        common::psql(&admin, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"));
+    }
+}
