@@ -198,6 +198,8 @@ impl Server {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            // Loopback only: never through a proxy from the environment.
+            .proxy(None)
             .build()
             .into();
         let url = format!("{}{path}", self.base);
