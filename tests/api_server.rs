@@ -1146,6 +1146,12 @@ on = "site"
   name = "bump"
   sql = "UPDATE sales SET qty = qty + 1 WHERE id = :id"
   params = [{ name = "id", type = "int", required = true }]
+[[service]]
+name = "typo"
+on = "site"
+  [[service.operation]]
+  name = "stock"
+  sql = "SELECT qty FROM stok"
 "#,
     );
     let call = |args: &[&str]| {
@@ -1258,5 +1264,42 @@ on = "site"
     usage(
         &["stock", "nope", "--all-sites"],
         "service `stock`: unknown operation `nope`; known operations: sales, bump",
+    );
+
+    // `hubsync check` prepares every operation at every site (nothing runs).
+    let out = common::run(
+        common::hubsync()
+            .arg("-c")
+            .arg(fleet.config_path())
+            .arg("check"),
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let service_problems: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("problem: service "))
+        .collect();
+    assert_eq!(service_problems.len(), 3, "{}", out.stdout);
+    for (line, site) in service_problems.iter().zip(["s1", "s2"]) {
+        assert!(
+            line.starts_with(&format!(
+                "problem: service `typo` operation `stock` site `{site}`: no such table: stok"
+            )),
+            "{line}"
+        );
+    }
+    assert!(
+        service_problems[2]
+            .starts_with("problem: service `stock`, `typo` site `s3`: cannot connect to sqlite://"),
+        "{}",
+        service_problems[2]
+    );
+    assert_eq!(
+        common::sqlite_query(
+            &fleet.dir.path().join("s1.db"),
+            "SELECT qty FROM sales WHERE id = 1"
+        ),
+        "6",
+        "check never runs an operation"
     );
 }

@@ -358,6 +358,88 @@ async fn run_on(
     })
 }
 
+/// For `hubsync check`: prepares (never runs) every operation where it
+/// would run (the master, or every site), so a missing table or column, a
+/// syntax error or an unreachable site shows before anyone calls it.
+/// Returns one problem per failure, naming service, operation and place.
+pub async fn check(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let master_ops: Vec<(&Service, &Operation)> = config
+        .services
+        .iter()
+        .filter(|s| s.on == ServiceTarget::Master)
+        .flat_map(|s| s.operations.iter().map(move |o| (s, o)))
+        .collect();
+    if !master_ops.is_empty() {
+        problems.extend(check_place(config, None, &master_ops).await);
+    }
+    let site_ops: Vec<(&Service, &Operation)> = config
+        .services
+        .iter()
+        .filter(|s| s.on == ServiceTarget::Site)
+        .flat_map(|s| s.operations.iter().map(move |o| (s, o)))
+        .collect();
+    if !site_ops.is_empty() {
+        let mut checks = Vec::with_capacity(config.sites.len());
+        for site in &config.sites {
+            checks.push(check_place(config, Some(site), &site_ops));
+        }
+        let per_site: Vec<Vec<String>> = futures::stream::iter(checks)
+            .buffered(config.hub.max_concurrent_sites)
+            .collect()
+            .await;
+        problems.extend(per_site.into_iter().flatten());
+    }
+    problems
+}
+
+async fn check_place(
+    config: &Config,
+    site: Option<&Site>,
+    operations: &[(&Service, &Operation)],
+) -> Vec<String> {
+    let (url, place) = match site {
+        Some(site) => (&site.url, format!("site `{}`", site.id)),
+        None => (&config.master, "master".to_string()),
+    };
+    let conn = match Connector::connect(url, &options(config, site)).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let services: Vec<&str> = operations.iter().map(|(s, _)| s.name.as_str()).collect();
+            let mut services = services;
+            services.dedup();
+            return vec![format!("service `{}` {place}: {e}", services.join("`, `"))];
+        }
+    };
+    let mut problems = Vec::new();
+    for (service, operation) in operations {
+        let sample = |placeholder: &NamedParam| match placeholder {
+            NamedParam::Param(name) => operation
+                .params
+                .iter()
+                .find(|p| &p.name == name)
+                .map_or(Value::Text(String::new()), |p| p.param_type.sample()),
+            NamedParam::Site(_) => Value::Text(String::new()),
+        };
+        let outcome = match bind_named_placeholders(&operation.sql, conn.dialect(), &sample) {
+            Ok(bound) => conn
+                .describe_query(&format!("/* hubsync: describe */ {}", bound.sql))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            problems.push(format!(
+                "service `{}` operation `{}` {place}: {e}",
+                service.name, operation.name
+            ));
+        }
+    }
+    conn.close().await;
+    problems
+}
+
 fn names<'n>(names: impl Iterator<Item = &'n str>) -> String {
     let names: Vec<&str> = names.collect();
     if names.is_empty() {
