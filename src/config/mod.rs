@@ -1062,6 +1062,28 @@ mod tests {
     }
 
     #[test]
+    fn api_tokens_come_from_the_environment() {
+        let text = format!(
+            "{MINIMAL}\n[api]\nlisten = \"0.0.0.0:7070\"\n[[api.token]]\nname = \"erp\"\ntoken = \"${{OPS_TOKEN}}\"\nrole = \"operate\"\n"
+        );
+        let config = Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|name| {
+            (name == "OPS_TOKEN").then(|| "0123456789abcdef-from-env".to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let api = config.api.unwrap();
+        assert_eq!(api.tokens[0].token.expose(), "0123456789abcdef-from-env");
+        assert_eq!(api.listen.to_string(), "0.0.0.0:7070");
+        let err =
+            Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|_| None).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.problems[0].starts_with("`api.token[0].token`: "),
+            "{err}"
+        );
+        assert!(err.problems[0].contains("OPS_TOKEN"), "{err}");
+    }
+
+    #[test]
     fn service_placeholders_are_checked_against_params_and_tags() {
         let text = format!(
             r#"{MINIMAL}
