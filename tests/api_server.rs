@@ -504,6 +504,62 @@ fn routes_auth_and_bad_parameters() {
     assert_eq!(pairs[2]["lag_seconds"], Value::Null);
     assert_eq!(pairs[2]["checkpoints"], json!([]));
     assert_eq!(pairs[2]["circuit"]["failures"], 1);
+
+    // The dashboard (PostgreSQL master): grid, failing site, the hour's 5 rows.
+    let (status, html) = server.call_text("GET", "/", Some(READ), None);
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(r#"data-flow="sales" data-site="s1" data-status="succeeded""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-flow="sales" data-site="s3" data-status="failed""#),
+        "{html}"
+    );
+    assert!(html.contains(r#"data-total="5""#), "{html}");
+    assert!(!html.contains("<script"), "no scripts: {html}");
+    // Without a token: the token form (401); `/?token=` keeps it in a cookie.
+    let (status, html) = server.call_text("GET", "/", None, None);
+    assert_eq!(status, 401);
+    assert!(html.contains(r#"name="token""#), "{html}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .into();
+    let response = agent
+        .get(format!("{}/?token={READ}", server.base))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(
+        response
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("hubsync_token={READ}; Path=/; HttpOnly; SameSite=Strict")
+    );
+    let (status, _) = {
+        let mut response = agent
+            .get(format!("{}/api/v1/sites", server.base))
+            .header("Cookie", format!("hubsync_token={READ}"))
+            .call()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    };
+    assert_eq!(status, 200, "the cookie is a token for GET routes");
+    let response = agent
+        .post(format!("{}/api/v1/flows/sales/sync", server.base))
+        .header("Cookie", format!("hubsync_token={OPERATE}"))
+        .send("{}")
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401, "never for POST routes");
 }
 
 /// A PostgreSQL site whose table is locked: its run starts, then waits.

@@ -15,16 +15,13 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::routes::{PairStatus, fleet_status};
 use super::{ApiError, ApiState};
-use crate::state::{RunFilter, RunRecord};
+use crate::state::RunFilter;
 
 /// Seconds between automatic reloads.
 pub const REFRESH_SECONDS: u32 = 15;
 
 /// Runs shown in "Recent runs".
 const RECENT_RUNS: usize = 20;
-
-/// Most runs read for the 24-hour chart.
-const CHART_RUNS: usize = 5000;
 
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f4f5f7;color:#1d2433}
@@ -57,17 +54,10 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
         .await
         .map_err(ApiError::internal)?;
     let now = Utc::now();
-    let since = now - Duration::hours(24);
-    let day = hub
+    let bounds = hour_bounds(now);
+    let hourly = hub
         .state()
-        .list_runs(
-            hub.master(),
-            &RunFilter {
-                since: Some(since),
-                ..RunFilter::default()
-            },
-            CHART_RUNS,
-        )
+        .rows_written_between(hub.master(), &bounds)
         .await
         .map_err(ApiError::internal)?;
     let config = hub.config();
@@ -157,7 +147,7 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
                     }
                     section {
                         h2 { "Rows written per hour, last 24 h" }
-                        (chart(&day, now))
+                        (chart(&hourly))
                     }
                     section class="wide" {
                         h2 { "Recent runs" }
@@ -223,18 +213,14 @@ fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Rows written per hour over the 24 hours before `now`, oldest first
-/// (runs counted in the hour they started).
-fn hourly_rows(runs: &[RunRecord], now: DateTime<Utc>) -> [i64; 24] {
-    let current_hour = hour_of(now);
-    let mut buckets = [0i64; 24];
-    for run in runs {
-        let hours_back = (current_hour - hour_of(run.started_at)).num_hours();
-        if (0..24).contains(&hours_back) {
-            buckets[23 - hours_back as usize] += run.rows_written;
-        }
-    }
-    buckets
+/// The 25 bounds of the chart's 24 hourly buckets: from the start of the
+/// hour 23 hours before `now`'s to the end of `now`'s hour.
+fn hour_bounds(now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let next_hour = hour_of(now) + Duration::hours(1);
+    (0..=24)
+        .rev()
+        .map(|back| next_hour - Duration::hours(back))
+        .collect()
 }
 
 /// The start of the hour `at` falls in.
@@ -245,8 +231,7 @@ fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(at)
 }
 
-fn chart(runs: &[RunRecord], now: DateTime<Utc>) -> Markup {
-    let buckets = hourly_rows(runs, now);
+fn chart(buckets: &[i64]) -> Markup {
     let max = buckets.iter().copied().max().unwrap_or(0).max(1);
     let total: i64 = buckets.iter().sum();
     let (width, height, bar) = (480.0, 120.0, 20.0);
@@ -300,43 +285,17 @@ pub fn login_page(error: Option<&str>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::RunStatus;
-
-    fn run(started_at: DateTime<Utc>, rows_written: i64) -> RunRecord {
-        RunRecord {
-            run_id: String::new(),
-            flow: "f".into(),
-            site: "s".into(),
-            started_at,
-            finished_at: None,
-            rows_read: 0,
-            rows_written,
-            status: RunStatus::Succeeded,
-            error: None,
-            note: None,
-        }
-    }
 
     #[test]
-    fn rows_fall_in_their_hour() {
+    fn the_chart_covers_the_last_24_hours_by_the_hour() {
         let now = DateTime::parse_from_rfc3339("2026-01-02T10:30:00Z")
             .unwrap()
             .to_utc();
-        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().to_utc();
-        let buckets = hourly_rows(
-            &[
-                run(at("2026-01-02T10:05:00Z"), 5),   // this hour: last bucket
-                run(at("2026-01-02T09:59:59Z"), 7),   // previous hour
-                run(at("2026-01-02T09:00:00Z"), 1),   // previous hour
-                run(at("2026-01-01T11:00:00Z"), 3),   // 23 hours back: first bucket
-                run(at("2026-01-01T10:59:59Z"), 100), // older: not shown
-            ],
-            now,
-        );
-        assert_eq!(buckets[23], 5);
-        assert_eq!(buckets[22], 8);
-        assert_eq!(buckets[0], 3);
-        assert_eq!(buckets.iter().sum::<i64>(), 16);
+        let bounds = hour_bounds(now);
+        assert_eq!(bounds.len(), 25);
+        assert_eq!(bounds[0].to_rfc3339(), "2026-01-01T11:00:00+00:00");
+        assert_eq!(bounds[23].to_rfc3339(), "2026-01-02T10:00:00+00:00");
+        assert_eq!(bounds[24].to_rfc3339(), "2026-01-02T11:00:00+00:00");
     }
 
     #[test]

@@ -102,6 +102,60 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Rows written by runs started in each interval `[bounds[i], bounds[i+1])`
+    /// (so `bounds.len() - 1` sums, oldest first), over every flow and site,
+    /// computed by the master in one query (the dashboard's chart). The SQL
+    /// only compares timestamps, so it reads the same on every dialect.
+    pub async fn rows_written_between(
+        &self,
+        master: &Connector,
+        bounds: &[DateTime<Utc>],
+    ) -> Result<Vec<i64>> {
+        if bounds.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let params: Vec<Value> = bounds.iter().map(|b| Value::TimestampTz(*b)).collect();
+        let p: Vec<String> = params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.dialect.typed_placeholder(i + 1, v))
+            .collect();
+        let sums: Vec<String> = (0..bounds.len() - 1)
+            .map(|i| {
+                format!(
+                    "sum(CASE WHEN started_at >= {} AND started_at < {} THEN rows_written ELSE 0 END)",
+                    p[i],
+                    p[i + 1]
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE started_at >= {} AND started_at < {}",
+            sums.join(", "),
+            self.table("runs"),
+            p[0],
+            p[bounds.len() - 1]
+        );
+        let batch = master.query(&sql, &params).await?;
+        let Some(row) = batch.rows.first() else {
+            return Ok(vec![0; bounds.len() - 1]);
+        };
+        row.iter()
+            .map(|value| match value {
+                Value::Null => Ok(0),
+                Value::Int(n) => Ok(*n),
+                // PostgreSQL's sum(bigint) is numeric.
+                Value::Numeric(text) => text
+                    .parse::<i64>()
+                    .map_err(|e| super::StateError::Corrupt(format!("row sum `{text}`: {e}"))),
+                other => Err(super::StateError::Corrupt(format!(
+                    "row sum of unexpected type {}",
+                    other.kind()
+                ))),
+            })
+            .collect()
+    }
+
     /// The live runs of `flow`, by site: `running` rows whose heartbeat is
     /// younger than [`HEARTBEAT_EXPIRY`] and whose holder is not a dead
     /// process of this host (the rule [`StateStore::start_run`] applies; this
