@@ -216,16 +216,6 @@ pub async fn execute(
     call: &PreparedCall<'_>,
     master: Option<&Connector>,
 ) -> Vec<CallResult> {
-    let place = |site: Option<&str>| match site {
-        Some(site) => format!(
-            "service `{}` operation `{}` site `{site}`",
-            call.service.name, call.operation.name
-        ),
-        None => format!(
-            "service `{}` operation `{}` master",
-            call.service.name, call.operation.name
-        ),
-    };
     if call.service.on == ServiceTarget::Master {
         let outcome = match master {
             Some(master) => run_on(master, call, None).await,
@@ -240,7 +230,12 @@ pub async fn execute(
         };
         return vec![CallResult {
             site: None,
-            outcome: outcome.map_err(|e| format!("{}: {e}", place(None))),
+            outcome: outcome.map_err(|e| {
+                format!(
+                    "service `{}` operation `{}` master: {e}",
+                    call.service.name, call.operation.name
+                )
+            }),
         }];
     }
     // A loop, not a closure: the futures must stay `Send` for axum.
