@@ -20,8 +20,11 @@ use crate::connector::{Connector, ConnectorError, Tx};
 use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
+mod history;
+pub use self::history::RunFilter;
+
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -338,6 +341,12 @@ impl StateStore {
                  row_key TEXT NOT NULL, row_values TEXT NOT NULL, error TEXT NOT NULL, quarantined_at {ts} NOT NULL, \
                  PRIMARY KEY (flow, stream, site, row_key))",
                 self.table("quarantine")
+            )],
+            // The run history newest first across all pairs (the HTTP API's
+            // `/runs`, the dashboard) and its retention, without a full scan.
+            6 => vec![format!(
+                "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
+                self.table("runs")
             )],
             // Late commits: where the next read starts (at or below the position).
             3 => vec![format!(
