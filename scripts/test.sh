@@ -4,7 +4,9 @@
 # What it does:
 #   1. Installs the PostgreSQL server binaries (Debian package `postgresql`) if
 #      no /usr/lib/postgresql/*/bin/initdb exists. The package's own cluster is
-#      never used; if it starts a service on 5432 that is harmless.
+#      never used; if it starts a service on 5432 that is harmless. Installs
+#      Debian's `chromium` (+ `chromium-driver`) if missing, for the dashboard
+#      browser test (tests/dashboard_browser.rs, headless).
 #   2. Starts a throwaway PostgreSQL server in a fresh temp dir, on a free
 #      loopback port, with durability turned off (fast, disposable).
 #   3. Exports HUBSYNC_TEST_PG_URL=postgres://postgres@127.0.0.1:$PORT/postgres
@@ -38,6 +40,14 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
 fi
+
+# --- 1b. Chromium (headless) for the dashboard browser test -----------------
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "test.sh: chromium not found; installing packages 'chromium' and 'chromium-driver'" >&2
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi
+
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 if [ ! -x "$PGBIN/initdb" ] || [ ! -x "$PGBIN/pg_ctl" ]; then
     echo "test.sh: no initdb/pg_ctl in $PGBIN" >&2

@@ -2,10 +2,12 @@
 //! databases, both ways, with nothing installed at the sites.
 //!
 //! Layers, each depending only on those below it (see docs/ARCHITECTURE.md):
-//! `cli` -> `flow` -> `connector` / `state` -> `dialect` -> `value` / `config`.
+//! `cli` / `api` -> `flow` / `service` -> `connector` / `state` -> `dialect` ->
+//! `value` / `config`; `telemetry` is called from `flow`, `service` and `api`.
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod capture;
 pub mod cli;
@@ -14,5 +16,7 @@ pub mod connector;
 pub mod dialect;
 pub mod flow;
 pub mod scheduler;
+pub mod service;
 pub mod state;
+pub mod telemetry;
 pub mod value;

@@ -395,7 +395,16 @@ fn mariadb_master_pulls_from_mariadb_and_sqlite_sites_and_keeps_state() {
     );
     assert_eq!(
         mysql(&master, "SELECT max(version) FROM hubsync_schema_version"),
-        "5"
+        hubsync::state::SCHEMA_VERSION.to_string()
+    );
+    // Every migration step ran on MySQL too (v6: the runs index).
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT count(DISTINCT INDEX_NAME) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = 'hubsync_runs' AND INDEX_NAME IN ('hubsync_runs_by_flow_site', 'hubsync_runs_by_start')"
+        ),
+        "2"
     );
     // Every run lock was released (another session can take it at once).
     assert_eq!(

@@ -1,4 +1,5 @@
-//! `hubsync check`: config, connectivity, tables, columns and keys.
+//! `hubsync check`: config, connectivity, tables, columns and keys; every
+//! data service operation prepared where it would run.
 
 use std::sync::Arc;
 
@@ -15,9 +16,16 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         config.master.redacted()
     );
     let report = check(&config).await;
-    for problem in &report.problems {
+    let service_problems = crate::service::check(&config).await;
+    for problem in report
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .chain(service_problems.iter().cloned())
+    {
         println!("problem: {problem}");
     }
+    let problem_count = report.problems.len() + service_problems.len();
     for warning in &report.warnings {
         println!("warning: {warning}");
     }
@@ -26,14 +34,14 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         report.reachable,
         plural(config.sites.len() as u64 + 1, "database"),
         plural(report.streams_ok as u64, "stream/site pair"),
-        plural(report.problems.len() as u64, "problem"),
+        plural(problem_count as u64, "problem"),
         if report.warnings.is_empty() {
             String::new()
         } else {
             format!(", {}", plural(report.warnings.len() as u64, "warning"))
         }
     );
-    Ok(if report.problems.is_empty() {
+    Ok(if problem_count == 0 {
         EXIT_OK
     } else {
         EXIT_FAILED

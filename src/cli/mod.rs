@@ -6,11 +6,13 @@
 //! problem); 2 config or usage error; 130 interrupted during `sync`.
 
 mod bench;
+mod call;
 mod check;
 mod demo;
 mod output;
 mod reset;
 mod run;
+mod serve;
 mod status;
 mod sync;
 
@@ -66,8 +68,12 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run one pass of the flows over the sites now, with progress and a summary.
     Sync(sync::SyncArgs),
-    /// Run every flow on its schedule until SIGINT/SIGTERM (the daemon).
+    /// Run every flow on its schedule until SIGINT/SIGTERM (the daemon); serves the HTTP API when `[api]` is set.
     Run,
+    /// Serve the HTTP API and dashboard (`[api]`, default 127.0.0.1:7070) without the scheduler.
+    Serve,
+    /// Run a data service operation (`[[service]]`) on the master or on sites.
+    Call(call::CallArgs),
     /// Validate the config, connect to the master and every site, and check tables, columns and keys.
     Check,
     /// Show checkpoints and the last run of each flow at each site.
@@ -112,6 +118,8 @@ async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
         Command::Demo(args) => demo::run(args, cancel).await,
         Command::Sync(args) => sync::run(load(&cli.config)?, args, cancel).await,
         Command::Run => run::run(load(&cli.config)?, cancel).await,
+        Command::Serve => serve::run(load(&cli.config)?, cancel).await,
+        Command::Call(args) => call::run(load(&cli.config)?, args).await,
         Command::Check => check::run(load(&cli.config)?).await,
         Command::Status => status::run(load(&cli.config)?).await,
         Command::Reset(args) => reset::run(load(&cli.config)?, args).await,

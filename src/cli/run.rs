@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::FleetProgress;
 use super::{EXIT_OK, UsageError};
+use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::flow::Hub;
 use crate::scheduler::run_schedules;
@@ -17,23 +18,48 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         .filter(|f| f.schedule.is_some())
         .map(|f| f.name.as_str())
         .collect();
-    if scheduled.is_empty() {
+    // With `[api]` the daemon is useful without schedules (syncs on request).
+    if scheduled.is_empty() && config.api.is_none() {
         return Err(UsageError(
             "no flow has a `schedule`; add e.g. `schedule = \"every 5m\"` to a `[[flow]]`, or use `hubsync sync`".into(),
         )
         .into());
     }
     let hub = Arc::new(Hub::open(config.clone(), cancel.clone()).await?);
+    let flows = if scheduled.is_empty() {
+        "no scheduled flow (syncs on request through the API)".to_string()
+    } else {
+        format!(
+            "{} ({})",
+            super::plural(scheduled.len() as u64, "scheduled flow"),
+            scheduled.join(", ")
+        )
+    };
     eprintln!(
-        "hubsync running {} ({}) over {}; master {}; stop with Ctrl-C or SIGTERM",
-        super::plural(scheduled.len() as u64, "scheduled flow"),
-        scheduled.join(", "),
+        "hubsync running {flows} over {}; master {}; stop with Ctrl-C or SIGTERM",
         super::plural(config.sites.len() as u64, "site"),
         config.master.redacted()
     );
     // One line per finished site run (no bars in a daemon).
     let progress = Arc::new(FleetProgress::new_lines());
+    let server = match &config.api {
+        Some(api_config) => {
+            let listener = api::bind(api_config.listen).await?;
+            let state = ApiState::new(hub.clone(), api_config, progress.clone());
+            Some(tokio::spawn(api::serve(listener, state, cancel.clone())))
+        }
+        None => None,
+    };
+    let pruning = tokio::spawn(api::prune_history(hub.clone(), cancel.clone()));
     run_schedules(hub.clone(), progress, cancel).await;
+    if let Some(server) = server {
+        match server.await {
+            Ok(Err(e)) => tracing::error!("the HTTP API stopped with an error: {e}"),
+            Err(e) => tracing::error!("the HTTP API task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = pruning.await;
     hub.master().close().await;
     eprintln!("hubsync stopped cleanly: every committed batch is kept");
     Ok(EXIT_OK)

@@ -6,8 +6,11 @@
 //! and build typed values, collecting all problems. Connectivity is not
 //! checked here; that is `hubsync check`.
 
+pub mod api;
 pub mod env;
 pub mod schedule;
+pub mod selector;
+pub mod service;
 pub mod url;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -17,7 +20,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::api::{ApiConfig, ApiToken, Role};
 pub use self::schedule::{Schedule, SyncWindow};
+pub use self::selector::SiteSelector;
+pub use self::service::{Operation, Param, ParamType, Service, ServiceTarget};
 pub use self::url::{DbUrl, Secret};
 use crate::dialect::Dialect;
 use crate::dialect::params::bind_site_placeholders;
@@ -87,6 +93,9 @@ struct RawConfig {
     site: Vec<RawSite>,
     #[serde(default)]
     flow: Vec<RawFlow>,
+    api: Option<api::RawApi>,
+    #[serde(default)]
+    service: Vec<service::RawService>,
 }
 
 #[derive(Deserialize, Default)]
@@ -100,6 +109,7 @@ struct RawHub {
     connect_retries: Option<usize>,
     circuit_breaker_failures: Option<usize>,
     circuit_breaker_cooldown: Option<String>,
+    run_history_days: Option<u32>,
     max_rows_per_second: Option<u32>,
 }
 
@@ -171,6 +181,11 @@ pub struct Config {
     pub sites: Vec<Site>,
     /// Every flow, in config order.
     pub flows: Vec<Flow>,
+    /// `[api]`; `None` when the section is absent (`hubsync run` then
+    /// serves no HTTP, `hubsync serve` uses the defaults).
+    pub api: Option<ApiConfig>,
+    /// Data services, in config order.
+    pub services: Vec<Service>,
 }
 
 /// Hub-wide limits (`[hub]`).
@@ -197,6 +212,10 @@ pub struct HubConfig {
     /// First cool-down of an open circuit; it doubles with every further
     /// failure, up to one hour (default 1 min).
     pub circuit_breaker_cooldown: Duration,
+    /// Days of run history kept; older finished runs are deleted by the
+    /// daemon (`hubsync run` / `serve`) at start and hourly (default 30;
+    /// 0 keeps everything).
+    pub run_history_days: u32,
     /// Most rows per second moved through the master, all flows and sites
     /// together: rows written by pulls and rows read by pushes (token
     /// bucket, one second of burst); `None` (default): no limit.
@@ -486,6 +505,11 @@ impl Config {
     pub fn site(&self, id: &str) -> Option<&Site> {
         self.sites.iter().find(|s| s.id == id)
     }
+
+    /// The data service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
 }
 
 /// toml's messages span several lines with a source excerpt; keep them but
@@ -546,6 +570,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             }),
             None => Duration::from_secs(60),
         },
+        run_history_days: raw.hub.run_history_days.unwrap_or(30),
         max_rows_per_second: match raw.hub.max_rows_per_second {
             Some(0) => {
                 problems.push(
@@ -736,6 +761,8 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         });
     }
     check_pulled_and_pushed(&flows, problems);
+    let api = raw.api.map(|raw_api| api::validate_api(raw_api, problems));
+    let services = service::validate_services(raw.service, &sites, problems);
 
     Config {
         path: path.to_path_buf(),
@@ -743,6 +770,8 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         master,
         sites,
         flows,
+        api,
+        services,
     }
 }
 
@@ -1064,6 +1093,70 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.flows.is_empty());
         assert!(config.flows.iter().any(|f| f.direction == Direction::Push));
+        let api = config.api.as_ref().expect("[api] in the reference");
+        assert_eq!(api.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(api.tokens.len(), 2);
+        assert_eq!(api.tokens[1].role, Role::Operate);
+        assert_eq!(config.hub.run_history_days, 30);
+        let stock = config.service("stock").expect("service stock");
+        assert_eq!(stock.on, ServiceTarget::Site);
+        assert_eq!(stock.operation("recount").unwrap().params.len(), 2);
+        assert_eq!(config.service("reports").unwrap().on, ServiceTarget::Master);
+    }
+
+    #[test]
+    fn api_tokens_come_from_the_environment() {
+        let text = format!(
+            "{MINIMAL}\n[api]\nlisten = \"0.0.0.0:7070\"\n[[api.token]]\nname = \"erp\"\ntoken = \"${{OPS_TOKEN}}\"\nrole = \"operate\"\n"
+        );
+        let config = Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|name| {
+            (name == "OPS_TOKEN").then(|| "0123456789abcdef-from-env".to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let api = config.api.unwrap();
+        assert_eq!(api.tokens[0].token.expose(), "0123456789abcdef-from-env");
+        assert_eq!(api.listen.to_string(), "0.0.0.0:7070");
+        let err =
+            Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|_| None).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.problems[0].starts_with("`api.token[0].token`: "),
+            "{err}"
+        );
+        assert!(err.problems[0].contains("OPS_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn service_placeholders_are_checked_against_params_and_tags() {
+        let text = format!(
+            r#"{MINIMAL}
+            [[service]]
+            name = "stock"
+            on = "site"
+              [[service.operation]]
+              name = "level"
+              sql = "SELECT qty FROM stock WHERE sku = :sku AND region = :site.region"
+              params = [{{ name = "store", type = "text" }}, {{ name = "n", type = "int", default = "x" }}]
+            [[service]]
+            name = "hq"
+            on = "master"
+              [[service.operation]]
+              name = "who"
+              sql = "SELECT :site.id"
+            "#
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "service `stock` operation `level` param `n`: `default`: expected a 64-bit integer, got `x`",
+                "service `stock` operation `level`: `sql` uses `:sku` but no param `sku` is declared; add `{ name = \"sku\", type = \"text\" }` to `params`",
+                "service `stock` operation `level`: `sql` uses `:site.region` but site(s) `s1` have no tag `region`",
+                "service `stock` operation `level` param `store`: declared but `sql` never uses `:store`",
+                "service `stock` operation `level` param `n`: declared but `sql` never uses `:n`",
+                "service `hq` operation `who`: `:site.id` is only available to `on = \"site\"` services",
+            ]
+        );
     }
 
     #[test]

@@ -38,9 +38,76 @@ pub fn bind_site_placeholders(
     dialect: Dialect,
     first_param: usize,
 ) -> Result<SiteBoundSql, String> {
+    let mut params = Vec::new();
+    let sql = scan_placeholders(sql, dialect, false, |placeholder| {
+        let NamedParam::Site(name) = placeholder else {
+            unreachable!("only :site.* placeholders are scanned here")
+        };
+        let text = dialect.typed_placeholder(
+            first_param + params.len(),
+            &crate::value::Value::Text(String::new()),
+        );
+        params.push(name);
+        text
+    })?;
+    Ok(SiteBoundSql { sql, params })
+}
+
+/// One `:name` placeholder of a data service operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamedParam {
+    /// `:name`: an operation parameter.
+    Param(String),
+    /// `:site.<name>`: the site's id (`id`) or one of its tags.
+    Site(String),
+}
+
+/// An operation's SQL with its `:name` placeholders replaced by numbered
+/// dialect placeholders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedBoundSql {
+    /// The rewritten SQL.
+    pub sql: String,
+    /// What each placeholder binds, in parameter order (a name used twice
+    /// appears twice).
+    pub params: Vec<NamedParam>,
+}
+
+/// Rewrites every `:name` and `:site.<name>` in `sql` into the dialect's
+/// numbered placeholder (`$1::bigint`, `?1`), numbering from 1. `sample`
+/// gives, for each placeholder, a value of the type it will be bound with;
+/// on PostgreSQL that picks the cast (values travel as text, see
+/// [`Dialect::typed_placeholder`]). Names are `[A-Za-z_][A-Za-z0-9_]*`; a
+/// `:` preceded by a name character or another `:` (`a::int`, `x:y` inside
+/// an identifier) is not a placeholder, and neither is anything inside
+/// strings, quoted identifiers, comments or dollar quotes.
+///
+/// Errors: an unterminated string, identifier or comment (named in the text).
+pub fn bind_named_placeholders(
+    sql: &str,
+    dialect: Dialect,
+    sample: &dyn Fn(&NamedParam) -> crate::value::Value,
+) -> Result<NamedBoundSql, String> {
+    let mut params = Vec::new();
+    let sql = scan_placeholders(sql, dialect, true, |placeholder| {
+        let text = dialect.typed_placeholder(params.len() + 1, &sample(&placeholder));
+        params.push(placeholder);
+        text
+    })?;
+    Ok(NamedBoundSql { sql, params })
+}
+
+/// The lexer behind both binders: copies `sql`, replacing each placeholder
+/// by what `replace` returns. With `named` false only `:site.<name>` is a
+/// placeholder; with `named` true `:name` is too.
+fn scan_placeholders(
+    sql: &str,
+    dialect: Dialect,
+    named: bool,
+    mut replace: impl FnMut(NamedParam) -> String,
+) -> Result<String, String> {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
-    let mut params = Vec::new();
     let mut i = 0;
     let mut copied_to = 0;
     while i < bytes.len() {
@@ -98,11 +165,30 @@ pub fn bind_site_placeholders(
                     continue;
                 }
                 out.push_str(&sql[copied_to..i]);
-                out.push_str(&dialect.typed_placeholder(
-                    first_param + params.len(),
-                    &crate::value::Value::Text(String::new()),
-                ));
-                params.push(sql[name_start..name_start + name_len].to_string());
+                out.push_str(&replace(NamedParam::Site(
+                    sql[name_start..name_start + name_len].to_string(),
+                )));
+                i = name_start + name_len;
+                copied_to = i;
+            }
+            b':' if named => {
+                let name_start = i + 1;
+                let name_len = bytes[name_start..]
+                    .iter()
+                    .take_while(|c| is_ident_byte(**c))
+                    .count();
+                let starts_ok = bytes
+                    .get(name_start)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+                let preceded_by_ident = i > 0 && is_ident_byte(bytes[i - 1]);
+                if !starts_ok || preceded_by_ident {
+                    i += 1;
+                    continue;
+                }
+                out.push_str(&sql[copied_to..i]);
+                out.push_str(&replace(NamedParam::Param(
+                    sql[name_start..name_start + name_len].to_string(),
+                )));
                 i = name_start + name_len;
                 copied_to = i;
             }
@@ -110,7 +196,38 @@ pub fn bind_site_placeholders(
         }
     }
     out.push_str(&sql[copied_to..]);
-    Ok(SiteBoundSql { sql: out, params })
+    Ok(out)
+}
+
+/// `sql` (one statement returning `columns`) wrapped so that the columns
+/// in `text_columns` are read as text:
+/// `WITH hubsync_op AS (<sql>) SELECT "a", CAST("b" AS text) AS "b" FROM hubsync_op`.
+/// A common table expression rather than a derived table, so that a
+/// PostgreSQL `INSERT/UPDATE/DELETE ... RETURNING` can be wrapped too. Used
+/// by data services for column types the connector does not decode natively
+/// (PostgreSQL arrays, intervals, enums...).
+pub fn select_with_text_columns(
+    dialect: Dialect,
+    sql: &str,
+    columns: &[String],
+    text_columns: &[String],
+) -> String {
+    let list: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let quoted = dialect.quote_ident(c);
+            if text_columns.contains(c) {
+                format!("CAST({quoted} AS text) AS {quoted}")
+            } else {
+                quoted
+            }
+        })
+        .collect();
+    format!(
+        "WITH hubsync_op AS ({}) SELECT {} FROM hubsync_op",
+        trim_statement_end(sql, dialect),
+        list.join(", ")
+    )
 }
 
 /// `sql` without what follows its last significant token: trailing
@@ -303,5 +420,57 @@ mod tests {
     fn unterminated_string_is_an_error() {
         let err = bind_site_placeholders("SELECT 'abc", Dialect::Sqlite, 1).unwrap_err();
         assert_eq!(err, "unterminated string literal");
+    }
+
+    fn sample(param: &NamedParam) -> crate::value::Value {
+        match param {
+            NamedParam::Param(name) if name == "qty" => crate::value::Value::Int(0),
+            _ => crate::value::Value::Text(String::new()),
+        }
+    }
+
+    #[test]
+    fn columns_are_read_as_text_through_a_common_table_expression() {
+        let columns = ["id".to_string(), "span".to_string()];
+        assert_eq!(
+            select_with_text_columns(
+                Dialect::Postgres,
+                "UPDATE t SET n = n + 1 RETURNING id, span; -- done",
+                &columns,
+                &columns[1..]
+            ),
+            "WITH hubsync_op AS (UPDATE t SET n = n + 1 RETURNING id, span) \
+             SELECT \"id\", CAST(\"span\" AS text) AS \"span\" FROM hubsync_op"
+        );
+    }
+
+    #[test]
+    fn named_parameters_are_bound_in_order_with_their_casts() {
+        let bound = bind_named_placeholders(
+            "SELECT sku, qty FROM stock WHERE sku = :sku AND qty >= :qty AND store = :site.id \
+             AND note <> ':nope' AND x::int > 0 AND sku <> :sku",
+            Dialect::Postgres,
+            &sample,
+        )
+        .unwrap();
+        assert_eq!(
+            bound.sql,
+            "SELECT sku, qty FROM stock WHERE sku = $1::text AND qty >= $2::bigint AND store = $3::text \
+             AND note <> ':nope' AND x::int > 0 AND sku <> $4::text"
+        );
+        assert_eq!(
+            bound.params,
+            [
+                NamedParam::Param("sku".into()),
+                NamedParam::Param("qty".into()),
+                NamedParam::Site("id".into()),
+                NamedParam::Param("sku".into()),
+            ]
+        );
+        let sqlite =
+            bind_named_placeholders("UPDATE t SET a = :a -- :b\n", Dialect::Sqlite, &sample)
+                .unwrap();
+        assert_eq!(sqlite.sql, "UPDATE t SET a = ?1 -- :b\n");
+        assert_eq!(sqlite.params, [NamedParam::Param("a".into())]);
     }
 }

@@ -73,6 +73,12 @@ pub trait Progress: Send + Sync {
     fn batch_applied(&self, flow: &str, site: &str, stream: &str, read: u64, written: u64);
     /// A site's run ended.
     fn site_finished(&self, report: &SiteReport);
+    /// The run history recorded the start of run `run_id` (the HTTP API
+    /// answers a sync request with these ids). Default: nothing.
+    fn run_started(&self, _flow: &str, _site: &str, _run_id: &str) {}
+    /// The pair was not started because run `run_id` of it is alive, in
+    /// this or another hub process. Default: nothing.
+    fn already_running(&self, _flow: &str, _site: &str, _run_id: &str) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -371,8 +377,14 @@ impl Hub {
                 .start_run(&self.master, &flow.name, &site.id, &dead_runs)
                 .await
             {
-                Ok(run_id) => report.run_id = Some(run_id),
+                Ok(run_id) => {
+                    progress.run_started(&flow.name, &site.id, &run_id);
+                    report.run_id = Some(run_id);
+                }
                 Err(e) => {
+                    if let StateError::AlreadyRunning { run_id, .. } = &e {
+                        progress.already_running(&flow.name, &site.id, run_id);
+                    }
                     report.status = match e {
                         StateError::AlreadyRunning { .. } => RunStatus::Skipped,
                         _ => RunStatus::Failed,
@@ -489,6 +501,7 @@ impl Hub {
                 "run succeeded"
             ),
         }
+        crate::telemetry::run_finished(&report);
         progress.site_finished(&report);
         report
     }
@@ -526,6 +539,7 @@ impl Hub {
             })
             .await
             .map_err(|e| format!("flow `{}` site `{}`: {e}", flow.name, site.id))?;
+        crate::telemetry::site_connection_opened();
         let mut result = Ok(());
         let run_id = report.run_id.clone();
         for (stream, plan) in flow.streams.iter().zip(plans) {
@@ -571,6 +585,7 @@ impl Hub {
             }
         }
         site_conn.close().await;
+        crate::telemetry::site_connection_closed();
         result
     }
 }

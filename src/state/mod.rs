@@ -7,7 +7,8 @@
 //! forward migrations applied in order, in one transaction (serialised
 //! between hubs by an advisory lock on PostgreSQL, `GET_LOCK` on MySQL,
 //! whose DDL commits at once, so a MySQL migration is not atomic but is
-//! re-runnable: every step checks what exists).
+//! re-runnable: tables are created `IF NOT EXISTS` and a column or index
+//! that already exists is passed over).
 //!
 //! Checkpoint rules (after quickwit's `checkpoint.rs`): a checkpoint is the
 //! furthest keyset position (cursor, primary key...) applied, with a
@@ -23,8 +24,11 @@ use crate::connector::{Connector, ConnectorError, Tx};
 use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
+mod history;
+pub use self::history::RunFilter;
+
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -351,7 +355,16 @@ impl StateStore {
         }
         for version in current + 1..=SCHEMA_VERSION {
             for statement in self.migration(version) {
-                tx.execute(&statement, &[]).await?;
+                match tx.execute(&statement, &[]).await {
+                    Ok(_) => {}
+                    // MySQL DDL commits at once: a migration cut short left
+                    // some steps done; they are not done twice.
+                    Err(ConnectorError::Database(message))
+                        if self.dialect == Dialect::MySql
+                            && (message.starts_with("Duplicate column name")
+                                || message.starts_with("Duplicate key name")) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             let sql = format!(
                 "INSERT INTO {version_table} (version) VALUES ({})",
@@ -409,6 +422,12 @@ impl StateStore {
                  PRIMARY KEY (flow, stream, site, row_key))",
                 self.table("quarantine")
             )],
+            // The run history newest first across all pairs (the HTTP API's
+            // `/runs`, the dashboard) and its retention, without a full scan.
+            6 => vec![format!(
+                "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
+                self.table("runs")
+            )],
             // Late commits: where the next read starts (at or below the position).
             3 => vec![format!(
                 "ALTER TABLE {} ADD COLUMN resume_from TEXT",
@@ -443,15 +462,15 @@ impl StateStore {
                 ),
             ],
             2 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS heartbeat_at DATETIME(6)",
+                "ALTER TABLE {} ADD COLUMN heartbeat_at DATETIME(6)",
                 self.table("runs")
             )],
             3 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS resume_from LONGTEXT",
+                "ALTER TABLE {} ADD COLUMN resume_from LONGTEXT",
                 self.table("checkpoints")
             )],
             4 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS holder VARCHAR(255)",
+                "ALTER TABLE {} ADD COLUMN holder VARCHAR(255)",
                 self.table("runs")
             )],
             5 => vec![format!(
@@ -460,6 +479,10 @@ impl StateStore {
                  error LONGTEXT NOT NULL, quarantined_at DATETIME(6) NOT NULL, \
                  PRIMARY KEY (flow, stream, site, row_key)) {TABLE_OPTIONS}",
                 self.table("quarantine")
+            )],
+            6 => vec![format!(
+                "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
+                self.table("runs")
             )],
             _ => Vec::new(),
         }

@@ -1,0 +1,152 @@
+//! Metrics: every name is declared here with its description, and one
+//! helper per event bumps them, so names cannot drift between the code, the
+//! README and `/metrics`.
+//!
+//! The Prometheus recorder is installed once per process by [`install`]
+//! (the HTTP API does it); before that the helpers are no-ops, so
+//! `hubsync sync` pays nothing. No per-site histograms: a fleet has
+//! thousands of sites, so the run duration histogram is per flow only.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::flow::SiteReport;
+
+/// Counter `{flow, site}`: rows read from the source by finished runs.
+pub const ROWS_READ: &str = "hubsync_rows_read_total";
+/// Counter `{flow, site}`: rows inserted or changed at the target by finished runs.
+pub const ROWS_WRITTEN: &str = "hubsync_rows_written_total";
+/// Counter `{flow, site, status}`: finished runs by outcome
+/// (`succeeded`, `failed`, `skipped`, `partial`).
+pub const RUNS: &str = "hubsync_runs_total";
+/// Histogram `{flow}`: wall time of a site run, in seconds.
+pub const RUN_DURATION: &str = "hubsync_run_duration_seconds";
+/// Gauge `{flow, site}`: seconds since the pair's last successful run
+/// (from the run history, computed at scrape time).
+pub const LAST_SUCCESS_AGE: &str = "hubsync_last_success_age_seconds";
+/// Gauge `{flow, stream, site}`: for time cursors, seconds between now and
+/// the newest cursor value applied (how far the target is behind the
+/// site's clock when the site writes continuously); computed at scrape time.
+pub const CURSOR_AGE: &str = "hubsync_checkpoint_cursor_age_seconds";
+/// Gauge: site connections open now (flow runs and service calls).
+pub const SITE_CONNECTIONS: &str = "hubsync_site_connections_open";
+/// Gauge `{flow, site}`: 1 while the pair's circuit breaker is open, else 0
+/// (pairs that ever failed; computed at scrape time).
+pub const CIRCUIT_OPEN: &str = "hubsync_circuit_open";
+/// Gauge: most master write transactions in flight at once since the hub
+/// started (at most `hub.master_write_concurrency`); set at scrape time.
+pub const MASTER_WRITES_HIGH_WATER: &str = "hubsync_master_writes_high_water";
+/// Counter `{service, operation, outcome}`: data service calls per place
+/// (`ok` or `error`).
+pub const SERVICE_CALLS: &str = "hubsync_service_calls_total";
+
+/// Buckets of [`RUN_DURATION`], in seconds.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return
+/// the same handle) and describes every metric.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), &DURATION_BUCKETS)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (a test harness);
+        // the handle then renders nothing, which is harmless.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        ROWS_READ,
+        metrics::Unit::Count,
+        "Rows read from the source by finished runs"
+    );
+    metrics::describe_counter!(
+        ROWS_WRITTEN,
+        metrics::Unit::Count,
+        "Rows inserted or changed at the target by finished runs"
+    );
+    metrics::describe_counter!(RUNS, metrics::Unit::Count, "Finished runs by outcome");
+    metrics::describe_histogram!(
+        RUN_DURATION,
+        metrics::Unit::Seconds,
+        "Wall time of one site run of a flow"
+    );
+    metrics::describe_gauge!(
+        LAST_SUCCESS_AGE,
+        metrics::Unit::Seconds,
+        "Seconds since the last successful run of a flow at a site"
+    );
+    metrics::describe_gauge!(
+        CURSOR_AGE,
+        metrics::Unit::Seconds,
+        "Seconds between now and the newest time cursor value applied"
+    );
+    metrics::describe_gauge!(
+        SITE_CONNECTIONS,
+        metrics::Unit::Count,
+        "Site connections open now"
+    );
+    metrics::describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 while the circuit breaker of a flow at a site is open"
+    );
+    metrics::describe_gauge!(
+        MASTER_WRITES_HIGH_WATER,
+        metrics::Unit::Count,
+        "Most master write transactions in flight at once since the hub started"
+    );
+    metrics::describe_counter!(
+        SERVICE_CALLS,
+        metrics::Unit::Count,
+        "Data service calls per place and outcome"
+    );
+}
+
+/// Records a finished site run: rows, outcome and duration. Dry runs and
+/// runs that never started a history row are counted like the others.
+pub fn run_finished(report: &SiteReport) {
+    let labels = [("flow", report.flow.clone()), ("site", report.site.clone())];
+    metrics::counter!(ROWS_READ, &labels).increment(report.rows_read());
+    metrics::counter!(ROWS_WRITTEN, &labels).increment(report.rows_written());
+    metrics::counter!(
+        RUNS,
+        "flow" => report.flow.clone(),
+        "site" => report.site.clone(),
+        "status" => report.status.as_str()
+    )
+    .increment(1);
+    metrics::histogram!(RUN_DURATION, "flow" => report.flow.clone())
+        .record(report.duration.as_secs_f64());
+}
+
+/// A site connection was opened.
+pub fn site_connection_opened() {
+    metrics::gauge!(SITE_CONNECTIONS).increment(1.0);
+}
+
+/// A site connection was closed.
+pub fn site_connection_closed() {
+    metrics::gauge!(SITE_CONNECTIONS).decrement(1.0);
+}
+
+/// Records one place's outcome of a data service call.
+pub fn service_called(service: &str, operation: &str, ok: bool) {
+    metrics::counter!(
+        SERVICE_CALLS,
+        "service" => service.to_string(),
+        "operation" => operation.to_string(),
+        "outcome" => if ok { "ok" } else { "error" }
+    )
+    .increment(1);
+}
