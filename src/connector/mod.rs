@@ -184,6 +184,11 @@ impl BatchSink {
         use futures::TryStreamExt;
         let mut names: Vec<String> = Vec::new();
         loop {
+            // Read the next batch only once the channel has room for it: with
+            // the batch being applied, at most two batches are in memory.
+            let Ok(slot) = self.sender.reserve().await else {
+                return;
+            };
             let fill = async {
                 let mut batch = Batch {
                     columns: names.clone(),
@@ -222,7 +227,8 @@ impl BatchSink {
                     names = batch.columns.clone();
                 }
             }
-            if self.sender.send(filled).await.is_err() || last {
+            slot.send(filled);
+            if last {
                 return;
             }
         }

@@ -434,21 +434,22 @@ impl RowMapping {
             .collect()
     }
 
-    /// Splits mapped `rows` of `batch` into rows to upsert and the conflict
-    /// keys of rows whose soft-delete flag is set (to delete).
+    /// Splits mapped `rows` into rows to upsert and the conflict keys of
+    /// rows whose soft-delete flag is set (`flags`, from
+    /// [`RowMapping::deleted_flags`]), to delete.
     fn split_deleted(
         &self,
-        batch: &Batch,
+        flags: Option<Vec<bool>>,
         rows: Vec<Vec<Value>>,
     ) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
-        let Some(flag) = self.delete_index else {
+        let Some(flags) = flags else {
             return (rows, Vec::new());
         };
         let key_indexes = self.key_indexes();
         let mut live = Vec::with_capacity(rows.len());
         let mut deleted = Vec::new();
-        for (source, row) in batch.rows.iter().zip(rows) {
-            if source[flag].marks_deleted() {
+        for (deleted_at_source, row) in flags.into_iter().zip(rows) {
+            if deleted_at_source {
                 deleted.push(key_indexes.iter().map(|i| row[*i].clone()).collect());
             } else {
                 live.push(row);
@@ -457,21 +458,51 @@ impl RowMapping {
         (live, deleted)
     }
 
-    /// Target rows of a batch, in `target_columns` order.
-    fn map_rows(&self, batch: &Batch, site_id: &str) -> Vec<Vec<Value>> {
+    /// Target rows of a batch, in `target_columns` order. Values move out
+    /// of the batch (a source column feeding several target columns is
+    /// copied for all but its last use), so a batch is not held twice.
+    fn map_rows(&self, batch: Batch, site_id: &str) -> Vec<Vec<Value>> {
+        let last_use: Vec<bool> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(at, source)| match source {
+                MapSource::SiteId => false,
+                MapSource::Column(i) => !self.sources[at + 1..]
+                    .iter()
+                    .any(|later| matches!(later, MapSource::Column(j) if j == i)),
+            })
+            .collect();
         batch
             .rows
-            .iter()
-            .map(|row| {
+            .into_iter()
+            .map(|mut row| {
                 self.sources
                     .iter()
-                    .map(|source| match source {
+                    .zip(&last_use)
+                    .map(|(source, last)| match source {
                         MapSource::SiteId => Value::Text(site_id.to_string()),
+                        MapSource::Column(i) if *last => {
+                            std::mem::replace(&mut row[*i], Value::Null)
+                        }
                         MapSource::Column(i) => row[*i].clone(),
                     })
                     .collect()
             })
             .collect()
+    }
+
+    /// For each source row of `batch`, whether its soft-delete flag is set;
+    /// `None` without `delete_column`.
+    fn deleted_flags(&self, batch: &Batch) -> Option<Vec<bool>> {
+        let flag = self.delete_index?;
+        Some(
+            batch
+                .rows
+                .iter()
+                .map(|row| row[flag].marks_deleted())
+                .collect(),
+        )
     }
 
     /// Errors if two rows of one batch have the same conflict key: the
@@ -1131,7 +1162,14 @@ impl StreamRun<'_> {
                 let mapping = mapping.as_ref().expect("mapping was just built");
                 let last_row = batch.rows.last().expect("batch is not empty");
                 let batch_end = mapping.position(last_row)?;
-                let mut rows = mapping.map_rows(&batch, &self.site.id);
+                let flags = mapping.deleted_flags(&batch);
+                // `booleans` names source columns; the batch moves into `rows`.
+                let source_columns = if self.stream.booleans.is_empty() {
+                    Vec::new()
+                } else {
+                    batch.columns.clone()
+                };
+                let mut rows = mapping.map_rows(batch, &self.site.id);
                 mapping.check_unique_keys(&rows)?;
                 let zero_date_columns =
                     mapping.zero_date_columns(source.dialect(), &resolved.described);
@@ -1145,7 +1183,7 @@ impl StreamRun<'_> {
                     )?;
                 }
                 if !self.stream.booleans.is_empty() {
-                    mapping.apply_booleans(&mut rows, &batch.columns, &self.stream.booleans)?;
+                    mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
                 }
                 if let Some(zone) = self.site.timezone {
                     mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
@@ -1154,7 +1192,7 @@ impl StreamRun<'_> {
                     mapping.check_postgres_values(&rows, target_info)?;
                 }
                 let read = rows.len() as u64;
-                let (rows, deleted_keys) = mapping.split_deleted(&batch, rows);
+                let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
                 let position = match &saved {
                     Some(checkpoint) => checkpoint.later_position(&batch_end),
                     None => batch_end.clone(),
