@@ -14,6 +14,11 @@
 #      arguments are passed through, e.g. `scripts/test.sh -- --nocapture`).
 #   4. On exit (success, failure or interrupt) stops the server and removes the
 #      temp dir. Exits with cargo's status.
+#   MariaDB (MySQL tests): installs Debian package `mariadb-server` if no
+#   `mariadbd` exists, starts a throwaway server the same way (datadir in the
+#   temp dir, free loopback port, no systemd, utf8mb4), creates login hub/hub
+#   and exports HUBSYNC_TEST_MYSQL_URL=mysql://hub:hub@127.0.0.1:$MYPORT/mysql;
+#   stopped on exit with the PostgreSQL server.
 #
 # Works as root (CI: the server runs as the `postgres` user via runuser) or as
 # a normal user (the server runs as that user; apt-get goes through sudo).
@@ -77,6 +82,7 @@ cleanup() {
     if [ "$started" -eq 1 ]; then
         as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
     fi
+    stop_mariadb 2>/dev/null || true
     rm -rf "$d"
     exit "$status"
 }
@@ -112,6 +118,64 @@ fi
 
 export HUBSYNC_TEST_PG_URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 echo "test.sh: PostgreSQL $(basename "$(dirname "$PGBIN")") running at $HUBSYNC_TEST_PG_URL" >&2
+
+# --- MariaDB (MySQL/MariaDB sites and masters) -----------------------------
+MY_PID_FILE="$d/my/mariadbd.pid"
+stop_mariadb() {
+    if [ -f "$MY_PID_FILE" ]; then
+        local pid
+        pid=$(cat "$MY_PID_FILE")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+}
+MARIADBD=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+if [ ! -x "$MARIADBD" ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
+    echo "test.sh: MariaDB server not found; installing package 'mariadb-server'" >&2
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y mariadb-server
+    MARIADBD=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+fi
+MY_USER=()
+if [ "$IS_ROOT" -eq 1 ]; then
+    MY_USER=(--user=root)
+fi
+mkdir -p "$d/my"
+if ! mariadb-install-db "${MY_USER[@]}" --datadir="$d/my/data" --auth-root-authentication-method=normal \
+        --skip-test-db >"$d/my/install.log" 2>&1; then
+    echo "test.sh: mariadb-install-db failed:" >&2
+    cat "$d/my/install.log" >&2
+    exit 1
+fi
+MYPORT=$(python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()' 2>/dev/null || echo $((20000 + RANDOM % 40000)))
+# --no-defaults: ignore /etc/mysql (Debian's service config); its compiled-in
+# character set is latin1, hence the utf8mb4 options.
+"$MARIADBD" --no-defaults "${MY_USER[@]}" --datadir="$d/my/data" --socket="$d/my/mariadbd.sock" \
+    --port="$MYPORT" --bind-address=127.0.0.1 --skip-name-resolve --pid-file="$MY_PID_FILE" \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci --max-connections=500 \
+    --innodb-flush-log-at-trx-commit=0 --log-error="$d/my/error.log" >/dev/null 2>&1 &
+for _ in $(seq 1 100); do
+    if mariadb-admin --no-defaults -uroot -S "$d/my/mariadbd.sock" ping >/dev/null 2>&1; then
+        break
+    fi
+    sleep 0.2
+done
+if ! mariadb --no-defaults --default-character-set=utf8mb4 -uroot -S "$d/my/mariadbd.sock" \
+        -e "CREATE USER 'hub'@'127.0.0.1' IDENTIFIED BY 'hub'; GRANT ALL ON *.* TO 'hub'@'127.0.0.1' WITH GRANT OPTION"; then
+    echo "test.sh: MariaDB failed to start; server log:" >&2
+    cat "$d/my/error.log" >&2 || true
+    exit 1
+fi
+export HUBSYNC_TEST_MYSQL_URL="mysql://hub:hub@127.0.0.1:$MYPORT/mysql"
+echo "test.sh: MariaDB $("$MARIADBD" --version | awk '{print $3}') running at mysql://hub:***@127.0.0.1:$MYPORT/mysql" >&2
 
 # --- 3. tests ---------------------------------------------------------------
 set +e

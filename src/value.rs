@@ -383,6 +383,23 @@ fn parse_decimal(text: &str) -> Option<DecimalKey> {
     }))
 }
 
+/// (significant integer digits, fraction digits without trailing zeros) of
+/// a plain decimal literal; `None` if it is not one.
+pub fn decimal_digits(text: &str) -> Option<(u32, u32)> {
+    let unsigned = text.trim_start_matches(['-', '+']);
+    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((
+        int_part.trim_start_matches('0').len() as u32,
+        frac_part.trim_end_matches('0').len() as u32,
+    ))
+}
+
 impl fmt::Display for Value {
     /// Human-readable form for messages and tables: `NULL`, numbers as
     /// written, text unquoted, bytes as `\x..` hex, instants in RFC 3339.
@@ -437,11 +454,26 @@ mod tests {
                 format!("{:04}{rest} BC", 1 - year)
             }
         }
-        let dates = [(1, 1, 1), (2026, 11, 30), (99, 2, 3), (0, 12, 31), (-44, 3, 15), (12345, 6, 7)];
-        let times = [(0, 0, 0, 0), (23, 59, 59, 999_999_000), (9, 5, 7, 1_000), (12, 30, 0, 123_456_789)];
+        let dates = [
+            (1, 1, 1),
+            (2026, 11, 30),
+            (99, 2, 3),
+            (0, 12, 31),
+            (-44, 3, 15),
+            (12345, 6, 7),
+        ];
+        let times = [
+            (0, 0, 0, 0),
+            (23, 59, 59, 999_999_000),
+            (9, 5, 7, 1_000),
+            (12, 30, 0, 123_456_789),
+        ];
         for (y, m, d) in dates {
             let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
-            assert_eq!(Value::Date(date).to_pg_text().unwrap(), era(y, date.format("-%m-%d").to_string()));
+            assert_eq!(
+                Value::Date(date).to_pg_text().unwrap(),
+                era(y, date.format("-%m-%d").to_string())
+            );
             for (h, mi, s, n) in times {
                 let ts = date.and_hms_nano_opt(h, mi, s, n).unwrap();
                 assert_eq!(
@@ -465,7 +497,9 @@ mod tests {
             leap.format("%H:%M:%S%.6f").to_string()
         );
         assert_eq!(
-            Value::Bytes(vec![0, 0xab, 0x10, 0xff]).to_pg_text().unwrap(),
+            Value::Bytes(vec![0, 0xab, 0x10, 0xff])
+                .to_pg_text()
+                .unwrap(),
             "\\x00ab10ff"
         );
     }

@@ -158,6 +158,9 @@ struct RawStream {
     site_column: Option<String>,
     columns: Option<BTreeMap<String, String>>,
     on_error: Option<String>,
+    zero_dates: Option<String>,
+    create_target: Option<bool>,
+    booleans: Option<Vec<String>>,
     delete_column: Option<String>,
     deletes: Option<String>,
     deletes_window: Option<String>,
@@ -308,6 +311,17 @@ pub enum OnError {
     Quarantine,
 }
 
+/// What a MySQL zero date (`0000-00-00`, or a date with a zero month or
+/// day) read from a source becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroDates {
+    /// The stream stops before the batch is written, naming the row, the
+    /// column and both types (default). A MySQL target receives it as is.
+    Error,
+    /// It is written as NULL.
+    Null,
+}
+
 /// How rows deleted at the source (without a soft-delete flag) reach the
 /// target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,6 +368,17 @@ pub struct Stream {
     /// to the master's quarantine table while the rest of the batch is
     /// applied.
     pub on_error: OnError,
+    /// What a MySQL zero date read from the source becomes (default: an
+    /// error before the batch is written).
+    pub zero_dates: ZeroDates,
+    /// Create the target table from the source's columns when it is
+    /// missing (mapped types, `NOT NULL` key, primary key on the conflict
+    /// key; see `flow/schema.rs`).
+    pub create_target: bool,
+    /// Source columns holding booleans as 0/1 integers (MySQL `TINYINT(1)`,
+    /// which is otherwise a small integer): read as booleans, any other
+    /// value stops the batch naming it; `create_target` makes them boolean.
+    pub booleans: Vec<String>,
     /// `(target column, source column)` pairs; `None` copies every source
     /// column to the target column of the same name.
     pub columns: Option<Vec<(String, String)>>,
@@ -846,8 +871,13 @@ fn validate_stream(
         }
     }
     if let Source::Query(query) = &source {
-        // Every site must be able to fill every placeholder.
-        match bind_site_placeholders(query, Dialect::Postgres, 1) {
+        // Every site must be able to fill every placeholder. The query's
+        // dialect is the one it runs in (sites may mix them): PostgreSQL's
+        // lexer first, MySQL's (backslash escapes, `#` comments) if that
+        // one cannot read it.
+        match bind_site_placeholders(query, Dialect::Postgres, 1)
+            .or_else(|e| bind_site_placeholders(query, Dialect::MySql, 1).map_err(|_| e))
+        {
             Ok(bound) => {
                 let needed: BTreeSet<&String> = bound.params.iter().collect();
                 for site in sites {
@@ -872,6 +902,16 @@ fn validate_stream(
                 "{place}: unknown `on_error` `{other}`; use `stop` or `quarantine`"
             ));
             OnError::Stop
+        }
+    };
+    let zero_dates = match raw.zero_dates.as_deref() {
+        None | Some("error") => ZeroDates::Error,
+        Some("null") => ZeroDates::Null,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `zero_dates` `{other}`; use `error` or `null`"
+            ));
+            ZeroDates::Error
         }
     };
     let cursor_lag = match &raw.cursor_lag {
@@ -948,6 +988,9 @@ fn validate_stream(
         site_column: raw.site_column,
         cursor_lag,
         on_error,
+        zero_dates,
+        create_target: raw.create_target.unwrap_or(false),
+        booleans: raw.booleans.unwrap_or_default(),
         columns,
         delete_column: raw.delete_column,
         deletes,
@@ -1145,6 +1188,33 @@ mod tests {
                 "flow `sales`: unknown direction `both`; use `pull` (sites -> master) or `push` (master -> sites)",
                 "flow `sales` stream `sales`: no `primary_key`; list the target's key columns, e.g. `primary_key = [\"id\"]`",
                 "flow `prices` stream `prices`: site `s1` has no tag `region` used by `:site.region` in `query`; add it to the site's `tags`",
+            ]
+        );
+    }
+
+    /// Regression: a MySQL query with a backslash-escaped quote was read
+    /// with PostgreSQL's lexer only and refused as unterminated.
+    #[test]
+    fn mysql_queries_with_backslash_escapes_are_accepted() {
+        let text = format!(
+            "{MINIMAL}
+            [[flow]]
+            name = \"prices\"
+            direction = \"push\"
+              [[flow.stream]]
+              query = \"SELECT * FROM prices WHERE note <> 'it\\\\'s' AND zone = :site.price_zone\"
+              target = \"prices\"
+              primary_key = [\"sku\"]
+              cursor = \"updated_at\"
+            "
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.flows[0].streams.len(), 1);
+        let missing = text.replace(":site.price_zone", ":site.region");
+        assert_eq!(
+            parse(&missing).unwrap_err().problems,
+            vec![
+                "flow `prices` stream `prices`: site `s1` has no tag `region` used by `:site.region` in `query`; add it to the site's `tags`"
             ]
         );
     }

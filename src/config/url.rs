@@ -1,8 +1,10 @@
 //! Database URLs: parsing, the separate `password` key, and redaction.
 //!
 //! Supported forms: `sqlite://relative/path.db` (relative to the config
-//! file's folder), `sqlite:///absolute/path.db`, and `postgres://` or
-//! `postgresql://` URLs with their usual parameters (`sslmode`, ...).
+//! file's folder), `sqlite:///absolute/path.db`, `postgres://` or
+//! `postgresql://` URLs with their usual parameters (`sslmode`, ...), and
+//! `mysql://` or `mariadb://` URLs (`ssl-mode`, ...; both speak the MySQL
+//! protocol).
 //! A URL is only ever displayed through [`DbUrl::redacted`], which masks the
 //! password.
 
@@ -57,6 +59,15 @@ pub enum DbUrl {
         /// in the URL and needs no percent-encoding.
         password: Option<Secret>,
     },
+    /// A MySQL or MariaDB server.
+    MySql {
+        /// The URL as written (`mysql://` or `mariadb://`), password included
+        /// if it had one.
+        url: String,
+        /// A password given by the separate `password` key; it overrides one
+        /// in the URL and needs no percent-encoding.
+        password: Option<Secret>,
+    },
 }
 
 impl fmt::Debug for DbUrl {
@@ -100,9 +111,26 @@ impl DbUrl {
                 password: password.map(Secret::new),
             });
         }
+        if text.starts_with("mysql://") || text.starts_with("mariadb://") {
+            let parsed = url::Url::parse(text)
+                .map_err(|e| format!("invalid mysql URL `{}`: {e}", redact_url_text(text)))?;
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(format!("mysql URL `{}` has no host", redact_url_text(text)));
+            }
+            if parsed.path().trim_start_matches('/').is_empty() {
+                return Err(format!(
+                    "mysql URL `{}` names no database; write `mysql://user@host/database`",
+                    redact_url_text(text)
+                ));
+            }
+            return Ok(DbUrl::MySql {
+                url: text.to_string(),
+                password: password.map(Secret::new),
+            });
+        }
         let scheme = text.split_once("://").map_or(text, |(s, _)| s);
         Err(format!(
-            "unsupported database URL scheme `{}`; use `sqlite://path.db`, `sqlite:///abs/path.db` or `postgres://user@host/db`",
+            "unsupported database URL scheme `{}`; use `sqlite://path.db`, `sqlite:///abs/path.db`, `postgres://user@host/db` or `mysql://user@host/db`",
             redact_url_text(scheme)
         ))
     }
@@ -112,6 +140,7 @@ impl DbUrl {
         match self {
             DbUrl::Sqlite { .. } => Dialect::Sqlite,
             DbUrl::Postgres { .. } => Dialect::Postgres,
+            DbUrl::MySql { .. } => Dialect::MySql,
         }
     }
 
@@ -120,7 +149,7 @@ impl DbUrl {
     pub fn redacted(&self) -> String {
         match self {
             DbUrl::Sqlite { path } => format!("sqlite://{}", path.display()),
-            DbUrl::Postgres { url, .. } => redact_url_text(url),
+            DbUrl::Postgres { url, .. } | DbUrl::MySql { url, .. } => redact_url_text(url),
         }
     }
 }
@@ -206,6 +235,23 @@ mod tests {
         let with_key =
             DbUrl::parse("postgres://hub@h/db", Some("p@ss".into()), Path::new(".")).unwrap();
         assert!(!format!("{with_key:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn mysql_and_mariadb_urls_parse_and_redact() {
+        let url = DbUrl::parse(
+            "mariadb://pos:s3cret@10.1.2.3:3307/pos",
+            None,
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(url.dialect(), Dialect::MySql);
+        assert_eq!(url.redacted(), "mariadb://pos:***@10.1.2.3:3307/pos");
+        let err = DbUrl::parse("mysql://pos@host", None, Path::new(".")).unwrap_err();
+        assert_eq!(
+            err,
+            "mysql URL `mysql://pos@host` names no database; write `mysql://user@host/database`"
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! Binding rule: SQLite binds each [`Value`] natively (see `sqlite.rs` for the
 //! storage rule); PostgreSQL binds every value as text and the SQL casts it
 //! (`$1::numeric`), so exact decimals and every other type arrive exactly.
+//! MySQL binds natively and checks each value against the target column's
+//! declared type first (see `mysql.rs`).
 
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -17,7 +20,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use self::postgres::PgConnector;
+pub use self::mysql::{MySqlConnector, check_value as mysql_check_value};
+pub use self::postgres::{PgConnector, check_value as pg_check_value};
 pub use self::sqlite::SqliteConnector;
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
@@ -108,13 +112,14 @@ pub struct ColumnInfo {
     /// Exact column name.
     pub name: String,
     /// Declared type (`format_type()` on PostgreSQL, the declared type text
-    /// on SQLite, possibly empty).
+    /// on SQLite, possibly empty, `COLUMN_TYPE` on MySQL: `decimal(12,2)`,
+    /// `tinyint(1)`, `bigint(20) unsigned`).
     pub data_type: String,
     /// The type values are cast to before the insert: on PostgreSQL the
     /// schema-qualified type name without modifiers (`pg_catalog.varchar`),
     /// so that the assignment to the column applies the modifier and an
     /// over-long text is refused rather than truncated by an explicit
-    /// `CAST(.. AS varchar(20))`. Equal to `data_type` on SQLite.
+    /// `CAST(.. AS varchar(20))`. Equal to `data_type` on SQLite and MySQL.
     pub cast_type: String,
 }
 
@@ -153,6 +158,7 @@ pub struct Connector {
 enum Pool {
     Postgres(PgConnector),
     Sqlite(SqliteConnector),
+    MySql(MySqlConnector),
 }
 
 /// Bounds one database operation by `timeout`; an operation that does not
@@ -203,11 +209,11 @@ impl BatchSink {
             };
             let filled = match self.timeout {
                 None => fill.await,
-                Some(limit) => tokio::time::timeout(limit, fill)
-                    .await
-                    .unwrap_or(Err(ConnectorError::Timeout {
+                Some(limit) => tokio::time::timeout(limit, fill).await.unwrap_or(Err(
+                    ConnectorError::Timeout {
                         seconds: limit.as_secs(),
-                    })),
+                    },
+                )),
             };
             let last = match &filled {
                 Ok(batch) => batch.rows.len() < self.batch_size,
@@ -275,6 +281,7 @@ impl Connector {
                 DbUrl::Sqlite { path } => SqliteConnector::connect(path, options)
                     .await
                     .map(Pool::Sqlite),
+                DbUrl::MySql { .. } => MySqlConnector::connect(url, options).await.map(Pool::MySql),
             }
         };
         // The pool's own acquire timeout covers later acquisitions; this
@@ -298,6 +305,7 @@ impl Connector {
         match self.pool {
             Pool::Postgres(_) => Dialect::Postgres,
             Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::MySql(_) => Dialect::MySql,
         }
     }
 
@@ -308,6 +316,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.query(sql, params).await,
                 Pool::Sqlite(c) => c.query(sql, params).await,
+                Pool::MySql(c) => c.query(sql, params).await,
             }
         })
         .await
@@ -340,6 +349,7 @@ impl Connector {
         match &self.pool {
             Pool::Postgres(c) => c.query_batches(sql, params, batches).await,
             Pool::Sqlite(c) => c.query_batches(sql, params, batches).await,
+            Pool::MySql(c) => c.query_batches(sql, params, batches).await,
         }
     }
 
@@ -350,6 +360,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.execute(sql, params).await,
                 Pool::Sqlite(c) => c.execute(sql, params).await,
+                Pool::MySql(c) => c.execute(sql, params).await,
             }
         })
         .await
@@ -361,6 +372,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.execute_script(sql).await,
                 Pool::Sqlite(c) => c.execute_script(sql).await,
+                Pool::MySql(c) => c.execute_script(sql).await,
             }
         })
         .await
@@ -373,6 +385,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.describe_table(table).await,
                 Pool::Sqlite(c) => c.describe_table(table).await,
+                Pool::MySql(c) => c.describe_table(table).await,
             }
         })
         .await
@@ -386,6 +399,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.describe_query(sql).await,
                 Pool::Sqlite(c) => c.describe_query(sql).await,
+                Pool::MySql(c) => c.describe_query(sql).await,
             }
         })
         .await
@@ -393,12 +407,12 @@ impl Connector {
 
     /// True if values of a column of this type are decoded natively; other
     /// types must be read as text (`CAST(c AS text)`), which the target then
-    /// parses back (arrays, intervals, enums... on PostgreSQL). SQLite reads
-    /// every storage class natively.
+    /// parses back (arrays, intervals, enums... on PostgreSQL). SQLite and
+    /// MySQL read every type natively.
     pub fn decodes_natively(&self, type_name: &str) -> bool {
         match self.pool {
             Pool::Postgres(_) => postgres::DECODED_TYPES.contains(&type_name),
-            Pool::Sqlite(_) => true,
+            Pool::Sqlite(_) | Pool::MySql(_) => true,
         }
     }
 
@@ -415,6 +429,8 @@ impl Connector {
                 Ok(Some((*now, Some(*oldest))))
             }
             Some((Value::TimestampTz(now), _)) => Ok(Some((*now, None))),
+            // MySQL's `UTC_TIMESTAMP(6)` is a DATETIME holding UTC.
+            Some((Value::Timestamp(now), _)) => Ok(Some((now.and_utc(), None))),
             _ => Ok(None),
         }
     }
@@ -425,12 +441,19 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.begin().await.map(TxInner::Postgres),
                 Pool::Sqlite(c) => c.begin().await.map(TxInner::Sqlite),
+                Pool::MySql(c) => c.begin().await.map(TxInner::MySql),
             }
         })
         .await?;
+        let (max_statement_bytes, json_equals) = match &self.pool {
+            Pool::MySql(c) => (c.max_statement_bytes(), c.json_equals()),
+            _ => (usize::MAX, false),
+        };
         Ok(Tx {
             inner,
             statement_timeout: self.statement_timeout,
+            max_statement_bytes,
+            json_equals,
         })
     }
 
@@ -442,6 +465,7 @@ impl Connector {
             match &self.pool {
                 Pool::Postgres(c) => c.close().await,
                 Pool::Sqlite(c) => c.close().await,
+                Pool::MySql(c) => c.close().await,
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
@@ -453,11 +477,16 @@ impl Connector {
 pub struct Tx {
     inner: TxInner,
     statement_timeout: Option<Duration>,
+    /// MySQL: bytes of bound values one upsert statement may carry.
+    max_statement_bytes: usize,
+    /// MariaDB 10.7+: compare JSON columns with `JSON_EQUALS`.
+    json_equals: bool,
 }
 
 enum TxInner {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    MySql(sqlx::Transaction<'static, sqlx::MySql>),
 }
 
 impl Tx {
@@ -468,6 +497,7 @@ impl Tx {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
                 TxInner::Sqlite(tx) => sqlite::execute_on(tx, sql, params).await,
+                TxInner::MySql(tx) => mysql::execute_on(tx, sql, params).await,
             }
         })
         .await
@@ -480,6 +510,7 @@ impl Tx {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::query_on(tx, sql, params).await,
                 TxInner::Sqlite(tx) => sqlite::query_on(tx, sql, params).await,
+                TxInner::MySql(tx) => mysql::query_on(tx, sql, params).await,
             }
         })
         .await
@@ -488,13 +519,19 @@ impl Tx {
     /// Upserts `rows` (each with `spec.columns.len()` values in that order);
     /// returns rows actually inserted or changed (unchanged rows count 0).
     /// Splits into several statements when the dialect's bind-parameter
-    /// limit requires it.
+    /// limit requires it (and on MySQL, to keep each statement's bound values
+    /// under half the server's `max_allowed_packet`).
     pub async fn upsert(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
         let timeout = self.statement_timeout;
+        let max_bytes = self.max_statement_bytes;
+        let json_equals = self.json_equals;
         timed(timeout, async {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::upsert_on(tx, spec, rows).await,
                 TxInner::Sqlite(tx) => sqlite::upsert_on(tx, spec, rows).await,
+                TxInner::MySql(tx) => {
+                    mysql::upsert_on(tx, spec, rows, max_bytes, json_equals).await
+                }
             }
         })
         .await
@@ -510,6 +547,7 @@ impl Tx {
             match &mut self.inner {
                 TxInner::Postgres(tx) => postgres::delete_on(tx, spec, keys).await,
                 TxInner::Sqlite(tx) => sqlite::delete_on(tx, spec, keys).await,
+                TxInner::MySql(tx) => mysql::delete_on(tx, spec, keys).await,
             }
         })
         .await
@@ -521,6 +559,7 @@ impl Tx {
             match self.inner {
                 TxInner::Postgres(tx) => tx.commit().await,
                 TxInner::Sqlite(tx) => tx.commit().await,
+                TxInner::MySql(tx) => tx.commit().await,
             }
             .map_err(db_error)
         })

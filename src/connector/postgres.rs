@@ -292,6 +292,73 @@ async fn execute_with_text_arrays(
     Ok(result.rows_affected())
 }
 
+/// Why PostgreSQL would silently change `value` in a column of type
+/// `data_type` (`format_type()` spelling, e.g. `numeric(12,2)`,
+/// `timestamp(0) without time zone`), or `Ok`: a decimal with more fraction
+/// digits than the column's scale (PostgreSQL rounds it), or more integer
+/// digits than it holds (refused anyway, but without naming the column),
+/// and fractional seconds beyond a `time(n)`/`timestamp(n)` precision
+/// (rounded). The message names the value, its hubsync type and the column
+/// type.
+pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), String> {
+    let lower = data_type.to_ascii_lowercase();
+    let modifiers: Vec<u32> = lower
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| {
+            inside
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let refuse = |why: String| {
+        Err(format!(
+            "value `{value}` ({}) cannot be stored in PostgreSQL `{data_type}`: {why}",
+            value.kind()
+        ))
+    };
+    if lower.starts_with("numeric(") {
+        let text = match value {
+            Value::Numeric(t) | Value::Text(t) => t.clone(),
+            Value::Int(i) => i.to_string(),
+            _ => return Ok(()),
+        };
+        let precision = modifiers.first().copied().unwrap_or(1000);
+        let scale = modifiers.get(1).copied().unwrap_or(0);
+        if let Some((int_digits, frac_digits)) = crate::value::decimal_digits(&text) {
+            if frac_digits > scale {
+                return refuse(format!(
+                    "it has {frac_digits} digits after the point and the column keeps {scale}; PostgreSQL would round it"
+                ));
+            }
+            if int_digits + scale > precision {
+                return refuse(format!(
+                    "it has {int_digits} digits before the point and the column holds {}",
+                    precision - scale
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let fsp = match modifiers.first() {
+        Some(n) if lower.starts_with("timestamp(") || lower.starts_with("time(") => *n,
+        _ => return Ok(()),
+    };
+    let micros = match value {
+        Value::Timestamp(ts) => chrono::Timelike::nanosecond(ts) / 1000,
+        Value::TimestampTz(ts) => chrono::Timelike::nanosecond(ts) / 1000,
+        Value::Time(t) => chrono::Timelike::nanosecond(t) / 1000,
+        _ => return Ok(()),
+    };
+    if micros % 10u32.pow(6 - fsp.min(6)) != 0 {
+        return refuse(format!(
+            "it has fractional seconds beyond the column's {fsp} digits; PostgreSQL would round them"
+        ));
+    }
+    Ok(())
+}
+
 /// PostgreSQL types (sqlx type names) that [`decode_row`] reads natively.
 /// Columns of any other type are selected as `CAST(c AS text)` by the flow.
 pub(crate) const DECODED_TYPES: &[&str] = &[

@@ -266,12 +266,94 @@ fn refuse_nan(columns: &[String], rows: &[Vec<Value>]) -> Result<()> {
     Ok(())
 }
 
+/// A column's type affinity from its declared type, by SQLite's rules
+/// (<https://sqlite.org/datatype3.html>, section 3.1, in that order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Affinity {
+    Integer,
+    Text,
+    Blob,
+    Real,
+    Numeric,
+}
+
+fn affinity(declared: &str) -> Affinity {
+    let upper = declared.to_ascii_uppercase();
+    if upper.contains("INT") {
+        Affinity::Integer
+    } else if upper.contains("CHAR") || upper.contains("CLOB") || upper.contains("TEXT") {
+        Affinity::Text
+    } else if upper.contains("BLOB") || upper.trim().is_empty() {
+        Affinity::Blob
+    } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
+        Affinity::Real
+    } else {
+        Affinity::Numeric
+    }
+}
+
+/// Why SQLite would not keep `value` exactly in a column declared
+/// `declared` (`None` if it would): a decimal with more digits than a
+/// float holds, into a column whose affinity makes it a float; a 64-bit
+/// integer beyond 2^53 into a REAL column; a float into a TEXT column
+/// (SQLite writes it with 15 significant digits).
+fn rounding(declared: &str, value: &Value) -> Option<String> {
+    let affinity = affinity(declared);
+    match (value, affinity) {
+        (Value::Numeric(text), Affinity::Integer | Affinity::Real | Affinity::Numeric) => {
+            if affinity != Affinity::Real && text.parse::<i64>().is_ok() {
+                return None;
+            }
+            let float: f64 = text.parse().ok()?;
+            let exact = crate::value::compare_decimal_text(&format!("{float:?}"), text)
+                == Some(std::cmp::Ordering::Equal)
+                || (float.is_finite() && format!("{float:?}").contains('e'))
+                    && crate::value::compare_decimal_text(&format!("{float}"), text)
+                        == Some(std::cmp::Ordering::Equal);
+            (!exact).then(|| {
+                format!(
+                    "SQLite would turn it into the float {float:?} ({affinity:?} affinity); declare the column TEXT \
+                     to keep exact decimals"
+                )
+            })
+        }
+        (Value::Int(i), Affinity::Real) if (*i as f64) as i64 != *i || i.unsigned_abs() > 1 << 53 => Some(
+            "a REAL column holds integers exactly only up to 2^53; declare it INTEGER".to_string(),
+        ),
+        (Value::Float(f), Affinity::Text) if format!("{f:.14e}").parse::<f64>().ok() != Some(*f) => {
+            Some("SQLite writes a float into a TEXT column with 15 significant digits; declare it REAL".to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Refuses the batch if a value would not be stored exactly (see
+/// [`rounding`]), naming the column, the value and the declared type.
+fn refuse_rounding(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<()> {
+    for row in rows {
+        for (position, value) in row.iter().enumerate() {
+            let declared = spec.column_types.get(position).map_or("", String::as_str);
+            if let Some(why) = rounding(declared, value) {
+                return Err(ConnectorError::Type {
+                    column: spec.columns[position].clone(),
+                    message: format!(
+                        "value `{value}` ({}) cannot be stored exactly in SQLite `{declared}`: {why}",
+                        value.kind()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn upsert_on(
     conn: &mut SqliteConnection,
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
 ) -> Result<u64> {
     refuse_nan(spec.columns, rows)?;
+    refuse_rounding(spec, rows)?;
     let per_statement = Dialect::Sqlite
         .max_rows_per_upsert(spec.columns.len())
         .min(SQLITE_ROWS_PER_STATEMENT);
@@ -374,6 +456,26 @@ mod tests {
             error.to_string(),
             "column `ratio`: NaN cannot be stored in SQLite (it would become NULL); map it to NULL or a text column at the source"
         );
+    }
+
+    #[test]
+    fn values_sqlite_would_round_are_refused() {
+        let big = Value::Numeric("12345678901234567890123456789.0123456789".into());
+        let why = rounding("NUMERIC(38,10)", &big).unwrap();
+        assert!(
+            why.starts_with("SQLite would turn it into the float 1.2345678901234568e28"),
+            "{why}"
+        );
+        assert!(rounding("TEXT", &big).is_none());
+        assert!(rounding("", &big).is_none());
+        // Values a float keeps exactly pass: 12.50 is 12.5.
+        assert!(rounding("NUMERIC", &Value::Numeric("12.50".into())).is_none());
+        assert!(rounding("INTEGER", &Value::Numeric("-9223372036854775808".into())).is_none());
+        assert!(rounding("DECIMAL(10,2)", &Value::Numeric("0.1".into())).is_none());
+        assert!(rounding("REAL", &Value::Int(1 << 53)).is_none());
+        assert!(rounding("REAL", &Value::Int((1 << 53) + 1)).is_some());
+        assert!(rounding("TEXT", &Value::Float(0.1)).is_none());
+        assert!(rounding("TEXT", &Value::Float(f64::MAX)).is_some());
     }
 
     #[test]

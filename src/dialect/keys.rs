@@ -167,7 +167,8 @@ impl Dialect {
     /// PostgreSQL: `DELETE .. WHERE (key) IN (SELECT CAST(..) FROM UNNEST($1::text[], ..))`,
     /// one text-array parameter per key column whatever `rows` is (bound
     /// like the upsert's). SQLite: `DELETE .. WHERE (key) IN (VALUES (?, ..), ..)`
-    /// with `rows * key.len()` anonymous parameters in row order.
+    /// with `rows * key.len()` anonymous parameters in row order; MySQL the
+    /// same with `IN ((?, ..), ..)`.
     pub fn delete_keys(self, spec: &UpsertSpec<'_>, rows: usize) -> String {
         let table = self.quote_table(spec.table);
         let key = self.ident_list(spec.columns);
@@ -192,6 +193,14 @@ impl Dialect {
                 let row = format!("({})", vec!["?"; spec.columns.len()].join(", "));
                 format!(
                     "DELETE FROM {table} WHERE ({key}) IN (VALUES {})",
+                    vec![row; rows].join(", ")
+                )
+            }
+            // MySQL has no `IN (VALUES ..)`; a list of row constructors works.
+            Dialect::MySql => {
+                let row = format!("({})", vec!["?"; spec.columns.len()].join(", "));
+                format!(
+                    "DELETE FROM {table} WHERE ({key}) IN ({})",
                     vec![row; rows].join(", ")
                 )
             }

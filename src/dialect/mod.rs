@@ -3,8 +3,9 @@
 //! snapshot-tested below, so a change to generated SQL is a visible diff.
 //!
 //! Invariants:
-//! - Identifiers from config are always quoted (`"name"`, inner quotes
-//!   doubled), never spliced raw; values are always bound parameters.
+//! - Identifiers from config are always quoted (`"name"` on PostgreSQL and
+//!   SQLite, `` `name` `` on MySQL/MariaDB, inner quotes doubled), never
+//!   spliced raw; values are always bound parameters.
 //! - Keyset reads order by (cursor, primary key...) and resume strictly after
 //!   a position, so rows sharing a cursor value can span batches.
 //! - Upserts rewrite a row only when some non-key value differs, so applying
@@ -24,6 +25,8 @@ pub enum Dialect {
     Postgres,
     /// SQLite 3.35 or newer (row values, `UPSERT`, `RETURNING`).
     Sqlite,
+    /// MySQL 8 or MariaDB 10.5 or newer (tested on MariaDB 10.11).
+    MySql,
 }
 
 /// Where a keyset read takes its rows from.
@@ -72,7 +75,9 @@ pub struct UpsertSpec<'a> {
     pub columns: &'a [String],
     /// For PostgreSQL, each column's type as `format_type()` spells it
     /// (`numeric(12,2)`, `timestamp with time zone`); values travel as text
-    /// arrays and are cast to these. Ignored by SQLite.
+    /// arrays and are cast to these. For MySQL, `COLUMN_TYPE` as
+    /// `information_schema` spells it (`decimal(12,2)`, `datetime(6)`), used
+    /// to refuse values the column would round or clip. Ignored by SQLite.
     pub column_types: &'a [String],
     /// Conflict key columns (a subset of `columns` with a unique index).
     pub key: &'a [String],
@@ -98,13 +103,19 @@ impl Dialect {
         match self {
             Dialect::Postgres => "postgres",
             Dialect::Sqlite => "sqlite",
+            Dialect::MySql => "mysql",
         }
     }
 
-    /// Quotes one identifier: `order` -> `"order"`, `a"b` -> `"a""b"`.
-    /// Both dialects use the SQL standard double quote.
+    /// Quotes one identifier: `order` -> `"order"`, `a"b` -> `"a""b"` on
+    /// PostgreSQL and SQLite (the SQL standard double quote); `` `order` ``,
+    /// `` a`b `` -> `` `a``b` `` on MySQL (backticks work whatever the
+    /// server's `sql_mode`, unlike double quotes).
     pub fn quote_ident(self, name: &str) -> String {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        match self {
+            Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+            _ => format!("\"{}\"", name.replace('"', "\"\"")),
+        }
     }
 
     /// Quotes a table name as written in config; `schema.table` is split at
@@ -118,11 +129,14 @@ impl Dialect {
         }
     }
 
-    /// The n-th (1-based) bound parameter: `$n` on PostgreSQL, `?n` on SQLite.
+    /// The n-th (1-based) bound parameter: `$n` on PostgreSQL, `?n` on
+    /// SQLite, `?` on MySQL (whose parameters are positional only: they are
+    /// bound in the order they appear in the SQL text).
     pub fn placeholder(self, n: usize) -> String {
         match self {
             Dialect::Postgres => format!("${n}"),
             Dialect::Sqlite => format!("?{n}"),
+            Dialect::MySql => "?".to_string(),
         }
     }
 
@@ -149,15 +163,22 @@ impl Dialect {
                 format!("${n}::{pg_type}")
             }
             Dialect::Sqlite => self.placeholder(n),
+            // MySQL compares a string parameter with a DECIMAL column as
+            // doubles; the cast keeps a 38-digit cursor exact.
+            Dialect::MySql => match value {
+                Value::Numeric(_) => "CAST(? AS DECIMAL(65,30))".to_string(),
+                _ => "?".to_string(),
+            },
         }
     }
 
     /// Most bound parameters one statement may carry: 65,535 for PostgreSQL
     /// (the wire protocol's 16-bit count), 32,766 for SQLite
-    /// (`SQLITE_MAX_VARIABLE_NUMBER` since 3.32).
+    /// (`SQLITE_MAX_VARIABLE_NUMBER` since 3.32), 65,535 for MySQL (a
+    /// prepared statement's 16-bit parameter count).
     pub fn max_bind_params(self) -> usize {
         match self {
-            Dialect::Postgres => 65_535,
+            Dialect::Postgres | Dialect::MySql => 65_535,
             Dialect::Sqlite => 32_766,
         }
     }
@@ -167,7 +188,9 @@ impl Dialect {
     pub fn max_rows_per_upsert(self, column_count: usize) -> usize {
         match self {
             Dialect::Postgres => usize::MAX,
-            Dialect::Sqlite => (self.max_bind_params() / column_count.max(1)).max(1),
+            Dialect::Sqlite | Dialect::MySql => {
+                (self.max_bind_params() / column_count.max(1)).max(1)
+            }
         }
     }
 
@@ -175,6 +198,9 @@ impl Dialect {
     /// transaction in this database (other sessions; NULL if none or not
     /// visible to the login), or `None` where the dialect cannot tell
     /// (SQLite). Used for the late-commit floor (`crate::capture`).
+    /// MySQL returns its UTC clock only (a `DATETIME(6)`; open transactions
+    /// are in `information_schema.INNODB_TRX`, which needs the `PROCESS`
+    /// privilege, so they are not consulted).
     pub fn visibility_sql(self) -> Option<&'static str> {
         match self {
             Dialect::Postgres => Some(
@@ -183,6 +209,16 @@ impl Dialect {
                  AND backend_type = 'client backend' AND xact_start IS NOT NULL)",
             ),
             Dialect::Sqlite => None,
+            Dialect::MySql => Some("SELECT UTC_TIMESTAMP(6), NULL"),
+        }
+    }
+
+    /// The type a column is cast to when it is read as text: `text`, or
+    /// `CHAR` on MySQL (which has no `CAST(.. AS text)`).
+    fn text_type(self) -> &'static str {
+        match self {
+            Dialect::MySql => "CHAR",
+            _ => "text",
         }
     }
 
@@ -194,7 +230,7 @@ impl Dialect {
                 .map(|c| {
                     let quoted = self.quote_ident(c);
                     if spec.text_columns.contains(c) {
-                        format!("CAST({quoted} AS text) AS {quoted}")
+                        format!("CAST({quoted} AS {}) AS {quoted}", self.text_type())
                     } else {
                         quoted
                     }
@@ -263,6 +299,9 @@ impl Dialect {
     /// columns.len()` anonymous `?` parameters (bound in row order) and
     /// `WHERE old IS NOT new OR ...`.
     pub fn upsert(self, spec: &UpsertSpec<'_>, rows: usize) -> String {
+        if self == Dialect::MySql {
+            return self.mysql_upsert(spec, rows, &[]);
+        }
         let table = self.quote_table(spec.table);
         let columns = self.ident_list(spec.columns);
         let key = self.ident_list(spec.key);
@@ -290,7 +329,7 @@ impl Dialect {
                     arrays.join(", ")
                 );
             }
-            Dialect::Sqlite => {
+            Dialect::Sqlite | Dialect::MySql => {
                 // Anonymous `?` placeholders bound in order: SQLite resolves
                 // a numbered `?NNN` by walking a list, which made binding
                 // thousands of them quadratic (60% of a pull's CPU, measured).
@@ -348,7 +387,7 @@ impl Dialect {
                     side("excluded")
                 );
             }
-            Dialect::Sqlite => {
+            Dialect::Sqlite | Dialect::MySql => {
                 let differs: Vec<String> = non_key
                     .iter()
                     .map(|c| {
@@ -360,6 +399,109 @@ impl Dialect {
             }
         }
         sql
+    }
+
+    /// MySQL: `INSERT INTO t (cols) VALUES (?, ..), .. ON DUPLICATE KEY
+    /// UPDATE c = VALUES(c), ..` with `rows * columns.len()` anonymous `?`
+    /// parameters bound in row order. `VALUES(c)` works on MariaDB and MySQL
+    /// 8 (which deprecates it in favour of a row alias MariaDB lacks). MySQL
+    /// itself leaves a row whose values are all equal untouched, so applying a
+    /// batch twice changes nothing. A key-only table gets a no-op update (not
+    /// `INSERT IGNORE`, which would also turn bad values into warnings).
+    /// Columns flagged in `json_by_meaning` (by position in `spec.columns`)
+    /// keep their stored document when MariaDB's `JSON_EQUALS` finds the new
+    /// one equal: `c = IF(JSON_EQUALS(c, VALUES(c)) <=> 1, c, VALUES(c))`.
+    pub fn mysql_upsert(
+        self,
+        spec: &UpsertSpec<'_>,
+        rows: usize,
+        json_by_meaning: &[bool],
+    ) -> String {
+        let tuple = format!("({})", vec!["?"; spec.columns.len()].join(", "));
+        let tuples = vec![tuple; rows];
+        let non_key: Vec<&String> = spec
+            .columns
+            .iter()
+            .filter(|c| !spec.key.contains(c))
+            .collect();
+        let updated: Vec<&String> = if non_key.is_empty() {
+            spec.key.iter().take(1).collect()
+        } else {
+            non_key
+        };
+        let sets: Vec<String> = updated
+            .iter()
+            .map(|c| {
+                let q = self.quote_ident(c);
+                let json = spec
+                    .columns
+                    .iter()
+                    .position(|x| x == *c)
+                    .and_then(|i| json_by_meaning.get(i))
+                    .copied()
+                    .unwrap_or(false);
+                if json {
+                    format!("{q} = IF(JSON_EQUALS({q}, VALUES({q})) <=> 1, {q}, VALUES({q}))")
+                } else {
+                    format!("{q} = VALUES({q})")
+                }
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+            self.quote_table(spec.table),
+            self.ident_list(spec.columns),
+            tuples.join(", "),
+            sets.join(", ")
+        )
+    }
+
+    /// SQL returning the `key` columns of the rows of `table` whose key
+    /// equals one of `rows` key tuples (`rows * key.len()` anonymous
+    /// parameters, in row order), compared as the table's collation does.
+    /// MySQL only: it tells inserted rows from updated ones, which
+    /// `ON DUPLICATE KEY UPDATE`'s affected-row count cannot, and shows
+    /// target keys that a differently spelled source key would overwrite.
+    pub fn existing_keys(self, table: &str, key: &[String], rows: usize) -> String {
+        let tuple = format!("({})", vec!["?"; key.len()].join(", "));
+        format!(
+            "SELECT {} FROM {} WHERE ({}) IN ({})",
+            self.ident_list(key),
+            self.quote_table(table),
+            self.ident_list(key),
+            vec![tuple; rows].join(", ")
+        )
+    }
+
+    /// MySQL: SQL finding two of `rows` key tuples that are equal under the
+    /// given per-column collations (`Some((charset, collation))` for text
+    /// columns, `None` compares as is). Parameters, per row: its index, then
+    /// its key values. Returns one row (lowest index, highest index) of a
+    /// merged group, or none. Charset and collation names come from the
+    /// database catalog and must be plain identifiers (checked by the caller).
+    pub fn merged_keys(self, collations: &[Option<(String, String)>], rows: usize) -> String {
+        let columns: Vec<String> = (0..collations.len())
+            .map(|i| format!("? AS hubsync_k{i}"))
+            .collect();
+        let first = format!("SELECT ? AS hubsync_n, {}", columns.join(", "));
+        let rest = format!("SELECT ?{}", ", ?".repeat(collations.len()));
+        let mut union = vec![first];
+        union.extend(std::iter::repeat_n(rest, rows.saturating_sub(1)));
+        let group: Vec<String> = collations
+            .iter()
+            .enumerate()
+            .map(|(i, collation)| match collation {
+                Some((charset, name)) => {
+                    format!("CONVERT(hubsync_k{i} USING {charset}) COLLATE {name}")
+                }
+                None => format!("hubsync_k{i}"),
+            })
+            .collect();
+        format!(
+            "SELECT MIN(hubsync_n), MAX(hubsync_n) FROM ({}) AS hubsync_b GROUP BY {} HAVING COUNT(*) > 1 LIMIT 1",
+            union.join(" UNION ALL "),
+            group.join(", ")
+        )
     }
 
     /// `"a", "b"`: a quoted, comma-separated identifier list.
@@ -526,6 +668,85 @@ mod tests {
         assert!(
             sql.ends_with("ON CONFLICT (\"a\", \"b\") DO NOTHING"),
             "{sql}"
+        );
+    }
+
+    #[test]
+    fn mysql_quotes_with_backticks_and_binds_positionally() {
+        let d = Dialect::MySql;
+        assert_eq!(d.quote_ident("order"), "`order`");
+        assert_eq!(d.quote_ident("a`b"), "`a``b`");
+        assert_eq!(d.quote_table("pos.Sales Lines"), "`pos`.`Sales Lines`");
+        let order = strings(&["updated_at", "id"]);
+        let position = [Value::Numeric("1.5".into()), Value::Int(7)];
+        let columns = strings(&["id", "big"]);
+        let sql = d.keyset_select(&KeysetSelect {
+            from: SelectFrom::Table("sales"),
+            columns: Some(&columns),
+            text_columns: &strings(&["big"]),
+            order_by: &order,
+            after: Some(&position),
+            from_cursor: None,
+            first_param: 1,
+            limit: Some(3),
+        });
+        assert_eq!(
+            sql,
+            "SELECT `id`, CAST(`big` AS CHAR) AS `big` FROM `sales` WHERE `updated_at` IS NOT NULL \
+             AND (`updated_at`, `id`) > (CAST(? AS DECIMAL(65,30)), ?) ORDER BY `updated_at`, `id` LIMIT 3"
+        );
+    }
+
+    #[test]
+    fn mysql_upsert_updates_on_duplicate_key() {
+        let columns = strings(&["store_id", "id", "price"]);
+        let key = strings(&["store_id", "id"]);
+        let spec = UpsertSpec {
+            table: "sales",
+            columns: &columns,
+            column_types: &[],
+            key: &key,
+        };
+        assert_eq!(
+            Dialect::MySql.upsert(&spec, 2),
+            "INSERT INTO `sales` (`store_id`, `id`, `price`) VALUES (?, ?, ?), (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE `price` = VALUES(`price`)"
+        );
+        let key_only = UpsertSpec {
+            table: "t",
+            columns: &key,
+            column_types: &[],
+            key: &key,
+        };
+        assert_eq!(
+            Dialect::MySql.upsert(&key_only, 1),
+            "INSERT INTO `t` (`store_id`, `id`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `store_id` = VALUES(`store_id`)"
+        );
+        let with_json = strings(&["id", "doc"]);
+        let json_spec = UpsertSpec {
+            table: "t",
+            columns: &with_json,
+            column_types: &[],
+            key: &with_json[..1],
+        };
+        assert_eq!(
+            Dialect::MySql.mysql_upsert(&json_spec, 1, &[false, true]),
+            "INSERT INTO `t` (`id`, `doc`) VALUES (?, ?) ON DUPLICATE KEY UPDATE \
+             `doc` = IF(JSON_EQUALS(`doc`, VALUES(`doc`)) <=> 1, `doc`, VALUES(`doc`))"
+        );
+        assert_eq!(
+            Dialect::MySql.existing_keys("sales", &key, 2),
+            "SELECT `store_id`, `id` FROM `sales` WHERE (`store_id`, `id`) IN ((?, ?), (?, ?))"
+        );
+        let collations = [
+            Some(("utf8mb4".to_string(), "utf8mb4_unicode_ci".to_string())),
+            None,
+        ];
+        assert_eq!(
+            Dialect::MySql.merged_keys(&collations, 2),
+            "SELECT MIN(hubsync_n), MAX(hubsync_n) FROM (SELECT ? AS hubsync_n, ? AS hubsync_k0, ? AS hubsync_k1 \
+             UNION ALL SELECT ?, ?, ?) AS hubsync_b GROUP BY CONVERT(hubsync_k0 USING utf8mb4) COLLATE \
+             utf8mb4_unicode_ci, hubsync_k1 HAVING COUNT(*) > 1 LIMIT 1"
         );
     }
 

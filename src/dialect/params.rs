@@ -6,7 +6,9 @@
 //! where a placeholder cannot be: inside `'string'` literals (with `''`
 //! escapes, and `E'..'` backslash escapes), `"quoted identifiers"`,
 //! `$tag$ dollar-quoted $tag$` bodies, `-- line` and `/* block */` comments
-//! (nested, as PostgreSQL allows), and after a `::` cast.
+//! (nested, as PostgreSQL allows), and after a `::` cast. On MySQL,
+//! backslash escapes apply in every `'..'` and `".."` string (the server's
+//! default), `#` starts a line comment, and `` `quoted` `` names are skipped.
 
 use super::Dialect;
 
@@ -112,14 +114,19 @@ fn scan_placeholders(
         let b = bytes[i];
         match b {
             b'\'' => {
-                let backslash_escapes = i > 0
-                    && matches!(bytes[i - 1], b'E' | b'e')
-                    && (i < 2 || !is_ident_byte(bytes[i - 2]));
+                let backslash_escapes = dialect == Dialect::MySql
+                    || (i > 0
+                        && matches!(bytes[i - 1], b'E' | b'e')
+                        && (i < 2 || !is_ident_byte(bytes[i - 2])));
                 i = skip_quoted(bytes, i, b'\'', backslash_escapes)
                     .ok_or("unterminated string literal")?;
             }
             b'"' => {
-                i = skip_quoted(bytes, i, b'"', false).ok_or("unterminated quoted identifier")?;
+                i = skip_quoted(bytes, i, b'"', dialect == Dialect::MySql)
+                    .ok_or("unterminated quoted identifier")?;
+            }
+            b'#' if dialect == Dialect::MySql => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
             }
             b'`' => {
                 i = skip_quoted(bytes, i, b'`', false).ok_or("unterminated quoted identifier")?;
@@ -242,6 +249,10 @@ pub fn trim_statement_end(sql: &str, dialect: Dialect) -> &str {
                 i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
                 continue;
             }
+            b'#' if dialect == Dialect::MySql => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+                continue;
+            }
             b'/' if bytes.get(i + 1) == Some(&b'*') => match skip_block_comment(bytes, i) {
                 Some(after) => {
                     i = after;
@@ -250,10 +261,11 @@ pub fn trim_statement_end(sql: &str, dialect: Dialect) -> &str {
                 None => return sql.trim_end(),
             },
             quote @ (b'\'' | b'"' | b'`') => {
-                let backslash_escapes = quote == b'\''
-                    && i > 0
-                    && matches!(bytes[i - 1], b'E' | b'e')
-                    && (i < 2 || !is_ident_byte(bytes[i - 2]));
+                let backslash_escapes = (dialect == Dialect::MySql && quote != b'`')
+                    || (quote == b'\''
+                        && i > 0
+                        && matches!(bytes[i - 1], b'E' | b'e')
+                        && (i < 2 || !is_ident_byte(bytes[i - 2])));
                 skip_quoted(bytes, i, quote, backslash_escapes)
             }
             b'$' if dialect == Dialect::Postgres => match dollar_tag(bytes, i) {
@@ -371,6 +383,20 @@ mod tests {
             bind_site_placeholders("SELECT 1 WHERE a = :site.region", Dialect::Sqlite, 3).unwrap();
         assert_eq!(bound.sql, "SELECT 1 WHERE a = ?3");
         assert_eq!(bound.params, vec!["region"]);
+    }
+
+    #[test]
+    fn mysql_placeholders_are_positional_and_skip_backslash_strings() {
+        let sql = "SELECT * FROM `p:site.x` WHERE a = 'it\\'s :site.no' # :site.comment\n\
+                   AND zone = :site.zone AND b = \"q\\\" :site.no2\" AND s = :site.id;";
+        let bound = bind_site_placeholders(sql, Dialect::MySql, 1).unwrap();
+        assert_eq!(bound.params, vec!["zone", "id"]);
+        assert!(bound.sql.contains("AND zone = ? AND b"), "{}", bound.sql);
+        assert!(bound.sql.ends_with("AND s = ?;"), "{}", bound.sql);
+        assert_eq!(
+            trim_statement_end("SELECT 1; # done", Dialect::MySql),
+            "SELECT 1"
+        );
     }
 
     #[test]

@@ -179,9 +179,16 @@ async fn check_stream(
         .collect();
     let target_info = match target.describe_table(&stream.target).await {
         Ok(Some(info)) => info,
+        Ok(None) if stream.create_target => {
+            findings.warnings.push(format!(
+                "{target_side} table `{}` does not exist; the first run creates it (`create_target = true`)",
+                stream.target
+            ));
+            return findings;
+        }
         Ok(None) => {
             findings.problems.push(format!(
-                "{target_side} table `{}` does not exist; create it",
+                "{target_side} table `{}` does not exist; create it, or set `create_target = true`",
                 stream.target
             ));
             return findings;
@@ -211,6 +218,18 @@ async fn check_stream(
             ));
         }
     }
+    findings.problems.extend(
+        super::stream::schema_problems(
+            stream,
+            flow.direction,
+            source.dialect(),
+            &resolved.described,
+            target.dialect(),
+            &target_info,
+        )
+        .into_iter()
+        .map(|problem| format!("{target_side} table `{}`: {problem}", stream.target)),
+    );
     let mut conflict_key: Vec<String> = Vec::new();
     if flow.direction == Direction::Pull {
         conflict_key.extend(stream.site_column.iter().cloned());
@@ -232,6 +251,22 @@ async fn check_stream(
             &conflict_key,
             &target_info,
         ));
+    }
+    // MySQL's `ON DUPLICATE KEY UPDATE` fires on ANY unique key: a row
+    // colliding on another one overwrites an unrelated target row.
+    if target.dialect() == Dialect::MySql {
+        findings
+            .warnings
+            .extend(extra_unique_keys(&target_info, &conflict_key).into_iter().map(|other| {
+                format!(
+                    "{target_side} table `{}` has a unique key on ({}) besides the stream's key ({}); on MySQL an \
+                     incoming row that collides on it updates that other row instead of failing; drop the key or \
+                     make sure the source keeps it unique too",
+                    stream.target,
+                    other.join(", "),
+                    conflict_key.join(", ")
+                )
+            }));
     }
     // A source key that is not unique loses rows: two rows with the same
     // (cursor, key) position are one position to the keyset read.
@@ -255,6 +290,15 @@ async fn check_stream(
         }
     }
     findings
+}
+
+/// Unique keys of `info` other than the one on exactly `key`'s columns.
+fn extra_unique_keys(info: &TableInfo, key: &[String]) -> Vec<Vec<String>> {
+    info.unique_keys
+        .iter()
+        .filter(|k| !(k.len() == key.len() && key.iter().all(|c| k.contains(c))))
+        .cloned()
+        .collect()
 }
 
 fn missing_key_message(

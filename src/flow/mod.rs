@@ -19,6 +19,7 @@ pub mod check;
 pub mod circuit;
 pub mod limits;
 mod reconcile;
+pub mod schema;
 mod stream;
 
 use std::sync::Arc;

@@ -3,9 +3,10 @@
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
-use crate::config::{Deletes, Direction, Flow, OnError, Site, Source, Stream};
+use crate::config::{Deletes, Direction, Flow, OnError, Site, Source, Stream, ZeroDates};
 use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
@@ -33,8 +34,13 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, Stri
                 Ok(Some(info)) => Ok(StreamPlan {
                     master_target: Some(info),
                 }),
+                // The first site's run creates it from its source's columns.
+                Ok(None) if stream.create_target => Ok(StreamPlan {
+                    master_target: None,
+                }),
                 Ok(None) => Err(format!(
-                    "master table `{}` does not exist; create it with the source's columns plus `{}`",
+                    "master table `{}` does not exist; create it with the source's columns plus `{}`, \
+                     or set `create_target = true`",
                     stream.target,
                     stream.site_column.as_deref().unwrap_or("site_id")
                 )),
@@ -85,6 +91,57 @@ pub fn fingerprint(
     });
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Columns written by `stream` whose source type cannot carry values into
+/// the target column's type, one message each ("column `x`: source type
+/// `INT4` cannot go to `date`: a number cannot become ..."). `described`:
+/// the source's (name, type) pairs.
+pub(crate) fn schema_problems(
+    stream: &Stream,
+    direction: Direction,
+    source_dialect: crate::dialect::Dialect,
+    described: &[(String, String)],
+    target_dialect: crate::dialect::Dialect,
+    target: &TableInfo,
+) -> Vec<String> {
+    let written: Vec<(String, String)> = match &stream.columns {
+        Some(pairs) => pairs.clone(),
+        None => described
+            .iter()
+            .filter(|(name, _)| {
+                direction == Direction::Push || stream.site_column.as_ref() != Some(name)
+            })
+            .map(|(name, _)| (name.clone(), name.clone()))
+            .collect(),
+    };
+    let mut problems = Vec::new();
+    for (target_column, source_column) in written {
+        let (Some((_, source_type)), Some(target_info)) = (
+            described.iter().find(|(name, _)| *name == source_column),
+            target.column(&target_column),
+        ) else {
+            continue;
+        };
+        let source = if stream.booleans.contains(&source_column) {
+            Logical::Bool
+        } else {
+            source_logical(source_dialect, source_type)
+        };
+        let why = incompatibility(
+            source,
+            target_logical(target_dialect, &target_info.data_type),
+        );
+        if let Some(why) = why {
+            problems.push(format!(
+                "column `{target_column}`: source type `{source_type}` ({}) cannot go to `{}` ({}): {why}",
+                source_dialect.name(),
+                target_info.data_type,
+                target_dialect.name()
+            ));
+        }
+    }
+    problems
 }
 
 /// When the database refuses a batch, finds the first row it refuses, by
@@ -425,7 +482,9 @@ impl RowMapping {
                     .zip(&last_use)
                     .map(|(source, last)| match source {
                         MapSource::SiteId => Value::Text(site_id.to_string()),
-                        MapSource::Column(i) if *last => std::mem::replace(&mut row[*i], Value::Null),
+                        MapSource::Column(i) if *last => {
+                            std::mem::replace(&mut row[*i], Value::Null)
+                        }
                         MapSource::Column(i) => row[*i].clone(),
                     })
                     .collect()
@@ -437,7 +496,13 @@ impl RowMapping {
     /// `None` without `delete_column`.
     fn deleted_flags(&self, batch: &Batch) -> Option<Vec<bool>> {
         let flag = self.delete_index?;
-        Some(batch.rows.iter().map(|row| row[flag].marks_deleted()).collect())
+        Some(
+            batch
+                .rows
+                .iter()
+                .map(|row| row[flag].marks_deleted())
+                .collect(),
+        )
     }
 
     /// Errors if two rows of one batch have the same conflict key: the
@@ -456,6 +521,232 @@ impl RowMapping {
                      (add the missing key column, or de-duplicate in a `query`)",
                     self.conflict_key.join(", "),
                     shown.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Target column indexes whose source column is a MySQL `DATE`,
+    /// `DATETIME` or `TIMESTAMP` (`described`: the source's (name, type)
+    /// pairs), where zero dates can come from. Empty for other sources.
+    fn zero_date_columns(
+        &self,
+        source_dialect: crate::dialect::Dialect,
+        described: &[(String, String)],
+    ) -> Vec<usize> {
+        if source_dialect != crate::dialect::Dialect::MySql {
+            return Vec::new();
+        }
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(target_index, source)| match source {
+                MapSource::Column(i) => described
+                    .get(*i)
+                    .filter(|(_, ty)| matches!(ty.as_str(), "DATE" | "DATETIME" | "TIMESTAMP"))
+                    .map(|_| target_index),
+                MapSource::SiteId => None,
+            })
+            .collect()
+    }
+
+    /// The stream's `booleans` (source column names): 0/1 integers become
+    /// booleans; any other value stops the batch, naming row key, column
+    /// and value.
+    fn apply_booleans(
+        &self,
+        rows: &mut [Vec<Value>],
+        source_columns: &[String],
+        booleans: &[String],
+    ) -> Result<(), String> {
+        let columns: Vec<usize> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(target_index, source)| match source {
+                MapSource::Column(i) if booleans.contains(&source_columns[*i]) => {
+                    Some(target_index)
+                }
+                _ => None,
+            })
+            .collect();
+        for row in rows.iter_mut() {
+            for column in &columns {
+                row[*column] = match &row[*column] {
+                    Value::Int(0) => Value::Bool(false),
+                    Value::Int(1) => Value::Bool(true),
+                    Value::Null | Value::Bool(_) => continue,
+                    other => {
+                        return Err(format!(
+                            "row {}: column `{}`: value `{other}` ({}) is not a boolean (0 or 1), and the stream \
+                             lists it in `booleans`",
+                            self.key_of(row),
+                            self.target_columns[*column],
+                            other.kind()
+                        ));
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// "(k1, k2) = (v1, v2)": a target row's conflict key, for messages.
+    fn key_of(&self, row: &[Value]) -> String {
+        let values: Vec<String> = self
+            .conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .map(|i| row[i].to_string())
+            .collect();
+        format!(
+            "({}) = ({})",
+            self.conflict_key.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// Refuses, before anything is written, a value a PostgreSQL target
+    /// column would silently round (`connector::pg_check_value`), naming
+    /// row key, column, value and both types.
+    fn check_postgres_values(&self, rows: &[Vec<Value>], target: &TableInfo) -> Result<(), String> {
+        let checked: Vec<(usize, &str)> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let data_type = target.column(name)?.data_type.as_str();
+                (data_type.starts_with("numeric(")
+                    || data_type.starts_with("timestamp(")
+                    || data_type.starts_with("time("))
+                .then_some((i, data_type))
+            })
+            .collect();
+        if checked.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            for (i, data_type) in &checked {
+                if let Err(why) = crate::connector::pg_check_value(data_type, &row[*i]) {
+                    return Err(format!(
+                        "row {}: column `{}`: {why}",
+                        self.key_of(row),
+                        self.target_columns[*i]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With a site `timezone` tag: a pull turns the site's local date-times
+    /// (`timestamp without time zone`, MySQL `DATETIME`) into instants where
+    /// the master column has a zone (`timestamp with time zone`, MySQL
+    /// `TIMESTAMP`); a push turns instants into the site's local time where
+    /// the site column has none. A local time that happens twice (clocks go
+    /// back) is taken as its first occurrence; one that does not exist
+    /// (clocks go forward) stops the batch, naming row key, column and value.
+    fn apply_site_zone(
+        &self,
+        rows: &mut [Vec<Value>],
+        direction: Direction,
+        zone: chrono_tz::Tz,
+        target: &TableInfo,
+    ) -> Result<(), String> {
+        use chrono::TimeZone as _;
+        let zoned = |data_type: &str| {
+            let t = data_type.to_ascii_lowercase();
+            // PostgreSQL `timestamp(3) with time zone`; MySQL `timestamp(6)`.
+            t.contains("with time zone")
+                || (t.starts_with("timestamp") && !t.contains("without time zone"))
+        };
+        let zone_less = |data_type: &str| {
+            let t = data_type.to_ascii_lowercase();
+            t.contains("without time zone") || t.starts_with("datetime")
+        };
+        let columns: Vec<usize> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                target.column(name).is_some_and(|c| match direction {
+                    Direction::Pull => zoned(&c.data_type),
+                    Direction::Push => zone_less(&c.data_type),
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for row in rows.iter_mut() {
+            for column in &columns {
+                match (&row[*column], direction) {
+                    (Value::Timestamp(local), Direction::Pull) => {
+                        let Some(instant) = zone.from_local_datetime(local).earliest() else {
+                            let key: Vec<String> = self
+                                .conflict_key
+                                .iter()
+                                .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+                                .map(|i| row[i].to_string())
+                                .collect();
+                            return Err(format!(
+                                "row ({}) = ({}): column `{}`: local time `{local}` does not exist in the site's \
+                                 time zone `{zone}` (the clocks went forward over it); correct it at the source",
+                                self.conflict_key.join(", "),
+                                key.join(", "),
+                                self.target_columns[*column]
+                            ));
+                        };
+                        row[*column] = Value::TimestampTz(instant.with_timezone(&chrono::Utc));
+                    }
+                    (Value::TimestampTz(instant), Direction::Push) => {
+                        row[*column] = Value::Timestamp(instant.with_timezone(&zone).naive_local());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// MySQL zero dates (read as their text, `0000-00-00`) in the given
+    /// target columns: NULL with `zero_dates = "null"`; otherwise kept for a
+    /// MySQL target (whose sql_mode decides) and an error naming row key,
+    /// column, value and both types for any other target, before anything
+    /// of the batch is written.
+    fn handle_zero_dates(
+        &self,
+        rows: &mut [Vec<Value>],
+        columns: &[usize],
+        rule: ZeroDates,
+        target_dialect: crate::dialect::Dialect,
+        target: &TableInfo,
+    ) -> Result<(), String> {
+        for row in rows.iter_mut() {
+            for column in columns {
+                let Value::Text(text) = &row[*column] else {
+                    continue;
+                };
+                if rule == ZeroDates::Null {
+                    row[*column] = Value::Null;
+                    continue;
+                }
+                if target_dialect == crate::dialect::Dialect::MySql {
+                    continue;
+                }
+                let name = &self.target_columns[*column];
+                let target_type = target.column(name).map_or("?", |c| c.data_type.as_str());
+                let key: Vec<String> = self
+                    .conflict_key
+                    .iter()
+                    .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+                    .map(|i| row[i].to_string())
+                    .collect();
+                return Err(format!(
+                    "row ({}) = ({}): column `{name}`: MySQL zero date `{text}` has no {} form (target type `{target_type}`); \
+                     set `zero_dates = \"null\"` on the stream to write NULL instead",
+                    self.conflict_key.join(", "),
+                    key.join(", "),
+                    target_dialect.name()
                 ));
             }
         }
@@ -678,22 +969,45 @@ impl StreamRun<'_> {
             Direction::Pull => ("the site", format!("master table `{}`", self.stream.target)),
             Direction::Push => ("the master", format!("site table `{}`", self.stream.target)),
         };
+        let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
+            .await
+            .map_err(|e| format!("reading from {source_place}: {e}"))?;
         let site_target;
         let target_info = match &self.plan.master_target {
             Some(info) => info,
             None => {
-                site_target = target
+                let described = target
                     .describe_table(&self.stream.target)
                     .await
-                    .map_err(|e| format!("cannot describe {target_place}: {e}"))?
-                    .ok_or_else(|| format!("{target_place} does not exist; create it"))?;
+                    .map_err(|e| format!("cannot describe {target_place}: {e}"))?;
+                site_target = match described {
+                    Some(info) => info,
+                    None if self.stream.create_target && !self.options.dry_run => {
+                        self.create_target(direction, source, target, &resolved, &target_place)
+                            .await?
+                    }
+                    None => {
+                        return Err(format!(
+                            "{target_place} does not exist; create it, or set `create_target = true`"
+                        ));
+                    }
+                };
                 &site_target
             }
         };
-
-        let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
-            .await
-            .map_err(|e| format!("reading from {source_place}: {e}"))?;
+        if let Some(problem) = schema_problems(
+            self.stream,
+            direction,
+            source.dialect(),
+            &resolved.described,
+            target.dialect(),
+            target_info,
+        )
+        .into_iter()
+        .next()
+        {
+            return Err(format!("{target_place}: {problem}"));
+        }
         let site_params = &resolved.site_params;
         let site_values: Vec<Value> = site_params
             .iter()
@@ -849,8 +1163,34 @@ impl StreamRun<'_> {
                 let last_row = batch.rows.last().expect("batch is not empty");
                 let batch_end = mapping.position(last_row)?;
                 let flags = mapping.deleted_flags(&batch);
-                let rows = mapping.map_rows(batch, &self.site.id);
+                // `booleans` names source columns; the batch moves into `rows`.
+                let source_columns = if self.stream.booleans.is_empty() {
+                    Vec::new()
+                } else {
+                    batch.columns.clone()
+                };
+                let mut rows = mapping.map_rows(batch, &self.site.id);
                 mapping.check_unique_keys(&rows)?;
+                let zero_date_columns =
+                    mapping.zero_date_columns(source.dialect(), &resolved.described);
+                if !zero_date_columns.is_empty() {
+                    mapping.handle_zero_dates(
+                        &mut rows,
+                        &zero_date_columns,
+                        self.stream.zero_dates,
+                        target.dialect(),
+                        target_info,
+                    )?;
+                }
+                if !self.stream.booleans.is_empty() {
+                    mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
+                }
+                if let Some(zone) = self.site.timezone {
+                    mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
+                }
+                if target.dialect() == crate::dialect::Dialect::Postgres {
+                    mapping.check_postgres_values(&rows, target_info)?;
+                }
                 let read = rows.len() as u64;
                 let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
                 let position = match &saved {
@@ -1020,6 +1360,70 @@ impl StreamRun<'_> {
             add_note(report, note);
         }
         Ok(deleted)
+    }
+
+    /// Creates the missing target table from the source's columns (see
+    /// `flow/schema.rs`): for a pull, `site_column` (text) first; the
+    /// primary key is the conflict key. Returns its description.
+    async fn create_target(
+        &self,
+        direction: Direction,
+        source: &Connector,
+        target: &Connector,
+        resolved: &ResolvedSource,
+        target_place: &str,
+    ) -> Result<TableInfo, String> {
+        let mut columns: Vec<(String, Logical)> = Vec::new();
+        let mut key: Vec<String> = Vec::new();
+        if direction == Direction::Pull
+            && let Some(site_column) = &self.stream.site_column
+        {
+            columns.push((site_column.clone(), Logical::Text));
+            key.push(site_column.clone());
+        }
+        let logical_of = |source_column: &str| {
+            resolved
+                .described
+                .iter()
+                .find(|(name, _)| name == source_column)
+                .map_or(Logical::Other, |(_, ty)| {
+                    if self.stream.booleans.iter().any(|b| b == source_column) {
+                        Logical::Bool
+                    } else {
+                        source_logical(source.dialect(), ty)
+                    }
+                })
+        };
+        match &self.stream.columns {
+            Some(pairs) => {
+                for (target_column, source_column) in pairs {
+                    columns.push((target_column.clone(), logical_of(source_column)));
+                }
+            }
+            None => {
+                for (name, _) in &resolved.described {
+                    if direction == Direction::Pull
+                        && self.stream.site_column.as_ref() == Some(name)
+                    {
+                        continue;
+                    }
+                    columns.push((name.clone(), logical_of(name)));
+                }
+            }
+        }
+        key.extend(self.stream.primary_key.iter().cloned());
+        let sql = create_table_sql(target.dialect(), &self.stream.target, &columns, &key);
+        target
+            .execute_script(&sql)
+            .await
+            .map_err(|e| format!("creating {target_place} (`create_target`): {e}"))?;
+        target
+            .describe_table(&self.stream.target)
+            .await
+            .map_err(|e| format!("cannot describe {target_place}: {e}"))?
+            .ok_or_else(|| {
+                format!("{target_place} was created but cannot be found; check the table name")
+            })
     }
 
     /// Records the run's row counts including this batch, in the master

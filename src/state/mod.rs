@@ -2,9 +2,13 @@
 //! (flow, stream, site) and the run history.
 //!
 //! Tables live in schema `hubsync` on PostgreSQL and as `hubsync_`-prefixed
-//! tables on SQLite. They are created on first use and versioned: a
-//! `schema_version` row and forward migrations applied in order, in one
-//! transaction (serialised between hubs by an advisory lock on PostgreSQL).
+//! tables on SQLite and MySQL/MariaDB (in the master's own database). They
+//! are created on first use and versioned: a `schema_version` row and
+//! forward migrations applied in order, in one transaction (serialised
+//! between hubs by an advisory lock on PostgreSQL, `GET_LOCK` on MySQL,
+//! whose DDL commits at once, so a MySQL migration is not atomic but is
+//! re-runnable: tables are created `IF NOT EXISTS` and a column or index
+//! that already exists is passed over).
 //!
 //! Checkpoint rules (after quickwit's `checkpoint.rs`): a checkpoint is the
 //! furthest keyset position (cursor, primary key...) applied, with a
@@ -31,6 +35,10 @@ pub const SCHEMA_VERSION: i64 = 6;
 /// toward its circuit breaker.
 pub const INTERRUPTED: &str = "interrupted: ";
 
+/// How long `start_run` waits for another hub's MySQL `GET_LOCK` on the
+/// same (flow, site) (held only while that hub records its run's start).
+pub const RUN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How often a running run records that it is alive (and its row counts).
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -48,6 +56,15 @@ pub enum StateError {
     /// A stored row could not be read back.
     #[error("master state tables: {0}")]
     Corrupt(String),
+    /// The per-(flow, site) run lock could not be taken in time (MySQL
+    /// `GET_LOCK`): another hub holds it.
+    #[error(
+        "could not take the run lock of this flow and site within {seconds} s; another hub is starting it"
+    )]
+    LockTimeout {
+        /// How long the hub waited, in seconds.
+        seconds: u64,
+    },
     /// Another run of the same (flow, site) is alive.
     #[error(
         "already running (run {run_id}, last heartbeat {seconds} s ago), in this or another hub process; \
@@ -224,7 +241,28 @@ impl StateStore {
     fn table(&self, name: &str) -> String {
         match self.dialect {
             Dialect::Postgres => format!("hubsync.{name}"),
-            Dialect::Sqlite => format!("hubsync_{name}"),
+            Dialect::Sqlite | Dialect::MySql => format!("hubsync_{name}"),
+        }
+    }
+
+    /// `INSERT ... ON CONFLICT (key) DO UPDATE SET c = excluded.c, ...` in
+    /// this master's dialect (MySQL: `ON DUPLICATE KEY UPDATE c = VALUES(c)`).
+    fn upsert_clause(&self, key: &str, updated: &[&str]) -> String {
+        match self.dialect {
+            Dialect::MySql => {
+                let sets: Vec<String> = updated
+                    .iter()
+                    .map(|c| format!("{c} = VALUES({c})"))
+                    .collect();
+                format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+            }
+            _ => {
+                let sets: Vec<String> = updated
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                format!(" ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", "))
+            }
         }
     }
 
@@ -238,8 +276,39 @@ impl StateStore {
     }
 
     async fn migrate(&self, master: &Connector) -> Result<()> {
-        let version_table = self.table("schema_version");
+        if self.dialect == Dialect::MySql {
+            let mut tx = master.begin().await?;
+            let locked = tx
+                .query("SELECT GET_LOCK('hubsync.migrate', 60)", &[])
+                .await?;
+            if !matches!(
+                locked.rows.first().and_then(|r| r.first()),
+                Some(Value::Int(1))
+            ) {
+                return Err(StateError::LockTimeout { seconds: 60 });
+            }
+            let result = self.migrate_in(&mut tx).await;
+            // DDL has committed already; end the transaction, then free the
+            // lock on the same connection, whatever happened.
+            let _ = tx
+                .execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }, &[])
+                .await;
+            tx.execute("DO RELEASE_LOCK('hubsync.migrate')", &[])
+                .await?;
+            result?;
+            tx.commit().await?;
+            return Ok(());
+        }
         let mut tx = master.begin().await?;
+        self.migrate_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates the version table if missing and applies every migration
+    /// after the stored version, inside `tx`.
+    async fn migrate_in(&self, tx: &mut Tx) -> Result<()> {
+        let version_table = self.table("schema_version");
         if self.dialect == Dialect::Postgres {
             // Serialise concurrent hubs creating the schema (key: "hubsync" in ASCII).
             tx.execute("SELECT pg_advisory_xact_lock(6877274889273713)", &[])
@@ -286,7 +355,16 @@ impl StateStore {
         }
         for version in current + 1..=SCHEMA_VERSION {
             for statement in self.migration(version) {
-                tx.execute(&statement, &[]).await?;
+                match tx.execute(&statement, &[]).await {
+                    Ok(_) => {}
+                    // MySQL DDL commits at once: a migration cut short left
+                    // some steps done; they are not done twice.
+                    Err(ConnectorError::Database(message))
+                        if self.dialect == Dialect::MySql
+                            && (message.starts_with("Duplicate column name")
+                                || message.starts_with("Duplicate key name")) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             let sql = format!(
                 "INSERT INTO {version_table} (version) VALUES ({})",
@@ -294,15 +372,17 @@ impl StateStore {
             );
             tx.execute(&sql, &[Value::Int(version)]).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
     /// Statements that take the schema from `version - 1` to `version`.
     fn migration(&self, version: i64) -> Vec<String> {
+        if self.dialect == Dialect::MySql {
+            return self.mysql_migration(version);
+        }
         let ts = match self.dialect {
             Dialect::Postgres => "TIMESTAMPTZ",
-            Dialect::Sqlite => "TEXT",
+            _ => "TEXT",
         };
         match version {
             1 => vec![
@@ -352,6 +432,57 @@ impl StateStore {
             3 => vec![format!(
                 "ALTER TABLE {} ADD COLUMN resume_from TEXT",
                 self.table("checkpoints")
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The MySQL/MariaDB form of [`Self::migration`]: names are
+    /// `VARCHAR` (MySQL cannot index `TEXT`) with a binary collation (so they
+    /// compare exactly, as on the other masters), instants `DATETIME(6)` in
+    /// UTC. Key lengths stay under InnoDB's 3,072-byte limit: the
+    /// quarantine's row key holds at most 384 characters.
+    fn mysql_migration(&self, version: i64) -> Vec<String> {
+        const TABLE_OPTIONS: &str = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+        match version {
+            1 => vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} (flow VARCHAR(191) NOT NULL, stream VARCHAR(191) NOT NULL, \
+                     site VARCHAR(191) NOT NULL, position LONGTEXT NOT NULL, fingerprint VARCHAR(128) NOT NULL, \
+                     updated_at DATETIME(6) NOT NULL, PRIMARY KEY (flow, stream, site)) {TABLE_OPTIONS}",
+                    self.table("checkpoints")
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} (run_id VARCHAR(64) NOT NULL PRIMARY KEY, flow VARCHAR(191) NOT NULL, \
+                     site VARCHAR(191) NOT NULL, started_at DATETIME(6) NOT NULL, finished_at DATETIME(6), \
+                     rows_read BIGINT NOT NULL DEFAULT 0, rows_written BIGINT NOT NULL DEFAULT 0, \
+                     status VARCHAR(16) NOT NULL, error LONGTEXT, note LONGTEXT, \
+                     INDEX hubsync_runs_by_flow_site (flow, site, started_at)) {TABLE_OPTIONS}",
+                    self.table("runs")
+                ),
+            ],
+            2 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN heartbeat_at DATETIME(6)",
+                self.table("runs")
+            )],
+            3 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN resume_from LONGTEXT",
+                self.table("checkpoints")
+            )],
+            4 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN holder VARCHAR(255)",
+                self.table("runs")
+            )],
+            5 => vec![format!(
+                "CREATE TABLE IF NOT EXISTS {} (flow VARCHAR(128) NOT NULL, stream VARCHAR(128) NOT NULL, \
+                 site VARCHAR(128) NOT NULL, row_key VARCHAR(384) NOT NULL, row_values LONGTEXT NOT NULL, \
+                 error LONGTEXT NOT NULL, quarantined_at DATETIME(6) NOT NULL, \
+                 PRIMARY KEY (flow, stream, site, row_key)) {TABLE_OPTIONS}",
+                self.table("quarantine")
+            )],
+            6 => vec![format!(
+                "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
+                self.table("runs")
             )],
             _ => Vec::new(),
         }
@@ -420,12 +551,13 @@ impl StateStore {
         params.push(resume_from);
         let p = self.placeholders(&params);
         let sql = format!(
-            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from) VALUES ({}) \
-             ON CONFLICT (flow, stream, site) DO UPDATE SET position = excluded.position, \
-             fingerprint = excluded.fingerprint, updated_at = excluded.updated_at, \
-             resume_from = excluded.resume_from",
+            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from) VALUES ({}){}",
             self.table("checkpoints"),
-            p.join(", ")
+            p.join(", "),
+            self.upsert_clause(
+                "flow, stream, site",
+                &["position", "fingerprint", "updated_at", "resume_from"]
+            )
         );
         tx.execute(&sql, &params).await?;
         Ok(())
@@ -520,7 +652,8 @@ impl StateStore {
     /// Earlier `running` rows whose heartbeat is older than
     /// [`HEARTBEAT_EXPIRY`] belonged to a hub that stopped mid-run: they are
     /// closed as `failed`. The check and the insert are serialised per pair
-    /// (an advisory lock on PostgreSQL, SQLite's single writer).
+    /// (an advisory lock on PostgreSQL, SQLite's single writer, `GET_LOCK`
+    /// on MySQL).
     ///
     /// Errors: [`StateError::AlreadyRunning`] when a live run exists.
     ///
@@ -551,7 +684,57 @@ impl StateStore {
                 tx.execute(&format!("UPDATE {runs} SET status = status WHERE 0"), &[])
                     .await?;
             }
+            // A named lock per pair (names are at most 64 characters: the
+            // pair is hashed). It belongs to the session, not the
+            // transaction: it is released on the same connection after the
+            // commit or rollback, on every path.
+            Dialect::MySql => {
+                let lock_name = "CONCAT('hubsync.run.', SHA1(CONCAT(?, CHAR(31), ?)))";
+                let locked = tx
+                    .query(
+                        &format!("SELECT GET_LOCK({lock_name}, {})", RUN_LOCK_WAIT.as_secs()),
+                        &pair,
+                    )
+                    .await?;
+                if !matches!(
+                    locked.rows.first().and_then(|r| r.first()),
+                    Some(Value::Int(1))
+                ) {
+                    return Err(StateError::LockTimeout {
+                        seconds: RUN_LOCK_WAIT.as_secs(),
+                    });
+                }
+                let result = self
+                    .start_run_locked(&mut tx, flow, site, own_dead_runs)
+                    .await;
+                let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let ended = tx.execute(end, &[]).await;
+                tx.execute(&format!("DO RELEASE_LOCK({lock_name})"), &pair)
+                    .await?;
+                ended?;
+                let run_id = result?;
+                tx.commit().await?;
+                return Ok(run_id);
+            }
         }
+        let run_id = self
+            .start_run_locked(&mut tx, flow, site, own_dead_runs)
+            .await?;
+        tx.commit().await?;
+        Ok(run_id)
+    }
+
+    /// The body of [`Self::start_run`], once the pair's lock is held.
+    async fn start_run_locked(
+        &self,
+        tx: &mut Tx,
+        flow: &str,
+        site: &str,
+        own_dead_runs: &std::collections::HashSet<String>,
+    ) -> Result<String> {
+        let runs = self.table("runs");
+        let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
+        let p = self.placeholders(&pair);
         // Read the clock only once the pair is locked: a run that waited
         // for the lock must not be stamped as started before the previous
         // run of the pair had finished.
@@ -613,7 +796,6 @@ impl StateStore {
             &params,
         )
         .await?;
-        tx.commit().await?;
         Ok(run_id)
     }
 
@@ -637,11 +819,13 @@ impl StateStore {
             ]);
             let p = self.placeholders(&params);
             let sql = format!(
-                "INSERT INTO {} (flow, stream, site, row_key, row_values, error, quarantined_at) VALUES ({}) \
-                 ON CONFLICT (flow, stream, site, row_key) DO UPDATE SET row_values = excluded.row_values, \
-                 error = excluded.error, quarantined_at = excluded.quarantined_at",
+                "INSERT INTO {} (flow, stream, site, row_key, row_values, error, quarantined_at) VALUES ({}){}",
                 self.table("quarantine"),
-                p.join(", ")
+                p.join(", "),
+                self.upsert_clause(
+                    "flow, stream, site, row_key",
+                    &["row_values", "error", "quarantined_at"]
+                )
             );
             tx.execute(&sql, &params).await?;
         }
@@ -871,10 +1055,12 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// Reads a state timestamp: native on PostgreSQL, RFC 3339 text on SQLite.
+/// Reads a state timestamp: native on PostgreSQL, RFC 3339 text on SQLite,
+/// a UTC `DATETIME(6)` on MySQL.
 fn timestamp(value: &Value) -> Result<DateTime<Utc>> {
     match value {
         Value::TimestampTz(ts) => Ok(*ts),
+        Value::Timestamp(ts) => Ok(ts.and_utc()),
         Value::Text(t) => DateTime::parse_from_rfc3339(t)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| StateError::Corrupt(format!("timestamp `{t}`: {e}"))),

@@ -288,3 +288,148 @@ impl PsqlSession {
         child.wait().map(|status| status.success()).unwrap_or(false)
     }
 }
+
+/// The admin connection URL of the test MySQL/MariaDB server
+/// (`mysql://user:password@127.0.0.1:port/db`).
+pub fn my_admin_url() -> String {
+    match std::env::var("HUBSYNC_TEST_MYSQL_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "HUBSYNC_TEST_MYSQL_URL is not set: run the tests with scripts/test.sh, which installs \
+             MariaDB (Debian package `mariadb-server`) and starts a throwaway server"
+        ),
+    }
+}
+
+/// (user, password, host, port, database) of a `mysql://` URL.
+fn my_url_parts(url: &str) -> (String, String, String, String, String) {
+    let rest = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .to_string();
+    let (authority, db) = rest.split_once('/').unwrap_or((&rest, ""));
+    let (credentials, host_port) = authority.rsplit_once('@').unwrap_or(("root", authority));
+    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
+    let db = db.split('?').next().unwrap_or("");
+    (
+        user.to_string(),
+        password.to_string(),
+        host.to_string(),
+        port.to_string(),
+        db.to_string(),
+    )
+}
+
+/// Creates a fresh, uniquely named database on the test MariaDB server and
+/// returns its URL (same credentials and address as the admin URL).
+pub fn my_create_db(prefix: &str) -> String {
+    let admin = my_admin_url();
+    let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut name: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.truncate(30);
+    let name = format!("{name}_{}_{}_{}", std::process::id(), n, nanos);
+    mysql(
+        &admin,
+        &format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"),
+    );
+    let (user, password, host, port, _) = my_url_parts(&admin);
+    format!("mysql://{user}:{password}@{host}:{port}/{name}")
+}
+
+/// Starts the `mariadb` client in the background running `sql` (e.g. to
+/// hold a lock for a while); wait for the returned child to finish it.
+pub fn mysql_spawn(url: &str, sql: &str) -> std::process::Child {
+    let (user, password, host, port, db) = my_url_parts(url);
+    let mut command = Command::new("mariadb");
+    command
+        .args([
+            "--no-defaults",
+            "--default-character-set=utf8mb4",
+            "-N",
+            "-B",
+        ])
+        .arg(format!("-u{user}"))
+        .arg(format!("-h{host}"))
+        .arg(format!("-P{port}"))
+        .arg(format!("-e{sql}"));
+    if !password.is_empty() {
+        command.arg(format!("-p{password}"));
+    }
+    if !db.is_empty() {
+        command.arg(db);
+    }
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run mariadb ({e})"))
+}
+
+/// Runs SQL (one statement or a script) with the `mariadb` command-line
+/// client against `url` (utf8mb4, UTC session). Returns trimmed stdout: rows
+/// one per line, columns separated by `|`, `NULL` for NULL, no escaping.
+/// Panics with the client's stderr on failure.
+pub fn mysql(url: &str, sql: &str) -> String {
+    let (user, password, host, port, db) = my_url_parts(url);
+    let mut command = Command::new("mariadb");
+    command
+        .args([
+            "--no-defaults",
+            "--default-character-set=utf8mb4",
+            "-N",
+            "-B",
+            "--raw",
+        ])
+        .arg(format!("-u{user}"))
+        .arg(format!("-h{host}"))
+        .arg(format!("-P{port}"))
+        .arg("--init-command=SET time_zone = '+00:00'");
+    if !password.is_empty() {
+        command.arg(format!("-p{password}"));
+    }
+    if !db.is_empty() {
+        command.arg(db);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run mariadb ({e}): install the MariaDB client (Debian package `mariadb-client`)")
+        });
+    let mut stdin = child.stdin.take().expect("mariadb stdin");
+    let script = format!("{sql}\n");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(script.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait for mariadb");
+    let _ = writer.join();
+    if !out.status.success() {
+        panic!(
+            "mariadb failed ({}) on {url}\n--- SQL ---\n{sql}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .map(|line| line.replace('\t', "|"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
