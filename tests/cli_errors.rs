@@ -307,3 +307,53 @@ fn bad_delete_options_are_all_named() {
         )
     );
 }
+
+/// Regression (fresh-user trial): `deletes = "detect"` on one of two streams
+/// writing one target deleted the other stream's rows every run.
+#[test]
+fn detect_deletes_on_a_shared_target_is_refused() {
+    let second = GOOD_FLOW
+        .replace("name = \"sales\"", "name = \"returns\"")
+        .replace("source = \"sales\"", "source = \"returns\"");
+    let out = sync_with(&format!(
+        "{GOOD_HEAD}{}{second}",
+        GOOD_FLOW.replace(
+            "site_column = \"store_id\"",
+            "site_column = \"store_id\"\n  deletes = \"detect\""
+        )
+    ));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "error: config `{}`: flow `sales` stream `sales`: `deletes = \"detect\"` deletes the target rows its own source lacks, \
+             but flow `returns` stream `sales` also writes `sales`: its rows would be deleted every run; \
+             detect deletes only on a target one stream writes",
+            config_path_in(&out)
+        )
+    );
+}
+
+/// Regression (fresh-user trial): a service `sql` of two statements ran
+/// both on a SQLite site.
+#[test]
+fn a_service_with_several_statements_is_refused() {
+    let out = sync_with(&format!(
+        "{GOOD_HEAD}{GOOD_FLOW}
+[[service]]
+name = \"stock\"
+on = \"site\"
+  [[service.operation]]
+  name = \"read\"
+  sql = \"SELECT sku FROM stock; DELETE FROM stock\"
+"
+    ));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "`sql` holds several statements (a `;` followed by more SQL); an operation runs one statement"
+        ),
+        "{}",
+        out.stderr
+    );
+}

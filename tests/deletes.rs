@@ -343,3 +343,47 @@ fn postgres_master_and_site_detect_deletes_with_database_digests() {
         .collect();
     assert_eq!(in_database, hubsync::dialect::keys::digest_keys(&keys));
 }
+
+/// Regression (fresh-user trial): a failing delete detection failed the
+/// run, so after three runs the circuit opened and new rows stopped
+/// arriving. Now the rows arrive, the run is `partial` with the reason, and
+/// the next run brings new rows.
+#[test]
+fn a_failing_delete_detection_does_not_stop_rows_from_arriving() {
+    let fleet = Fleet::new();
+    fleet.write_config(
+        &config(
+            "sqlite://master.db",
+            "deletes = \"detect\"\n  deletes_window = \"1d\"",
+            1000,
+        )
+        .replace(
+            "cursor = \"updated_at\"\n  site_column",
+            "cursor = \"id\"\n  site_column",
+        ),
+    );
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    seed_store(&fleet, "s1");
+    seed_store(&fleet, "s2");
+    for round in 0..4 {
+        sqlite_exec(
+            &fleet.path("s1.db"),
+            &format!(
+                "INSERT INTO sales (id, sku, updated_at) VALUES ({}, 'n', '2026-02-01T00:00:00.000000Z');",
+                10 + round
+            ),
+        );
+        let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s1"]);
+        assert_eq!(out.code, 1, "{}", out.stdout);
+        assert!(
+            out.stdout.contains(
+                "flow `sales` stream `sales` site `s1`: rows applied, but `deletes_window` needs a time cursor, but `id` holds numbers"
+            ),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("partial"), "{}", out.stdout);
+    }
+    // Every run's new row arrived; no circuit opened.
+    assert_eq!(master_sales(&fleet), "s1|1,2,3,4,5,10,11,12,13");
+}

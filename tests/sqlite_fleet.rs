@@ -331,7 +331,7 @@ fn one_missing_site_fails_alone_and_is_named() {
     assert!(out.stdout.contains("failed"), "{}", out.stdout);
     assert!(out.stderr.contains(&expected_error), "{}", out.stderr);
     assert!(
-        out.stderr.contains("1 of 3 site runs failed"),
+        out.stderr.contains("1 of 3 site runs did not succeed"),
         "{}",
         out.stderr
     );

@@ -64,6 +64,8 @@ pub struct BenchOptions {
     pub work_dir: PathBuf,
     /// Prefix of the databases created (`<prefix>_master`, `<prefix>_site_001`...).
     pub prefix: String,
+    /// Keep the databases after the run (default: dropped at the end).
+    pub keep: bool,
 }
 
 /// One measured scenario.
@@ -632,6 +634,23 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
                 options.noop_sqlite_sites
             ),
         ));
+    }
+    if !options.keep {
+        say("dropping the bench databases (`--keep` keeps them)");
+        let pattern = format!("{}\\_%", options.prefix.replace('_', "\\_"));
+        let names = sqlx::query_scalar::<_, String>(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
+        )
+        .bind(pattern)
+        .fetch_all(&mut admin)
+        .await?;
+        for name in names {
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .await?;
+        }
     }
     admin.close().await?;
     Ok(report)

@@ -43,9 +43,12 @@ pub struct BenchArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = 10_000)]
     pub batch_size: usize,
-    /// Prefix of the databases the bench drops and creates.
+    /// Prefix of the databases the bench creates (and drops at the end unless `--keep`).
     #[arg(long, default_value = "hubsync_bench")]
     pub prefix: String,
+    /// Keep the databases after the run (they are dropped by default).
+    #[arg(long)]
+    pub keep: bool,
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -85,6 +88,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         batch_size: args.batch_size,
         work_dir: work_dir.clone(),
         prefix: args.prefix,
+        keep: args.keep,
     };
     let report = crate::bench::run(&options, &|line| eprintln!("bench: {line}")).await;
     let _ = std::fs::remove_dir_all(&work_dir);

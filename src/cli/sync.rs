@@ -107,9 +107,13 @@ const DRY_RUN_FOOTER: &str = "dry run: nothing was written (no rows, checkpoints
 fn failed_line(failed: usize, total: u64, dry_run: bool) -> String {
     let runs = plural(total, "site run");
     if dry_run {
-        format!("{failed} of {runs} failed; see the errors above")
+        format!(
+            "{failed} of {runs} did not succeed (failed, skipped or partial); see the errors above"
+        )
     } else {
-        format!("{failed} of {runs} failed; see the errors above or `hubsync status`")
+        format!(
+            "{failed} of {runs} did not succeed (failed, skipped or partial); see the errors above or `hubsync status`"
+        )
     }
 }
 
@@ -224,11 +228,11 @@ pub(super) mod tests {
         );
         assert_eq!(
             failed_line(1, 3, true),
-            "1 of 3 site runs failed; see the errors above"
+            "1 of 3 site runs did not succeed (failed, skipped or partial); see the errors above"
         );
         assert_eq!(
             failed_line(2, 3, false),
-            "2 of 3 site runs failed; see the errors above or `hubsync status`"
+            "2 of 3 site runs did not succeed (failed, skipped or partial); see the errors above or `hubsync status`"
         );
     }
 

@@ -217,7 +217,7 @@ pub struct HubConfig {
     /// 0 keeps everything).
     pub run_history_days: u32,
     /// Most rows per second moved through the master, all flows and sites
-    /// together: rows written by pulls and rows read by pushes (token
+    /// together: rows sent by pulls (changed or not) and rows read by pushes (token
     /// bucket, one second of burst); `None` (default): no limit.
     pub max_rows_per_second: Option<std::num::NonZeroU32>,
 }
@@ -761,6 +761,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         });
     }
     check_pulled_and_pushed(&flows, problems);
+    check_detected_targets(&flows, problems);
     let api = raw.api.map(|raw_api| api::validate_api(raw_api, problems));
     let services = service::validate_services(raw.service, &sites, problems);
 
@@ -952,6 +953,14 @@ fn validate_stream(
             Deletes::Ignore
         }
     };
+    if raw.deletes_window.is_some()
+        && let Some(pairs) = &columns
+        && !pairs.iter().any(|(_, source)| *source == cursor)
+    {
+        problems.push(format!(
+            "{place}: `deletes_window` compares rows by the cursor on both sides, but `columns` does not copy the cursor `{cursor}` to the target; map it, e.g. `{cursor} = \"{cursor}\"`"
+        ));
+    }
     let deletes_window = match &raw.deletes_window {
         Some(_) if deletes != Deletes::Detect => {
             problems.push(format!(
@@ -996,6 +1005,35 @@ fn validate_stream(
         deletes,
         deletes_window,
     })
+}
+
+/// `deletes = "detect"` deletes every target row its own source lacks, so
+/// its target must be written by no other stream of the same direction
+/// (their rows would be deleted each run).
+fn check_detected_targets(flows: &[Flow], problems: &mut Vec<String>) {
+    let streams: Vec<(&Flow, &Stream)> = flows
+        .iter()
+        .flat_map(|flow| flow.streams.iter().map(move |stream| (flow, stream)))
+        .collect();
+    for (flow, stream) in &streams {
+        if stream.deletes != Deletes::Detect {
+            continue;
+        }
+        for (other_flow, other) in &streams {
+            if std::ptr::eq(*other, *stream)
+                || other_flow.direction != flow.direction
+                || other.target != stream.target
+            {
+                continue;
+            }
+            problems.push(format!(
+                "flow `{}` stream `{}`: `deletes = \"detect\"` deletes the target rows its own source lacks, \
+                 but flow `{}` stream `{}` also writes `{}`: its rows would be deleted every run; \
+                 detect deletes only on a target one stream writes",
+                flow.name, stream.name, other_flow.name, other.name, stream.target
+            ));
+        }
+    }
 }
 
 /// The source column feeding target column `target` under `columns`.

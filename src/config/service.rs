@@ -457,6 +457,18 @@ fn check_placeholders(
         problems.push(format!("{place}: `sql` is empty"));
         return;
     }
+    // Judged with the PostgreSQL lexer and MySQL's (backslash escapes, `#`
+    // comments): several statements by either reading are refused, since
+    // SQLite would run them all.
+    if crate::dialect::params::has_several_statements(sql, Dialect::Postgres)
+        || crate::dialect::params::has_several_statements(sql, Dialect::MySql)
+    {
+        problems.push(format!(
+            "{place}: `sql` holds several statements (a `;` followed by more SQL); an operation runs one statement: \
+             split it into operations, or use a stored procedure where the dialect has them"
+        ));
+        return;
+    }
     let bound = match bind_named_placeholders(sql, Dialect::Postgres, &|_| Value::Null) {
         Ok(bound) => bound,
         Err(e) => {

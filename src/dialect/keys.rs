@@ -174,19 +174,9 @@ impl Dialect {
         let key = self.ident_list(spec.columns);
         match self {
             Dialect::Postgres => {
-                let casts: Vec<String> = spec
-                    .columns
-                    .iter()
-                    .zip(spec.column_types)
-                    .map(|(c, t)| format!("CAST(hubsync_u.{} AS {t})", self.quote_ident(c)))
-                    .collect();
-                let arrays: Vec<String> = (1..=spec.columns.len())
-                    .map(|n| format!("${n}::text[]"))
-                    .collect();
                 format!(
-                    "DELETE FROM {table} WHERE ({key}) IN (SELECT {} FROM UNNEST({}) AS hubsync_u({key}))",
-                    casts.join(", "),
-                    arrays.join(", ")
+                    "DELETE FROM {table} WHERE ({key}) IN ({})",
+                    self.unnest_select(spec)
                 )
             }
             Dialect::Sqlite => {

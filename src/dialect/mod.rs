@@ -313,21 +313,7 @@ impl Dialect {
         let mut sql = format!("INSERT INTO {table} AS hubsync_t ({columns}) ");
         match self {
             Dialect::Postgres => {
-                let casts: Vec<String> = spec
-                    .columns
-                    .iter()
-                    .zip(spec.column_types)
-                    .map(|(c, t)| format!("CAST(hubsync_u.{} AS {t})", self.quote_ident(c)))
-                    .collect();
-                let arrays: Vec<String> = (1..=spec.columns.len())
-                    .map(|n| format!("${n}::text[]"))
-                    .collect();
-                let _ = write!(
-                    sql,
-                    "SELECT {} FROM UNNEST({}) AS hubsync_u({columns})",
-                    casts.join(", "),
-                    arrays.join(", ")
-                );
+                sql.push_str(&self.unnest_select(spec));
             }
             Dialect::Sqlite | Dialect::MySql => {
                 // Anonymous `?` placeholders bound in order: SQLite resolves
@@ -505,6 +491,27 @@ impl Dialect {
     }
 
     /// `"a", "b"`: a quoted, comma-separated identifier list.
+    /// PostgreSQL: `SELECT CAST(hubsync_u."c" AS type), .. FROM UNNEST($1::text[], ..)
+    /// AS hubsync_u("c", ..)`: the rows of `spec.columns`, one text-array
+    /// parameter per column, each value cast to its column's type.
+    fn unnest_select(self, spec: &UpsertSpec<'_>) -> String {
+        let casts: Vec<String> = spec
+            .columns
+            .iter()
+            .zip(spec.column_types)
+            .map(|(c, t)| format!("CAST(hubsync_u.{} AS {t})", self.quote_ident(c)))
+            .collect();
+        let arrays: Vec<String> = (1..=spec.columns.len())
+            .map(|n| format!("${n}::text[]"))
+            .collect();
+        format!(
+            "SELECT {} FROM UNNEST({}) AS hubsync_u({})",
+            casts.join(", "),
+            arrays.join(", "),
+            self.ident_list(spec.columns)
+        )
+    }
+
     fn ident_list(self, names: &[String]) -> String {
         names
             .iter()

@@ -236,12 +236,34 @@ pub fn select_with_text_columns(
 /// dollar quotes are skipped as in [`bind_site_placeholders`]; if one is
 /// unterminated only trailing whitespace is cut (the database reports it).
 pub fn trim_statement_end(sql: &str, dialect: Dialect) -> &str {
+    match scan_statement(sql, dialect) {
+        Some((end, _)) => &sql[..end],
+        None => sql.trim_end(),
+    }
+}
+
+/// Whether `sql` holds more than one statement: a `;` outside strings,
+/// quoted identifiers, comments and dollar quotes, followed by more SQL.
+/// (SQLite runs every statement of such a text, so a data service refuses
+/// it.) An unterminated quote counts as one statement (the database
+/// reports it).
+pub fn has_several_statements(sql: &str, dialect: Dialect) -> bool {
+    scan_statement(sql, dialect).is_some_and(|(_, several)| several)
+}
+
+/// (end of the last significant token, whether a top-level `;` comes
+/// before it); `None` for an unterminated quote or comment.
+fn scan_statement(sql: &str, dialect: Dialect) -> Option<(usize, bool)> {
     let bytes = sql.as_bytes();
     let mut end = 0;
+    let mut semicolon: Option<usize> = None;
     let mut i = 0;
     while i < bytes.len() {
         let next = match bytes[i] {
             b if b.is_ascii_whitespace() || b == b';' => {
+                if b == b';' && semicolon.is_none() {
+                    semicolon = Some(i);
+                }
                 i += 1;
                 continue;
             }
@@ -258,7 +280,7 @@ pub fn trim_statement_end(sql: &str, dialect: Dialect) -> &str {
                     i = after;
                     continue;
                 }
-                None => return sql.trim_end(),
+                None => return None,
             },
             quote @ (b'\'' | b'"' | b'`') => {
                 let backslash_escapes = (dialect == Dialect::MySql && quote != b'`')
@@ -281,10 +303,10 @@ pub fn trim_statement_end(sql: &str, dialect: Dialect) -> &str {
                 end = after;
                 i = after;
             }
-            None => return sql.trim_end(),
+            None => return None,
         }
     }
-    &sql[..end]
+    Some((end, semicolon.is_some_and(|at| at < end)))
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -351,6 +373,22 @@ fn dollar_tag(bytes: &[u8], start: usize) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_statements_are_found_outside_quotes_and_comments() {
+        let several = |sql: &str| has_several_statements(sql, Dialect::Postgres);
+        assert!(several("SELECT 1; DELETE FROM stock"));
+        assert!(several("UPDATE a SET x = 1;\n  DELETE FROM b;"));
+        assert!(!several("SELECT 1;"));
+        assert!(!several("SELECT 1; -- trailing comment"));
+        assert!(!several("SELECT 'a;b', \"c;d\" FROM t /* ; */"));
+        assert!(!several("SELECT $$;$$"));
+        assert!(!several("SELECT 1 -- ; DELETE\n"));
+        assert!(has_several_statements(
+            "SELECT 1 # c\n; SELECT 2",
+            Dialect::MySql
+        ));
+    }
 
     fn pg(sql: &str) -> SiteBoundSql {
         bind_site_placeholders(sql, Dialect::Postgres, 1).unwrap()

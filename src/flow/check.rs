@@ -207,9 +207,20 @@ async fn check_stream(
             .filter(|c| {
                 flow.direction == Direction::Push || stream.site_column.as_ref() != Some(*c)
             })
+            // The soft-delete flag is copied only where the target has it.
+            .filter(|c| {
+                stream.delete_column.as_ref() != Some(*c) || target_info.column(c).is_some()
+            })
             .map(|c| (c.clone(), c.clone()))
             .collect(),
     };
+    if let Some(flag) = &stream.delete_column
+        && !source_columns.contains(flag)
+    {
+        findings.problems.push(format!(
+            "{source_side} source has no column `{flag}` (the stream's `delete_column`); add it, or fix `delete_column`"
+        ));
+    }
     for (target_column, _) in &written {
         if target_info.column(target_column).is_none() {
             findings.problems.push(format!(

@@ -106,6 +106,9 @@ pub struct StreamReport {
     /// Target rows deleted: soft-deleted source rows (`delete_column`) and
     /// rows found gone at the source (`deletes = "detect"`).
     pub rows_deleted: u64,
+    /// Why delete detection failed, after the rows were applied (the run
+    /// ends `partial`).
+    pub delete_detection_error: Option<String>,
 }
 
 /// What one flow did at one site.
@@ -443,9 +446,24 @@ impl Hub {
             }
         };
         let quarantined: u64 = report.streams.iter().map(|s| s.quarantined).sum();
+        let detection_failed: Vec<String> = report
+            .streams
+            .iter()
+            .filter_map(|s| {
+                s.delete_detection_error.as_ref().map(|e| {
+                    format!(
+                        "flow `{}` stream `{}` site `{}`: rows applied, but {e}",
+                        flow.name, s.stream, site.id
+                    )
+                })
+            })
+            .collect();
         if let Err(message) = outcome {
             report.status = RunStatus::Failed;
             report.error = Some(message);
+        } else if !detection_failed.is_empty() {
+            report.status = RunStatus::Partial;
+            report.error = Some(detection_failed.join("; "));
         } else if quarantined > 0 {
             report.status = RunStatus::Partial;
             report.error = Some(format!(

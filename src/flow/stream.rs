@@ -1215,7 +1215,8 @@ impl StreamRun<'_> {
                     fingerprint: fingerprint.clone(),
                 };
                 let (written, quarantined, deleted) = if self.options.dry_run {
-                    (0, 0, 0)
+                    // A dry run shows what it would delete.
+                    (0, 0, deleted_keys.len() as u64)
                 } else {
                     let key_types = mapping.key_types();
                     let write = BatchWrite {
@@ -1263,7 +1264,10 @@ impl StreamRun<'_> {
         applied?;
         if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
             let now = clock.map_or_else(chrono::Utc::now, |(now, _)| now);
-            let deleted = self
+            // The rows have arrived; a failed comparison must not stop the
+            // next runs from bringing new ones (nor open the circuit): the
+            // run ends `partial` with the reason.
+            match self
                 .reconcile(
                     source,
                     target,
@@ -1271,10 +1275,18 @@ impl StreamRun<'_> {
                     &site_values,
                     target_info,
                     now,
+                    saved.as_ref().and_then(|c| c.position.first()),
                     report,
                 )
-                .await?;
-            report.rows_deleted += deleted;
+                .await
+            {
+                Ok(deleted) => {
+                    report.rows_deleted += deleted;
+                    // Deletes count as rows changed in the run history.
+                    self.counters.add(0, deleted);
+                }
+                Err(e) => report.delete_detection_error = Some(e),
+            }
         }
         Ok(())
     }
@@ -1291,8 +1303,18 @@ impl StreamRun<'_> {
         site_values: &[Value],
         target_info: &TableInfo,
         now: chrono::DateTime<chrono::Utc>,
+        cursor_value: Option<&Value>,
         report: &mut StreamReport,
     ) -> Result<u64, String> {
+        if self.stream.deletes_window.is_some()
+            && let Some(value @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_))) =
+                cursor_value
+        {
+            return Err(format!(
+                "`deletes_window` needs a time cursor, but `{}` holds numbers (e.g. {value}); remove `deletes_window` or use a timestamp cursor",
+                self.stream.cursor
+            ));
+        }
         let source_key: Vec<String> = self
             .stream
             .primary_key
