@@ -395,7 +395,9 @@ impl RowMapping {
         let delete_index = stream
             .delete_column
             .as_deref()
-            .map(find_source)
+            .map(|flag| {
+                find_source(flag).map_err(|e| format!("{e} (it is the stream's `delete_column`)"))
+            })
             .transpose()?;
         Ok(RowMapping {
             target_columns,
