@@ -387,3 +387,51 @@ fn a_failing_delete_detection_does_not_stop_rows_from_arriving() {
     // Every run's new row arrived; no circuit opened.
     assert_eq!(master_sales(&fleet), "s1|1,2,3,4,5,10,11,12,13");
 }
+
+/// Regression (fresh-user trial): a quarantined row that was then
+/// soft-deleted at the source stayed in the quarantine table forever.
+#[test]
+fn a_quarantined_row_deleted_at_the_source_leaves_the_quarantine() {
+    let master = pg_create_db("del_quarantine");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text NOT NULL, id bigint NOT NULL, sku varchar(1) NOT NULL,
+                             deleted int NOT NULL, updated_at text NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&config(
+        &master,
+        "delete_column = \"deleted\"\n  on_error = \"quarantine\"",
+        1000,
+    ));
+    seed_store(&fleet, "s1");
+    seed_store(&fleet, "s2");
+    // s1's row 2 has a sku too long for varchar(1): quarantined.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "UPDATE sales SET sku = 'bb' WHERE id = 2;",
+    );
+    let out = fleet.hubsync(&["sync", "--flow", "sales"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(
+        psql(&master, "SELECT site, row_key FROM hubsync.quarantine"),
+        r#"s1|[{"t":"text","v":"s1"},{"t":"int","v":2}]"#
+    );
+    // Soft-deleted at the store: it leaves the quarantine, nothing to retry.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "UPDATE sales SET deleted = 1, updated_at = '2026-01-03T00:00:00.000000Z' WHERE id = 2;",
+    );
+    fleet.sync_ok(&["--flow", "sales"]);
+    assert_eq!(
+        psql(&master, "SELECT count(*) FROM hubsync.quarantine"),
+        "0"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM sales WHERE store_id = 's1'"
+        ),
+        "1,3,4,5"
+    );
+}

@@ -797,7 +797,8 @@ impl Progress for KickProgress {
         let _ = self.sender.send(KickEvent::Finished {
             site: report.site.clone(),
             run_id: report.run_id.clone(),
-            error: report.error.clone(),
+            // A window skip has no error, only its reason.
+            error: report.error.clone().or_else(|| report.note.clone()),
         });
     }
     fn run_started(&self, _flow: &str, site: &str, run_id: &str) {

@@ -1528,6 +1528,13 @@ impl StreamRun<'_> {
             (0..rows.len())
                 .filter(|i| !refused_rows.contains(i))
                 .map(|i| row_key_json(spec, &rows[i]))
+                // A quarantined row deleted since at the source is gone too.
+                .chain(
+                    write
+                        .deleted_keys
+                        .iter()
+                        .map(|key| row_key_json(&write.delete, key)),
+                )
                 .collect()
         } else {
             Vec::new()
