@@ -1178,3 +1178,77 @@ fn tinyint1_is_a_small_integer_unless_the_stream_lists_it_in_booleans() {
         out.stdout
     );
 }
+
+/// Regressions (fresh-user trial): SQLite text date-times lost their
+/// fraction in a MariaDB `DATETIME` and their offset in a PostgreSQL
+/// `timestamp`; a double was rounded into a MariaDB `FLOAT`.
+#[test]
+fn text_date_times_and_floats_are_not_bent_on_the_way() {
+    // SQLite site -> PostgreSQL master `timestamp`: the offset is honoured.
+    let pg_master = pg_create_db("trial_fix_pg");
+    psql(
+        &pg_master,
+        "CREATE TABLE ev (store_id text, id int, at timestamp, updated_at text, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    let pull = |master: &str| {
+        format!(
+            "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\n\
+             [[flow]]\nname = \"ev\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"ev\"\n  target = \"ev\"\n  \
+             primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+        )
+    };
+    fleet.write_config(&pull(&pg_master));
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, at TEXT, updated_at TEXT);
+         INSERT INTO ev VALUES (1, '2026-01-02T10:00:00+02:00', '2026-01-02T00:00:00Z'),
+                               (2, '2026-01-02 10:00:00.25', '2026-01-02T00:00:01Z');",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&pg_master, "SELECT id || ' ' || at FROM ev ORDER BY id"),
+        "1 2026-01-02 08:00:00\n2 2026-01-02 10:00:00.25"
+    );
+
+    // The same text into a MariaDB DATETIME (no fraction): refused, not cut.
+    let my_master = my_create_db("trial_fix_my");
+    mysql(
+        &my_master,
+        "CREATE TABLE ev (store_id VARCHAR(10), id INT, at DATETIME, updated_at VARCHAR(40), PRIMARY KEY (store_id, id));",
+    );
+    fleet.write_config(&pull(&my_master));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("column `at`") && out.stdout.contains("fraction"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(mysql(&my_master, "SELECT count(*) FROM ev"), "0");
+
+    // A double into a MariaDB FLOAT: refused.
+    mysql(
+        &my_master,
+        "CREATE TABLE f (id INT PRIMARY KEY, v FLOAT, updated_at VARCHAR(40));",
+    );
+    let pg_source = pg_create_db("trial_fix_src");
+    psql(
+        &pg_source,
+        "CREATE TABLE f (id int PRIMARY KEY, v double precision, updated_at text);
+         INSERT INTO f VALUES (1, 0.1, '2026-01-01');",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{pg_source}\"\n\n[[site]]\nid = \"m\"\nurl = \"{my_master}\"\n\n\
+         [[flow]]\nname = \"f\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"f\"\n  target = \"f\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n"
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("declare the column DOUBLE"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(mysql(&my_master, "SELECT count(*) FROM f"), "0");
+}

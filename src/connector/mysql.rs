@@ -488,9 +488,10 @@ pub(super) async fn upsert_on(
     max_bytes: usize,
     json_equals: bool,
 ) -> Result<u64> {
-    check_rows(spec, rows)?;
+    // Text date-times become typed first, so the checks see their fractions.
     let coerced = coerce_rows(spec, rows);
     let rows: &[Vec<Value>] = coerced.as_deref().unwrap_or(rows);
+    check_rows(spec, rows)?;
     let max_rows = Dialect::MySql
         .max_rows_per_upsert(spec.columns.len())
         .min(MYSQL_ROWS_PER_STATEMENT);
@@ -725,9 +726,15 @@ fn coerce_rows(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Option<Vec<Vec<Val
         .map(|(i, _)| i)
         .collect();
     let instant = |value: &Value| match value {
-        Value::Text(t) => chrono::DateTime::parse_from_rfc3339(t)
+        Value::Text(t) => chrono::DateTime::parse_from_rfc3339(t.trim())
             .ok()
-            .map(|ts| Value::TimestampTz(ts.with_timezone(&chrono::Utc))),
+            .map(|ts| Value::TimestampTz(ts.with_timezone(&chrono::Utc)))
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|format| chrono::NaiveDateTime::parse_from_str(t.trim(), format).ok())
+                    .map(Value::Timestamp)
+            }),
         _ => None,
     };
     let needed = rows
@@ -813,6 +820,9 @@ pub fn check_value(column_type: &str, value: &Value) -> std::result::Result<(), 
         Value::Float(f) if !f.is_finite() => {
             refuse("MySQL has no NaN or infinity; map it to NULL at the source")
         }
+        Value::Float(f) if base == "float" && f64::from(*f as f32) != *f => refuse(
+            "MySQL FLOAT keeps a 4-byte float and would round this double; declare the column DOUBLE",
+        ),
         Value::Numeric(n) if matches!(n.as_str(), "NaN" | "Infinity" | "-Infinity") => {
             refuse("MySQL has no NaN or infinity; map it to NULL at the source")
         }

@@ -175,7 +175,11 @@ pub fn incompatibility(source: Logical, target: Logical) -> Option<&'static str>
         return None;
     }
     match (source, target) {
-        (Bytes, t) if !matches!(t, Bytes | Text) => Some("bytes cannot become this type"),
+        // Into text, bytes would arrive as `\x..` hex (PostgreSQL) or be
+        // refused as invalid UTF-8 (MySQL): never the same value.
+        (Bytes, t) if t != Bytes => {
+            Some("bytes can only be written to a bytes column (`bytea`, `BLOB`)")
+        }
         (s, Bytes) if s != Bytes => Some("only bytes (or text) can be written to a bytes column"),
         (s, t) if s.is_number() && (t.is_temporal() || t == Uuid) => {
             Some("a number cannot become a date, time or UUID")

@@ -609,6 +609,45 @@ impl RowMapping {
         )
     }
 
+    /// PostgreSQL targets: date-times that arrive as ISO 8601 text (SQLite
+    /// stores them so) become typed values for `timestamp` columns, so that
+    /// an offset is honoured (`10:00+02:00` is 08:00 UTC, which PostgreSQL's
+    /// own cast to `timestamp` would drop) and fractions the column would
+    /// round are refused by [`RowMapping::check_postgres_values`]. Text that
+    /// is not such a date-time is left to the database.
+    fn parse_text_datetimes(&self, rows: &mut [Vec<Value>], target: &TableInfo) {
+        let columns: Vec<usize> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                target.column(name).is_some_and(|c| {
+                    c.data_type.starts_with("timestamp") && !c.data_type.contains("with time zone")
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for row in rows.iter_mut() {
+            for i in &columns {
+                let Value::Text(text) = &row[*i] else {
+                    continue;
+                };
+                let text = text.trim();
+                let parsed = chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|ts| ts.naive_utc())
+                    .or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                    })
+                    .or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    });
+                if let Ok(naive) = parsed {
+                    row[*i] = Value::Timestamp(naive);
+                }
+            }
+        }
+    }
+
     /// Refuses, before anything is written, a value a PostgreSQL target
     /// column would silently round (`connector::pg_check_value`), naming
     /// row key, column, value and both types.
@@ -1191,6 +1230,7 @@ impl StreamRun<'_> {
                     mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
                 }
                 if target.dialect() == crate::dialect::Dialect::Postgres {
+                    mapping.parse_text_datetimes(&mut rows, target_info);
                     mapping.check_postgres_values(&rows, target_info)?;
                 }
                 let read = rows.len() as u64;
