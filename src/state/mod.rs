@@ -735,10 +735,6 @@ impl StateStore {
         let runs = self.table("runs");
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
         let p = self.placeholders(&pair);
-        // Read the clock only once the pair is locked: a run that waited
-        // for the lock must not be stamped as started before the previous
-        // run of the pair had finished.
-        let now = Utc::now();
         let running = tx
             .query(
                 &format!(
@@ -749,6 +745,10 @@ impl StateStore {
                 &pair,
             )
             .await?;
+        // Read the clock once the pair is locked and the previous run seen
+        // finished: this run must not be stamped as started before the
+        // previous one's `finished_at` (read by that hub before its UPDATE).
+        let now = Utc::now();
         for row in &running.rows {
             let heartbeat = timestamp(&row[1])?;
             let age = (now - heartbeat).to_std().unwrap_or_default();
