@@ -357,3 +357,29 @@ on = \"site\"
         out.stderr
     );
 }
+
+/// Regression (fresh-user trial): `--param sku=A --param sku=B` silently
+/// used the last value.
+#[test]
+fn a_call_parameter_given_twice_is_a_usage_error() {
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "{GOOD_HEAD}{GOOD_FLOW}
+[[service]]
+name = \"stock\"
+on = \"site\"
+  [[service.operation]]
+  name = \"read\"
+  sql = \"SELECT qty FROM stock WHERE sku = :sku\"
+  params = [{{ name = \"sku\", type = \"text\" }}]
+"
+    ));
+    let out = fleet.hubsync(&[
+        "call", "stock", "read", "--site", "s1", "--param", "sku=A", "--param", "sku=B",
+    ]);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: `--param sku` is given twice; give each parameter once"
+    );
+}

@@ -1252,3 +1252,37 @@ fn text_date_times_and_floats_are_not_bent_on_the_way() {
     );
     assert_eq!(mysql(&my_master, "SELECT count(*) FROM f"), "0");
 }
+
+/// Regression (fresh-user trial): MariaDB column names are case-insensitive,
+/// but `check` and `sync` matched them exactly, so a PostgreSQL column `"Key"`
+/// could not reach a MariaDB column `key`.
+#[test]
+fn mariadb_column_names_match_whatever_their_case() {
+    let master = pg_create_db("case_master");
+    psql(
+        &master,
+        r#"CREATE TABLE lc ("Key" text PRIMARY KEY, "Price" numeric(6,2), updated_at text);
+           INSERT INTO lc VALUES ('A1', 1.50, '2026-01-01'), ('b2', 2.25, '2026-01-02');"#,
+    );
+    let site = my_create_db("case_site");
+    mysql(
+        &site,
+        "CREATE TABLE lc (`key` VARCHAR(10) PRIMARY KEY, price DECIMAL(6,2), UPDATED_AT VARCHAR(20));",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"lc\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"lc\"\n  target = \"lc\"\n  \
+         primary_key = [\"Key\"]\n  cursor = \"updated_at\"\n"
+    ));
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(
+            &site,
+            "SELECT `key`, price, UPDATED_AT FROM lc ORDER BY `key`"
+        ),
+        "A1|1.50|2026-01-01\nb2|2.25|2026-01-02"
+    );
+}

@@ -63,7 +63,15 @@ pub(super) async fn run(config: Arc<Config>, args: CallArgs) -> anyhow::Result<u
         let (name, value) = param
             .split_once('=')
             .ok_or_else(|| UsageError(format!("`--param {param}`: write `--param NAME=VALUE`")))?;
-        inputs.insert(name.to_string(), ParamInput::Text(value.to_string()));
+        if inputs
+            .insert(name.to_string(), ParamInput::Text(value.to_string()))
+            .is_some()
+        {
+            return Err(UsageError(format!(
+                "`--param {name}` is given twice; give each parameter once"
+            ))
+            .into());
+        }
     }
     let selector = if !args.site.is_empty() {
         Some(SiteSelector::Ids(args.site.clone()))

@@ -131,19 +131,32 @@ pub struct TableInfo {
     /// Column lists of the primary key and of every unique index without a
     /// predicate.
     pub unique_keys: Vec<Vec<String>>,
+    /// Column names match whatever their case (MySQL/MariaDB); exact
+    /// elsewhere (PostgreSQL quotes identifiers; SQLite is matched exactly).
+    pub case_insensitive_names: bool,
 }
 
 impl TableInfo {
+    fn same_name(&self, a: &str, b: &str) -> bool {
+        a == b || (self.case_insensitive_names && a.eq_ignore_ascii_case(b))
+    }
+
     /// The column named `name`.
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
-        self.columns.iter().find(|c| c.name == name)
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .or_else(|| self.columns.iter().find(|c| self.same_name(&c.name, name)))
     }
 
     /// True if some unique key has exactly the columns of `key` (any order).
     pub fn has_unique_key(&self, key: &[String]) -> bool {
-        self.unique_keys
-            .iter()
-            .any(|k| k.len() == key.len() && key.iter().all(|c| k.contains(c)))
+        self.unique_keys.iter().any(|k| {
+            k.len() == key.len()
+                && key
+                    .iter()
+                    .all(|c| k.iter().any(|unique| self.same_name(unique, c)))
+        })
     }
 }
 

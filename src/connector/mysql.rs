@@ -257,6 +257,7 @@ impl MySqlConnector {
                     }
                 })
                 .collect(),
+            case_insensitive_names: true,
             unique_keys,
         }))
     }
@@ -525,8 +526,9 @@ pub(super) async fn upsert_on(
         let chunk = &rows[start..end];
         if bytes > max_bytes {
             return Err(ConnectorError::Database(format!(
-                "one row needs {bytes} bytes, more than the server accepts in one statement \
-                 ({max_bytes} bytes, half of `max_allowed_packet`); raise `max_allowed_packet` at the target"
+                "one row needs {bytes} bytes, more than hubsync sends in one statement \
+                 ({max_bytes} bytes: half of the server's `max_allowed_packet`, leaving room for the \
+                 statement); raise `max_allowed_packet` at the target"
             )));
         }
         let existing_sql = Dialect::MySql.existing_keys(spec.table, spec.key, chunk.len());

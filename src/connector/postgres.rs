@@ -136,6 +136,7 @@ impl PgConnector {
                     cast_type: text_of(&row[2]),
                 })
                 .collect(),
+            case_insensitive_names: false,
             unique_keys: keys
                 .rows
                 .iter()

@@ -159,6 +159,7 @@ impl SqliteConnector {
                     }
                 })
                 .collect(),
+            case_insensitive_names: false,
             unique_keys,
         }))
     }
