@@ -185,16 +185,14 @@ pub(crate) struct BatchSink {
 
 impl BatchSink {
     /// Drains `rows` into batches sent to the receiver; `decode` turns a
-    /// driver row into values, `columns` names its columns.
-    pub(crate) async fn drain<R, S>(
-        self,
-        mut rows: S,
-        decode: fn(&R) -> Result<Vec<Value>>,
-        columns: fn(&R) -> Vec<String>,
-    ) where
+    /// driver row into values (column names come from the first row).
+    pub(crate) async fn drain<R, S>(self, mut rows: S, decode: fn(&R) -> Result<Vec<Value>>)
+    where
+        R: sqlx::Row,
         S: futures::Stream<Item = std::result::Result<R, sqlx::Error>> + Unpin,
     {
         use futures::TryStreamExt;
+        use sqlx::Column as _;
         let mut names: Vec<String> = Vec::new();
         loop {
             // Read the next batch only once the channel has room for it: with
@@ -211,7 +209,8 @@ impl BatchSink {
                     match rows.try_next().await.map_err(db_error)? {
                         Some(row) => {
                             if batch.columns.is_empty() {
-                                batch.columns = columns(&row);
+                                batch.columns =
+                                    row.columns().iter().map(|c| c.name().to_string()).collect();
                             }
                             batch.rows.push(decode(&row)?);
                         }

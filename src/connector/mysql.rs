@@ -160,10 +160,7 @@ impl MySqlConnector {
             Err(e) => return sink.fail(db_error(e)).await,
         };
         let rows = bind_all(sql.to_string(), params).fetch(&mut *conn);
-        sink.drain(rows, decode_row, |row: &MySqlRow| {
-            row.columns().iter().map(|c| c.name().to_string()).collect()
-        })
-        .await;
+        sink.drain(rows, decode_row).await;
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {

@@ -70,10 +70,7 @@ impl SqliteConnector {
             Err(e) => return sink.fail(db_error(e)).await,
         };
         let rows = bind_all(sql.to_string(), params).fetch(&mut *conn);
-        sink.drain(rows, decode_row, |row: &SqliteRow| {
-            row.columns().iter().map(|c| c.name().to_string()).collect()
-        })
-        .await;
+        sink.drain(rows, decode_row).await;
     }
 
     pub(super) async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
