@@ -39,6 +39,7 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "push_fan_out",
             "wan_full_pull",
             "noop_cycle_postgres",
+            "noop_cycle_postgres_cold",
             "noop_cycle_sqlite"
         ]
     );
@@ -51,6 +52,12 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     assert_eq!(rows(2), 1000);
     // The WAN pass reads everything again, the 60 new rows included.
     assert_eq!(rows(3), 6060);
+    // No-op cycles re-read only the cursor_lag overlap: each store's 100
+    // rows are one second apart, so the last 6 (95 s .. 100 s, within 5 s
+    // of the checkpoint) per store: 3 PostgreSQL stores, then 4 SQLite ones.
+    assert_eq!(rows(4), 18);
+    assert_eq!(rows(5), 18);
+    assert_eq!(rows(6), 24);
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }

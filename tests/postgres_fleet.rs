@@ -778,3 +778,249 @@ fn refused_rows_are_quarantined_and_retried_when_they_change() {
         "0"
     );
 }
+
+/// The backend pids of hubsync's connections to the database of `url`.
+fn hubsync_backends(url: &str) -> String {
+    psql(
+        url,
+        "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'hubsync'",
+    )
+}
+
+/// Opens a hub on `config` (a config text).
+async fn open_hub(config: &str) -> hubsync::flow::Hub {
+    let dir = std::env::temp_dir();
+    let config = hubsync::config::Config::parse(config, &dir.join("keep.toml"), &dir, &|_| None)
+        .expect("config");
+    hubsync::flow::Hub::open(
+        std::sync::Arc::new(config),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("hub")
+}
+
+/// Runs the `sales` flow once over every site of `hub`; every run must
+/// succeed.
+async fn pass(hub: &hubsync::flow::Hub) -> Vec<hubsync::flow::SiteReport> {
+    let flow = hub.config().flow("sales").expect("flow").clone();
+    let sites: Vec<_> = hub.config().sites.iter().collect();
+    let reports = hub
+        .sync_flow(
+            &flow,
+            &sites,
+            hubsync::flow::SyncOptions::default(),
+            &hubsync::flow::NoProgress,
+        )
+        .await;
+    for report in &reports {
+        assert_eq!(report.error, None, "site {}", report.site);
+    }
+    reports
+}
+
+#[test]
+fn site_connections_are_kept_between_runs_and_replaced_when_they_die() {
+    let master = pg_create_db("keep_master");
+    let one = pg_create_db("keep_one");
+    let two = pg_create_db("keep_two");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
+         PRIMARY KEY (store_id, id));",
+    );
+    for site in [&one, &two] {
+        psql(
+            site,
+            "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+             INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');",
+        );
+    }
+    let sites = format!("{}{}", site_block("one", &one), site_block("two", &two));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let hub = open_hub(&sales_pull(&master, &sites, "")).await;
+        pass(&hub).await;
+        // Both runs succeeded: their connections stay open, one per site.
+        assert_eq!(hub.idle_site_connections(), 2);
+        let first_one = hubsync_backends(&one);
+        let first_two = hubsync_backends(&two);
+        assert!(
+            !first_one.is_empty() && !first_one.contains(','),
+            "{first_one}"
+        );
+
+        // The next pass uses the same server processes: no new login.
+        psql(
+            &one,
+            "INSERT INTO sales VALUES (2, 7, '2026-01-01 11:00:00+00');",
+        );
+        pass(&hub).await;
+        assert_eq!(hubsync_backends(&one), first_one);
+        assert_eq!(hubsync_backends(&two), first_two);
+
+        // Site `one` restarts its connection (as a server restart would):
+        // the ping finds it dead, the run logs in anew and succeeds.
+        psql(
+            &one,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'hubsync';",
+        );
+        psql(
+            &one,
+            "INSERT INTO sales VALUES (3, 9, '2026-01-01 12:00:00+00');",
+        );
+        pass(&hub).await;
+        let second_one = hubsync_backends(&one);
+        assert!(
+            !second_one.is_empty() && !second_one.contains(','),
+            "{second_one}"
+        );
+        assert_ne!(second_one, first_one);
+        assert_eq!(
+            psql(
+                &master,
+                "SELECT store_id, id, qty FROM sales ORDER BY store_id, id"
+            ),
+            "one|1|5\none|2|7\none|3|9\ntwo|1|5"
+        );
+        hub.close().await;
+    });
+    // Closing the hub closes the kept connections.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(hubsync_backends(&one), "");
+    assert_eq!(hubsync_backends(&two), "");
+}
+
+#[test]
+fn kept_site_connections_stay_within_max_concurrent_sites_and_the_idle_timeout() {
+    let master = pg_create_db("bound_master");
+    let one = pg_create_db("bound_one");
+    let two = pg_create_db("bound_two");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
+         PRIMARY KEY (store_id, id));",
+    );
+    for site in [&one, &two] {
+        psql(
+            site,
+            "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+             INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');",
+        );
+    }
+    let sites = format!("{}{}", site_block("one", &one), site_block("two", &two));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (hub_section, kept) in [
+        // One slot: the second site's login closes the first site's idle
+        // connection; one connection in all.
+        ("[hub]\nmax_concurrent_sites = 1\n", 1),
+        // Nothing kept.
+        ("[hub]\nsite_idle_timeout = \"0s\"\n", 0),
+    ] {
+        let config = format!("{hub_section}{}", sales_pull(&master, &sites, ""));
+        runtime.block_on(async {
+            let hub = open_hub(&config).await;
+            for _ in 0..2 {
+                pass(&hub).await;
+                assert_eq!(hub.idle_site_connections(), kept, "{hub_section}");
+                let open = [&one, &two]
+                    .iter()
+                    .filter(|url| !hubsync_backends(url).is_empty())
+                    .count();
+                assert_eq!(open, kept, "{hub_section}");
+            }
+            hub.close().await;
+        });
+    }
+}
+
+#[test]
+fn the_v7_migration_closes_duplicate_running_rows_and_a_stale_run_is_taken_over() {
+    let master = pg_create_db("v7_master");
+    let site = pg_create_db("v7_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
+         PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
+    fleet.sync_ok(&[]);
+    // Back to schema 6, with two `running` rows of one pair left by dead hubs
+    // (schema 6 did not forbid it).
+    psql(
+        &master,
+        "DROP INDEX hubsync.hubsync_runs_one_running;
+         DELETE FROM hubsync.schema_version WHERE version = 7;
+         DELETE FROM hubsync.runs;
+         INSERT INTO hubsync.runs (run_id, flow, site, started_at, heartbeat_at, status) VALUES
+           ('older', 'sales', 's1', '2026-01-01 10:00:00+00', '2026-01-01 10:05:00+00', 'running'),
+           ('newer', 'sales', 's1', '2026-01-01 11:00:00+00', '2026-01-01 11:05:00+00', 'running');",
+    );
+    psql(
+        &site,
+        "INSERT INTO sales VALUES (2, 7, '2026-01-01 11:00:00+00');",
+    );
+    fleet.sync_ok(&[]);
+    // The migration closed the older row at its last heartbeat; the run then
+    // found `newer` stale (heartbeat long past) and closed it at its start.
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT run_id, status, finished_at = '2026-01-01 10:05:00+00', error LIKE 'interrupted: %' \
+             FROM hubsync.runs WHERE run_id IN ('older', 'newer') ORDER BY run_id"
+        ),
+        "newer|failed|f|t\nolder|failed|t|t"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT status, count(*) FROM hubsync.runs WHERE run_id NOT IN ('older', 'newer') GROUP BY status"
+        ),
+        "succeeded|1"
+    );
+    assert_eq!(
+        psql(&master, "SELECT max(version) FROM hubsync.schema_version"),
+        "7"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'hubsync_runs_one_running'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|5\n2|7"
+    );
+    // The index refuses a second `running` row of a pair.
+    psql(
+        &master,
+        "INSERT INTO hubsync.runs (run_id, flow, site, started_at, status) VALUES ('a', 'f', 's', now(), 'running');",
+    );
+    let second = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &master, "-c"])
+        .arg("INSERT INTO hubsync.runs (run_id, flow, site, started_at, status) VALUES ('b', 'f', 's', now(), 'running');")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("hubsync_runs_one_running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}

@@ -177,6 +177,9 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// `max_concurrent_sites` of the bench fleets (the default).
+const SITES_AT_ONCE: usize = 32;
+
 /// The bench fleet's hub config: `sites` as (id, url), the `sales` pull and
 /// the `prices` push.
 fn fleet_config(
@@ -184,9 +187,10 @@ fn fleet_config(
     master: &str,
     sites: &[(String, String)],
     table: &str,
+    max_concurrent_sites: usize,
 ) -> String {
     let mut text = format!(
-        "[hub]\nbatch_size = {}\nmaster_write_concurrency = {}\nmax_concurrent_sites = 32\nstatement_timeout = \"0s\"\n\n\
+        "[hub]\nbatch_size = {}\nmaster_write_concurrency = {}\nmax_concurrent_sites = {max_concurrent_sites}\nstatement_timeout = \"0s\"\n\n\
          [master]\nurl = \"{master}\"\n",
         options.batch_size, options.parallelism
     );
@@ -210,16 +214,17 @@ struct Pass {
     peak_rss_mib: Option<f64>,
 }
 
-/// Runs one pass of `flow` over every site of `config_text`; fails on any
-/// site error.
-async fn hubsync_pass(
-    options: &BenchOptions,
-    config_text: &str,
-    flow: &str,
-) -> anyhow::Result<Pass> {
+/// Opens a hub on `config_text` (written to `bench.toml` in the work dir).
+async fn open_hub(options: &BenchOptions, config_text: &str) -> anyhow::Result<Hub> {
     let path = options.work_dir.join("bench.toml");
     let config = Config::parse(config_text, &path, &options.work_dir, &|_| None)?;
-    let hub = Hub::open(Arc::new(config), CancellationToken::new()).await?;
+    Ok(Hub::open(Arc::new(config), CancellationToken::new()).await?)
+}
+
+/// Times one pass of `flow` over every site of `hub`; fails on any site
+/// error. Site connections kept by earlier passes of the same hub are used
+/// again, as in `hubsync run`.
+async fn timed_pass(hub: &Hub, flow: &str) -> anyhow::Result<Pass> {
     let flow = hub.config().flow(flow).context("bench flow")?.clone();
     let sites: Vec<_> = hub.config().sites.iter().collect();
     reset_peak_rss();
@@ -231,7 +236,6 @@ async fn hubsync_pass(
     let seconds = started.elapsed().as_secs_f64();
     let statements = crate::connector::statements_sent() - statements;
     let peak_rss_mib = peak_rss_mib();
-    hub.master().close().await;
     if let Some(error) = reports.iter().find_map(|r| r.error.clone()) {
         bail!("hubsync failed during the bench: {error}");
     }
@@ -241,6 +245,19 @@ async fn hubsync_pass(
         statements,
         peak_rss_mib,
     })
+}
+
+/// Runs one pass of `flow` on a hub of its own (every site logs in, as in
+/// one `hubsync sync`); fails on any site error.
+async fn hubsync_pass(
+    options: &BenchOptions,
+    config_text: &str,
+    flow: &str,
+) -> anyhow::Result<Pass> {
+    let hub = open_hub(options, config_text).await?;
+    let pass = timed_pass(&hub, flow).await;
+    hub.close().await;
+    pass
 }
 
 /// Baseline: binary COPY from `source` into a staging table at `target`,
@@ -377,7 +394,7 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
         sites.push((format!("store-{i:03}"), url));
     }
     let total_rows = options.rows * options.sites as u64;
-    let config = fleet_config(options, &master, &sites, "sales");
+    let config = fleet_config(options, &master, &sites, "sales", SITES_AT_ONCE);
 
     // ------------------------------------------------------------ full pull
     say("full pull: baseline (binary COPY into staging + INSERT ON CONFLICT)");
@@ -520,7 +537,7 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
         .await?;
         let wan = hubsync_pass(
             options,
-            &fleet_config(options, &master, &far, "sales"),
+            &fleet_config(options, &master, &far, "sales", SITES_AT_ONCE),
             "sales",
         )
         .await?;
@@ -576,19 +593,43 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
             .await?;
             noop_sites.push((format!("store-{i:04}"), url));
         }
-        let noop_config = fleet_config(options, &noop_master, &noop_sites, "sales");
-        hubsync_pass(options, &noop_config, "sales").await?;
-        let noop = hubsync_pass(options, &noop_config, "sales").await?;
+        // Enough site slots to keep every site's connection between cycles,
+        // as `hubsync run` does with `max_concurrent_sites` >= the fleet.
+        let noop_config = fleet_config(
+            options,
+            &noop_master,
+            &noop_sites,
+            "sales",
+            options.noop_pg_sites.max(SITES_AT_ONCE),
+        );
+        hubsync_pass(options, &noop_config, "sales").await?; // the initial load
+        let hub = open_hub(options, &noop_config).await?;
+        let cold = timed_pass(&hub, "sales").await?;
+        let warm = timed_pass(&hub, "sales").await?;
+        let kept = hub.idle_site_connections();
+        hub.close().await;
         let baseline = psql_cycle(&noop_sites, &options.work_dir).await;
         report.scenarios.push(scenario(
             "noop_cycle_postgres",
-            &noop,
+            &warm,
             "one psql script: connect + cursor query per site",
             baseline,
             options.noop_pg_sites,
             format!(
-                "{} sites, nothing to move; rows = the cursor_lag overlap re-read",
+                "{} sites, nothing to move, a running hub's cycle ({kept} site connections kept from the \
+                 previous cycle); rows = the cursor_lag overlap re-read",
                 options.noop_pg_sites
+            ),
+        ));
+        report.scenarios.push(scenario(
+            "noop_cycle_postgres_cold",
+            &cold,
+            "one psql script: connect + cursor query per site",
+            baseline,
+            options.noop_pg_sites,
+            format!(
+                "the same cycle by a fresh hub (a `hubsync sync`, or a daemon's first cycle): every site logs in; {} site slots",
+                options.noop_pg_sites.max(SITES_AT_ONCE)
             ),
         ));
     }
@@ -599,13 +640,13 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
             "no-op cycle: {} SQLite site files",
             options.noop_sqlite_sites
         ));
-        let noop_master =
-            database_url(&options.pg_url, &format!("{}_noop_master", options.prefix))?;
+        let name = format!("{}_noop_sqlite_master", options.prefix);
+        recreate_database(&mut admin, &name).await?;
+        let noop_master = database_url(&options.pg_url, &name)?;
         run_sql(
             &noop_master,
-            "DROP TABLE IF EXISTS sales_sqlite; CREATE TABLE sales_sqlite (store_id text NOT NULL, id bigint NOT NULL,
-               sku text, qty int, price numeric(12,2), sold_at text, updated_at text, PRIMARY KEY (store_id, id));
-             DROP SCHEMA IF EXISTS hubsync CASCADE",
+            "CREATE TABLE sales_sqlite (store_id text NOT NULL, id bigint NOT NULL,
+               sku text, qty int, price numeric(12,2), sold_at text, updated_at text, PRIMARY KEY (store_id, id))",
         )
         .await?;
         let dir = options.work_dir.join("sqlite-sites");
@@ -620,9 +661,12 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
                 format!("sqlite://{}", path.display()),
             ));
         }
-        let noop_config = fleet_config(options, &noop_master, &files, "sales_sqlite");
-        hubsync_pass(options, &noop_config, "sales").await?;
-        let noop = hubsync_pass(options, &noop_config, "sales").await?;
+        let noop_config =
+            fleet_config(options, &noop_master, &files, "sales_sqlite", SITES_AT_ONCE);
+        let hub = open_hub(options, &noop_config).await?;
+        timed_pass(&hub, "sales").await?; // the initial load
+        let noop = timed_pass(&hub, "sales").await?;
+        hub.close().await;
         report.scenarios.push(scenario(
             "noop_cycle_sqlite",
             &noop,
@@ -630,7 +674,7 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
             None,
             options.noop_sqlite_sites,
             format!(
-                "{} SQLite files, nothing to move",
+                "{} SQLite files, nothing to move, a running hub's cycle (SQLite files are opened per run; {SITES_AT_ONCE} at once)",
                 options.noop_sqlite_sites
             ),
         ));

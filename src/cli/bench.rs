@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub rows: u64,
     /// PostgreSQL site databases of the no-op cycle (0 skips it; raise the
-    /// server's max_connections well above `max_concurrent_sites` = 32).
+    /// server's max_connections above it: the hub keeps one connection per site between cycles).
     #[arg(long, default_value_t = 200)]
     pub noop_pg_sites: usize,
     /// SQLite site files of the no-op cycle (0 skips it).

@@ -273,7 +273,7 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
         &FleetProgress::bars_only(),
     )
     .await;
-    hub.master().close().await;
+    hub.close().await;
 
     let mut all = first.clone();
     all.extend(first_push.iter().cloned());

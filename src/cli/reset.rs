@@ -35,7 +35,7 @@ pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<
         .state()
         .delete_checkpoints(hub.master(), &flow.name, args.stream.as_deref(), &sites)
         .await?;
-    hub.master().close().await;
+    hub.close().await;
     println!(
         "forgot {} of flow `{}`{}{}; the next run backfills {}",
         plural(removed, "checkpoint"),

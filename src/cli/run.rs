@@ -60,7 +60,7 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         }
     }
     let _ = pruning.await;
-    hub.master().close().await;
+    hub.close().await;
     eprintln!("hubsync stopped cleanly: every committed batch is kept");
     Ok(EXIT_OK)
 }

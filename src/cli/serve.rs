@@ -22,7 +22,7 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
     let pruning = tokio::spawn(api::prune_history(hub.clone(), cancel.clone()));
     api::serve(listener, state, cancel).await?;
     let _ = pruning.await;
-    hub.master().close().await;
+    hub.close().await;
     eprintln!("hubsync stopped cleanly");
     Ok(EXIT_OK)
 }

@@ -16,7 +16,7 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
-    hub.master().close().await;
+    hub.close().await;
     let now = Utc::now();
 
     let mut table = Table::new();

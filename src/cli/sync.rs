@@ -142,7 +142,7 @@ pub(super) async fn run(
         limit = config.hub.master_write_concurrency,
         "master write transactions in flight at once, at most"
     );
-    hub.master().close().await;
+    hub.close().await;
     println!("{}", summary_table(&reports));
     for line in error_lines(&reports) {
         println!("{line}");

@@ -55,6 +55,10 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Default of `hub.site_idle_timeout`: longer than the usual "every 5m"
+/// schedule, so a daemon's next pass finds its connections open.
+const DEFAULT_SITE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Default `statement_timeout`: 5 minutes.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -105,6 +109,7 @@ struct RawHub {
     master_write_concurrency: Option<usize>,
     batch_size: Option<usize>,
     connect_timeout: Option<String>,
+    site_idle_timeout: Option<String>,
     statement_timeout: Option<String>,
     connect_retries: Option<usize>,
     circuit_breaker_failures: Option<usize>,
@@ -199,6 +204,10 @@ pub struct HubConfig {
     pub batch_size: usize,
     /// Time allowed to open one database connection (default 10 s).
     pub connect_timeout: Duration,
+    /// How long a site connection is kept open after a successful run for
+    /// the next run at that site (default 10 min; zero closes it after each
+    /// run). Busy plus kept connections never exceed `max_concurrent_sites`.
+    pub site_idle_timeout: Duration,
     /// Longest one statement may take at the master or a site (default
     /// 5 min); `None` (`"0s"`) means no limit. A site that stops answering
     /// fails its run after this long instead of holding its flow's pass.
@@ -558,6 +567,15 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         ),
         batch_size: positive(raw.hub.batch_size, "batch_size", 10_000, problems),
         connect_timeout,
+        site_idle_timeout: match &raw.hub.site_idle_timeout {
+            Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
+                problems.push(format!(
+                    "`hub.site_idle_timeout` `{text}`: {e} (example: `10m`, or `0s` to close each site connection after its run)"
+                ));
+                DEFAULT_SITE_IDLE_TIMEOUT
+            }),
+            None => DEFAULT_SITE_IDLE_TIMEOUT,
+        },
         statement_timeout,
         connect_retries: raw.hub.connect_retries.unwrap_or(2),
         circuit_breaker_failures: raw.hub.circuit_breaker_failures.unwrap_or(3),

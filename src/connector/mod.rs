@@ -469,6 +469,22 @@ impl Connector {
         })
     }
 
+    /// True if the pool holds an idle connection that answers a ping
+    /// within `timeout` (one round trip, no statement): checked before a
+    /// connection kept from an earlier run is used again, so that a site
+    /// restarted in between costs a new login rather than a failed run.
+    /// False for SQLite, whose connections are not kept between runs.
+    pub async fn idle_alive(&self, timeout: Duration) -> bool {
+        let ping = async {
+            match &self.pool {
+                Pool::Postgres(c) => c.ping_idle().await,
+                Pool::MySql(c) => c.ping_idle().await,
+                Pool::Sqlite(_) => false,
+            }
+        };
+        tokio::time::timeout(timeout, ping).await.unwrap_or(false)
+    }
+
     /// Closes every connection of the pool (waiting at most 2 s).
     pub async fn close(&self) {
         // A connection stuck in a statement that timed out would make the

@@ -277,6 +277,15 @@ impl MySqlConnector {
         self.pool.begin().await.map_err(db_error)
     }
 
+    /// Pings an idle connection of the pool; false if there is none or it
+    /// does not answer.
+    pub(super) async fn ping_idle(&self) -> bool {
+        match self.pool.try_acquire() {
+            Some(mut conn) => sqlx::Connection::ping(&mut *conn).await.is_ok(),
+            None => false,
+        }
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }

@@ -21,6 +21,11 @@ use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value};
 
+/// How long the first connection of a pool may take before a direct
+/// attempt is made to learn why it is slow (a refused connection is retried
+/// silently by the pool).
+const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A pool of PostgreSQL connections.
 pub struct PgConnector {
     pool: PgPool,
@@ -52,20 +57,43 @@ impl PgConnector {
         if let Some(password) = password {
             connect_options = connect_options.password(password.expose());
         }
-        // One direct attempt first: the pool would retry a refused
-        // connection until its acquire timeout and then report only "pool
-        // timed out", hiding the real cause (refused, bad password, no such
-        // database).
-        let probe = connect_options
-            .connect()
-            .await
-            .map_err(|e| connect_error(connect_message(&e)))?;
-        let _ = sqlx::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect_options);
+            .connect_lazy_with(connect_options.clone());
+        // The pool's first connection is the one the caller uses next (one
+        // login, not a test login and then another). But the pool retries a
+        // refused connection until its acquire timeout and then reports only
+        // "pool timed out": if it has no connection after a short while, one
+        // direct attempt tells why (refused, bad password, no such database).
+        let connected = {
+            let first = pool.acquire();
+            tokio::pin!(first);
+            tokio::select! {
+                result = &mut first => result,
+                () = tokio::time::sleep(PROBE_AFTER) => {
+                    tokio::select! {
+                        result = &mut first => result,
+                        probe = connect_options.connect() => match probe {
+                            Ok(probe) => {
+                                let _ = sqlx::Connection::close(probe).await;
+                                first.await
+                            }
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
+            }
+            // `first` is dropped here: a pending attempt would hold up `close`.
+        };
+        match connected {
+            Ok(conn) => drop(conn), // back to the pool, idle, for the caller
+            Err(e) => {
+                pool.close().await;
+                return Err(connect_error(connect_message(&e)));
+            }
+        }
         Ok(PgConnector { pool })
     }
 
@@ -163,6 +191,15 @@ impl PgConnector {
 
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.pool.begin().await.map_err(db_error)
+    }
+
+    /// Pings an idle connection of the pool; false if there is none or it
+    /// does not answer.
+    pub(super) async fn ping_idle(&self) -> bool {
+        match self.pool.try_acquire() {
+            Some(mut conn) => sqlx::Connection::ping(&mut *conn).await.is_ok(),
+            None => false,
+        }
     }
 
     pub(super) async fn close(&self) {

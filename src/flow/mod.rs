@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod circuit;
+mod connections;
 pub mod limits;
 mod reconcile;
 pub mod schema;
@@ -173,6 +174,7 @@ pub struct Hub {
     master: Connector,
     state: StateStore,
     site_slots: Semaphore,
+    site_connections: connections::SiteConnections,
     master_writes: limits::MasterWrites,
     cancel: CancellationToken,
     /// Runs of this process whose end the master did not record (it was
@@ -220,6 +222,10 @@ impl Hub {
         let state = StateStore::open(&master).await.map_err(FlowError::State)?;
         Ok(Hub {
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
+            site_connections: connections::SiteConnections::new(
+                config.hub.max_concurrent_sites,
+                config.hub.site_idle_timeout,
+            ),
             master_writes: limits::MasterWrites::new(
                 config.hub.master_write_concurrency,
                 config.hub.max_rows_per_second,
@@ -235,13 +241,21 @@ impl Hub {
     /// When the circuit of (`flow`, `site`) closes again and how many runs
     /// failed in a row, if it is open now (see [`circuit`]). A failure to
     /// read the history keeps it closed.
+    ///
+    /// `suspects`: the sites of the flow with a failure recent enough to
+    /// hold a circuit open (see [`Hub::circuit_suspects`]); others are
+    /// closed without a query. `None`: ask the history for this site.
     async fn circuit_open_until(
         &self,
         flow: &Flow,
         site: &Site,
+        suspects: Option<&std::collections::HashSet<String>>,
     ) -> Option<(chrono::DateTime<chrono::Utc>, u32)> {
         let hub = &self.config.hub;
         if hub.circuit_breaker_failures == 0 {
+            return None;
+        }
+        if suspects.is_some_and(|suspects| !suspects.contains(&site.id)) {
             return None;
         }
         let streaks = self
@@ -258,6 +272,33 @@ impl Hub {
             chrono::Utc::now(),
         )
         .map(|until| (until, *streak))
+    }
+
+    /// Closes the site connections kept between runs, then the master pool
+    /// (each waits at most 2 s). Call once, when the hub is done.
+    pub async fn close(&self) {
+        self.site_connections.close_idle().await;
+        self.master.close().await;
+    }
+
+    /// Site connections kept open between runs now (at most
+    /// `hub.max_concurrent_sites`; see `hub.site_idle_timeout`).
+    pub fn idle_site_connections(&self) -> usize {
+        self.site_connections.idle_count()
+    }
+
+    /// Sites of `flow` that failed within the longest circuit cool-down:
+    /// the only ones whose circuit may be open. `None` when the breaker is
+    /// off or the history cannot be read (each site then asks for itself).
+    async fn circuit_suspects(&self, flow: &Flow) -> Option<std::collections::HashSet<String>> {
+        if self.config.hub.circuit_breaker_failures == 0 {
+            return None;
+        }
+        let window = chrono::Duration::from_std(circuit::MAX_COOLDOWN).ok()?;
+        self.state
+            .sites_failed_since(&self.master, &flow.name, chrono::Utc::now() - window)
+            .await
+            .ok()
     }
 
     /// The master connector.
@@ -292,12 +333,13 @@ impl Hub {
         progress: &dyn Progress,
     ) -> Vec<SiteReport> {
         let plans = plan_streams(self, flow).await;
+        let suspects = self.circuit_suspects(flow).await;
         // Concurrency is bounded by `site_slots` inside `run_site`; join_all
         // keeps report order equal to `sites` order. (A loop rather than a
         // closure keeps the future `Send` for `tokio::spawn`.)
         let mut runs = Vec::with_capacity(sites.len());
         for site in sites {
-            runs.push(self.run_site(flow, site, &plans, options, progress));
+            runs.push(self.run_site(flow, site, &plans, suspects.as_ref(), options, progress));
         }
         futures::future::join_all(runs).await
     }
@@ -307,6 +349,7 @@ impl Hub {
         flow: &Flow,
         site: &Site,
         plans: &[Result<StreamPlan, String>],
+        suspects: Option<&std::collections::HashSet<String>>,
         options: SyncOptions,
         progress: &dyn Progress,
     ) -> SiteReport {
@@ -360,7 +403,7 @@ impl Hub {
             }
         }
         progress.site_started(&flow.name, &site.id);
-        if let Some((until, streak)) = self.circuit_open_until(flow, site).await {
+        if let Some((until, streak)) = self.circuit_open_until(flow, site, suspects).await {
             report.status = RunStatus::Skipped;
             report.error = Some(format!(
                 "flow `{}` site `{}`: circuit open after {} consecutive failed runs; skipped until {} (see `hubsync status`)",
@@ -549,15 +592,31 @@ impl Hub {
             .with_max_delay(Duration::from_secs(30))
             .with_max_times(self.config.hub.connect_retries)
             .with_jitter();
-        let site_conn = (|| Connector::connect(&site.url, &site_options))
-            .retry(backoff)
-            .when(|e: &ConnectorError| e.is_transient() && !self.cancel.is_cancelled())
-            .notify(|e: &ConnectorError, wait: Duration| {
-                tracing::info!(flow = %flow.name, site = %site.id, "retrying in {:.1} s: {e}", wait.as_secs_f64());
-            })
-            .await
-            .map_err(|e| format!("flow `{}` site `{}`: {e}", flow.name, site.id))?;
-        crate::telemetry::site_connection_opened();
+        let site_conn = match self.site_connections.take(&site.id).await {
+            Some(kept) if kept.idle_alive(self.config.hub.connect_timeout).await => kept,
+            kept => {
+                // Not kept, or it died while idle (the site restarted): log in.
+                self.site_connections.discard(kept).await;
+                self.site_connections.make_room().await;
+                let connected = (|| Connector::connect(&site.url, &site_options))
+                    .retry(backoff)
+                    .when(|e: &ConnectorError| e.is_transient() && !self.cancel.is_cancelled())
+                    .notify(|e: &ConnectorError, wait: Duration| {
+                        tracing::info!(flow = %flow.name, site = %site.id, "retrying in {:.1} s: {e}", wait.as_secs_f64());
+                    })
+                    .await;
+                match connected {
+                    Ok(conn) => {
+                        crate::telemetry::site_connection_opened();
+                        conn
+                    }
+                    Err(e) => {
+                        self.site_connections.discard(None).await;
+                        return Err(format!("flow `{}` site `{}`: {e}", flow.name, site.id));
+                    }
+                }
+            }
+        };
         let mut result = Ok(());
         let run_id = report.run_id.clone();
         for (stream, plan) in flow.streams.iter().zip(plans) {
@@ -602,8 +661,13 @@ impl Hub {
                 break;
             }
         }
-        site_conn.close().await;
-        crate::telemetry::site_connection_closed();
+        // A connection that served a whole run is kept for the next one; after
+        // a failure it may be broken or stuck in a timed-out statement.
+        if result.is_ok() {
+            self.site_connections.give_back(&site.id, site_conn).await;
+        } else {
+            self.site_connections.discard(Some(site_conn)).await;
+        }
         result
     }
 }

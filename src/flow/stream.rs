@@ -1278,6 +1278,7 @@ impl StreamRun<'_> {
                         &write,
                         &key,
                         &checkpoint,
+                        saved.as_ref() == Some(&checkpoint),
                         &target_place,
                         quarantine_open,
                     )
@@ -1516,6 +1517,11 @@ impl StreamRun<'_> {
     /// one by one under savepoints and the refused ones go to the master's
     /// quarantine table with the checkpoint.
     ///
+    /// A batch that changed nothing and leaves the stored checkpoint as it
+    /// is (`checkpoint_stored`: the `cursor_lag` overlap re-read by a no-op
+    /// run) writes no state rows: its reads are counted in the history by
+    /// the next heartbeat or the run's end.
+    ///
     /// Returns (rows upserted or deleted, rows quarantined, rows deleted).
     #[allow(clippy::too_many_arguments)]
     async fn apply(
@@ -1525,6 +1531,7 @@ impl StreamRun<'_> {
         write: &BatchWrite<'_>,
         key: &CheckpointKey,
         checkpoint: &Checkpoint,
+        checkpoint_stored: bool,
         target_place: &str,
         release_quarantine: bool,
     ) -> Result<(u64, u64, u64), String> {
@@ -1588,7 +1595,14 @@ impl StreamRun<'_> {
                 .collect(),
             released,
         };
+        let state_unchanged = checkpoint_stored
+            && outcome.written == 0
+            && outcome.quarantined.is_empty()
+            && outcome.released.is_empty();
         match direction {
+            _ if state_unchanged => {
+                tx.commit().await.map_err(|e| write_error(&e))?;
+            }
             // The batch, its checkpoint, quarantine and counts: one master transaction.
             Direction::Pull => {
                 self.save_state(&mut tx, key, checkpoint, &outcome)

@@ -28,7 +28,7 @@ mod history;
 pub use self::history::RunFilter;
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -428,6 +428,24 @@ impl StateStore {
                 "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
                 self.table("runs")
             )],
+            // At most one `running` row per pair, enforced by the master:
+            // `start_run` inserts in one statement and relies on it when
+            // two hubs start the same pair at once. Older duplicates (none
+            // are expected) are closed first.
+            7 => vec![
+                format!(
+                    "UPDATE {runs} AS r SET status = 'failed', finished_at = coalesce(r.heartbeat_at, r.started_at), \
+                     error = '{INTERRUPTED}a later run of the same flow and site was started' \
+                     WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM {runs} AS later \
+                     WHERE later.flow = r.flow AND later.site = r.site AND later.status = 'running' \
+                     AND (later.started_at > r.started_at OR (later.started_at = r.started_at AND later.run_id > r.run_id)))",
+                    runs = self.table("runs")
+                ),
+                format!(
+                    "CREATE UNIQUE INDEX hubsync_runs_one_running ON {} (flow, site) WHERE status = 'running'",
+                    self.table("runs")
+                ),
+            ],
             // Late commits: where the next read starts (at or below the position).
             3 => vec![format!(
                 "ALTER TABLE {} ADD COLUMN resume_from TEXT",
@@ -646,14 +664,38 @@ impl StateStore {
         Ok(streaks)
     }
 
+    /// Sites of `flow` with a failed run started at or after `since`: the
+    /// only ones whose circuit can be open when `since` is now minus the
+    /// longest cool-down. One query per pass instead of one per site (it
+    /// reads the recent history through the `started_at` index).
+    pub async fn sites_failed_since(
+        &self,
+        master: &Connector,
+        flow: &str,
+        since: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<String>> {
+        let params = [Value::Text(flow.to_string()), Value::TimestampTz(since)];
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "SELECT DISTINCT site FROM {} WHERE started_at >= {} AND flow = {} AND status = 'failed'",
+            self.table("runs"),
+            p[1],
+            p[0]
+        );
+        let batch = master.query(&sql, &params).await?;
+        Ok(batch.rows.iter().map(|row| text(&row[0])).collect())
+    }
+
     /// Records the start of a run of (`flow`, `site`) and returns its id,
     /// unless another run of that pair is alive.
     ///
     /// Earlier `running` rows whose heartbeat is older than
     /// [`HEARTBEAT_EXPIRY`] belonged to a hub that stopped mid-run: they are
-    /// closed as `failed`. The check and the insert are serialised per pair
-    /// (an advisory lock on PostgreSQL, SQLite's single writer, `GET_LOCK`
-    /// on MySQL).
+    /// closed as `failed`. On a PostgreSQL or SQLite master the usual case
+    /// (the pair's newest run finished) is one `INSERT ... WHERE NOT EXISTS`
+    /// guarded by a unique index on the pair's `running` rows; otherwise the
+    /// check and the insert are serialised per pair (an advisory lock on
+    /// PostgreSQL, SQLite's single writer, `GET_LOCK` on MySQL).
     ///
     /// Errors: [`StateError::AlreadyRunning`] when a live run exists.
     ///
@@ -667,6 +709,15 @@ impl StateStore {
         site: &str,
         own_dead_runs: &std::collections::HashSet<String>,
     ) -> Result<String> {
+        if self.dialect != Dialect::MySql {
+            match self.start_run_at_once(master, flow, site).await {
+                Ok(Some(run_id)) => return Ok(run_id),
+                Ok(None) => {}
+                // A second hub inserted first (unique index), or another
+                // failure: the locked path below decides and reports.
+                Err(e) => tracing::debug!(flow, site, "starting the run the long way: {e}"),
+            }
+        }
         let runs = self.table("runs");
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
         let p = self.placeholders(&pair);
@@ -722,6 +773,45 @@ impl StateStore {
             .await?;
         tx.commit().await?;
         Ok(run_id)
+    }
+
+    /// The common case of [`Self::start_run`] in one statement (PostgreSQL
+    /// and SQLite masters): the run is inserted unless the pair's newest run
+    /// is still `running` or finished after this run's start (a clock
+    /// ahead, or a race with its end). `Ok(None)`: not inserted, take the
+    /// locked path, which tells a live run from a dead one. Two hubs
+    /// inserting at once are kept apart by the unique index on the pair's
+    /// `running` rows (schema version 7): the second gets an error.
+    async fn start_run_at_once(
+        &self,
+        master: &Connector,
+        flow: &str,
+        site: &str,
+    ) -> Result<Option<String>> {
+        let runs = self.table("runs");
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let params = [
+            Value::Text(run_id.clone()),
+            Value::Text(flow.to_string()),
+            Value::Text(site.to_string()),
+            Value::TimestampTz(Utc::now()),
+            Value::Text(this_holder()),
+        ];
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "INSERT INTO {runs} (run_id, flow, site, started_at, heartbeat_at, holder, status) \
+             SELECT {id}, {flow}, {site}, {now}, {now}, {holder}, 'running' \
+             WHERE NOT EXISTS (SELECT 1 FROM (SELECT status, finished_at FROM {runs} \
+               WHERE flow = {flow} AND site = {site} ORDER BY started_at DESC LIMIT 1) AS newest \
+             WHERE newest.status = 'running' OR newest.finished_at > {now})",
+            id = p[0],
+            flow = p[1],
+            site = p[2],
+            now = p[3],
+            holder = p[4],
+        );
+        let inserted = master.execute(&sql, &params).await?;
+        Ok((inserted == 1).then_some(run_id))
     }
 
     /// The body of [`Self::start_run`], once the pair's lock is held.
