@@ -367,6 +367,22 @@ impl Hub {
             .acquire()
             .await
             .expect("site semaphore is never closed");
+        // Boxed: a pass creates one `run_site` future per site up front, and
+        // the run's future is large (tens of KiB); unboxed, a fleet of 1,000
+        // sites would hold about 100 MiB before the first site starts.
+        Box::pin(self.run_slotted(flow, site, plans, suspects, options, progress)).await
+    }
+
+    /// [`Hub::run_site`] once the site holds its slot.
+    async fn run_slotted(
+        &self,
+        flow: &Flow,
+        site: &Site,
+        plans: &[Result<StreamPlan, String>],
+        suspects: Option<&std::collections::HashSet<String>>,
+        options: SyncOptions,
+        progress: &dyn Progress,
+    ) -> SiteReport {
         let started = Instant::now();
         let mut report = SiteReport {
             flow: flow.name.clone(),
@@ -669,5 +685,38 @@ impl Hub {
             self.site_connections.discard(Some(site_conn)).await;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass creates one `run_site` future per site before any runs, so
+    /// its size is held once per site of the fleet: it must stay small
+    /// (the run itself is boxed when the site gets its slot). Unboxed it was
+    /// about 95 KiB, 95 MiB for a fleet of 1,000 SQLite stores.
+    #[tokio::test]
+    async fn a_waiting_site_run_holds_well_under_a_kibibyte() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[master]\nurl = \"sqlite://master.db\"\n\
+                    [[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+                    [[flow]]\nname = \"f\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"t\"\n  \
+                    target = \"t\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"site\"\n";
+        let config =
+            Config::parse(text, &dir.path().join("h.toml"), dir.path(), &|_| None).unwrap();
+        let hub = Hub::open(Arc::new(config), CancellationToken::new())
+            .await
+            .unwrap();
+        let flow = hub.config().flow("f").unwrap().clone();
+        let site = hub.config().sites[0].clone();
+        let waiting = hub.run_site(&flow, &site, &[], None, SyncOptions::default(), &NoProgress);
+        assert!(
+            std::mem::size_of_val(&waiting) < 1024,
+            "{} bytes",
+            std::mem::size_of_val(&waiting)
+        );
+        drop(waiting);
+        hub.close().await;
     }
 }
