@@ -91,6 +91,14 @@ impl PgConnector {
             Ok(conn) => drop(conn), // back to the pool, idle, for the caller
             Err(e) => {
                 pool.close().await;
+                // No answer at all (a black-holed address): the pool gave up
+                // at the connect timeout.
+                if matches!(e, sqlx::Error::PoolTimedOut) {
+                    return Err(ConnectorError::ConnectTimeout {
+                        url: url.redacted(),
+                        seconds: options.connect_timeout.as_secs(),
+                    });
+                }
                 return Err(connect_error(connect_message(&e)));
             }
         }
