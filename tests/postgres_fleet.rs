@@ -1024,3 +1024,63 @@ fn the_v7_migration_closes_duplicate_running_rows_and_a_stale_run_is_taken_over(
         String::from_utf8_lossy(&second.stderr)
     );
 }
+
+#[test]
+fn a_no_op_run_writes_nothing_but_puts_back_an_overlap_row_changed_at_the_master() {
+    let master = pg_create_db("noop_master");
+    let site = pg_create_db("noop_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
+         PRIMARY KEY (store_id, id));",
+    );
+    // Three rows one second apart: all three lie within the default 5 s
+    // cursor_lag of the newest, so every later run re-reads all three.
+    psql(
+        &site,
+        "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00'), (2, 6, '2026-01-01 10:00:01+00'),
+           (3, 7, '2026-01-01 10:00:02+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
+    fleet.sync_ok(&[]);
+    let written = || {
+        psql(
+            &master,
+            "SELECT rows_read, rows_written FROM hubsync.runs ORDER BY started_at DESC LIMIT 1",
+        )
+    };
+    assert_eq!(written(), "3|3");
+    // Someone edits row 3 at the master; the site did not change.
+    psql(&master, "UPDATE sales SET qty = 99 WHERE id = 3;");
+    let before = psql(&master, "SELECT xmin FROM sales WHERE id = 1");
+    fleet.sync_ok(&[]);
+    // The re-read finds the difference: the batch is applied, row 3 is the
+    // site's again, and rows 1 and 2 (unchanged) are not rewritten.
+    assert_eq!(written(), "3|1");
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|5\n2|6\n3|7"
+    );
+    assert_eq!(psql(&master, "SELECT xmin FROM sales WHERE id = 1"), before);
+    // Nothing differs now: the run writes neither rows nor its checkpoint.
+    let rows_before = psql(
+        &master,
+        "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM sales",
+    );
+    let checkpoint_before = psql(&master, "SELECT xmin, updated_at FROM hubsync.checkpoints");
+    fleet.sync_ok(&[]);
+    assert_eq!(written(), "3|0");
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM sales"
+        ),
+        rows_before
+    );
+    assert_eq!(
+        psql(&master, "SELECT xmin, updated_at FROM hubsync.checkpoints"),
+        checkpoint_before
+    );
+}

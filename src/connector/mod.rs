@@ -469,6 +469,24 @@ impl Connector {
         })
     }
 
+    /// How many of `rows` an upsert into `spec` would insert or change, read
+    /// without writing (PostgreSQL: `Dialect::pg_changed_rows`); `None` on
+    /// SQLite and MySQL, where the upsert itself is the cheapest way to know.
+    /// Lets a pull skip the write transaction of a batch that changes
+    /// nothing (the overlap re-read of a no-op run).
+    pub async fn changed_rows(
+        &self,
+        spec: &UpsertSpec<'_>,
+        rows: &[Vec<Value>],
+    ) -> Result<Option<u64>> {
+        match &self.pool {
+            Pool::Postgres(c) => timed(self.statement_timeout, c.changed_rows(spec, rows))
+                .await
+                .map(Some),
+            Pool::Sqlite(_) | Pool::MySql(_) => Ok(None),
+        }
+    }
+
     /// True if the pool holds an idle connection that answers a ping
     /// within `timeout` (one round trip, no statement): checked before a
     /// connection kept from an earlier run is used again, so that a site

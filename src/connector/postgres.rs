@@ -201,6 +201,20 @@ impl PgConnector {
         self.pool.begin().await.map_err(db_error)
     }
 
+    /// How many of `rows` an upsert into `spec` would insert or change (see
+    /// `Dialect::pg_changed_rows`), read on a pooled connection.
+    pub(super) async fn changed_rows(
+        &self,
+        spec: &UpsertSpec<'_>,
+        rows: &[Vec<Value>],
+    ) -> Result<u64> {
+        let query = bind_text_arrays(Dialect::Postgres.pg_changed_rows(spec), spec, rows)?;
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let row = query.fetch_one(&mut *conn).await.map_err(db_error)?;
+        let count: i64 = row.try_get(0).map_err(db_error)?;
+        Ok(count.max(0) as u64)
+    }
+
     /// Pings an idle connection of the pool; false if there is none or it
     /// does not answer.
     pub(super) async fn ping_idle(&self) -> bool {
@@ -312,6 +326,19 @@ async fn execute_with_text_arrays(
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
 ) -> Result<u64> {
+    let query = bind_text_arrays(sql, spec, rows)?;
+    let result = query.execute(conn).await.map_err(db_error)?;
+    Ok(result.rows_affected())
+}
+
+/// `sql` with one text array bound per column of `spec` (the column's
+/// values over `rows`, as PostgreSQL text). Errors with
+/// [`ConnectorError::Type`] for text holding a NUL byte.
+fn bind_text_arrays<'q>(
+    sql: String,
+    spec: &UpsertSpec<'_>,
+    rows: &'q [Vec<Value>],
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>> {
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for column in 0..spec.columns.len() {
         let mut array: Vec<Option<std::borrow::Cow<'_, str>>> = Vec::with_capacity(rows.len());
@@ -331,8 +358,7 @@ async fn execute_with_text_arrays(
         }
         query = query.bind(array);
     }
-    let result = query.execute(conn).await.map_err(db_error)?;
-    Ok(result.rows_affected())
+    Ok(query)
 }
 
 /// Why PostgreSQL would silently change `value` in a column of type

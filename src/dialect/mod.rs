@@ -342,35 +342,11 @@ impl Dialect {
         );
         match self {
             Dialect::Postgres => {
-                // json has no equality operator: compare it as jsonb (by
-                // meaning); xml and the geometric types compare as text.
-                let side = |prefix: &str| -> String {
-                    non_key
-                        .iter()
-                        .map(|c| {
-                            let q = format!("{prefix}.{}", self.quote_ident(c));
-                            let ty = spec
-                                .columns
-                                .iter()
-                                .position(|x| x == *c)
-                                .and_then(|i| spec.column_types.get(i))
-                                .map(String::as_str);
-                            match ty {
-                                Some("json" | "pg_catalog.json") => format!("{q}::jsonb"),
-                                Some(t) if PG_TYPES_WITHOUT_EQUALITY.contains(&t) => {
-                                    format!("{q}::text")
-                                }
-                                _ => q,
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
                 let _ = write!(
                     sql,
                     "({}) IS DISTINCT FROM ({})",
-                    side("hubsync_t"),
-                    side("excluded")
+                    pg_compared(spec, &non_key, "hubsync_t"),
+                    pg_compared(spec, &non_key, "excluded")
                 );
             }
             Dialect::Sqlite | Dialect::MySql => {
@@ -494,6 +470,46 @@ impl Dialect {
     /// PostgreSQL: `SELECT CAST(hubsync_u."c" AS type), .. FROM UNNEST($1::text[], ..)
     /// AS hubsync_u("c", ..)`: the rows of `spec.columns`, one text-array
     /// parameter per column, each value cast to its column's type.
+    /// PostgreSQL: how many of the rows bound as for [`Dialect::upsert`]
+    /// (one text array per column) the upsert would insert or change:
+    /// `SELECT count(*)` of the same cast rows left-joined to the table on
+    /// the conflict key, where the key is missing or the non-key columns are
+    /// `IS DISTINCT FROM` the stored ones, compared exactly as the upsert's
+    /// `WHERE` compares them. A read: zero means the upsert can be skipped.
+    pub fn pg_changed_rows(self, spec: &UpsertSpec<'_>) -> String {
+        let non_key: Vec<&String> = spec
+            .columns
+            .iter()
+            .filter(|c| !spec.key.contains(c))
+            .collect();
+        let join: Vec<String> = spec
+            .key
+            .iter()
+            .map(|k| {
+                let q = self.quote_ident(k);
+                format!("hubsync_t.{q} = hubsync_n.{q}")
+            })
+            .collect();
+        let first_key = self.quote_ident(&spec.key[0]);
+        let mut sql = format!(
+            "SELECT count(*) FROM ({}) AS hubsync_n({}) LEFT JOIN {} AS hubsync_t ON {} \
+             WHERE hubsync_t.{first_key} IS NULL",
+            self.unnest_select(spec),
+            self.ident_list(spec.columns),
+            self.quote_table(spec.table),
+            join.join(" AND "),
+        );
+        if !non_key.is_empty() {
+            let _ = write!(
+                sql,
+                " OR ({}) IS DISTINCT FROM ({})",
+                pg_compared(spec, &non_key, "hubsync_t"),
+                pg_compared(spec, &non_key, "hubsync_n")
+            );
+        }
+        sql
+    }
+
     fn unnest_select(self, spec: &UpsertSpec<'_>) -> String {
         let casts: Vec<String> = spec
             .columns
@@ -519,6 +535,30 @@ impl Dialect {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The non-key columns of `spec` as the PostgreSQL upsert compares them
+/// under table alias `prefix`: json has no equality operator (compared as
+/// jsonb, by meaning); xml and the geometric types compare as text.
+fn pg_compared(spec: &UpsertSpec<'_>, non_key: &[&String], prefix: &str) -> String {
+    non_key
+        .iter()
+        .map(|c| {
+            let q = format!("{prefix}.{}", Dialect::Postgres.quote_ident(c));
+            let ty = spec
+                .columns
+                .iter()
+                .position(|x| x == *c)
+                .and_then(|i| spec.column_types.get(i))
+                .map(String::as_str);
+            match ty {
+                Some("json" | "pg_catalog.json") => format!("{q}::jsonb"),
+                Some(t) if PG_TYPES_WITHOUT_EQUALITY.contains(&t) => format!("{q}::text"),
+                _ => q,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -636,6 +676,42 @@ mod tests {
              ON CONFLICT (\"store_id\", \"id\") DO UPDATE SET \"price\" = excluded.\"price\", \
              \"doc\" = excluded.\"doc\" WHERE (hubsync_t.\"price\", hubsync_t.\"doc\"::jsonb) \
              IS DISTINCT FROM (excluded.\"price\", excluded.\"doc\"::jsonb)"
+        );
+    }
+
+    #[test]
+    fn postgres_changed_rows_compares_as_the_upsert_does() {
+        let columns = strings(&["store_id", "id", "price", "doc"]);
+        let types = strings(&["text", "bigint", "numeric(12,2)", "json"]);
+        let key = strings(&["store_id", "id"]);
+        let spec = UpsertSpec {
+            table: "sales",
+            columns: &columns,
+            column_types: &types,
+            key: &key,
+        };
+        assert_eq!(
+            Dialect::Postgres.pg_changed_rows(&spec),
+            "SELECT count(*) FROM (SELECT CAST(hubsync_u.\"store_id\" AS text), CAST(hubsync_u.\"id\" AS bigint), \
+             CAST(hubsync_u.\"price\" AS numeric(12,2)), CAST(hubsync_u.\"doc\" AS json) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+             AS hubsync_u(\"store_id\", \"id\", \"price\", \"doc\")) \
+             AS hubsync_n(\"store_id\", \"id\", \"price\", \"doc\") \
+             LEFT JOIN \"sales\" AS hubsync_t ON hubsync_t.\"store_id\" = hubsync_n.\"store_id\" \
+             AND hubsync_t.\"id\" = hubsync_n.\"id\" WHERE hubsync_t.\"store_id\" IS NULL \
+             OR (hubsync_t.\"price\", hubsync_t.\"doc\"::jsonb) IS DISTINCT FROM (hubsync_n.\"price\", hubsync_n.\"doc\"::jsonb)"
+        );
+        // A key-only table: only missing keys are changes.
+        let key_only = UpsertSpec {
+            table: "tags",
+            columns: &key,
+            column_types: &types[..2],
+            key: &key,
+        };
+        assert!(
+            Dialect::Postgres
+                .pg_changed_rows(&key_only)
+                .ends_with("WHERE hubsync_t.\"store_id\" IS NULL")
         );
     }
 

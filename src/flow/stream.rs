@@ -1517,10 +1517,12 @@ impl StreamRun<'_> {
     /// one by one under savepoints and the refused ones go to the master's
     /// quarantine table with the checkpoint.
     ///
-    /// A batch that changed nothing and leaves the stored checkpoint as it
+    /// A batch that changes nothing and leaves the stored checkpoint as it
     /// is (`checkpoint_stored`: the `cursor_lag` overlap re-read by a no-op
     /// run) writes no state rows: its reads are counted in the history by
-    /// the next heartbeat or the run's end.
+    /// the next heartbeat or the run's end. On a PostgreSQL master such a
+    /// pull batch is first compared with the master in one read
+    /// (`Connector::changed_rows`) and, if nothing differs, not written.
     ///
     /// Returns (rows upserted or deleted, rows quarantined, rows deleted).
     #[allow(clippy::too_many_arguments)]
@@ -1550,6 +1552,19 @@ impl StreamRun<'_> {
             }
             Direction::Push => None,
         };
+        // The overlap re-read of a no-op run: if the master already holds
+        // every row exactly as the upsert would leave it, one read replaces
+        // the write transaction (nothing to write, the checkpoint stays). On
+        // any doubt (an error, a row that differs) the batch is applied.
+        if direction == Direction::Pull
+            && checkpoint_stored
+            && write.deleted_keys.is_empty()
+            && !release_quarantine
+            && !rows.is_empty()
+            && matches!(target.changed_rows(spec, rows).await, Ok(Some(0)))
+        {
+            return Ok((0, 0, 0));
+        }
         let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
         let (written, refused) = match tx.upsert(spec, rows).await {
             Ok(written) => (written, Vec::new()),
