@@ -19,19 +19,15 @@ use std::time::{Duration, Instant};
 
 use crate::connector::Connector;
 
-/// Idle site connections, oldest first, and the count of busy ones.
+/// Idle site connections, oldest first. Busy connections are not counted
+/// here: each belongs to a run holding a site slot, so the hub passes the
+/// slots in use (a count no failure or panic can leave wrong).
 pub(crate) struct SiteConnections {
     /// Most connections open at once, busy and idle together.
     capacity: usize,
     /// Longest an idle connection is kept; zero keeps none.
     idle_timeout: Duration,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    idle: VecDeque<Idle>,
-    busy: usize,
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 struct Idle {
@@ -47,43 +43,37 @@ impl SiteConnections {
         SiteConnections {
             capacity: capacity.max(1),
             idle_timeout,
-            state: Mutex::default(),
+            idle: Mutex::default(),
         }
     }
 
     /// Takes the newest idle connection to `site`, if one is kept and not
-    /// older than the idle timeout, and counts it busy. Expired idle
-    /// connections (of any site) are closed on the way.
+    /// older than the idle timeout. Expired idle connections (of any site)
+    /// are closed on the way.
     pub(crate) async fn take(&self, site: &str) -> Option<Connector> {
         let (found, expired) = {
-            let mut state = self.state.lock().expect("site connections lock");
-            let expired = self.expire(&mut state);
-            let found = state
-                .idle
+            let mut idle = self.idle.lock().expect("site connections lock");
+            let expired = self.expire(&mut idle);
+            let found = idle
                 .iter()
-                .rposition(|idle| idle.site == site)
-                .and_then(|at| state.idle.remove(at))
-                .map(|idle| idle.connector);
-            if found.is_some() {
-                state.busy += 1;
-            }
+                .rposition(|kept| kept.site == site)
+                .and_then(|at| idle.remove(at))
+                .map(|kept| kept.connector);
             (found, expired)
         };
         close_all(expired).await;
         found
     }
 
-    /// Counts a new connection busy, closing the oldest idle connections
-    /// first so that busy plus idle stays within the capacity. Call before
-    /// logging in; pair with [`SiteConnections::give_back`] or
-    /// [`SiteConnections::discard`].
-    pub(crate) async fn make_room(&self) {
+    /// Closes the oldest idle connections until `busy` (runs holding a site
+    /// slot, the caller included) plus the idle ones fit the capacity; call
+    /// before logging in.
+    pub(crate) async fn make_room(&self, busy: usize) {
         let evicted = {
-            let mut state = self.state.lock().expect("site connections lock");
-            state.busy += 1;
-            let mut evicted = self.expire(&mut state);
-            while !state.idle.is_empty() && state.idle.len() + state.busy > self.capacity {
-                evicted.extend(state.idle.pop_front().map(|idle| idle.connector));
+            let mut idle = self.idle.lock().expect("site connections lock");
+            let mut evicted = self.expire(&mut idle);
+            while !idle.is_empty() && idle.len() + busy > self.capacity {
+                evicted.extend(idle.pop_front().map(|kept| kept.connector));
             }
             evicted
         };
@@ -96,52 +86,46 @@ impl SiteConnections {
     pub(crate) async fn give_back(&self, site: &str, connector: Connector) {
         let keep =
             !self.idle_timeout.is_zero() && connector.dialect() != crate::dialect::Dialect::Sqlite;
-        {
-            let mut state = self.state.lock().expect("site connections lock");
-            state.busy = state.busy.saturating_sub(1);
-            if keep {
-                state.idle.push_back(Idle {
+        if keep {
+            self.idle
+                .lock()
+                .expect("site connections lock")
+                .push_back(Idle {
                     site: site.to_string(),
                     connector,
                     since: Instant::now(),
                 });
-                return;
-            }
+        } else {
+            close_all(vec![connector]).await;
         }
-        close_all(vec![connector]).await;
     }
 
     /// Closes the connection of a run that failed (it may be broken, or
-    /// stuck in a statement that timed out) or that never opened one (pass
-    /// `None`).
-    pub(crate) async fn discard(&self, connector: Option<Connector>) {
-        {
-            let mut state = self.state.lock().expect("site connections lock");
-            state.busy = state.busy.saturating_sub(1);
-        }
-        close_all(connector.into_iter().collect()).await;
+    /// stuck in a statement that timed out) or of one found dead.
+    pub(crate) async fn close(&self, connector: Connector) {
+        close_all(vec![connector]).await;
     }
 
     /// Closes every idle connection (the hub is closing).
     pub(crate) async fn close_idle(&self) {
         let idle: Vec<Connector> = {
-            let mut state = self.state.lock().expect("site connections lock");
-            state.idle.drain(..).map(|idle| idle.connector).collect()
+            let mut idle = self.idle.lock().expect("site connections lock");
+            idle.drain(..).map(|kept| kept.connector).collect()
         };
         close_all(idle).await;
     }
 
     /// Idle connections kept now (for tests and the bench).
     pub(crate) fn idle_count(&self) -> usize {
-        self.state.lock().expect("site connections lock").idle.len()
+        self.idle.lock().expect("site connections lock").len()
     }
 
-    fn expire(&self, state: &mut State) -> Vec<Connector> {
+    fn expire(&self, idle: &mut VecDeque<Idle>) -> Vec<Connector> {
         let mut expired = Vec::new();
-        while let Some(oldest) = state.idle.front()
+        while let Some(oldest) = idle.front()
             && oldest.since.elapsed() >= self.idle_timeout
         {
-            expired.extend(state.idle.pop_front().map(|idle| idle.connector));
+            expired.extend(idle.pop_front().map(|kept| kept.connector));
         }
         expired
     }

@@ -612,8 +612,12 @@ impl Hub {
             Some(kept) if kept.idle_alive(self.config.hub.connect_timeout).await => kept,
             kept => {
                 // Not kept, or it died while idle (the site restarted): log in.
-                self.site_connections.discard(kept).await;
-                self.site_connections.make_room().await;
+                if let Some(dead) = kept {
+                    self.site_connections.close(dead).await;
+                }
+                let busy =
+                    self.config.hub.max_concurrent_sites - self.site_slots.available_permits();
+                self.site_connections.make_room(busy).await;
                 let connected = (|| Connector::connect(&site.url, &site_options))
                     .retry(backoff)
                     .when(|e: &ConnectorError| e.is_transient() && !self.cancel.is_cancelled())
@@ -627,7 +631,6 @@ impl Hub {
                         conn
                     }
                     Err(e) => {
-                        self.site_connections.discard(None).await;
                         return Err(format!("flow `{}` site `{}`: {e}", flow.name, site.id));
                     }
                 }
@@ -682,7 +685,7 @@ impl Hub {
         if result.is_ok() {
             self.site_connections.give_back(&site.id, site_conn).await;
         } else {
-            self.site_connections.discard(Some(site_conn)).await;
+            self.site_connections.close(site_conn).await;
         }
         result
     }
