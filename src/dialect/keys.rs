@@ -176,7 +176,7 @@ impl Dialect {
             Dialect::Postgres => {
                 format!(
                     "DELETE FROM {table} WHERE ({key}) IN ({})",
-                    self.unnest_select(spec)
+                    self.unnest_select(spec, &[])
                 )
             }
             Dialect::Sqlite => {

@@ -299,6 +299,19 @@ impl Dialect {
     /// columns.len()` anonymous `?` parameters (bound in row order) and
     /// `WHERE old IS NOT new OR ...`.
     pub fn upsert(self, spec: &UpsertSpec<'_>, rows: usize) -> String {
+        self.upsert_with_arrays(spec, rows, &[])
+    }
+
+    /// [`Dialect::upsert`], where on PostgreSQL parameter `n` is bound as an
+    /// array of `array_types[n - 1]` (`int8`, `timestamptz`...: values sent
+    /// in binary, nothing for the server to parse) instead of `text`;
+    /// columns beyond `array_types` are text arrays.
+    pub fn upsert_with_arrays(
+        self,
+        spec: &UpsertSpec<'_>,
+        rows: usize,
+        array_types: &[&str],
+    ) -> String {
         if self == Dialect::MySql {
             return self.mysql_upsert(spec, rows, &[]);
         }
@@ -313,7 +326,7 @@ impl Dialect {
         let mut sql = format!("INSERT INTO {table} AS hubsync_t ({columns}) ");
         match self {
             Dialect::Postgres => {
-                sql.push_str(&self.unnest_select(spec));
+                sql.push_str(&self.unnest_select(spec, array_types));
             }
             Dialect::Sqlite | Dialect::MySql => {
                 // Anonymous `?` placeholders bound in order: SQLite resolves
@@ -494,7 +507,7 @@ impl Dialect {
         let mut sql = format!(
             "SELECT count(*) FROM ({}) AS hubsync_n({}) LEFT JOIN {} AS hubsync_t ON {} \
              WHERE hubsync_t.{first_key} IS NULL",
-            self.unnest_select(spec),
+            self.unnest_select(spec, &[]),
             self.ident_list(spec.columns),
             self.quote_table(spec.table),
             join.join(" AND "),
@@ -510,7 +523,7 @@ impl Dialect {
         sql
     }
 
-    fn unnest_select(self, spec: &UpsertSpec<'_>) -> String {
+    fn unnest_select(self, spec: &UpsertSpec<'_>, array_types: &[&str]) -> String {
         let casts: Vec<String> = spec
             .columns
             .iter()
@@ -518,7 +531,7 @@ impl Dialect {
             .map(|(c, t)| format!("CAST(hubsync_u.{} AS {t})", self.quote_ident(c)))
             .collect();
         let arrays: Vec<String> = (1..=spec.columns.len())
-            .map(|n| format!("${n}::text[]"))
+            .map(|n| format!("${n}::{}[]", array_types.get(n - 1).unwrap_or(&"text")))
             .collect();
         format!(
             "SELECT {} FROM UNNEST({}) AS hubsync_u({})",
@@ -676,6 +689,34 @@ mod tests {
              ON CONFLICT (\"store_id\", \"id\") DO UPDATE SET \"price\" = excluded.\"price\", \
              \"doc\" = excluded.\"doc\" WHERE (hubsync_t.\"price\", hubsync_t.\"doc\"::jsonb) \
              IS DISTINCT FROM (excluded.\"price\", excluded.\"doc\"::jsonb)"
+        );
+    }
+
+    #[test]
+    fn postgres_upsert_binds_typed_arrays_where_told() {
+        let columns = strings(&["id", "sold_at", "sku"]);
+        let types = strings(&[
+            "pg_catalog.int4",
+            "pg_catalog.timestamptz",
+            "pg_catalog.text",
+        ]);
+        let key = strings(&["id"]);
+        let sql = Dialect::Postgres.upsert_with_arrays(
+            &UpsertSpec {
+                table: "sales",
+                columns: &columns,
+                column_types: &types,
+                key: &key,
+            },
+            10,
+            &["int8", "timestamptz"],
+        );
+        assert!(
+            sql.contains(
+                "SELECT CAST(hubsync_u.\"id\" AS pg_catalog.int4), CAST(hubsync_u.\"sold_at\" AS pg_catalog.timestamptz), \
+                 CAST(hubsync_u.\"sku\" AS pg_catalog.text) FROM UNNEST($1::int8[], $2::timestamptz[], $3::text[])"
+            ),
+            "{sql}"
         );
     }
 
