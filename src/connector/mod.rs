@@ -7,8 +7,11 @@
 //! from [`crate::dialect`].
 //!
 //! Binding rule: SQLite binds each [`Value`] natively (see `sqlite.rs` for the
-//! storage rule); PostgreSQL binds every value as text and the SQL casts it
-//! (`$1::numeric`), so exact decimals and every other type arrive exactly.
+//! storage rule); PostgreSQL binds values as text and the SQL casts them
+//! (`$1::numeric`), so exact decimals and every other type arrive exactly,
+//! except that an upsert binds integer, float, bool, date, time-stamp and
+//! uuid columns as binary arrays when every value fits (same values, nothing
+//! for the server to parse; see `postgres.rs` `ArrayKind`).
 //! MySQL binds natively and checks each value against the target column's
 //! declared type first (see `mysql.rs`).
 
