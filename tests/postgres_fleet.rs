@@ -1084,3 +1084,66 @@ fn a_no_op_run_writes_nothing_but_puts_back_an_overlap_row_changed_at_the_master
         checkpoint_before
     );
 }
+
+#[test]
+fn a_heartbeat_during_a_batch_transaction_never_stalls_the_run() {
+    // A heartbeat updates the run's row, which each batch transaction of the
+    // same run also updates (its row counts). Awaited in place of the work,
+    // a heartbeat that met an uncommitted batch waited for a commit that
+    // could never come: the run hung (no statement timeout here). Ticking
+    // every millisecond over 300 one-row batches makes that meeting certain.
+    let master = pg_create_db("beat_master");
+    let site = pg_create_db("beat_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
+         PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO sales SELECT g, g % 7, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
+           FROM generate_series(1, 300) g;",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 1\nstatement_timeout = \"0s\"\n{}",
+        sales_pull(&master, &site_block("s1", &site), "")
+    ));
+    let mut child = common::hubsync()
+        .arg("-c")
+        .arg(fleet.path("hubsync.toml"))
+        .arg("sync")
+        .env("HUBSYNC_HEARTBEAT_INTERVAL_MS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.is_some(), "the sync hung for 60 s");
+    assert!(status.unwrap().success());
+    assert_eq!(
+        psql(&master, "SELECT count(*), sum(qty) FROM sales"),
+        // qty = g % 7 over g = 1..300: 42 full cycles of 0..6 (21 each) = 882,
+        // then g = 295..300 gives 1..6 = 21.
+        "300|903"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT status, rows_read, rows_written FROM hubsync.runs"
+        ),
+        "succeeded|300|300"
+    );
+}

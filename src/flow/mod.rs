@@ -168,6 +168,18 @@ pub fn splay_offset(flow: &str, site: &str, splay: Duration) -> Duration {
     splay.mul_f64(fraction)
 }
 
+/// How often a running run writes its heartbeat: [`crate::state::HEARTBEAT_INTERVAL`],
+/// or `HUBSYNC_HEARTBEAT_INTERVAL_MS` milliseconds when that variable is set
+/// (a testing knob: tests tick every few milliseconds to make rare
+/// interleavings of heartbeats and batch transactions certain).
+fn heartbeat_interval() -> Duration {
+    std::env::var("HUBSYNC_HEARTBEAT_INTERVAL_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(crate::state::HEARTBEAT_INTERVAL, Duration::from_millis)
+}
+
 /// The central hub: master pool, state store and fleet limits.
 pub struct Hub {
     config: Arc<Config>,
@@ -486,22 +498,35 @@ impl Hub {
                     ))
                 })
             });
-            tokio::pin!(work);
-            let mut heartbeat = tokio::time::interval(crate::state::HEARTBEAT_INTERVAL);
-            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            heartbeat.tick().await; // the first tick is immediate; start_run wrote one
-            loop {
-                tokio::select! {
-                    outcome = &mut work => break outcome,
-                    _ = heartbeat.tick() => {
-                        if let Some(run_id) = &run_id {
-                            let (read, written) = counters.get();
-                            if let Err(e) = self.state.heartbeat(&self.master, run_id, read, written).await {
-                                tracing::warn!(flow = %flow.name, site = %site.id, "cannot record a heartbeat: {e}");
-                            }
+            // The heartbeat is a future of its own, polled beside the work:
+            // its UPDATE of the run's row waits while a batch transaction of
+            // this same run holds that row (`record_progress`), and that
+            // transaction can only commit if the work keeps being polled.
+            // (Awaited inside a `select!` arm, it stopped the work: the run
+            // hung on itself, found by the 10M-row bench.)
+            let heartbeats = async {
+                let mut heartbeat = tokio::time::interval(heartbeat_interval());
+                heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                heartbeat.tick().await; // the first tick is immediate; start_run wrote one
+                loop {
+                    heartbeat.tick().await;
+                    if let Some(run_id) = &run_id {
+                        let (read, written) = counters.get();
+                        if let Err(e) = self
+                            .state
+                            .heartbeat(&self.master, run_id, read, written)
+                            .await
+                        {
+                            tracing::warn!(flow = %flow.name, site = %site.id, "cannot record a heartbeat: {e}");
                         }
                     }
                 }
+            };
+            tokio::pin!(work);
+            tokio::pin!(heartbeats);
+            tokio::select! {
+                outcome = &mut work => outcome,
+                () = &mut heartbeats => unreachable!("the heartbeat loop never ends"),
             }
         };
         let quarantined: u64 = report.streams.iter().map(|s| s.quarantined).sum();
