@@ -863,6 +863,25 @@ fn site_connections_are_kept_between_runs_and_replaced_when_they_die() {
         assert_eq!(hubsync_backends(&one), first_one);
         assert_eq!(hubsync_backends(&two), first_two);
 
+        // A column added at site `one` (and the master) while its connection
+        // is kept: the statements prepared before are dropped at the next
+        // checkout, so the run does not fail with "cached plan must not
+        // change result type"; the changed source backfills with the column.
+        psql(
+            &one,
+            "ALTER TABLE sales ADD COLUMN note text; UPDATE sales SET note = 'n' || id;",
+        );
+        psql(&master, "ALTER TABLE sales ADD COLUMN note text;");
+        pass(&hub).await;
+        assert_eq!(hubsync_backends(&one), first_one);
+        assert_eq!(
+            psql(
+                &master,
+                "SELECT id, note FROM sales WHERE store_id = 'one' ORDER BY id"
+            ),
+            "1|n1\n2|n2"
+        );
+
         // Site `one` restarts its connection (as a server restart would):
         // the ping finds it dead, the run logs in anew and succeeds.
         psql(

@@ -491,9 +491,11 @@ impl Connector {
     }
 
     /// True if the pool holds an idle connection that answers a ping
-    /// within `timeout` (one round trip, no statement): checked before a
-    /// connection kept from an earlier run is used again, so that a site
-    /// restarted in between costs a new login rather than a failed run.
+    /// within `timeout` (one round trip, no statement, plus one to drop the
+    /// statements it prepared, which a schema change since may have made
+    /// invalid): checked before a connection kept from an earlier run is
+    /// used again, so that a site restarted in between costs a new login
+    /// rather than a failed run.
     /// False for SQLite, whose connections are not kept between runs.
     pub async fn idle_alive(&self, timeout: Duration) -> bool {
         let ping = async {
