@@ -959,6 +959,22 @@ fn kept_site_connections_stay_within_max_concurrent_sites_and_the_idle_timeout()
             hub.close().await;
         });
     }
+    // Kept for 1 s: closed by the hub's reaper (it looks every second)
+    // without waiting for a next run.
+    let config = format!(
+        "[hub]\nsite_idle_timeout = \"1s\"\n{}",
+        sales_pull(&master, &sites, "")
+    );
+    runtime.block_on(async {
+        let hub = open_hub(&config).await;
+        pass(&hub).await;
+        assert_eq!(hub.idle_site_connections(), 2);
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert_eq!(hub.idle_site_connections(), 0);
+        assert_eq!(hubsync_backends(&one), "");
+        assert_eq!(hubsync_backends(&two), "");
+        hub.close().await;
+    });
 }
 
 #[test]

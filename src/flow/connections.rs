@@ -9,7 +9,8 @@
 //! Bounds: connections busy in runs plus connections kept idle never exceed
 //! `hub.max_concurrent_sites` (the oldest idle one is closed to make room
 //! for a new login), and an idle connection older than
-//! `hub.site_idle_timeout` is closed rather than used. SQLite site files are
+//! `hub.site_idle_timeout` is closed (by a task that looks every half
+//! timeout, and at the next checkout). SQLite site files are
 //! opened per run (opening a file costs less than checking that it was not
 //! replaced in between).
 
@@ -104,6 +105,44 @@ impl SiteConnections {
     /// stuck in a statement that timed out) or of one found dead.
     pub(crate) async fn close(&self, connector: Connector) {
         close_all(vec![connector]).await;
+    }
+
+    /// Closes the idle connections older than the idle timeout (called
+    /// periodically by [`SiteConnections::reap`], so a hub that waits hours
+    /// for its next pass does not hold site server processes meanwhile).
+    pub(crate) async fn close_expired(&self) {
+        let expired = {
+            let mut idle = self.idle.lock().expect("site connections lock");
+            self.expire(&mut idle)
+        };
+        close_all(expired).await;
+    }
+
+    /// Spawns the task that closes expired idle connections every half
+    /// idle timeout (between 1 s and 1 min), until `cancel` fires or the
+    /// set is dropped. Nothing is spawned when connections are not kept.
+    pub(crate) fn reap(
+        connections: &std::sync::Arc<SiteConnections>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        if connections.idle_timeout.is_zero() {
+            return;
+        }
+        let period =
+            (connections.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let weak = std::sync::Arc::downgrade(connections);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(period) => {}
+                }
+                let Some(connections) = weak.upgrade() else {
+                    break;
+                };
+                connections.close_expired().await;
+            }
+        });
     }
 
     /// Closes every idle connection (the hub is closing).

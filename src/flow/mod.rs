@@ -186,7 +186,7 @@ pub struct Hub {
     master: Connector,
     state: StateStore,
     site_slots: Semaphore,
-    site_connections: connections::SiteConnections,
+    site_connections: Arc<connections::SiteConnections>,
     master_writes: limits::MasterWrites,
     cancel: CancellationToken,
     /// Runs of this process whose end the master did not record (it was
@@ -232,12 +232,14 @@ impl Hub {
                 cause,
             })?;
         let state = StateStore::open(&master).await.map_err(FlowError::State)?;
+        let site_connections = Arc::new(connections::SiteConnections::new(
+            config.hub.max_concurrent_sites,
+            config.hub.site_idle_timeout,
+        ));
+        connections::SiteConnections::reap(&site_connections, cancel.clone());
         Ok(Hub {
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
-            site_connections: connections::SiteConnections::new(
-                config.hub.max_concurrent_sites,
-                config.hub.site_idle_timeout,
-            ),
+            site_connections,
             master_writes: limits::MasterWrites::new(
                 config.hub.master_write_concurrency,
                 config.hub.max_rows_per_second,
