@@ -383,3 +383,27 @@ on = \"site\"
         "error: `--param sku` is given twice; give each parameter once"
     );
 }
+
+#[test]
+fn bench_refuses_zero_sizes_and_an_unwritable_json_path_before_building_anything() {
+    // Port 1: nothing listens; a refused connection would mean the check
+    // came too late.
+    let url = "postgres://nobody@127.0.0.1:1/postgres";
+    for args in [
+        vec!["--batch-size", "0"],
+        vec!["--parallelism", "0"],
+        vec!["--json", "/nonexistent-dir/bench.json"],
+    ] {
+        let mut cmd = common::hubsync();
+        cmd.args(["bench", "--pg-url", url]).args(&args);
+        let out = common::run(&mut cmd);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        let expected = if args[0] == "--json" {
+            "`--json /nonexistent-dir/bench.json`: cannot write it"
+        } else {
+            "`--parallelism` and `--batch-size` must be at least 1"
+        };
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("connect"), "{}", out.stderr);
+    }
+}

@@ -75,6 +75,18 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
+    if args.parallelism == 0 || args.batch_size == 0 {
+        return Err(super::UsageError(
+            "`--parallelism` and `--batch-size` must be at least 1".into(),
+        )
+        .into());
+    }
+    // A JSON path that cannot be written fails now, not after the run.
+    if let Some(path) = &args.json {
+        std::fs::write(path, "").map_err(|e| {
+            super::UsageError(format!("`--json {}`: cannot write it: {e}", path.display()))
+        })?;
+    }
     let work_dir = std::env::temp_dir().join(format!("hubsync-bench-{}", std::process::id()));
     let options = BenchOptions {
         pg_url: args.pg_url,
@@ -102,7 +114,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         println!("{line}");
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .map_err(|e| anyhow::anyhow!("`--json {}`: cannot write it: {e}", path.display()))?;
         eprintln!("bench: figures written to {}", path.display());
     }
     Ok(EXIT_OK)
