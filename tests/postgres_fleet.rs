@@ -820,11 +820,13 @@ async fn pass(hub: &hubsync::flow::Hub) -> Vec<hubsync::flow::SiteReport> {
     reports
 }
 
-#[test]
-fn site_connections_are_kept_between_runs_and_replaced_when_they_die() {
-    let master = pg_create_db("keep_master");
-    let one = pg_create_db("keep_one");
-    let two = pg_create_db("keep_two");
+/// A master and two PostgreSQL sites `one` and `two` (databases named
+/// after `prefix`), each site holding sale (1, qty 5) at 10:00 UTC; returns
+/// (master URL, site one URL, site two URL, their `[[site]]` blocks).
+fn two_small_sites(prefix: &str) -> (String, String, String, String) {
+    let master = pg_create_db(&format!("{prefix}_master"));
+    let one = pg_create_db(&format!("{prefix}_one"));
+    let two = pg_create_db(&format!("{prefix}_two"));
     psql(
         &master,
         "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
@@ -838,6 +840,12 @@ fn site_connections_are_kept_between_runs_and_replaced_when_they_die() {
         );
     }
     let sites = format!("{}{}", site_block("one", &one), site_block("two", &two));
+    (master, one, two, sites)
+}
+
+#[test]
+fn site_connections_are_kept_between_runs_and_replaced_when_they_die() {
+    let (master, one, two, sites) = two_small_sites("keep");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -917,22 +925,7 @@ fn site_connections_are_kept_between_runs_and_replaced_when_they_die() {
 
 #[test]
 fn kept_site_connections_stay_within_max_concurrent_sites_and_the_idle_timeout() {
-    let master = pg_create_db("bound_master");
-    let one = pg_create_db("bound_one");
-    let two = pg_create_db("bound_two");
-    psql(
-        &master,
-        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
-         PRIMARY KEY (store_id, id));",
-    );
-    for site in [&one, &two] {
-        psql(
-            site,
-            "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
-             INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');",
-        );
-    }
-    let sites = format!("{}{}", site_block("one", &one), site_block("two", &two));
+    let (master, one, two, sites) = two_small_sites("bound");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
