@@ -820,6 +820,13 @@ async fn pass(hub: &hubsync::flow::Hub) -> Vec<hubsync::flow::SiteReport> {
     reports
 }
 
+/// The master table of the small pull tests: `sales` keyed by (store_id, id).
+const SMALL_MASTER_SALES: &str = "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, \
+     updated_at timestamptz NOT NULL, PRIMARY KEY (store_id, id));";
+
+/// The site table of the small pull tests (no rows).
+const SMALL_SITE_SALES: &str = "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);";
+
 /// A master and two PostgreSQL sites `one` and `two` (databases named
 /// after `prefix`), each site holding sale (1, qty 5) at 10:00 UTC; returns
 /// (master URL, site one URL, site two URL, their `[[site]]` blocks).
@@ -827,16 +834,14 @@ fn two_small_sites(prefix: &str) -> (String, String, String, String) {
     let master = pg_create_db(&format!("{prefix}_master"));
     let one = pg_create_db(&format!("{prefix}_one"));
     let two = pg_create_db(&format!("{prefix}_two"));
-    psql(
-        &master,
-        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
-         PRIMARY KEY (store_id, id));",
-    );
+    psql(&master, SMALL_MASTER_SALES);
     for site in [&one, &two] {
         psql(
             site,
-            "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
-             INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');",
+            &format!(
+                "{SMALL_SITE_SALES}
+             INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');"
+            ),
         );
     }
     let sites = format!("{}{}", site_block("one", &one), site_block("two", &two));
@@ -974,15 +979,13 @@ fn kept_site_connections_stay_within_max_concurrent_sites_and_the_idle_timeout()
 fn the_v7_migration_closes_duplicate_running_rows_and_a_stale_run_is_taken_over() {
     let master = pg_create_db("v7_master");
     let site = pg_create_db("v7_site");
-    psql(
-        &master,
-        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
-         PRIMARY KEY (store_id, id));",
-    );
+    psql(&master, SMALL_MASTER_SALES);
     psql(
         &site,
-        "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
-         INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');",
+        &format!(
+            "{SMALL_SITE_SALES}
+         INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00');"
+        ),
     );
     let fleet = Fleet::new();
     fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
@@ -1057,18 +1060,15 @@ fn the_v7_migration_closes_duplicate_running_rows_and_a_stale_run_is_taken_over(
 fn a_no_op_run_writes_nothing_but_puts_back_an_overlap_row_changed_at_the_master() {
     let master = pg_create_db("noop_master");
     let site = pg_create_db("noop_site");
-    psql(
-        &master,
-        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
-         PRIMARY KEY (store_id, id));",
-    );
+    psql(&master, SMALL_MASTER_SALES);
     // Three rows one second apart: all three lie within the default 5 s
     // cursor_lag of the newest, so every later run re-reads all three.
     psql(
         &site,
-        "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+        &format!(
+            "{SMALL_SITE_SALES}
          INSERT INTO sales VALUES (1, 5, '2026-01-01 10:00:00+00'), (2, 6, '2026-01-01 10:00:01+00'),
-           (3, 7, '2026-01-01 10:00:02+00');",
+           (3, 7, '2026-01-01 10:00:02+00');"),
     );
     let fleet = Fleet::new();
     fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
@@ -1122,16 +1122,13 @@ fn a_heartbeat_during_a_batch_transaction_never_stalls_the_run() {
     // every millisecond over 300 one-row batches makes that meeting certain.
     let master = pg_create_db("beat_master");
     let site = pg_create_db("beat_site");
-    psql(
-        &master,
-        "CREATE TABLE sales (store_id text, id bigint, qty int NOT NULL, updated_at timestamptz NOT NULL, \
-         PRIMARY KEY (store_id, id));",
-    );
+    psql(&master, SMALL_MASTER_SALES);
     psql(
         &site,
-        "CREATE TABLE sales (id bigint PRIMARY KEY, qty int NOT NULL, updated_at timestamptz NOT NULL);
+        &format!(
+            "{SMALL_SITE_SALES}
          INSERT INTO sales SELECT g, g % 7, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
-           FROM generate_series(1, 300) g;",
+           FROM generate_series(1, 300) g;"),
     );
     let fleet = Fleet::new();
     fleet.write_config(&format!(

@@ -255,6 +255,26 @@ impl BatchSink {
     }
 }
 
+/// Takes an idle connection of `pool` and checks it still answers: its
+/// prepared statements are dropped first (a statement prepared in an earlier
+/// run fails once the table under it changed, "cached plan must not change
+/// result type" after a column was added, while a new one sees the new
+/// columns), then one ping. False if the pool holds no idle connection or
+/// either step fails.
+async fn ping_idle<DB: sqlx::Database + sqlx::database::HasStatementCache>(
+    pool: &sqlx::Pool<DB>,
+) -> bool {
+    match pool.try_acquire() {
+        Some(mut conn) => {
+            sqlx::Connection::clear_cached_statements(&mut *conn)
+                .await
+                .is_ok()
+                && sqlx::Connection::ping(&mut *conn).await.is_ok()
+        }
+        None => false,
+    }
+}
+
 /// Statements (round trips: queries, writes, BEGIN/COMMIT) sent by every
 /// connector of this process; see [`statements_sent`].
 static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -215,23 +215,9 @@ impl PgConnector {
         Ok(count.max(0) as u64)
     }
 
-    /// Pings an idle connection of the pool; false if there is none or it
-    /// does not answer.
-    ///
-    /// Its prepared statements are dropped first: a statement prepared in
-    /// an earlier run fails once the table under it changed ("cached plan
-    /// must not change result type" after a column was added), while a new
-    /// one sees the new columns (and the stream backfills as it should).
+    /// Pings an idle connection of the pool (see [`super::ping_idle`]).
     pub(super) async fn ping_idle(&self) -> bool {
-        match self.pool.try_acquire() {
-            Some(mut conn) => {
-                sqlx::Connection::clear_cached_statements(&mut *conn)
-                    .await
-                    .is_ok()
-                    && sqlx::Connection::ping(&mut *conn).await.is_ok()
-            }
-            None => false,
-        }
+        super::ping_idle(&self.pool).await
     }
 
     pub(super) async fn close(&self) {
