@@ -21,7 +21,23 @@
 //!    than this floor, however far the run read: rows committed during a
 //!    long backfill are not skipped. The hub's own clock is never used.
 //!
-//! 3. **Repeated local hours.** A cursor of local times without zone
+//! 3. **Transaction ids (PostgreSQL table sources of a pull).** A cursor
+//!    the application supplies (`updated_at = '10:05'` set by the client,
+//!    not `now()`) can be older than anything the clock says: a session
+//!    inserts at '10:05', stays open, another commits '10:06', the hub runs
+//!    and saves '10:06', then the first commits. So each run records the
+//!    site's `pg_current_snapshot()` before it reads, and the next run
+//!    re-reads rows whose `xmin` (the transaction that wrote the row
+//!    version) that snapshot did not see: one in its in-progress list, or
+//!    at or after its `xmax` ([`Snapshot`]). Only rows below where the
+//!    cursor read starts are wanted (the cursor read returns the others).
+//!    The filter cannot use an index: it costs one sequential scan of the
+//!    table per run, skipped when no transaction was assigned an id at the
+//!    site since the last run (an idle site). Source: PostgreSQL manual,
+//!    "System Columns" (`xmin`) and "Transaction ID and Snapshot
+//!    Information Functions" (`pg_current_snapshot`, `pg_snapshot_xmax`).
+//!
+//! 4. **Repeated local hours.** A cursor of local times without zone
 //!    (`timestamp`, or such text on SQLite) repeats an hour when clocks go
 //!    back. With the site's `timezone` tag, a checkpoint inside a repeated
 //!    span resumes from the span's start (minus the lag), so rows stamped in
@@ -33,8 +49,11 @@
 //! visible (SQLite, a login without `pg_read_all_stats`), a transaction that
 //! stays open longer than `cursor_lag` and commits rows with a cursor older
 //! than that can still be missed by the incremental pull; a `reset` backfill
-//! finds it. Integer and numeric cursors get no overlap (a sequence value
-//! has no time to subtract from).
+//! finds it. Integer, numeric and other text cursors get no overlap (a
+//! sequence value has no time to subtract from), but every run restarts
+//! inclusively at the saved cursor value: a row updated to exactly that
+//! value, whose key sorts before the saved key, is read again (keyset order
+//! on (cursor, key) is used within one run only).
 
 use std::time::Duration;
 
@@ -42,6 +61,48 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::value::Value;
+
+/// A PostgreSQL snapshot as `pg_current_snapshot()::text` prints it:
+/// `xmin:xmax:xip1,xip2,...`, 64-bit transaction ids (`xid8`). Ids below
+/// `xmin` had finished when it was taken; `xip` were in progress; ids at or
+/// after `xmax` had not been assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every id below it had finished.
+    pub xmin: u64,
+    /// The first id not yet assigned.
+    pub xmax: u64,
+    /// Ids in progress (each in `xmin..xmax`), ascending.
+    pub xip: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Parses PostgreSQL's text form; `None` if `text` is not one.
+    pub fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.trim().splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let list = parts.next()?;
+        let mut xip = Vec::new();
+        for id in list.split(',').filter(|s| !s.is_empty()) {
+            xip.push(id.parse().ok()?);
+        }
+        xip.sort_unstable();
+        (xmin <= xmax).then_some(Snapshot { xmin, xmax, xip })
+    }
+
+    /// True if a transaction this snapshot did not see may have committed
+    /// by the time `later` was taken: an id was assigned since (`xmax`
+    /// moved) or one of its in-progress transactions has finished. False
+    /// means the re-read would find nothing (an idle site).
+    pub fn may_have_missed_commits(&self, later: &Snapshot) -> bool {
+        later.xmax != self.xmax
+            || self
+                .xip
+                .iter()
+                .any(|id| later.xip.binary_search(id).is_err())
+    }
+}
 
 /// The floor of instants that rows not yet visible at the source may carry:
 /// the source's clock `now` minus `lag`, or the start of the oldest open
@@ -60,17 +121,25 @@ pub fn visibility_floor(
 
 /// The cursor value the next run should start at (inclusive), given the
 /// furthest applied `cursor` value, the stream's `lag`, and for instants the
-/// [`visibility_floor`] taken when the run began. `None` when the cursor type
-/// has no overlap (numbers): the next run resumes strictly after the
-/// checkpoint. `zone`: the time zone of a cursor of local times without
-/// zone (the site's `timezone` tag), whose repeated hours widen the overlap
-/// (see the module docs).
+/// [`visibility_floor`] taken when the run began. `zone`: the time zone of a
+/// cursor of local times without zone (the site's `timezone` tag), whose
+/// repeated hours widen the overlap (see the module docs).
+///
+/// Cursor types without a time to subtract the lag from (numbers, other
+/// text, bytes) restart at the cursor value itself, inclusive: a row later
+/// updated to exactly the saved cursor value whose key sorts before the
+/// saved key is read again (the keyset `(cursor, key) > saved` is used only
+/// within one run). `None` only for a NULL cursor value or a lag too large
+/// to represent.
 pub fn resume_from(
     cursor: &Value,
     lag: Duration,
     floor: Option<DateTime<Utc>>,
     zone: Option<Tz>,
 ) -> Option<Value> {
+    if cursor.is_null() {
+        return None;
+    }
     let lag = chrono::Duration::from_std(lag).ok()?;
     let unfold = |local: NaiveDateTime| zone.and_then(|z| fold_start(z, local)).unwrap_or(local);
     match cursor {
@@ -87,8 +156,10 @@ pub fn resume_from(
                 lag.num_seconds().div_euclid(86_400) + i64::from(lag.num_seconds() % 86_400 != 0);
             Some(Value::Date(*day - chrono::Duration::days(days)))
         }
-        Value::Text(text) => lagged_text(text, lag, zone).map(Value::Text),
-        _ => None,
+        Value::Text(text) => Some(Value::Text(
+            lagged_text(text, lag, zone).unwrap_or_else(|| text.clone()),
+        )),
+        _ => Some(cursor.clone()),
     }
 }
 
@@ -201,16 +272,45 @@ mod tests {
         // The bound sorts at or below every text of that shape at or after it.
         assert!("2026-01-01T23:59:57" <= "2026-01-01T23:59:57.000000Z");
         assert!("2026-01-01T23:59:57" < "2026-01-01T23:59:58Z");
+        // Other text restarts at itself (inclusive), with no overlap.
         assert_eq!(
             resume_from(&Value::Text("SKU-17".into()), lag, None, None),
-            None
+            Some(Value::Text("SKU-17".into()))
         );
     }
 
     #[test]
-    fn numbers_get_no_overlap_and_dates_step_whole_days() {
+    fn snapshots_parse_postgres_text_and_tell_an_idle_site() {
+        let open = Snapshot::parse("748:752:748,750").unwrap();
+        assert_eq!(
+            open,
+            Snapshot {
+                xmin: 748,
+                xmax: 752,
+                xip: vec![748, 750]
+            }
+        );
+        assert_eq!(Snapshot::parse("5:5:").unwrap().xip, Vec::<u64>::new());
+        assert_eq!(Snapshot::parse("7:5:"), None);
+        assert_eq!(Snapshot::parse("garbage"), None);
+        assert_eq!(Snapshot::parse("1:2:x"), None);
+        // Nothing assigned, both still open: nothing to re-read.
+        assert!(!open.may_have_missed_commits(&Snapshot::parse("748:752:748,750").unwrap()));
+        // 750 finished.
+        assert!(open.may_have_missed_commits(&Snapshot::parse("748:752:748").unwrap()));
+        // A new id (752) was assigned.
+        assert!(open.may_have_missed_commits(&Snapshot::parse("748:753:748,750,752").unwrap()));
+    }
+
+    #[test]
+    fn numbers_restart_at_their_own_value_and_dates_step_whole_days() {
+        // No lag to subtract, but inclusive: a tie at 42 is read again.
         assert_eq!(
             resume_from(&Value::Int(42), Duration::from_secs(5), None, None),
+            Some(Value::Int(42))
+        );
+        assert_eq!(
+            resume_from(&Value::Null, Duration::from_secs(5), None, None),
             None
         );
         let day = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();

@@ -689,6 +689,30 @@ fn rows_with_a_null_cursor_are_reported_on_backfill() {
          CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);
          INSERT INTO sales SELECT * FROM sales2; INSERT INTO sales VALUES (3, 'fig', 1, '0.90', NULL), (4, 'fig', 1, '0.90', NULL);",
     );
+    // Read by default: the master's `updated_at NOT NULL` refuses the first
+    // such row, named by its key, and nothing of the batch is written.
+    let refused = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s2"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains(
+            "writing to master table `sales`: row (store_id, id) = (s2, 3): NOT NULL constraint failed: sales.updated_at"
+        ),
+        "{}",
+        refused.stderr
+    );
+    // Skipped on request: counted once, on the backfill. (The failed run
+    // had committed the batch of rows 1 and 2 with its checkpoint.)
+    assert_eq!(
+        fleet
+            .hubsync(&["reset", "--flow", "sales", "--site", "s2"])
+            .code,
+        0
+    );
+    fleet.write_config(&config(1000, "B").replacen(
+        "cursor = \"updated_at\"",
+        "cursor = \"updated_at\"\n  null_cursors = \"skip\"",
+        1,
+    ));
     fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
     assert_eq!(
         sqlite_query(
@@ -700,9 +724,9 @@ fn rows_with_a_null_cursor_are_reported_on_backfill() {
     assert_eq!(
         sqlite_query(
             &fleet.path("master.db"),
-            "SELECT note FROM hubsync_runs WHERE site = 's2'"
+            "SELECT note FROM hubsync_runs WHERE site = 's2' AND status = 'succeeded'"
         ),
-        "stream `sales`: source rows with a NULL cursor `updated_at`: 2 (never synced)"
+        "stream `sales`: source rows with a NULL cursor `updated_at`: 2 (never synced: `null_cursors = \"skip\"`)"
     );
 }
 

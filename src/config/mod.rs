@@ -164,6 +164,7 @@ struct RawStream {
     columns: Option<BTreeMap<String, String>>,
     on_error: Option<String>,
     zero_dates: Option<String>,
+    null_cursors: Option<String>,
     create_target: Option<bool>,
     booleans: Option<Vec<String>>,
     delete_column: Option<String>,
@@ -331,6 +332,19 @@ pub enum ZeroDates {
     Null,
 }
 
+/// What a stream does with source rows whose cursor is NULL (a keyset read
+/// on the cursor never returns them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NullCursors {
+    /// Read them every run in a separate `cursor IS NULL` read, after the
+    /// cursor read (the default): upserts skip unchanged rows, so an
+    /// unchanged row costs a read, and an update that leaves the cursor
+    /// NULL still arrives. They never move the checkpoint. Counted per run.
+    Read,
+    /// Never read them; a backfill counts them once in the run history.
+    Skip,
+}
+
 /// How rows deleted at the source (without a soft-delete flag) reach the
 /// target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,6 +394,8 @@ pub struct Stream {
     /// What a MySQL zero date read from the source becomes (default: an
     /// error before the batch is written).
     pub zero_dates: ZeroDates,
+    /// Rows with a NULL cursor: read every run (default) or skipped.
+    pub null_cursors: NullCursors,
     /// Create the target table from the source's columns when it is
     /// missing (mapped types, `NOT NULL` key, primary key on the conflict
     /// key; see `flow/schema.rs`).
@@ -933,6 +949,16 @@ fn validate_stream(
             ZeroDates::Error
         }
     };
+    let null_cursors = match raw.null_cursors.as_deref() {
+        None | Some("read") => NullCursors::Read,
+        Some("skip") => NullCursors::Skip,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `null_cursors` `{other}`; use `read` or `skip`"
+            ));
+            NullCursors::Read
+        }
+    };
     let cursor_lag = match &raw.cursor_lag {
         Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
             problems.push(format!(
@@ -1016,6 +1042,7 @@ fn validate_stream(
         cursor_lag,
         on_error,
         zero_dates,
+        null_cursors,
         create_target: raw.create_target.unwrap_or(false),
         booleans: raw.booleans.unwrap_or_default(),
         columns,

@@ -92,6 +92,19 @@ impl ConnectorError {
 /// Shorthand for this layer's results.
 pub type Result<T> = std::result::Result<T, ConnectorError>;
 
+/// What a source says about time and visibility before a read (see
+/// `crate::capture`).
+#[derive(Clone, Debug)]
+pub struct SourceClock {
+    /// The database's clock (`statement_timestamp()`, `UTC_TIMESTAMP(6)`).
+    pub now: DateTime<Utc>,
+    /// Start of the oldest open transaction of another session, where the
+    /// login can see it (PostgreSQL).
+    pub oldest_open: Option<DateTime<Utc>>,
+    /// The snapshot (PostgreSQL `pg_current_snapshot()`).
+    pub snapshot: Option<crate::capture::Snapshot>,
+}
+
 /// Options for opening a connector.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -451,23 +464,38 @@ impl Connector {
         }
     }
 
-    /// The database's clock and the start of its oldest open transaction
-    /// (see `Dialect::visibility_sql`); `None` where the dialect cannot tell.
-    pub async fn visibility(&self) -> Result<Option<(DateTime<Utc>, Option<DateTime<Utc>>)>> {
+    /// The database's clock, the start of its oldest open transaction and
+    /// its snapshot (see `Dialect::visibility_sql`); `None` where the
+    /// dialect cannot tell (SQLite).
+    ///
+    /// Errors: the statement failed.
+    pub async fn visibility(&self) -> Result<Option<SourceClock>> {
         let Some(sql) = self.dialect().visibility_sql() else {
             return Ok(None);
         };
         let batch = self.query(sql, &[]).await?;
-        let row = batch.rows.first();
-        match row.map(|r| (&r[0], &r[1])) {
-            Some((Value::TimestampTz(now), Value::TimestampTz(oldest))) => {
-                Ok(Some((*now, Some(*oldest))))
-            }
-            Some((Value::TimestampTz(now), _)) => Ok(Some((*now, None))),
+        let Some(row) = batch.rows.first() else {
+            return Ok(None);
+        };
+        let now = match row.first() {
+            Some(Value::TimestampTz(now)) => *now,
             // MySQL's `UTC_TIMESTAMP(6)` is a DATETIME holding UTC.
-            Some((Value::Timestamp(now), _)) => Ok(Some((now.and_utc(), None))),
-            _ => Ok(None),
-        }
+            Some(Value::Timestamp(now)) => now.and_utc(),
+            _ => return Ok(None),
+        };
+        let oldest_open = match row.get(1) {
+            Some(Value::TimestampTz(oldest)) => Some(*oldest),
+            _ => None,
+        };
+        let snapshot = match row.get(2) {
+            Some(Value::Text(text)) => crate::capture::Snapshot::parse(text),
+            _ => None,
+        };
+        Ok(Some(SourceClock {
+            now,
+            oldest_open,
+            snapshot,
+        }))
     }
 
     /// Starts a transaction.

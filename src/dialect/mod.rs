@@ -194,9 +194,10 @@ impl Dialect {
         }
     }
 
-    /// SQL returning the source's clock and the start of its oldest open
+    /// SQL returning the source's clock, the start of its oldest open
     /// transaction in this database (other sessions; NULL if none or not
-    /// visible to the login), or `None` where the dialect cannot tell
+    /// visible to the login) and its snapshot as text (PostgreSQL's
+    /// `pg_current_snapshot()`, NULL elsewhere), or `None` where the dialect cannot tell
     /// (SQLite). Used for the late-commit floor (`crate::capture`).
     /// MySQL returns its UTC clock only (a `DATETIME(6)`; open transactions
     /// are in `information_schema.INNODB_TRX`, which needs the `PROCESS`
@@ -206,10 +207,11 @@ impl Dialect {
             Dialect::Postgres => Some(
                 "SELECT statement_timestamp(), (SELECT min(xact_start) FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND backend_type = 'client backend' AND xact_start IS NOT NULL)",
+                 AND backend_type = 'client backend' AND xact_start IS NOT NULL), \
+                 pg_current_snapshot()::text",
             ),
             Dialect::Sqlite => None,
-            Dialect::MySql => Some("SELECT UTC_TIMESTAMP(6), NULL"),
+            Dialect::MySql => Some("SELECT UTC_TIMESTAMP(6), NULL, NULL"),
         }
     }
 
@@ -222,9 +224,10 @@ impl Dialect {
         }
     }
 
-    /// SQL for one keyset page (see [`KeysetSelect`]).
-    pub fn keyset_select(self, spec: &KeysetSelect<'_>) -> String {
-        let select_list = match spec.columns {
+    /// The select list of a read: `*`, or the quoted columns with the
+    /// text-read ones cast (`CAST("c" AS text) AS "c"`).
+    fn select_list(self, spec: &KeysetSelect<'_>) -> String {
+        match spec.columns {
             Some(columns) => columns
                 .iter()
                 .map(|c| {
@@ -238,7 +241,12 @@ impl Dialect {
                 .collect::<Vec<_>>()
                 .join(", "),
             None => "*".to_string(),
-        };
+        }
+    }
+
+    /// SQL for one keyset page (see [`KeysetSelect`]).
+    pub fn keyset_select(self, spec: &KeysetSelect<'_>) -> String {
+        let select_list = self.select_list(spec);
         let from = self.source_clause(spec.from);
         let keyset = self.ident_list(spec.order_by);
         let mut sql = format!(
@@ -265,6 +273,60 @@ impl Dialect {
             let _ = write!(sql, " LIMIT {limit}");
         }
         sql
+    }
+
+    /// SQL reading every row whose cursor (`order_by[0]`) is NULL, ordered
+    /// by the key (`order_by[1..]`): the rows a keyset read never returns.
+    /// `after`, `from_cursor` and `limit` of `spec` are ignored.
+    pub fn null_cursor_select(self, spec: &KeysetSelect<'_>) -> String {
+        let order = if spec.order_by.len() > 1 {
+            self.ident_list(&spec.order_by[1..])
+        } else {
+            self.quote_ident(&spec.order_by[0])
+        };
+        format!(
+            "SELECT {} FROM {} WHERE {} IS NULL ORDER BY {order}",
+            self.select_list(spec),
+            self.source_clause(spec.from),
+            self.quote_ident(&spec.order_by[0]),
+        )
+    }
+
+    /// PostgreSQL, table sources only: SQL reading the rows written by
+    /// transactions `seen` did not see (`xmin` in its in-progress list, or
+    /// at or after its `xmax`; see `crate::capture`) whose cursor is below
+    /// `spec.from_cursor` (bound as parameter `first_param`; rows at or
+    /// above it are the cursor read's), in keyset order. `xmin` is a 32-bit
+    /// id; it is widened to the 64-bit `xid8` of the snapshot's epoch by
+    /// its distance below the current `xmax` (ids wrap modulo 2^32). `None`
+    /// for other dialects, a query source, or no `from_cursor`.
+    pub fn late_commit_select(
+        self,
+        spec: &KeysetSelect<'_>,
+        seen: &crate::capture::Snapshot,
+    ) -> Option<String> {
+        let (Dialect::Postgres, SelectFrom::Table(table), Some(below)) =
+            (self, spec.from, spec.from_cursor)
+        else {
+            return None;
+        };
+        let now = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint)";
+        let xid8 = format!(
+            "({now} - (({now} % 4294967296) - xmin::text::bigint + 4294967296) % 4294967296)"
+        );
+        let mut unseen = format!("{xid8} >= {}", seen.xmax);
+        if !seen.xip.is_empty() {
+            let ids: Vec<String> = seen.xip.iter().map(u64::to_string).collect();
+            unseen = format!("{unseen} OR {xid8} IN ({})", ids.join(", "));
+        }
+        let cursor = self.quote_ident(&spec.order_by[0]);
+        Some(format!(
+            "SELECT {} FROM {} WHERE {cursor} IS NOT NULL AND {cursor} < {} AND ({unseen}) ORDER BY {}",
+            self.select_list(spec),
+            self.quote_table(table),
+            self.typed_placeholder(spec.first_param, below),
+            self.ident_list(spec.order_by),
+        ))
     }
 
     /// SQL counting the rows of `from` whose `column` is NULL (rows a

@@ -279,6 +279,15 @@ async fn check_stream(
                 )
             }));
     }
+    if let Some(gap) = late_commit_gap(flow.direction, source.dialect(), stream) {
+        findings.warnings.push(gap);
+    }
+    if stream.null_cursors == crate::config::NullCursors::Skip {
+        findings.warnings.push(format!(
+            "rows whose cursor `{}` is NULL are never synced (`null_cursors = \"skip\"`)",
+            stream.cursor
+        ));
+    }
     // A source key that is not unique loses rows: two rows with the same
     // (cursor, key) position are one position to the keyset read.
     if let Source::Table(table) = &stream.source {
@@ -304,6 +313,34 @@ async fn check_stream(
 }
 
 /// Unique keys of `info` other than the one on exactly `key`'s columns.
+/// Where a transaction that commits late with a cursor value older than
+/// `cursor_lag` can be missed (see `crate::capture`): every source but a
+/// PostgreSQL table read by a pull (caught by transaction id) and SQLite
+/// (one writer at a time, so no commit overtakes another). The warning, or
+/// `None`.
+fn late_commit_gap(direction: Direction, source: Dialect, stream: &Stream) -> Option<String> {
+    let why = match (direction, source, &stream.source) {
+        (_, Dialect::Sqlite, _) => return None,
+        (Direction::Pull, Dialect::Postgres, Source::Table(_)) => return None,
+        (Direction::Pull, Dialect::Postgres, Source::Query(_)) => {
+            "a `query` source has no transaction ids to catch them by (read a table to get that)"
+        }
+        (Direction::Pull, Dialect::MySql, _) => {
+            "MySQL/MariaDB sites expose no snapshot of open transactions to a reader"
+        }
+        (Direction::Push, Dialect::Postgres | Dialect::MySql, _) => {
+            "pushes read the master by cursor only"
+        }
+    };
+    Some(format!(
+        "a transaction that stays open longer than `cursor_lag` ({}) and commits rows whose cursor `{}` is older \
+         than that can be missed: {why}; stamp the cursor at write time (`now()`, `ON UPDATE CURRENT_TIMESTAMP`) \
+         or raise `cursor_lag`",
+        humantime::format_duration(stream.cursor_lag),
+        stream.cursor
+    ))
+}
+
 fn extra_unique_keys(info: &TableInfo, key: &[String]) -> Vec<Vec<String>> {
     info.unique_keys
         .iter()

@@ -6,8 +6,10 @@ use tokio_util::sync::CancellationToken;
 use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
-use crate::config::{Deletes, Direction, Flow, OnError, Site, Source, Stream, ZeroDates};
-use crate::connector::{Connector, ConnectorError, TableInfo};
+use crate::config::{
+    Deletes, Direction, Flow, NullCursors, OnError, Site, Source, Stream, ZeroDates,
+};
+use crate::connector::{Connector, ConnectorError, SourceClock, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
 use crate::state::{Checkpoint, CheckpointKey, INTERRUPTED};
@@ -971,6 +973,25 @@ impl ResolvedSource {
         }
     }
 
+    /// The read of a run: every row whose cursor is at or above
+    /// `from_cursor` (`None`: every row), in keyset order, streamed.
+    pub(crate) fn read_spec<'a>(
+        &'a self,
+        keyset: &'a [String],
+        from_cursor: Option<&'a Value>,
+    ) -> KeysetSelect<'a> {
+        KeysetSelect {
+            from: self.select_from(),
+            columns: self.columns.as_deref(),
+            text_columns: &self.text_columns,
+            order_by: keyset,
+            after: None,
+            from_cursor,
+            first_param: self.site_params.len() + 1,
+            limit: None,
+        }
+    }
+
     /// SQL of the keyset read after `position` (`None`: from the start), at
     /// most `limit` rows (`None`: all, streamed).
     pub(crate) fn keyset_select(
@@ -992,6 +1013,54 @@ impl ResolvedSource {
             limit,
         })
     }
+}
+
+/// Which read of a run a batch comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadPart {
+    /// The cursor read: each batch moves the checkpoint to its last row.
+    Cursor,
+    /// A read outside cursor order (late commits, NULL cursors): rows are
+    /// applied, the checkpoint's position stays.
+    Side,
+}
+
+/// The facts of one stream run at one site, fixed before the first read.
+struct RunPlace<'a> {
+    direction: Direction,
+    source: &'a Connector,
+    target: &'a Connector,
+    resolved: &'a ResolvedSource,
+    target_info: &'a TableInfo,
+    /// "the site" / "the master", for messages.
+    source_place: &'a str,
+    /// "master table `t`" / "site table `t`", for messages.
+    target_place: &'a str,
+    key: &'a CheckpointKey,
+    fingerprint: &'a str,
+    /// The late-commit floor taken before reading (`crate::capture`).
+    floor: Option<chrono::DateTime<chrono::Utc>>,
+    /// The snapshot text checkpoints written during the run carry.
+    snapshot: Option<String>,
+}
+
+/// What the apply side carries from batch to batch and read to read.
+struct Applied {
+    /// Built from the first batch's columns.
+    mapping: Option<RowMapping>,
+    /// The checkpoint as stored now.
+    saved: Option<Checkpoint>,
+    /// Whether the quarantine may hold rows of this (stream, site).
+    quarantine_open: bool,
+    /// The source snapshot the stored checkpoint carries (a batch that
+    /// leaves the checkpoint as stored does not write this run's).
+    stored_snapshot: Option<String>,
+}
+
+/// PostgreSQL's text form of `snapshot`, as stored in the checkpoint.
+fn snapshot_text(snapshot: &capture::Snapshot) -> String {
+    let ids: Vec<String> = snapshot.xip.iter().map(u64::to_string).collect();
+    format!("{}:{}:{}", snapshot.xmin, snapshot.xmax, ids.join(","))
 }
 
 impl StreamRun<'_> {
@@ -1069,7 +1138,7 @@ impl StreamRun<'_> {
             .map_err(|e| e.to_string())?;
         // `saved`: the furthest position applied (what the checkpoint holds);
         // `read_start`: where this run's first read begins.
-        let mut saved: Option<Checkpoint> = match stored {
+        let saved: Option<Checkpoint> = match stored {
             Some(checkpoint) if checkpoint.fingerprint == fingerprint => Some(checkpoint),
             Some(_) => {
                 add_note(
@@ -1097,52 +1166,42 @@ impl StreamRun<'_> {
         // Late commits: the first read re-reads the overlap from
         // `resume_from`; the floor for the next run comes from the source's
         // clock and open transactions, taken before reading.
-        let mut resume = saved.as_ref().and_then(|c| c.resume_from.clone());
-        let mut after: Option<Vec<Value>> = saved.as_ref().map(|c| c.position.clone());
+        // A checkpoint written before every run restarted inclusively (no
+        // `resume_from`) restarts at its own cursor value.
+        let from_cursor = saved.as_ref().and_then(|c| {
+            c.resume_from
+                .clone()
+                .or_else(|| c.position.first().cloned())
+        });
         let clock = source
             .visibility()
             .await
             .map_err(|e| format!("reading the clock of {source_place}: {e}"))?;
         let floor = clock
-            .map(|(now, oldest)| capture::visibility_floor(now, oldest, self.stream.cursor_lag));
-        // A source clock behind cursor values already applied went back
-        // (a clock reset): rows it stamps now sort before the checkpoint.
-        if let (Some((now, _)), Some(Value::TimestampTz(applied))) =
-            (clock, saved.as_ref().and_then(|c| c.position.first()))
-            && now + chrono::Duration::from_std(self.stream.cursor_lag).unwrap_or_default()
-                < *applied
-        {
-            add_note(
-                report,
-                format!(
-                    "the clock of {source_place} ({}) is behind the checkpoint's cursor ({}): it went back, or \
-                     rows were stamped in the future; reads now start from the source's clock, so new rows still \
-                     arrive, but rows stamped below it before this run are only found by `hubsync reset`",
-                    now.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT),
-                    applied.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT)
-                ),
-            );
-        }
-        // A backfill counts the rows it will never read (NULL cursor) once.
-        if saved.is_none() {
-            let sql = resolved.null_cursor_count(source.dialect(), &self.stream.cursor);
-            if let Ok(batch) = source.query(&sql, &site_values).await
-                && let Some(Value::Int(nulls)) = batch.rows.first().and_then(|r| r.first())
-                && *nulls > 0
-            {
-                add_note(
-                    report,
-                    format!(
-                        "source rows with a NULL cursor `{}`: {nulls} (never synced)",
-                        self.stream.cursor
-                    ),
-                );
-            }
+            .as_ref()
+            .map(|c| capture::visibility_floor(c.now, c.oldest_open, self.stream.cursor_lag));
+        self.note_clock_behind(report, clock.as_ref(), saved.as_ref(), source_place);
+        // Late commits by transaction id: pulls from PostgreSQL tables.
+        let by_xid = direction == Direction::Pull
+            && source.dialect() == crate::dialect::Dialect::Postgres
+            && matches!(self.stream.source, Source::Table(_));
+        let snapshot_now = clock
+            .as_ref()
+            .and_then(|c| c.snapshot.as_ref())
+            .filter(|_| by_xid);
+        let snapshot_saved = saved
+            .as_ref()
+            .and_then(|c| c.snapshot.as_deref())
+            .and_then(capture::Snapshot::parse)
+            .filter(|_| by_xid);
+        if saved.is_none() && self.stream.null_cursors == NullCursors::Skip {
+            self.note_null_cursors(report, source, &resolved, &site_values)
+                .await;
         }
 
         // Quarantined rows of this (stream, site) are released when they
         // are applied again; only worth the DELETEs when there are some.
-        let mut quarantine_open = self.stream.on_error == OnError::Quarantine
+        let quarantine_open = self.stream.on_error == OnError::Quarantine
             && !self.options.dry_run
             && self
                 .hub
@@ -1152,161 +1211,114 @@ impl StreamRun<'_> {
                 .map_err(|e| e.to_string())?
                 > 0;
         let keyset = self.stream.keyset_source_columns();
-        let mut mapping: Option<RowMapping> = None;
-        // One keyset read, streamed: the source sends rows while earlier
-        // batches are applied (a channel of one batch between the two, so
-        // at most three batches are in memory). After a restart the read
-        // starts at the overlap's start (`resume_from`) or strictly after
-        // the checkpoint.
-        let from_cursor = resume.take();
-        let read_after = if from_cursor.is_some() {
-            None
-        } else {
-            after.take()
+        let place = RunPlace {
+            direction,
+            source,
+            target,
+            resolved: &resolved,
+            target_info,
+            source_place,
+            target_place: &target_place,
+            key: &key,
+            fingerprint: &fingerprint,
+            floor,
+            // Stored with the batches of the cursor read, after the
+            // late-commit read (see below).
+            snapshot: snapshot_now.map(snapshot_text),
         };
-        let sql = resolved.keyset_select(
-            source.dialect(),
-            &keyset,
-            read_after.as_deref(),
-            from_cursor.as_ref(),
-            None,
-        );
+        let mut applied = Applied {
+            mapping: None,
+            stored_snapshot: saved.as_ref().and_then(|c| c.snapshot.clone()),
+            saved,
+            quarantine_open,
+        };
+        let spec = resolved.read_spec(&keyset, from_cursor.as_ref());
         let mut params = site_values.clone();
         params.extend(from_cursor.iter().cloned());
-        params.extend(read_after.iter().flat_map(|p| p.iter().cloned()));
-        let (sender, batches) = tokio::sync::mpsc::channel(1);
-        let read = source.query_batches(&sql, &params, batch_size, sender);
-        let apply_all = async {
-            // Owned here: when applying stops (an error, a stop signal), the
-            // receiver is dropped, which stops the read.
-            let mut batches = batches;
-            while let Some(batch) = batches.recv().await {
-                let batch = batch.map_err(|e| format!("reading from {source_place}: {e}"))?;
-                if self.cancel.is_cancelled() {
-                    return Err(format!(
-                        "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
-                    ));
-                }
-                if direction == Direction::Push {
-                    // Rows read from the master count against its rate budget.
-                    self.hub.master_writes.throttle(batch.len()).await;
-                }
-                if mapping.is_none() {
-                    mapping = Some(RowMapping::build(
-                        self.stream,
-                        direction,
-                        &batch.columns,
-                        target_info,
-                        &target_place,
-                    )?);
-                }
-                let mapping = mapping.as_ref().expect("mapping was just built");
-                let last_row = batch.rows.last().expect("batch is not empty");
-                let batch_end = mapping.position(last_row)?;
-                let flags = mapping.deleted_flags(&batch);
-                // `booleans` names source columns; the batch moves into `rows`.
-                let source_columns = if self.stream.booleans.is_empty() {
-                    Vec::new()
-                } else {
-                    batch.columns.clone()
-                };
-                let mut rows = mapping.map_rows(batch, &self.site.id);
-                mapping.check_unique_keys(&rows)?;
-                let zero_date_columns =
-                    mapping.zero_date_columns(source.dialect(), &resolved.described);
-                if !zero_date_columns.is_empty() {
-                    mapping.handle_zero_dates(
-                        &mut rows,
-                        &zero_date_columns,
-                        self.stream.zero_dates,
-                        target.dialect(),
-                        target_info,
-                    )?;
-                }
-                if !self.stream.booleans.is_empty() {
-                    mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
-                }
-                if let Some(zone) = self.site.timezone {
-                    mapping.apply_site_zone(&mut rows, direction, zone, target_info)?;
-                }
-                if target.dialect() == crate::dialect::Dialect::Postgres {
-                    mapping.parse_text_datetimes(&mut rows, target_info);
-                    mapping.check_postgres_values(&rows, target_info)?;
-                }
-                let read = rows.len() as u64;
-                let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
-                let position = match &saved {
-                    Some(checkpoint) => checkpoint.later_position(&batch_end),
-                    None => batch_end.clone(),
-                };
-                let checkpoint = Checkpoint {
-                    resume_from: if self.stream.cursor_lag.is_zero() && floor.is_none() {
-                        None
-                    } else {
-                        capture::resume_from(
-                            &position[0],
-                            self.stream.cursor_lag,
-                            floor,
-                            match direction {
-                                Direction::Pull => self.site.timezone,
-                                Direction::Push => None,
-                            },
-                        )
-                    },
-                    position,
-                    fingerprint: fingerprint.clone(),
-                };
-                let (written, quarantined, deleted) = if self.options.dry_run {
-                    // A dry run shows what it would delete.
-                    (0, 0, deleted_keys.len() as u64)
-                } else {
-                    let key_types = mapping.key_types();
-                    let write = BatchWrite {
-                        upsert: UpsertSpec {
-                            table: &self.stream.target,
-                            columns: &mapping.target_columns,
-                            column_types: &mapping.column_types,
-                            key: &mapping.conflict_key,
-                        },
-                        rows: &rows,
-                        delete: mapping.delete_spec(&self.stream.target, &key_types),
-                        deleted_keys: &deleted_keys,
-                    };
-                    self.apply(
-                        direction,
-                        target,
-                        &write,
-                        &key,
-                        &checkpoint,
-                        saved.as_ref() == Some(&checkpoint),
-                        &target_place,
-                        quarantine_open,
-                    )
-                    .await?
-                };
-                report.rows_deleted += deleted;
-                if quarantined > 0 {
-                    quarantine_open = true;
-                    report.quarantined += quarantined;
-                }
-                report.rows_read += read;
-                report.rows_written += written;
-                self.counters.add(read, written);
-                self.progress.batch_applied(
-                    &self.flow.name,
-                    &self.site.id,
-                    &self.stream.name,
-                    read,
-                    written,
+        // 1. Rows below the cursor read's start written by transactions the
+        //    stored snapshot did not see (see `crate::capture`). First, so
+        //    that the cursor read's checkpoints may carry this run's
+        //    snapshot: whatever it did not see is in progress now, and the
+        //    next run re-reads it. A checkpoint not rewritten (nothing
+        //    changed) keeps the older snapshot, which misses a superset.
+        if let (Some(seen), Some(now)) = (&snapshot_saved, snapshot_now)
+            && seen.may_have_missed_commits(now)
+            && let Some(sql) = source.dialect().late_commit_select(&spec, seen)
+        {
+            let late = self
+                .read_and_apply(&place, &mut applied, &sql, &params, ReadPart::Side, report)
+                .await?;
+            if late > 0 {
+                add_note(
+                    report,
+                    format!("rows committed late, found by transaction id: {late}"),
                 );
-                saved = Some(checkpoint);
             }
-            Ok::<(), String>(())
-        };
-        let ((), applied) = tokio::join!(read, apply_all);
-        applied?;
+        }
+        // 2. The cursor read, streamed, from the overlap's start (inclusive).
+        let sql = source.dialect().keyset_select(&spec);
+        self.read_and_apply(
+            &place,
+            &mut applied,
+            &sql,
+            &params,
+            ReadPart::Cursor,
+            report,
+        )
+        .await?;
+        // 3. Rows whose cursor is NULL, which no cursor read returns.
+        if self.stream.null_cursors == NullCursors::Read {
+            let sql = source.dialect().null_cursor_select(&spec);
+            let nulls = self
+                .read_and_apply(
+                    &place,
+                    &mut applied,
+                    &sql,
+                    &site_values,
+                    ReadPart::Side,
+                    report,
+                )
+                .await?;
+            report.null_cursor_rows += nulls;
+            if nulls > 0 {
+                add_note(
+                    report,
+                    format!(
+                        "rows with a NULL cursor `{}` read: {nulls}",
+                        self.stream.cursor
+                    ),
+                );
+            }
+        }
+        // 4. Every read saw what this run's snapshot saw: store it when the
+        //    batches did not (a checkpoint left as it was keeps the older
+        //    snapshot, whose late rows would be re-read every run). An idle
+        //    site's snapshot does not change, so it costs no write.
+        if let (Some(now), Some(saved)) = (&place.snapshot, &applied.saved)
+            && applied.stored_snapshot.as_ref() != Some(now)
+            && !self.options.dry_run
+        {
+            let checkpoint = Checkpoint {
+                snapshot: Some(now.clone()),
+                ..saved.clone()
+            };
+            let master = self.hub.master();
+            let save = async {
+                let mut tx = master.begin().await?;
+                self.hub
+                    .state()
+                    .save_checkpoint(&mut tx, &key, &checkpoint)
+                    .await?;
+                tx.commit().await?;
+                Ok::<(), crate::state::StateError>(())
+            };
+            save.await
+                .map_err(|e| format!("saving the checkpoint in the master: {e}"))?;
+            applied.stored_snapshot = checkpoint.snapshot.clone();
+            applied.saved = Some(checkpoint);
+        }
         if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
-            let now = clock.map_or_else(chrono::Utc::now, |(now, _)| now);
+            let now = clock.as_ref().map_or_else(chrono::Utc::now, |c| c.now);
             // The rows have arrived; a failed comparison must not stop the
             // next runs from bringing new ones (nor open the circuit): the
             // run ends `partial` with the reason.
@@ -1318,20 +1330,258 @@ impl StreamRun<'_> {
                     &site_values,
                     target_info,
                     now,
-                    saved.as_ref().and_then(|c| c.position.first()),
+                    applied.saved.as_ref().and_then(|c| c.position.first()),
                     report,
                 )
                 .await
             {
                 Ok(deleted) => {
                     report.rows_deleted += deleted;
-                    // Deletes count as rows changed in the run history.
+                    // Deletes count as rows written in the run history
+                    // (the reference config's `deletes`).
+                    report.rows_written += deleted;
                     self.counters.add(0, deleted);
                 }
                 Err(e) => report.delete_detection_error = Some(e),
             }
         }
         Ok(())
+    }
+
+    /// Notes a source clock behind cursor values already applied: it went
+    /// back (a clock reset), so rows it stamps now sort before the
+    /// checkpoint.
+    fn note_clock_behind(
+        &self,
+        report: &mut StreamReport,
+        clock: Option<&SourceClock>,
+        saved: Option<&Checkpoint>,
+        source_place: &str,
+    ) {
+        if let (Some(clock), Some(Value::TimestampTz(applied))) =
+            (clock, saved.and_then(|c| c.position.first()))
+            && clock.now + chrono::Duration::from_std(self.stream.cursor_lag).unwrap_or_default()
+                < *applied
+        {
+            add_note(
+                report,
+                format!(
+                    "the clock of {source_place} ({}) is behind the checkpoint's cursor ({}): it went back, or \
+                     rows were stamped in the future; reads now start from the source's clock, so new rows still \
+                     arrive, but rows stamped below it before this run are only found by `hubsync reset`",
+                    clock.now.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT),
+                    applied.format(crate::value::TIMESTAMPTZ_TEXT_FORMAT)
+                ),
+            );
+        }
+    }
+
+    /// With `null_cursors = "skip"`, a backfill counts the rows it will
+    /// never read (NULL cursor) once, in a note. A failed count is no error.
+    async fn note_null_cursors(
+        &self,
+        report: &mut StreamReport,
+        source: &Connector,
+        resolved: &ResolvedSource,
+        site_values: &[Value],
+    ) {
+        let sql = resolved.null_cursor_count(source.dialect(), &self.stream.cursor);
+        if let Ok(batch) = source.query(&sql, site_values).await
+            && let Some(Value::Int(nulls)) = batch.rows.first().and_then(|r| r.first())
+            && *nulls > 0
+        {
+            add_note(
+                report,
+                format!(
+                    "source rows with a NULL cursor `{}`: {nulls} (never synced: `null_cursors = \"skip\"`)",
+                    self.stream.cursor
+                ),
+            );
+        }
+    }
+
+    /// Runs one read, streamed: the source sends rows while earlier batches
+    /// are applied (a channel of one batch between the two, so at most
+    /// three batches are in memory). Returns the rows read.
+    async fn read_and_apply(
+        &self,
+        place: &RunPlace<'_>,
+        applied: &mut Applied,
+        sql: &str,
+        params: &[Value],
+        part: ReadPart,
+        report: &mut StreamReport,
+    ) -> Result<u64, String> {
+        let batch_size = self.hub.config().hub.batch_size;
+        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let read = place.source.query_batches(sql, params, batch_size, sender);
+        let apply_all = async {
+            // Owned here: when applying stops (an error, a stop signal), the
+            // receiver is dropped, which stops the read.
+            let mut batches = batches;
+            let mut rows_read = 0;
+            while let Some(batch) = batches.recv().await {
+                let batch =
+                    batch.map_err(|e| format!("reading from {}: {e}", place.source_place))?;
+                if self.cancel.is_cancelled() {
+                    return Err(format!(
+                        "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
+                    ));
+                }
+                rows_read += self
+                    .apply_batch(place, applied, batch, part, report)
+                    .await?;
+            }
+            Ok::<u64, String>(rows_read)
+        };
+        let ((), rows_read) = tokio::join!(read, apply_all);
+        rows_read
+    }
+
+    /// Maps, checks and applies one batch read from the source; returns
+    /// the rows it held. A [`ReadPart::Cursor`] batch moves the checkpoint
+    /// to its last row; a [`ReadPart::Side`] batch leaves it where it is
+    /// (and writes none when there is none yet).
+    async fn apply_batch(
+        &self,
+        place: &RunPlace<'_>,
+        applied: &mut Applied,
+        batch: Batch,
+        part: ReadPart,
+        report: &mut StreamReport,
+    ) -> Result<u64, String> {
+        let (direction, source, target) = (place.direction, place.source, place.target);
+        if direction == Direction::Push {
+            // Rows read from the master count against its rate budget.
+            self.hub.master_writes.throttle(batch.len()).await;
+        }
+        if applied.mapping.is_none() {
+            applied.mapping = Some(RowMapping::build(
+                self.stream,
+                direction,
+                &batch.columns,
+                place.target_info,
+                place.target_place,
+            )?);
+        }
+        let mapping = applied.mapping.as_ref().expect("mapping was just built");
+        let batch_end = match part {
+            ReadPart::Cursor => {
+                Some(mapping.position(batch.rows.last().expect("batch is not empty"))?)
+            }
+            ReadPart::Side => None,
+        };
+        let flags = mapping.deleted_flags(&batch);
+        // `booleans` names source columns; the batch moves into `rows`.
+        let source_columns = if self.stream.booleans.is_empty() {
+            Vec::new()
+        } else {
+            batch.columns.clone()
+        };
+        let mut rows = mapping.map_rows(batch, &self.site.id);
+        mapping.check_unique_keys(&rows)?;
+        let zero_date_columns =
+            mapping.zero_date_columns(source.dialect(), &place.resolved.described);
+        if !zero_date_columns.is_empty() {
+            mapping.handle_zero_dates(
+                &mut rows,
+                &zero_date_columns,
+                self.stream.zero_dates,
+                target.dialect(),
+                place.target_info,
+            )?;
+        }
+        if !self.stream.booleans.is_empty() {
+            mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
+        }
+        if let Some(zone) = self.site.timezone {
+            mapping.apply_site_zone(&mut rows, direction, zone, place.target_info)?;
+        }
+        if target.dialect() == crate::dialect::Dialect::Postgres {
+            mapping.parse_text_datetimes(&mut rows, place.target_info);
+            mapping.check_postgres_values(&rows, place.target_info)?;
+        }
+        let read = rows.len() as u64;
+        let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
+        let checkpoint = match batch_end {
+            Some(batch_end) => {
+                let position = match &applied.saved {
+                    Some(checkpoint) => checkpoint.later_position(&batch_end),
+                    None => batch_end,
+                };
+                Some(Checkpoint {
+                    resume_from: capture::resume_from(
+                        &position[0],
+                        self.stream.cursor_lag,
+                        place.floor,
+                        match direction {
+                            Direction::Pull => self.site.timezone,
+                            Direction::Push => None,
+                        },
+                    ),
+                    position,
+                    fingerprint: place.fingerprint.to_string(),
+                    snapshot: place.snapshot.clone(),
+                })
+            }
+            // Out of cursor order: the stored checkpoint stays as it is.
+            None => applied.saved.clone(),
+        };
+        let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
+            // A dry run shows what it would delete.
+            (0, 0, deleted_keys.len() as u64, false)
+        } else {
+            let key_types = mapping.key_types();
+            let write = BatchWrite {
+                upsert: UpsertSpec {
+                    table: &self.stream.target,
+                    columns: &mapping.target_columns,
+                    column_types: &mapping.column_types,
+                    key: &mapping.conflict_key,
+                },
+                rows: &rows,
+                delete: mapping.delete_spec(&self.stream.target, &key_types),
+                deleted_keys: &deleted_keys,
+            };
+            // A new snapshot alone is not worth a write (see `run`).
+            let stored = match (&checkpoint, &applied.saved) {
+                (Some(new), Some(old)) => new.same_position(old),
+                _ => false,
+            };
+            self.apply(
+                direction,
+                target,
+                &write,
+                place.key,
+                checkpoint.as_ref(),
+                stored,
+                place.target_place,
+                applied.quarantine_open,
+            )
+            .await?
+        };
+        report.rows_deleted += deleted;
+        if quarantined > 0 {
+            applied.quarantine_open = true;
+            report.quarantined += quarantined;
+        }
+        report.rows_read += read;
+        report.rows_written += written;
+        self.counters.add(read, written);
+        self.progress.batch_applied(
+            &self.flow.name,
+            &self.site.id,
+            &self.stream.name,
+            read,
+            written,
+        );
+        if checkpoint_saved {
+            applied.stored_snapshot = checkpoint.as_ref().and_then(|c| c.snapshot.clone());
+        }
+        if checkpoint.is_some() {
+            applied.saved = checkpoint;
+        }
+        Ok(read)
     }
 
     /// Runs delete detection for this stream and site (see
@@ -1524,7 +1774,8 @@ impl StreamRun<'_> {
     /// pull batch is first compared with the master in one read
     /// (`Connector::changed_rows`) and, if nothing differs, not written.
     ///
-    /// Returns (rows upserted or deleted, rows quarantined, rows deleted).
+    /// Returns (rows upserted or deleted, rows quarantined, rows deleted,
+    /// whether `checkpoint` was saved).
     #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
@@ -1532,11 +1783,11 @@ impl StreamRun<'_> {
         target: &Connector,
         write: &BatchWrite<'_>,
         key: &CheckpointKey,
-        checkpoint: &Checkpoint,
+        checkpoint: Option<&Checkpoint>,
         checkpoint_stored: bool,
         target_place: &str,
         release_quarantine: bool,
-    ) -> Result<(u64, u64, u64), String> {
+    ) -> Result<(u64, u64, u64, bool), String> {
         let spec = &write.upsert;
         let rows = write.rows;
         let master = self.hub.master();
@@ -1563,7 +1814,7 @@ impl StreamRun<'_> {
             && !rows.is_empty()
             && matches!(target.changed_rows(spec, rows).await, Ok(Some(0)))
         {
-            return Ok((0, 0, 0));
+            return Ok((0, 0, 0, false));
         }
         let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
         let (written, refused) = match tx.upsert(spec, rows).await {
@@ -1634,7 +1885,12 @@ impl StreamRun<'_> {
                 state_tx.commit().await.map_err(|e| e.to_string())?;
             }
         }
-        Ok((written, outcome.quarantined.len() as u64, deleted))
+        Ok((
+            written,
+            outcome.quarantined.len() as u64,
+            deleted,
+            !state_unchanged && checkpoint.is_some(),
+        ))
     }
 
     /// Checkpoint, quarantine entries, released entries and the run's row
@@ -1643,7 +1899,7 @@ impl StreamRun<'_> {
         &self,
         tx: &mut crate::connector::Tx,
         key: &CheckpointKey,
-        checkpoint: &Checkpoint,
+        checkpoint: Option<&Checkpoint>,
         outcome: &BatchOutcome,
     ) -> Result<(), String> {
         let BatchOutcome {
@@ -1653,10 +1909,12 @@ impl StreamRun<'_> {
             released,
         } = outcome;
         let state = self.hub.state();
-        state
-            .save_checkpoint(tx, key, checkpoint)
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Some(checkpoint) = checkpoint {
+            state
+                .save_checkpoint(tx, key, checkpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         if !quarantined.is_empty() {
             state
                 .quarantine(tx, key, quarantined)

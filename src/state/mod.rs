@@ -28,7 +28,7 @@ mod history;
 pub use self::history::RunFilter;
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -113,9 +113,24 @@ pub struct Checkpoint {
     /// committed late with an older cursor value are found there. `None`:
     /// resume strictly after `position` (no overlap).
     pub resume_from: Option<Value>,
+    /// PostgreSQL sources: the source's `pg_current_snapshot()` taken when
+    /// the run that last completed began, in PostgreSQL's text form
+    /// (`xmin:xmax:xip,...`; see `capture::Snapshot`). The next run re-reads
+    /// rows written by transactions that snapshot did not see, whatever
+    /// their cursor values. `None`: other dialects, query sources, or a
+    /// checkpoint from before this column.
+    pub snapshot: Option<String>,
 }
 
 impl Checkpoint {
+    /// True if both say the same about where reads resume (position,
+    /// fingerprint, `resume_from`), whatever their snapshots.
+    pub fn same_position(&self, other: &Checkpoint) -> bool {
+        self.position == other.position
+            && self.fingerprint == other.fingerprint
+            && self.resume_from == other.resume_from
+    }
+
     /// The position to store after applying a batch that ended at
     /// `new_position`: the later of the two, so re-reading the overlap below
     /// the checkpoint never moves it back.
@@ -451,6 +466,17 @@ impl StateStore {
                 "ALTER TABLE {} ADD COLUMN resume_from TEXT",
                 self.table("checkpoints")
             )],
+            // Late commits by transaction id: the source snapshot of the
+            // last completed run (PostgreSQL sources).
+            8 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN {}snapshot TEXT",
+                self.table("checkpoints"),
+                if self.dialect == Dialect::Postgres {
+                    "IF NOT EXISTS "
+                } else {
+                    ""
+                }
+            )],
             _ => Vec::new(),
         }
     }
@@ -502,6 +528,11 @@ impl StateStore {
                 "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
                 self.table("runs")
             )],
+            // 7 (one running row per pair) is enforced by `start_run` on MySQL.
+            8 => vec![format!(
+                "ALTER TABLE {} ADD COLUMN snapshot LONGTEXT",
+                self.table("checkpoints")
+            )],
             _ => Vec::new(),
         }
     }
@@ -515,7 +546,7 @@ impl StateStore {
         let params = key_values(key);
         let p = self.placeholders(&params);
         let sql = format!(
-            "SELECT position, fingerprint, resume_from FROM {} WHERE flow = {} AND stream = {} AND site = {}",
+            "SELECT position, fingerprint, resume_from, snapshot FROM {} WHERE flow = {} AND stream = {} AND site = {}",
             self.table("checkpoints"),
             p[0],
             p[1],
@@ -538,10 +569,15 @@ impl StateStore {
             })?),
             _ => None,
         };
+        let snapshot = match &row[3] {
+            Value::Text(text) => Some(text.clone()),
+            _ => None,
+        };
         Ok(Some(Checkpoint {
             position,
             fingerprint: fingerprint.clone(),
             resume_from,
+            snapshot,
         }))
     }
 
@@ -567,14 +603,21 @@ impl StateStore {
         params.push(Value::Text(checkpoint.fingerprint.clone()));
         params.push(Value::TimestampTz(Utc::now()));
         params.push(resume_from);
+        params.push(checkpoint.snapshot.clone().map_or(Value::Null, Value::Text));
         let p = self.placeholders(&params);
         let sql = format!(
-            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from) VALUES ({}){}",
+            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from, snapshot) VALUES ({}){}",
             self.table("checkpoints"),
             p.join(", "),
             self.upsert_clause(
                 "flow, stream, site",
-                &["position", "fingerprint", "updated_at", "resume_from"]
+                &[
+                    "position",
+                    "fingerprint",
+                    "updated_at",
+                    "resume_from",
+                    "snapshot"
+                ]
             )
         );
         tx.execute(&sql, &params).await?;
@@ -1212,6 +1255,7 @@ mod tests {
             position: vec![Value::Int(5), Value::Int(2)],
             fingerprint: "f".into(),
             resume_from: None,
+            snapshot: None,
         };
         // Ahead: taken.
         assert_eq!(
@@ -1232,6 +1276,7 @@ mod tests {
             position: vec![Value::Text("b".into())],
             fingerprint: "f".into(),
             resume_from: None,
+            snapshot: None,
         };
         assert_eq!(
             text.later_position(&[Value::Text("a".into())]),
