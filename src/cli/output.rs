@@ -251,6 +251,7 @@ mod tests {
             },
             streams: Vec::new(),
             error,
+            error_kind: None,
             note: None,
             duration: Duration::from_millis(5),
         }

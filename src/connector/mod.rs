@@ -15,6 +15,7 @@
 //! MySQL binds natively and checks each value against the target column's
 //! declared type first (see `mysql.rs`).
 
+mod error;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -23,71 +24,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use self::error::{ConnectorError, ErrorKind};
+pub(crate) use self::error::{connect_failure, db_error};
 pub use self::mysql::{MySqlConnector, check_value as mysql_check_value};
 pub use self::postgres::{PgConnector, check_value as pg_check_value};
 pub use self::sqlite::SqliteConnector;
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value};
-
-/// Errors of the I/O layer. Messages never contain passwords.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectorError {
-    /// The database could not be reached or refused the login.
-    #[error("cannot connect to {url}: {message}")]
-    Connect {
-        /// Redacted URL.
-        url: String,
-        /// Driver message.
-        message: String,
-    },
-    /// Connecting took longer than the configured `connect_timeout`.
-    #[error("cannot connect to {url}: no answer within {seconds} s")]
-    ConnectTimeout {
-        /// Redacted URL.
-        url: String,
-        /// The timeout, in seconds.
-        seconds: u64,
-    },
-    /// A statement took longer than the statement timeout.
-    #[error(
-        "no answer within {seconds} s (`statement_timeout`); the database is overloaded or unreachable"
-    )]
-    Timeout {
-        /// The timeout, in seconds.
-        seconds: u64,
-    },
-    /// An open connection broke while in use (network cut, server restart):
-    /// the statement and its transaction did not complete.
-    #[error(
-        "the connection was lost ({0}); nothing it had not committed is kept, the next run redoes it"
-    )]
-    ConnectionLost(String),
-    /// A statement failed at the database.
-    #[error("{0}")]
-    Database(String),
-    /// A column holds a value hubsync cannot carry exactly.
-    #[error("column `{column}`: {message}")]
-    Type {
-        /// Column name as the source returned it.
-        column: String,
-        /// What is wrong and what to do.
-        message: String,
-    },
-}
-
-impl ConnectorError {
-    /// True for failures worth retrying later (connection trouble), as
-    /// opposed to a wrong query or a bad value.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ConnectorError::Connect { .. }
-                | ConnectorError::ConnectTimeout { .. }
-                | ConnectorError::ConnectionLost(_)
-        )
-    }
-}
 
 /// Shorthand for this layer's results.
 pub type Result<T> = std::result::Result<T, ConnectorError>;
@@ -663,26 +607,5 @@ impl Tx {
             .map_err(db_error)
         })
         .await
-    }
-}
-
-/// Maps a driver error to [`ConnectorError::Database`] with the database's
-/// own message (and SQLSTATE/code where there is one).
-pub(crate) fn db_error(error: sqlx::Error) -> ConnectorError {
-    match &error {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => ConnectorError::Database(format!("{} (code {code})", db.message())),
-            None => ConnectorError::Database(db.message().to_string()),
-        },
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => {
-            ConnectorError::ConnectionLost(error.to_string())
-        }
-        sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            ConnectorError::Connect {
-                url: "the database".into(),
-                message: error.to_string(),
-            }
-        }
-        _ => ConnectorError::Database(error.to_string()),
     }
 }

@@ -39,7 +39,10 @@ use sqlx::{
     TypeInfo, ValueRef,
 };
 
-use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use super::{
+    BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, connect_failure,
+    db_error,
+};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value, decimal_digits};
@@ -65,7 +68,8 @@ impl MySqlConnector {
     /// server is MariaDB.
     ///
     /// Errors: [`ConnectorError::Connect`] naming the redacted URL and the
-    /// server's message (refused, bad password, unknown database).
+    /// server's message (refused, no answer); [`ConnectorError::Login`] for
+    /// a bad password or an unknown database (not retried).
     pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<MySqlConnector> {
         let DbUrl::MySql {
             url: text,
@@ -98,11 +102,11 @@ impl MySqlConnector {
         let mut probe = connect_options
             .connect()
             .await
-            .map_err(|e| connect_error(connect_message(&e)))?;
+            .map_err(|e| connect_failure(url.redacted(), &e, connect_message(&e)))?;
         let facts = sqlx::query("SELECT VERSION(), @@max_allowed_packet")
             .fetch_one(&mut probe)
             .await
-            .map_err(|e| connect_error(connect_message(&e)))?;
+            .map_err(|e| connect_failure(url.redacted(), &e, connect_message(&e)))?;
         let version: String = facts.try_get(0).unwrap_or_default();
         let max_allowed_packet: u64 = facts
             .try_get::<u64, _>(1)
@@ -527,7 +531,7 @@ pub(super) async fn upsert_on(
         }
         let chunk = &rows[start..end];
         if bytes > max_bytes {
-            return Err(ConnectorError::Database(format!(
+            return Err(ConnectorError::other(format!(
                 "one row needs {bytes} bytes, more than hubsync sends in one statement \
                  ({max_bytes} bytes: half of the server's `max_allowed_packet`, leaving room for the \
                  statement); raise `max_allowed_packet` at the target"

@@ -16,7 +16,10 @@ use sqlx::{
     ValueRef,
 };
 
-use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use super::{
+    BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, connect_failure,
+    db_error,
+};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value};
@@ -99,7 +102,7 @@ impl PgConnector {
                         seconds: options.connect_timeout.as_secs(),
                     });
                 }
-                return Err(connect_error(connect_message(&e)));
+                return Err(connect_failure(url.redacted(), &e, connect_message(&e)));
             }
         }
         Ok(PgConnector { pool })

@@ -21,7 +21,10 @@ use sqlx::{
     TypeInfo, ValueRef,
 };
 
-use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
+use super::{
+    BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, connect_failure,
+    db_error,
+};
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, TIMESTAMP_TEXT_FORMAT, TIMESTAMPTZ_TEXT_FORMAT, Value};
 
@@ -34,12 +37,13 @@ impl SqliteConnector {
     /// Opens `path`. With `create_if_missing` the file is created (and put in
     /// WAL mode, for a master); otherwise a missing file is a connect error.
     pub async fn connect(path: &Path, options: &ConnectOptions) -> Result<SqliteConnector> {
-        let connect_error = |message: String| ConnectorError::Connect {
-            url: format!("sqlite://{}", path.display()),
-            message,
-        };
         if !options.create_if_missing && !path.exists() {
-            return Err(connect_error("the database file does not exist".into()));
+            // Retried like a refused connection: a site's file on a share
+            // is missing while the share is remounted.
+            return Err(ConnectorError::Connect {
+                url: format!("sqlite://{}", path.display()),
+                message: "the database file does not exist".into(),
+            });
         }
         let mut connect_options = SqliteConnectOptions::new()
             .filename(path)
@@ -55,7 +59,9 @@ impl SqliteConnector {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect_options)
             .await
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|e| {
+                connect_failure(format!("sqlite://{}", path.display()), &e, e.to_string())
+            })?;
         Ok(SqliteConnector { pool })
     }
 

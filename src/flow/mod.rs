@@ -18,6 +18,7 @@
 pub mod check;
 pub mod circuit;
 mod connections;
+pub mod error;
 pub mod limits;
 mod reconcile;
 pub mod schema;
@@ -31,8 +32,9 @@ use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use self::error::RunError;
 use crate::config::{Config, Flow, Site};
-use crate::connector::{ConnectOptions, Connector, ConnectorError};
+use crate::connector::{ConnectOptions, Connector, ConnectorError, ErrorKind};
 use crate::state::{INTERRUPTED, RunStatus, StateError, StateStore};
 
 pub use self::stream::{RunCounters, StreamPlan, fingerprint, plan_streams};
@@ -131,6 +133,9 @@ pub struct SiteReport {
     /// The error of a failed or skipped run; it starts with its place
     /// (`flow `f` [stream `s`] site `x`: `) and names the column where known.
     pub error: Option<String>,
+    /// The kind of a failed run's error (run history `error_kind`): what
+    /// the circuit breaker and retries go by, never the message text.
+    pub error_kind: Option<ErrorKind>,
     /// Wall time of the run.
     pub duration: Duration,
     /// Why a run was skipped on purpose (outside the flow's window); such a
@@ -408,12 +413,14 @@ impl Hub {
             status: RunStatus::Succeeded,
             streams: Vec::new(),
             error: None,
+            error_kind: None,
             duration: Duration::ZERO,
             note: None,
         };
         if self.cancel.is_cancelled() {
             report.status = RunStatus::Skipped;
             report.error = Some("interrupted before the run started".into());
+            report.error_kind = Some(ErrorKind::Interrupted);
             progress.site_finished(&report);
             return report;
         }
@@ -497,10 +504,10 @@ impl Hub {
                         .map(String::as_str)
                         .or_else(|| panic.downcast_ref::<&str>().copied())
                         .unwrap_or("unknown panic");
-                    Err(format!(
+                    Err(RunError::from(format!(
                         "flow `{}` site `{}`: internal error (please report it): {message}",
                         flow.name, site.id
-                    ))
+                    )))
                 })
             });
             // The heartbeat is a future of its own, polled beside the work:
@@ -547,9 +554,10 @@ impl Hub {
                 })
             })
             .collect();
-        if let Err(message) = outcome {
+        if let Err(error) = outcome {
             report.status = RunStatus::Failed;
-            report.error = Some(message);
+            report.error_kind = Some(error.kind);
+            report.error = Some(error.message);
         } else if !detection_failed.is_empty() {
             report.status = RunStatus::Partial;
             report.error = Some(detection_failed.join("; "));
@@ -584,6 +592,7 @@ impl Hub {
                     report.rows_read(),
                     report.rows_written(),
                     report.error.as_deref(),
+                    report.error_kind,
                     note.as_deref(),
                 )
                 .await
@@ -623,7 +632,7 @@ impl Hub {
         progress: &dyn Progress,
         counters: &RunCounters,
         report: &mut SiteReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let site_options = ConnectOptions {
             max_connections: 1,
             connect_timeout: self.config.hub.connect_timeout,
@@ -661,7 +670,10 @@ impl Hub {
                         conn
                     }
                     Err(e) => {
-                        return Err(format!("flow `{}` site `{}`: {e}", flow.name, site.id));
+                        return Err(RunError::connector(
+                            format_args!("flow `{}` site `{}`", flow.name, site.id),
+                            &e,
+                        ));
                     }
                 }
             }
@@ -670,9 +682,9 @@ impl Hub {
         let run_id = report.run_id.clone();
         for (stream, plan) in flow.streams.iter().zip(plans) {
             if self.cancel.is_cancelled() {
-                result = Err(format!(
+                result = Err(RunError::interrupted(format!(
                     "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
-                ));
+                )));
                 break;
             }
             let place = format!(
@@ -682,7 +694,7 @@ impl Hub {
             let plan = match plan {
                 Ok(plan) => plan,
                 Err(e) => {
-                    result = Err(format!("{place}: {e}"));
+                    result = Err(RunError::from(format!("{place}: {e}")));
                     break;
                 }
             };
@@ -706,7 +718,7 @@ impl Hub {
             let outcome = run.run(&mut stream_report).await;
             report.streams.push(stream_report);
             if let Err(e) = outcome {
-                result = Err(format!("{place}: {e}"));
+                result = Err(e.at(&place));
                 break;
             }
         }

@@ -3,16 +3,17 @@
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::error::RunError;
 use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
 use crate::config::{
     Deletes, Direction, Flow, NullCursors, OnError, Site, Source, Stream, ZeroDates,
 };
-use crate::connector::{Connector, ConnectorError, SourceClock, TableInfo};
+use crate::connector::{Connector, ConnectorError, ErrorKind, SourceClock, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
-use crate::state::{Checkpoint, CheckpointKey, INTERRUPTED};
+use crate::state::{Checkpoint, CheckpointKey, INTERRUPTED, StateError};
 use crate::value::{Batch, Value};
 
 /// What a stream needs that is the same for every site, found once per
@@ -199,14 +200,32 @@ struct BatchOutcome {
     released: Vec<String>,
 }
 
+/// How many times a batch whose transaction met a deadlock or a
+/// serialization failure is run again before the stream fails.
+pub(crate) const CONFLICT_RETRIES: u32 = 5;
+
+/// The pause before running a conflicted batch again (`attempt` from 1):
+/// 50 ms doubling per attempt, up to 1.6 s, plus up to as much again of
+/// jitter so two hubs that deadlocked do not meet again in step.
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    let base = 50u64 << attempt.saturating_sub(1).min(5);
+    std::time::Duration::from_millis(base + rand::random_range(0..=base))
+}
+
+/// A state-table error inside a write transaction, as the connector error
+/// it came from (its kind decides a retry), or as one of kind `other`.
+fn state_as_connector(error: StateError) -> ConnectorError {
+    match error {
+        StateError::Connector(e) => e,
+        other => ConnectorError::other(other.to_string()),
+    }
+}
+
 /// True for errors about the data of a row (the database refused a value),
 /// as opposed to a lost connection or a timeout, which quarantine must not
 /// hide.
 fn is_row_error(error: &ConnectorError) -> bool {
-    matches!(
-        error,
-        ConnectorError::Database(_) | ConnectorError::Type { .. }
-    )
+    error.kind() == ErrorKind::Data
 }
 
 /// Applies `rows` one at a time under a savepoint each; returns rows written
@@ -1067,7 +1086,7 @@ impl StreamRun<'_> {
     /// Moves every row after the checkpoint, batch by batch. Pull: site ->
     /// master, batch and checkpoint in one master transaction. Push: master
     /// -> site, checkpoint saved after the site commit.
-    pub async fn run(&self, report: &mut StreamReport) -> Result<(), String> {
+    pub async fn run(&self, report: &mut StreamReport) -> Result<(), RunError> {
         let master = self.hub.master();
         let direction = self.flow.direction;
         let batch_size = self.hub.config().hub.batch_size;
@@ -1099,7 +1118,8 @@ impl StreamRun<'_> {
                     None => {
                         return Err(format!(
                             "{target_place} does not exist; create it, or set `create_target = true`"
-                        ));
+                        )
+                        .into());
                     }
                 };
                 &site_target
@@ -1116,7 +1136,7 @@ impl StreamRun<'_> {
         .into_iter()
         .next()
         {
-            return Err(format!("{target_place}: {problem}"));
+            return Err(format!("{target_place}: {problem}").into());
         }
         let site_params = &resolved.site_params;
         let site_values: Vec<Value> = site_params
@@ -1130,12 +1150,7 @@ impl StreamRun<'_> {
             site: self.site.id.clone(),
         };
         let fingerprint = fingerprint(self.flow, self.stream, site_params, &resolved.described);
-        let stored = self
-            .hub
-            .state()
-            .load_checkpoint(master, &key)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stored = self.hub.state().load_checkpoint(master, &key).await?;
         // `saved`: the furthest position applied (what the checkpoint holds);
         // `read_start`: where this run's first read begins.
         let saved: Option<Checkpoint> = match stored {
@@ -1173,10 +1188,9 @@ impl StreamRun<'_> {
                 .clone()
                 .or_else(|| c.position.first().cloned())
         });
-        let clock = source
-            .visibility()
-            .await
-            .map_err(|e| format!("reading the clock of {source_place}: {e}"))?;
+        let clock = source.visibility().await.map_err(|e| {
+            RunError::connector(format_args!("reading the clock of {source_place}"), &e)
+        })?;
         let floor = clock
             .as_ref()
             .map(|c| capture::visibility_floor(c.now, c.oldest_open, self.stream.cursor_lag));
@@ -1312,8 +1326,7 @@ impl StreamRun<'_> {
                 tx.commit().await?;
                 Ok::<(), crate::state::StateError>(())
             };
-            save.await
-                .map_err(|e| format!("saving the checkpoint in the master: {e}"))?;
+            save.await?;
             applied.stored_snapshot = checkpoint.snapshot.clone();
             applied.saved = Some(checkpoint);
         }
@@ -1411,7 +1424,7 @@ impl StreamRun<'_> {
         params: &[Value],
         part: ReadPart,
         report: &mut StreamReport,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, RunError> {
         let batch_size = self.hub.config().hub.batch_size;
         let (sender, batches) = tokio::sync::mpsc::channel(1);
         let read = place.source.query_batches(sql, params, batch_size, sender);
@@ -1421,18 +1434,19 @@ impl StreamRun<'_> {
             let mut batches = batches;
             let mut rows_read = 0;
             while let Some(batch) = batches.recv().await {
-                let batch =
-                    batch.map_err(|e| format!("reading from {}: {e}", place.source_place))?;
+                let batch = batch.map_err(|e| {
+                    RunError::connector(format_args!("reading from {}", place.source_place), &e)
+                })?;
                 if self.cancel.is_cancelled() {
-                    return Err(format!(
+                    return Err(RunError::interrupted(format!(
                         "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
-                    ));
+                    )));
                 }
                 rows_read += self
                     .apply_batch(place, applied, batch, part, report)
                     .await?;
             }
-            Ok::<u64, String>(rows_read)
+            Ok::<u64, RunError>(rows_read)
         };
         let ((), rows_read) = tokio::join!(read, apply_all);
         rows_read
@@ -1449,7 +1463,7 @@ impl StreamRun<'_> {
         batch: Batch,
         part: ReadPart,
         report: &mut StreamReport,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, RunError> {
         let (direction, source, target) = (place.direction, place.source, place.target);
         if direction == Direction::Push {
             // Rows read from the master count against its rate budget.
@@ -1465,10 +1479,14 @@ impl StreamRun<'_> {
             )?);
         }
         let mapping = applied.mapping.as_ref().expect("mapping was just built");
+        // A value refused before writing is the data's fault (kind `data`).
+        let data = |message: String| RunError::new(ErrorKind::Data, message);
         let batch_end = match part {
-            ReadPart::Cursor => {
-                Some(mapping.position(batch.rows.last().expect("batch is not empty"))?)
-            }
+            ReadPart::Cursor => Some(
+                mapping
+                    .position(batch.rows.last().expect("batch is not empty"))
+                    .map_err(data)?,
+            ),
             ReadPart::Side => None,
         };
         let flags = mapping.deleted_flags(&batch);
@@ -1479,27 +1497,35 @@ impl StreamRun<'_> {
             batch.columns.clone()
         };
         let mut rows = mapping.map_rows(batch, &self.site.id);
-        mapping.check_unique_keys(&rows)?;
+        mapping.check_unique_keys(&rows).map_err(data)?;
         let zero_date_columns =
             mapping.zero_date_columns(source.dialect(), &place.resolved.described);
         if !zero_date_columns.is_empty() {
-            mapping.handle_zero_dates(
-                &mut rows,
-                &zero_date_columns,
-                self.stream.zero_dates,
-                target.dialect(),
-                place.target_info,
-            )?;
+            mapping
+                .handle_zero_dates(
+                    &mut rows,
+                    &zero_date_columns,
+                    self.stream.zero_dates,
+                    target.dialect(),
+                    place.target_info,
+                )
+                .map_err(data)?;
         }
         if !self.stream.booleans.is_empty() {
-            mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
+            mapping
+                .apply_booleans(&mut rows, &source_columns, &self.stream.booleans)
+                .map_err(data)?;
         }
         if let Some(zone) = self.site.timezone {
-            mapping.apply_site_zone(&mut rows, direction, zone, place.target_info)?;
+            mapping
+                .apply_site_zone(&mut rows, direction, zone, place.target_info)
+                .map_err(data)?;
         }
         if target.dialect() == crate::dialect::Dialect::Postgres {
             mapping.parse_text_datetimes(&mut rows, place.target_info);
-            mapping.check_postgres_values(&rows, place.target_info)?;
+            mapping
+                .check_postgres_values(&rows, place.target_info)
+                .map_err(data)?;
         }
         let read = rows.len() as u64;
         let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
@@ -1749,7 +1775,7 @@ impl StreamRun<'_> {
         tx: &mut crate::connector::Tx,
         read: u64,
         written: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let Some(run_id) = self.run_id else {
             return Ok(());
         };
@@ -1758,14 +1784,17 @@ impl StreamRun<'_> {
             .state()
             .record_progress(tx, run_id, total_read + read, total_written + written)
             .await
-            .map_err(|e| e.to_string())
     }
 
     /// Writes one batch and its checkpoint; returns (rows changed, rows
     /// quarantined). A batch the target refuses stops the stream, naming the
     /// refused row, unless the stream quarantines: then the rows are applied
     /// one by one under savepoints and the refused ones go to the master's
-    /// quarantine table with the checkpoint.
+    /// quarantine table with the checkpoint. Only errors of kind
+    /// [`ErrorKind::Data`] are a row's fault; a deadlock or serialization
+    /// failure ([`ErrorKind::Conflict`]) rolled the whole transaction back
+    /// and it is run again as is, up to [`CONFLICT_RETRIES`] times after a
+    /// short pause with jitter; any other error fails the stream.
     ///
     /// A batch that changes nothing and leaves the stored checkpoint as it
     /// is (`checkpoint_stored`: the `cursor_lag` overlap re-read by a no-op
@@ -1787,11 +1816,9 @@ impl StreamRun<'_> {
         checkpoint_stored: bool,
         target_place: &str,
         release_quarantine: bool,
-    ) -> Result<(u64, u64, u64, bool), String> {
+    ) -> Result<(u64, u64, u64, bool), RunError> {
         let spec = &write.upsert;
         let rows = write.rows;
-        let master = self.hub.master();
-        let write_error = |e: &dyn std::fmt::Display| format!("writing to {target_place}: {e}");
         let _permit = match direction {
             Direction::Pull => {
                 // Waiting for the rate budget must not hold a write slot.
@@ -1816,24 +1843,78 @@ impl StreamRun<'_> {
         {
             return Ok((0, 0, 0, false));
         }
-        let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
+        let mut conflicts = 0;
+        loop {
+            let attempt = self
+                .apply_once(
+                    direction,
+                    target,
+                    write,
+                    key,
+                    checkpoint,
+                    checkpoint_stored,
+                    release_quarantine,
+                )
+                .await;
+            let error = match attempt {
+                Ok(applied) => return Ok(applied),
+                Err(error) => error,
+            };
+            if error.kind() == ErrorKind::Conflict
+                && conflicts < CONFLICT_RETRIES
+                && !self.cancel.is_cancelled()
+            {
+                conflicts += 1;
+                let pause = conflict_pause(conflicts);
+                tracing::info!(
+                    flow = %self.flow.name, stream = %self.stream.name, site = %self.site.id,
+                    "writing to {target_place}: {error}; running the batch again in {} ms",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            let kind = error.kind();
+            let message = if is_row_error(&error) {
+                refused_row(target, spec, rows, error).await
+            } else {
+                error.to_string()
+            };
+            return Err(RunError::new(
+                kind,
+                format!("writing to {target_place}: {message}"),
+            ));
+        }
+    }
+
+    /// One attempt of [`StreamRun::apply`]'s write transaction(s); every
+    /// error comes back with its kind.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_once(
+        &self,
+        direction: Direction,
+        target: &Connector,
+        write: &BatchWrite<'_>,
+        key: &CheckpointKey,
+        checkpoint: Option<&Checkpoint>,
+        checkpoint_stored: bool,
+        release_quarantine: bool,
+    ) -> Result<(u64, u64, u64, bool), ConnectorError> {
+        let spec = &write.upsert;
+        let rows = write.rows;
+        let mut tx = target.begin().await?;
         let (written, refused) = match tx.upsert(spec, rows).await {
             Ok(written) => (written, Vec::new()),
             Err(e) => {
                 drop(tx);
                 if self.stream.on_error == OnError::Stop || !is_row_error(&e) {
-                    return Err(write_error(&refused_row(target, spec, rows, e).await));
+                    return Err(e);
                 }
-                tx = target.begin().await.map_err(|e| write_error(&e))?;
-                apply_row_by_row(&mut tx, spec, rows)
-                    .await
-                    .map_err(|e| write_error(&e))?
+                tx = target.begin().await?;
+                apply_row_by_row(&mut tx, spec, rows).await?
             }
         };
-        let deleted = tx
-            .delete_keys(&write.delete, write.deleted_keys)
-            .await
-            .map_err(|e| write_error(&e))?;
+        let deleted = tx.delete_keys(&write.delete, write.deleted_keys).await?;
         let written = written + deleted;
         let released: Vec<String> = if release_quarantine {
             let refused_rows: std::collections::HashSet<usize> =
@@ -1866,23 +1947,22 @@ impl StreamRun<'_> {
             && outcome.quarantined.is_empty()
             && outcome.released.is_empty();
         match direction {
-            _ if state_unchanged => {
-                tx.commit().await.map_err(|e| write_error(&e))?;
-            }
+            _ if state_unchanged => tx.commit().await?,
             // The batch, its checkpoint, quarantine and counts: one master transaction.
             Direction::Pull => {
                 self.save_state(&mut tx, key, checkpoint, &outcome)
                     .await
-                    .map_err(|e| write_error(&e))?;
-                tx.commit().await.map_err(|e| write_error(&e))?;
+                    .map_err(state_as_connector)?;
+                tx.commit().await?;
             }
             Direction::Push => {
-                tx.commit().await.map_err(|e| write_error(&e))?;
+                tx.commit().await?;
                 // A crash here re-applies this batch next run: a no-op.
-                let mut state_tx = master.begin().await.map_err(|e| e.to_string())?;
+                let mut state_tx = self.hub.master().begin().await?;
                 self.save_state(&mut state_tx, key, checkpoint, &outcome)
-                    .await?;
-                state_tx.commit().await.map_err(|e| e.to_string())?;
+                    .await
+                    .map_err(state_as_connector)?;
+                state_tx.commit().await?;
             }
         }
         Ok((
@@ -1901,7 +1981,7 @@ impl StreamRun<'_> {
         key: &CheckpointKey,
         checkpoint: Option<&Checkpoint>,
         outcome: &BatchOutcome,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let BatchOutcome {
             read,
             written,
@@ -1910,22 +1990,13 @@ impl StreamRun<'_> {
         } = outcome;
         let state = self.hub.state();
         if let Some(checkpoint) = checkpoint {
-            state
-                .save_checkpoint(tx, key, checkpoint)
-                .await
-                .map_err(|e| e.to_string())?;
+            state.save_checkpoint(tx, key, checkpoint).await?;
         }
         if !quarantined.is_empty() {
-            state
-                .quarantine(tx, key, quarantined)
-                .await
-                .map_err(|e| e.to_string())?;
+            state.quarantine(tx, key, quarantined).await?;
         }
         if !released.is_empty() {
-            state
-                .release_quarantine(tx, key, released)
-                .await
-                .map_err(|e| e.to_string())?;
+            state.release_quarantine(tx, key, released).await?;
         }
         self.record_progress(tx, *read, *written).await
     }

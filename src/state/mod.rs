@@ -20,7 +20,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::connector::{Connector, ConnectorError, Tx};
+use crate::connector::{Connector, ConnectorError, ErrorKind, Tx};
 use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
@@ -28,7 +28,7 @@ mod history;
 pub use self::history::RunFilter;
 
 /// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -374,10 +374,10 @@ impl StateStore {
                     Ok(_) => {}
                     // MySQL DDL commits at once: a migration cut short left
                     // some steps done; they are not done twice.
-                    Err(ConnectorError::Database(message))
+                    // ER_DUP_FIELDNAME, ER_DUP_KEYNAME
+                    Err(e)
                         if self.dialect == Dialect::MySql
-                            && (message.starts_with("Duplicate column name")
-                                || message.starts_with("Duplicate key name")) => {}
+                            && matches!(e.code(), Some("1060" | "1061")) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -477,6 +477,23 @@ impl StateStore {
                     ""
                 }
             )],
+            // The kind of a failed run's error (`ErrorKind::as_str`): the
+            // circuit breaker reads it, not the message text.
+            9 => vec![
+                format!(
+                    "ALTER TABLE {} ADD COLUMN {}error_kind TEXT",
+                    self.table("runs"),
+                    if self.dialect == Dialect::Postgres {
+                        "IF NOT EXISTS "
+                    } else {
+                        ""
+                    }
+                ),
+                format!(
+                    "UPDATE {} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%{INTERRUPTED}%'",
+                    self.table("runs")
+                ),
+            ],
             _ => Vec::new(),
         }
     }
@@ -533,6 +550,16 @@ impl StateStore {
                 "ALTER TABLE {} ADD COLUMN snapshot LONGTEXT",
                 self.table("checkpoints")
             )],
+            9 => vec![
+                format!(
+                    "ALTER TABLE {} ADD COLUMN error_kind VARCHAR(16)",
+                    self.table("runs")
+                ),
+                format!(
+                    "UPDATE {} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%{INTERRUPTED}%'",
+                    self.table("runs")
+                ),
+            ],
             _ => Vec::new(),
         }
     }
@@ -682,7 +709,7 @@ impl StateStore {
                SELECT flow, site, status, started_at, \
                  row_number() OVER (PARTITION BY flow, site ORDER BY started_at DESC) AS newest \
                FROM {} WHERE (status = 'succeeded' OR (status = 'failed' \
-                 AND coalesce(error, '') NOT LIKE '%{INTERRUPTED}%')){filter}) AS recent \
+                 AND coalesce(error_kind, '') <> 'interrupted')){filter}) AS recent \
              WHERE newest <= 20 ORDER BY flow, site, started_at DESC",
             self.table("runs")
         );
@@ -904,7 +931,7 @@ impl StateStore {
         let sp = self.placeholders(&stale);
         tx.execute(
             &format!(
-                "UPDATE {runs} SET status = 'failed', finished_at = {}, error = {} \
+                "UPDATE {runs} SET status = 'failed', finished_at = {}, error = {}, error_kind = 'interrupted' \
                  WHERE flow = {} AND site = {} AND status = 'running'",
                 sp[0], sp[1], sp[2], sp[3]
             ),
@@ -1061,7 +1088,8 @@ impl StateStore {
         (sql, params)
     }
 
-    /// Records the end of a run.
+    /// Records the end of a run: its status, row counts, error and the
+    /// error's kind (`error_kind`, read by the circuit breaker), and notes.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_run(
         &self,
@@ -1071,6 +1099,7 @@ impl StateStore {
         rows_read: u64,
         rows_written: u64,
         error: Option<&str>,
+        error_kind: Option<ErrorKind>,
         note: Option<&str>,
     ) -> Result<()> {
         let text_or_null = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
@@ -1080,13 +1109,14 @@ impl StateStore {
             Value::Int(rows_written as i64),
             Value::Text(status.as_str().to_string()),
             text_or_null(error),
+            text_or_null(error_kind.map(ErrorKind::as_str)),
             text_or_null(note),
             Value::Text(run_id.to_string()),
         ];
         let p = self.placeholders(&params);
         let sql = format!(
-            "UPDATE {} SET finished_at = {}, rows_read = {}, rows_written = {}, status = {}, error = {}, note = {} \
-             WHERE run_id = {}",
+            "UPDATE {} SET finished_at = {}, rows_read = {}, rows_written = {}, status = {}, error = {}, \
+             error_kind = {}, note = {} WHERE run_id = {}",
             self.table("runs"),
             p[0],
             p[1],
@@ -1094,7 +1124,8 @@ impl StateStore {
             p[3],
             p[4],
             p[5],
-            p[6]
+            p[6],
+            p[7]
         );
         master.execute(&sql, &params).await?;
         Ok(())
