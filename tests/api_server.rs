@@ -458,6 +458,8 @@ fn routes_auth_and_bad_parameters() {
             && error_text.ends_with("missing.db: the database file does not exist"),
         "{error_text}"
     );
+    assert_eq!(failed["runs"][0]["error_kind"], "connection");
+    assert_eq!(s1["runs"][0]["error_kind"], serde_json::Value::Null);
     let mut paged = Vec::new();
     let mut path = "/api/v1/runs?limit=1".to_string();
     loop {

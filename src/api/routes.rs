@@ -102,6 +102,10 @@ pub struct RunView {
     pub rows_written: i64,
     /// Error of a failed or skipped run.
     pub error: Option<String>,
+    /// Kind of a failed run's error: `connection`, `login`, `conflict`,
+    /// `canceled`, `permission`, `data`, `other` or `interrupted` (the hub
+    /// stopped it); null without error.
+    pub error_kind: Option<String>,
     /// Remarks (backfills and why).
     pub note: Option<String>,
 }
@@ -118,6 +122,7 @@ impl From<&RunRecord> for RunView {
             rows_read: run.rows_read,
             rows_written: run.rows_written,
             error: run.error.clone(),
+            error_kind: run.error_kind.clone(),
             note: run.note.clone(),
         }
     }

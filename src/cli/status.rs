@@ -168,6 +168,7 @@ mod tests {
             rows_written: 1000,
             status,
             error: error.map(Into::into),
+            error_kind: None,
             note: note.map(Into::into),
         }
     }

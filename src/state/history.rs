@@ -68,7 +68,7 @@ impl StateStore {
             format!(" WHERE {}", conditions.join(" AND "))
         };
         let sql = format!(
-            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, note \
+            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, error_kind, note \
              FROM {}{where_clause} ORDER BY started_at DESC, run_id DESC LIMIT {limit_placeholder}",
             self.table("runs")
         );

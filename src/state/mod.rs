@@ -213,6 +213,11 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// Error message of a failed run.
     pub error: Option<String>,
+    /// Kind of a failed run's error (`ErrorKind::as_str`: `connection`,
+    /// `login`, `conflict`, `canceled`, `permission`, `data`, `other`,
+    /// `interrupted`); `None` for runs without error or recorded before
+    /// schema v9.
+    pub error_kind: Option<String>,
     /// Remarks (e.g. why a stream restarted with a backfill).
     pub note: Option<String>,
 }
@@ -1135,7 +1140,7 @@ impl StateStore {
     pub async fn last_runs(&self, master: &Connector) -> Result<Vec<RunRecord>> {
         let runs = self.table("runs");
         let sql = format!(
-            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, note \
+            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, error_kind, note \
              FROM {runs} r WHERE started_at = (SELECT max(started_at) FROM {runs} x \
              WHERE x.flow = r.flow AND x.site = r.site) ORDER BY flow, site"
         );
@@ -1263,6 +1268,7 @@ fn run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
         rows_written: int("rows_written"),
         status: RunStatus::parse(&text(get("status"))),
         error: optional_text("error"),
+        error_kind: optional_text("error_kind"),
         note: optional_text("note"),
     })
 }
