@@ -19,6 +19,8 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "500",
             "--wan-delay-ms",
             "5",
+            "--late-rows",
+            "20000",
         ])
         .args(["--batch-size", "1000", "--prefix", &prefix, "--json"])
         .arg(&json);
@@ -40,7 +42,8 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "wan_full_pull",
             "noop_cycle_postgres",
             "noop_cycle_postgres_cold",
-            "noop_cycle_sqlite"
+            "noop_cycle_sqlite",
+            "late_commit_scan"
         ]
     );
     let rows = |i: usize| scenarios[i]["rows"].as_u64().unwrap();
@@ -58,10 +61,13 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     assert_eq!(rows(4), 18);
     assert_eq!(rows(5), 18);
     assert_eq!(rows(6), 24);
+    // 20,000 rows, every 200th changed: 100 rows, plus the overlap re-read
+    // at the saved cursor value.
+    assert!((100..200).contains(&rows(7)), "{}", rows(7));
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }
-    for i in [0, 2, 3] {
+    for i in [0, 2, 3, 7] {
         assert!(scenarios[i]["ratio"].as_f64().unwrap() > 0.0);
     }
     assert!(

@@ -17,7 +17,12 @@
 //! * **no-op cycles** over many small PostgreSQL site databases and many
 //!   SQLite site files: wall time of a pass with nothing to move, and
 //!   statements per site; for PostgreSQL beside one `psql` script that
-//!   connects to each site and runs the same cursor query.
+//!   connects to each site and runs the same cursor query;
+//! * **late-commit scan**: the cost per run of finding late commits by
+//!   transaction id (`late_commits = "xid"`, a sequential scan of the
+//!   source table) on one site of `late_rows` rows, after 100 of its rows
+//!   changed; baseline: the same run with `late_commits = "lag"`. Medians
+//!   of three runs each, on one running hub per setting.
 //!
 //! Each hubsync scenario also reports the process's peak resident memory
 //! (Linux `VmHWM`, reset before the scenario through `/proc/self/clear_refs`).
@@ -54,6 +59,8 @@ pub struct BenchOptions {
     pub noop_sqlite_sites: usize,
     /// Price rows pushed to every site.
     pub push_rows: u64,
+    /// Rows of the late-commit scan scenario's site table (0 skips it).
+    pub late_rows: u64,
     /// One-way delay of the WAN scenario's proxy (zero skips it).
     pub wan_delay: Duration,
     /// Master writers at once, for hubsync and the baseline alike.
@@ -679,6 +686,11 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
             ),
         ));
     }
+    if options.late_rows > 0 {
+        report
+            .scenarios
+            .push(late_commit_scan(options, &mut admin, say).await?);
+    }
     if !options.keep {
         say("dropping the bench databases (`--keep` keeps them)");
         let pattern = format!("{}\\_%", options.prefix.replace('_', "\\_"));
@@ -698,6 +710,80 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
     }
     admin.close().await?;
     Ok(report)
+}
+
+/// The late-commit scan scenario (see the module docs).
+async fn late_commit_scan(
+    options: &BenchOptions,
+    admin: &mut PgConnection,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<Scenario> {
+    say(&format!(
+        "late-commit scan: one site of {} rows, runs by transaction id and by lag only",
+        options.late_rows
+    ));
+    let master_name = format!("{}_late_master", options.prefix);
+    let site_name = format!("{}_late_site", options.prefix);
+    recreate_database(admin, &master_name).await?;
+    recreate_database(admin, &site_name).await?;
+    let master = database_url(&options.pg_url, &master_name)?;
+    let site = database_url(&options.pg_url, &site_name)?;
+    run_sql(&master, MASTER_SCHEMA).await?;
+    run_sql(
+        &site,
+        &format!(
+            "{SITE_SCHEMA}\n{};\nCREATE INDEX sales_updated_at ON sales (updated_at); ANALYZE sales;",
+            insert_sales(
+                1,
+                options.late_rows,
+                "timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second'"
+            )
+        ),
+    )
+    .await?;
+    let sites = [("store-late".to_string(), site.clone())];
+    let by_xid = fleet_config(options, &master, &sites, "sales", SITES_AT_ONCE);
+    let by_lag = by_xid.replacen(
+        "site_column = \"store_id\"",
+        "site_column = \"store_id\"\n  late_commits = \"lag\"",
+        1,
+    );
+    hubsync_pass(options, &by_xid, "sales").await?; // the initial load
+    // A few rows change before each run, so the site's transaction ids move
+    // and the scan is due every run.
+    let change = format!(
+        "UPDATE sales SET qty = qty + 1, updated_at = clock_timestamp() WHERE id % {} = 0",
+        (options.late_rows / 100).max(1)
+    );
+    let mut medians = Vec::new();
+    for config in [&by_xid, &by_lag] {
+        let hub = open_hub(options, config).await?;
+        run_sql(&site, &change).await?;
+        timed_pass(&hub, "sales").await?; // stores this setting's snapshot
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            run_sql(&site, &change).await?;
+            passes.push(timed_pass(&hub, "sales").await?);
+        }
+        hub.close().await;
+        passes.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        medians.push(passes.swap_remove(1));
+    }
+    let lag = medians.pop().expect("two settings");
+    let xid = medians.pop().expect("two settings");
+    Ok(scenario(
+        "late_commit_scan",
+        &xid,
+        "the same incremental run with `late_commits = \"lag\"`",
+        Some(lag.seconds),
+        1,
+        format!(
+            "one site of {} rows, 100 changed per run; the re-read by transaction id (a sequential scan) \
+             costs {:+.0} ms per run (medians of 3)",
+            options.late_rows,
+            1000.0 * (xid.seconds - lag.seconds)
+        ),
+    ))
 }
 
 /// A SQLite site file with 100 sales.

@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Price rows pushed to every site.
     #[arg(long, default_value_t = 10_000)]
     pub push_rows: u64,
+    /// Rows of the one site table whose per-run cost of finding late
+    /// commits by transaction id is measured (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub late_rows: u64,
     /// Delay added each way by the WAN scenario's proxy, in milliseconds (0 skips it).
     #[arg(long, default_value_t = 20)]
     pub wan_delay_ms: u64,
@@ -95,6 +99,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         noop_pg_sites: args.noop_pg_sites,
         noop_sqlite_sites: args.noop_sqlite_sites,
         push_rows: args.push_rows,
+        late_rows: args.late_rows,
         wan_delay: Duration::from_millis(args.wan_delay_ms),
         parallelism: args.parallelism,
         batch_size: args.batch_size,

@@ -165,6 +165,7 @@ struct RawStream {
     on_error: Option<String>,
     zero_dates: Option<String>,
     null_cursors: Option<String>,
+    late_commits: Option<String>,
     create_target: Option<bool>,
     booleans: Option<Vec<String>>,
     delete_column: Option<String>,
@@ -345,6 +346,22 @@ pub enum NullCursors {
     Skip,
 }
 
+/// How a pull from a PostgreSQL table finds rows committed late with a
+/// cursor value older than the checkpoint (see `crate::capture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateCommits {
+    /// By transaction id (the default): each run re-reads rows written by
+    /// transactions the previous run's snapshot did not see, whatever their
+    /// cursor values. Costs one sequential scan of the source table per run
+    /// when the site's server assigned any transaction id since the last
+    /// run (measured by `hubsync bench`, scenario `late_commit_scan`).
+    Xid,
+    /// Only by the `cursor_lag` overlap and the source's clock (what other
+    /// dialects do): no scan, but a transaction open longer than the lag
+    /// that commits older cursor values is missed until a `reset`.
+    Lag,
+}
+
 /// How rows deleted at the source (without a soft-delete flag) reach the
 /// target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -396,6 +413,9 @@ pub struct Stream {
     pub zero_dates: ZeroDates,
     /// Rows with a NULL cursor: read every run (default) or skipped.
     pub null_cursors: NullCursors,
+    /// Late commits on PostgreSQL table pulls: by transaction id (default)
+    /// or by the lag only.
+    pub late_commits: LateCommits,
     /// Create the target table from the source's columns when it is
     /// missing (mapped types, `NOT NULL` key, primary key on the conflict
     /// key; see `flow/schema.rs`).
@@ -959,6 +979,16 @@ fn validate_stream(
             NullCursors::Read
         }
     };
+    let late_commits = match raw.late_commits.as_deref() {
+        None | Some("xid") => LateCommits::Xid,
+        Some("lag") => LateCommits::Lag,
+        Some(other) => {
+            problems.push(format!(
+                "{place}: unknown `late_commits` `{other}`; use `xid` or `lag`"
+            ));
+            LateCommits::Xid
+        }
+    };
     let cursor_lag = match &raw.cursor_lag {
         Some(text) => humantime::parse_duration(text).unwrap_or_else(|e| {
             problems.push(format!(
@@ -1043,6 +1073,7 @@ fn validate_stream(
         on_error,
         zero_dates,
         null_cursors,
+        late_commits,
         create_target: raw.create_target.unwrap_or(false),
         booleans: raw.booleans.unwrap_or_default(),
         columns,

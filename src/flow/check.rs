@@ -321,7 +321,12 @@ async fn check_stream(
 fn late_commit_gap(direction: Direction, source: Dialect, stream: &Stream) -> Option<String> {
     let why = match (direction, source, &stream.source) {
         (_, Dialect::Sqlite, _) => return None,
-        (Direction::Pull, Dialect::Postgres, Source::Table(_)) => return None,
+        (Direction::Pull, Dialect::Postgres, Source::Table(_)) => match stream.late_commits {
+            crate::config::LateCommits::Xid => return None,
+            crate::config::LateCommits::Lag => {
+                "`late_commits = \"lag\"` turns off the re-read by transaction id"
+            }
+        },
         (Direction::Pull, Dialect::Postgres, Source::Query(_)) => {
             "a `query` source has no transaction ids to catch them by (read a table to get that)"
         }

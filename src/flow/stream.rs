@@ -8,7 +8,7 @@ use super::schema::{Logical, create_table_sql, incompatibility, source_logical, 
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
 use crate::config::{
-    Deletes, Direction, Flow, NullCursors, OnError, Site, Source, Stream, ZeroDates,
+    Deletes, Direction, Flow, LateCommits, NullCursors, OnError, Site, Source, Stream, ZeroDates,
 };
 use crate::connector::{Connector, ConnectorError, ErrorKind, SourceClock, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
@@ -1197,6 +1197,7 @@ impl StreamRun<'_> {
         self.note_clock_behind(report, clock.as_ref(), saved.as_ref(), source_place);
         // Late commits by transaction id: pulls from PostgreSQL tables.
         let by_xid = direction == Direction::Pull
+            && self.stream.late_commits == LateCommits::Xid
             && source.dialect() == crate::dialect::Dialect::Postgres
             && matches!(self.stream.source, Source::Table(_));
         let snapshot_now = clock
