@@ -8,7 +8,9 @@
 //!    stream's `cursor_lag` (inclusive), not strictly after the checkpoint.
 //!    The overlap is re-read every run; the upserts skip unchanged rows, so
 //!    it costs reads only. Applies to time cursors (`timestamptz`,
-//!    `timestamp`, `date`, and ISO 8601 text as SQLite stores it).
+//!    `timestamp`, `date`, and ISO 8601 text as SQLite stores it; a SQLite
+//!    cursor declared a date/time type is read as instants, whatever its
+//!    storage, so it is one of these too).
 //! 2. **A floor from the source's own clock (PostgreSQL, `timestamptz`
 //!    cursors).** Before reading, the hub asks the source for its clock
 //!    (`now()`) and the start of its oldest open transaction

@@ -1286,3 +1286,67 @@ fn mariadb_column_names_match_whatever_their_case() {
         "A1|1.50|2026-01-01\nb2|2.25|2026-01-02"
     );
 }
+
+/// Issue 12, item 5: `TINYINT(1) UNSIGNED` arrived as a signed byte (255 as
+/// -1, 200 as -56). Every unsigned width, with and without a display width
+/// (and `ZEROFILL`, which implies `UNSIGNED`), arrives exactly in a
+/// PostgreSQL and a SQLite master that `create_target` builds; a
+/// `TINYINT(1) UNSIGNED` listed in `booleans` is still read as a boolean,
+/// and a signed `TINYINT(1)` keeps its sign.
+#[test]
+fn unsigned_integers_of_every_width_arrive_exactly() {
+    let site = my_create_db("my_unsigned_site");
+    mysql(
+        &site,
+        "CREATE TABLE counters (id INT PRIMARY KEY, t1 TINYINT(1) UNSIGNED, t TINYINT UNSIGNED,
+           z1 TINYINT(1) ZEROFILL, s1 SMALLINT(1) UNSIGNED, s SMALLINT UNSIGNED, m1 MEDIUMINT(1) UNSIGNED,
+           m MEDIUMINT UNSIGNED, i1 INT(1) UNSIGNED, i INT UNSIGNED, b1 BIGINT(1) UNSIGNED, b BIGINT UNSIGNED,
+           paid TINYINT(1) UNSIGNED, signed1 TINYINT(1), updated_at DATETIME(6) NOT NULL);
+         INSERT INTO counters VALUES
+           (1, 255, 255, 255, 65535, 65535, 16777215, 16777215, 4294967295, 4294967295,
+            18446744073709551615, 18446744073709551615, 1, -128, '2026-01-01 00:00:00'),
+           (2, 200, 200, 128, 32768, 32768, 8388608, 8388608, 2147483648, 2147483648,
+            9223372036854775808, 9223372036854775808, 0, 127, '2026-01-01 00:00:01'),
+           (3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, -1, '2026-01-01 00:00:02');",
+    );
+    let pull = |master: &str| {
+        format!(
+            "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+             [[flow]]\nname = \"counters\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"counters\"\n  \
+             target = \"counters\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  \
+             create_target = true\n  booleans = [\"paid\"]\n"
+        )
+    };
+    let values =
+        "SELECT id, t1, t, z1, s1, s, m1, m, i1, i, b1, b, paid, signed1 FROM counters ORDER BY id";
+
+    let pg_master = pg_create_db("my_unsigned_pg");
+    let fleet = Fleet::new();
+    fleet.write_config(&pull(&pg_master));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&pg_master, values),
+        "1|255|255|255|65535|65535|16777215|16777215|4294967295|4294967295|18446744073709551615|18446744073709551615|t|-128\n\
+         2|200|200|128|32768|32768|8388608|8388608|2147483648|2147483648|9223372036854775808|9223372036854775808|f|127\n\
+         3|0|0|0|0|0|0|0|0|0|0|0||-1"
+    );
+    assert_eq!(
+        psql(
+            &pg_master,
+            "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position)
+             FROM information_schema.columns WHERE table_name = 'counters' AND column_name NOT IN ('store_id', 'updated_at')"
+        ),
+        "id integer, t1 smallint, t smallint, z1 smallint, s1 integer, s integer, m1 integer, m integer, i1 bigint, \
+         i bigint, b1 numeric, b numeric, paid boolean, signed1 smallint"
+    );
+
+    let lite = Fleet::new();
+    lite.write_config(&pull("sqlite://master.db"));
+    lite.sync_ok(&[]);
+    assert_eq!(
+        sqlite_query(&lite.path("master.db"), values),
+        "1|255|255|255|65535|65535|16777215|16777215|4294967295|4294967295|18446744073709551615|18446744073709551615|t|-128\n\
+         2|200|200|128|32768|32768|8388608|8388608|2147483648|2147483648|9223372036854775808|9223372036854775808|f|127\n\
+         3|0|0|0|0|0|0|0|0|0|0|0|NULL|-1"
+    );
+}

@@ -296,3 +296,103 @@ fn detected_deletes_count_in_the_run_history() {
         "1|2"
     );
 }
+
+/// Situation 4: a SQLite cursor declared `DATETIME` holding every form
+/// SQLite's date functions read. The first run saves the checkpoint at
+/// `2026-11-29T10:00:00.000Z`; later rows whose instants come after it but
+/// whose storage sorts below it (text with a space: `' ' < 'T'`; numbers
+/// sort before any text) must arrive, each as the instant it stands for:
+/// a Julian day REAL (2461374.0625 = 13:30 UTC), unix seconds INTEGER
+/// (1795960800 = 14:00 UTC), text with an offset (16:30+02:00 = 14:30
+/// UTC). A value that is no date-time stops the stream naming row key and
+/// column, before anything of the run is written.
+#[test]
+fn a_sqlite_datetime_cursor_in_mixed_forms_is_read_by_instant() {
+    let master = pg_create_db("mixed_dt_master");
+    let fleet = Fleet::new();
+    let site = fleet.path("s1.db");
+    let table = "CREATE TABLE sales (store_id text, id int, qty int, updated_at timestamptz, PRIMARY KEY (store_id, id));";
+    psql(&master, table);
+    sqlite_exec(
+        &site,
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, updated_at DATETIME NOT NULL);
+         INSERT INTO sales VALUES (1, 10, '2026-11-29T10:00:00.000Z');",
+    );
+    fleet.write_config(&pull_config(&master, "sqlite://s1.db", "updated_at", ""));
+    fleet.sync_ok(&[]);
+    let rows = "SELECT string_agg(id || ':' || qty || ':' || to_char(updated_at AT TIME ZONE 'UTC', \
+                'YYYY-MM-DD HH24:MI:SS.MS'), ',' ORDER BY id) FROM sales";
+    assert_eq!(psql(&master, rows), "1:10:2026-11-29 10:00:00.000");
+    sqlite_exec(
+        &site,
+        "INSERT INTO sales VALUES (2, 20, '2026-11-29 11:05:00'), (3, 30, 2461374.0625),
+                                  (4, 40, 1795960800), (5, 50, '2026-11-29T16:30:00+02:00');",
+    );
+    // Stored as written: text, REAL, INTEGER, text.
+    assert_eq!(
+        sqlite_query(
+            &site,
+            "SELECT group_concat(typeof(updated_at)) FROM sales WHERE id > 1"
+        ),
+        "text,real,integer,text"
+    );
+    fleet.sync_ok(&[]);
+    let all_five = "1:10:2026-11-29 10:00:00.000,2:20:2026-11-29 11:05:00.000,3:30:2026-11-29 13:30:00.000,\
+                    4:40:2026-11-29 14:00:00.000,5:50:2026-11-29 14:30:00.000";
+    assert_eq!(psql(&master, rows), all_five);
+    let last_run = "SELECT rows_read || '|' || rows_written || '|' || status FROM hubsync.runs \
+                    ORDER BY started_at DESC LIMIT 1";
+    // Read: row 1 again (the overlap from 09:59:55) and the four new rows.
+    assert_eq!(psql(&master, last_run), "5|4|succeeded");
+
+    // The overlap is by instant too: from 14:30 UTC (row 5) less 5 s, row
+    // 5 is read again beside the two changes; rows 1-4 are not.
+    sqlite_exec(
+        &site,
+        "INSERT INTO sales VALUES (6, 60, 1795964400);
+         UPDATE sales SET qty = 21, updated_at = '2026-11-29 15:30:00' WHERE id = 2;",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(psql(&master, last_run), "3|2|succeeded");
+    let all_six = "1:10:2026-11-29 10:00:00.000,2:21:2026-11-29 15:30:00.000,3:30:2026-11-29 13:30:00.000,\
+                   4:40:2026-11-29 14:00:00.000,5:50:2026-11-29 14:30:00.000,6:60:2026-11-29 15:00:00.000";
+    assert_eq!(psql(&master, rows), all_six);
+
+    // A backfill into a fresh master reads the REAL and the INTEGER too.
+    let fresh = pg_create_db("mixed_dt_fresh");
+    psql(&fresh, table);
+    let backfill = Fleet::new();
+    std::fs::copy(&site, backfill.path("s1.db")).expect("copy the site");
+    backfill.write_config(&pull_config(&fresh, "sqlite://s1.db", "updated_at", ""));
+    backfill.sync_ok(&[]);
+    assert_eq!(psql(&fresh, rows), all_six);
+
+    // A value that is no date-time: the stream stops naming it; row 8,
+    // read in the same run, is not written either.
+    sqlite_exec(
+        &site,
+        "INSERT INTO sales VALUES (7, 70, 'yesterday'), (8, 80, '2026-11-29 16:00:00');",
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "flow `sales` stream `sales` site `s1`: row (store_id, id) = (s1, 7): column `updated_at`: value \
+             `yesterday` (text) is not a date-time; a cursor declared `DATETIME` is read by instant and must hold \
+             `YYYY-MM-DD[ HH:MM[:SS[.SSS]]]` text (a space or `T` before the time, optionally `Z` or `±HH:MM` \
+             after it), a Julian day REAL or unix seconds INTEGER; correct the value at the source"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(psql(&master, rows), all_six);
+    sqlite_exec(
+        &site,
+        "UPDATE sales SET updated_at = '2026-11-29 16:10' WHERE id = 7;",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, rows),
+        format!("{all_six},7:70:2026-11-29 16:10:00.000,8:80:2026-11-29 16:00:00.000")
+    );
+}

@@ -421,7 +421,7 @@ pub struct Stream {
     /// key; see `flow/schema.rs`).
     pub create_target: bool,
     /// Source columns holding booleans as 0/1 integers (MySQL `TINYINT(1)`,
-    /// which is otherwise a small integer): read as booleans, any other
+    /// signed or not, which is otherwise a small integer): read as booleans, any other
     /// value stops the batch naming it; `create_target` makes them boolean.
     pub booleans: Vec<String>,
     /// `(target column, source column)` pairs; `None` copies every source

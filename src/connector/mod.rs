@@ -28,7 +28,10 @@ pub use self::error::{ConnectorError, ErrorKind};
 pub(crate) use self::error::{connect_failure, db_error};
 pub use self::mysql::{MySqlConnector, check_value as mysql_check_value};
 pub use self::postgres::{PgConnector, check_value as pg_check_value};
-pub use self::sqlite::SqliteConnector;
+pub use self::sqlite::{
+    INSTANT_FORMS as SQLITE_INSTANT_FORMS, SqliteConnector,
+    is_date_time_type as sqlite_is_date_time_type, read_instant as sqlite_instant,
+};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value};
@@ -392,6 +395,21 @@ impl Connector {
                 Pool::Postgres(c) => c.describe_query(sql).await,
                 Pool::Sqlite(c) => c.describe_query(sql).await,
                 Pool::MySql(c) => c.describe_query(sql).await,
+            }
+        })
+        .await
+    }
+
+    /// SQLite: the declared type of column `column` of query `sql`, as
+    /// written in `CREATE TABLE` (the driver's type names keep only a few),
+    /// found through the table the column comes from; `None` for an
+    /// expression column, and on PostgreSQL and MySQL, whose
+    /// [`Connector::describe_query`] names types exactly.
+    pub async fn declared_type(&self, sql: &str, column: &str) -> Result<Option<String>> {
+        timed(self.statement_timeout, async {
+            match &self.pool {
+                Pool::Sqlite(c) => c.declared_type(sql, column).await,
+                Pool::Postgres(_) | Pool::MySql(_) => Ok(None),
             }
         })
         .await

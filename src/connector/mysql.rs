@@ -13,8 +13,9 @@
 //!
 //! Reads use the binary protocol (prepared statements). Types are told apart
 //! by the column definition: `TINYINT(1)` is a small integer (MySQL has no
-//! boolean; a boolean target column accepts its 0/1), `BIGINT UNSIGNED` is an
-//! exact decimal (it exceeds `i64`), `DECIMAL` is read as its exact text,
+//! boolean; a boolean target column accepts its 0/1), the other unsigned
+//! integers (`TINYINT(1) UNSIGNED` included) are read unsigned, `BIGINT
+//! UNSIGNED` is an exact decimal (it exceeds `i64`), `DECIMAL` is read as its exact text,
 //! `TIMESTAMP` as a UTC instant, `DATETIME` as a local date-time, and a
 //! string column is bytes only when its character set is `binary` (collation
 //! 63), not merely because the protocol's `BINARY` flag is set (a `_bin`
@@ -339,14 +340,21 @@ fn text_of(value: &Value) -> String {
     }
 }
 
-/// The column's type name: sqlx's, except that `TINYINT(1)` is called so
-/// (sqlx says `BOOLEAN`) and a string column whose character set is not
-/// `binary` is text even when the protocol flags it binary (`_bin`
-/// collations do).
+/// The column's type name: sqlx's, except that a signed `TINYINT(1)` is
+/// called so and an unsigned one `TINYINT UNSIGNED` (sqlx says `BOOLEAN` for
+/// any `TINYINT` of display width 1, and decoding it as signed would read
+/// 255 as -1), and a string column whose character set is not `binary` is
+/// text even when the protocol flags it binary (`_bin` collations do).
 pub(crate) fn type_name(info: &sqlx::mysql::MySqlTypeInfo) -> &'static str {
     let name = sqlx_type_name(info);
     if name == "BOOLEAN" {
-        return "TINYINT(1)";
+        // `u8`'s compatibility check is the UNSIGNED flag of an integer
+        // column (the flag itself is private to sqlx).
+        return if <u8 as sqlx::Type<sqlx::MySql>>::compatible(info) {
+            "TINYINT UNSIGNED"
+        } else {
+            "TINYINT(1)"
+        };
     }
     // sqlx keeps the collation private; its Debug form shows it.
     let binary_charset = format!("{info:?}").contains("Collation(63)");

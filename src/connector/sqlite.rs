@@ -8,12 +8,19 @@
 //! value by its storage class (INTEGER, REAL, TEXT, BLOB), except that a
 //! column declared `BOOLEAN` reads as a boolean.
 //!
+//! A column declared a date or date-time type ([`is_date_time_type`]) may
+//! hold any form SQLite's date functions read: text with or without `T`,
+//! fraction or offset, a Julian day REAL, unix seconds INTEGER. Such a
+//! cursor is ordered by instant (`Dialect::keyset_select`) and each of its
+//! values read as one ([`read_instant`]).
+//!
 //! Site files are opened without changing their journal mode, and every read
 //! is one short autocommit statement, so a site's own writers are not held
 //! up.
 
 use std::path::Path;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{
@@ -179,6 +186,46 @@ impl SqliteConnector {
             .iter()
             .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect())
+    }
+
+    /// The declared type of column `column` of query `sql` (`DATETIME`,
+    /// `timestamp(6)`, as written in `CREATE TABLE`), found through the
+    /// table the column comes from; `None` for an expression or a column
+    /// the query does not return.
+    pub(super) async fn declared_type(&self, sql: &str, column: &str) -> Result<Option<String>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let statement = conn
+            .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
+                sql.to_string(),
+            )))
+            .await
+            .map_err(db_error)?;
+        let origin = sqlx::Statement::columns(&statement)
+            .iter()
+            .find(|c| c.name() == column)
+            .map(Column::origin);
+        let Some(sqlx::ColumnOrigin::Table(origin)) = origin else {
+            return Ok(None);
+        };
+        // sqlx names a table of an attached database `schema.table`.
+        let (schema, table) = match origin.table.split_once('.') {
+            Some((schema, table)) => (schema.to_string(), table.to_string()),
+            None => ("main".to_string(), origin.table.to_string()),
+        };
+        let found = query_on(
+            &mut conn,
+            "SELECT type FROM pragma_table_info(?1, ?2) WHERE name = ?3",
+            &[
+                Value::Text(table),
+                Value::Text(schema),
+                Value::Text(origin.name.to_string()),
+            ],
+        )
+        .await?;
+        Ok(match found.rows.first().and_then(|row| row.first()) {
+            Some(Value::Text(declared)) => Some(declared.clone()),
+            _ => None,
+        })
     }
 
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -401,6 +448,129 @@ pub(super) async fn delete_on(
     Ok(deleted)
 }
 
+/// The forms [`read_instant`] accepts, for messages.
+pub const INSTANT_FORMS: &str = "`YYYY-MM-DD[ HH:MM[:SS[.SSS]]]` text (a space or `T` before the time, \
+     optionally `Z` or `±HH:MM` after it), a Julian day REAL or unix seconds INTEGER";
+
+/// True if a column declared `declared` holds dates or date-times: the
+/// declared type contains `DATE` (`DATE`, `DATETIME`) or starts with
+/// `TIMESTAMP` (`TIMESTAMP`, `TIMESTAMPTZ`, `timestamp(6)`), any case. A
+/// cursor of such a column is ordered and read by instant. `TIME` alone
+/// (a time of day) is not one.
+pub fn is_date_time_type(declared: &str) -> bool {
+    let upper = declared.trim().to_ascii_uppercase();
+    upper.contains("DATE") || upper.starts_with("TIMESTAMP")
+}
+
+/// Julian day number of 1970-01-01 00:00 UTC, in milliseconds (SQLite's
+/// `iJD` unit).
+const UNIX_EPOCH_JD_MS: i64 = 210_866_760_000_000;
+
+/// The largest `iJD` SQLite accepts: 9999-12-31 23:59:59.999 UTC.
+const MAX_JD_MS: i64 = 464_269_060_799_999;
+
+/// The instant a value of a date/time column stands for, read as SQLite's
+/// date and time functions read it (<https://sqlite.org/lang_datefunc.html>,
+/// "Time Values"), so that it agrees with `julianday()`:
+///
+/// - text `YYYY-MM-DD`, `YYYY-MM-DD HH:MM`, `YYYY-MM-DD HH:MM:SS` or
+///   `YYYY-MM-DD HH:MM:SS.SSS` (any number of fraction digits; beyond
+///   nanoseconds they are cut), with `T` instead of the space if wanted,
+///   and after a time optionally `Z` or `±HH:MM`: a [`Value::Timestamp`]
+///   without an offset (SQLite takes it as UTC), a [`Value::TimestampTz`]
+///   with one;
+/// - a REAL: a Julian day number, to the millisecond (as SQLite keeps it);
+/// - an INTEGER: unix seconds (SQLite's `'unixepoch'`);
+///
+/// each within years 0000 to 9999 (Julian days from 0, in 4713 BC). NULL
+/// stays NULL. `None` for anything else: other text (`yesterday`, `now`, a
+/// time without date, a number written as text), bytes, numbers out of
+/// range.
+pub fn read_instant(value: &Value) -> Option<Value> {
+    match value {
+        Value::Null => Some(Value::Null),
+        Value::Text(text) => text_instant(text),
+        Value::Float(day) => {
+            // SQLite: iJD = (sqlite3_int64)(r * 86400000.0 + 0.5).
+            let scaled = day * 86_400_000.0 + 0.5;
+            if !(0.0..=MAX_JD_MS as f64).contains(&scaled) {
+                return None;
+            }
+            let millis = scaled as i64 - UNIX_EPOCH_JD_MS;
+            DateTime::<Utc>::from_timestamp_millis(millis).map(Value::TimestampTz)
+        }
+        Value::Int(seconds) => {
+            let millis = seconds.checked_mul(1000)?;
+            if !(-UNIX_EPOCH_JD_MS..=MAX_JD_MS - UNIX_EPOCH_JD_MS).contains(&millis) {
+                return None;
+            }
+            DateTime::<Utc>::from_timestamp(*seconds, 0).map(Value::TimestampTz)
+        }
+        _ => None,
+    }
+}
+
+/// The text forms of [`read_instant`].
+fn text_instant(text: &str) -> Option<Value> {
+    let bytes = text.as_bytes();
+    let number = |from: usize, len: usize| -> Option<u32> {
+        let digits = bytes.get(from..from + len)?;
+        digits
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let at = |i: usize, c: u8| bytes.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-')) {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(number(0, 4)? as i32, number(5, 2)?, number(8, 2)?)?;
+    if bytes.len() == 10 {
+        return Some(Value::Timestamp(date.and_hms_opt(0, 0, 0)?));
+    }
+    if !(at(10, b' ') || at(10, b'T')) || !at(13, b':') {
+        return None;
+    }
+    let (hour, minute) = (number(11, 2)?, number(14, 2)?);
+    let mut rest = 16;
+    let mut second = 0;
+    let mut nanos = 0;
+    if at(rest, b':') {
+        second = number(rest + 1, 2)?;
+        rest += 3;
+        if at(rest, b'.') {
+            let digits = bytes[rest + 1..]
+                .iter()
+                .take_while(|d| d.is_ascii_digit())
+                .count();
+            if digits == 0 {
+                return None;
+            }
+            let kept = digits.min(9);
+            nanos = number(rest + 1, kept)? * 10u32.pow(9 - kept as u32);
+            rest += 1 + digits;
+        }
+    }
+    let local = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+    let offset_minutes: i64 = match &bytes[rest..] {
+        [] => return Some(Value::Timestamp(local)),
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (number(rest + 1, 2)?, number(rest + 4, 2)?);
+            if hours > 14 || minutes > 59 {
+                return None;
+            }
+            let minutes = i64::from(hours * 60 + minutes);
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    let utc = local - chrono::Duration::minutes(offset_minutes);
+    Some(Value::TimestampTz(DateTime::from_naive_utc_and_offset(
+        utc, Utc,
+    )))
+}
+
 fn decode_row(row: &SqliteRow) -> Result<Vec<Value>> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
@@ -480,6 +650,202 @@ mod tests {
         assert!(rounding("REAL", &Value::Int((1 << 53) + 1)).is_some());
         assert!(rounding("TEXT", &Value::Float(0.1)).is_none());
         assert!(rounding("TEXT", &Value::Float(f64::MAX)).is_some());
+    }
+
+    fn utc(text: &str) -> Value {
+        Value::TimestampTz(
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc),
+        )
+    }
+
+    fn local(text: &str) -> Value {
+        Value::Timestamp(
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap(),
+        )
+    }
+
+    #[test]
+    fn date_time_values_are_read_in_every_form_sqlite_reads() {
+        let text = |t: &str| read_instant(&Value::Text(t.into()));
+        assert_eq!(text("2026-11-29"), Some(local("2026-11-29 00:00:00")));
+        assert_eq!(text("2026-11-29 11:05"), Some(local("2026-11-29 11:05:00")));
+        assert_eq!(
+            text("2026-11-29T11:05:07"),
+            Some(local("2026-11-29 11:05:07"))
+        );
+        assert_eq!(
+            text("2026-11-29 11:05:07.123456789123"),
+            Some(local("2026-11-29 11:05:07.123456789"))
+        );
+        assert_eq!(
+            text("2026-11-29T10:05:00.000Z"),
+            Some(utc("2026-11-29T10:05:00Z"))
+        );
+        assert_eq!(text("2026-11-29 10:05z"), Some(utc("2026-11-29T10:05:00Z")));
+        assert_eq!(
+            text("2026-11-29T00:30:00+02:00"),
+            Some(utc("2026-11-28T22:30:00Z"))
+        );
+        assert_eq!(
+            text("2026-11-29T23:30:00.5-05:30"),
+            Some(utc("2026-11-30T05:00:00.5Z"))
+        );
+        // Julian day 2461374.0625 and unix 1795960800: 13:30 and 14:00 UTC.
+        assert_eq!(
+            read_instant(&Value::Float(2_461_374.062_5)),
+            Some(utc("2026-11-29T13:30:00Z"))
+        );
+        assert_eq!(
+            read_instant(&Value::Int(1_795_960_800)),
+            Some(utc("2026-11-29T14:00:00Z"))
+        );
+        assert_eq!(
+            read_instant(&Value::Int(-1)),
+            Some(utc("1969-12-31T23:59:59Z"))
+        );
+        assert_eq!(read_instant(&Value::Null), Some(Value::Null));
+        for refused in [
+            "yesterday",
+            "now",
+            "11:05:00",
+            "2461374.0625",
+            "2026-02-30",
+            "2026-11-29 24:00:00",
+            "2026-11-29 11:05:",
+            "2026-11-29 11:05:00.",
+            "2026-11-29T11",
+            "2026-11-29Z",
+            "2026-11-29 11:05:00+0200",
+            "2026-11-29 11:05:00 +02:00",
+            "2026-11-29 11:05:00+15:00",
+            "26-11-29",
+            " 2026-11-29",
+            "",
+        ] {
+            assert_eq!(text(refused), None, "{refused:?}");
+        }
+        for refused in [
+            Value::Float(-1.0),
+            Value::Float(f64::NAN),
+            Value::Float(5_373_484.5),
+            Value::Int(253_402_300_800),
+            Value::Int(i64::MAX),
+            Value::Bytes(b"2026-11-29".to_vec()),
+        ] {
+            assert_eq!(read_instant(&refused), None, "{refused:?}");
+        }
+        assert!(is_date_time_type("DATETIME"));
+        assert!(is_date_time_type("date"));
+        assert!(is_date_time_type("timestamp(6)"));
+        assert!(is_date_time_type("TIMESTAMPTZ"));
+        assert!(!is_date_time_type("TIME"));
+        assert!(!is_date_time_type("TEXT"));
+        assert!(!is_date_time_type("INTEGER"));
+    }
+
+    /// Every instant `read_instant` reads is the one SQLite's own
+    /// `julianday()` reads (to its millisecond), so the keyset read's order
+    /// and the checkpoint agree; every value it refuses but one is NULL
+    /// there too.
+    #[tokio::test]
+    async fn instants_agree_with_sqlite_julianday() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ConnectOptions {
+            max_connections: 1,
+            connect_timeout: std::time::Duration::from_secs(5),
+            acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: None,
+            create_if_missing: true,
+        };
+        let db = SqliteConnector::connect(&dir.path().join("t.db"), &options)
+            .await
+            .unwrap();
+        let sql = format!("SELECT {}", Dialect::sqlite_instant("?1"));
+        let values = [
+            Value::Text("2026-11-29".into()),
+            Value::Text("2026-11-29 11:05".into()),
+            Value::Text("2026-11-29T11:05:07.123456".into()),
+            Value::Text("2026-11-29T10:05:00.000Z".into()),
+            Value::Text("2026-11-29T00:30:00+02:00".into()),
+            Value::Text("1000-01-01 00:00:00-14:00".into()),
+            Value::Text("9999-12-31 23:59:59.999".into()),
+            Value::Float(2_461_374.062_5),
+            Value::Float(0.0),
+            Value::Int(1_795_960_800),
+            Value::Int(-210_866_760_000),
+            Value::Int(253_402_300_799),
+            Value::Text("yesterday".into()),
+            Value::Text("2026-11-29 24:00:00".into()),
+            Value::Float(-1.0),
+            Value::Int(253_402_300_800),
+        ];
+        for value in values {
+            let read = db.query(&sql, std::slice::from_ref(&value)).await.unwrap();
+            let julian = match &read.rows[0][0] {
+                Value::Float(day) => Some((day * 86_400_000.0).round() as i64),
+                Value::Null => None,
+                other => panic!("{other:?}"),
+            };
+            let ours = read_instant(&value).map(|instant| {
+                let millis = match instant {
+                    Value::TimestampTz(t) => t.timestamp_millis(),
+                    Value::Timestamp(t) => t.and_utc().timestamp_millis(),
+                    other => panic!("{other:?}"),
+                };
+                millis + UNIX_EPOCH_JD_MS
+            });
+            // SQLite reads 24:00 as the next midnight; hubsync refuses it.
+            if value == Value::Text("2026-11-29 24:00:00".into()) {
+                assert!(julian.is_some() && ours.is_none());
+                continue;
+            }
+            assert_eq!(ours, julian, "{value:?}");
+        }
+    }
+
+    /// The declared type of a cursor is found through its table, even where
+    /// the driver has no name for it (`timestamp(6)`), and through a query.
+    #[tokio::test]
+    async fn declared_types_are_found_through_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ConnectOptions {
+            max_connections: 1,
+            connect_timeout: std::time::Duration::from_secs(5),
+            acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: None,
+            create_if_missing: true,
+        };
+        let db = SqliteConnector::connect(&dir.path().join("t.db"), &options)
+            .await
+            .unwrap();
+        db.execute_script("CREATE TABLE t (id INTEGER PRIMARY KEY, at timestamp(6), note TEXT);")
+            .await
+            .unwrap();
+        let declared = |sql: &'static str, column: &'static str| {
+            let db = &db;
+            async move { db.declared_type(sql, column).await.unwrap() }
+        };
+        assert_eq!(
+            declared("SELECT * FROM t", "at").await.as_deref(),
+            Some("timestamp(6)")
+        );
+        assert_eq!(
+            declared(
+                "SELECT * FROM (SELECT id, at AS stamp FROM t) AS s",
+                "stamp"
+            )
+            .await
+            .as_deref(),
+            Some("timestamp(6)")
+        );
+        assert_eq!(
+            declared("SELECT * FROM t", "note").await.as_deref(),
+            Some("TEXT")
+        );
+        assert_eq!(declared("SELECT id, 'x' AS at FROM t", "at").await, None);
+        assert_eq!(declared("SELECT * FROM t", "missing").await, None);
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub struct KeysetSelect<'a> {
     /// Maximum rows returned; `None`: every row after the position (a
     /// streamed read).
     pub limit: Option<usize>,
+    /// SQLite: the cursor is a date/time column whose values may be text,
+    /// Julian-day REALs or unix-second INTEGERs, so it is ordered and
+    /// compared by the instant each stands for (see
+    /// [`Dialect::sqlite_instant`]), not by its storage; rows whose cursor
+    /// is no date-time at all come first, so that the reader refuses them
+    /// instead of skipping them. Ignored by other dialects.
+    pub cursor_by_instant: bool,
 }
 
 /// An idempotent write of many rows into one table.
@@ -244,29 +251,68 @@ impl Dialect {
         }
     }
 
+    /// SQLite: the instant `operand` (a column or a parameter) stands for,
+    /// as a Julian day: `julianday()` reads text and REAL (a Julian day)
+    /// values, and an INTEGER is taken as unix seconds (`'unixepoch'`;
+    /// `julianday()` alone would take it as a Julian day). NULL for a value
+    /// that is no date-time.
+    pub fn sqlite_instant(operand: &str) -> String {
+        format!(
+            "(CASE typeof({operand}) WHEN 'integer' THEN julianday({operand}, 'unixepoch') \
+             ELSE julianday({operand}) END)"
+        )
+    }
+
     /// SQL for one keyset page (see [`KeysetSelect`]).
     pub fn keyset_select(self, spec: &KeysetSelect<'_>) -> String {
         let select_list = self.select_list(spec);
         let from = self.source_clause(spec.from);
-        let keyset = self.ident_list(spec.order_by);
-        let mut sql = format!(
-            "SELECT {select_list} FROM {from} WHERE {} IS NOT NULL",
-            self.quote_ident(&spec.order_by[0])
-        );
-        if let Some(cursor) = spec.from_cursor {
-            let _ = write!(
-                sql,
-                " AND {} >= {}",
-                self.quote_ident(&spec.order_by[0]),
-                self.typed_placeholder(spec.first_param, cursor)
-            );
+        let cursor = self.quote_ident(&spec.order_by[0]);
+        let by_instant = spec.cursor_by_instant && self == Dialect::Sqlite;
+        // The cursor as ordered and compared, and the keyset with it.
+        let (ordered, keyset) = if by_instant {
+            let instant = Dialect::sqlite_instant(&cursor);
+            let mut keyset = vec![instant.clone()];
+            keyset.extend(spec.order_by[1..].iter().map(|c| self.quote_ident(c)));
+            (instant, keyset.join(", "))
+        } else {
+            (cursor.clone(), self.ident_list(spec.order_by))
+        };
+        // Rows whose cursor is no date-time are read (first), to be refused.
+        let or_not_instant = if by_instant {
+            format!(" OR {ordered} IS NULL")
+        } else {
+            String::new()
+        };
+        let mut sql = format!("SELECT {select_list} FROM {from} WHERE {cursor} IS NOT NULL");
+        if let Some(value) = spec.from_cursor {
+            let mut bound = self.typed_placeholder(spec.first_param, value);
+            if by_instant {
+                bound = Dialect::sqlite_instant(&bound);
+            }
+            let _ = if by_instant {
+                write!(sql, " AND ({ordered} >= {bound}{or_not_instant})")
+            } else {
+                write!(sql, " AND {ordered} >= {bound}")
+            };
         } else if let Some(position) = spec.after {
-            let placeholders: Vec<String> = position
+            let mut placeholders: Vec<String> = position
                 .iter()
                 .enumerate()
                 .map(|(i, value)| self.typed_placeholder(spec.first_param + i, value))
                 .collect();
-            let _ = write!(sql, " AND ({keyset}) > ({})", placeholders.join(", "));
+            if by_instant && let Some(first) = placeholders.first_mut() {
+                *first = Dialect::sqlite_instant(first);
+            }
+            let _ = if by_instant {
+                write!(
+                    sql,
+                    " AND (({keyset}) > ({}){or_not_instant})",
+                    placeholders.join(", ")
+                )
+            } else {
+                write!(sql, " AND ({keyset}) > ({})", placeholders.join(", "))
+            };
         }
         let _ = write!(sql, " ORDER BY {keyset}");
         if let Some(limit) = spec.limit {
@@ -664,6 +710,7 @@ mod tests {
             from_cursor: None,
             first_param: 1,
             limit: Some(500),
+            cursor_by_instant: false,
         });
         assert_eq!(
             first,
@@ -680,6 +727,7 @@ mod tests {
             from_cursor: None,
             first_param: 2,
             limit: Some(10),
+            cursor_by_instant: false,
         });
         assert_eq!(
             resume,
@@ -702,6 +750,7 @@ mod tests {
             from_cursor: None,
             first_param: 1,
             limit: Some(3),
+            cursor_by_instant: false,
         });
         assert!(sql.contains("> ($1::numeric, $2::bigint)"), "{sql}");
     }
@@ -719,11 +768,61 @@ mod tests {
             from_cursor: Some(&resume),
             first_param: 1,
             limit: Some(5),
+            cursor_by_instant: false,
         });
         assert_eq!(
             sql,
             "SELECT * FROM \"sales\" WHERE \"updated_at\" IS NOT NULL AND \"updated_at\" >= $1::timestamp \
              ORDER BY \"updated_at\", \"id\" LIMIT 5"
+        );
+    }
+
+    #[test]
+    fn a_sqlite_date_time_cursor_is_ordered_and_compared_by_instant() {
+        let order = strings(&["updated_at", "id"]);
+        let resume = Value::Text("2026-11-29T09:59:55".into());
+        let mut spec = KeysetSelect {
+            from: SelectFrom::Table("sales"),
+            columns: None,
+            text_columns: &[],
+            order_by: &order,
+            after: None,
+            from_cursor: Some(&resume),
+            first_param: 1,
+            limit: None,
+            cursor_by_instant: true,
+        };
+        let instant = |operand: &str| {
+            format!(
+                "(CASE typeof({operand}) WHEN 'integer' THEN julianday({operand}, 'unixepoch') \
+                 ELSE julianday({operand}) END)"
+            )
+        };
+        let cursor = instant("\"updated_at\"");
+        assert_eq!(
+            Dialect::Sqlite.keyset_select(&spec),
+            format!(
+                "SELECT * FROM \"sales\" WHERE \"updated_at\" IS NOT NULL AND ({cursor} >= {} OR {cursor} IS NULL) \
+                 ORDER BY {cursor}, \"id\"",
+                instant("?1")
+            )
+        );
+        let position = [Value::Int(1_795_960_800), Value::Int(4)];
+        spec.from_cursor = None;
+        spec.after = Some(&position);
+        assert_eq!(
+            Dialect::Sqlite.keyset_select(&spec),
+            format!(
+                "SELECT * FROM \"sales\" WHERE \"updated_at\" IS NOT NULL AND (({cursor}, \"id\") > ({}, ?2) \
+                 OR {cursor} IS NULL) ORDER BY {cursor}, \"id\"",
+                instant("?1")
+            )
+        );
+        // Other dialects order by the column as it is.
+        assert_eq!(
+            Dialect::Postgres.keyset_select(&spec),
+            "SELECT * FROM \"sales\" WHERE \"updated_at\" IS NOT NULL AND (\"updated_at\", \"id\") > ($1::bigint, $2::bigint) \
+             ORDER BY \"updated_at\", \"id\""
         );
     }
 
@@ -875,6 +974,7 @@ mod tests {
             from_cursor: None,
             first_param: 1,
             limit: Some(3),
+            cursor_by_instant: false,
         });
         assert_eq!(
             sql,

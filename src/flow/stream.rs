@@ -67,18 +67,24 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, Stri
 /// `source_columns` are the (name, type) pairs the source returns; they
 /// count only when the stream has no `columns` mapping (then every source
 /// column is copied, so a column added at the source must be backfilled).
+/// `cursor_by_instant`: a SQLite date/time cursor ordered by instant
+/// (`ResolvedSource::cursor_date_time`); it counts only when set, so that
+/// checkpoints saved while such a cursor was ordered as stored (which
+/// skipped rows) are replaced by one backfill, and no other stream's
+/// fingerprint changes.
 pub fn fingerprint(
     flow: &Flow,
     stream: &Stream,
     site_params: &[(String, String)],
     source_columns: &[(String, String)],
+    cursor_by_instant: bool,
 ) -> String {
     let copied_columns = if stream.columns.is_none() {
         source_columns
     } else {
         &[]
     };
-    let definition = serde_json::json!({
+    let mut definition = serde_json::json!({
         "direction": flow.direction.as_str(),
         "source": match &stream.source {
             Source::Table(t) => format!("table:{t}"),
@@ -92,6 +98,9 @@ pub fn fingerprint(
         "site_params": site_params,
         "source_columns": copied_columns,
     });
+    if cursor_by_instant {
+        definition["cursor_order"] = serde_json::json!("instant");
+    }
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -815,6 +824,61 @@ impl RowMapping {
         Ok(())
     }
 
+    /// For a SQLite cursor declared the date/time type `declared`: reads
+    /// each source row's cursor value as the instant it stands for
+    /// ([`crate::connector::sqlite_instant`]), the way the keyset read
+    /// orders them. A Julian-day REAL or unix-second INTEGER is replaced by
+    /// that instant, so the target receives a date-time; text stays as
+    /// written (every target parses it). Returns the last row's instant
+    /// (`None` for no rows), for the checkpoint. A value that is no
+    /// date-time stops the batch, naming row key, column and value.
+    fn read_cursor_instants(
+        &self,
+        rows: &mut [Vec<Value>],
+        site_id: &str,
+        declared: &str,
+    ) -> Result<Option<Value>, String> {
+        let cursor = self.keyset_indexes[0];
+        let mut last = None;
+        for row in rows.iter_mut() {
+            let Some(instant) = crate::connector::sqlite_instant(&row[cursor]) else {
+                return Err(format!(
+                    "row {}: column `{}`: value `{}` ({}) is not a date-time; a cursor declared `{declared}` is read \
+                     by instant and must hold {}; correct the value at the source",
+                    self.source_key_of(row, site_id),
+                    self.key_names[0],
+                    row[cursor],
+                    row[cursor].kind(),
+                    crate::connector::SQLITE_INSTANT_FORMS
+                ));
+            };
+            if matches!(row[cursor], Value::Int(_) | Value::Float(_)) {
+                row[cursor] = instant.clone();
+            }
+            last = Some(instant);
+        }
+        Ok(last)
+    }
+
+    /// "(k1, k2) = (v1, v2)": the conflict key of a source row (before
+    /// [`RowMapping::map_rows`]), for messages.
+    fn source_key_of(&self, row: &[Value], site_id: &str) -> String {
+        let values: Vec<String> = self
+            .conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .map(|target| match self.sources[target] {
+                MapSource::SiteId => site_id.to_string(),
+                MapSource::Column(i) => row[i].to_string(),
+            })
+            .collect();
+        format!(
+            "({}) = ({})",
+            self.conflict_key.join(", "),
+            values.join(", ")
+        )
+    }
+
     /// The keyset position of a row; errors if a key column is NULL, since
     /// a NULL in the position would make the next read skip rows.
     fn position(&self, row: &[Value]) -> Result<Vec<Value>, String> {
@@ -906,6 +970,12 @@ pub(crate) struct ResolvedSource {
     text_columns: Vec<String>,
     /// Every column the source returns, as (name, type name).
     pub described: Vec<(String, String)>,
+    /// SQLite sources whose cursor is declared a date or date-time type
+    /// (`DATETIME`, `TIMESTAMP`, `DATE`...): that declared type. Such a
+    /// cursor may hold text, Julian-day REALs and unix-second INTEGERs; it
+    /// is ordered by instant and each value read as one
+    /// ([`crate::connector::sqlite_instant`]).
+    pub cursor_date_time: Option<String>,
 }
 
 impl ResolvedSource {
@@ -926,6 +996,7 @@ impl ResolvedSource {
             columns: stream.select_columns(),
             text_columns: Vec::new(),
             described: Vec::new(),
+            cursor_date_time: None,
         };
         match &stream.source {
             Source::Table(_) => {}
@@ -972,6 +1043,24 @@ impl ResolvedSource {
             resolved.columns = Some(resolved.described.iter().map(|(n, _)| n.clone()).collect());
             resolved.text_columns = text_columns;
         }
+        if source.dialect() == crate::dialect::Dialect::Sqlite {
+            // The declared type where the cursor comes from a table; else
+            // the driver's name (`DATETIME` for `datetime` and `timestamp`).
+            let declared = match source
+                .declared_type(&probe, &stream.cursor)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?
+            {
+                Some(declared) => Some(declared),
+                None => resolved
+                    .described
+                    .iter()
+                    .find(|(name, _)| *name == stream.cursor)
+                    .map(|(_, type_name)| type_name.clone()),
+            };
+            resolved.cursor_date_time =
+                declared.filter(|d| crate::connector::sqlite_is_date_time_type(d));
+        }
         Ok(resolved)
     }
 
@@ -1008,6 +1097,7 @@ impl ResolvedSource {
             from_cursor,
             first_param: self.site_params.len() + 1,
             limit: None,
+            cursor_by_instant: self.cursor_date_time.is_some(),
         }
     }
 
@@ -1030,6 +1120,7 @@ impl ResolvedSource {
             from_cursor,
             first_param: self.site_params.len() + 1,
             limit,
+            cursor_by_instant: self.cursor_date_time.is_some(),
         })
     }
 }
@@ -1149,7 +1240,13 @@ impl StreamRun<'_> {
             stream: self.stream.name.clone(),
             site: self.site.id.clone(),
         };
-        let fingerprint = fingerprint(self.flow, self.stream, site_params, &resolved.described);
+        let fingerprint = fingerprint(
+            self.flow,
+            self.stream,
+            site_params,
+            &resolved.described,
+            resolved.cursor_date_time.is_some(),
+        );
         let stored = self.hub.state().load_checkpoint(master, &key).await?;
         // `saved`: the furthest position applied (what the checkpoint holds);
         // `read_start`: where this run's first read begins.
@@ -1482,12 +1579,24 @@ impl StreamRun<'_> {
         let mapping = applied.mapping.as_ref().expect("mapping was just built");
         // A value refused before writing is the data's fault (kind `data`).
         let data = |message: String| RunError::new(ErrorKind::Data, message);
+        let mut batch = batch;
+        let last_instant = match &place.resolved.cursor_date_time {
+            Some(declared) => mapping
+                .read_cursor_instants(&mut batch.rows, &self.site.id, declared)
+                .map_err(data)?,
+            None => None,
+        };
         let batch_end = match part {
-            ReadPart::Cursor => Some(
-                mapping
+            ReadPart::Cursor => {
+                let mut position = mapping
                     .position(batch.rows.last().expect("batch is not empty"))
-                    .map_err(data)?,
-            ),
+                    .map_err(data)?;
+                // The checkpoint holds the instant, whatever form it had.
+                if let Some(instant) = last_instant {
+                    position[0] = instant;
+                }
+                Some(position)
+            }
             ReadPart::Side => None,
         };
         let flags = mapping.deleted_flags(&batch);
