@@ -13,6 +13,7 @@ use super::stream::ResolvedSource;
 use crate::config::{Config, Direction, Flow, Site, Source, Stream};
 use crate::connector::{ConnectOptions, Connector, TableInfo};
 use crate::dialect::Dialect;
+use crate::mediate::MappingPlan;
 
 /// One finding of `check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,11 +242,7 @@ async fn check_stream(
         .into_iter()
         .map(|problem| format!("{target_side} table `{}`: {problem}", stream.target)),
     );
-    let mut conflict_key: Vec<String> = Vec::new();
-    if flow.direction == Direction::Pull {
-        conflict_key.extend(stream.site_column.iter().cloned());
-    }
-    conflict_key.extend(stream.primary_key.iter().cloned());
+    let conflict_key = MappingPlan::conflict_key_of(stream, flow.direction);
     for column in &conflict_key {
         if target_info.column(column).is_none() && !written.iter().any(|(t, _)| t == column) {
             findings.problems.push(format!(

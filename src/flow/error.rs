@@ -4,6 +4,7 @@
 //! `error_kind`).
 
 use crate::connector::{ConnectorError, ErrorKind};
+use crate::mediate::MapError;
 use crate::state::StateError;
 
 /// A failed stream or site run. Displays as its message.
@@ -50,6 +51,17 @@ impl RunError {
 impl From<String> for RunError {
     fn from(message: String) -> RunError {
         RunError::new(ErrorKind::Other, message)
+    }
+}
+
+/// A mapping that cannot be built is the config's or a table's problem
+/// (kind `other`); a refused row value is the data's (kind `data`).
+impl From<MapError> for RunError {
+    fn from(error: MapError) -> RunError {
+        match error {
+            MapError::Plan(message) => RunError::new(ErrorKind::Other, message),
+            MapError::Row(message) => RunError::new(ErrorKind::Data, message),
+        }
     }
 }
 

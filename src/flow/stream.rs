@@ -8,11 +8,12 @@ use super::schema::{Logical, create_table_sql, incompatibility, source_logical, 
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
 use crate::config::{
-    Deletes, Direction, Flow, LateCommits, NullCursors, OnError, Site, Source, Stream, ZeroDates,
+    Deletes, Direction, Flow, LateCommits, NullCursors, OnError, Site, Source, Stream,
 };
 use crate::connector::{Connector, ConnectorError, ErrorKind, SourceClock, TableInfo};
 use crate::dialect::params::bind_site_placeholders;
 use crate::dialect::{KeysetSelect, SelectFrom, UpsertSpec};
+use crate::mediate::MappingPlan;
 use crate::state::{Checkpoint, CheckpointKey, INTERRUPTED, StateError};
 use crate::value::{Batch, Value};
 
@@ -318,593 +319,6 @@ fn add_note(report: &mut StreamReport, note: String) {
     });
 }
 
-/// Where a target value comes from.
-#[derive(Clone, Copy, Debug)]
-enum MapSource {
-    /// The site id (pull `site_column`).
-    SiteId,
-    /// A column of the source batch, by index.
-    Column(usize),
-}
-
-/// How source rows become target rows, resolved from the first batch's
-/// column names.
-#[derive(Debug)]
-struct RowMapping {
-    target_columns: Vec<String>,
-    column_types: Vec<String>,
-    sources: Vec<MapSource>,
-    conflict_key: Vec<String>,
-    keyset_indexes: Vec<usize>,
-    /// Indexes (in `keyset_indexes`) of primary key columns, never NULL.
-    key_names: Vec<String>,
-    /// Index in the source batch of the soft-delete flag (`delete_column`).
-    delete_index: Option<usize>,
-}
-
-impl RowMapping {
-    fn build(
-        stream: &Stream,
-        direction: Direction,
-        source_columns: &[String],
-        target: &TableInfo,
-        target_place: &str,
-    ) -> Result<RowMapping, String> {
-        let find_source = |name: &str| -> Result<usize, String> {
-            source_columns
-                .iter()
-                .position(|c| c == name)
-                .ok_or_else(|| {
-                    format!(
-                        "source column `{name}` not found; the source returns: {}",
-                        quoted_list(source_columns)
-                    )
-                })
-        };
-        let mut target_columns = Vec::new();
-        let mut sources = Vec::new();
-        if direction == Direction::Pull
-            && let Some(site_column) = &stream.site_column
-        {
-            target_columns.push(site_column.clone());
-            sources.push(MapSource::SiteId);
-        }
-        match &stream.columns {
-            Some(pairs) => {
-                for (target_column, source_column) in pairs {
-                    target_columns.push(target_column.clone());
-                    sources.push(MapSource::Column(find_source(source_column)?));
-                }
-            }
-            None => {
-                for (index, column) in source_columns.iter().enumerate() {
-                    // A source column named like the pull's `site_column` is
-                    // replaced by the site id, which that column means at the master.
-                    if direction == Direction::Pull && stream.site_column.as_ref() == Some(column) {
-                        continue;
-                    }
-                    // The soft-delete flag is copied only where the target keeps it.
-                    if stream.delete_column.as_ref() == Some(column)
-                        && target.column(column).is_none()
-                    {
-                        continue;
-                    }
-                    target_columns.push(column.clone());
-                    sources.push(MapSource::Column(index));
-                }
-            }
-        }
-        let mut column_types = Vec::with_capacity(target_columns.len());
-        for column in &target_columns {
-            match target.column(column) {
-                Some(info) => column_types.push(info.cast_type.clone()),
-                None => {
-                    return Err(format!(
-                        "column `{column}` is missing in {target_place}; add it, or select and rename columns with `columns = {{ target = \"source\" }}`"
-                    ));
-                }
-            }
-        }
-        let mut conflict_key: Vec<String> = Vec::new();
-        if direction == Direction::Pull {
-            conflict_key.extend(stream.site_column.iter().cloned());
-        }
-        conflict_key.extend(stream.primary_key.iter().cloned());
-        for key in &conflict_key {
-            if !target_columns.contains(key) {
-                return Err(format!(
-                    "primary key column `{key}` is not among the columns written to {target_place}"
-                ));
-            }
-        }
-        let keyset_indexes = stream
-            .keyset_source_columns()
-            .iter()
-            .map(|c| find_source(c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let delete_index = stream
-            .delete_column
-            .as_deref()
-            .map(|flag| {
-                find_source(flag).map_err(|e| format!("{e} (it is the stream's `delete_column`)"))
-            })
-            .transpose()?;
-        Ok(RowMapping {
-            target_columns,
-            column_types,
-            sources,
-            conflict_key,
-            keyset_indexes,
-            key_names: stream.keyset_source_columns(),
-            delete_index,
-        })
-    }
-
-    /// Indexes in `target_columns` of the conflict key columns.
-    fn key_indexes(&self) -> Vec<usize> {
-        self.conflict_key
-            .iter()
-            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-            .collect()
-    }
-
-    /// The conflict key's columns and types, for deleting by key.
-    fn delete_spec<'a>(&'a self, table: &'a str, key_types: &'a [String]) -> UpsertSpec<'a> {
-        UpsertSpec {
-            table,
-            columns: &self.conflict_key,
-            column_types: key_types,
-            key: &self.conflict_key,
-        }
-    }
-
-    /// Types of the conflict key columns, in `conflict_key` order.
-    fn key_types(&self) -> Vec<String> {
-        self.key_indexes()
-            .iter()
-            .map(|i| self.column_types[*i].clone())
-            .collect()
-    }
-
-    /// Splits mapped `rows` into rows to upsert and the conflict keys of
-    /// rows whose soft-delete flag is set (`flags`, from
-    /// [`RowMapping::deleted_flags`]), to delete.
-    fn split_deleted(
-        &self,
-        flags: Option<Vec<bool>>,
-        rows: Vec<Vec<Value>>,
-    ) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
-        let Some(flags) = flags else {
-            return (rows, Vec::new());
-        };
-        let key_indexes = self.key_indexes();
-        let mut live = Vec::with_capacity(rows.len());
-        let mut deleted = Vec::new();
-        for (deleted_at_source, row) in flags.into_iter().zip(rows) {
-            if deleted_at_source {
-                deleted.push(key_indexes.iter().map(|i| row[*i].clone()).collect());
-            } else {
-                live.push(row);
-            }
-        }
-        (live, deleted)
-    }
-
-    /// Target rows of a batch, in `target_columns` order. Values move out
-    /// of the batch (a source column feeding several target columns is
-    /// copied for all but its last use), so a batch is not held twice.
-    fn map_rows(&self, batch: Batch, site_id: &str) -> Vec<Vec<Value>> {
-        let last_use: Vec<bool> = self
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(at, source)| match source {
-                MapSource::SiteId => false,
-                MapSource::Column(i) => !self.sources[at + 1..]
-                    .iter()
-                    .any(|later| matches!(later, MapSource::Column(j) if j == i)),
-            })
-            .collect();
-        batch
-            .rows
-            .into_iter()
-            .map(|mut row| {
-                self.sources
-                    .iter()
-                    .zip(&last_use)
-                    .map(|(source, last)| match source {
-                        MapSource::SiteId => Value::Text(site_id.to_string()),
-                        MapSource::Column(i) if *last => {
-                            std::mem::replace(&mut row[*i], Value::Null)
-                        }
-                        MapSource::Column(i) => row[*i].clone(),
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// For each source row of `batch`, whether its soft-delete flag is set;
-    /// `None` without `delete_column`.
-    fn deleted_flags(&self, batch: &Batch) -> Option<Vec<bool>> {
-        let flag = self.delete_index?;
-        Some(
-            batch
-                .rows
-                .iter()
-                .map(|row| row[flag].marks_deleted())
-                .collect(),
-        )
-    }
-
-    /// Errors if two rows of one batch have the same conflict key: the
-    /// source's key is not unique, and one row would silently replace the
-    /// other (or PostgreSQL would refuse the whole batch without saying why).
-    fn check_unique_keys(&self, rows: &[Vec<Value>]) -> Result<(), String> {
-        let key_indexes = self.key_indexes();
-        let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        for row in rows {
-            let key: Vec<Option<std::borrow::Cow<'_, str>>> =
-                key_indexes.iter().map(|i| row[*i].pg_text()).collect();
-            if !seen.insert(key) {
-                let shown: Vec<String> = key_indexes.iter().map(|i| row[*i].to_string()).collect();
-                return Err(format!(
-                    "two source rows have the same key ({}) = ({}); `primary_key` must identify one row at the source \
-                     (add the missing key column, or de-duplicate in a `query`)",
-                    self.conflict_key.join(", "),
-                    shown.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Target column indexes whose source column is a MySQL `DATE`,
-    /// `DATETIME` or `TIMESTAMP` (`described`: the source's (name, type)
-    /// pairs), where zero dates can come from. Empty for other sources.
-    fn zero_date_columns(
-        &self,
-        source_dialect: crate::dialect::Dialect,
-        described: &[(String, String)],
-    ) -> Vec<usize> {
-        if source_dialect != crate::dialect::Dialect::MySql {
-            return Vec::new();
-        }
-        self.sources
-            .iter()
-            .enumerate()
-            .filter_map(|(target_index, source)| match source {
-                MapSource::Column(i) => described
-                    .get(*i)
-                    .filter(|(_, ty)| matches!(ty.as_str(), "DATE" | "DATETIME" | "TIMESTAMP"))
-                    .map(|_| target_index),
-                MapSource::SiteId => None,
-            })
-            .collect()
-    }
-
-    /// The stream's `booleans` (source column names): 0/1 integers become
-    /// booleans; any other value stops the batch, naming row key, column
-    /// and value.
-    fn apply_booleans(
-        &self,
-        rows: &mut [Vec<Value>],
-        source_columns: &[String],
-        booleans: &[String],
-    ) -> Result<(), String> {
-        let columns: Vec<usize> = self
-            .sources
-            .iter()
-            .enumerate()
-            .filter_map(|(target_index, source)| match source {
-                MapSource::Column(i) if booleans.contains(&source_columns[*i]) => {
-                    Some(target_index)
-                }
-                _ => None,
-            })
-            .collect();
-        for row in rows.iter_mut() {
-            for column in &columns {
-                row[*column] = match &row[*column] {
-                    Value::Int(0) => Value::Bool(false),
-                    Value::Int(1) => Value::Bool(true),
-                    Value::Null | Value::Bool(_) => continue,
-                    other => {
-                        return Err(format!(
-                            "row {}: column `{}`: value `{other}` ({}) is not a boolean (0 or 1), and the stream \
-                             lists it in `booleans`",
-                            self.key_of(row),
-                            self.target_columns[*column],
-                            other.kind()
-                        ));
-                    }
-                };
-            }
-        }
-        Ok(())
-    }
-
-    /// "(k1, k2) = (v1, v2)": a target row's conflict key, for messages.
-    fn key_of(&self, row: &[Value]) -> String {
-        let values: Vec<String> = self
-            .conflict_key
-            .iter()
-            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-            .map(|i| row[i].to_string())
-            .collect();
-        format!(
-            "({}) = ({})",
-            self.conflict_key.join(", "),
-            values.join(", ")
-        )
-    }
-
-    /// PostgreSQL targets: date-times that arrive as ISO 8601 text (SQLite
-    /// stores them so) become typed values for `timestamp` columns, so that
-    /// an offset is honoured (`10:00+02:00` is 08:00 UTC, which PostgreSQL's
-    /// own cast to `timestamp` would drop) and fractions the column would
-    /// round are refused by [`RowMapping::check_postgres_values`]. Text that
-    /// is not such a date-time is left to the database.
-    fn parse_text_datetimes(&self, rows: &mut [Vec<Value>], target: &TableInfo) {
-        let columns: Vec<usize> = self
-            .target_columns
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| {
-                target.column(name).is_some_and(|c| {
-                    c.data_type.starts_with("timestamp") && !c.data_type.contains("with time zone")
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for row in rows.iter_mut() {
-            for i in &columns {
-                let Value::Text(text) = &row[*i] else {
-                    continue;
-                };
-                let text = text.trim();
-                let parsed = chrono::DateTime::parse_from_rfc3339(text)
-                    .map(|ts| ts.naive_utc())
-                    .or_else(|_| {
-                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-                    })
-                    .or_else(|_| {
-                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                    });
-                if let Ok(naive) = parsed {
-                    row[*i] = Value::Timestamp(naive);
-                }
-            }
-        }
-    }
-
-    /// Refuses, before anything is written, a value a PostgreSQL target
-    /// column would silently round (`connector::pg_check_value`), naming
-    /// row key, column, value and both types.
-    fn check_postgres_values(&self, rows: &[Vec<Value>], target: &TableInfo) -> Result<(), String> {
-        let checked: Vec<(usize, &str)> = self
-            .target_columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, name)| {
-                let data_type = target.column(name)?.data_type.as_str();
-                (data_type.starts_with("numeric(")
-                    || data_type.starts_with("timestamp(")
-                    || data_type.starts_with("time("))
-                .then_some((i, data_type))
-            })
-            .collect();
-        if checked.is_empty() {
-            return Ok(());
-        }
-        for row in rows {
-            for (i, data_type) in &checked {
-                if let Err(why) = crate::connector::pg_check_value(data_type, &row[*i]) {
-                    return Err(format!(
-                        "row {}: column `{}`: {why}",
-                        self.key_of(row),
-                        self.target_columns[*i]
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// With a site `timezone` tag: a pull turns the site's local date-times
-    /// (`timestamp without time zone`, MySQL `DATETIME`) into instants where
-    /// the master column has a zone (`timestamp with time zone`, MySQL
-    /// `TIMESTAMP`); a push turns instants into the site's local time where
-    /// the site column has none. A local time that happens twice (clocks go
-    /// back) is taken as its first occurrence; one that does not exist
-    /// (clocks go forward) stops the batch, naming row key, column and value.
-    fn apply_site_zone(
-        &self,
-        rows: &mut [Vec<Value>],
-        direction: Direction,
-        zone: chrono_tz::Tz,
-        target: &TableInfo,
-    ) -> Result<(), String> {
-        use chrono::TimeZone as _;
-        let zoned = |data_type: &str| {
-            let t = data_type.to_ascii_lowercase();
-            // PostgreSQL `timestamp(3) with time zone`; MySQL `timestamp(6)`.
-            t.contains("with time zone")
-                || (t.starts_with("timestamp") && !t.contains("without time zone"))
-        };
-        let zone_less = |data_type: &str| {
-            let t = data_type.to_ascii_lowercase();
-            t.contains("without time zone") || t.starts_with("datetime")
-        };
-        let columns: Vec<usize> = self
-            .target_columns
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| {
-                target.column(name).is_some_and(|c| match direction {
-                    Direction::Pull => zoned(&c.data_type),
-                    Direction::Push => zone_less(&c.data_type),
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for row in rows.iter_mut() {
-            for column in &columns {
-                match (&row[*column], direction) {
-                    (Value::Timestamp(local), Direction::Pull) => {
-                        let Some(instant) = zone.from_local_datetime(local).earliest() else {
-                            let key: Vec<String> = self
-                                .conflict_key
-                                .iter()
-                                .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-                                .map(|i| row[i].to_string())
-                                .collect();
-                            return Err(format!(
-                                "row ({}) = ({}): column `{}`: local time `{local}` does not exist in the site's \
-                                 time zone `{zone}` (the clocks went forward over it); correct it at the source",
-                                self.conflict_key.join(", "),
-                                key.join(", "),
-                                self.target_columns[*column]
-                            ));
-                        };
-                        row[*column] = Value::TimestampTz(instant.with_timezone(&chrono::Utc));
-                    }
-                    (Value::TimestampTz(instant), Direction::Push) => {
-                        row[*column] = Value::Timestamp(instant.with_timezone(&zone).naive_local());
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// MySQL zero dates (read as their text, `0000-00-00`) in the given
-    /// target columns: NULL with `zero_dates = "null"`; otherwise kept for a
-    /// MySQL target (whose sql_mode decides) and an error naming row key,
-    /// column, value and both types for any other target, before anything
-    /// of the batch is written.
-    fn handle_zero_dates(
-        &self,
-        rows: &mut [Vec<Value>],
-        columns: &[usize],
-        rule: ZeroDates,
-        target_dialect: crate::dialect::Dialect,
-        target: &TableInfo,
-    ) -> Result<(), String> {
-        for row in rows.iter_mut() {
-            for column in columns {
-                let Value::Text(text) = &row[*column] else {
-                    continue;
-                };
-                if rule == ZeroDates::Null {
-                    row[*column] = Value::Null;
-                    continue;
-                }
-                if target_dialect == crate::dialect::Dialect::MySql {
-                    continue;
-                }
-                let name = &self.target_columns[*column];
-                let target_type = target.column(name).map_or("?", |c| c.data_type.as_str());
-                let key: Vec<String> = self
-                    .conflict_key
-                    .iter()
-                    .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-                    .map(|i| row[i].to_string())
-                    .collect();
-                return Err(format!(
-                    "row ({}) = ({}): column `{name}`: MySQL zero date `{text}` has no {} form (target type `{target_type}`); \
-                     set `zero_dates = \"null\"` on the stream to write NULL instead",
-                    self.conflict_key.join(", "),
-                    key.join(", "),
-                    target_dialect.name()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// For a SQLite cursor declared the date/time type `declared`: reads
-    /// each source row's cursor value as the instant it stands for
-    /// ([`crate::connector::sqlite_instant`]), the way the keyset read
-    /// orders them. A Julian-day REAL or unix-second INTEGER is replaced by
-    /// that instant, so the target receives a date-time; text stays as
-    /// written (every target parses it). Returns the last row's instant
-    /// (`None` for no rows), for the checkpoint. A value that is no
-    /// date-time stops the batch, naming row key, column and value.
-    fn read_cursor_instants(
-        &self,
-        rows: &mut [Vec<Value>],
-        site_id: &str,
-        declared: &str,
-    ) -> Result<Option<Value>, String> {
-        let cursor = self.keyset_indexes[0];
-        let mut last = None;
-        for row in rows.iter_mut() {
-            let Some(instant) = crate::connector::sqlite_instant(&row[cursor]) else {
-                return Err(format!(
-                    "row {}: column `{}`: value `{}` ({}) is not a date-time; a cursor declared `{declared}` is read \
-                     by instant and must hold {}; correct the value at the source",
-                    self.source_key_of(row, site_id),
-                    self.key_names[0],
-                    row[cursor],
-                    row[cursor].kind(),
-                    crate::connector::SQLITE_INSTANT_FORMS
-                ));
-            };
-            if matches!(row[cursor], Value::Int(_) | Value::Float(_)) {
-                row[cursor] = instant.clone();
-            }
-            last = Some(instant);
-        }
-        Ok(last)
-    }
-
-    /// "(k1, k2) = (v1, v2)": the conflict key of a source row (before
-    /// [`RowMapping::map_rows`]), for messages.
-    fn source_key_of(&self, row: &[Value], site_id: &str) -> String {
-        let values: Vec<String> = self
-            .conflict_key
-            .iter()
-            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-            .map(|target| match self.sources[target] {
-                MapSource::SiteId => site_id.to_string(),
-                MapSource::Column(i) => row[i].to_string(),
-            })
-            .collect();
-        format!(
-            "({}) = ({})",
-            self.conflict_key.join(", "),
-            values.join(", ")
-        )
-    }
-
-    /// The keyset position of a row; errors if a key column is NULL, since
-    /// a NULL in the position would make the next read skip rows.
-    fn position(&self, row: &[Value]) -> Result<Vec<Value>, String> {
-        let position: Vec<Value> = self
-            .keyset_indexes
-            .iter()
-            .map(|i| row[*i].clone())
-            .collect();
-        if let Some(at) = position.iter().position(Value::is_null) {
-            return Err(format!(
-                "key column `{}` is NULL in a source row; keys must not be NULL",
-                self.key_names[at]
-            ));
-        }
-        Ok(position)
-    }
-}
-
-fn quoted_list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What one batch writes at the target, in one transaction.
 struct BatchWrite<'a> {
     /// The upsert of `rows`.
@@ -1138,6 +552,8 @@ enum ReadPart {
 /// The facts of one stream run at one site, fixed before the first read.
 struct RunPlace<'a> {
     direction: Direction,
+    /// How source rows become target rows, built once before reading.
+    mapping: &'a MappingPlan,
     source: &'a Connector,
     target: &'a Connector,
     resolved: &'a ResolvedSource,
@@ -1156,8 +572,6 @@ struct RunPlace<'a> {
 
 /// What the apply side carries from batch to batch and read to read.
 struct Applied {
-    /// Built from the first batch's columns.
-    mapping: Option<RowMapping>,
     /// The checkpoint as stored now.
     saved: Option<Checkpoint>,
     /// Whether the quarantine may hold rows of this (stream, site).
@@ -1229,6 +643,18 @@ impl StreamRun<'_> {
         {
             return Err(format!("{target_place}: {problem}").into());
         }
+        let source_columns: Vec<String> = resolved
+            .described
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mapping = MappingPlan::build(
+            self.stream,
+            direction,
+            &source_columns,
+            target_info,
+            &target_place,
+        )?;
         let site_params = &resolved.site_params;
         let site_values: Vec<Value> = site_params
             .iter()
@@ -1325,6 +751,7 @@ impl StreamRun<'_> {
         let keyset = self.stream.keyset_source_columns();
         let place = RunPlace {
             direction,
+            mapping: &mapping,
             source,
             target,
             resolved: &resolved,
@@ -1339,7 +766,6 @@ impl StreamRun<'_> {
             snapshot: snapshot_now.map(snapshot_text),
         };
         let mut applied = Applied {
-            mapping: None,
             stored_snapshot: saved.as_ref().and_then(|c| c.snapshot.clone()),
             saved,
             quarantine_open,
@@ -1567,30 +993,18 @@ impl StreamRun<'_> {
             // Rows read from the master count against its rate budget.
             self.hub.master_writes.throttle(batch.len()).await;
         }
-        if applied.mapping.is_none() {
-            applied.mapping = Some(RowMapping::build(
-                self.stream,
-                direction,
-                &batch.columns,
-                place.target_info,
-                place.target_place,
-            )?);
-        }
-        let mapping = applied.mapping.as_ref().expect("mapping was just built");
-        // A value refused before writing is the data's fault (kind `data`).
-        let data = |message: String| RunError::new(ErrorKind::Data, message);
+        let mapping = place.mapping;
         let mut batch = batch;
         let last_instant = match &place.resolved.cursor_date_time {
-            Some(declared) => mapping
-                .read_cursor_instants(&mut batch.rows, &self.site.id, declared)
-                .map_err(data)?,
+            Some(declared) => {
+                mapping.read_cursor_instants(&mut batch.rows, &self.site.id, declared)?
+            }
             None => None,
         };
         let batch_end = match part {
             ReadPart::Cursor => {
-                let mut position = mapping
-                    .position(batch.rows.last().expect("batch is not empty"))
-                    .map_err(data)?;
+                let mut position =
+                    mapping.position(batch.rows.last().expect("batch is not empty"))?;
                 // The checkpoint holds the instant, whatever form it had.
                 if let Some(instant) = last_instant {
                     position[0] = instant;
@@ -1607,35 +1021,27 @@ impl StreamRun<'_> {
             batch.columns.clone()
         };
         let mut rows = mapping.map_rows(batch, &self.site.id);
-        mapping.check_unique_keys(&rows).map_err(data)?;
+        mapping.check_unique_keys(&rows)?;
         let zero_date_columns =
             mapping.zero_date_columns(source.dialect(), &place.resolved.described);
         if !zero_date_columns.is_empty() {
-            mapping
-                .handle_zero_dates(
-                    &mut rows,
-                    &zero_date_columns,
-                    self.stream.zero_dates,
-                    target.dialect(),
-                    place.target_info,
-                )
-                .map_err(data)?;
+            mapping.handle_zero_dates(
+                &mut rows,
+                &zero_date_columns,
+                self.stream.zero_dates,
+                target.dialect(),
+                place.target_info,
+            )?;
         }
         if !self.stream.booleans.is_empty() {
-            mapping
-                .apply_booleans(&mut rows, &source_columns, &self.stream.booleans)
-                .map_err(data)?;
+            mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
         }
         if let Some(zone) = self.site.timezone {
-            mapping
-                .apply_site_zone(&mut rows, direction, zone, place.target_info)
-                .map_err(data)?;
+            mapping.apply_site_zone(&mut rows, direction, zone, place.target_info)?;
         }
         if target.dialect() == crate::dialect::Dialect::Postgres {
             mapping.parse_text_datetimes(&mut rows, place.target_info);
-            mapping
-                .check_postgres_values(&rows, place.target_info)
-                .map_err(data)?;
+            mapping.check_postgres_values(&rows, place.target_info)?;
         }
         let read = rows.len() as u64;
         let (rows, deleted_keys) = mapping.split_deleted(flags, rows);

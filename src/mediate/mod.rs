@@ -1,0 +1,648 @@
+//! The mapping plan: how one stream's source rows become target rows at
+//! one site, built once per (stream, site) from the stream's config and the
+//! source's described columns, and used by every stage that needs to know
+//! which target columns are written, the conflict key, the keyset
+//! positions and the per-dialect value fixes (MySQL zero dates, 0/1
+//! booleans, a site's local time zone, PostgreSQL rounding checks, SQLite
+//! date-time cursors). Nothing here does I/O.
+//!
+//! Invariants: the conflict key is `site_column` (pull) followed by
+//! `primary_key`, and every one of its columns is written; a row is mapped
+//! by moving values out of the source row (a source column feeding several
+//! target columns is copied for all but its last use); a refused value
+//! names the row's key and the column ([`MapError::Row`]).
+
+use crate::config::{Direction, Stream, ZeroDates};
+use crate::connector::TableInfo;
+use crate::dialect::UpsertSpec;
+use crate::value::{Batch, Value};
+
+/// Why a stream cannot be mapped, or why a row cannot be.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// The mapping cannot be built against these columns (a missing column,
+    /// a key column not written): the config or a table must change.
+    #[error("{0}")]
+    Plan(String),
+    /// A row's value cannot be carried exactly; the message names the row's
+    /// key, the column and the value, and says what to do.
+    #[error("{0}")]
+    Row(String),
+}
+
+/// Where a target value comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MapSource {
+    /// The site id (pull `site_column`).
+    SiteId,
+    /// A column of the source batch, by index.
+    Column(usize),
+}
+
+/// How source rows become target rows, resolved from the first batch's
+/// column names.
+#[derive(Debug)]
+pub(crate) struct MappingPlan {
+    /// Target columns written, in order (pull: `site_column` first).
+    pub(crate) target_columns: Vec<String>,
+    /// Each target column's cast type (`TableInfo` `cast_type`).
+    pub(crate) column_types: Vec<String>,
+    /// Where each target column's value comes from.
+    pub(crate) sources: Vec<MapSource>,
+    /// The upsert's conflict key ([`MappingPlan::conflict_key_of`]).
+    pub(crate) conflict_key: Vec<String>,
+    /// Indexes in the source row of the keyset (cursor, key...).
+    pub(crate) keyset_indexes: Vec<usize>,
+    /// Indexes (in `keyset_indexes`) of primary key columns, never NULL.
+    key_names: Vec<String>,
+    /// Index in the source batch of the soft-delete flag (`delete_column`).
+    delete_index: Option<usize>,
+}
+
+impl MappingPlan {
+    /// The upsert's conflict key of `stream` in `direction`, as target
+    /// column names: `site_column` first for a pull, then `primary_key`.
+    /// The target needs a unique key on exactly these columns.
+    pub(crate) fn conflict_key_of(stream: &Stream, direction: Direction) -> Vec<String> {
+        let mut key: Vec<String> = Vec::new();
+        if direction == Direction::Pull {
+            key.extend(stream.site_column.iter().cloned());
+        }
+        key.extend(stream.primary_key.iter().cloned());
+        key
+    }
+
+    /// Builds the plan of `stream` in `direction` for a source returning
+    /// `source_columns` (names, in order) into the table `target`
+    /// (`target_place` names it in messages).
+    ///
+    /// Errors ([`MapError::Plan`]): a mapped, cursor, key or `delete_column`
+    /// source column the source does not return; a written column missing
+    /// at the target; a conflict key column not written.
+    pub(crate) fn build(
+        stream: &Stream,
+        direction: Direction,
+        source_columns: &[String],
+        target: &TableInfo,
+        target_place: &str,
+    ) -> Result<MappingPlan, MapError> {
+        let find_source = |name: &str| -> Result<usize, MapError> {
+            source_columns
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| {
+                    MapError::Plan(format!(
+                        "source column `{name}` not found; the source returns: {}",
+                        quoted_list(source_columns)
+                    ))
+                })
+        };
+        let mut target_columns = Vec::new();
+        let mut sources = Vec::new();
+        if direction == Direction::Pull
+            && let Some(site_column) = &stream.site_column
+        {
+            target_columns.push(site_column.clone());
+            sources.push(MapSource::SiteId);
+        }
+        match &stream.columns {
+            Some(pairs) => {
+                for (target_column, source_column) in pairs {
+                    target_columns.push(target_column.clone());
+                    sources.push(MapSource::Column(find_source(source_column)?));
+                }
+            }
+            None => {
+                for (index, column) in source_columns.iter().enumerate() {
+                    // A source column named like the pull's `site_column` is
+                    // replaced by the site id, which that column means at the master.
+                    if direction == Direction::Pull && stream.site_column.as_ref() == Some(column) {
+                        continue;
+                    }
+                    // The soft-delete flag is copied only where the target keeps it.
+                    if stream.delete_column.as_ref() == Some(column)
+                        && target.column(column).is_none()
+                    {
+                        continue;
+                    }
+                    target_columns.push(column.clone());
+                    sources.push(MapSource::Column(index));
+                }
+            }
+        }
+        let mut column_types = Vec::with_capacity(target_columns.len());
+        for column in &target_columns {
+            match target.column(column) {
+                Some(info) => column_types.push(info.cast_type.clone()),
+                None => {
+                    return Err(MapError::Plan(format!(
+                        "column `{column}` is missing in {target_place}; add it, or select and rename columns with `columns = {{ target = \"source\" }}`"
+                    )));
+                }
+            }
+        }
+        let conflict_key = MappingPlan::conflict_key_of(stream, direction);
+        for key in &conflict_key {
+            if !target_columns.contains(key) {
+                return Err(MapError::Plan(format!(
+                    "primary key column `{key}` is not among the columns written to {target_place}"
+                )));
+            }
+        }
+        let keyset_indexes = stream
+            .keyset_source_columns()
+            .iter()
+            .map(|c| find_source(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete_index = stream
+            .delete_column
+            .as_deref()
+            .map(|flag| {
+                find_source(flag).map_err(|e| {
+                    MapError::Plan(format!("{e} (it is the stream's `delete_column`)"))
+                })
+            })
+            .transpose()?;
+        Ok(MappingPlan {
+            target_columns,
+            column_types,
+            sources,
+            conflict_key,
+            keyset_indexes,
+            key_names: stream.keyset_source_columns(),
+            delete_index,
+        })
+    }
+
+    /// Indexes in `target_columns` of the conflict key columns.
+    pub(crate) fn key_indexes(&self) -> Vec<usize> {
+        self.conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .collect()
+    }
+
+    /// The conflict key's columns and types, for deleting by key.
+    pub(crate) fn delete_spec<'a>(
+        &'a self,
+        table: &'a str,
+        key_types: &'a [String],
+    ) -> UpsertSpec<'a> {
+        UpsertSpec {
+            table,
+            columns: &self.conflict_key,
+            column_types: key_types,
+            key: &self.conflict_key,
+        }
+    }
+
+    /// Types of the conflict key columns, in `conflict_key` order.
+    pub(crate) fn key_types(&self) -> Vec<String> {
+        self.key_indexes()
+            .iter()
+            .map(|i| self.column_types[*i].clone())
+            .collect()
+    }
+
+    /// Splits mapped `rows` into rows to upsert and the conflict keys of
+    /// rows whose soft-delete flag is set (`flags`, from
+    /// [`MappingPlan::deleted_flags`]), to delete.
+    pub(crate) fn split_deleted(
+        &self,
+        flags: Option<Vec<bool>>,
+        rows: Vec<Vec<Value>>,
+    ) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
+        let Some(flags) = flags else {
+            return (rows, Vec::new());
+        };
+        let key_indexes = self.key_indexes();
+        let mut live = Vec::with_capacity(rows.len());
+        let mut deleted = Vec::new();
+        for (deleted_at_source, row) in flags.into_iter().zip(rows) {
+            if deleted_at_source {
+                deleted.push(key_indexes.iter().map(|i| row[*i].clone()).collect());
+            } else {
+                live.push(row);
+            }
+        }
+        (live, deleted)
+    }
+
+    /// Target rows of a batch, in `target_columns` order. Values move out
+    /// of the batch (a source column feeding several target columns is
+    /// copied for all but its last use), so a batch is not held twice.
+    pub(crate) fn map_rows(&self, batch: Batch, site_id: &str) -> Vec<Vec<Value>> {
+        let last_use: Vec<bool> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(at, source)| match source {
+                MapSource::SiteId => false,
+                MapSource::Column(i) => !self.sources[at + 1..]
+                    .iter()
+                    .any(|later| matches!(later, MapSource::Column(j) if j == i)),
+            })
+            .collect();
+        batch
+            .rows
+            .into_iter()
+            .map(|mut row| {
+                self.sources
+                    .iter()
+                    .zip(&last_use)
+                    .map(|(source, last)| match source {
+                        MapSource::SiteId => Value::Text(site_id.to_string()),
+                        MapSource::Column(i) if *last => {
+                            std::mem::replace(&mut row[*i], Value::Null)
+                        }
+                        MapSource::Column(i) => row[*i].clone(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// For each source row of `batch`, whether its soft-delete flag is set;
+    /// `None` without `delete_column`.
+    pub(crate) fn deleted_flags(&self, batch: &Batch) -> Option<Vec<bool>> {
+        let flag = self.delete_index?;
+        Some(
+            batch
+                .rows
+                .iter()
+                .map(|row| row[flag].marks_deleted())
+                .collect(),
+        )
+    }
+
+    /// Errors if two rows of one batch have the same conflict key: the
+    /// source's key is not unique, and one row would silently replace the
+    /// other (or PostgreSQL would refuse the whole batch without saying why).
+    pub(crate) fn check_unique_keys(&self, rows: &[Vec<Value>]) -> Result<(), MapError> {
+        let key_indexes = self.key_indexes();
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            let key: Vec<Option<std::borrow::Cow<'_, str>>> =
+                key_indexes.iter().map(|i| row[*i].pg_text()).collect();
+            if !seen.insert(key) {
+                let shown: Vec<String> = key_indexes.iter().map(|i| row[*i].to_string()).collect();
+                return Err(MapError::Row(format!(
+                    "two source rows have the same key ({}) = ({}); `primary_key` must identify one row at the source \
+                     (add the missing key column, or de-duplicate in a `query`)",
+                    self.conflict_key.join(", "),
+                    shown.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Target column indexes whose source column is a MySQL `DATE`,
+    /// `DATETIME` or `TIMESTAMP` (`described`: the source's (name, type)
+    /// pairs), where zero dates can come from. Empty for other sources.
+    pub(crate) fn zero_date_columns(
+        &self,
+        source_dialect: crate::dialect::Dialect,
+        described: &[(String, String)],
+    ) -> Vec<usize> {
+        if source_dialect != crate::dialect::Dialect::MySql {
+            return Vec::new();
+        }
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(target_index, source)| match source {
+                MapSource::Column(i) => described
+                    .get(*i)
+                    .filter(|(_, ty)| matches!(ty.as_str(), "DATE" | "DATETIME" | "TIMESTAMP"))
+                    .map(|_| target_index),
+                MapSource::SiteId => None,
+            })
+            .collect()
+    }
+
+    /// The stream's `booleans` (source column names): 0/1 integers become
+    /// booleans; any other value stops the batch, naming row key, column
+    /// and value.
+    pub(crate) fn apply_booleans(
+        &self,
+        rows: &mut [Vec<Value>],
+        source_columns: &[String],
+        booleans: &[String],
+    ) -> Result<(), MapError> {
+        let columns: Vec<usize> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(target_index, source)| match source {
+                MapSource::Column(i) if booleans.contains(&source_columns[*i]) => {
+                    Some(target_index)
+                }
+                _ => None,
+            })
+            .collect();
+        for row in rows.iter_mut() {
+            for column in &columns {
+                row[*column] = match &row[*column] {
+                    Value::Int(0) => Value::Bool(false),
+                    Value::Int(1) => Value::Bool(true),
+                    Value::Null | Value::Bool(_) => continue,
+                    other => {
+                        return Err(MapError::Row(format!(
+                            "row {}: column `{}`: value `{other}` ({}) is not a boolean (0 or 1), and the stream \
+                             lists it in `booleans`",
+                            self.key_of(row),
+                            self.target_columns[*column],
+                            other.kind()
+                        )));
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// "(k1, k2) = (v1, v2)": a target row's conflict key, for messages.
+    pub(crate) fn key_of(&self, row: &[Value]) -> String {
+        let values: Vec<String> = self
+            .conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .map(|i| row[i].to_string())
+            .collect();
+        format!(
+            "({}) = ({})",
+            self.conflict_key.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// PostgreSQL targets: date-times that arrive as ISO 8601 text (SQLite
+    /// stores them so) become typed values for `timestamp` columns, so that
+    /// an offset is honoured (`10:00+02:00` is 08:00 UTC, which PostgreSQL's
+    /// own cast to `timestamp` would drop) and fractions the column would
+    /// round are refused by [`MappingPlan::check_postgres_values`]. Text that
+    /// is not such a date-time is left to the database.
+    pub(crate) fn parse_text_datetimes(&self, rows: &mut [Vec<Value>], target: &TableInfo) {
+        let columns: Vec<usize> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                target.column(name).is_some_and(|c| {
+                    c.data_type.starts_with("timestamp") && !c.data_type.contains("with time zone")
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for row in rows.iter_mut() {
+            for i in &columns {
+                let Value::Text(text) = &row[*i] else {
+                    continue;
+                };
+                let text = text.trim();
+                let parsed = chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|ts| ts.naive_utc())
+                    .or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                    })
+                    .or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    });
+                if let Ok(naive) = parsed {
+                    row[*i] = Value::Timestamp(naive);
+                }
+            }
+        }
+    }
+
+    /// Refuses, before anything is written, a value a PostgreSQL target
+    /// column would silently round (`connector::pg_check_value`), naming
+    /// row key, column, value and both types.
+    pub(crate) fn check_postgres_values(
+        &self,
+        rows: &[Vec<Value>],
+        target: &TableInfo,
+    ) -> Result<(), MapError> {
+        let checked: Vec<(usize, &str)> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let data_type = target.column(name)?.data_type.as_str();
+                (data_type.starts_with("numeric(")
+                    || data_type.starts_with("timestamp(")
+                    || data_type.starts_with("time("))
+                .then_some((i, data_type))
+            })
+            .collect();
+        if checked.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            for (i, data_type) in &checked {
+                if let Err(why) = crate::connector::pg_check_value(data_type, &row[*i]) {
+                    return Err(MapError::Row(format!(
+                        "row {}: column `{}`: {why}",
+                        self.key_of(row),
+                        self.target_columns[*i]
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With a site `timezone` tag: a pull turns the site's local date-times
+    /// (`timestamp without time zone`, MySQL `DATETIME`) into instants where
+    /// the master column has a zone (`timestamp with time zone`, MySQL
+    /// `TIMESTAMP`); a push turns instants into the site's local time where
+    /// the site column has none. A local time that happens twice (clocks go
+    /// back) is taken as its first occurrence; one that does not exist
+    /// (clocks go forward) stops the batch, naming row key, column and value.
+    pub(crate) fn apply_site_zone(
+        &self,
+        rows: &mut [Vec<Value>],
+        direction: Direction,
+        zone: chrono_tz::Tz,
+        target: &TableInfo,
+    ) -> Result<(), MapError> {
+        use chrono::TimeZone as _;
+        let zoned = |data_type: &str| {
+            let t = data_type.to_ascii_lowercase();
+            // PostgreSQL `timestamp(3) with time zone`; MySQL `timestamp(6)`.
+            t.contains("with time zone")
+                || (t.starts_with("timestamp") && !t.contains("without time zone"))
+        };
+        let zone_less = |data_type: &str| {
+            let t = data_type.to_ascii_lowercase();
+            t.contains("without time zone") || t.starts_with("datetime")
+        };
+        let columns: Vec<usize> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                target.column(name).is_some_and(|c| match direction {
+                    Direction::Pull => zoned(&c.data_type),
+                    Direction::Push => zone_less(&c.data_type),
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for row in rows.iter_mut() {
+            for column in &columns {
+                match (&row[*column], direction) {
+                    (Value::Timestamp(local), Direction::Pull) => {
+                        let Some(instant) = zone.from_local_datetime(local).earliest() else {
+                            let key: Vec<String> = self
+                                .conflict_key
+                                .iter()
+                                .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+                                .map(|i| row[i].to_string())
+                                .collect();
+                            return Err(MapError::Row(format!(
+                                "row ({}) = ({}): column `{}`: local time `{local}` does not exist in the site's \
+                                 time zone `{zone}` (the clocks went forward over it); correct it at the source",
+                                self.conflict_key.join(", "),
+                                key.join(", "),
+                                self.target_columns[*column]
+                            )));
+                        };
+                        row[*column] = Value::TimestampTz(instant.with_timezone(&chrono::Utc));
+                    }
+                    (Value::TimestampTz(instant), Direction::Push) => {
+                        row[*column] = Value::Timestamp(instant.with_timezone(&zone).naive_local());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// MySQL zero dates (read as their text, `0000-00-00`) in the given
+    /// target columns: NULL with `zero_dates = "null"`; otherwise kept for a
+    /// MySQL target (whose sql_mode decides) and an error naming row key,
+    /// column, value and both types for any other target, before anything
+    /// of the batch is written.
+    pub(crate) fn handle_zero_dates(
+        &self,
+        rows: &mut [Vec<Value>],
+        columns: &[usize],
+        rule: ZeroDates,
+        target_dialect: crate::dialect::Dialect,
+        target: &TableInfo,
+    ) -> Result<(), MapError> {
+        for row in rows.iter_mut() {
+            for column in columns {
+                let Value::Text(text) = &row[*column] else {
+                    continue;
+                };
+                if rule == ZeroDates::Null {
+                    row[*column] = Value::Null;
+                    continue;
+                }
+                if target_dialect == crate::dialect::Dialect::MySql {
+                    continue;
+                }
+                let name = &self.target_columns[*column];
+                let target_type = target.column(name).map_or("?", |c| c.data_type.as_str());
+                let key: Vec<String> = self
+                    .conflict_key
+                    .iter()
+                    .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+                    .map(|i| row[i].to_string())
+                    .collect();
+                return Err(MapError::Row(format!(
+                    "row ({}) = ({}): column `{name}`: MySQL zero date `{text}` has no {} form (target type `{target_type}`); \
+                     set `zero_dates = \"null\"` on the stream to write NULL instead",
+                    self.conflict_key.join(", "),
+                    key.join(", "),
+                    target_dialect.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// For a SQLite cursor declared the date/time type `declared`: reads
+    /// each source row's cursor value as the instant it stands for
+    /// ([`crate::connector::sqlite_instant`]), the way the keyset read
+    /// orders them. A Julian-day REAL or unix-second INTEGER is replaced by
+    /// that instant, so the target receives a date-time; text stays as
+    /// written (every target parses it). Returns the last row's instant
+    /// (`None` for no rows), for the checkpoint. A value that is no
+    /// date-time stops the batch, naming row key, column and value.
+    pub(crate) fn read_cursor_instants(
+        &self,
+        rows: &mut [Vec<Value>],
+        site_id: &str,
+        declared: &str,
+    ) -> Result<Option<Value>, MapError> {
+        let cursor = self.keyset_indexes[0];
+        let mut last = None;
+        for row in rows.iter_mut() {
+            let Some(instant) = crate::connector::sqlite_instant(&row[cursor]) else {
+                return Err(MapError::Row(format!(
+                    "row {}: column `{}`: value `{}` ({}) is not a date-time; a cursor declared `{declared}` is read \
+                     by instant and must hold {}; correct the value at the source",
+                    self.source_key_of(row, site_id),
+                    self.key_names[0],
+                    row[cursor],
+                    row[cursor].kind(),
+                    crate::connector::SQLITE_INSTANT_FORMS
+                )));
+            };
+            if matches!(row[cursor], Value::Int(_) | Value::Float(_)) {
+                row[cursor] = instant.clone();
+            }
+            last = Some(instant);
+        }
+        Ok(last)
+    }
+
+    /// "(k1, k2) = (v1, v2)": the conflict key of a source row (before
+    /// [`MappingPlan::map_rows`]), for messages.
+    pub(crate) fn source_key_of(&self, row: &[Value], site_id: &str) -> String {
+        let values: Vec<String> = self
+            .conflict_key
+            .iter()
+            .filter_map(|k| self.target_columns.iter().position(|c| c == k))
+            .map(|target| match self.sources[target] {
+                MapSource::SiteId => site_id.to_string(),
+                MapSource::Column(i) => row[i].to_string(),
+            })
+            .collect();
+        format!(
+            "({}) = ({})",
+            self.conflict_key.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// The keyset position of a row; errors if a key column is NULL, since
+    /// a NULL in the position would make the next read skip rows.
+    pub(crate) fn position(&self, row: &[Value]) -> Result<Vec<Value>, MapError> {
+        let position: Vec<Value> = self
+            .keyset_indexes
+            .iter()
+            .map(|i| row[*i].clone())
+            .collect();
+        if let Some(at) = position.iter().position(Value::is_null) {
+            return Err(MapError::Row(format!(
+                "key column `{}` is NULL in a source row; keys must not be NULL",
+                self.key_names[at]
+            )));
+        }
+        Ok(position)
+    }
+}
+
+pub(crate) fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
