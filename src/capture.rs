@@ -30,9 +30,17 @@
 //!    and saves '10:06', then the first commits. So each run records the
 //!    site's `pg_current_snapshot()` before it reads, and the next run
 //!    re-reads rows whose `xmin` (the transaction that wrote the row
-//!    version) that snapshot did not see: one in its in-progress list, or
-//!    at or after its `xmax` ([`Snapshot`]). Only rows below where the
-//!    cursor read starts are wanted (the cursor read returns the others).
+//!    version) that snapshot may not have seen: every id at or after its
+//!    `xmin` ([`Snapshot`]). Not only its in-progress list: a row written
+//!    inside a savepoint (PL/pgSQL `EXCEPTION` blocks, nested ORM
+//!    transactions, JDBC autosave) carries its subtransaction's id, which
+//!    that list never holds, but which is assigned after its parent's and
+//!    so lies at or after `xmin`. Rows of transactions that had already
+//!    committed in that range are read again, and the upsert leaves them
+//!    unchanged; a transaction kept open at the site keeps `xmin` back, so
+//!    while it stays open every run re-reads the rows written since it
+//!    began. Only rows below where the cursor read starts are wanted (the
+//!    cursor read returns the others).
 //!    The filter cannot use an index: it costs one sequential scan of the
 //!    table per run, skipped when no transaction was assigned an id at the
 //!    site since the last run (an idle site). Source: PostgreSQL manual,

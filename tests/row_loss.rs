@@ -119,6 +119,57 @@ fn a_late_commit_with_an_application_cursor_arrives_by_transaction_id() {
     );
 }
 
+/// Found by a fresh-user trial: a row written inside a savepoint carries
+/// its subtransaction's id as `xmin`, which the snapshot's in-progress list
+/// never holds. Session A writes row 2 (stamped two hours back) inside a
+/// released savepoint and stays open; B commits row 3; the hub syncs; A
+/// commits. Row 2 must arrive, once.
+#[test]
+fn a_late_commit_written_inside_a_savepoint_arrives() {
+    let master = pg_create_db("subxid_master");
+    let site = pg_create_db("subxid_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL);
+         INSERT INTO sales VALUES (1, 10, '2026-11-29 10:00:00+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&pull_config(&master, &site, "updated_at", ""));
+    fleet.sync_ok(&[]);
+    let held = PsqlSession::start(
+        &site,
+        "BEGIN; SELECT 1; SAVEPOINT a; INSERT INTO sales VALUES (2, 20, '2026-11-29 10:05:00+00'); RELEASE SAVEPOINT a;",
+    );
+    wait_for_open_transaction(&site);
+    psql(
+        &site,
+        "INSERT INTO sales VALUES (3, 30, '2026-11-29 12:06:00+00');",
+    );
+    fleet.sync_ok(&[]);
+    assert!(held.finish("COMMIT;"));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(id || ':' || qty, ',' ORDER BY id) FROM sales"
+        ),
+        "1:10,2:20,3:30"
+    );
+    // Once: a further sync writes nothing.
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT rows_written FROM hubsync.runs ORDER BY started_at DESC LIMIT 1"
+        ),
+        "0"
+    );
+}
+
 /// Situation 2: rows whose cursor is NULL are read every run (and counted),
 /// an update that leaves the cursor NULL arrives; `null_cursors = "skip"`
 /// leaves them out.
