@@ -101,7 +101,8 @@ fn permission_denied_at_the_master_fails_the_site_and_quarantines_nothing() {
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains(
-            "flow `sales` stream `sales` site `s1`: writing to master table `sales`: permission denied for table sales (code 42501)"
+            "flow `sales` stream `sales` site `s1`: writing to master table `sales`: permission denied for table sales \
+             (code 42501); grant the hub's login SELECT, INSERT and UPDATE on it (and DELETE where rows are deleted)"
         ),
         "{}",
         out.stderr
@@ -251,6 +252,7 @@ fn a_refused_login_is_not_retried_but_a_refused_connection_is() {
         "{}",
         out.stderr
     );
+    assert!(out.stderr.contains("(after 3 attempts)"), "{}", out.stderr);
     assert_eq!(
         psql(
             &master,

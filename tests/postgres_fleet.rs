@@ -758,9 +758,9 @@ fn refused_rows_are_quarantined_and_retried_when_they_change() {
     assert_eq!(
         psql(
             &master,
-            "SELECT status, rows_read, rows_written FROM hubsync.runs"
+            "SELECT status, rows_read, rows_written, error_kind FROM hubsync.runs"
         ),
-        "partial|3|2"
+        "partial|3|2|data"
     );
     // Fixed at the source (new value, new cursor): applied and released.
     sqlite_exec(

@@ -336,8 +336,9 @@ fn late_commit_gap(direction: Direction, source: Dialect, stream: &Stream) -> Op
     };
     Some(format!(
         "a transaction that stays open longer than `cursor_lag` ({}) and commits rows whose cursor `{}` is older \
-         than that can be missed: {why}; stamp the cursor at write time (`now()`, `ON UPDATE CURRENT_TIMESTAMP`) \
-         or raise `cursor_lag`",
+         than that can be missed: {why}; raise `cursor_lag` above the longest transaction that writes the table \
+         (a cursor stamped by `now()` or `ON UPDATE CURRENT_TIMESTAMP` takes the time of the statement or the \
+         transaction's start, not of its commit)",
         humantime::format_duration(stream.cursor_lag),
         stream.cursor
     ))

@@ -563,6 +563,8 @@ impl Hub {
             report.error = Some(detection_failed.join("; "));
         } else if quarantined > 0 {
             report.status = RunStatus::Partial;
+            // Only data errors are quarantined.
+            report.error_kind = Some(ErrorKind::Data);
             report.error = Some(format!(
                 "flow `{}` site `{}`: {quarantined} row(s) refused by the target were quarantined \
                  (table `{}`); they are retried when they change at the source",
@@ -657,23 +659,34 @@ impl Hub {
                 let busy =
                     self.config.hub.max_concurrent_sites - self.site_slots.available_permits();
                 self.site_connections.make_room(busy).await;
+                let retries = std::sync::atomic::AtomicU32::new(0);
                 let connected = (|| Connector::connect(&site.url, &site_options))
                     .retry(backoff)
                     .when(|e: &ConnectorError| e.is_transient() && !self.cancel.is_cancelled())
                     .notify(|e: &ConnectorError, wait: Duration| {
+                        retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(flow = %flow.name, site = %site.id, "retrying in {:.1} s: {e}", wait.as_secs_f64());
                     })
                     .await;
+                let attempts = 1 + retries.load(std::sync::atomic::Ordering::Relaxed);
                 match connected {
                     Ok(conn) => {
                         crate::telemetry::site_connection_opened();
                         conn
                     }
                     Err(e) => {
-                        return Err(RunError::connector(
+                        let error = RunError::connector(
                             format_args!("flow `{}` site `{}`", flow.name, site.id),
                             &e,
-                        ));
+                        );
+                        return Err(if attempts > 1 {
+                            RunError::new(
+                                error.kind,
+                                format!("{} (after {attempts} attempts)", error.message),
+                            )
+                        } else {
+                            error
+                        });
                     }
                 }
             }

@@ -1391,11 +1391,16 @@ impl StreamRun<'_> {
                 continue;
             }
             let kind = error.kind();
-            let message = if is_row_error(&error) {
+            let mut message = if is_row_error(&error) {
                 refused_row(target, spec, rows, error).await
             } else {
                 error.to_string()
             };
+            if kind == ErrorKind::Permission {
+                message.push_str(
+                    "; grant the hub's login SELECT, INSERT and UPDATE on it (and DELETE where rows are deleted)",
+                );
+            }
             return Err(RunError::new(
                 kind,
                 format!("writing to {target_place}: {message}"),
