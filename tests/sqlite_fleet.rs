@@ -345,7 +345,8 @@ fn one_missing_site_fails_alone_and_is_named() {
             &fleet.path("master.db"),
             "SELECT status, error FROM hubsync_runs WHERE site = 's3'"
         ),
-        format!("failed|{expected_error}")
+        // The default `connect_retries = 2`: three attempts in all.
+        format!("failed|{expected_error} (after 3 attempts)")
     );
 }
 
