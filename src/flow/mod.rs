@@ -16,9 +16,12 @@
 //!   changes nothing because upserts skip unchanged rows.
 
 pub mod check;
+mod apply;
 pub mod circuit;
 mod connections;
 pub mod error;
+mod leg;
+mod read;
 pub mod limits;
 mod reconcile;
 pub mod schema;

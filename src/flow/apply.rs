@@ -1,0 +1,585 @@
+//! The apply stage of a stream run: each batch mapped by the stream's
+//! [`MappingPlan`], checked, and written to the target idempotently with its
+//! checkpoint (pull: one master transaction; push: the site's commit, then
+//! the checkpoint), refused rows named or quarantined, deadlocks and
+//! serialization failures run again.
+
+use super::error::RunError;
+use super::leg::Leg;
+use super::read::ReadPart;
+use super::stream::StreamRun;
+use super::StreamReport;
+use crate::capture;
+use crate::config::{Direction, OnError};
+use crate::connector::{Connector, ConnectorError, ErrorKind};
+use crate::dialect::UpsertSpec;
+use crate::state::{Checkpoint, CheckpointKey, StateError};
+use crate::value::{Batch, Value};
+
+/// When the database refuses a batch, finds the first row it refuses, by
+/// applying the rows one by one under savepoints in a transaction that is
+/// rolled back, and names it: "row (store_id, id) = (s1, 7): <error>".
+/// Returns the batch's error unchanged if it was not about a row (a lost
+/// connection, a timeout) or no single row fails alone. Nothing is written.
+async fn refused_row(
+    target: &Connector,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+    error: ConnectorError,
+) -> String {
+    // A lost connection or a timeout is no row's fault.
+    if !is_row_error(&error) {
+        return error.to_string();
+    }
+    if rows.len() < 2 {
+        return describe_refusal(spec, rows.first(), &error);
+    }
+    let Ok(mut tx) = target.begin().await else {
+        return error.to_string();
+    };
+    for row in rows {
+        if tx.execute("SAVEPOINT hubsync_row", &[]).await.is_err() {
+            break;
+        }
+        match tx.upsert(spec, std::slice::from_ref(row)).await {
+            Ok(_) => {
+                if tx
+                    .execute("RELEASE SAVEPOINT hubsync_row", &[])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Err(row_error) => return describe_refusal(spec, Some(row), &row_error),
+        }
+    }
+    error.to_string()
+}
+
+/// What one applied batch leaves for the master's state tables.
+struct BatchOutcome {
+    /// Rows read from the source.
+    read: u64,
+    /// Rows inserted or changed at the target.
+    written: u64,
+    /// Refused rows for the quarantine: (row key JSON, row JSON, error).
+    quarantined: Vec<(String, String, String)>,
+    /// Row keys (JSON) applied now whose quarantine entries go away.
+    released: Vec<String>,
+}
+
+/// How many times a batch whose transaction met a deadlock or a
+/// serialization failure is run again before the stream fails.
+pub(crate) const CONFLICT_RETRIES: u32 = 5;
+
+/// The pause before running a conflicted batch again (`attempt` from 1):
+/// 50 ms doubling per attempt, up to 1.6 s, plus up to as much again of
+/// jitter so two hubs that deadlocked do not meet again in step.
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    let base = 50u64 << attempt.saturating_sub(1).min(5);
+    std::time::Duration::from_millis(base + rand::random_range(0..=base))
+}
+
+/// A state-table error inside a write transaction, as the connector error
+/// it came from (its kind decides a retry), or as one of kind `other`.
+fn state_as_connector(error: StateError) -> ConnectorError {
+    match error {
+        StateError::Connector(e) => e,
+        other => ConnectorError::other(other.to_string()),
+    }
+}
+
+/// True for errors about the data of a row (the database refused a value),
+/// as opposed to a lost connection or a timeout, which quarantine must not
+/// hide.
+fn is_row_error(error: &ConnectorError) -> bool {
+    error.kind() == ErrorKind::Data
+}
+
+/// Applies `rows` one at a time under a savepoint each; returns rows written
+/// and the (index, error) of every row the database refused.
+async fn apply_row_by_row(
+    tx: &mut crate::connector::Tx,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<(u64, Vec<(usize, String)>), ConnectorError> {
+    let mut written = 0;
+    let mut refused = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        tx.execute("SAVEPOINT hubsync_row", &[]).await?;
+        match tx.upsert(spec, std::slice::from_ref(row)).await {
+            Ok(n) => written += n,
+            Err(e) if is_row_error(&e) => {
+                tx.execute("ROLLBACK TO SAVEPOINT hubsync_row", &[]).await?;
+                refused.push((i, e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+        tx.execute("RELEASE SAVEPOINT hubsync_row", &[]).await?;
+    }
+    Ok((written, refused))
+}
+
+/// The key values of a target row as JSON (the quarantine table's key).
+fn row_key_json(spec: &UpsertSpec<'_>, row: &[Value]) -> String {
+    let key: Vec<&Value> = spec
+        .key
+        .iter()
+        .filter_map(|k| spec.columns.iter().position(|c| c == k))
+        .map(|i| &row[i])
+        .collect();
+    serde_json::to_string(&key).unwrap_or_default()
+}
+
+/// (row key JSON, row values JSON by column, error) for the quarantine table.
+fn quarantine_entry(spec: &UpsertSpec<'_>, row: &[Value], error: &str) -> (String, String, String) {
+    let values: serde_json::Map<String, serde_json::Value> = spec
+        .columns
+        .iter()
+        .zip(row)
+        .map(|(c, v)| (c.clone(), serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    (
+        row_key_json(spec, row),
+        serde_json::Value::Object(values).to_string(),
+        error.to_string(),
+    )
+}
+
+/// "row (k1, k2) = (v1, v2): error" for a refused row (just the error when
+/// the row is unknown).
+fn describe_refusal(
+    spec: &UpsertSpec<'_>,
+    row: Option<&Vec<Value>>,
+    error: &ConnectorError,
+) -> String {
+    let Some(row) = row else {
+        return error.to_string();
+    };
+    let key: Vec<String> = spec
+        .key
+        .iter()
+        .filter_map(|k| spec.columns.iter().position(|c| c == k))
+        .map(|i| row[i].to_string())
+        .collect();
+    format!(
+        "row ({}) = ({}): {error}",
+        spec.key.join(", "),
+        key.join(", ")
+    )
+}
+
+/// What one batch writes at the target, in one transaction.
+pub(super) struct BatchWrite<'a> {
+    /// The upsert of `rows`.
+    upsert: UpsertSpec<'a>,
+    /// Rows to upsert (target column order).
+    rows: &'a [Vec<Value>],
+    /// The conflict key, for deleting `deleted_keys`.
+    delete: UpsertSpec<'a>,
+    /// Conflict keys of soft-deleted source rows.
+    deleted_keys: &'a [Vec<Value>],
+}
+
+/// What the apply side carries from batch to batch and read to read.
+pub(super) struct Applied {
+    /// The checkpoint as stored now.
+    pub(super) saved: Option<Checkpoint>,
+    /// Whether the quarantine may hold rows of this (stream, site).
+    pub(super) quarantine_open: bool,
+    /// The source snapshot the stored checkpoint carries (a batch that
+    /// leaves the checkpoint as stored does not write this run's).
+    pub(super) stored_snapshot: Option<String>,
+}
+
+impl StreamRun<'_> {
+    /// Maps, checks and applies one batch read from the source; returns
+    /// the rows it held. A [`ReadPart::Cursor`] batch moves the checkpoint
+    /// to its last row; a [`ReadPart::Side`] batch leaves it where it is
+    /// (and writes none when there is none yet).
+    pub(super) async fn apply_batch(
+        &self,
+        place: &Leg<'_>,
+        applied: &mut Applied,
+        batch: Batch,
+        part: ReadPart,
+        report: &mut StreamReport,
+    ) -> Result<u64, RunError> {
+        let (direction, source, target) = (place.direction, place.source, place.target);
+        if direction == Direction::Push {
+            // Rows read from the master count against its rate budget.
+            self.hub.master_writes.throttle(batch.len()).await;
+        }
+        let mapping = place.mapping;
+        let mut batch = batch;
+        let last_instant = match &place.resolved.cursor_date_time {
+            Some(declared) => {
+                mapping.read_cursor_instants(&mut batch.rows, &self.site.id, declared)?
+            }
+            None => None,
+        };
+        let batch_end = match part {
+            ReadPart::Cursor => {
+                let mut position =
+                    mapping.position(batch.rows.last().expect("batch is not empty"))?;
+                // The checkpoint holds the instant, whatever form it had.
+                if let Some(instant) = last_instant {
+                    position[0] = instant;
+                }
+                Some(position)
+            }
+            ReadPart::Side => None,
+        };
+        let flags = mapping.deleted_flags(&batch);
+        // `booleans` names source columns; the batch moves into `rows`.
+        let source_columns = if self.stream.booleans.is_empty() {
+            Vec::new()
+        } else {
+            batch.columns.clone()
+        };
+        let mut rows = mapping.map_rows(batch, &self.site.id);
+        mapping.check_unique_keys(&rows)?;
+        let zero_date_columns =
+            mapping.zero_date_columns(source.dialect(), &place.resolved.described);
+        if !zero_date_columns.is_empty() {
+            mapping.handle_zero_dates(
+                &mut rows,
+                &zero_date_columns,
+                self.stream.zero_dates,
+                target.dialect(),
+                place.target_info,
+            )?;
+        }
+        if !self.stream.booleans.is_empty() {
+            mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
+        }
+        if let Some(zone) = self.site.timezone {
+            mapping.apply_site_zone(&mut rows, direction, zone, place.target_info)?;
+        }
+        if target.dialect() == crate::dialect::Dialect::Postgres {
+            mapping.parse_text_datetimes(&mut rows, place.target_info);
+            mapping.check_postgres_values(&rows, place.target_info)?;
+        }
+        let read = rows.len() as u64;
+        let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
+        let checkpoint = match batch_end {
+            Some(batch_end) => {
+                let position = match &applied.saved {
+                    Some(checkpoint) => checkpoint.later_position(&batch_end),
+                    None => batch_end,
+                };
+                Some(Checkpoint {
+                    resume_from: capture::resume_from(
+                        &position[0],
+                        self.stream.cursor_lag,
+                        place.floor,
+                        match direction {
+                            Direction::Pull => self.site.timezone,
+                            Direction::Push => None,
+                        },
+                    ),
+                    position,
+                    fingerprint: place.fingerprint.to_string(),
+                    snapshot: place.snapshot.clone(),
+                })
+            }
+            // Out of cursor order: the stored checkpoint stays as it is.
+            None => applied.saved.clone(),
+        };
+        let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
+            // A dry run shows what it would delete.
+            (0, 0, deleted_keys.len() as u64, false)
+        } else {
+            let key_types = mapping.key_types();
+            let write = BatchWrite {
+                upsert: UpsertSpec {
+                    table: &self.stream.target,
+                    columns: &mapping.target_columns,
+                    column_types: &mapping.column_types,
+                    key: &mapping.conflict_key,
+                },
+                rows: &rows,
+                delete: mapping.delete_spec(&self.stream.target, &key_types),
+                deleted_keys: &deleted_keys,
+            };
+            // A new snapshot alone is not worth a write (see `run`).
+            let stored = match (&checkpoint, &applied.saved) {
+                (Some(new), Some(old)) => new.same_position(old),
+                _ => false,
+            };
+            self.apply(
+                direction,
+                target,
+                &write,
+                place.key,
+                checkpoint.as_ref(),
+                stored,
+                place.target_place,
+                applied.quarantine_open,
+            )
+            .await?
+        };
+        report.rows_deleted += deleted;
+        if quarantined > 0 {
+            applied.quarantine_open = true;
+            report.quarantined += quarantined;
+        }
+        report.rows_read += read;
+        report.rows_written += written;
+        self.counters.add(read, written);
+        self.progress.batch_applied(
+            &self.flow.name,
+            &self.site.id,
+            &self.stream.name,
+            read,
+            written,
+        );
+        if checkpoint_saved {
+            applied.stored_snapshot = checkpoint.as_ref().and_then(|c| c.snapshot.clone());
+        }
+        if checkpoint.is_some() {
+            applied.saved = checkpoint;
+        }
+        Ok(read)
+    }
+
+    /// Records the run's row counts including this batch, in the master
+    /// transaction that saves its checkpoint: the history then counts
+    /// exactly what was committed, even if the hub is killed next.
+    async fn record_progress(
+        &self,
+        tx: &mut crate::connector::Tx,
+        read: u64,
+        written: u64,
+    ) -> Result<(), StateError> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
+        let (total_read, total_written) = self.counters.get();
+        self.hub
+            .state()
+            .record_progress(tx, run_id, total_read + read, total_written + written)
+            .await
+    }
+
+    /// Writes one batch and its checkpoint; returns (rows changed, rows
+    /// quarantined). A batch the target refuses stops the stream, naming the
+    /// refused row, unless the stream quarantines: then the rows are applied
+    /// one by one under savepoints and the refused ones go to the master's
+    /// quarantine table with the checkpoint. Only errors of kind
+    /// [`ErrorKind::Data`] are a row's fault; a deadlock or serialization
+    /// failure ([`ErrorKind::Conflict`]) rolled the whole transaction back
+    /// and it is run again as is, up to [`CONFLICT_RETRIES`] times after a
+    /// short pause with jitter; any other error fails the stream.
+    ///
+    /// A batch that changes nothing and leaves the stored checkpoint as it
+    /// is (`checkpoint_stored`: the `cursor_lag` overlap re-read by a no-op
+    /// run) writes no state rows: its reads are counted in the history by
+    /// the next heartbeat or the run's end. On a PostgreSQL master such a
+    /// pull batch is first compared with the master in one read
+    /// (`Connector::changed_rows`) and, if nothing differs, not written.
+    ///
+    /// Returns (rows upserted or deleted, rows quarantined, rows deleted,
+    /// whether `checkpoint` was saved).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn apply(
+        &self,
+        direction: Direction,
+        target: &Connector,
+        write: &BatchWrite<'_>,
+        key: &CheckpointKey,
+        checkpoint: Option<&Checkpoint>,
+        checkpoint_stored: bool,
+        target_place: &str,
+        release_quarantine: bool,
+    ) -> Result<(u64, u64, u64, bool), RunError> {
+        let spec = &write.upsert;
+        let rows = write.rows;
+        let _permit = match direction {
+            Direction::Pull => {
+                // Waiting for the rate budget must not hold a write slot.
+                self.hub
+                    .master_writes
+                    .throttle(rows.len() + write.deleted_keys.len())
+                    .await;
+                Some(self.hub.master_writes.acquire().await)
+            }
+            Direction::Push => None,
+        };
+        // The overlap re-read of a no-op run: if the master already holds
+        // every row exactly as the upsert would leave it, one read replaces
+        // the write transaction (nothing to write, the checkpoint stays). On
+        // any doubt (an error, a row that differs) the batch is applied.
+        if direction == Direction::Pull
+            && checkpoint_stored
+            && write.deleted_keys.is_empty()
+            && !release_quarantine
+            && !rows.is_empty()
+            && matches!(target.changed_rows(spec, rows).await, Ok(Some(0)))
+        {
+            return Ok((0, 0, 0, false));
+        }
+        let mut conflicts = 0;
+        loop {
+            let attempt = self
+                .apply_once(
+                    direction,
+                    target,
+                    write,
+                    key,
+                    checkpoint,
+                    checkpoint_stored,
+                    release_quarantine,
+                )
+                .await;
+            let error = match attempt {
+                Ok(applied) => return Ok(applied),
+                Err(error) => error,
+            };
+            if error.kind() == ErrorKind::Conflict
+                && conflicts < CONFLICT_RETRIES
+                && !self.cancel.is_cancelled()
+            {
+                conflicts += 1;
+                let pause = conflict_pause(conflicts);
+                tracing::info!(
+                    flow = %self.flow.name, stream = %self.stream.name, site = %self.site.id,
+                    "writing to {target_place}: {error}; running the batch again in {} ms",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            let kind = error.kind();
+            let mut message = if is_row_error(&error) {
+                refused_row(target, spec, rows, error).await
+            } else {
+                error.to_string()
+            };
+            if kind == ErrorKind::Permission {
+                message.push_str(
+                    "; grant the hub's login SELECT, INSERT and UPDATE on it (and DELETE where rows are deleted)",
+                );
+            }
+            return Err(RunError::new(
+                kind,
+                format!("writing to {target_place}: {message}"),
+            ));
+        }
+    }
+
+    /// One attempt of [`StreamRun::apply`]'s write transaction(s); every
+    /// error comes back with its kind.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_once(
+        &self,
+        direction: Direction,
+        target: &Connector,
+        write: &BatchWrite<'_>,
+        key: &CheckpointKey,
+        checkpoint: Option<&Checkpoint>,
+        checkpoint_stored: bool,
+        release_quarantine: bool,
+    ) -> Result<(u64, u64, u64, bool), ConnectorError> {
+        let spec = &write.upsert;
+        let rows = write.rows;
+        let mut tx = target.begin().await?;
+        let (written, refused) = match tx.upsert(spec, rows).await {
+            Ok(written) => (written, Vec::new()),
+            Err(e) => {
+                drop(tx);
+                if self.stream.on_error == OnError::Stop || !is_row_error(&e) {
+                    return Err(e);
+                }
+                tx = target.begin().await?;
+                apply_row_by_row(&mut tx, spec, rows).await?
+            }
+        };
+        let deleted = tx.delete_keys(&write.delete, write.deleted_keys).await?;
+        let written = written + deleted;
+        let released: Vec<String> = if release_quarantine {
+            let refused_rows: std::collections::HashSet<usize> =
+                refused.iter().map(|(i, _)| *i).collect();
+            (0..rows.len())
+                .filter(|i| !refused_rows.contains(i))
+                .map(|i| row_key_json(spec, &rows[i]))
+                // A quarantined row deleted since at the source is gone too.
+                .chain(
+                    write
+                        .deleted_keys
+                        .iter()
+                        .map(|key| row_key_json(&write.delete, key)),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let outcome = BatchOutcome {
+            read: (rows.len() + write.deleted_keys.len()) as u64,
+            written,
+            quarantined: refused
+                .iter()
+                .map(|(i, error)| quarantine_entry(spec, &rows[*i], error))
+                .collect(),
+            released,
+        };
+        let state_unchanged = checkpoint_stored
+            && outcome.written == 0
+            && outcome.quarantined.is_empty()
+            && outcome.released.is_empty();
+        match direction {
+            _ if state_unchanged => tx.commit().await?,
+            // The batch, its checkpoint, quarantine and counts: one master transaction.
+            Direction::Pull => {
+                self.save_state(&mut tx, key, checkpoint, &outcome)
+                    .await
+                    .map_err(state_as_connector)?;
+                tx.commit().await?;
+            }
+            Direction::Push => {
+                tx.commit().await?;
+                // A crash here re-applies this batch next run: a no-op.
+                let mut state_tx = self.hub.master().begin().await?;
+                self.save_state(&mut state_tx, key, checkpoint, &outcome)
+                    .await
+                    .map_err(state_as_connector)?;
+                state_tx.commit().await?;
+            }
+        }
+        Ok((
+            written,
+            outcome.quarantined.len() as u64,
+            deleted,
+            !state_unchanged && checkpoint.is_some(),
+        ))
+    }
+
+    /// Checkpoint, quarantine entries, released entries and the run's row
+    /// counts, inside the master transaction `tx`.
+    async fn save_state(
+        &self,
+        tx: &mut crate::connector::Tx,
+        key: &CheckpointKey,
+        checkpoint: Option<&Checkpoint>,
+        outcome: &BatchOutcome,
+    ) -> Result<(), StateError> {
+        let BatchOutcome {
+            read,
+            written,
+            quarantined,
+            released,
+        } = outcome;
+        let state = self.hub.state();
+        if let Some(checkpoint) = checkpoint {
+            state.save_checkpoint(tx, key, checkpoint).await?;
+        }
+        if !quarantined.is_empty() {
+            state.quarantine(tx, key, quarantined).await?;
+        }
+        if !released.is_empty() {
+            state.release_quarantine(tx, key, released).await?;
+        }
+        self.record_progress(tx, *read, *written).await
+    }
+}
