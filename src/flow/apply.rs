@@ -4,13 +4,13 @@
 //! the checkpoint), refused rows named or quarantined, deadlocks and
 //! serialization failures run again.
 
+use super::StreamReport;
 use super::error::RunError;
-use super::leg::Leg;
+use super::leg::{Leg, RunPlace};
 use super::read::ReadPart;
 use super::stream::StreamRun;
-use super::StreamReport;
 use crate::capture;
-use crate::config::{Direction, OnError};
+use crate::config::OnError;
 use crate::connector::{Connector, ConnectorError, ErrorKind};
 use crate::dialect::UpsertSpec;
 use crate::state::{Checkpoint, CheckpointKey, StateError};
@@ -180,6 +180,15 @@ pub(super) struct BatchWrite<'a> {
     delete: UpsertSpec<'a>,
     /// Conflict keys of soft-deleted source rows.
     deleted_keys: &'a [Vec<Value>],
+    /// The checkpoint's key.
+    key: &'a CheckpointKey,
+    /// The checkpoint after this batch (`None`: there is none to store yet).
+    checkpoint: Option<&'a Checkpoint>,
+    /// `checkpoint` is the stored one (same position: the `cursor_lag`
+    /// overlap re-read by a no-op run).
+    checkpoint_stored: bool,
+    /// The quarantine may hold rows of this (stream, site) to release.
+    release_quarantine: bool,
 }
 
 /// What the apply side carries from batch to batch and read to read.
@@ -200,14 +209,14 @@ impl StreamRun<'_> {
     /// (and writes none when there is none yet).
     pub(super) async fn apply_batch(
         &self,
-        place: &Leg<'_>,
+        place: &RunPlace<'_>,
         applied: &mut Applied,
         batch: Batch,
         part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
-        let (direction, source, target) = (place.direction, place.source, place.target);
-        if direction == Direction::Push {
+        let (direction, source, target) = (place.leg.direction, place.leg.source, place.leg.target);
+        if !place.leg.writes_master {
             // Rows read from the master count against its rate budget.
             self.hub.master_writes.throttle(batch.len()).await;
         }
@@ -274,10 +283,7 @@ impl StreamRun<'_> {
                         &position[0],
                         self.stream.cursor_lag,
                         place.floor,
-                        match direction {
-                            Direction::Pull => self.site.timezone,
-                            Direction::Push => None,
-                        },
+                        place.leg.cursor_zone,
                     ),
                     position,
                     fingerprint: place.fingerprint.to_string(),
@@ -292,6 +298,11 @@ impl StreamRun<'_> {
             (0, 0, deleted_keys.len() as u64, false)
         } else {
             let key_types = mapping.key_types();
+            // A new snapshot alone is not worth a write (see `run`).
+            let stored = match (&checkpoint, &applied.saved) {
+                (Some(new), Some(old)) => new.same_position(old),
+                _ => false,
+            };
             let write = BatchWrite {
                 upsert: UpsertSpec {
                     table: &self.stream.target,
@@ -302,23 +313,12 @@ impl StreamRun<'_> {
                 rows: &rows,
                 delete: mapping.delete_spec(&self.stream.target, &key_types),
                 deleted_keys: &deleted_keys,
+                key: place.key,
+                checkpoint: checkpoint.as_ref(),
+                checkpoint_stored: stored,
+                release_quarantine: applied.quarantine_open,
             };
-            // A new snapshot alone is not worth a write (see `run`).
-            let stored = match (&checkpoint, &applied.saved) {
-                (Some(new), Some(old)) => new.same_position(old),
-                _ => false,
-            };
-            self.apply(
-                direction,
-                target,
-                &write,
-                place.key,
-                checkpoint.as_ref(),
-                stored,
-                place.target_place,
-                applied.quarantine_open,
-            )
-            .await?
+            self.apply(place.leg, &write).await?
         };
         report.rows_deleted += deleted;
         if quarantined > 0 {
@@ -382,39 +382,32 @@ impl StreamRun<'_> {
     ///
     /// Returns (rows upserted or deleted, rows quarantined, rows deleted,
     /// whether `checkpoint` was saved).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply(
         &self,
-        direction: Direction,
-        target: &Connector,
+        leg: &Leg<'_>,
         write: &BatchWrite<'_>,
-        key: &CheckpointKey,
-        checkpoint: Option<&Checkpoint>,
-        checkpoint_stored: bool,
-        target_place: &str,
-        release_quarantine: bool,
     ) -> Result<(u64, u64, u64, bool), RunError> {
         let spec = &write.upsert;
         let rows = write.rows;
-        let _permit = match direction {
-            Direction::Pull => {
-                // Waiting for the rate budget must not hold a write slot.
-                self.hub
-                    .master_writes
-                    .throttle(rows.len() + write.deleted_keys.len())
-                    .await;
-                Some(self.hub.master_writes.acquire().await)
-            }
-            Direction::Push => None,
+        let (target, target_place) = (leg.target, &leg.target_place);
+        let _permit = if leg.writes_master {
+            // Waiting for the rate budget must not hold a write slot.
+            self.hub
+                .master_writes
+                .throttle(rows.len() + write.deleted_keys.len())
+                .await;
+            Some(self.hub.master_writes.acquire().await)
+        } else {
+            None
         };
         // The overlap re-read of a no-op run: if the master already holds
         // every row exactly as the upsert would leave it, one read replaces
         // the write transaction (nothing to write, the checkpoint stays). On
         // any doubt (an error, a row that differs) the batch is applied.
-        if direction == Direction::Pull
-            && checkpoint_stored
+        if leg.writes_master
+            && write.checkpoint_stored
             && write.deleted_keys.is_empty()
-            && !release_quarantine
+            && !write.release_quarantine
             && !rows.is_empty()
             && matches!(target.changed_rows(spec, rows).await, Ok(Some(0)))
         {
@@ -422,17 +415,7 @@ impl StreamRun<'_> {
         }
         let mut conflicts = 0;
         loop {
-            let attempt = self
-                .apply_once(
-                    direction,
-                    target,
-                    write,
-                    key,
-                    checkpoint,
-                    checkpoint_stored,
-                    release_quarantine,
-                )
-                .await;
+            let attempt = self.apply_once(leg, write).await;
             let error = match attempt {
                 Ok(applied) => return Ok(applied),
                 Err(error) => error,
@@ -471,19 +454,15 @@ impl StreamRun<'_> {
 
     /// One attempt of [`StreamRun::apply`]'s write transaction(s); every
     /// error comes back with its kind.
-    #[allow(clippy::too_many_arguments)]
     async fn apply_once(
         &self,
-        direction: Direction,
-        target: &Connector,
+        leg: &Leg<'_>,
         write: &BatchWrite<'_>,
-        key: &CheckpointKey,
-        checkpoint: Option<&Checkpoint>,
-        checkpoint_stored: bool,
-        release_quarantine: bool,
     ) -> Result<(u64, u64, u64, bool), ConnectorError> {
         let spec = &write.upsert;
         let rows = write.rows;
+        let (key, checkpoint) = (write.key, write.checkpoint);
+        let target = leg.target;
         let mut tx = target.begin().await?;
         let (written, refused) = match tx.upsert(spec, rows).await {
             Ok(written) => (written, Vec::new()),
@@ -498,7 +477,7 @@ impl StreamRun<'_> {
         };
         let deleted = tx.delete_keys(&write.delete, write.deleted_keys).await?;
         let written = written + deleted;
-        let released: Vec<String> = if release_quarantine {
+        let released: Vec<String> = if write.release_quarantine {
             let refused_rows: std::collections::HashSet<usize> =
                 refused.iter().map(|(i, _)| *i).collect();
             (0..rows.len())
@@ -524,20 +503,20 @@ impl StreamRun<'_> {
                 .collect(),
             released,
         };
-        let state_unchanged = checkpoint_stored
+        let state_unchanged = write.checkpoint_stored
             && outcome.written == 0
             && outcome.quarantined.is_empty()
             && outcome.released.is_empty();
-        match direction {
+        match leg.writes_master {
             _ if state_unchanged => tx.commit().await?,
             // The batch, its checkpoint, quarantine and counts: one master transaction.
-            Direction::Pull => {
+            true => {
                 self.save_state(&mut tx, key, checkpoint, &outcome)
                     .await
                     .map_err(state_as_connector)?;
                 tx.commit().await?;
             }
-            Direction::Push => {
+            false => {
                 tx.commit().await?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = self.hub.master().begin().await?;

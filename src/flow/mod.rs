@@ -15,14 +15,14 @@
 //!   master. A crash between the two re-applies the batch next time, which
 //!   changes nothing because upserts skip unchanged rows.
 
-pub mod check;
 mod apply;
+pub mod check;
 pub mod circuit;
 mod connections;
 pub mod error;
 mod leg;
-mod read;
 pub mod limits;
+mod read;
 mod reconcile;
 pub mod schema;
 mod stream;

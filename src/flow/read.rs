@@ -5,11 +5,11 @@
 //! windows themselves (overlap, late commits, snapshots) are
 //! `crate::capture`'s; the SQL is `crate::dialect`'s.
 
+use super::StreamReport;
 use super::apply::Applied;
 use super::error::RunError;
-use super::leg::Leg;
+use super::leg::RunPlace;
 use super::stream::StreamRun;
-use super::StreamReport;
 use crate::capture;
 use crate::config::{Site, Source, Stream};
 use crate::connector::Connector;
@@ -210,7 +210,7 @@ impl StreamRun<'_> {
     /// three batches are in memory). Returns the rows read.
     pub(super) async fn read_and_apply(
         &self,
-        place: &Leg<'_>,
+        place: &RunPlace<'_>,
         applied: &mut Applied,
         sql: &str,
         params: &[Value],
@@ -219,7 +219,10 @@ impl StreamRun<'_> {
     ) -> Result<u64, RunError> {
         let batch_size = self.hub.config().hub.batch_size;
         let (sender, batches) = tokio::sync::mpsc::channel(1);
-        let read = place.source.query_batches(sql, params, batch_size, sender);
+        let read = place
+            .leg
+            .source
+            .query_batches(sql, params, batch_size, sender);
         let apply_all = async {
             // Owned here: when applying stops (an error, a stop signal), the
             // receiver is dropped, which stops the read.
@@ -227,7 +230,7 @@ impl StreamRun<'_> {
             let mut rows_read = 0;
             while let Some(batch) = batches.recv().await {
                 let batch = batch.map_err(|e| {
-                    RunError::connector(format_args!("reading from {}", place.source_place), &e)
+                    RunError::connector(format_args!("reading from {}", place.leg.source_place), &e)
                 })?;
                 if self.cancel.is_cancelled() {
                     return Err(RunError::interrupted(format!(
@@ -243,5 +246,4 @@ impl StreamRun<'_> {
         let ((), rows_read) = tokio::join!(read, apply_all);
         rows_read
     }
-
 }

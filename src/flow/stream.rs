@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply::Applied;
 use super::error::RunError;
-use super::leg::Leg;
+use super::leg::{Leg, RunPlace};
 use super::read::{ReadPart, ResolvedSource, snapshot_text};
 use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
@@ -210,61 +210,125 @@ impl RunCounters {
     }
 }
 
+/// What the prepare phase of a stream run found: the source resolved for
+/// the site, the target's description, the mapping plan, and the stored
+/// checkpoint (`None`: backfill from the start).
+struct Prepared {
+    resolved: ResolvedSource,
+    /// The target's description when this run described (or created) it;
+    /// `None`: the pass's plan holds it (a pull's master table).
+    target_info: Option<TableInfo>,
+    mapping: MappingPlan,
+    /// The `:site.*` values bound to the source, in order.
+    site_values: Vec<Value>,
+    key: CheckpointKey,
+    fingerprint: String,
+    /// The checkpoint as stored, if its fingerprint still matches.
+    saved: Option<Checkpoint>,
+}
+
+/// Where and how this run's reads start, taken from the source before
+/// reading (`crate::capture`).
+struct ReadWindow {
+    /// The cursor value the cursor read starts at (inclusive); `None`: all.
+    from_cursor: Option<Value>,
+    /// The source's clock and snapshot.
+    clock: Option<SourceClock>,
+    /// The late-commit floor for the next run's overlap.
+    floor: Option<chrono::DateTime<chrono::Utc>>,
+    /// The snapshot stored with the checkpoint, when late commits are
+    /// caught by transaction id.
+    snapshot_saved: Option<capture::Snapshot>,
+    /// The snapshot now, likewise.
+    snapshot_now: Option<capture::Snapshot>,
+}
+
 impl StreamRun<'_> {
-    /// Moves every row after the checkpoint, batch by batch. Pull: site ->
-    /// master, batch and checkpoint in one master transaction. Push: master
-    /// -> site, checkpoint saved after the site commit.
+    /// Moves every row after the checkpoint, batch by batch, in phases:
+    /// prepare (source, target, mapping, checkpoint), window (where reads
+    /// start, the source's clock and snapshot), the reads (late commits,
+    /// the cursor read, NULL cursors; each batch through the apply stage),
+    /// finish (the snapshot, delete detection). Pull: site -> master, batch
+    /// and checkpoint in one master transaction. Push: master -> site,
+    /// checkpoint saved after the site commit.
+    ///
+    /// Errors: a [`RunError`] whose message names the place below the
+    /// stream (the caller adds flow, stream and site) and whose kind says
+    /// what failed.
     pub async fn run(&self, report: &mut StreamReport) -> Result<(), RunError> {
-        let master = self.hub.master();
-        let direction = self.flow.direction;
+        let leg = Leg::new(
+            self.flow.direction,
+            self.hub.master(),
+            self.site_conn,
+            self.stream,
+            self.site,
+        );
+        let prepared = self.prepare(&leg, report).await?;
+        let target_info = match (&prepared.target_info, &self.plan.master_target) {
+            (Some(info), _) | (None, Some(info)) => info,
+            (None, None) => unreachable!("prepare describes the target when the plan has none"),
+        };
+        let window = self.open_window(&leg, &prepared, report).await?;
+        let place = RunPlace {
+            leg: &leg,
+            mapping: &prepared.mapping,
+            resolved: &prepared.resolved,
+            target_info,
+            key: &prepared.key,
+            fingerprint: &prepared.fingerprint,
+            floor: window.floor,
+            // Stored with the batches of the cursor read, after the
+            // late-commit read (see `read_all`).
+            snapshot: window.snapshot_now.as_ref().map(snapshot_text),
+        };
+        let mut applied = Applied {
+            stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
+            saved: prepared.saved.clone(),
+            quarantine_open: self.quarantine_open(&prepared.key).await?,
+        };
+        self.read_all(&place, &mut applied, &window, &prepared.site_values, report)
+            .await?;
+        self.store_snapshot(&place, &mut applied).await?;
+        if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
+            self.detect_deletes_after(&place, &applied, &window, &prepared.site_values, report)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Prepare phase: resolves the source at this site, describes (or
+    /// creates) the target, checks the columns' types, builds the mapping
+    /// plan and loads the checkpoint (a changed fingerprint forgets it and
+    /// notes the backfill).
+    async fn prepare(
+        &self,
+        leg: &Leg<'_>,
+        report: &mut StreamReport,
+    ) -> Result<Prepared, RunError> {
         let batch_size = self.hub.config().hub.batch_size;
-        let (source, target) = match direction {
-            Direction::Pull => (self.site_conn, master),
-            Direction::Push => (master, self.site_conn),
-        };
-        let (source_place, target_place) = match direction {
-            Direction::Pull => ("the site", format!("master table `{}`", self.stream.target)),
-            Direction::Push => ("the master", format!("site table `{}`", self.stream.target)),
-        };
-        let resolved = ResolvedSource::resolve(self.stream, self.site, source, batch_size)
+        let resolved = ResolvedSource::resolve(self.stream, self.site, leg.source, batch_size)
             .await
-            .map_err(|e| format!("reading from {source_place}: {e}"))?;
-        let site_target;
+            .map_err(|e| format!("reading from {}: {e}", leg.source_place))?;
         let target_info = match &self.plan.master_target {
-            Some(info) => info,
-            None => {
-                let described = target
-                    .describe_table(&self.stream.target)
-                    .await
-                    .map_err(|e| format!("cannot describe {target_place}: {e}"))?;
-                site_target = match described {
-                    Some(info) => info,
-                    None if self.stream.create_target && !self.options.dry_run => {
-                        self.create_target(direction, source, target, &resolved, &target_place)
-                            .await?
-                    }
-                    None => {
-                        return Err(format!(
-                            "{target_place} does not exist; create it, or set `create_target = true`"
-                        )
-                        .into());
-                    }
-                };
-                &site_target
-            }
+            Some(_) => None,
+            None => Some(self.describe_target(leg, &resolved).await?),
         };
+        let target = target_info
+            .as_ref()
+            .or(self.plan.master_target.as_ref())
+            .expect("described above when the plan has none");
         if let Some(problem) = schema_problems(
             self.stream,
-            direction,
-            source.dialect(),
+            leg.direction,
+            leg.source.dialect(),
             &resolved.described,
-            target.dialect(),
-            target_info,
+            leg.target.dialect(),
+            target,
         )
         .into_iter()
         .next()
         {
-            return Err(format!("{target_place}: {problem}").into());
+            return Err(format!("{}: {problem}", leg.target_place).into());
         }
         let source_columns: Vec<String> = resolved
             .described
@@ -273,17 +337,16 @@ impl StreamRun<'_> {
             .collect();
         let mapping = MappingPlan::build(
             self.stream,
-            direction,
+            leg.direction,
             &source_columns,
-            target_info,
-            &target_place,
+            target,
+            &leg.target_place,
         )?;
-        let site_params = &resolved.site_params;
-        let site_values: Vec<Value> = site_params
+        let site_values: Vec<Value> = resolved
+            .site_params
             .iter()
             .map(|(_, v)| Value::Text(v.clone()))
             .collect();
-
         let key = CheckpointKey {
             flow: self.flow.name.clone(),
             stream: self.stream.name.clone(),
@@ -292,23 +355,73 @@ impl StreamRun<'_> {
         let fingerprint = fingerprint(
             self.flow,
             self.stream,
-            site_params,
+            &resolved.site_params,
             &resolved.described,
             resolved.cursor_date_time.is_some(),
         );
-        let stored = self.hub.state().load_checkpoint(master, &key).await?;
-        // `saved`: the furthest position applied (what the checkpoint holds);
-        // `read_start`: where this run's first read begins.
-        let saved: Option<Checkpoint> = match stored {
-            Some(checkpoint) if checkpoint.fingerprint == fingerprint => Some(checkpoint),
+        let saved = self.load_checkpoint(&key, &fingerprint, report).await?;
+        Ok(Prepared {
+            resolved,
+            target_info,
+            mapping,
+            site_values,
+            key,
+            fingerprint,
+            saved,
+        })
+    }
+
+    /// The target's description, read at the target; a missing table is
+    /// created from the source's columns with `create_target` (not in a dry
+    /// run), else an error saying how to fix it.
+    async fn describe_target(
+        &self,
+        leg: &Leg<'_>,
+        resolved: &ResolvedSource,
+    ) -> Result<TableInfo, RunError> {
+        let target_place = &leg.target_place;
+        let described = leg
+            .target
+            .describe_table(&self.stream.target)
+            .await
+            .map_err(|e| RunError::connector(format_args!("cannot describe {target_place}"), &e))?;
+        match described {
+            Some(info) => Ok(info),
+            None if self.stream.create_target && !self.options.dry_run => Ok(self
+                .create_target(
+                    leg.direction,
+                    leg.source,
+                    leg.target,
+                    resolved,
+                    target_place,
+                )
+                .await?),
+            None => Err(format!(
+                "{target_place} does not exist; create it, or set `create_target = true`"
+            )
+            .into()),
+        }
+    }
+
+    /// The stored checkpoint of `key` if its fingerprint is `fingerprint`;
+    /// one of another fingerprint (the stream or the site's tags changed)
+    /// is forgotten at once (not in a dry run), so an empty backfill does
+    /// not leave it, and this note, behind for every run.
+    async fn load_checkpoint(
+        &self,
+        key: &CheckpointKey,
+        fingerprint: &str,
+        report: &mut StreamReport,
+    ) -> Result<Option<Checkpoint>, RunError> {
+        let master = self.hub.master();
+        match self.hub.state().load_checkpoint(master, key).await? {
+            Some(checkpoint) if checkpoint.fingerprint == fingerprint => Ok(Some(checkpoint)),
             Some(_) => {
                 add_note(
                     report,
                     "stream definition or site tags changed since the last run: backfilling from the start".into(),
                 );
                 if !self.options.dry_run {
-                    // Forget it now, so an empty backfill does not leave the
-                    // stale checkpoint (and this note) behind for every run.
                     self.hub
                         .state()
                         .delete_checkpoints(
@@ -317,97 +430,109 @@ impl StreamRun<'_> {
                             Some(&key.stream),
                             &[key.site.as_str()],
                         )
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 }
-                None
+                Ok(None)
             }
-            None => None,
-        };
-        // Late commits: the first read re-reads the overlap from
-        // `resume_from`; the floor for the next run comes from the source's
-        // clock and open transactions, taken before reading.
-        // A checkpoint written before every run restarted inclusively (no
-        // `resume_from`) restarts at its own cursor value.
-        let from_cursor = saved.as_ref().and_then(|c| {
+            None => Ok(None),
+        }
+    }
+
+    /// Window phase: the cursor value the run starts at (the checkpoint's
+    /// `resume_from`, or its own cursor value for a checkpoint written
+    /// before every run restarted inclusively), and the source's clock and
+    /// snapshot taken before reading (see `crate::capture`).
+    async fn open_window(
+        &self,
+        leg: &Leg<'_>,
+        prepared: &Prepared,
+        report: &mut StreamReport,
+    ) -> Result<ReadWindow, RunError> {
+        let saved = prepared.saved.as_ref();
+        let from_cursor = saved.and_then(|c| {
             c.resume_from
                 .clone()
                 .or_else(|| c.position.first().cloned())
         });
-        let clock = source.visibility().await.map_err(|e| {
-            RunError::connector(format_args!("reading the clock of {source_place}"), &e)
+        let clock = leg.source.visibility().await.map_err(|e| {
+            RunError::connector(
+                format_args!("reading the clock of {}", leg.source_place),
+                &e,
+            )
         })?;
         let floor = clock
             .as_ref()
             .map(|c| capture::visibility_floor(c.now, c.oldest_open, self.stream.cursor_lag));
-        self.note_clock_behind(report, clock.as_ref(), saved.as_ref(), source_place);
+        self.note_clock_behind(report, clock.as_ref(), saved, leg.source_place);
         // Late commits by transaction id: pulls from PostgreSQL tables.
-        let by_xid = direction == Direction::Pull
+        let by_xid = leg.direction == Direction::Pull
             && self.stream.late_commits == LateCommits::Xid
-            && source.dialect() == crate::dialect::Dialect::Postgres
+            && leg.source.dialect() == crate::dialect::Dialect::Postgres
             && matches!(self.stream.source, Source::Table(_));
         let snapshot_now = clock
             .as_ref()
-            .and_then(|c| c.snapshot.as_ref())
+            .and_then(|c| c.snapshot.clone())
             .filter(|_| by_xid);
         let snapshot_saved = saved
-            .as_ref()
             .and_then(|c| c.snapshot.as_deref())
             .and_then(capture::Snapshot::parse)
             .filter(|_| by_xid);
         if saved.is_none() && self.stream.null_cursors == NullCursors::Skip {
-            self.note_null_cursors(report, source, &resolved, &site_values)
-                .await;
+            self.note_null_cursors(
+                report,
+                leg.source,
+                &prepared.resolved,
+                &prepared.site_values,
+            )
+            .await;
         }
-
-        // Quarantined rows of this (stream, site) are released when they
-        // are applied again; only worth the DELETEs when there are some.
-        let quarantine_open = self.stream.on_error == OnError::Quarantine
-            && !self.options.dry_run
-            && self
-                .hub
-                .state()
-                .quarantine_count(master, &key)
-                .await
-                .map_err(|e| e.to_string())?
-                > 0;
-        let keyset = self.stream.keyset_source_columns();
-        let place = Leg {
-            direction,
-            mapping: &mapping,
-            source,
-            target,
-            resolved: &resolved,
-            target_info,
-            source_place,
-            target_place: &target_place,
-            key: &key,
-            fingerprint: &fingerprint,
+        Ok(ReadWindow {
+            from_cursor,
+            clock,
             floor,
-            // Stored with the batches of the cursor read, after the
-            // late-commit read (see below).
-            snapshot: snapshot_now.map(snapshot_text),
-        };
-        let mut applied = Applied {
-            stored_snapshot: saved.as_ref().and_then(|c| c.snapshot.clone()),
-            saved,
-            quarantine_open,
-        };
-        let spec = resolved.read_spec(&keyset, from_cursor.as_ref());
-        let mut params = site_values.clone();
-        params.extend(from_cursor.iter().cloned());
-        // 1. Rows below the cursor read's start written by transactions the
-        //    stored snapshot did not see (see `crate::capture`). First, so
-        //    that the cursor read's checkpoints may carry this run's
-        //    snapshot: whatever it did not see is in progress now, and the
-        //    next run re-reads it. A checkpoint not rewritten (nothing
-        //    changed) keeps the older snapshot, which misses a superset.
-        if let (Some(seen), Some(now)) = (&snapshot_saved, snapshot_now)
+            snapshot_saved,
+            snapshot_now,
+        })
+    }
+
+    /// Whether the quarantine may hold rows of this (stream, site): they are
+    /// released when applied again, and only worth the DELETEs when some
+    /// are there.
+    async fn quarantine_open(&self, key: &CheckpointKey) -> Result<bool, RunError> {
+        if self.stream.on_error != OnError::Quarantine || self.options.dry_run {
+            return Ok(false);
+        }
+        let master = self.hub.master();
+        Ok(self.hub.state().quarantine_count(master, key).await? > 0)
+    }
+
+    /// Read phase: (1) rows below the cursor read's start written by
+    /// transactions the stored snapshot may not have seen, first, so that
+    /// the cursor read's checkpoints may carry this run's snapshot; (2)
+    /// the cursor read, from the overlap's start (inclusive); (3) rows
+    /// whose cursor is NULL, which no cursor read returns. Each counted in
+    /// the run's note where it found rows.
+    async fn read_all(
+        &self,
+        place: &RunPlace<'_>,
+        applied: &mut Applied,
+        window: &ReadWindow,
+        site_values: &[Value],
+        report: &mut StreamReport,
+    ) -> Result<(), RunError> {
+        let dialect = place.leg.source.dialect();
+        let keyset = self.stream.keyset_source_columns();
+        let spec = place
+            .resolved
+            .read_spec(&keyset, window.from_cursor.as_ref());
+        let mut params = site_values.to_vec();
+        params.extend(window.from_cursor.iter().cloned());
+        if let (Some(seen), Some(now)) = (&window.snapshot_saved, &window.snapshot_now)
             && seen.may_have_missed_commits(now)
-            && let Some(sql) = source.dialect().late_commit_select(&spec, seen)
+            && let Some(sql) = dialect.late_commit_select(&spec, seen)
         {
             let late = self
-                .read_and_apply(&place, &mut applied, &sql, &params, ReadPart::Side, report)
+                .read_and_apply(place, applied, &sql, &params, ReadPart::Side, report)
                 .await?;
             if late > 0 {
                 add_note(
@@ -416,96 +541,88 @@ impl StreamRun<'_> {
                 );
             }
         }
-        // 2. The cursor read, streamed, from the overlap's start (inclusive).
-        let sql = source.dialect().keyset_select(&spec);
-        self.read_and_apply(
-            &place,
-            &mut applied,
-            &sql,
-            &params,
-            ReadPart::Cursor,
-            report,
-        )
-        .await?;
-        // 3. Rows whose cursor is NULL, which no cursor read returns.
+        let sql = dialect.keyset_select(&spec);
+        self.read_and_apply(place, applied, &sql, &params, ReadPart::Cursor, report)
+            .await?;
         if self.stream.null_cursors == NullCursors::Read {
-            let sql = source.dialect().null_cursor_select(&spec);
+            let sql = dialect.null_cursor_select(&spec);
             let nulls = self
-                .read_and_apply(
-                    &place,
-                    &mut applied,
-                    &sql,
-                    &site_values,
-                    ReadPart::Side,
-                    report,
-                )
+                .read_and_apply(place, applied, &sql, site_values, ReadPart::Side, report)
                 .await?;
             report.null_cursor_rows += nulls;
             if nulls > 0 {
+                let cursor = &self.stream.cursor;
                 add_note(
                     report,
-                    format!(
-                        "rows with a NULL cursor `{}` read: {nulls}",
-                        self.stream.cursor
-                    ),
+                    format!("rows with a NULL cursor `{cursor}` read: {nulls}"),
                 );
             }
         }
-        // 4. Every read saw what this run's snapshot saw: store it when the
-        //    batches did not (a checkpoint left as it was keeps the older
-        //    snapshot, whose late rows would be re-read every run). An idle
-        //    site's snapshot does not change, so it costs no write.
-        if let (Some(now), Some(saved)) = (&place.snapshot, &applied.saved)
-            && applied.stored_snapshot.as_ref() != Some(now)
-            && !self.options.dry_run
-        {
-            let checkpoint = Checkpoint {
-                snapshot: Some(now.clone()),
-                ..saved.clone()
-            };
-            let master = self.hub.master();
-            let save = async {
-                let mut tx = master.begin().await?;
-                self.hub
-                    .state()
-                    .save_checkpoint(&mut tx, &key, &checkpoint)
-                    .await?;
-                tx.commit().await?;
-                Ok::<(), crate::state::StateError>(())
-            };
-            save.await?;
-            applied.stored_snapshot = checkpoint.snapshot.clone();
-            applied.saved = Some(checkpoint);
-        }
-        if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
-            let now = clock.as_ref().map_or_else(chrono::Utc::now, |c| c.now);
-            // The rows have arrived; a failed comparison must not stop the
-            // next runs from bringing new ones (nor open the circuit): the
-            // run ends `partial` with the reason.
-            match self
-                .reconcile(
-                    source,
-                    target,
-                    &resolved,
-                    &site_values,
-                    target_info,
-                    now,
-                    applied.saved.as_ref().and_then(|c| c.position.first()),
-                    report,
-                )
-                .await
-            {
-                Ok(deleted) => {
-                    report.rows_deleted += deleted;
-                    // Deletes count as rows written in the run history
-                    // (the reference config's `deletes`).
-                    report.rows_written += deleted;
-                    self.counters.add(0, deleted);
-                }
-                Err(e) => report.delete_detection_error = Some(e),
-            }
-        }
         Ok(())
+    }
+
+    /// Finish phase, snapshot: every read saw what this run's snapshot saw,
+    /// so it is stored when no batch stored it (a checkpoint left as it was
+    /// keeps the older snapshot, whose late rows would be re-read every
+    /// run). An idle site's snapshot does not change: no write.
+    async fn store_snapshot(
+        &self,
+        place: &RunPlace<'_>,
+        applied: &mut Applied,
+    ) -> Result<(), RunError> {
+        let (Some(now), Some(saved)) = (&place.snapshot, &applied.saved) else {
+            return Ok(());
+        };
+        if applied.stored_snapshot.as_ref() == Some(now) || self.options.dry_run {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint {
+            snapshot: Some(now.clone()),
+            ..saved.clone()
+        };
+        let master = self.hub.master();
+        let mut tx = master
+            .begin()
+            .await
+            .map_err(crate::state::StateError::from)?;
+        self.hub
+            .state()
+            .save_checkpoint(&mut tx, place.key, &checkpoint)
+            .await?;
+        tx.commit().await.map_err(crate::state::StateError::from)?;
+        applied.stored_snapshot = checkpoint.snapshot.clone();
+        applied.saved = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Finish phase, delete detection (`deletes = "detect"`). The rows have
+    /// arrived; a failed comparison must not stop the next runs from
+    /// bringing new ones (nor open the circuit): the run ends `partial`
+    /// with the reason. Deletes count as rows written in the run history.
+    async fn detect_deletes_after(
+        &self,
+        place: &RunPlace<'_>,
+        applied: &Applied,
+        window: &ReadWindow,
+        site_values: &[Value],
+        report: &mut StreamReport,
+    ) {
+        let now = window
+            .clock
+            .as_ref()
+            .map_or_else(chrono::Utc::now, |c| c.now);
+        let cursor_value = applied.saved.as_ref().and_then(|c| c.position.first());
+        let outcome = self
+            .reconcile(place, site_values, now, cursor_value, report)
+            .await;
+        match outcome {
+            Ok(deleted) => {
+                report.rows_deleted += deleted;
+                report.rows_written += deleted;
+                self.counters.add(0, deleted);
+            }
+            Err(e) => report.delete_detection_error = Some(e),
+        }
     }
 
     /// Notes a source clock behind cursor values already applied: it went
@@ -563,18 +680,16 @@ impl StreamRun<'_> {
     /// Runs delete detection for this stream and site (see
     /// `flow/reconcile.rs`); `now` is the source's clock. Returns rows
     /// deleted.
-    #[allow(clippy::too_many_arguments)]
     async fn reconcile(
         &self,
-        source: &Connector,
-        target: &Connector,
-        resolved: &ResolvedSource,
+        place: &RunPlace<'_>,
         site_values: &[Value],
-        target_info: &TableInfo,
         now: chrono::DateTime<chrono::Utc>,
         cursor_value: Option<&Value>,
         report: &mut StreamReport,
     ) -> Result<u64, String> {
+        let (source, target) = (place.leg.source, place.leg.target);
+        let (resolved, target_info) = (place.resolved, place.target_info);
         if self.stream.deletes_window.is_some()
             && let Some(value @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_))) =
                 cursor_value
@@ -716,5 +831,4 @@ impl StreamRun<'_> {
                 format!("{target_place} was created but cannot be found; check the table name")
             })
     }
-
 }
