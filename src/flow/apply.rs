@@ -13,6 +13,7 @@ use crate::capture;
 use crate::config::OnError;
 use crate::connector::{Connector, ConnectorError, ErrorKind};
 use crate::dialect::UpsertSpec;
+use crate::mediate::ValueFixes;
 use crate::state::{Checkpoint, CheckpointKey, StateError};
 use crate::value::{Batch, Value};
 
@@ -191,6 +192,61 @@ pub(super) struct BatchWrite<'a> {
     release_quarantine: bool,
 }
 
+/// The checkpoint after a batch: for a batch of the cursor read that ended
+/// at `end`, the later of the stored position and `end` (re-reading the
+/// overlap never moves it back), with where the next run starts
+/// (`capture::resume_from`, from `place`'s floor and cursor zone) and the
+/// run's snapshot; for a batch read out of cursor order (`end` = `None`),
+/// the stored checkpoint unchanged (`None` when there is none yet).
+fn next_checkpoint(
+    saved: Option<&Checkpoint>,
+    end: Option<Vec<Value>>,
+    cursor_lag: std::time::Duration,
+    place: &RunPlace<'_>,
+) -> Option<Checkpoint> {
+    let facts = CheckpointFacts {
+        cursor_lag,
+        floor: place.floor,
+        cursor_zone: place.leg.cursor_zone,
+        fingerprint: place.fingerprint,
+        snapshot: place.snapshot.as_deref(),
+    };
+    facts.after(saved, end)
+}
+
+/// What a run's checkpoints carry besides their position.
+struct CheckpointFacts<'a> {
+    cursor_lag: std::time::Duration,
+    floor: Option<chrono::DateTime<chrono::Utc>>,
+    cursor_zone: Option<chrono_tz::Tz>,
+    fingerprint: &'a str,
+    snapshot: Option<&'a str>,
+}
+
+impl CheckpointFacts<'_> {
+    /// See [`next_checkpoint`].
+    fn after(&self, saved: Option<&Checkpoint>, end: Option<Vec<Value>>) -> Option<Checkpoint> {
+        let Some(end) = end else {
+            return saved.cloned();
+        };
+        let position = match saved {
+            Some(checkpoint) => checkpoint.later_position(&end),
+            None => end,
+        };
+        Some(Checkpoint {
+            resume_from: capture::resume_from(
+                &position[0],
+                self.cursor_lag,
+                self.floor,
+                self.cursor_zone,
+            ),
+            position,
+            fingerprint: self.fingerprint.to_string(),
+            snapshot: self.snapshot.map(str::to_string),
+        })
+    }
+}
+
 /// What the apply side carries from batch to batch and read to read.
 pub(super) struct Applied {
     /// The checkpoint as stored now.
@@ -215,116 +271,50 @@ impl StreamRun<'_> {
         part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
-        let (direction, source, target) = (place.leg.direction, place.leg.source, place.leg.target);
         if !place.leg.writes_master {
             // Rows read from the master count against its rate budget.
             self.hub.master_writes.throttle(batch.len()).await;
         }
-        let mapping = place.mapping;
-        let mut batch = batch;
-        let last_instant = match &place.resolved.cursor_date_time {
-            Some(declared) => {
-                mapping.read_cursor_instants(&mut batch.rows, &self.site.id, declared)?
-            }
-            None => None,
+        let fixes = ValueFixes {
+            direction: place.leg.direction,
+            source_dialect: place.leg.source.dialect(),
+            described: &place.resolved.described,
+            cursor_date_time: place.resolved.cursor_date_time.as_deref(),
+            target_dialect: place.leg.target.dialect(),
+            target: place.target_info,
+            zero_dates: self.stream.zero_dates,
+            booleans: &self.stream.booleans,
+            site_zone: self.site.timezone,
         };
-        let batch_end = match part {
-            ReadPart::Cursor => {
-                let mut position =
-                    mapping.position(batch.rows.last().expect("batch is not empty"))?;
-                // The checkpoint holds the instant, whatever form it had.
-                if let Some(instant) = last_instant {
-                    position[0] = instant;
-                }
-                Some(position)
-            }
-            ReadPart::Side => None,
-        };
-        let flags = mapping.deleted_flags(&batch);
-        // `booleans` names source columns; the batch moves into `rows`.
-        let source_columns = if self.stream.booleans.is_empty() {
-            Vec::new()
-        } else {
-            batch.columns.clone()
-        };
-        let mut rows = mapping.map_rows(batch, &self.site.id);
-        mapping.check_unique_keys(&rows)?;
-        let zero_date_columns =
-            mapping.zero_date_columns(source.dialect(), &place.resolved.described);
-        if !zero_date_columns.is_empty() {
-            mapping.handle_zero_dates(
-                &mut rows,
-                &zero_date_columns,
-                self.stream.zero_dates,
-                target.dialect(),
-                place.target_info,
-            )?;
-        }
-        if !self.stream.booleans.is_empty() {
-            mapping.apply_booleans(&mut rows, &source_columns, &self.stream.booleans)?;
-        }
-        if let Some(zone) = self.site.timezone {
-            mapping.apply_site_zone(&mut rows, direction, zone, place.target_info)?;
-        }
-        if target.dialect() == crate::dialect::Dialect::Postgres {
-            mapping.parse_text_datetimes(&mut rows, place.target_info);
-            mapping.check_postgres_values(&rows, place.target_info)?;
-        }
-        let read = rows.len() as u64;
-        let (rows, deleted_keys) = mapping.split_deleted(flags, rows);
-        let checkpoint = match batch_end {
-            Some(batch_end) => {
-                let position = match &applied.saved {
-                    Some(checkpoint) => checkpoint.later_position(&batch_end),
-                    None => batch_end,
-                };
-                Some(Checkpoint {
-                    resume_from: capture::resume_from(
-                        &position[0],
-                        self.stream.cursor_lag,
-                        place.floor,
-                        place.leg.cursor_zone,
-                    ),
-                    position,
-                    fingerprint: place.fingerprint.to_string(),
-                    snapshot: place.snapshot.clone(),
-                })
-            }
-            // Out of cursor order: the stored checkpoint stays as it is.
-            None => applied.saved.clone(),
-        };
+        let mapped =
+            place
+                .mapping
+                .map_batch(batch, &self.site.id, &fixes, part == ReadPart::Cursor)?;
+        let checkpoint = next_checkpoint(
+            applied.saved.as_ref(),
+            mapped.end,
+            self.stream.cursor_lag,
+            place,
+        );
         let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
             // A dry run shows what it would delete.
-            (0, 0, deleted_keys.len() as u64, false)
+            (0, 0, mapped.deleted_keys.len() as u64, false)
         } else {
-            let key_types = mapping.key_types();
-            // A new snapshot alone is not worth a write (see `run`).
-            let stored = match (&checkpoint, &applied.saved) {
-                (Some(new), Some(old)) => new.same_position(old),
-                _ => false,
-            };
-            let write = BatchWrite {
-                upsert: UpsertSpec {
-                    table: &self.stream.target,
-                    columns: &mapping.target_columns,
-                    column_types: &mapping.column_types,
-                    key: &mapping.conflict_key,
-                },
-                rows: &rows,
-                delete: mapping.delete_spec(&self.stream.target, &key_types),
-                deleted_keys: &deleted_keys,
-                key: place.key,
-                checkpoint: checkpoint.as_ref(),
-                checkpoint_stored: stored,
-                release_quarantine: applied.quarantine_open,
-            };
-            self.apply(place.leg, &write).await?
+            self.write_batch(
+                place,
+                applied,
+                &mapped.rows,
+                &mapped.deleted_keys,
+                checkpoint.as_ref(),
+            )
+            .await?
         };
         report.rows_deleted += deleted;
         if quarantined > 0 {
             applied.quarantine_open = true;
             report.quarantined += quarantined;
         }
+        let read = mapped.read;
         report.rows_read += read;
         report.rows_written += written;
         self.counters.add(read, written);
@@ -342,6 +332,41 @@ impl StreamRun<'_> {
             applied.saved = checkpoint;
         }
         Ok(read)
+    }
+
+    /// Writes mapped `rows` and deletes `deleted_keys` with `checkpoint`
+    /// (see [`StreamRun::apply`]); returns what `apply` returns.
+    async fn write_batch(
+        &self,
+        place: &RunPlace<'_>,
+        applied: &Applied,
+        rows: &[Vec<Value>],
+        deleted_keys: &[Vec<Value>],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(u64, u64, u64, bool), RunError> {
+        let mapping = place.mapping;
+        let key_types = mapping.key_types();
+        // A new snapshot alone is not worth a write (see `run`).
+        let stored = match (checkpoint, &applied.saved) {
+            (Some(new), Some(old)) => new.same_position(old),
+            _ => false,
+        };
+        let write = BatchWrite {
+            upsert: UpsertSpec {
+                table: &self.stream.target,
+                columns: &mapping.target_columns,
+                column_types: &mapping.column_types,
+                key: &mapping.conflict_key,
+            },
+            rows,
+            delete: mapping.delete_spec(&self.stream.target, &key_types),
+            deleted_keys,
+            key: place.key,
+            checkpoint,
+            checkpoint_stored: stored,
+            release_quarantine: applied.quarantine_open,
+        };
+        self.apply(place.leg, &write).await
     }
 
     /// Records the run's row counts including this batch, in the master
@@ -560,5 +585,89 @@ impl StreamRun<'_> {
             state.release_quarantine(tx, key, released).await?;
         }
         self.record_progress(tx, *read, *written).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(lag_seconds: u64) -> CheckpointFacts<'static> {
+        CheckpointFacts {
+            cursor_lag: std::time::Duration::from_secs(lag_seconds),
+            floor: None,
+            cursor_zone: None,
+            fingerprint: "f",
+            snapshot: Some("5:9:7"),
+        }
+    }
+
+    fn stored(position: Vec<Value>) -> Checkpoint {
+        Checkpoint {
+            resume_from: position.first().cloned(),
+            position,
+            fingerprint: "f".into(),
+            snapshot: Some("1:2:".into()),
+        }
+    }
+
+    #[test]
+    fn a_side_batch_keeps_the_stored_checkpoint_and_writes_none_without_one() {
+        let saved = stored(vec![Value::Int(7), Value::Int(2)]);
+        assert_eq!(facts(0).after(Some(&saved), None), Some(saved));
+        assert_eq!(facts(0).after(None, None), None);
+    }
+
+    #[test]
+    fn a_cursor_batch_never_moves_the_checkpoint_back_and_restarts_inclusively() {
+        let saved = stored(vec![Value::Int(7), Value::Int(2)]);
+        // The overlap re-read ends below the stored position: it stays.
+        let kept = facts(0)
+            .after(Some(&saved), Some(vec![Value::Int(7), Value::Int(1)]))
+            .unwrap();
+        assert_eq!(kept.position, vec![Value::Int(7), Value::Int(2)]);
+        // An integer cursor restarts at its own value (ties below the key).
+        assert_eq!(kept.resume_from, Some(Value::Int(7)));
+        // The run's snapshot goes with it.
+        assert_eq!(kept.snapshot.as_deref(), Some("5:9:7"));
+        let ahead = facts(0)
+            .after(Some(&saved), Some(vec![Value::Int(9), Value::Int(1)]))
+            .unwrap();
+        assert_eq!(ahead.position, vec![Value::Int(9), Value::Int(1)]);
+        // A time cursor restarts `cursor_lag` below.
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let first = facts(5)
+            .after(None, Some(vec![Value::TimestampTz(at), Value::Int(1)]))
+            .unwrap();
+        assert_eq!(
+            first.resume_from,
+            Some(Value::TimestampTz(at - chrono::Duration::seconds(5)))
+        );
+    }
+
+    #[test]
+    fn only_data_errors_are_a_rows_fault() {
+        let data = ConnectorError::Database {
+            kind: ErrorKind::Data,
+            code: Some("23502".into()),
+            message: "null value".into(),
+        };
+        let denied = ConnectorError::Database {
+            kind: ErrorKind::Permission,
+            code: Some("42501".into()),
+            message: "permission denied".into(),
+        };
+        assert!(is_row_error(&data));
+        assert!(!is_row_error(&denied));
+        assert!(!is_row_error(&ConnectorError::Timeout { seconds: 1 }));
+    }
+
+    #[test]
+    fn a_conflict_pause_grows_and_stays_bounded() {
+        for attempt in 1..=8 {
+            let base = 50u64 << (attempt - 1).min(5);
+            let pause = conflict_pause(attempt).as_millis() as u64;
+            assert!((base..=2 * base).contains(&pause), "{attempt}: {pause}");
+        }
     }
 }

@@ -231,7 +231,7 @@ async fn check_stream(
         }
     }
     findings.problems.extend(
-        super::stream::schema_problems(
+        super::plan::schema_problems(
             stream,
             flow.direction,
             source.dialect(),

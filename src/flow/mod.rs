@@ -22,6 +22,7 @@ mod connections;
 pub mod error;
 mod leg;
 pub mod limits;
+mod plan;
 mod read;
 mod reconcile;
 pub mod schema;
@@ -40,7 +41,8 @@ use crate::config::{Config, Flow, Site};
 use crate::connector::{ConnectOptions, Connector, ConnectorError, ErrorKind};
 use crate::state::{INTERRUPTED, RunStatus, StateError, StateStore};
 
-pub use self::stream::{RunCounters, StreamPlan, fingerprint, plan_streams};
+pub use self::plan::{StreamPlan, fingerprint, plan_streams};
+pub use self::stream::RunCounters;
 
 /// Errors that stop a whole command (not one site).
 #[derive(Debug, thiserror::Error)]
@@ -373,7 +375,7 @@ impl Hub {
         &self,
         flow: &Flow,
         site: &Site,
-        plans: &[Result<StreamPlan, String>],
+        plans: &[Result<StreamPlan, RunError>],
         suspects: Option<&std::collections::HashSet<String>>,
         options: SyncOptions,
         progress: &dyn Progress,
@@ -403,7 +405,7 @@ impl Hub {
         &self,
         flow: &Flow,
         site: &Site,
-        plans: &[Result<StreamPlan, String>],
+        plans: &[Result<StreamPlan, RunError>],
         suspects: Option<&std::collections::HashSet<String>>,
         options: SyncOptions,
         progress: &dyn Progress,
@@ -632,7 +634,7 @@ impl Hub {
         &self,
         flow: &Flow,
         site: &Site,
-        plans: &[Result<StreamPlan, String>],
+        plans: &[Result<StreamPlan, RunError>],
         options: SyncOptions,
         progress: &dyn Progress,
         counters: &RunCounters,

@@ -52,7 +52,7 @@ impl ResolvedSource {
         site: &Site,
         source: &Connector,
         batch_size: usize,
-    ) -> Result<ResolvedSource, String> {
+    ) -> Result<ResolvedSource, RunError> {
         let mut resolved = ResolvedSource {
             from: stream.source.clone(),
             site_params: Vec::new(),
@@ -65,10 +65,12 @@ impl ResolvedSource {
             Source::Table(_) => {}
             Source::Query(query) => {
                 let bound = bind_site_placeholders(query, source.dialect(), 1)
-                    .map_err(|e| format!("`query`: {e}"))?;
+                    .map_err(|e| RunError::from(format!("`query`: {e}")))?;
                 for name in &bound.params {
                     let value = site.attribute(name).ok_or_else(|| {
-                        format!("site has no tag `{name}` used by `:site.{name}` in `query`")
+                        RunError::from(format!(
+                            "site has no tag `{name}` used by `:site.{name}` in `query`"
+                        ))
                     })?;
                     resolved.site_params.push((name.clone(), value.to_string()));
                 }
@@ -84,7 +86,7 @@ impl ResolvedSource {
         resolved.described = source
             .describe_query(&probe)
             .await
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|e| RunError::connector(&what, &e))?;
         let text_columns: Vec<String> = resolved
             .described
             .iter()
@@ -100,7 +102,8 @@ impl ResolvedSource {
                 .1;
             return Err(format!(
                 "cursor or key column `{column}` has type `{type_name}`, which hubsync cannot order by; use another column or cast it in a `query`"
-            ));
+            )
+            .into());
         }
         if !text_columns.is_empty() {
             resolved.columns = Some(resolved.described.iter().map(|(n, _)| n.clone()).collect());
@@ -112,7 +115,7 @@ impl ResolvedSource {
             let declared = match source
                 .declared_type(&probe, &stream.cursor)
                 .await
-                .map_err(|e| format!("{what}: {e}"))?
+                .map_err(|e| RunError::connector(&what, &e))?
             {
                 Some(declared) => Some(declared),
                 None => resolved

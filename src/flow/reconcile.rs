@@ -30,9 +30,12 @@
 
 use std::collections::HashSet;
 
-use super::stream::StreamRun;
-use crate::config::Direction;
-use crate::connector::{Connector, TableInfo};
+use tokio_util::sync::CancellationToken;
+
+use super::error::RunError;
+use super::limits::MasterWrites;
+use crate::config::{Direction, Stream};
+use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::keys::{KeyRange, digest_keys};
 use crate::dialect::{Dialect, SelectFrom, UpsertSpec};
 use crate::value::Value;
@@ -42,7 +45,7 @@ const LOOKUP_KEYS: usize = 200;
 
 /// One side of the comparison: a table or query, its key columns and
 /// filters.
-pub(super) struct Side<'a> {
+struct Side<'a> {
     /// The database.
     pub conn: &'a Connector,
     /// The rows.
@@ -93,32 +96,28 @@ impl Side<'_> {
     }
 
     /// The keys of a range, in key order.
-    async fn keys(&self, range: &KeyRange<'_>) -> Result<Vec<Vec<Value>>, String> {
+    async fn keys(&self, range: &KeyRange<'_>) -> Result<Vec<Vec<Value>>, ConnectorError> {
         let (sql, params) = self.conn.dialect().key_range_select(range);
-        let batch = self
-            .conn
-            .query(&sql, &self.bound(params))
-            .await
-            .map_err(|e| e.to_string())?;
+        let batch = self.conn.query(&sql, &self.bound(params)).await?;
         Ok(batch.rows)
     }
 
     /// The summary of a range; `None` when it holds no key.
-    async fn summary(&self, range: &KeyRange<'_>) -> Result<Option<Summary>, String> {
+    async fn summary(&self, range: &KeyRange<'_>) -> Result<Option<Summary>, ConnectorError> {
         if self.conn.dialect() == Dialect::Postgres {
             let (sql, params) = Dialect::Postgres.key_range_digest(range);
-            let batch = self
-                .conn
-                .query(&sql, &self.bound(params))
-                .await
-                .map_err(|e| e.to_string())?;
+            let batch = self.conn.query(&sql, &self.bound(params)).await?;
             let Some(row) = batch.rows.into_iter().next() else {
                 return Ok(None);
             };
             let n = self.key.len();
             let (count, digest) = match (&row[n], &row[n + 1]) {
                 (Value::Int(count), Value::Text(digest)) => (*count, digest.clone()),
-                other => return Err(format!("unexpected key summary {other:?}")),
+                other => {
+                    return Err(ConnectorError::other(format!(
+                        "unexpected key summary {other:?}"
+                    )));
+                }
             };
             return Ok(Some(Summary {
                 last: row[..n].to_vec(),
@@ -138,18 +137,14 @@ impl Side<'_> {
 
     /// Which of `candidates` (keys as read from the other side) exist here,
     /// as text keys; looked up over the whole table or query, no window.
-    async fn present(&self, candidates: &[Vec<Value>]) -> Result<HashSet<TextKey>, String> {
+    async fn present(&self, candidates: &[Vec<Value>]) -> Result<HashSet<TextKey>, ConnectorError> {
         let mut present = HashSet::new();
         for chunk in candidates.chunks(LOOKUP_KEYS) {
             let (sql, params) =
                 self.conn
                     .dialect()
                     .key_lookup(self.from, self.key, chunk, self.params.len());
-            let batch = self
-                .conn
-                .query(&sql, &self.bound(params))
-                .await
-                .map_err(|e| e.to_string())?;
+            let batch = self.conn.query(&sql, &self.bound(params)).await?;
             present.extend(batch.rows.iter().map(|row| text_key(row)));
         }
         Ok(present)
@@ -157,7 +152,7 @@ impl Side<'_> {
 }
 
 /// Whether the source has no key at all (whatever the window).
-async fn source_is_empty(source: &Side<'_>) -> Result<bool, String> {
+async fn source_is_empty(source: &Side<'_>) -> Result<bool, ConnectorError> {
     let range = source.range(None, None, None, Some(1));
     Ok(source.keys(&range).await?.is_empty())
 }
@@ -170,7 +165,7 @@ fn text_key(row: &[Value]) -> TextKey {
 }
 
 /// Where the comparison deletes: the target table and its delete key.
-pub(super) struct DeleteAt<'a> {
+struct DeleteAt<'a> {
     /// The target table, as written in config.
     pub table: &'a str,
     /// The target's description (PostgreSQL casts the keys to its types).
@@ -179,46 +174,175 @@ pub(super) struct DeleteAt<'a> {
     pub site: Option<(&'a str, &'a Value)>,
 }
 
-impl StreamRun<'_> {
-    /// Compares the key sets of `source` and `target` (see the module docs)
-    /// and deletes target rows gone at the source; returns rows deleted.
+/// Everything delete detection needs of its stream run, and no more: the
+/// stream's config, the two databases and how rows are read from each, the
+/// site, the source's clock, and the hub's limits.
+pub(super) struct DetectDeletes<'a> {
+    /// The stream (key, cursor, `deletes_window`, `columns`, target).
+    pub stream: &'a Stream,
+    /// Pull: the target holds every site's rows, this site's under
+    /// `site_column`.
+    pub direction: Direction,
+    /// The site id, as bound to the target's `site_column`.
+    pub site_id: &'a Value,
+    /// The database read (the site on a pull).
+    pub source: &'a Connector,
+    /// The rows read at the source (table or bound query).
+    pub source_from: SelectFrom<'a>,
+    /// Values of the source query's `:site.*` placeholders.
+    pub source_params: &'a [Value],
+    /// The database written.
+    pub target: &'a Connector,
+    /// The target's description.
+    pub target_info: &'a TableInfo,
+    /// The source's clock (the window's end).
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// The checkpoint's cursor value, to refuse a window on a number cursor.
+    pub cursor_value: Option<&'a Value>,
+    /// Keys per chunk (`batch_size`).
+    pub chunk: usize,
+    /// Held around each delete when the target is the master.
+    pub master_writes: Option<&'a MasterWrites>,
+    /// Stops between chunks.
+    pub cancel: &'a CancellationToken,
+}
+
+impl DetectDeletes<'_> {
+    /// Runs delete detection (see the module docs); returns rows deleted
+    /// and pushes remarks for the run history to `notes`.
     ///
-    /// `window_start`: only rows with a cursor at or after it are compared.
-    /// Errors name the side (`reading keys from the site: ...`). When the
-    /// source has no key at all (even outside the window) but the target has some,
-    /// nothing is deleted and a note says so: an emptied source is far more
-    /// often a wrong route or a restored backup than a real mass delete.
-    pub(super) async fn detect_deletes(
-        &self,
-        source: &Side<'_>,
-        target: &Side<'_>,
-        at: &DeleteAt<'_>,
-        window_start: Option<&Value>,
-        notes: &mut Vec<String>,
-    ) -> Result<u64, String> {
-        let chunk = self.hub.config().hub.batch_size;
-        let (source_place, target_place) = match self.flow.direction {
+    /// Errors: a `deletes_window` on a number cursor or on a cursor the
+    /// target does not store; a failed read or delete, naming the side.
+    pub(super) async fn run(&self, notes: &mut Vec<String>) -> Result<u64, RunError> {
+        let stream = self.stream;
+        if stream.deletes_window.is_some()
+            && let Some(value @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_))) =
+                self.cursor_value
+        {
+            return Err(format!(
+                "`deletes_window` needs a time cursor, but `{}` holds numbers (e.g. {value}); remove `deletes_window` or use a timestamp cursor",
+                stream.cursor
+            )
+            .into());
+        }
+        let source_key: Vec<String> = stream
+            .primary_key
+            .iter()
+            .map(|k| stream.source_column(k).to_string())
+            .collect();
+        let window_start = stream.deletes_window.map(|window| {
+            let span = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+            Value::TimestampTz(
+                self.now
+                    .checked_sub_signed(span)
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            )
+        });
+        let target_cursor = match &stream.columns {
+            Some(pairs) => pairs
+                .iter()
+                .find(|(_, s)| *s == stream.cursor)
+                .map(|(t, _)| t.as_str()),
+            None => Some(stream.cursor.as_str()),
+        }
+        .filter(|c| self.target_info.column(c).is_some());
+        if window_start.is_some() && target_cursor.is_none() {
+            return Err(format!(
+                "`deletes_window` needs the cursor `{}` copied to the target, to compare the same rows on both sides",
+                stream.cursor
+            )
+            .into());
+        }
+        let only = match self.direction {
+            Direction::Pull => stream.site_column.as_deref().map(|c| (c, self.site_id)),
+            Direction::Push => None,
+        };
+        let source = Side {
+            conn: self.source,
+            from: self.source_from,
+            params: self.source_params,
+            key: &source_key,
+            only: None,
+            cursor: window_start.as_ref().map(|_| stream.cursor.as_str()),
+        };
+        let target = Side {
+            conn: self.target,
+            from: SelectFrom::Table(&stream.target),
+            params: &[],
+            key: &stream.primary_key,
+            only,
+            cursor: window_start.as_ref().and(target_cursor),
+        };
+        let at = DeleteAt {
+            table: &stream.target,
+            info: self.target_info,
+            site: only,
+        };
+        let sides = Sides {
+            source,
+            target,
+            at,
+            window_start: window_start.as_ref(),
+        };
+        let (deleted, source_keys_seen, after) = self.compare_chunks(&sides).await?;
+        Ok(deleted
+            + self
+                .delete_tail(&sides, source_keys_seen, after, notes)
+                .await?)
+    }
+
+    /// "the site" / "the master": where keys are read from, for messages.
+    fn places(&self) -> (&'static str, &'static str) {
+        match self.direction {
             Direction::Pull => ("the site", "the master"),
             Direction::Push => ("the master", "the site"),
-        };
-        let read_source =
-            |e: String| format!("detecting deletes, reading keys from {source_place}: {e}");
-        let read_target =
-            |e: String| format!("detecting deletes, reading keys from {target_place}: {e}");
+        }
+    }
+
+    /// A read that failed at the source.
+    fn read_source(&self, e: ConnectorError) -> RunError {
+        let place = self.places().0;
+        RunError::connector(
+            format_args!("detecting deletes, reading keys from {place}"),
+            &e,
+        )
+    }
+
+    /// A read that failed at the target.
+    fn read_target(&self, e: ConnectorError) -> RunError {
+        let place = self.places().1;
+        RunError::connector(
+            format_args!("detecting deletes, reading keys from {place}"),
+            &e,
+        )
+    }
+
+    /// Steps 1-2 (module docs): the source's keys chunk by chunk against
+    /// the target's same ranges. Returns (rows deleted, source keys seen,
+    /// the last source key).
+    async fn compare_chunks(
+        &self,
+        sides: &Sides<'_>,
+    ) -> Result<(u64, i64, Option<Vec<Value>>), RunError> {
+        let (source, target, window_start) = (&sides.source, &sides.target, sides.window_start);
         let mut after: Option<Vec<Value>> = None;
         let mut source_keys_seen = 0_i64;
         let mut deleted = 0;
-        loop {
-            if self.cancel.is_cancelled() {
-                return Ok(deleted);
-            }
-            let range = source.range(after.as_deref(), None, window_start, Some(chunk));
-            let Some(ours) = source.summary(&range).await.map_err(read_source)? else {
+        while !self.cancel.is_cancelled() {
+            let range = source.range(after.as_deref(), None, window_start, Some(self.chunk));
+            let Some(ours) = source
+                .summary(&range)
+                .await
+                .map_err(|e| self.read_source(e))?
+            else {
                 break;
             };
             source_keys_seen += ours.count;
             let target_range = target.range(after.as_deref(), Some(&ours.last), window_start, None);
-            let theirs = target.summary(&target_range).await.map_err(read_target)?;
+            let theirs = target
+                .summary(&target_range)
+                .await
+                .map_err(|e| self.read_target(e))?;
             let unchanged = theirs
                 .as_ref()
                 .is_some_and(|t| t.count == ours.count && t.digest == ours.digest);
@@ -228,48 +352,71 @@ impl StreamRun<'_> {
                     None => source
                         .keys(&source.range(after.as_deref(), Some(&ours.last), window_start, None))
                         .await
-                        .map_err(read_source)?,
+                        .map_err(|e| self.read_source(e))?,
                 };
                 let target_keys = match theirs.and_then(|t| t.keys) {
                     Some(keys) => keys,
-                    None => target.keys(&target_range).await.map_err(read_target)?,
+                    None => target
+                        .keys(&target_range)
+                        .await
+                        .map_err(|e| self.read_target(e))?,
                 };
                 let at_source: HashSet<TextKey> = source_keys.iter().map(|k| text_key(k)).collect();
                 let candidates: Vec<Vec<Value>> = target_keys
                     .into_iter()
                     .filter(|k| !at_source.contains(&text_key(k)))
                     .collect();
-                deleted += self
-                    .delete_confirmed(source, at, candidates, read_source)
-                    .await?;
+                deleted += self.delete_confirmed(sides, candidates).await?;
             }
-            let full = ours.count as usize >= chunk;
+            let full = ours.count as usize >= self.chunk;
             after = Some(ours.last);
             if !full {
                 break;
             }
         }
-        // Target keys after the source's last key (all of them when the
-        // source is empty), page by page.
-        let mut tail_after = after.clone();
-        loop {
-            if self.cancel.is_cancelled() {
-                return Ok(deleted);
-            }
-            let range = target.range(tail_after.as_deref(), None, window_start, Some(chunk));
-            let keys = target.keys(&range).await.map_err(read_target)?;
+        Ok((deleted, source_keys_seen, after))
+    }
+
+    /// Step 3 (module docs): target keys after the source's last key (all
+    /// of them when the source is empty), page by page. When the source has
+    /// no key at all (even outside the window) but the target has some,
+    /// nothing is deleted and a note says so: an emptied source is far more
+    /// often a wrong route or a restored backup than a real mass delete.
+    async fn delete_tail(
+        &self,
+        sides: &Sides<'_>,
+        source_keys_seen: i64,
+        after: Option<Vec<Value>>,
+        notes: &mut Vec<String>,
+    ) -> Result<u64, RunError> {
+        let (source, target) = (&sides.source, &sides.target);
+        let mut tail_after = after;
+        let mut deleted = 0;
+        while !self.cancel.is_cancelled() {
+            let range = target.range(
+                tail_after.as_deref(),
+                None,
+                sides.window_start,
+                Some(self.chunk),
+            );
+            let keys = target.keys(&range).await.map_err(|e| self.read_target(e))?;
             let Some(last) = keys.last().cloned() else {
                 break;
             };
-            if source_keys_seen == 0 && source_is_empty(source).await.map_err(read_source)? {
+            if source_keys_seen == 0
+                && source_is_empty(source)
+                    .await
+                    .map_err(|e| self.read_source(e))?
+            {
+                let (source_place, target_place) = self.places();
                 notes.push(format!(
                     "deletes not applied: {source_place} has no rows to compare while {target_place} has some; \
                      if the source really was emptied, delete the rows at the target by hand"
                 ));
                 return Ok(deleted);
             }
-            let full = keys.len() >= chunk;
-            deleted += self.delete_confirmed(source, at, keys, read_source).await?;
+            let full = keys.len() >= self.chunk;
+            deleted += self.delete_confirmed(sides, keys).await?;
             if !full {
                 break;
             }
@@ -278,47 +425,50 @@ impl StreamRun<'_> {
         Ok(deleted)
     }
 
-    /// Deletes the `candidates` (target keys) that a lookup does not find at
-    /// the source; returns rows deleted. One target transaction per call,
-    /// holding a master write slot when the target is the master.
+    /// Step 4 (module docs): deletes the `candidates` (target keys) that a
+    /// lookup does not find at the source; returns rows deleted. One target
+    /// transaction per call, holding a master write slot when the target is
+    /// the master.
     async fn delete_confirmed(
         &self,
-        source: &Side<'_>,
-        at: &DeleteAt<'_>,
+        sides: &Sides<'_>,
         candidates: Vec<Vec<Value>>,
-        read_source: impl Fn(String) -> String,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, RunError> {
         if candidates.is_empty() {
             return Ok(0);
         }
-        let present = source.present(&candidates).await.map_err(read_source)?;
-        let mut columns: Vec<String> = Vec::new();
-        let mut gone: Vec<Vec<Value>> = Vec::new();
-        for key in candidates {
-            if present.contains(&text_key(&key)) {
-                continue;
-            }
-            let mut row = Vec::with_capacity(key.len() + 1);
-            if let Some((_, site)) = at.site {
-                row.push((*site).clone());
-            }
-            row.extend(key);
-            gone.push(row);
-        }
+        let at = &sides.at;
+        let present = sides
+            .source
+            .present(&candidates)
+            .await
+            .map_err(|e| self.read_source(e))?;
+        let gone: Vec<Vec<Value>> = candidates
+            .into_iter()
+            .filter(|key| !present.contains(&text_key(key)))
+            .map(|key| {
+                at.site
+                    .map(|(_, site)| site.clone())
+                    .into_iter()
+                    .chain(key)
+                    .collect()
+            })
+            .collect();
         if gone.is_empty() {
             return Ok(0);
         }
-        if let Some((column, _)) = at.site {
-            columns.push(column.to_string());
-        }
-        columns.extend(self.stream.primary_key.iter().cloned());
+        let columns: Vec<String> = at
+            .site
+            .map(|(column, _)| column.to_string())
+            .into_iter()
+            .chain(self.stream.primary_key.iter().cloned())
+            .collect();
         let types: Vec<String> = columns
             .iter()
             .map(|c| {
                 at.info
                     .column(c)
-                    .map(|info| info.cast_type.clone())
-                    .unwrap_or_else(|| "text".to_string())
+                    .map_or_else(|| "text".to_string(), |info| info.cast_type.clone())
             })
             .collect();
         let spec = UpsertSpec {
@@ -327,22 +477,27 @@ impl StreamRun<'_> {
             column_types: &types,
             key: &columns,
         };
-        let target = match self.flow.direction {
-            Direction::Pull => self.hub.master(),
-            Direction::Push => self.site_conn,
+        let _permit = match self.master_writes {
+            Some(writes) => Some(writes.acquire().await),
+            None => None,
         };
-        let write_error =
-            |e: &dyn std::fmt::Display| format!("detecting deletes, deleting at the target: {e}");
-        let _permit = match self.flow.direction {
-            Direction::Pull => Some(self.hub.master_writes.acquire().await),
-            Direction::Push => None,
+        let delete = async {
+            let mut tx = self.target.begin().await?;
+            let deleted = tx.delete_keys(&spec, &gone).await?;
+            tx.commit().await?;
+            Ok::<u64, ConnectorError>(deleted)
         };
-        let mut tx = target.begin().await.map_err(|e| write_error(&e))?;
-        let deleted = tx
-            .delete_keys(&spec, &gone)
+        delete
             .await
-            .map_err(|e| write_error(&e))?;
-        tx.commit().await.map_err(|e| write_error(&e))?;
-        Ok(deleted)
+            .map_err(|e| RunError::connector("detecting deletes, deleting at the target", &e))
     }
+}
+
+/// The two sides of one detection and where it deletes.
+struct Sides<'a> {
+    source: Side<'a>,
+    target: Side<'a>,
+    at: DeleteAt<'a>,
+    /// Only rows with a cursor at or after it are compared.
+    window_start: Option<&'a Value>,
 }

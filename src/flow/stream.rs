@@ -4,164 +4,22 @@
 //! per-pass plan of a flow's streams, and the fingerprint that decides a
 //! backfill.
 
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::apply::Applied;
 use super::error::RunError;
 use super::leg::{Leg, RunPlace};
+use super::plan::{StreamPlan, fingerprint, schema_problems};
 use super::read::{ReadPart, ResolvedSource, snapshot_text};
-use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
 use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
 use crate::capture;
 use crate::config::{
     Deletes, Direction, Flow, LateCommits, NullCursors, OnError, Site, Source, Stream,
 };
 use crate::connector::{Connector, SourceClock, TableInfo};
-use crate::dialect::SelectFrom;
 use crate::mediate::MappingPlan;
 use crate::state::{Checkpoint, CheckpointKey};
 use crate::value::Value;
-
-/// What a stream needs that is the same for every site, found once per
-/// pass: for a pull, the master target table's description.
-#[derive(Clone, Debug)]
-pub struct StreamPlan {
-    /// The master target (pull only; a push describes each site's table).
-    pub master_target: Option<TableInfo>,
-}
-
-/// Builds the plan of every stream of `flow`; a stream whose plan fails
-/// carries the message, and every site's run of it fails with it.
-pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, String>> {
-    let mut plans = Vec::with_capacity(flow.streams.len());
-    for stream in &flow.streams {
-        let plan = match flow.direction {
-            Direction::Push => Ok(StreamPlan {
-                master_target: None,
-            }),
-            Direction::Pull => match hub.master().describe_table(&stream.target).await {
-                Ok(Some(info)) => Ok(StreamPlan {
-                    master_target: Some(info),
-                }),
-                // The first site's run creates it from its source's columns.
-                Ok(None) if stream.create_target => Ok(StreamPlan {
-                    master_target: None,
-                }),
-                Ok(None) => Err(format!(
-                    "master table `{}` does not exist; create it with the source's columns plus `{}`, \
-                     or set `create_target = true`",
-                    stream.target,
-                    stream.site_column.as_deref().unwrap_or("site_id")
-                )),
-                Err(e) => Err(format!(
-                    "cannot describe master table `{}`: {e}",
-                    stream.target
-                )),
-            },
-        };
-        plans.push(plan);
-    }
-    plans
-}
-
-/// A hex SHA-256 of everything that defines `stream` of `flow` for one site:
-/// direction, source or query text, target, key, cursor, site column,
-/// column mapping, the `:site.*` values bound for that site, and the
-/// source's columns when all of them are copied. When it
-/// changes, the stream restarts with a backfill for that site.
-///
-/// `source_columns` are the (name, type) pairs the source returns; they
-/// count only when the stream has no `columns` mapping (then every source
-/// column is copied, so a column added at the source must be backfilled).
-/// `cursor_by_instant`: a SQLite date/time cursor ordered by instant
-/// (`ResolvedSource::cursor_date_time`); it counts only when set, so that
-/// checkpoints saved while such a cursor was ordered as stored (which
-/// skipped rows) are replaced by one backfill, and no other stream's
-/// fingerprint changes.
-pub fn fingerprint(
-    flow: &Flow,
-    stream: &Stream,
-    site_params: &[(String, String)],
-    source_columns: &[(String, String)],
-    cursor_by_instant: bool,
-) -> String {
-    let copied_columns = if stream.columns.is_none() {
-        source_columns
-    } else {
-        &[]
-    };
-    let mut definition = serde_json::json!({
-        "direction": flow.direction.as_str(),
-        "source": match &stream.source {
-            Source::Table(t) => format!("table:{t}"),
-            Source::Query(q) => format!("query:{q}"),
-        },
-        "target": stream.target,
-        "primary_key": stream.primary_key,
-        "cursor": stream.cursor,
-        "site_column": stream.site_column,
-        "columns": stream.columns,
-        "site_params": site_params,
-        "source_columns": copied_columns,
-    });
-    if cursor_by_instant {
-        definition["cursor_order"] = serde_json::json!("instant");
-    }
-    let digest = Sha256::digest(definition.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Columns written by `stream` whose source type cannot carry values into
-/// the target column's type, one message each ("column `x`: source type
-/// `INT4` cannot go to `date`: a number cannot become ..."). `described`:
-/// the source's (name, type) pairs.
-pub(crate) fn schema_problems(
-    stream: &Stream,
-    direction: Direction,
-    source_dialect: crate::dialect::Dialect,
-    described: &[(String, String)],
-    target_dialect: crate::dialect::Dialect,
-    target: &TableInfo,
-) -> Vec<String> {
-    let written: Vec<(String, String)> = match &stream.columns {
-        Some(pairs) => pairs.clone(),
-        None => described
-            .iter()
-            .filter(|(name, _)| {
-                direction == Direction::Push || stream.site_column.as_ref() != Some(name)
-            })
-            .map(|(name, _)| (name.clone(), name.clone()))
-            .collect(),
-    };
-    let mut problems = Vec::new();
-    for (target_column, source_column) in written {
-        let (Some((_, source_type)), Some(target_info)) = (
-            described.iter().find(|(name, _)| *name == source_column),
-            target.column(&target_column),
-        ) else {
-            continue;
-        };
-        let source = if stream.booleans.contains(&source_column) {
-            Logical::Bool
-        } else {
-            source_logical(source_dialect, source_type)
-        };
-        let why = incompatibility(
-            source,
-            target_logical(target_dialect, &target_info.data_type),
-        );
-        if let Some(why) = why {
-            problems.push(format!(
-                "column `{target_column}`: source type `{source_type}` ({}) cannot go to `{}` ({}): {why}",
-                source_dialect.name(),
-                target_info.data_type,
-                target_dialect.name()
-            ));
-        }
-    }
-    problems
-}
 
 /// Appends a remark to the stream's note (several may apply to one run).
 fn add_note(report: &mut StreamReport, note: String) {
@@ -308,7 +166,9 @@ impl StreamRun<'_> {
         let batch_size = self.hub.config().hub.batch_size;
         let resolved = ResolvedSource::resolve(self.stream, self.site, leg.source, batch_size)
             .await
-            .map_err(|e| format!("reading from {}: {e}", leg.source_place))?;
+            .map_err(|e| {
+                RunError::new(e.kind, format!("reading from {}: {e}", leg.source_place))
+            })?;
         let target_info = match &self.plan.master_target {
             Some(_) => None,
             None => Some(self.describe_target(leg, &resolved).await?),
@@ -369,38 +229,6 @@ impl StreamRun<'_> {
             fingerprint,
             saved,
         })
-    }
-
-    /// The target's description, read at the target; a missing table is
-    /// created from the source's columns with `create_target` (not in a dry
-    /// run), else an error saying how to fix it.
-    async fn describe_target(
-        &self,
-        leg: &Leg<'_>,
-        resolved: &ResolvedSource,
-    ) -> Result<TableInfo, RunError> {
-        let target_place = &leg.target_place;
-        let described = leg
-            .target
-            .describe_table(&self.stream.target)
-            .await
-            .map_err(|e| RunError::connector(format_args!("cannot describe {target_place}"), &e))?;
-        match described {
-            Some(info) => Ok(info),
-            None if self.stream.create_target && !self.options.dry_run => Ok(self
-                .create_target(
-                    leg.direction,
-                    leg.source,
-                    leg.target,
-                    resolved,
-                    target_place,
-                )
-                .await?),
-            None => Err(format!(
-                "{target_place} does not exist; create it, or set `create_target = true`"
-            )
-            .into()),
-        }
     }
 
     /// The stored checkpoint of `key` if its fingerprint is `fingerprint`;
@@ -621,7 +449,7 @@ impl StreamRun<'_> {
                 report.rows_written += deleted;
                 self.counters.add(0, deleted);
             }
-            Err(e) => report.delete_detection_error = Some(e),
+            Err(e) => report.delete_detection_error = Some(e.message),
         }
     }
 
@@ -678,8 +506,8 @@ impl StreamRun<'_> {
     }
 
     /// Runs delete detection for this stream and site (see
-    /// `flow/reconcile.rs`); `now` is the source's clock. Returns rows
-    /// deleted.
+    /// `flow/reconcile.rs`) through its narrow context; `now` is the
+    /// source's clock. Returns rows deleted; notes go to the run's note.
     async fn reconcile(
         &self,
         place: &RunPlace<'_>,
@@ -687,148 +515,28 @@ impl StreamRun<'_> {
         now: chrono::DateTime<chrono::Utc>,
         cursor_value: Option<&Value>,
         report: &mut StreamReport,
-    ) -> Result<u64, String> {
-        let (source, target) = (place.leg.source, place.leg.target);
-        let (resolved, target_info) = (place.resolved, place.target_info);
-        if self.stream.deletes_window.is_some()
-            && let Some(value @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_))) =
-                cursor_value
-        {
-            return Err(format!(
-                "`deletes_window` needs a time cursor, but `{}` holds numbers (e.g. {value}); remove `deletes_window` or use a timestamp cursor",
-                self.stream.cursor
-            ));
-        }
-        let source_key: Vec<String> = self
-            .stream
-            .primary_key
-            .iter()
-            .map(|k| self.stream.source_column(k).to_string())
-            .collect();
-        let window_start = self.stream.deletes_window.map(|window| {
-            let span = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-            Value::TimestampTz(
-                now.checked_sub_signed(span)
-                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
-            )
-        });
-        let target_cursor = match &self.stream.columns {
-            Some(pairs) => pairs
-                .iter()
-                .find(|(_, s)| *s == self.stream.cursor)
-                .map(|(t, _)| t.as_str()),
-            None => Some(self.stream.cursor.as_str()),
-        }
-        .filter(|c| target_info.column(c).is_some());
-        if window_start.is_some() && target_cursor.is_none() {
-            return Err(format!(
-                "`deletes_window` needs the cursor `{}` copied to the target, to compare the same rows on both sides",
-                self.stream.cursor
-            ));
-        }
+    ) -> Result<u64, RunError> {
         let site_id = Value::Text(self.site.id.clone());
-        let only = match self.flow.direction {
-            Direction::Pull => self.stream.site_column.as_deref().map(|c| (c, &site_id)),
-            Direction::Push => None,
-        };
-        let source_side = reconcile::Side {
-            conn: source,
-            from: resolved.select_from(),
-            params: site_values,
-            key: &source_key,
-            only: None,
-            cursor: window_start.as_ref().map(|_| self.stream.cursor.as_str()),
-        };
-        let target_side = reconcile::Side {
-            conn: target,
-            from: SelectFrom::Table(&self.stream.target),
-            params: &[],
-            key: &self.stream.primary_key,
-            only,
-            cursor: window_start.as_ref().and(target_cursor),
-        };
-        let at = reconcile::DeleteAt {
-            table: &self.stream.target,
-            info: target_info,
-            site: only,
+        let detection = reconcile::DetectDeletes {
+            stream: self.stream,
+            direction: place.leg.direction,
+            site_id: &site_id,
+            source: place.leg.source,
+            source_from: place.resolved.select_from(),
+            source_params: site_values,
+            target: place.leg.target,
+            target_info: place.target_info,
+            now,
+            cursor_value,
+            chunk: self.hub.config().hub.batch_size,
+            master_writes: place.leg.writes_master.then_some(&self.hub.master_writes),
+            cancel: self.cancel,
         };
         let mut notes = Vec::new();
-        let deleted = self
-            .detect_deletes(
-                &source_side,
-                &target_side,
-                &at,
-                window_start.as_ref(),
-                &mut notes,
-            )
-            .await?;
+        let deleted = detection.run(&mut notes).await?;
         for note in notes {
             add_note(report, note);
         }
         Ok(deleted)
-    }
-
-    /// Creates the missing target table from the source's columns (see
-    /// `flow/schema.rs`): for a pull, `site_column` (text) first; the
-    /// primary key is the conflict key. Returns its description.
-    async fn create_target(
-        &self,
-        direction: Direction,
-        source: &Connector,
-        target: &Connector,
-        resolved: &ResolvedSource,
-        target_place: &str,
-    ) -> Result<TableInfo, String> {
-        let mut columns: Vec<(String, Logical)> = Vec::new();
-        let mut key: Vec<String> = Vec::new();
-        if direction == Direction::Pull
-            && let Some(site_column) = &self.stream.site_column
-        {
-            columns.push((site_column.clone(), Logical::Text));
-            key.push(site_column.clone());
-        }
-        let logical_of = |source_column: &str| {
-            resolved
-                .described
-                .iter()
-                .find(|(name, _)| name == source_column)
-                .map_or(Logical::Other, |(_, ty)| {
-                    if self.stream.booleans.iter().any(|b| b == source_column) {
-                        Logical::Bool
-                    } else {
-                        source_logical(source.dialect(), ty)
-                    }
-                })
-        };
-        match &self.stream.columns {
-            Some(pairs) => {
-                for (target_column, source_column) in pairs {
-                    columns.push((target_column.clone(), logical_of(source_column)));
-                }
-            }
-            None => {
-                for (name, _) in &resolved.described {
-                    if direction == Direction::Pull
-                        && self.stream.site_column.as_ref() == Some(name)
-                    {
-                        continue;
-                    }
-                    columns.push((name.clone(), logical_of(name)));
-                }
-            }
-        }
-        key.extend(self.stream.primary_key.iter().cloned());
-        let sql = create_table_sql(target.dialect(), &self.stream.target, &columns, &key);
-        target
-            .execute_script(&sql)
-            .await
-            .map_err(|e| format!("creating {target_place} (`create_target`): {e}"))?;
-        target
-            .describe_table(&self.stream.target)
-            .await
-            .map_err(|e| format!("cannot describe {target_place}: {e}"))?
-            .ok_or_else(|| {
-                format!("{target_place} was created but cannot be found; check the table name")
-            })
     }
 }

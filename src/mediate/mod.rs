@@ -14,6 +14,7 @@
 
 use crate::config::{Direction, Stream, ZeroDates};
 use crate::connector::TableInfo;
+use crate::dialect::Dialect;
 use crate::dialect::UpsertSpec;
 use crate::value::{Batch, Value};
 
@@ -28,6 +29,44 @@ pub enum MapError {
     /// key, the column and the value, and says what to do.
     #[error("{0}")]
     Row(String),
+}
+
+/// The per-dialect value fixes a batch goes through, fixed for a stream
+/// run: which dialects are read and written, the source's described
+/// columns, and the stream's and site's rules.
+pub(crate) struct ValueFixes<'a> {
+    /// Pull or push (a site's time zone works one way or the other).
+    pub(crate) direction: Direction,
+    /// The source's dialect (MySQL zero dates come from MySQL only).
+    pub(crate) source_dialect: Dialect,
+    /// The source's (name, type) pairs.
+    pub(crate) described: &'a [(String, String)],
+    /// A SQLite cursor declared this date/time type: read by instant.
+    pub(crate) cursor_date_time: Option<&'a str>,
+    /// The target's dialect (PostgreSQL rounding checks, zero dates kept
+    /// for MySQL).
+    pub(crate) target_dialect: Dialect,
+    /// The target table.
+    pub(crate) target: &'a TableInfo,
+    /// The stream's `zero_dates` rule.
+    pub(crate) zero_dates: ZeroDates,
+    /// The stream's `booleans` (source column names).
+    pub(crate) booleans: &'a [String],
+    /// The site's `timezone` tag.
+    pub(crate) site_zone: Option<chrono_tz::Tz>,
+}
+
+/// A batch mapped to target rows and checked, ready to write.
+pub(crate) struct MappedBatch {
+    /// Rows to upsert, in `target_columns` order.
+    pub(crate) rows: Vec<Vec<Value>>,
+    /// Conflict keys of rows whose soft-delete flag is set.
+    pub(crate) deleted_keys: Vec<Vec<Value>>,
+    /// The keyset position of the batch's last row (when asked for), with a
+    /// SQLite date-time cursor as its instant.
+    pub(crate) end: Option<Vec<Value>>,
+    /// Source rows in the batch.
+    pub(crate) read: u64,
 }
 
 /// Where a target value comes from.
@@ -171,6 +210,77 @@ impl MappingPlan {
             keyset_indexes,
             key_names: stream.keyset_source_columns(),
             delete_index,
+        })
+    }
+
+    /// Maps `batch` (read at site `site_id`) to target rows and runs every
+    /// value fix of `fixes`, in order: SQLite date-time cursors read by
+    /// instant, the batch's end position (when `with_end`), soft-delete
+    /// flags, the mapping itself, unique conflict keys, MySQL zero dates,
+    /// 0/1 booleans, the site's time zone, PostgreSQL text date-times and
+    /// rounding checks; then splits off soft-deleted rows. Nothing is
+    /// written; a refused value fails the whole batch.
+    ///
+    /// Errors: [`MapError::Row`] naming the row's key, the column and the
+    /// value.
+    pub(crate) fn map_batch(
+        &self,
+        mut batch: Batch,
+        site_id: &str,
+        fixes: &ValueFixes<'_>,
+        with_end: bool,
+    ) -> Result<MappedBatch, MapError> {
+        let last_instant = match fixes.cursor_date_time {
+            Some(declared) => self.read_cursor_instants(&mut batch.rows, site_id, declared)?,
+            None => None,
+        };
+        let end = match batch.rows.last() {
+            Some(last) if with_end => {
+                let mut position = self.position(last)?;
+                // The checkpoint holds the instant, whatever form it had.
+                if let Some(instant) = last_instant {
+                    position[0] = instant;
+                }
+                Some(position)
+            }
+            _ => None,
+        };
+        let flags = self.deleted_flags(&batch);
+        // `booleans` names source columns; the batch moves into `rows`.
+        let source_columns = if fixes.booleans.is_empty() {
+            Vec::new()
+        } else {
+            batch.columns.clone()
+        };
+        let mut rows = self.map_rows(batch, site_id);
+        self.check_unique_keys(&rows)?;
+        let zero_date_columns = self.zero_date_columns(fixes.source_dialect, fixes.described);
+        if !zero_date_columns.is_empty() {
+            self.handle_zero_dates(
+                &mut rows,
+                &zero_date_columns,
+                fixes.zero_dates,
+                fixes.target_dialect,
+                fixes.target,
+            )?;
+        }
+        if !fixes.booleans.is_empty() {
+            self.apply_booleans(&mut rows, &source_columns, fixes.booleans)?;
+        }
+        if let Some(zone) = fixes.site_zone {
+            self.apply_site_zone(&mut rows, fixes.direction, zone, fixes.target)?;
+        }
+        if fixes.target_dialect == Dialect::Postgres {
+            self.parse_text_datetimes(&mut rows, fixes.target);
+            self.check_postgres_values(&rows, fixes.target)?;
+        }
+        let read = rows.len() as u64;
+        let (rows, deleted_keys) = self.split_deleted(flags, rows);
+        Ok(MappedBatch {
+            rows,
+            deleted_keys,
+            end,
+            read,
         })
     }
 
@@ -645,4 +755,170 @@ pub(crate) fn quoted_list(names: &[String]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, data_type: &str) -> crate::connector::ColumnInfo {
+        crate::connector::ColumnInfo {
+            name: name.into(),
+            data_type: data_type.into(),
+            cast_type: data_type.into(),
+        }
+    }
+
+    fn stream(extra: &str) -> Stream {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[master]\nurl = \"sqlite://master.db\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+             [[flow]]\nname = \"f\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  \
+             target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  {extra}\n"
+        );
+        let config =
+            crate::config::Config::parse(&text, &dir.path().join("h.toml"), dir.path(), &|_| None)
+                .unwrap();
+        config.flows[0].streams[0].clone()
+    }
+
+    fn master_sales(with_deleted: bool) -> TableInfo {
+        let mut columns = vec![
+            column("store_id", "text"),
+            column("id", "integer"),
+            column("qty", "integer"),
+            column("updated_at", "text"),
+        ];
+        if with_deleted {
+            columns.push(column("deleted", "integer"));
+        }
+        TableInfo {
+            columns,
+            unique_keys: vec![vec!["store_id".into(), "id".into()]],
+            case_insensitive_names: false,
+        }
+    }
+
+    fn fixes<'a>(target: &'a TableInfo, described: &'a [(String, String)]) -> ValueFixes<'a> {
+        ValueFixes {
+            direction: Direction::Pull,
+            source_dialect: Dialect::Sqlite,
+            described,
+            cursor_date_time: None,
+            target_dialect: Dialect::Sqlite,
+            target,
+            zero_dates: ZeroDates::Error,
+            booleans: &[],
+            site_zone: None,
+        }
+    }
+
+    #[test]
+    fn a_pull_batch_gets_the_site_id_and_its_soft_deletes_split_off() {
+        let stream = stream("delete_column = \"deleted\"");
+        let source = ["id", "qty", "updated_at", "deleted"].map(String::from);
+        let target = master_sales(false);
+        let plan = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t").unwrap();
+        // The flag column is not copied: the master has none.
+        assert_eq!(plan.target_columns, ["store_id", "id", "qty", "updated_at"]);
+        assert_eq!(plan.conflict_key, ["store_id", "id"]);
+        let row = |id: i64, deleted: Value| {
+            vec![
+                Value::Int(id),
+                Value::Int(10 * id),
+                Value::Text(format!("2026-01-0{id}")),
+                deleted,
+            ]
+        };
+        let batch = Batch {
+            columns: source.to_vec(),
+            rows: vec![
+                row(1, Value::Null),
+                row(2, Value::Int(1)),
+                row(3, Value::Int(0)),
+            ],
+        };
+        let described: Vec<(String, String)> = Vec::new();
+        let mapped = plan
+            .map_batch(batch, "s1", &fixes(&target, &described), true)
+            .unwrap();
+        assert_eq!(mapped.read, 3);
+        let site = Value::Text("s1".into());
+        assert_eq!(
+            mapped.rows,
+            vec![
+                vec![
+                    site.clone(),
+                    Value::Int(1),
+                    Value::Int(10),
+                    Value::Text("2026-01-01".into())
+                ],
+                vec![
+                    site.clone(),
+                    Value::Int(3),
+                    Value::Int(30),
+                    Value::Text("2026-01-03".into())
+                ],
+            ]
+        );
+        assert_eq!(mapped.deleted_keys, vec![vec![site, Value::Int(2)]]);
+        // The end is the last source row's (cursor, key).
+        assert_eq!(
+            mapped.end,
+            Some(vec![Value::Text("2026-01-03".into()), Value::Int(3)])
+        );
+    }
+
+    #[test]
+    fn a_plan_names_what_is_missing_and_a_row_names_its_key() {
+        let stream = stream("");
+        let target = master_sales(false);
+        let missing = MappingPlan::build(
+            &stream,
+            Direction::Pull,
+            &["id", "qty", "updated_at", "note"].map(String::from),
+            &target,
+            "master table `sales`",
+        )
+        .unwrap_err();
+        assert_eq!(
+            missing,
+            MapError::Plan(
+                "column `note` is missing in master table `sales`; add it, or select and rename columns \
+                 with `columns = { target = \"source\" }`"
+                    .into()
+            )
+        );
+        let source = ["id", "qty", "updated_at"].map(String::from);
+        let plan = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t").unwrap();
+        let twice = Batch {
+            columns: source.to_vec(),
+            rows: vec![
+                vec![Value::Int(4), Value::Int(1), Value::Text("a".into())],
+                vec![Value::Int(4), Value::Int(2), Value::Text("b".into())],
+            ],
+        };
+        let described: Vec<(String, String)> = Vec::new();
+        let Err(MapError::Row(message)) =
+            plan.map_batch(twice, "s1", &fixes(&target, &described), true)
+        else {
+            panic!("a duplicate key must be refused");
+        };
+        assert!(
+            message.starts_with("two source rows have the same key (store_id, id) = (s1, 4)"),
+            "{message}"
+        );
+        // A NULL key cannot be a position.
+        let null_key = Batch {
+            columns: source.to_vec(),
+            rows: vec![vec![Value::Null, Value::Int(1), Value::Text("a".into())]],
+        };
+        assert_eq!(
+            plan.map_batch(null_key, "s1", &fixes(&target, &described), true)
+                .err(),
+            Some(MapError::Row(
+                "key column `id` is NULL in a source row; keys must not be NULL".into()
+            ))
+        );
+    }
 }

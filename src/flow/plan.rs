@@ -1,0 +1,257 @@
+//! What a flow's streams need once per pass, and what decides a stream's
+//! backfill: the pass's [`StreamPlan`]s (a pull's master table described
+//! once for every site), the stream's [`fingerprint`] for one site, and the
+//! type check of the columns a stream writes ([`schema_problems`]).
+
+use sha2::{Digest, Sha256};
+
+use super::Hub;
+use super::error::RunError;
+use super::leg::Leg;
+use super::read::ResolvedSource;
+use super::schema::{Logical, create_table_sql, incompatibility, source_logical, target_logical};
+use super::stream::StreamRun;
+use crate::config::{Direction, Flow, Source, Stream};
+use crate::connector::{Connector, TableInfo};
+
+/// What a stream needs that is the same for every site, found once per
+/// pass: for a pull, the master target table's description.
+#[derive(Clone, Debug)]
+pub struct StreamPlan {
+    /// The master target (pull only; a push describes each site's table).
+    pub master_target: Option<TableInfo>,
+}
+
+/// Builds the plan of every stream of `flow`; a stream whose plan fails
+/// carries the message, and every site's run of it fails with it.
+pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunError>> {
+    let mut plans = Vec::with_capacity(flow.streams.len());
+    for stream in &flow.streams {
+        let plan = match flow.direction {
+            Direction::Push => Ok(StreamPlan {
+                master_target: None,
+            }),
+            Direction::Pull => match hub.master().describe_table(&stream.target).await {
+                Ok(Some(info)) => Ok(StreamPlan {
+                    master_target: Some(info),
+                }),
+                // The first site's run creates it from its source's columns.
+                Ok(None) if stream.create_target => Ok(StreamPlan {
+                    master_target: None,
+                }),
+                Ok(None) => Err(RunError::from(format!(
+                    "master table `{}` does not exist; create it with the source's columns plus `{}`, \
+                     or set `create_target = true`",
+                    stream.target,
+                    stream.site_column.as_deref().unwrap_or("site_id")
+                ))),
+                Err(e) => Err(RunError::connector(
+                    format_args!("cannot describe master table `{}`", stream.target),
+                    &e,
+                )),
+            },
+        };
+        plans.push(plan);
+    }
+    plans
+}
+
+/// A hex SHA-256 of everything that defines `stream` of `flow` for one site:
+/// direction, source or query text, target, key, cursor, site column,
+/// column mapping, the `:site.*` values bound for that site, and the
+/// source's columns when all of them are copied. When it
+/// changes, the stream restarts with a backfill for that site.
+///
+/// `source_columns` are the (name, type) pairs the source returns; they
+/// count only when the stream has no `columns` mapping (then every source
+/// column is copied, so a column added at the source must be backfilled).
+/// `cursor_by_instant`: a SQLite date/time cursor ordered by instant
+/// (`ResolvedSource::cursor_date_time`); it counts only when set, so that
+/// checkpoints saved while such a cursor was ordered as stored (which
+/// skipped rows) are replaced by one backfill, and no other stream's
+/// fingerprint changes.
+pub fn fingerprint(
+    flow: &Flow,
+    stream: &Stream,
+    site_params: &[(String, String)],
+    source_columns: &[(String, String)],
+    cursor_by_instant: bool,
+) -> String {
+    let copied_columns = if stream.columns.is_none() {
+        source_columns
+    } else {
+        &[]
+    };
+    let mut definition = serde_json::json!({
+        "direction": flow.direction.as_str(),
+        "source": match &stream.source {
+            Source::Table(t) => format!("table:{t}"),
+            Source::Query(q) => format!("query:{q}"),
+        },
+        "target": stream.target,
+        "primary_key": stream.primary_key,
+        "cursor": stream.cursor,
+        "site_column": stream.site_column,
+        "columns": stream.columns,
+        "site_params": site_params,
+        "source_columns": copied_columns,
+    });
+    if cursor_by_instant {
+        definition["cursor_order"] = serde_json::json!("instant");
+    }
+    let digest = Sha256::digest(definition.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Columns written by `stream` whose source type cannot carry values into
+/// the target column's type, one message each ("column `x`: source type
+/// `INT4` cannot go to `date`: a number cannot become ..."). `described`:
+/// the source's (name, type) pairs.
+pub(crate) fn schema_problems(
+    stream: &Stream,
+    direction: Direction,
+    source_dialect: crate::dialect::Dialect,
+    described: &[(String, String)],
+    target_dialect: crate::dialect::Dialect,
+    target: &TableInfo,
+) -> Vec<String> {
+    let written: Vec<(String, String)> = match &stream.columns {
+        Some(pairs) => pairs.clone(),
+        None => described
+            .iter()
+            .filter(|(name, _)| {
+                direction == Direction::Push || stream.site_column.as_ref() != Some(name)
+            })
+            .map(|(name, _)| (name.clone(), name.clone()))
+            .collect(),
+    };
+    let mut problems = Vec::new();
+    for (target_column, source_column) in written {
+        let (Some((_, source_type)), Some(target_info)) = (
+            described.iter().find(|(name, _)| *name == source_column),
+            target.column(&target_column),
+        ) else {
+            continue;
+        };
+        let source = if stream.booleans.contains(&source_column) {
+            Logical::Bool
+        } else {
+            source_logical(source_dialect, source_type)
+        };
+        let why = incompatibility(
+            source,
+            target_logical(target_dialect, &target_info.data_type),
+        );
+        if let Some(why) = why {
+            problems.push(format!(
+                "column `{target_column}`: source type `{source_type}` ({}) cannot go to `{}` ({}): {why}",
+                source_dialect.name(),
+                target_info.data_type,
+                target_dialect.name()
+            ));
+        }
+    }
+    problems
+}
+
+impl StreamRun<'_> {
+    /// The target's description, read at the target; a missing table is
+    /// created from the source's columns with `create_target` (not in a dry
+    /// run), else an error saying how to fix it.
+    pub(super) async fn describe_target(
+        &self,
+        leg: &Leg<'_>,
+        resolved: &ResolvedSource,
+    ) -> Result<TableInfo, RunError> {
+        let target_place = &leg.target_place;
+        let described = leg
+            .target
+            .describe_table(&self.stream.target)
+            .await
+            .map_err(|e| RunError::connector(format_args!("cannot describe {target_place}"), &e))?;
+        match described {
+            Some(info) => Ok(info),
+            None if self.stream.create_target && !self.options.dry_run => Ok(self
+                .create_target(
+                    leg.direction,
+                    leg.source,
+                    leg.target,
+                    resolved,
+                    target_place,
+                )
+                .await?),
+            None => Err(format!(
+                "{target_place} does not exist; create it, or set `create_target = true`"
+            )
+            .into()),
+        }
+    }
+
+    /// Creates the missing target table from the source's columns (see
+    /// `flow/schema.rs`): for a pull, `site_column` (text) first; the
+    /// primary key is the conflict key. Returns its description.
+    async fn create_target(
+        &self,
+        direction: Direction,
+        source: &Connector,
+        target: &Connector,
+        resolved: &ResolvedSource,
+        target_place: &str,
+    ) -> Result<TableInfo, RunError> {
+        let mut columns: Vec<(String, Logical)> = Vec::new();
+        let mut key: Vec<String> = Vec::new();
+        if direction == Direction::Pull
+            && let Some(site_column) = &self.stream.site_column
+        {
+            columns.push((site_column.clone(), Logical::Text));
+            key.push(site_column.clone());
+        }
+        let logical_of = |source_column: &str| {
+            resolved
+                .described
+                .iter()
+                .find(|(name, _)| name == source_column)
+                .map_or(Logical::Other, |(_, ty)| {
+                    if self.stream.booleans.iter().any(|b| b == source_column) {
+                        Logical::Bool
+                    } else {
+                        source_logical(source.dialect(), ty)
+                    }
+                })
+        };
+        match &self.stream.columns {
+            Some(pairs) => {
+                for (target_column, source_column) in pairs {
+                    columns.push((target_column.clone(), logical_of(source_column)));
+                }
+            }
+            None => {
+                for (name, _) in &resolved.described {
+                    if direction == Direction::Pull
+                        && self.stream.site_column.as_ref() == Some(name)
+                    {
+                        continue;
+                    }
+                    columns.push((name.clone(), logical_of(name)));
+                }
+            }
+        }
+        key.extend(self.stream.primary_key.iter().cloned());
+        let sql = create_table_sql(target.dialect(), &self.stream.target, &columns, &key);
+        target.execute_script(&sql).await.map_err(|e| {
+            RunError::connector(
+                format_args!("creating {target_place} (`create_target`)"),
+                &e,
+            )
+        })?;
+        target
+            .describe_table(&self.stream.target)
+            .await
+            .map_err(|e| RunError::connector(format_args!("cannot describe {target_place}"), &e))?
+            .ok_or_else(|| {
+                RunError::from(format!(
+                    "{target_place} was created but cannot be found; check the table name"
+                ))
+            })
+    }
+}
