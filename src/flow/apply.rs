@@ -190,6 +190,8 @@ pub(super) struct BatchWrite<'a> {
     checkpoint_stored: bool,
     /// The quarantine may hold rows of this (stream, site) to release.
     release_quarantine: bool,
+    /// Count only changed rows as read (`ReadPart::Late`).
+    count_changed_only: bool,
 }
 
 /// The checkpoint after a batch: for a batch of the cursor read that ended
@@ -306,6 +308,7 @@ impl StreamRun<'_> {
                 &mapped.rows,
                 &mapped.deleted_keys,
                 checkpoint.as_ref(),
+                part == ReadPart::Late,
             )
             .await?
         };
@@ -314,7 +317,10 @@ impl StreamRun<'_> {
             applied.quarantine_open = true;
             report.quarantined += quarantined;
         }
-        let read = mapped.read;
+        let read = match part {
+            ReadPart::Late if !self.options.dry_run => written,
+            _ => mapped.read,
+        };
         report.rows_read += read;
         report.rows_written += written;
         self.counters.add(read, written);
@@ -343,6 +349,7 @@ impl StreamRun<'_> {
         rows: &[Vec<Value>],
         deleted_keys: &[Vec<Value>],
         checkpoint: Option<&Checkpoint>,
+        count_changed_only: bool,
     ) -> Result<(u64, u64, u64, bool), RunError> {
         let mapping = place.mapping;
         let key_types = mapping.key_types();
@@ -365,6 +372,7 @@ impl StreamRun<'_> {
             checkpoint,
             checkpoint_stored: stored,
             release_quarantine: applied.quarantine_open,
+            count_changed_only,
         };
         self.apply(place.leg, &write).await
     }
@@ -520,7 +528,11 @@ impl StreamRun<'_> {
             Vec::new()
         };
         let outcome = BatchOutcome {
-            read: (rows.len() + write.deleted_keys.len()) as u64,
+            read: if write.count_changed_only {
+                written
+            } else {
+                (rows.len() + write.deleted_keys.len()) as u64
+            },
             written,
             quarantined: refused
                 .iter()

@@ -196,9 +196,15 @@ impl ResolvedSource {
 pub(super) enum ReadPart {
     /// The cursor read: each batch moves the checkpoint to its last row.
     Cursor,
-    /// A read outside cursor order (late commits, NULL cursors): rows are
-    /// applied, the checkpoint's position stays.
+    /// A read outside cursor order (NULL cursors): rows are applied, the
+    /// checkpoint's position stays.
     Side,
+    /// The late-commit read by transaction id: like [`ReadPart::Side`], but
+    /// it also returns rows of transactions that committed before the last
+    /// run and were seen then (see `Dialect::late_commit_select`), so only
+    /// the rows it changes at the target count as read: the run history
+    /// does not depend on what else the site's server was doing.
+    Late,
 }
 
 /// PostgreSQL's text form of `snapshot`, as stored in the checkpoint.

@@ -360,7 +360,7 @@ impl StreamRun<'_> {
             && let Some(sql) = dialect.late_commit_select(&spec, seen)
         {
             let late = self
-                .read_and_apply(place, applied, &sql, &params, ReadPart::Side, report)
+                .read_and_apply(place, applied, &sql, &params, ReadPart::Late, report)
                 .await?;
             if late > 0 {
                 add_note(
