@@ -845,7 +845,7 @@ impl StreamRun<'_> {
                 let mut tx = master.begin().await?;
                 self.hub
                     .state()
-                    .save_checkpoint(&mut tx, &key, &checkpoint)
+                    .save_checkpoint(&mut tx, &key, Some(saved), &checkpoint)
                     .await?;
                 tx.commit().await?;
                 Ok::<(), crate::state::StateError>(())
@@ -1095,6 +1095,7 @@ impl StreamRun<'_> {
                 target,
                 &write,
                 place.key,
+                applied.saved.as_ref(),
                 checkpoint.as_ref(),
                 stored,
                 place.target_place,
@@ -1328,6 +1329,7 @@ impl StreamRun<'_> {
         target: &Connector,
         write: &BatchWrite<'_>,
         key: &CheckpointKey,
+        expected: Option<&Checkpoint>,
         checkpoint: Option<&Checkpoint>,
         checkpoint_stored: bool,
         target_place: &str,
@@ -1367,6 +1369,7 @@ impl StreamRun<'_> {
                     target,
                     write,
                     key,
+                    expected,
                     checkpoint,
                     checkpoint_stored,
                     release_quarantine,
@@ -1417,6 +1420,7 @@ impl StreamRun<'_> {
         target: &Connector,
         write: &BatchWrite<'_>,
         key: &CheckpointKey,
+        expected: Option<&Checkpoint>,
         checkpoint: Option<&Checkpoint>,
         checkpoint_stored: bool,
         release_quarantine: bool,
@@ -1471,7 +1475,7 @@ impl StreamRun<'_> {
             _ if state_unchanged => tx.commit().await?,
             // The batch, its checkpoint, quarantine and counts: one master transaction.
             Direction::Pull => {
-                self.save_state(&mut tx, key, checkpoint, &outcome)
+                self.save_state(&mut tx, key, expected, checkpoint, &outcome)
                     .await
                     .map_err(state_as_connector)?;
                 tx.commit().await?;
@@ -1480,7 +1484,7 @@ impl StreamRun<'_> {
                 tx.commit().await?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = self.hub.master().begin().await?;
-                self.save_state(&mut state_tx, key, checkpoint, &outcome)
+                self.save_state(&mut state_tx, key, expected, checkpoint, &outcome)
                     .await
                     .map_err(state_as_connector)?;
                 state_tx.commit().await?;
@@ -1500,6 +1504,7 @@ impl StreamRun<'_> {
         &self,
         tx: &mut crate::connector::Tx,
         key: &CheckpointKey,
+        expected: Option<&Checkpoint>,
         checkpoint: Option<&Checkpoint>,
         outcome: &BatchOutcome,
     ) -> Result<(), StateError> {
@@ -1511,7 +1516,7 @@ impl StreamRun<'_> {
         } = outcome;
         let state = self.hub.state();
         if let Some(checkpoint) = checkpoint {
-            state.save_checkpoint(tx, key, checkpoint).await?;
+            state.save_checkpoint(tx, key, expected, checkpoint).await?;
         }
         if !quarantined.is_empty() {
             state.quarantine(tx, key, quarantined).await?;

@@ -68,6 +68,43 @@ pub enum StateError {
         /// How long the hub waited, in seconds.
         seconds: u64,
     },
+    /// A checkpoint write found the stored checkpoint changed since the
+    /// writer read (or last wrote) it: another hub's run of the same
+    /// stream and site, or `hubsync reset`, moved or removed it. Nothing
+    /// was written.
+    #[error(
+        "the checkpoint of flow `{flow}`, stream `{stream}`, site `{site}` was changed by another writer \
+         (another hub, or `hubsync reset`) since this run read it, so this run stops without moving it; \
+         the next run resumes from the stored checkpoint"
+    )]
+    CheckpointMoved {
+        /// Flow name.
+        flow: String,
+        /// Stream name.
+        stream: String,
+        /// Site id.
+        site: String,
+    },
+    /// A checkpoint write would have moved the position back (a checkpoint
+    /// never moves backwards; see [`Checkpoint::moves_back_from`]). Nothing
+    /// was written.
+    #[error(
+        "the checkpoint of flow `{flow}`, stream `{stream}`, site `{site}` would move back from {stored} to {new}, \
+         so it was not written and this run stops; the next run resumes from the stored checkpoint \
+         (this is a hubsync bug: please report it with the stream's cursor and key column types)"
+    )]
+    CheckpointBackwards {
+        /// Flow name.
+        flow: String,
+        /// Stream name.
+        stream: String,
+        /// Site id.
+        site: String,
+        /// The stored position ([`format_position`]).
+        stored: String,
+        /// The refused position ([`format_position`]).
+        new: String,
+    },
     /// Another run of the same (flow, site) is alive.
     #[error(
         "already running (run {run_id}, last heartbeat {seconds} s ago), in this or another hub process; \
@@ -132,6 +169,17 @@ impl Checkpoint {
         self.position == other.position
             && self.fingerprint == other.fingerprint
             && self.resume_from == other.resume_from
+    }
+
+    /// True if storing `self` in place of `stored` would move the position
+    /// back: the same stream definition (fingerprint) and a position that
+    /// sorts before the stored one. A new fingerprint starts over (a
+    /// backfill), and positions whose order only the database knows
+    /// (collation-dependent text, see [`Value::compare`]) are not refused,
+    /// as in [`Self::later_position`].
+    pub fn moves_back_from(&self, stored: &Checkpoint) -> bool {
+        self.fingerprint == stored.fingerprint
+            && compare_positions(&self.position, &stored.position) == Some(std::cmp::Ordering::Less)
     }
 
     /// The position to store after applying a batch that ended at
@@ -343,46 +391,94 @@ impl StateStore {
     }
 
     /// Writes the checkpoint of `key` inside `tx` (the transaction that
-    /// wrote the batch, for a pull).
+    /// wrote the batch, for a pull), if the stored one is still `expected`
+    /// (compare-and-set): the checkpoint as the caller read or last wrote
+    /// it, or `None` when none is stored. Position and fingerprint are
+    /// compared (as stored, JSON text); `resume_from` and the snapshot may
+    /// differ. With `expected` it is one `UPDATE ... WHERE` the key, position
+    /// and fingerprint that must touch one row (`updated_at` always changes,
+    /// and the MySQL driver counts rows found, not changed); without, one
+    /// `INSERT` that a stored row stops (`ON CONFLICT DO NOTHING`; MySQL:
+    /// its duplicate-key error 1062, which undoes only that statement).
+    ///
+    /// Errors, nothing written (roll `tx` back): [`StateError::CheckpointMoved`]
+    /// when the stored checkpoint is not `expected` (another hub's run or
+    /// `hubsync reset` changed it); [`StateError::CheckpointBackwards`] when
+    /// `checkpoint`'s position sorts before `expected`'s
+    /// ([`Checkpoint::moves_back_from`]); [`StateError::Connector`] when the
+    /// master refuses; [`StateError::Corrupt`] when a position cannot be
+    /// encoded.
     pub async fn save_checkpoint(
         &self,
         tx: &mut Tx,
         key: &CheckpointKey,
+        expected: Option<&Checkpoint>,
         checkpoint: &Checkpoint,
     ) -> Result<()> {
-        let position = serde_json::to_string(&checkpoint.position)
-            .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?;
+        let moved = || StateError::CheckpointMoved {
+            flow: key.flow.clone(),
+            stream: key.stream.clone(),
+            site: key.site.clone(),
+        };
         let resume_from = match &checkpoint.resume_from {
-            Some(value) => Value::Text(
-                serde_json::to_string(value)
-                    .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?,
-            ),
+            Some(value) => Value::Text(encode_json(value)?),
             None => Value::Null,
         };
-        let mut params = key_values(key);
-        params.push(Value::Text(position));
-        params.push(Value::Text(checkpoint.fingerprint.clone()));
-        params.push(Value::TimestampTz(Utc::now()));
-        params.push(resume_from);
-        params.push(checkpoint.snapshot.clone().map_or(Value::Null, Value::Text));
+        let new_values = [
+            Value::Text(encode_json(&checkpoint.position)?),
+            Value::Text(checkpoint.fingerprint.clone()),
+            Value::TimestampTz(Utc::now()),
+            resume_from,
+            checkpoint.snapshot.clone().map_or(Value::Null, Value::Text),
+        ];
+        let table = self.table("checkpoints");
+        let Some(expected) = expected else {
+            let mut params = key_values(key);
+            params.extend(new_values);
+            let p = self.placeholders(&params);
+            let insert = format!(
+                "INSERT INTO {table} (flow, stream, site, position, fingerprint, updated_at, resume_from, snapshot) \
+                 VALUES ({})",
+                p.join(", ")
+            );
+            let inserted = match self.dialect {
+                Dialect::Postgres | Dialect::Sqlite => {
+                    tx.execute(
+                        &format!("{insert} ON CONFLICT (flow, stream, site) DO NOTHING"),
+                        &params,
+                    )
+                    .await?
+                }
+                // `ON DUPLICATE KEY UPDATE` would count a kept row as one
+                // found: the plain INSERT's duplicate-key error tells.
+                Dialect::MySql => match tx.execute(&insert, &params).await {
+                    Err(e) if e.code() == Some("1062") => 0,
+                    other => other?,
+                },
+            };
+            return if inserted == 1 { Ok(()) } else { Err(moved()) };
+        };
+        if checkpoint.moves_back_from(expected) {
+            return Err(StateError::CheckpointBackwards {
+                flow: key.flow.clone(),
+                stream: key.stream.clone(),
+                site: key.site.clone(),
+                stored: format_position(&expected.position),
+                new: format_position(&checkpoint.position),
+            });
+        }
+        let mut params = new_values.to_vec();
+        params.extend(key_values(key));
+        params.push(Value::Text(encode_json(&expected.position)?));
+        params.push(Value::Text(expected.fingerprint.clone()));
         let p = self.placeholders(&params);
         let sql = format!(
-            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from, snapshot) VALUES ({}){}",
-            self.table("checkpoints"),
-            p.join(", "),
-            self.upsert_clause(
-                "flow, stream, site",
-                &[
-                    "position",
-                    "fingerprint",
-                    "updated_at",
-                    "resume_from",
-                    "snapshot"
-                ]
-            )
+            "UPDATE {table} SET position = {}, fingerprint = {}, updated_at = {}, resume_from = {}, snapshot = {} \
+             WHERE flow = {} AND stream = {} AND site = {} AND position = {} AND fingerprint = {}",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
         );
-        tx.execute(&sql, &params).await?;
-        Ok(())
+        let updated = tx.execute(&sql, &params).await?;
+        if updated == 1 { Ok(()) } else { Err(moved()) }
     }
 
     /// Forgets the checkpoints of `flow` (optionally one stream) at the
@@ -938,6 +1034,12 @@ fn holder_is_dead(holder: &str) -> bool {
     proc_root.join("self").exists() && pid.parse::<u32>().is_ok() && !proc_root.join(pid).exists()
 }
 
+/// `value` as the JSON text the checkpoint table stores.
+fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))
+}
+
 fn key_values(key: &CheckpointKey) -> Vec<Value> {
     vec![
         Value::Text(key.flow.clone()),
@@ -1013,6 +1115,32 @@ mod tests {
         assert!(holder_is_dead(&format!("{}/4194304", host_name())));
         assert!(!holder_is_dead("some-other-host/4194304"));
         assert!(!holder_is_dead("garbage"));
+    }
+
+    #[test]
+    fn a_checkpoint_never_moves_back() {
+        let stored = Checkpoint {
+            position: vec![Value::Int(5), Value::Int(2)],
+            fingerprint: "f".into(),
+            resume_from: Some(Value::Int(3)),
+            snapshot: None,
+        };
+        let at = |position: Vec<Value>, fingerprint: &str| Checkpoint {
+            position,
+            fingerprint: fingerprint.into(),
+            ..stored.clone()
+        };
+        // Behind the stored position, same stream definition: refused.
+        assert!(at(vec![Value::Int(5), Value::Int(1)], "f").moves_back_from(&stored));
+        assert!(at(vec![Value::Int(4), Value::Int(9)], "f").moves_back_from(&stored));
+        // Ahead, or the same position (a new snapshot or `resume_from`): taken.
+        assert!(!at(vec![Value::Int(5), Value::Int(3)], "f").moves_back_from(&stored));
+        assert!(!at(vec![Value::Int(5), Value::Int(2)], "f").moves_back_from(&stored));
+        // A new definition starts over (a backfill): taken.
+        assert!(!at(vec![Value::Int(1), Value::Int(1)], "g").moves_back_from(&stored));
+        // An order only the database knows (collation-dependent text): taken.
+        let text = at(vec![Value::Text("b".into())], "f");
+        assert!(!at(vec![Value::Text("a".into())], "f").moves_back_from(&text));
     }
 
     #[test]
