@@ -327,7 +327,7 @@ impl StateStore {
                     .collect();
                 format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
             }
-            _ => {
+            Dialect::Postgres | Dialect::Sqlite => {
                 let sets: Vec<String> = updated
                     .iter()
                     .map(|c| format!("{c} = excluded.{c}"))
@@ -609,14 +609,19 @@ impl StateStore {
         site: &str,
         own_dead_runs: &std::collections::HashSet<String>,
     ) -> Result<String> {
-        if self.dialect != Dialect::MySql {
-            match self.start_run_at_once(master, flow, site).await {
-                Ok(Some(run_id)) => return Ok(run_id),
-                Ok(None) => {}
-                // A second hub inserted first (unique index), or another
-                // failure: the locked path below decides and reports.
-                Err(e) => tracing::debug!(flow, site, "starting the run the long way: {e}"),
+        match self.dialect {
+            Dialect::Postgres | Dialect::Sqlite => {
+                match self.start_run_at_once(master, flow, site).await {
+                    Ok(Some(run_id)) => return Ok(run_id),
+                    Ok(None) => {}
+                    // A second hub inserted first (unique index), or another
+                    // failure: the locked path below decides and reports.
+                    Err(e) => tracing::debug!(flow, site, "starting the run the long way: {e}"),
+                }
             }
+            // No unique index on a pair's running rows (schema v7 does
+            // nothing on MySQL): always the locked path.
+            Dialect::MySql => {}
         }
         let runs = self.table("runs");
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
