@@ -1350,3 +1350,12 @@ fn unsigned_integers_of_every_width_arrive_exactly() {
          3|0|0|0|0|0|0|0|0|0|0|0|NULL|-1"
     );
 }
+
+/// A checkpoint is written only over the one its writer expects: a stale
+/// writer, one expecting none where one is stored, and a position moving
+/// back are refused and change nothing (`common::checkpoint_compare_and_set`).
+#[test]
+fn a_stale_checkpoint_writer_is_refused_on_a_mariadb_master() {
+    let master = my_create_db("cas_master");
+    common::checkpoint_compare_and_set(&master, std::path::Path::new("."));
+}

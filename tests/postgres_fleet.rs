@@ -1174,3 +1174,12 @@ fn a_heartbeat_during_a_batch_transaction_never_stalls_the_run() {
         "succeeded|300|300"
     );
 }
+
+/// A checkpoint is written only over the one its writer expects: a stale
+/// writer, one expecting none where one is stored, and a position moving
+/// back are refused and change nothing (`common::checkpoint_compare_and_set`).
+#[test]
+fn a_stale_checkpoint_writer_is_refused_on_a_postgres_master() {
+    let master = pg_create_db("cas_master");
+    common::checkpoint_compare_and_set(&master, std::path::Path::new("."));
+}

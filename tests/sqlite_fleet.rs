@@ -803,3 +803,12 @@ fn a_site_back_within_the_retries_syncs_in_the_same_run() {
         "s3|1"
     );
 }
+
+/// A checkpoint is written only over the one its writer expects: a stale
+/// writer, one expecting none where one is stored, and a position moving
+/// back are refused and change nothing (`common::checkpoint_compare_and_set`).
+#[test]
+fn a_stale_checkpoint_writer_is_refused_on_a_sqlite_master() {
+    let fleet = Fleet::new();
+    common::checkpoint_compare_and_set("sqlite://master.db", fleet.dir.path());
+}

@@ -472,7 +472,7 @@ impl Connector {
         .await?;
         let (max_statement_bytes, json_equals) = match &self.pool {
             Pool::MySql(c) => (c.max_statement_bytes(), c.json_equals()),
-            _ => (usize::MAX, false),
+            Pool::Postgres(_) | Pool::Sqlite(_) => (usize::MAX, false),
         };
         Ok(Tx {
             inner,

@@ -121,7 +121,9 @@ impl Dialect {
     pub fn quote_ident(self, name: &str) -> String {
         match self {
             Dialect::MySql => format!("`{}`", name.replace('`', "``")),
-            _ => format!("\"{}\"", name.replace('"', "\"\"")),
+            Dialect::Postgres | Dialect::Sqlite => {
+                format!("\"{}\"", name.replace('"', "\"\""))
+            }
         }
     }
 
@@ -227,7 +229,7 @@ impl Dialect {
     fn text_type(self) -> &'static str {
         match self {
             Dialect::MySql => "CHAR",
-            _ => "text",
+            Dialect::Postgres | Dialect::Sqlite => "text",
         }
     }
 
@@ -429,8 +431,10 @@ impl Dialect {
         rows: usize,
         array_types: &[&str],
     ) -> String {
-        if self == Dialect::MySql {
-            return self.mysql_upsert(spec, rows, &[]);
+        match self {
+            // No `ON CONFLICT` on MySQL: `ON DUPLICATE KEY UPDATE`.
+            Dialect::MySql => return self.mysql_upsert(spec, rows, &[]),
+            Dialect::Postgres | Dialect::Sqlite => {}
         }
         let table = self.quote_table(spec.table);
         let columns = self.ident_list(spec.columns);

@@ -183,6 +183,8 @@ pub(super) struct BatchWrite<'a> {
     deleted_keys: &'a [Vec<Value>],
     /// The checkpoint's key.
     key: &'a CheckpointKey,
+    /// The checkpoint as stored (what the write expects to replace).
+    expected: Option<&'a Checkpoint>,
     /// The checkpoint after this batch (`None`: there is none to store yet).
     checkpoint: Option<&'a Checkpoint>,
     /// `checkpoint` is the stored one (same position: the `cursor_lag`
@@ -369,6 +371,7 @@ impl StreamRun<'_> {
             delete: mapping.delete_spec(&self.stream.target, &key_types),
             deleted_keys,
             key: place.key,
+            expected: applied.saved.as_ref(),
             checkpoint,
             checkpoint_stored: stored,
             release_quarantine: applied.quarantine_open,
@@ -494,7 +497,7 @@ impl StreamRun<'_> {
     ) -> Result<(u64, u64, u64, bool), ConnectorError> {
         let spec = &write.upsert;
         let rows = write.rows;
-        let (key, checkpoint) = (write.key, write.checkpoint);
+        let (key, expected, checkpoint) = (write.key, write.expected, write.checkpoint);
         let target = leg.target;
         let mut tx = target.begin().await?;
         let (written, refused) = match tx.upsert(spec, rows).await {
@@ -548,7 +551,7 @@ impl StreamRun<'_> {
             _ if state_unchanged => tx.commit().await?,
             // The batch, its checkpoint, quarantine and counts: one master transaction.
             true => {
-                self.save_state(&mut tx, key, checkpoint, &outcome)
+                self.save_state(&mut tx, key, expected, checkpoint, &outcome)
                     .await
                     .map_err(state_as_connector)?;
                 tx.commit().await?;
@@ -557,7 +560,7 @@ impl StreamRun<'_> {
                 tx.commit().await?;
                 // A crash here re-applies this batch next run: a no-op.
                 let mut state_tx = self.hub.master().begin().await?;
-                self.save_state(&mut state_tx, key, checkpoint, &outcome)
+                self.save_state(&mut state_tx, key, expected, checkpoint, &outcome)
                     .await
                     .map_err(state_as_connector)?;
                 state_tx.commit().await?;
@@ -577,6 +580,7 @@ impl StreamRun<'_> {
         &self,
         tx: &mut crate::connector::Tx,
         key: &CheckpointKey,
+        expected: Option<&Checkpoint>,
         checkpoint: Option<&Checkpoint>,
         outcome: &BatchOutcome,
     ) -> Result<(), StateError> {
@@ -588,7 +592,7 @@ impl StreamRun<'_> {
         } = outcome;
         let state = self.hub.state();
         if let Some(checkpoint) = checkpoint {
-            state.save_checkpoint(tx, key, checkpoint).await?;
+            state.save_checkpoint(tx, key, expected, checkpoint).await?;
         }
         if !quarantined.is_empty() {
             state.quarantine(tx, key, quarantined).await?;

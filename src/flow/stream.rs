@@ -415,7 +415,7 @@ impl StreamRun<'_> {
             .map_err(crate::state::StateError::from)?;
         self.hub
             .state()
-            .save_checkpoint(&mut tx, place.key, &checkpoint)
+            .save_checkpoint(&mut tx, place.key, Some(saved), &checkpoint)
             .await?;
         tx.commit().await.map_err(crate::state::StateError::from)?;
         applied.stored_snapshot = checkpoint.snapshot.clone();

@@ -4,7 +4,8 @@
 //! Tables live in schema `hubsync` on PostgreSQL and as `hubsync_`-prefixed
 //! tables on SQLite and MySQL/MariaDB (in the master's own database). They
 //! are created on first use and versioned: a `schema_version` row and
-//! forward migrations applied in order, in one transaction (serialised
+//! forward migrations (`migrations.rs`: one ordered list, each entry with
+//! every dialect's SQL side by side) applied in order, in one transaction (serialised
 //! between hubs by an advisory lock on PostgreSQL, `GET_LOCK` on MySQL,
 //! whose DDL commits at once, so a MySQL migration is not atomic but is
 //! re-runnable: tables are created `IF NOT EXISTS` and a column or index
@@ -25,10 +26,12 @@ use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
 mod history;
+mod migrations;
 pub use self::history::RunFilter;
 
-/// Current version of the state schema.
-pub const SCHEMA_VERSION: i64 = 9;
+/// Current version of the state schema: the last migration's (see
+/// `state/migrations.rs`, which lists every migration with each dialect's SQL).
+pub const SCHEMA_VERSION: i64 = migrations::MIGRATIONS[migrations::MIGRATIONS.len() - 1].version;
 
 /// Marks the error of a run that the hub itself cut short (a stop signal,
 /// a hub that died); such runs say nothing about the site and do not count
@@ -64,6 +67,43 @@ pub enum StateError {
     LockTimeout {
         /// How long the hub waited, in seconds.
         seconds: u64,
+    },
+    /// A checkpoint write found the stored checkpoint changed since the
+    /// writer read (or last wrote) it: another hub's run of the same
+    /// stream and site, or `hubsync reset`, moved or removed it. Nothing
+    /// was written.
+    #[error(
+        "the checkpoint of flow `{flow}`, stream `{stream}`, site `{site}` was changed by another writer \
+         (another hub, or `hubsync reset`) since this run read it, so this run stops without moving it; \
+         the next run resumes from the stored checkpoint"
+    )]
+    CheckpointMoved {
+        /// Flow name.
+        flow: String,
+        /// Stream name.
+        stream: String,
+        /// Site id.
+        site: String,
+    },
+    /// A checkpoint write would have moved the position back (a checkpoint
+    /// never moves backwards; see [`Checkpoint::moves_back_from`]). Nothing
+    /// was written.
+    #[error(
+        "the checkpoint of flow `{flow}`, stream `{stream}`, site `{site}` would move back from {stored} to {new}, \
+         so it was not written and this run stops; the next run resumes from the stored checkpoint \
+         (this is a hubsync bug: please report it with the stream's cursor and key column types)"
+    )]
+    CheckpointBackwards {
+        /// Flow name.
+        flow: String,
+        /// Stream name.
+        stream: String,
+        /// Site id.
+        site: String,
+        /// The stored position ([`format_position`]).
+        stored: String,
+        /// The refused position ([`format_position`]).
+        new: String,
     },
     /// Another run of the same (flow, site) is alive.
     #[error(
@@ -129,6 +169,17 @@ impl Checkpoint {
         self.position == other.position
             && self.fingerprint == other.fingerprint
             && self.resume_from == other.resume_from
+    }
+
+    /// True if storing `self` in place of `stored` would move the position
+    /// back: the same stream definition (fingerprint) and a position that
+    /// sorts before the stored one. A new fingerprint starts over (a
+    /// backfill), and positions whose order only the database knows
+    /// (collation-dependent text, see [`Value::compare`]) are not refused,
+    /// as in [`Self::later_position`].
+    pub fn moves_back_from(&self, stored: &Checkpoint) -> bool {
+        self.fingerprint == stored.fingerprint
+            && compare_positions(&self.position, &stored.position) == Some(std::cmp::Ordering::Less)
     }
 
     /// The position to store after applying a batch that ended at
@@ -276,7 +327,7 @@ impl StateStore {
                     .collect();
                 format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
             }
-            _ => {
+            Dialect::Postgres | Dialect::Sqlite => {
                 let sets: Vec<String> = updated
                     .iter()
                     .map(|c| format!("{c} = excluded.{c}"))
@@ -293,280 +344,6 @@ impl StateStore {
             .enumerate()
             .map(|(i, v)| self.dialect.typed_placeholder(i + 1, v))
             .collect()
-    }
-
-    async fn migrate(&self, master: &Connector) -> Result<()> {
-        if self.dialect == Dialect::MySql {
-            let mut tx = master.begin().await?;
-            let locked = tx
-                .query("SELECT GET_LOCK('hubsync.migrate', 60)", &[])
-                .await?;
-            if !matches!(
-                locked.rows.first().and_then(|r| r.first()),
-                Some(Value::Int(1))
-            ) {
-                return Err(StateError::LockTimeout { seconds: 60 });
-            }
-            let result = self.migrate_in(&mut tx).await;
-            // DDL has committed already; end the transaction, then free the
-            // lock on the same connection, whatever happened.
-            let _ = tx
-                .execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }, &[])
-                .await;
-            tx.execute("DO RELEASE_LOCK('hubsync.migrate')", &[])
-                .await?;
-            result?;
-            tx.commit().await?;
-            return Ok(());
-        }
-        let mut tx = master.begin().await?;
-        self.migrate_in(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Creates the version table if missing and applies every migration
-    /// after the stored version, inside `tx`.
-    async fn migrate_in(&self, tx: &mut Tx) -> Result<()> {
-        let version_table = self.table("schema_version");
-        if self.dialect == Dialect::Postgres {
-            // Serialise concurrent hubs creating the schema (key: "hubsync" in ASCII).
-            tx.execute("SELECT pg_advisory_xact_lock(6877274889273713)", &[])
-                .await?;
-            // Create only what is missing: PostgreSQL checks the CREATE
-            // privilege before `IF NOT EXISTS`, so a login that may not
-            // create schemas can still use a `hubsync` schema made for it.
-            let exists = tx
-                .query(
-                    "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'hubsync'), \
-                     to_regclass('hubsync.schema_version') IS NOT NULL",
-                    &[],
-                )
-                .await?;
-            let row = exists.rows.first();
-            if matches!(row.map(|r| &r[0]), Some(Value::Int(0))) {
-                tx.execute("CREATE SCHEMA hubsync", &[]).await?;
-            }
-            if !matches!(row.map(|r| &r[1]), Some(Value::Bool(true))) {
-                tx.execute(
-                    &format!("CREATE TABLE {version_table} (version BIGINT NOT NULL)"),
-                    &[],
-                )
-                .await?;
-            }
-        } else {
-            tx.execute(
-                &format!("CREATE TABLE IF NOT EXISTS {version_table} (version BIGINT NOT NULL)"),
-                &[],
-            )
-            .await?;
-        }
-        let current = tx
-            .query(&format!("SELECT max(version) FROM {version_table}"), &[])
-            .await?;
-        let current = match current.rows.first().and_then(|r| r.first()) {
-            Some(Value::Int(v)) => *v,
-            _ => 0,
-        };
-        if current > SCHEMA_VERSION {
-            return Err(StateError::Corrupt(format!(
-                "state schema version {current} is newer than this hubsync understands ({SCHEMA_VERSION}); upgrade hubsync"
-            )));
-        }
-        for version in current + 1..=SCHEMA_VERSION {
-            for statement in self.migration(version) {
-                match tx.execute(&statement, &[]).await {
-                    Ok(_) => {}
-                    // MySQL DDL commits at once: a migration cut short left
-                    // some steps done; they are not done twice.
-                    // ER_DUP_FIELDNAME, ER_DUP_KEYNAME
-                    Err(e)
-                        if self.dialect == Dialect::MySql
-                            && matches!(e.code(), Some("1060" | "1061")) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let sql = format!(
-                "INSERT INTO {version_table} (version) VALUES ({})",
-                self.dialect.typed_placeholder(1, &Value::Int(version))
-            );
-            tx.execute(&sql, &[Value::Int(version)]).await?;
-        }
-        Ok(())
-    }
-
-    /// Statements that take the schema from `version - 1` to `version`.
-    fn migration(&self, version: i64) -> Vec<String> {
-        if self.dialect == Dialect::MySql {
-            return self.mysql_migration(version);
-        }
-        let ts = match self.dialect {
-            Dialect::Postgres => "TIMESTAMPTZ",
-            _ => "TEXT",
-        };
-        match version {
-            1 => vec![
-                format!(
-                    "CREATE TABLE {} (flow TEXT NOT NULL, stream TEXT NOT NULL, site TEXT NOT NULL, \
-                     position TEXT NOT NULL, fingerprint TEXT NOT NULL, updated_at {ts} NOT NULL, \
-                     PRIMARY KEY (flow, stream, site))",
-                    self.table("checkpoints")
-                ),
-                format!(
-                    "CREATE TABLE {} (run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, site TEXT NOT NULL, \
-                     started_at {ts} NOT NULL, finished_at {ts}, rows_read BIGINT NOT NULL DEFAULT 0, \
-                     rows_written BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL, error TEXT, note TEXT)",
-                    self.table("runs")
-                ),
-                format!(
-                    "CREATE INDEX hubsync_runs_by_flow_site ON {} (flow, site, started_at)",
-                    self.table("runs")
-                ),
-            ],
-            // Heartbeats: a live run is not started twice; a dead one is
-            // recognised (row counts are written with each batch).
-            2 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN heartbeat_at {ts}",
-                self.table("runs")
-            )],
-            // Which process holds a running run: a dead one on this host is
-            // recognised at once, without waiting for its heartbeat to expire.
-            4 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN holder TEXT",
-                self.table("runs")
-            )],
-            // Rows a target refused, kept for `on_error = "quarantine"` streams.
-            5 => vec![format!(
-                "CREATE TABLE {} (flow TEXT NOT NULL, stream TEXT NOT NULL, site TEXT NOT NULL, \
-                 row_key TEXT NOT NULL, row_values TEXT NOT NULL, error TEXT NOT NULL, quarantined_at {ts} NOT NULL, \
-                 PRIMARY KEY (flow, stream, site, row_key))",
-                self.table("quarantine")
-            )],
-            // The run history newest first across all pairs (the HTTP API's
-            // `/runs`, the dashboard) and its retention, without a full scan.
-            6 => vec![format!(
-                "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
-                self.table("runs")
-            )],
-            // At most one `running` row per pair, enforced by the master:
-            // `start_run` inserts in one statement and relies on it when
-            // two hubs start the same pair at once. Older duplicates (none
-            // are expected) are closed first.
-            7 => vec![
-                format!(
-                    "UPDATE {runs} AS r SET status = 'failed', finished_at = coalesce(r.heartbeat_at, r.started_at), \
-                     error = '{INTERRUPTED}a later run of the same flow and site was started' \
-                     WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM {runs} AS later \
-                     WHERE later.flow = r.flow AND later.site = r.site AND later.status = 'running' \
-                     AND (later.started_at > r.started_at OR (later.started_at = r.started_at AND later.run_id > r.run_id)))",
-                    runs = self.table("runs")
-                ),
-                format!(
-                    "CREATE UNIQUE INDEX hubsync_runs_one_running ON {} (flow, site) WHERE status = 'running'",
-                    self.table("runs")
-                ),
-            ],
-            // Late commits: where the next read starts (at or below the position).
-            3 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN resume_from TEXT",
-                self.table("checkpoints")
-            )],
-            // Late commits by transaction id: the source snapshot of the
-            // last completed run (PostgreSQL sources).
-            8 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN {}snapshot TEXT",
-                self.table("checkpoints"),
-                if self.dialect == Dialect::Postgres {
-                    "IF NOT EXISTS "
-                } else {
-                    ""
-                }
-            )],
-            // The kind of a failed run's error (`ErrorKind::as_str`): the
-            // circuit breaker reads it, not the message text.
-            9 => vec![
-                format!(
-                    "ALTER TABLE {} ADD COLUMN {}error_kind TEXT",
-                    self.table("runs"),
-                    if self.dialect == Dialect::Postgres {
-                        "IF NOT EXISTS "
-                    } else {
-                        ""
-                    }
-                ),
-                format!(
-                    "UPDATE {} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%{INTERRUPTED}%'",
-                    self.table("runs")
-                ),
-            ],
-            _ => Vec::new(),
-        }
-    }
-
-    /// The MySQL/MariaDB form of [`Self::migration`]: names are
-    /// `VARCHAR` (MySQL cannot index `TEXT`) with a binary collation (so they
-    /// compare exactly, as on the other masters), instants `DATETIME(6)` in
-    /// UTC. Key lengths stay under InnoDB's 3,072-byte limit: the
-    /// quarantine's row key holds at most 384 characters.
-    fn mysql_migration(&self, version: i64) -> Vec<String> {
-        const TABLE_OPTIONS: &str = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-        match version {
-            1 => vec![
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {} (flow VARCHAR(191) NOT NULL, stream VARCHAR(191) NOT NULL, \
-                     site VARCHAR(191) NOT NULL, position LONGTEXT NOT NULL, fingerprint VARCHAR(128) NOT NULL, \
-                     updated_at DATETIME(6) NOT NULL, PRIMARY KEY (flow, stream, site)) {TABLE_OPTIONS}",
-                    self.table("checkpoints")
-                ),
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {} (run_id VARCHAR(64) NOT NULL PRIMARY KEY, flow VARCHAR(191) NOT NULL, \
-                     site VARCHAR(191) NOT NULL, started_at DATETIME(6) NOT NULL, finished_at DATETIME(6), \
-                     rows_read BIGINT NOT NULL DEFAULT 0, rows_written BIGINT NOT NULL DEFAULT 0, \
-                     status VARCHAR(16) NOT NULL, error LONGTEXT, note LONGTEXT, \
-                     INDEX hubsync_runs_by_flow_site (flow, site, started_at)) {TABLE_OPTIONS}",
-                    self.table("runs")
-                ),
-            ],
-            2 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN heartbeat_at DATETIME(6)",
-                self.table("runs")
-            )],
-            3 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN resume_from LONGTEXT",
-                self.table("checkpoints")
-            )],
-            4 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN holder VARCHAR(255)",
-                self.table("runs")
-            )],
-            5 => vec![format!(
-                "CREATE TABLE IF NOT EXISTS {} (flow VARCHAR(128) NOT NULL, stream VARCHAR(128) NOT NULL, \
-                 site VARCHAR(128) NOT NULL, row_key VARCHAR(384) NOT NULL, row_values LONGTEXT NOT NULL, \
-                 error LONGTEXT NOT NULL, quarantined_at DATETIME(6) NOT NULL, \
-                 PRIMARY KEY (flow, stream, site, row_key)) {TABLE_OPTIONS}",
-                self.table("quarantine")
-            )],
-            6 => vec![format!(
-                "CREATE INDEX hubsync_runs_by_start ON {} (started_at, run_id)",
-                self.table("runs")
-            )],
-            // 7 (one running row per pair) is enforced by `start_run` on MySQL.
-            8 => vec![format!(
-                "ALTER TABLE {} ADD COLUMN snapshot LONGTEXT",
-                self.table("checkpoints")
-            )],
-            9 => vec![
-                format!(
-                    "ALTER TABLE {} ADD COLUMN error_kind VARCHAR(16)",
-                    self.table("runs")
-                ),
-                format!(
-                    "UPDATE {} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%{INTERRUPTED}%'",
-                    self.table("runs")
-                ),
-            ],
-            _ => Vec::new(),
-        }
     }
 
     /// The checkpoint of `key`, if one is stored.
@@ -614,46 +391,94 @@ impl StateStore {
     }
 
     /// Writes the checkpoint of `key` inside `tx` (the transaction that
-    /// wrote the batch, for a pull).
+    /// wrote the batch, for a pull), if the stored one is still `expected`
+    /// (compare-and-set): the checkpoint as the caller read or last wrote
+    /// it, or `None` when none is stored. Position and fingerprint are
+    /// compared (as stored, JSON text); `resume_from` and the snapshot may
+    /// differ. With `expected` it is one `UPDATE ... WHERE` the key, position
+    /// and fingerprint that must touch one row (`updated_at` always changes,
+    /// and the MySQL driver counts rows found, not changed); without, one
+    /// `INSERT` that a stored row stops (`ON CONFLICT DO NOTHING`; MySQL:
+    /// its duplicate-key error 1062, which undoes only that statement).
+    ///
+    /// Errors, nothing written (roll `tx` back): [`StateError::CheckpointMoved`]
+    /// when the stored checkpoint is not `expected` (another hub's run or
+    /// `hubsync reset` changed it); [`StateError::CheckpointBackwards`] when
+    /// `checkpoint`'s position sorts before `expected`'s
+    /// ([`Checkpoint::moves_back_from`]); [`StateError::Connector`] when the
+    /// master refuses; [`StateError::Corrupt`] when a position cannot be
+    /// encoded.
     pub async fn save_checkpoint(
         &self,
         tx: &mut Tx,
         key: &CheckpointKey,
+        expected: Option<&Checkpoint>,
         checkpoint: &Checkpoint,
     ) -> Result<()> {
-        let position = serde_json::to_string(&checkpoint.position)
-            .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?;
+        let moved = || StateError::CheckpointMoved {
+            flow: key.flow.clone(),
+            stream: key.stream.clone(),
+            site: key.site.clone(),
+        };
         let resume_from = match &checkpoint.resume_from {
-            Some(value) => Value::Text(
-                serde_json::to_string(value)
-                    .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))?,
-            ),
+            Some(value) => Value::Text(encode_json(value)?),
             None => Value::Null,
         };
-        let mut params = key_values(key);
-        params.push(Value::Text(position));
-        params.push(Value::Text(checkpoint.fingerprint.clone()));
-        params.push(Value::TimestampTz(Utc::now()));
-        params.push(resume_from);
-        params.push(checkpoint.snapshot.clone().map_or(Value::Null, Value::Text));
+        let new_values = [
+            Value::Text(encode_json(&checkpoint.position)?),
+            Value::Text(checkpoint.fingerprint.clone()),
+            Value::TimestampTz(Utc::now()),
+            resume_from,
+            checkpoint.snapshot.clone().map_or(Value::Null, Value::Text),
+        ];
+        let table = self.table("checkpoints");
+        let Some(expected) = expected else {
+            let mut params = key_values(key);
+            params.extend(new_values);
+            let p = self.placeholders(&params);
+            let insert = format!(
+                "INSERT INTO {table} (flow, stream, site, position, fingerprint, updated_at, resume_from, snapshot) \
+                 VALUES ({})",
+                p.join(", ")
+            );
+            let inserted = match self.dialect {
+                Dialect::Postgres | Dialect::Sqlite => {
+                    tx.execute(
+                        &format!("{insert} ON CONFLICT (flow, stream, site) DO NOTHING"),
+                        &params,
+                    )
+                    .await?
+                }
+                // `ON DUPLICATE KEY UPDATE` would count a kept row as one
+                // found: the plain INSERT's duplicate-key error tells.
+                Dialect::MySql => match tx.execute(&insert, &params).await {
+                    Err(e) if e.code() == Some("1062") => 0,
+                    other => other?,
+                },
+            };
+            return if inserted == 1 { Ok(()) } else { Err(moved()) };
+        };
+        if checkpoint.moves_back_from(expected) {
+            return Err(StateError::CheckpointBackwards {
+                flow: key.flow.clone(),
+                stream: key.stream.clone(),
+                site: key.site.clone(),
+                stored: format_position(&expected.position),
+                new: format_position(&checkpoint.position),
+            });
+        }
+        let mut params = new_values.to_vec();
+        params.extend(key_values(key));
+        params.push(Value::Text(encode_json(&expected.position)?));
+        params.push(Value::Text(expected.fingerprint.clone()));
         let p = self.placeholders(&params);
         let sql = format!(
-            "INSERT INTO {} (flow, stream, site, position, fingerprint, updated_at, resume_from, snapshot) VALUES ({}){}",
-            self.table("checkpoints"),
-            p.join(", "),
-            self.upsert_clause(
-                "flow, stream, site",
-                &[
-                    "position",
-                    "fingerprint",
-                    "updated_at",
-                    "resume_from",
-                    "snapshot"
-                ]
-            )
+            "UPDATE {table} SET position = {}, fingerprint = {}, updated_at = {}, resume_from = {}, snapshot = {} \
+             WHERE flow = {} AND stream = {} AND site = {} AND position = {} AND fingerprint = {}",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
         );
-        tx.execute(&sql, &params).await?;
-        Ok(())
+        let updated = tx.execute(&sql, &params).await?;
+        if updated == 1 { Ok(()) } else { Err(moved()) }
     }
 
     /// Forgets the checkpoints of `flow` (optionally one stream) at the
@@ -784,14 +609,19 @@ impl StateStore {
         site: &str,
         own_dead_runs: &std::collections::HashSet<String>,
     ) -> Result<String> {
-        if self.dialect != Dialect::MySql {
-            match self.start_run_at_once(master, flow, site).await {
-                Ok(Some(run_id)) => return Ok(run_id),
-                Ok(None) => {}
-                // A second hub inserted first (unique index), or another
-                // failure: the locked path below decides and reports.
-                Err(e) => tracing::debug!(flow, site, "starting the run the long way: {e}"),
+        match self.dialect {
+            Dialect::Postgres | Dialect::Sqlite => {
+                match self.start_run_at_once(master, flow, site).await {
+                    Ok(Some(run_id)) => return Ok(run_id),
+                    Ok(None) => {}
+                    // A second hub inserted first (unique index), or another
+                    // failure: the locked path below decides and reports.
+                    Err(e) => tracing::debug!(flow, site, "starting the run the long way: {e}"),
+                }
             }
+            // No unique index on a pair's running rows (schema v7 does
+            // nothing on MySQL): always the locked path.
+            Dialect::MySql => {}
         }
         let runs = self.table("runs");
         let pair = [Value::Text(flow.to_string()), Value::Text(site.to_string())];
@@ -1209,6 +1039,12 @@ fn holder_is_dead(holder: &str) -> bool {
     proc_root.join("self").exists() && pid.parse::<u32>().is_ok() && !proc_root.join(pid).exists()
 }
 
+/// `value` as the JSON text the checkpoint table stores.
+fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StateError::Corrupt(format!("cannot encode checkpoint: {e}")))
+}
+
 fn key_values(key: &CheckpointKey) -> Vec<Value> {
     vec![
         Value::Text(key.flow.clone()),
@@ -1284,6 +1120,32 @@ mod tests {
         assert!(holder_is_dead(&format!("{}/4194304", host_name())));
         assert!(!holder_is_dead("some-other-host/4194304"));
         assert!(!holder_is_dead("garbage"));
+    }
+
+    #[test]
+    fn a_checkpoint_never_moves_back() {
+        let stored = Checkpoint {
+            position: vec![Value::Int(5), Value::Int(2)],
+            fingerprint: "f".into(),
+            resume_from: Some(Value::Int(3)),
+            snapshot: None,
+        };
+        let at = |position: Vec<Value>, fingerprint: &str| Checkpoint {
+            position,
+            fingerprint: fingerprint.into(),
+            ..stored.clone()
+        };
+        // Behind the stored position, same stream definition: refused.
+        assert!(at(vec![Value::Int(5), Value::Int(1)], "f").moves_back_from(&stored));
+        assert!(at(vec![Value::Int(4), Value::Int(9)], "f").moves_back_from(&stored));
+        // Ahead, or the same position (a new snapshot or `resume_from`): taken.
+        assert!(!at(vec![Value::Int(5), Value::Int(3)], "f").moves_back_from(&stored));
+        assert!(!at(vec![Value::Int(5), Value::Int(2)], "f").moves_back_from(&stored));
+        // A new definition starts over (a backfill): taken.
+        assert!(!at(vec![Value::Int(1), Value::Int(1)], "g").moves_back_from(&stored));
+        // An order only the database knows (collation-dependent text): taken.
+        let text = at(vec![Value::Text("b".into())], "f");
+        assert!(!at(vec![Value::Text("a".into())], "f").moves_back_from(&text));
     }
 
     #[test]

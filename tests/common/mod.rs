@@ -433,3 +433,176 @@ pub fn mysql(url: &str, sql: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The compare-and-set rules of `StateStore::save_checkpoint`, checked
+/// against the master at `url` (any dialect; a `sqlite://` URL is relative
+/// to `base_dir` and the file is created): a checkpoint is written only over
+/// the one its writer expects; a stale writer, or one that expects no
+/// checkpoint where one is stored, is refused with `CheckpointMoved` and
+/// changes nothing; a position that sorts before the stored one is refused
+/// with `CheckpointBackwards`; `delete_checkpoints` (`hubsync reset`) still
+/// works and wins over a run that read the checkpoint before; of two
+/// writers that read the same checkpoint, the second to write is refused.
+pub fn checkpoint_compare_and_set(url: &str, base_dir: &std::path::Path) {
+    use hubsync::config::DbUrl;
+    use hubsync::connector::{ConnectOptions, Connector};
+    use hubsync::state::{Checkpoint, CheckpointKey, StateError, StateStore};
+    use hubsync::value::Value;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db_url = DbUrl::parse(url, None, base_dir).unwrap();
+        let options = ConnectOptions {
+            max_connections: 3,
+            connect_timeout: std::time::Duration::from_secs(10),
+            acquire_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: None,
+            create_if_missing: true,
+        };
+        let conn = Connector::connect(&db_url, &options).await.unwrap();
+        let store = StateStore::open(&conn).await.unwrap();
+        let key = CheckpointKey {
+            flow: "sales".into(),
+            stream: "sales".into(),
+            site: "s1".into(),
+        };
+        let at = |cursor: i64, id: i64, resume: i64| Checkpoint {
+            position: vec![Value::Int(cursor), Value::Int(id)],
+            fingerprint: "f1".into(),
+            resume_from: Some(Value::Int(resume)),
+            snapshot: None,
+        };
+        let stored = || async { store.load_checkpoint(&conn, &key).await.unwrap() };
+        let updated_at = || async {
+            let records = store.checkpoints(&conn).await.unwrap();
+            records.iter().map(|r| r.updated_at).collect::<Vec<_>>()
+        };
+        let save = |expected: Option<Checkpoint>, new: Checkpoint| {
+            let (conn, store, key) = (&conn, &store, &key);
+            async move {
+                let mut tx = conn.begin().await.unwrap();
+                let saved = store
+                    .save_checkpoint(&mut tx, key, expected.as_ref(), &new)
+                    .await;
+                if saved.is_ok() {
+                    tx.commit().await.unwrap();
+                }
+                saved
+            }
+        };
+        let is_moved = |result: &Result<(), StateError>| {
+            matches!(result, Err(StateError::CheckpointMoved { flow, stream, site })
+                if flow == "sales" && stream == "sales" && site == "s1")
+        };
+
+        // The first checkpoint: none expected, none stored.
+        let first = at(1, 10, 0);
+        save(None, first.clone()).await.unwrap();
+        assert_eq!(stored().await, Some(first.clone()));
+        let first_written = updated_at().await;
+
+        // Expecting none where one is stored: refused, nothing changes.
+        let refused = save(None, at(2, 20, 1)).await;
+        assert!(is_moved(&refused), "{refused:?}");
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("flow `sales`, stream `sales`, site `s1`")
+                && message.contains("another writer")
+                && message.contains("the next run resumes from the stored checkpoint"),
+            "{message}"
+        );
+        assert_eq!(stored().await, Some(first.clone()));
+        assert_eq!(updated_at().await, first_written);
+
+        // The normal path: the stored checkpoint is the expected one.
+        let second = at(2, 20, 1);
+        save(Some(first.clone()), second.clone()).await.unwrap();
+        assert_eq!(stored().await, Some(second.clone()));
+        let second_written = updated_at().await;
+
+        // A stale writer (it expects the older checkpoint): refused.
+        let stale = save(Some(first.clone()), at(3, 30, 2)).await;
+        assert!(is_moved(&stale), "{stale:?}");
+        // The expected fingerprint counts too.
+        let other_definition = Checkpoint {
+            fingerprint: "f0".into(),
+            ..second.clone()
+        };
+        let stale = save(Some(other_definition), at(3, 30, 2)).await;
+        assert!(is_moved(&stale), "{stale:?}");
+        // Backwards: refused before anything is written.
+        let backwards = save(Some(second.clone()), at(1, 99, 0)).await;
+        assert!(
+            matches!(&backwards, Err(StateError::CheckpointBackwards { stored, new, .. })
+                if stored == "(2, 20)" && new == "(1, 99)"),
+            "{backwards:?}"
+        );
+        assert_eq!(stored().await, Some(second.clone()));
+        assert_eq!(updated_at().await, second_written);
+
+        // The same position again with a new snapshot (what a run stores when
+        // only the source's snapshot moved), then the very same values: the
+        // stored row still counts as found (MySQL: rows found, not changed).
+        let with_snapshot = Checkpoint {
+            snapshot: Some("100:105:101,103".into()),
+            ..second.clone()
+        };
+        save(Some(second.clone()), with_snapshot.clone())
+            .await
+            .unwrap();
+        save(Some(with_snapshot.clone()), with_snapshot.clone())
+            .await
+            .unwrap();
+        assert_eq!(stored().await, Some(with_snapshot.clone()));
+        // An UPDATE that changes no value still counts its row, which the
+        // check relies on (MySQL: the driver's found-rows client flag).
+        let table = store.table_name("checkpoints");
+        let same = format!("UPDATE {table} SET fingerprint = fingerprint");
+        assert_eq!(conn.execute(&same, &[]).await.unwrap(), 1);
+
+        // Two writers that read the same checkpoint: the first holds the row
+        // until it commits; the second then finds it moved.
+        let third = at(3, 30, 2);
+        let mut first_writer = conn.begin().await.unwrap();
+        store
+            .save_checkpoint(&mut first_writer, &key, Some(&with_snapshot), &third)
+            .await
+            .unwrap();
+        let second_done = std::cell::Cell::new(false);
+        let second_writer = async {
+            let saved = save(Some(with_snapshot.clone()), at(4, 40, 3)).await;
+            second_done.set(true);
+            saved
+        };
+        let first_commits = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            assert!(
+                !second_done.get(),
+                "the second writer did not wait for the first one's transaction"
+            );
+            first_writer.commit().await.unwrap();
+        };
+        let (late, ()) = tokio::join!(second_writer, first_commits);
+        assert!(is_moved(&late), "{late:?}");
+        assert_eq!(stored().await, Some(third.clone()));
+
+        // `hubsync reset` forgets it; a run that read it before is refused,
+        // a run that starts afresh writes the first checkpoint again.
+        assert_eq!(
+            store
+                .delete_checkpoints(&conn, "sales", Some("sales"), &["s1"])
+                .await
+                .unwrap(),
+            1
+        );
+        let after_reset = save(Some(third.clone()), at(5, 50, 4)).await;
+        assert!(is_moved(&after_reset), "{after_reset:?}");
+        assert_eq!(stored().await, None);
+        save(None, first.clone()).await.unwrap();
+        assert_eq!(stored().await, Some(first));
+        conn.close().await;
+    });
+}
