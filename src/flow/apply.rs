@@ -5,10 +5,9 @@
 //! serialization failures run again.
 
 use super::StreamReport;
+use super::context::{Applied, ReadPart, StreamRun};
 use super::error::RunError;
 use super::leg::{Leg, RunPlace};
-use super::read::ReadPart;
-use super::stream::StreamRun;
 use crate::capture;
 use crate::config::OnError;
 use crate::connector::{Connector, ConnectorError, ErrorKind};
@@ -249,17 +248,6 @@ impl CheckpointFacts<'_> {
             snapshot: self.snapshot.map(str::to_string),
         })
     }
-}
-
-/// What the apply side carries from batch to batch and read to read.
-pub(super) struct Applied {
-    /// The checkpoint as stored now.
-    pub(super) saved: Option<Checkpoint>,
-    /// Whether the quarantine may hold rows of this (stream, site).
-    pub(super) quarantine_open: bool,
-    /// The source snapshot the stored checkpoint carries (a batch that
-    /// leaves the checkpoint as stored does not write this run's).
-    pub(super) stored_snapshot: Option<String>,
 }
 
 impl StreamRun<'_> {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::read::ResolvedSource;
+use super::source::ResolvedSource;
 use crate::config::{Config, Direction, Flow, Site, Source, Stream};
 use crate::connector::{ConnectOptions, Connector, TableInfo};
 use crate::dialect::Dialect;

@@ -11,7 +11,7 @@ use crate::connector::{Connector, TableInfo};
 use crate::mediate::MappingPlan;
 use crate::state::CheckpointKey;
 
-use super::read::ResolvedSource;
+use super::source::ResolvedSource;
 
 /// Which database a stream run reads and writes, and what follows from it.
 pub(super) struct Leg<'a> {

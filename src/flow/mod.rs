@@ -19,6 +19,7 @@ mod apply;
 pub mod check;
 pub mod circuit;
 mod connections;
+mod context;
 pub mod error;
 mod leg;
 pub mod limits;
@@ -26,7 +27,9 @@ mod plan;
 mod read;
 mod reconcile;
 pub mod schema;
+mod source;
 mod stream;
+mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,8 +44,8 @@ use crate::config::{Config, Flow, Site};
 use crate::connector::{ConnectOptions, Connector, ConnectorError, ErrorKind};
 use crate::state::{INTERRUPTED, RunStatus, StateError, StateStore};
 
+pub use self::context::RunCounters;
 pub use self::plan::{StreamPlan, fingerprint, plan_streams};
-pub use self::stream::RunCounters;
 
 /// Errors that stop a whole command (not one site).
 #[derive(Debug, thiserror::Error)]
@@ -720,7 +723,7 @@ impl Hub {
                 stream: stream.name.clone(),
                 ..StreamReport::default()
             };
-            let run = stream::StreamRun {
+            let run = context::StreamRun {
                 hub: self,
                 flow,
                 stream,

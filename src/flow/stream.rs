@@ -4,69 +4,19 @@
 //! per-pass plan of a flow's streams, and the fingerprint that decides a
 //! backfill.
 
-use tokio_util::sync::CancellationToken;
-
-use super::apply::Applied;
+use super::context::{Applied, ReadPart, StreamRun, add_note};
 use super::error::RunError;
 use super::leg::{Leg, RunPlace};
-use super::plan::{StreamPlan, fingerprint, schema_problems};
-use super::read::{ReadPart, ResolvedSource, snapshot_text};
-use super::{Hub, Progress, StreamReport, SyncOptions, reconcile};
+use super::plan::{fingerprint, schema_problems};
+use super::read::snapshot_text;
+use super::source::ResolvedSource;
+use super::{StreamReport, reconcile};
 use crate::capture;
-use crate::config::{
-    Deletes, Direction, Flow, LateCommits, NullCursors, OnError, Site, Source, Stream,
-};
+use crate::config::{Deletes, Direction, LateCommits, NullCursors, OnError, Source};
 use crate::connector::{Connector, SourceClock, TableInfo};
 use crate::mediate::MappingPlan;
 use crate::state::{Checkpoint, CheckpointKey};
 use crate::value::Value;
-
-/// Appends a remark to the stream's note (several may apply to one run).
-fn add_note(report: &mut StreamReport, note: String) {
-    report.note = Some(match report.note.take() {
-        Some(earlier) => format!("{earlier}; {note}"),
-        None => note,
-    });
-}
-
-/// The work of one stream at one site.
-pub(super) struct StreamRun<'a> {
-    pub hub: &'a Hub,
-    pub flow: &'a Flow,
-    pub stream: &'a Stream,
-    pub plan: &'a StreamPlan,
-    pub site: &'a Site,
-    pub site_conn: &'a Connector,
-    pub options: SyncOptions,
-    pub progress: &'a dyn Progress,
-    pub cancel: &'a CancellationToken,
-    pub counters: &'a RunCounters,
-    /// The run in the history (`None` for a dry run).
-    pub run_id: Option<&'a str>,
-}
-
-/// Rows read and written so far by one site run, over all its streams;
-/// shared with the heartbeat that records them in the run history.
-#[derive(Debug, Default)]
-pub struct RunCounters {
-    read: std::sync::atomic::AtomicU64,
-    written: std::sync::atomic::AtomicU64,
-}
-
-impl RunCounters {
-    /// Adds rows read and written (a batch, or detected deletes).
-    pub(super) fn add(&self, read: u64, written: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.read.fetch_add(read, Relaxed);
-        self.written.fetch_add(written, Relaxed);
-    }
-
-    /// (rows read, rows written) so far.
-    pub fn get(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.read.load(Relaxed), self.written.load(Relaxed))
-    }
-}
 
 /// What the prepare phase of a stream run found: the source resolved for
 /// the site, the target's description, the mapping plan, and the stored
