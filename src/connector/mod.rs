@@ -550,7 +550,34 @@ enum TxInner {
     MySql(sqlx::Transaction<'static, sqlx::MySql>),
 }
 
+/// What to do with the transaction's one savepoint ([`Tx::savepoint`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Savepoint {
+    /// `SAVEPOINT`: mark the point (before one row's write).
+    Set,
+    /// `RELEASE SAVEPOINT`: keep what was done since.
+    Release,
+    /// `ROLLBACK TO SAVEPOINT`: undo what was done since, keep the
+    /// transaction.
+    RollBack,
+}
+
 impl Tx {
+    /// Sets, releases or rolls back to the transaction's savepoint
+    /// (`hubsync_row`; the same SQL in every dialect hubsync speaks: SQL
+    /// standard savepoints). Used to apply rows one by one and keep the
+    /// ones the database accepts.
+    ///
+    /// Errors: the statement failed.
+    pub async fn savepoint(&mut self, action: Savepoint) -> Result<()> {
+        let sql = match action {
+            Savepoint::Set => "SAVEPOINT hubsync_row",
+            Savepoint::Release => "RELEASE SAVEPOINT hubsync_row",
+            Savepoint::RollBack => "ROLLBACK TO SAVEPOINT hubsync_row",
+        };
+        self.execute(sql, &[]).await.map(|_| ())
+    }
+
     /// Runs a statement; returns rows affected.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let timeout = self.statement_timeout;

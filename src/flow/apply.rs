@@ -10,7 +10,7 @@ use super::error::RunError;
 use super::leg::{Leg, RunPlace};
 use crate::capture;
 use crate::config::OnError;
-use crate::connector::{Connector, ConnectorError, ErrorKind};
+use crate::connector::{Connector, ConnectorError, ErrorKind, Savepoint};
 use crate::dialect::UpsertSpec;
 use crate::mediate::ValueFixes;
 use crate::state::{Checkpoint, CheckpointKey, StateError};
@@ -38,16 +38,12 @@ async fn refused_row(
         return error.to_string();
     };
     for row in rows {
-        if tx.execute("SAVEPOINT hubsync_row", &[]).await.is_err() {
+        if tx.savepoint(Savepoint::Set).await.is_err() {
             break;
         }
         match tx.upsert(spec, std::slice::from_ref(row)).await {
             Ok(_) => {
-                if tx
-                    .execute("RELEASE SAVEPOINT hubsync_row", &[])
-                    .await
-                    .is_err()
-                {
+                if tx.savepoint(Savepoint::Release).await.is_err() {
                     break;
                 }
             }
@@ -107,16 +103,16 @@ async fn apply_row_by_row(
     let mut written = 0;
     let mut refused = Vec::new();
     for (i, row) in rows.iter().enumerate() {
-        tx.execute("SAVEPOINT hubsync_row", &[]).await?;
+        tx.savepoint(Savepoint::Set).await?;
         match tx.upsert(spec, std::slice::from_ref(row)).await {
             Ok(n) => written += n,
             Err(e) if is_row_error(&e) => {
-                tx.execute("ROLLBACK TO SAVEPOINT hubsync_row", &[]).await?;
+                tx.savepoint(Savepoint::RollBack).await?;
                 refused.push((i, e.to_string()));
             }
             Err(e) => return Err(e),
         }
-        tx.execute("RELEASE SAVEPOINT hubsync_row", &[]).await?;
+        tx.savepoint(Savepoint::Release).await?;
     }
     Ok((written, refused))
 }
