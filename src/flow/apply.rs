@@ -117,6 +117,24 @@ async fn apply_row_by_row(
     Ok((written, refused))
 }
 
+/// Row keys (JSON) whose quarantine entries a written batch releases: its
+/// rows the target accepted (`refused` holds the others' indexes) and its
+/// deleted keys (a quarantined row deleted since at the source is gone
+/// too).
+fn released_keys(write: &BatchWrite<'_>, refused: &[(usize, String)]) -> Vec<String> {
+    let refused_rows: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+    (0..write.rows.len())
+        .filter(|i| !refused_rows.contains(i))
+        .map(|i| row_key_json(&write.upsert, &write.rows[i]))
+        .chain(
+            write
+                .deleted_keys
+                .iter()
+                .map(|key| row_key_json(&write.delete, key)),
+        )
+        .collect()
+}
+
 /// The key values of a target row as JSON (the quarantine table's key).
 fn row_key_json(spec: &UpsertSpec<'_>, row: &[Value]) -> String {
     let key: Vec<&Value> = spec
@@ -497,20 +515,8 @@ impl StreamRun<'_> {
         };
         let deleted = tx.delete_keys(&write.delete, write.deleted_keys).await?;
         let written = written + deleted;
-        let released: Vec<String> = if write.release_quarantine {
-            let refused_rows: std::collections::HashSet<usize> =
-                refused.iter().map(|(i, _)| *i).collect();
-            (0..rows.len())
-                .filter(|i| !refused_rows.contains(i))
-                .map(|i| row_key_json(spec, &rows[i]))
-                // A quarantined row deleted since at the source is gone too.
-                .chain(
-                    write
-                        .deleted_keys
-                        .iter()
-                        .map(|key| row_key_json(&write.delete, key)),
-                )
-                .collect()
+        let released = if write.release_quarantine {
+            released_keys(write, &refused)
         } else {
             Vec::new()
         };

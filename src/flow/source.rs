@@ -102,24 +102,32 @@ impl ResolvedSource {
             resolved.text_columns = text_columns;
         }
         if source.dialect() == crate::dialect::Dialect::Sqlite {
-            // The declared type where the cursor comes from a table; else
-            // the driver's name (`DATETIME` for `datetime` and `timestamp`).
-            let declared = match source
-                .declared_type(&probe, &stream.cursor)
+            resolved.cursor_date_time = resolved
+                .sqlite_date_time_cursor(stream, source, &probe)
                 .await
-                .map_err(|e| RunError::connector(&what, &e))?
-            {
-                Some(declared) => Some(declared),
-                None => resolved
-                    .described
-                    .iter()
-                    .find(|(name, _)| *name == stream.cursor)
-                    .map(|(_, type_name)| type_name.clone()),
-            };
-            resolved.cursor_date_time =
-                declared.filter(|d| crate::connector::sqlite_is_date_time_type(d));
+                .map_err(|e| RunError::connector(&what, &e))?;
         }
         Ok(resolved)
+    }
+
+    /// SQLite: the cursor's declared type if it is a date/time type, found
+    /// through the column's table where it comes from one, else the
+    /// driver's name (`DATETIME` for `datetime` and `timestamp`).
+    async fn sqlite_date_time_cursor(
+        &self,
+        stream: &Stream,
+        source: &Connector,
+        probe: &str,
+    ) -> Result<Option<String>, crate::connector::ConnectorError> {
+        let declared = match source.declared_type(probe, &stream.cursor).await? {
+            Some(declared) => Some(declared),
+            None => self
+                .described
+                .iter()
+                .find(|(name, _)| *name == stream.cursor)
+                .map(|(_, type_name)| type_name.clone()),
+        };
+        Ok(declared.filter(|d| crate::connector::sqlite_is_date_time_type(d)))
     }
 
     /// SQL counting the source rows whose `cursor` is NULL (bound with the
