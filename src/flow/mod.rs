@@ -2,10 +2,11 @@
 //!
 //! A [`Hub`] holds the master connection pool, the state store and the
 //! fleet limits. [`Hub::sync_flow`] runs one pass of a flow over a set of
-//! sites: each site in its own task, at most `max_concurrent_sites` at once,
-//! each with one connection opened for the run and closed after it. A site
-//! that fails fails only its own run; its error is recorded in the run
-//! history and returned in its [`SiteReport`].
+//! sites: each site in its own future, at most `max_concurrent_sites` at
+//! once, each run in the phases of `site_run.rs` (admit, start, work,
+//! finish) over one site connection, kept for the next run only after a
+//! success. A site that fails fails only its own run; its error is recorded
+//! in the run history and returned in its [`SiteReport`].
 //!
 //! Per stream and site the loop is: read the next keyset page after the
 //! checkpoint (cursor, primary key...), map it to target rows, then
@@ -356,6 +357,8 @@ impl Hub {
         options: SyncOptions,
         progress: &dyn Progress,
     ) -> Vec<SiteReport> {
+        // A plan's message is of kind `other` (`RunError::from` is the
+        // identity once `plan_streams` gives `RunError`s itself).
         let plans: Vec<Result<StreamPlan, RunError>> = plan_streams(self, flow)
             .await
             .into_iter()
