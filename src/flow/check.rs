@@ -173,7 +173,7 @@ async fn check_stream(
     let Some(target_info) = check.describe_target(target).await else {
         return check.findings;
     };
-    let written = check.columns(&resolved, &target_info);
+    let written = check.columns(&resolved.described, &target_info);
     let schema_problems = super::stream::schema_problems(
         stream,
         flow.direction,
@@ -241,16 +241,16 @@ impl<'a> StreamCheck<'a> {
 
     /// Checks the columns the stream writes (its `columns`, else every
     /// source column but the site column, the soft-delete flag only where
-    /// the target has it) and its `delete_column`; returns the written
-    /// (target, source) pairs.
+    /// the target has it) and its `delete_column`; `described`: the
+    /// source's (name, type) columns. Returns the written (target, source)
+    /// pairs.
     fn columns(
         &mut self,
-        resolved: &ResolvedSource,
+        described: &[(String, String)],
         target_info: &TableInfo,
     ) -> Vec<(String, String)> {
         let stream = self.stream;
-        let source_columns: Vec<&String> =
-            resolved.described.iter().map(|(name, _)| name).collect();
+        let source_columns: Vec<&String> = described.iter().map(|(name, _)| name).collect();
         let written: Vec<(String, String)> = match &stream.columns {
             Some(pairs) => pairs.clone(),
             None => source_columns
@@ -423,4 +423,122 @@ fn missing_key_message(
         dialect.quote_table(table),
         columns.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::ColumnInfo;
+
+    /// The one stream of a pull flow: key `id`, site column `site`, and the
+    /// extra stream keys of `extra` (TOML lines).
+    fn pull_stream(extra: &str) -> Stream {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[master]\nurl = \"sqlite://master.db\"\n\
+             [[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+             [[flow]]\nname = \"f\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"t\"\n  \
+             target = \"t\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"site\"\n{extra}"
+        );
+        let config =
+            Config::parse(&text, &dir.path().join("h.toml"), dir.path(), &|_| None).unwrap();
+        config.flows[0].streams[0].clone()
+    }
+
+    fn table(columns: &[&str], unique_keys: &[&[&str]]) -> TableInfo {
+        let text = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        TableInfo {
+            columns: (columns.iter())
+                .map(|name| ColumnInfo {
+                    name: name.to_string(),
+                    data_type: "text".into(),
+                    cast_type: "text".into(),
+                })
+                .collect(),
+            unique_keys: unique_keys.iter().map(|k| text(k)).collect(),
+            case_insensitive_names: false,
+        }
+    }
+
+    fn described(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), "TEXT".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn written_columns_skip_the_site_column_and_a_flag_the_target_lacks() {
+        let stream = pull_stream("  delete_column = \"gone\"\n");
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        let target = table(&["site", "id", "updated_at"], &[&["site", "id"]]);
+        let written = check.columns(
+            &described(&["site", "id", "updated_at", "qty", "gone"]),
+            &target,
+        );
+        let targets: Vec<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(targets, ["id", "updated_at", "qty"]);
+        assert_eq!(
+            check.findings.problems,
+            ["master table `t` has no column `qty`; add it or map columns with `columns`"]
+        );
+    }
+
+    #[test]
+    fn a_delete_column_the_source_lacks_is_a_problem() {
+        let stream = pull_stream("  delete_column = \"gone\"\n");
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        let target = table(&["site", "id", "updated_at", "gone"], &[]);
+        check.columns(&described(&["id", "updated_at"]), &target);
+        assert_eq!(
+            check.findings.problems,
+            [
+                "site source has no column `gone` (the stream's `delete_column`); add it, or fix `delete_column`"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_conflict_key_needs_a_unique_key_and_mysql_warns_of_others() {
+        let stream = pull_stream("");
+        let written = [("id".to_string(), "id".to_string())];
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        check.keys(
+            Dialect::Postgres,
+            &table(&["site", "id"], &[&["id"]]),
+            &written,
+        );
+        assert_eq!(
+            check.findings.problems.len(),
+            1,
+            "{:?}",
+            check.findings.problems
+        );
+        assert!(
+            check.findings.problems[0].starts_with(
+                "master table `t` has no unique key on (site, id) (its unique keys: (id)); upserts need one: \
+                 CREATE UNIQUE INDEX \"t_hubsync_key\" ON \"t\" (\"site\", \"id\")"
+            ),
+            "{}",
+            check.findings.problems[0]
+        );
+        assert!(check.findings.warnings.is_empty());
+
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        let target = table(&["id", "sku"], &[&["id", "site"], &["sku"]]);
+        check.keys(Dialect::MySql, &target, &written);
+        // `site` is neither a target column nor written.
+        assert_eq!(
+            check.findings.problems,
+            ["master table `t` has no key column `site`"]
+        );
+        assert_eq!(check.findings.warnings.len(), 1);
+        assert!(
+            check.findings.warnings[0].starts_with(
+                "master table `t` has a unique key on (sku) besides the stream's key (site, id)"
+            ),
+            "{}",
+            check.findings.warnings[0]
+        );
+    }
 }
