@@ -1,6 +1,8 @@
 //! Metrics: every name is declared here with its description, and one
-//! helper per event bumps them, so names cannot drift between the code, the
-//! README and `/metrics`.
+//! helper per event writes its log line (if any) and bumps the metrics
+//! together, so names cannot drift between the code, the README and
+//! `/metrics`. A leaf module: events are plain values (flow, site, status,
+//! rows, duration), so nothing here imports the engine that reports them.
 //!
 //! The Prometheus recorder is installed once per process by [`install`]
 //! (the HTTP API does it); before that the helpers are no-ops, so
@@ -8,10 +10,9 @@
 //! thousands of sites, so the run duration histogram is per flow only.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::flow::SiteReport;
 
 /// Counter `{flow, site}`: rows read from the source by finished runs.
 pub const ROWS_READ: &str = "hubsync_rows_read_total";
@@ -113,21 +114,55 @@ fn describe() {
     );
 }
 
-/// Records a finished site run: rows, outcome and duration. Dry runs and
-/// runs that never started a history row are counted like the others.
-pub fn run_finished(report: &SiteReport) {
-    let labels = [("flow", report.flow.clone()), ("site", report.site.clone())];
-    metrics::counter!(ROWS_READ, &labels).increment(report.rows_read());
-    metrics::counter!(ROWS_WRITTEN, &labels).increment(report.rows_written());
+/// A site run of a flow that ended after it was started (dry runs and runs
+/// without a history row included; runs refused before starting are not).
+#[derive(Clone, Copy, Debug)]
+pub struct RunFinished<'a> {
+    /// Flow name.
+    pub flow: &'a str,
+    /// Site id.
+    pub site: &'a str,
+    /// Outcome as stored in the run history: `succeeded`, `failed`,
+    /// `partial` (or `skipped`).
+    pub status: &'static str,
+    /// Rows read from the source over all streams.
+    pub rows_read: u64,
+    /// Rows inserted or changed at the target over all streams.
+    pub rows_written: u64,
+    /// Wall time of the run.
+    pub duration: Duration,
+    /// The error of a run that did not succeed (with its place).
+    pub error: Option<&'a str>,
+}
+
+/// Records a finished site run: a debug line (progress lines already show
+/// each run), rows, outcome and duration.
+pub fn run_finished(run: &RunFinished<'_>) {
+    match run.error {
+        Some(error) => tracing::debug!(flow = %run.flow, site = %run.site, "run ended: {error}"),
+        None => tracing::debug!(
+            flow = %run.flow,
+            site = %run.site,
+            rows_read = run.rows_read,
+            rows_written = run.rows_written,
+            "run succeeded"
+        ),
+    }
+    let labels = [
+        ("flow", run.flow.to_string()),
+        ("site", run.site.to_string()),
+    ];
+    metrics::counter!(ROWS_READ, &labels).increment(run.rows_read);
+    metrics::counter!(ROWS_WRITTEN, &labels).increment(run.rows_written);
     metrics::counter!(
         RUNS,
-        "flow" => report.flow.clone(),
-        "site" => report.site.clone(),
-        "status" => report.status.as_str()
+        "flow" => run.flow.to_string(),
+        "site" => run.site.to_string(),
+        "status" => run.status
     )
     .increment(1);
-    metrics::histogram!(RUN_DURATION, "flow" => report.flow.clone())
-        .record(report.duration.as_secs_f64());
+    metrics::histogram!(RUN_DURATION, "flow" => run.flow.to_string())
+        .record(run.duration.as_secs_f64());
 }
 
 /// A site connection was opened.

@@ -159,157 +159,198 @@ async fn check_stream(
     source: &Connector,
     target: &Connector,
 ) -> Findings {
-    let (source_side, target_side) = match flow.direction {
-        Direction::Pull => ("site", "master"),
-        Direction::Push => ("master", "site"),
-    };
-    let mut findings = Findings::default();
+    let mut check = StreamCheck::new(flow.direction, stream);
     // Prepare exactly the first page the sync will read.
     let resolved = match ResolvedSource::resolve(stream, site, source, config.hub.batch_size).await
     {
         Ok(resolved) => resolved,
         Err(e) => {
-            findings.problems.push(format!("{source_side} source: {e}"));
-            return findings;
+            let problem = format!("{} source: {e}", check.source_side);
+            check.findings.problems.push(problem);
+            return check.findings;
         }
     };
-    let source_columns: Vec<String> = resolved
-        .described
-        .iter()
-        .map(|(name, _)| name.clone())
-        .collect();
-    let target_info = match target.describe_table(&stream.target).await {
-        Ok(Some(info)) => info,
-        Ok(None) if stream.create_target => {
-            findings.warnings.push(format!(
-                "{target_side} table `{}` does not exist; the first run creates it (`create_target = true`)",
-                stream.target
-            ));
-            return findings;
-        }
-        Ok(None) => {
-            findings.problems.push(format!(
-                "{target_side} table `{}` does not exist; create it, or set `create_target = true`",
-                stream.target
-            ));
-            return findings;
-        }
-        Err(e) => {
-            findings
-                .problems
-                .push(format!("{target_side} table `{}`: {e}", stream.target));
-            return findings;
-        }
+    let Some(target_info) = check.describe_target(target).await else {
+        return check.findings;
     };
-    let written: Vec<(String, String)> = match &stream.columns {
-        Some(pairs) => pairs.clone(),
-        None => source_columns
-            .iter()
-            .filter(|c| {
-                flow.direction == Direction::Push || stream.site_column.as_ref() != Some(*c)
-            })
-            // The soft-delete flag is copied only where the target has it.
-            .filter(|c| {
-                stream.delete_column.as_ref() != Some(*c) || target_info.column(c).is_some()
-            })
-            .map(|c| (c.clone(), c.clone()))
-            .collect(),
-    };
-    if let Some(flag) = &stream.delete_column
-        && !source_columns.contains(flag)
-    {
-        findings.problems.push(format!(
-            "{source_side} source has no column `{flag}` (the stream's `delete_column`); add it, or fix `delete_column`"
-        ));
-    }
-    for (target_column, _) in &written {
-        if target_info.column(target_column).is_none() {
-            findings.problems.push(format!(
-                "{target_side} table `{}` has no column `{target_column}`; add it or map columns with `columns`",
-                stream.target
-            ));
-        }
-    }
-    findings.problems.extend(
-        super::plan::schema_problems(
-            stream,
-            flow.direction,
-            source.dialect(),
-            &resolved.described,
-            target.dialect(),
-            &target_info,
-        )
-        .into_iter()
-        .map(|problem| format!("{target_side} table `{}`: {problem}", stream.target)),
+    let written = check.columns(&resolved.described, &target_info);
+    let schema_problems = super::plan::schema_problems(
+        stream,
+        flow.direction,
+        source.dialect(),
+        &resolved.described,
+        target.dialect(),
+        &target_info,
     );
-    let conflict_key = MappingPlan::conflict_key_of(stream, flow.direction);
-    for column in &conflict_key {
-        if target_info.column(column).is_none() && !written.iter().any(|(t, _)| t == column) {
-            findings.problems.push(format!(
-                "{target_side} table `{}` has no key column `{column}`",
-                stream.target
-            ));
+    for problem in schema_problems {
+        let problem = format!("{} table `{}`: {problem}", check.target_side, stream.target);
+        check.findings.problems.push(problem);
+    }
+    check.keys(target.dialect(), &target_info, &written);
+    check.source_warnings(source).await;
+    check.findings
+}
+
+/// The checks of one stream at one site, step by step, collecting their
+/// findings.
+struct StreamCheck<'a> {
+    direction: Direction,
+    stream: &'a Stream,
+    /// Which database the source and the target are, for messages:
+    /// `site` / `master`.
+    source_side: &'static str,
+    target_side: &'static str,
+    findings: Findings,
+}
+
+impl<'a> StreamCheck<'a> {
+    fn new(direction: Direction, stream: &'a Stream) -> StreamCheck<'a> {
+        let (source_side, target_side) = match direction {
+            Direction::Pull => ("site", "master"),
+            Direction::Push => ("master", "site"),
+        };
+        StreamCheck {
+            direction,
+            stream,
+            source_side,
+            target_side,
+            findings: Findings::default(),
         }
     }
-    if !target_info.has_unique_key(&conflict_key) {
-        findings.problems.push(missing_key_message(
-            target.dialect(),
-            target_side,
-            &stream.target,
-            &conflict_key,
-            &target_info,
-        ));
+
+    /// The target table's description, or `None` with the finding that
+    /// says why there is none (a warning when `create_target` will make it).
+    async fn describe_target(&mut self, target: &Connector) -> Option<TableInfo> {
+        let (target_side, table) = (self.target_side, &self.stream.target);
+        let problem = match target.describe_table(table).await {
+            Ok(Some(info)) => return Some(info),
+            Ok(None) if self.stream.create_target => {
+                self.findings.warnings.push(format!(
+                    "{target_side} table `{table}` does not exist; the first run creates it (`create_target = true`)"
+                ));
+                return None;
+            }
+            Ok(None) => format!(
+                "{target_side} table `{table}` does not exist; create it, or set `create_target = true`"
+            ),
+            Err(e) => format!("{target_side} table `{table}`: {e}"),
+        };
+        self.findings.problems.push(problem);
+        None
     }
-    // MySQL's `ON DUPLICATE KEY UPDATE` fires on ANY unique key: a row
-    // colliding on another one overwrites an unrelated target row.
-    if target.dialect() == Dialect::MySql {
-        findings
-            .warnings
-            .extend(extra_unique_keys(&target_info, &conflict_key).into_iter().map(|other| {
-                format!(
-                    "{target_side} table `{}` has a unique key on ({}) besides the stream's key ({}); on MySQL an \
+
+    /// Checks the columns the stream writes (its `columns`, else every
+    /// source column but the site column, the soft-delete flag only where
+    /// the target has it) and its `delete_column`; `described`: the
+    /// source's (name, type) columns. Returns the written (target, source)
+    /// pairs.
+    fn columns(
+        &mut self,
+        described: &[(String, String)],
+        target_info: &TableInfo,
+    ) -> Vec<(String, String)> {
+        let stream = self.stream;
+        let source_columns: Vec<&String> = described.iter().map(|(name, _)| name).collect();
+        let written: Vec<(String, String)> = match &stream.columns {
+            Some(pairs) => pairs.clone(),
+            None => source_columns
+                .iter()
+                .filter(|c| {
+                    self.direction == Direction::Push || stream.site_column.as_ref() != Some(**c)
+                })
+                // The soft-delete flag is copied only where the target has it.
+                .filter(|c| {
+                    stream.delete_column.as_ref() != Some(**c) || target_info.column(c).is_some()
+                })
+                .map(|c| ((*c).clone(), (*c).clone()))
+                .collect(),
+        };
+        if let Some(flag) = &stream.delete_column
+            && !source_columns.contains(&flag)
+        {
+            self.findings.problems.push(format!(
+                "{} source has no column `{flag}` (the stream's `delete_column`); add it, or fix `delete_column`",
+                self.source_side
+            ));
+        }
+        for (target_column, _) in &written {
+            if target_info.column(target_column).is_none() {
+                self.findings.problems.push(format!(
+                    "{} table `{}` has no column `{target_column}`; add it or map columns with `columns`",
+                    self.target_side, stream.target
+                ));
+            }
+        }
+        written
+    }
+
+    /// Checks the target's conflict key: its columns exist or are written,
+    /// a unique key on exactly them exists, and (MySQL) no other unique key
+    /// lets an incoming row update an unrelated one.
+    fn keys(&mut self, dialect: Dialect, target_info: &TableInfo, written: &[(String, String)]) {
+        let (target_side, table) = (self.target_side, &self.stream.target);
+        let conflict_key = MappingPlan::conflict_key_of(self.stream, self.direction);
+        for column in &conflict_key {
+            if target_info.column(column).is_none() && !written.iter().any(|(t, _)| t == column) {
+                self.findings.problems.push(format!(
+                    "{target_side} table `{table}` has no key column `{column}`"
+                ));
+            }
+        }
+        if !target_info.has_unique_key(&conflict_key) {
+            let problem =
+                missing_key_message(dialect, target_side, table, &conflict_key, target_info);
+            self.findings.problems.push(problem);
+        }
+        // MySQL's `ON DUPLICATE KEY UPDATE` fires on ANY unique key: a row
+        // colliding on another one overwrites an unrelated target row.
+        if dialect == Dialect::MySql {
+            for other in extra_unique_keys(target_info, &conflict_key) {
+                self.findings.warnings.push(format!(
+                    "{target_side} table `{table}` has a unique key on ({}) besides the stream's key ({}); on MySQL an \
                      incoming row that collides on it updates that other row instead of failing; drop the key or \
                      make sure the source keeps it unique too",
-                    stream.target,
                     other.join(", "),
                     conflict_key.join(", ")
-                )
-            }));
+                ));
+            }
+        }
     }
-    if let Some(gap) = late_commit_gap(flow.direction, source.dialect(), stream) {
-        findings.warnings.push(gap);
-    }
-    if stream.null_cursors == crate::config::NullCursors::Skip {
-        findings.warnings.push(format!(
-            "rows whose cursor `{}` is NULL are never synced (`null_cursors = \"skip\"`)",
-            stream.cursor
-        ));
-    }
-    // A source key that is not unique loses rows: two rows with the same
-    // (cursor, key) position are one position to the keyset read.
-    if let Source::Table(table) = &stream.source {
-        let source_key: Vec<String> = stream
-            .primary_key
-            .iter()
+
+    /// Warnings about rows the source may lose: late commits, NULL cursors
+    /// skipped, a source table without a unique key within the stream's key.
+    async fn source_warnings(&mut self, source: &Connector) {
+        let stream = self.stream;
+        if let Some(gap) = late_commit_gap(self.direction, source.dialect(), stream) {
+            self.findings.warnings.push(gap);
+        }
+        if stream.null_cursors == crate::config::NullCursors::Skip {
+            self.findings.warnings.push(format!(
+                "rows whose cursor `{}` is NULL are never synced (`null_cursors = \"skip\"`)",
+                stream.cursor
+            ));
+        }
+        // A source key that is not unique loses rows: two rows with the same
+        // (cursor, key) position are one position to the keyset read.
+        let Source::Table(table) = &stream.source else {
+            return;
+        };
+        let source_key: Vec<String> = (stream.primary_key.iter())
             .map(|k| stream.source_column(k).to_string())
             .collect();
         if let Ok(Some(info)) = source.describe_table(table).await
-            && !info
-                .unique_keys
-                .iter()
-                .any(|k| k.iter().all(|c| source_key.contains(c)))
+            && !(info.unique_keys.iter()).any(|k| k.iter().all(|c| source_key.contains(c)))
         {
-            findings.warnings.push(format!(
-                "{source_side} table `{table}` has no unique key within ({}); if two rows share a key, the sync stops \
+            self.findings.warnings.push(format!(
+                "{} table `{table}` has no unique key within ({}); if two rows share a key, the sync stops \
                  with an error naming it (or, across batches, one of them is skipped)",
+                self.source_side,
                 source_key.join(", ")
             ));
         }
     }
-    findings
 }
 
-/// Unique keys of `info` other than the one on exactly `key`'s columns.
 /// Where a transaction that commits late with a cursor value older than
 /// `cursor_lag` can be missed (see `crate::capture`): every source but a
 /// PostgreSQL table read by a pull (caught by transaction id) and SQLite
@@ -344,6 +385,7 @@ fn late_commit_gap(direction: Direction, source: Dialect, stream: &Stream) -> Op
     ))
 }
 
+/// Unique keys of `info` other than the one on exactly `key`'s columns.
 fn extra_unique_keys(info: &TableInfo, key: &[String]) -> Vec<Vec<String>> {
     info.unique_keys
         .iter()
@@ -381,4 +423,122 @@ fn missing_key_message(
         dialect.quote_table(table),
         columns.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::ColumnInfo;
+
+    /// The one stream of a pull flow: key `id`, site column `site`, and the
+    /// extra stream keys of `extra` (TOML lines).
+    fn pull_stream(extra: &str) -> Stream {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[master]\nurl = \"sqlite://master.db\"\n\
+             [[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+             [[flow]]\nname = \"f\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"t\"\n  \
+             target = \"t\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"site\"\n{extra}"
+        );
+        let config =
+            Config::parse(&text, &dir.path().join("h.toml"), dir.path(), &|_| None).unwrap();
+        config.flows[0].streams[0].clone()
+    }
+
+    fn table(columns: &[&str], unique_keys: &[&[&str]]) -> TableInfo {
+        let text = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        TableInfo {
+            columns: (columns.iter())
+                .map(|name| ColumnInfo {
+                    name: name.to_string(),
+                    data_type: "text".into(),
+                    cast_type: "text".into(),
+                })
+                .collect(),
+            unique_keys: unique_keys.iter().map(|k| text(k)).collect(),
+            case_insensitive_names: false,
+        }
+    }
+
+    fn described(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), "TEXT".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn written_columns_skip_the_site_column_and_a_flag_the_target_lacks() {
+        let stream = pull_stream("  delete_column = \"gone\"\n");
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        let target = table(&["site", "id", "updated_at"], &[&["site", "id"]]);
+        let written = check.columns(
+            &described(&["site", "id", "updated_at", "qty", "gone"]),
+            &target,
+        );
+        let targets: Vec<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(targets, ["id", "updated_at", "qty"]);
+        assert_eq!(
+            check.findings.problems,
+            ["master table `t` has no column `qty`; add it or map columns with `columns`"]
+        );
+    }
+
+    #[test]
+    fn a_delete_column_the_source_lacks_is_a_problem() {
+        let stream = pull_stream("  delete_column = \"gone\"\n");
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        let target = table(&["site", "id", "updated_at", "gone"], &[]);
+        check.columns(&described(&["id", "updated_at"]), &target);
+        assert_eq!(
+            check.findings.problems,
+            [
+                "site source has no column `gone` (the stream's `delete_column`); add it, or fix `delete_column`"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_conflict_key_needs_a_unique_key_and_mysql_warns_of_others() {
+        let stream = pull_stream("");
+        let written = [("id".to_string(), "id".to_string())];
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        check.keys(
+            Dialect::Postgres,
+            &table(&["site", "id"], &[&["id"]]),
+            &written,
+        );
+        assert_eq!(
+            check.findings.problems.len(),
+            1,
+            "{:?}",
+            check.findings.problems
+        );
+        assert!(
+            check.findings.problems[0].starts_with(
+                "master table `t` has no unique key on (site, id) (its unique keys: (id)); upserts need one: \
+                 CREATE UNIQUE INDEX \"t_hubsync_key\" ON \"t\" (\"site\", \"id\")"
+            ),
+            "{}",
+            check.findings.problems[0]
+        );
+        assert!(check.findings.warnings.is_empty());
+
+        let mut check = StreamCheck::new(Direction::Pull, &stream);
+        let target = table(&["id", "sku"], &[&["id", "site"], &["sku"]]);
+        check.keys(Dialect::MySql, &target, &written);
+        // `site` is neither a target column nor written.
+        assert_eq!(
+            check.findings.problems,
+            ["master table `t` has no key column `site`"]
+        );
+        assert_eq!(check.findings.warnings.len(), 1);
+        assert!(
+            check.findings.warnings[0].starts_with(
+                "master table `t` has a unique key on (sku) besides the stream's key (site, id)"
+            ),
+            "{}",
+            check.findings.warnings[0]
+        );
+    }
 }

@@ -2,10 +2,11 @@
 //!
 //! A [`Hub`] holds the master connection pool, the state store and the
 //! fleet limits. [`Hub::sync_flow`] runs one pass of a flow over a set of
-//! sites: each site in its own task, at most `max_concurrent_sites` at once,
-//! each with one connection opened for the run and closed after it. A site
-//! that fails fails only its own run; its error is recorded in the run
-//! history and returned in its [`SiteReport`].
+//! sites: each site in its own future, at most `max_concurrent_sites` at
+//! once, each run in the phases of `site_run.rs` (admit, start, work,
+//! finish) over one site connection, kept for the next run only after a
+//! success. A site that fails fails only its own run; its error is recorded
+//! in the run history and returned in its [`SiteReport`].
 //!
 //! Per stream and site the loop is: read the next keyset page after the
 //! checkpoint (cursor, primary key...), map it to target rows, then
@@ -27,22 +28,21 @@ mod plan;
 mod read;
 mod reconcile;
 pub mod schema;
+mod site_run;
 mod source;
 mod stream;
 mod target;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backon::Retryable as _;
-use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::RunError;
 use crate::config::{Config, Flow, Site};
 use crate::connector::{ConnectOptions, Connector, ConnectorError, ErrorKind};
-use crate::state::{INTERRUPTED, RunStatus, StateError, StateStore};
+use crate::state::{RunStatus, StateError, StateStore};
 
 pub use self::context::RunCounters;
 pub use self::plan::{StreamPlan, fingerprint, plan_streams};
@@ -362,7 +362,7 @@ impl Hub {
         options: SyncOptions,
         progress: &dyn Progress,
     ) -> Vec<SiteReport> {
-        let plans = plan_streams(self, flow).await;
+        let plans: Vec<Result<StreamPlan, RunError>> = plan_streams(self, flow).await;
         let suspects = self.circuit_suspects(flow).await;
         // Concurrency is bounded by `site_slots` inside `run_site`; join_all
         // keeps report order equal to `sites` order. (A loop rather than a
@@ -374,6 +374,8 @@ impl Hub {
         futures::future::join_all(runs).await
     }
 
+    /// One site's run in a pass: its splay offset (scheduled passes), a
+    /// site slot, then the phases of [`site_run::SiteRun`].
     async fn run_site(
         &self,
         flow: &Flow,
@@ -400,357 +402,15 @@ impl Hub {
         // Boxed: a pass creates one `run_site` future per site up front, and
         // the run's future is large (tens of KiB); unboxed, a fleet of 1,000
         // sites would hold about 100 MiB before the first site starts.
-        Box::pin(self.run_slotted(flow, site, plans, suspects, options, progress)).await
-    }
-
-    /// [`Hub::run_site`] once the site holds its slot.
-    async fn run_slotted(
-        &self,
-        flow: &Flow,
-        site: &Site,
-        plans: &[Result<StreamPlan, RunError>],
-        suspects: Option<&std::collections::HashSet<String>>,
-        options: SyncOptions,
-        progress: &dyn Progress,
-    ) -> SiteReport {
-        let started = Instant::now();
-        let mut report = SiteReport {
-            flow: flow.name.clone(),
-            site: site.id.clone(),
-            run_id: None,
-            status: RunStatus::Succeeded,
-            streams: Vec::new(),
-            error: None,
-            error_kind: None,
-            duration: Duration::ZERO,
-            note: None,
+        let run = site_run::SiteRun {
+            hub: self,
+            flow,
+            site,
+            plans,
+            options,
+            progress,
         };
-        if self.cancel.is_cancelled() {
-            report.status = RunStatus::Skipped;
-            report.error = Some("interrupted before the run started".into());
-            report.error_kind = Some(ErrorKind::Interrupted);
-            progress.site_finished(&report);
-            return report;
-        }
-        if !options.ignore_window
-            && let Some(window) = &flow.window
-        {
-            let zone = site
-                .timezone
-                .or(flow.timezone)
-                .unwrap_or(chrono_tz::Tz::UTC);
-            let local = chrono::Utc::now().with_timezone(&zone);
-            if !window.contains(local.time()) {
-                report.status = RunStatus::Skipped;
-                report.note = Some(format!(
-                    "outside the flow's window {window} ({zone}; it is {} there); not run",
-                    local.format("%H:%M")
-                ));
-                progress.site_finished(&report);
-                return report;
-            }
-        }
-        progress.site_started(&flow.name, &site.id);
-        if let Some((until, streak)) = self.circuit_open_until(flow, site, suspects).await {
-            report.status = RunStatus::Skipped;
-            report.error = Some(format!(
-                "flow `{}` site `{}`: circuit open after {} consecutive failed runs; skipped until {} (see `hubsync status`)",
-                flow.name,
-                site.id,
-                streak,
-                until.format("%Y-%m-%d %H:%M:%S UTC")
-            ));
-            progress.site_finished(&report);
-            return report;
-        }
-        // Cloned out first: the lock must not be held across the await.
-        let dead_runs = self.dead_runs.lock().expect("dead runs lock").clone();
-        if !options.dry_run {
-            match self
-                .state
-                .start_run(&self.master, &flow.name, &site.id, &dead_runs)
-                .await
-            {
-                Ok(run_id) => {
-                    progress.run_started(&flow.name, &site.id, &run_id);
-                    report.run_id = Some(run_id);
-                }
-                Err(e) => {
-                    if let StateError::AlreadyRunning { run_id, .. } = &e {
-                        progress.already_running(&flow.name, &site.id, run_id);
-                    }
-                    report.status = match e {
-                        StateError::AlreadyRunning { .. } => RunStatus::Skipped,
-                        _ => RunStatus::Failed,
-                    };
-                    report.error = Some(format!("flow `{}` site `{}`: {e}", flow.name, site.id));
-                    report.duration = started.elapsed();
-                    progress.site_finished(&report);
-                    return report;
-                }
-            }
-        }
-        let counters = RunCounters::default();
-        let run_id = report.run_id.clone();
-        let outcome = {
-            // A panic (a bug, or a driver failing on an unexpected value) must
-            // fail this site's run only, never the process and the fleet.
-            let work = std::panic::AssertUnwindSafe(self.run_streams(
-                flow,
-                site,
-                plans,
-                options,
-                progress,
-                &counters,
-                &mut report,
-            ))
-            .catch_unwind()
-            .map(|result| {
-                result.unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| panic.downcast_ref::<&str>().copied())
-                        .unwrap_or("unknown panic");
-                    Err(RunError::from(format!(
-                        "flow `{}` site `{}`: internal error (please report it): {message}",
-                        flow.name, site.id
-                    )))
-                })
-            });
-            // The heartbeat is a future of its own, polled beside the work:
-            // its UPDATE of the run's row waits while a batch transaction of
-            // this same run holds that row (`record_progress`), and that
-            // transaction can only commit if the work keeps being polled.
-            // (Awaited inside a `select!` arm, it stopped the work: the run
-            // hung on itself, found by the 10M-row bench.)
-            let heartbeats = async {
-                let mut heartbeat = tokio::time::interval(heartbeat_interval());
-                heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                heartbeat.tick().await; // the first tick is immediate; start_run wrote one
-                loop {
-                    heartbeat.tick().await;
-                    if let Some(run_id) = &run_id {
-                        let (read, written) = counters.get();
-                        if let Err(e) = self
-                            .state
-                            .heartbeat(&self.master, run_id, read, written)
-                            .await
-                        {
-                            tracing::warn!(flow = %flow.name, site = %site.id, "cannot record a heartbeat: {e}");
-                        }
-                    }
-                }
-            };
-            tokio::pin!(work);
-            tokio::pin!(heartbeats);
-            tokio::select! {
-                outcome = &mut work => outcome,
-                () = &mut heartbeats => unreachable!("the heartbeat loop never ends"),
-            }
-        };
-        let quarantined: u64 = report.streams.iter().map(|s| s.quarantined).sum();
-        let detection_failed: Vec<String> = report
-            .streams
-            .iter()
-            .filter_map(|s| {
-                s.delete_detection_error.as_ref().map(|e| {
-                    format!(
-                        "flow `{}` stream `{}` site `{}`: rows applied, but {e}",
-                        flow.name, s.stream, site.id
-                    )
-                })
-            })
-            .collect();
-        if let Err(error) = outcome {
-            report.status = RunStatus::Failed;
-            report.error_kind = Some(error.kind);
-            report.error = Some(error.message);
-        } else if !detection_failed.is_empty() {
-            report.status = RunStatus::Partial;
-            report.error = Some(detection_failed.join("; "));
-        } else if quarantined > 0 {
-            report.status = RunStatus::Partial;
-            // Only data errors are quarantined.
-            report.error_kind = Some(ErrorKind::Data);
-            report.error = Some(format!(
-                "flow `{}` site `{}`: {quarantined} row(s) refused by the target were quarantined \
-                 (table `{}`); they are retried when they change at the source",
-                flow.name,
-                site.id,
-                self.state.table_name("quarantine")
-            ));
-        }
-        report.duration = started.elapsed();
-        if let Some(run_id) = &report.run_id {
-            let notes: Vec<String> = report
-                .streams
-                .iter()
-                .filter_map(|s| {
-                    s.note
-                        .as_ref()
-                        .map(|n| format!("stream `{}`: {n}", s.stream))
-                })
-                .collect();
-            let note = (!notes.is_empty()).then(|| notes.join("; "));
-            if let Err(e) = self
-                .state
-                .finish_run(
-                    &self.master,
-                    run_id,
-                    report.status,
-                    report.rows_read(),
-                    report.rows_written(),
-                    report.error.as_deref(),
-                    report.error_kind,
-                    note.as_deref(),
-                )
-                .await
-            {
-                tracing::error!(flow = %flow.name, site = %site.id, "cannot record the end of run {run_id}: {e}");
-                self.dead_runs
-                    .lock()
-                    .expect("dead runs lock")
-                    .insert(run_id.clone());
-            }
-        }
-        // Debug level: progress lines already show each finished run.
-        match &report.error {
-            Some(error) => {
-                tracing::debug!(flow = %flow.name, site = %site.id, "run ended: {error}")
-            }
-            None => tracing::debug!(
-                flow = %flow.name,
-                site = %site.id,
-                rows_read = report.rows_read(),
-                rows_written = report.rows_written(),
-                "run succeeded"
-            ),
-        }
-        crate::telemetry::run_finished(&report);
-        progress.site_finished(&report);
-        report
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_streams(
-        &self,
-        flow: &Flow,
-        site: &Site,
-        plans: &[Result<StreamPlan, RunError>],
-        options: SyncOptions,
-        progress: &dyn Progress,
-        counters: &RunCounters,
-        report: &mut SiteReport,
-    ) -> Result<(), RunError> {
-        let site_options = ConnectOptions {
-            max_connections: 1,
-            connect_timeout: self.config.hub.connect_timeout,
-            acquire_timeout: self.config.hub.connect_timeout,
-            statement_timeout: site.statement_timeout(&self.config.hub),
-            create_if_missing: false,
-        };
-        // Connection failures are retried with exponential backoff and jitter
-        // (a site on a shop-floor network drops out for seconds at a time).
-        let backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(30))
-            .with_max_times(self.config.hub.connect_retries)
-            .with_jitter();
-        let site_conn = match self.site_connections.take(&site.id).await {
-            Some(kept) if kept.idle_alive(self.config.hub.connect_timeout).await => kept,
-            kept => {
-                // Not kept, or it died while idle (the site restarted): log in.
-                if let Some(dead) = kept {
-                    self.site_connections.close(dead).await;
-                }
-                let busy =
-                    self.config.hub.max_concurrent_sites - self.site_slots.available_permits();
-                self.site_connections.make_room(busy).await;
-                let retries = std::sync::atomic::AtomicU32::new(0);
-                let connected = (|| Connector::connect(&site.url, &site_options))
-                    .retry(backoff)
-                    .when(|e: &ConnectorError| e.is_transient() && !self.cancel.is_cancelled())
-                    .notify(|e: &ConnectorError, wait: Duration| {
-                        retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::info!(flow = %flow.name, site = %site.id, "retrying in {:.1} s: {e}", wait.as_secs_f64());
-                    })
-                    .await;
-                let attempts = 1 + retries.load(std::sync::atomic::Ordering::Relaxed);
-                match connected {
-                    Ok(conn) => {
-                        crate::telemetry::site_connection_opened();
-                        conn
-                    }
-                    Err(e) => {
-                        let error = RunError::connector(
-                            format_args!("flow `{}` site `{}`", flow.name, site.id),
-                            &e,
-                        );
-                        return Err(if attempts > 1 {
-                            RunError::new(
-                                error.kind,
-                                format!("{} (after {attempts} attempts)", error.message),
-                            )
-                        } else {
-                            error
-                        });
-                    }
-                }
-            }
-        };
-        let mut result = Ok(());
-        let run_id = report.run_id.clone();
-        for (stream, plan) in flow.streams.iter().zip(plans) {
-            if self.cancel.is_cancelled() {
-                result = Err(RunError::interrupted(format!(
-                    "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
-                )));
-                break;
-            }
-            let place = format!(
-                "flow `{}` stream `{}` site `{}`",
-                flow.name, stream.name, site.id
-            );
-            let plan = match plan {
-                Ok(plan) => plan,
-                Err(e) => {
-                    result = Err(RunError::from(format!("{place}: {e}")));
-                    break;
-                }
-            };
-            let mut stream_report = StreamReport {
-                stream: stream.name.clone(),
-                ..StreamReport::default()
-            };
-            let run = context::StreamRun {
-                hub: self,
-                flow,
-                stream,
-                plan,
-                site,
-                site_conn: &site_conn,
-                options,
-                progress,
-                cancel: &self.cancel,
-                counters,
-                run_id: run_id.as_deref(),
-            };
-            let outcome = run.run(&mut stream_report).await;
-            report.streams.push(stream_report);
-            if let Err(e) = outcome {
-                result = Err(e.at(&place));
-                break;
-            }
-        }
-        // A connection that served a whole run is kept for the next one; after
-        // a failure it may be broken or stuck in a timed-out statement.
-        if result.is_ok() {
-            self.site_connections.give_back(&site.id, site_conn).await;
-        } else {
-            self.site_connections.close(site_conn).await;
-        }
-        result
+        Box::pin(run.run(suspects)).await
     }
 }
 
