@@ -418,7 +418,7 @@ pub struct Stream {
     pub late_commits: LateCommits,
     /// Create the target table from the source's columns when it is
     /// missing (mapped types, `NOT NULL` key, primary key on the conflict
-    /// key; see `flow/schema.rs`).
+    /// key; see `dialect/types.rs`).
     pub create_target: bool,
     /// Source columns holding booleans as 0/1 integers (MySQL `TINYINT(1)`,
     /// signed or not, which is otherwise a small integer): read as booleans, any other

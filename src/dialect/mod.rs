@@ -13,6 +13,7 @@
 
 pub mod keys;
 pub mod params;
+pub mod types;
 
 use std::fmt::Write as _;
 

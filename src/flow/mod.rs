@@ -27,7 +27,7 @@ pub mod limits;
 mod plan;
 mod read;
 mod reconcile;
-pub mod schema;
+
 mod site_run;
 mod source;
 mod stream;

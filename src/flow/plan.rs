@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 
 use super::Hub;
 use super::error::RunError;
-use super::schema::{Logical, incompatibility, source_logical, target_logical};
 use crate::config::{Direction, Flow, Source, Stream};
 use crate::connector::TableInfo;
+use crate::dialect::types::{Logical, incompatibility, source_logical, target_logical};
 
 /// What a stream needs that is the same for every site, found once per
 /// pass: for a pull, the master target table's description.

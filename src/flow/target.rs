@@ -5,10 +5,10 @@
 use super::context::StreamRun;
 use super::error::RunError;
 use super::leg::Leg;
-use super::schema::{Logical, create_table_sql, source_logical};
 use super::source::ResolvedSource;
 use crate::config::Direction;
 use crate::connector::{Connector, TableInfo};
+use crate::dialect::types::{Logical, create_table_sql, source_logical};
 
 impl StreamRun<'_> {
     /// The target's description, read at the target; a missing table is
@@ -44,7 +44,7 @@ impl StreamRun<'_> {
     }
 
     /// Creates the missing target table from the source's columns (see
-    /// `flow/schema.rs`): for a pull, `site_column` (text) first; the
+    /// `dialect/types.rs`): for a pull, `site_column` (text) first; the
     /// primary key is the conflict key. Returns its description.
     async fn create_target(
         &self,

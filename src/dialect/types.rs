@@ -1,13 +1,14 @@
-//! Schema checks and `create_target`: what logical type (see
+//! The type map per dialect (pure, no I/O): what logical type (see
 //! `docs/types.md`) a source or target column holds, which pairs cannot
-//! carry values, and the DDL of a target table made from a source's columns.
+//! carry values (the schema check of a run and of `hubsync check`), and the
+//! DDL of a target table made from a source's columns (`create_target`).
 //!
 //! Source types are the names `Connector::describe_query` reports (sqlx's
 //! names on PostgreSQL, `connector/mysql.rs` `type_name` on MySQL, declared
 //! types on SQLite); target types are `describe_table`'s `data_type`
 //! (`format_type()`, MySQL `COLUMN_TYPE`, SQLite declared types).
 
-use crate::dialect::Dialect;
+use super::Dialect;
 
 /// The logical types of `docs/types.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
