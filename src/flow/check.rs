@@ -250,23 +250,11 @@ impl<'a> StreamCheck<'a> {
         target_info: &TableInfo,
     ) -> Vec<(String, String)> {
         let stream = self.stream;
-        let source_columns: Vec<&String> = described.iter().map(|(name, _)| name).collect();
-        let written: Vec<(String, String)> = match &stream.columns {
-            Some(pairs) => pairs.clone(),
-            None => source_columns
-                .iter()
-                .filter(|c| {
-                    self.direction == Direction::Push || stream.site_column.as_ref() != Some(**c)
-                })
-                // The soft-delete flag is copied only where the target has it.
-                .filter(|c| {
-                    stream.delete_column.as_ref() != Some(**c) || target_info.column(c).is_some()
-                })
-                .map(|c| ((*c).clone(), (*c).clone()))
-                .collect(),
-        };
+        let source_columns: Vec<String> = described.iter().map(|(name, _)| name.clone()).collect();
+        let written =
+            MappingPlan::written_columns(stream, self.direction, &source_columns, target_info);
         if let Some(flag) = &stream.delete_column
-            && !source_columns.contains(&flag)
+            && !source_columns.contains(flag)
         {
             self.findings.problems.push(format!(
                 "{} source has no column `{flag}` (the stream's `delete_column`); add it, or fix `delete_column`",

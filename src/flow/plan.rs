@@ -10,6 +10,7 @@ use super::error::RunError;
 use crate::config::{Direction, Flow, Source, Stream};
 use crate::connector::TableInfo;
 use crate::dialect::types::{Logical, incompatibility, source_logical, target_logical};
+use crate::mediate::MappingPlan;
 
 /// What a stream needs that is the same for every site, found once per
 /// pass: for a pull, the master target table's description.
@@ -112,16 +113,8 @@ pub(crate) fn schema_problems(
     target_dialect: crate::dialect::Dialect,
     target: &TableInfo,
 ) -> Vec<String> {
-    let written: Vec<(String, String)> = match &stream.columns {
-        Some(pairs) => pairs.clone(),
-        None => described
-            .iter()
-            .filter(|(name, _)| {
-                direction == Direction::Push || stream.site_column.as_ref() != Some(name)
-            })
-            .map(|(name, _)| (name.clone(), name.clone()))
-            .collect(),
-    };
+    let source_columns: Vec<String> = described.iter().map(|(name, _)| name.clone()).collect();
+    let written = MappingPlan::written_columns(stream, direction, &source_columns, target);
     let mut problems = Vec::new();
     for (target_column, source_column) in written {
         let (Some((_, source_type)), Some(target_info)) = (

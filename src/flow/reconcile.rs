@@ -38,6 +38,7 @@ use crate::config::{Direction, Stream};
 use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::keys::{KeyRange, digest_keys};
 use crate::dialect::{Dialect, SelectFrom, UpsertSpec};
+use crate::mediate::MappingPlan;
 use crate::value::Value;
 
 /// Keys looked up at the source per statement when confirming candidates.
@@ -457,12 +458,9 @@ impl DetectDeletes<'_> {
         if gone.is_empty() {
             return Ok(0);
         }
-        let columns: Vec<String> = at
-            .site
-            .map(|(column, _)| column.to_string())
-            .into_iter()
-            .chain(self.stream.primary_key.iter().cloned())
-            .collect();
+        // The delete key is the upsert's conflict key (`site_column` first
+        // on a pull, where `at.site` carries its value).
+        let columns = MappingPlan::conflict_key_of(self.stream, self.direction);
         let types: Vec<String> = columns
             .iter()
             .map(|c| {

@@ -111,6 +111,30 @@ impl MappingPlan {
         key
     }
 
+    /// The (target, source) column pairs `stream` writes besides a pull's
+    /// `site_column`: the `columns` mapping, or every source column under
+    /// its own name, except one named like a pull's `site_column` (the site
+    /// id replaces it: that is what the column means at the master) and the
+    /// soft-delete flag where the target does not keep it. Used by
+    /// [`MappingPlan::build`], the schema check and `hubsync check`, so all
+    /// three agree on what is written.
+    pub(crate) fn written_columns(
+        stream: &Stream,
+        direction: Direction,
+        source_columns: &[String],
+        target: &TableInfo,
+    ) -> Vec<(String, String)> {
+        match &stream.columns {
+            Some(pairs) => pairs.clone(),
+            None => source_columns
+                .iter()
+                .filter(|c| direction == Direction::Push || stream.site_column.as_ref() != Some(*c))
+                .filter(|c| stream.delete_column.as_ref() != Some(*c) || target.column(c).is_some())
+                .map(|c| (c.clone(), c.clone()))
+                .collect(),
+        }
+    }
+
     /// Builds the plan of `stream` in `direction` for a source returning
     /// `source_columns` (names, in order) into the table `target`
     /// (`target_place` names it in messages).
@@ -144,30 +168,11 @@ impl MappingPlan {
             target_columns.push(site_column.clone());
             sources.push(MapSource::SiteId);
         }
-        match &stream.columns {
-            Some(pairs) => {
-                for (target_column, source_column) in pairs {
-                    target_columns.push(target_column.clone());
-                    sources.push(MapSource::Column(find_source(source_column)?));
-                }
-            }
-            None => {
-                for (index, column) in source_columns.iter().enumerate() {
-                    // A source column named like the pull's `site_column` is
-                    // replaced by the site id, which that column means at the master.
-                    if direction == Direction::Pull && stream.site_column.as_ref() == Some(column) {
-                        continue;
-                    }
-                    // The soft-delete flag is copied only where the target keeps it.
-                    if stream.delete_column.as_ref() == Some(column)
-                        && target.column(column).is_none()
-                    {
-                        continue;
-                    }
-                    target_columns.push(column.clone());
-                    sources.push(MapSource::Column(index));
-                }
-            }
+        for (target_column, source_column) in
+            MappingPlan::written_columns(stream, direction, source_columns, target)
+        {
+            sources.push(MapSource::Column(find_source(&source_column)?));
+            target_columns.push(target_column);
         }
         let mut column_types = Vec::with_capacity(target_columns.len());
         for column in &target_columns {
