@@ -97,6 +97,16 @@ fn permission_denied_at_the_master_fails_the_site_and_quarantines_nothing() {
     let clerk = master.replacen("postgres@", &format!("{role}@"), 1);
     let fleet = Fleet::new();
     fleet.write_config(&quarantine_pull(&clerk, &site, ""));
+    // `check` says so before any sync.
+    let checked = fleet.hubsync(&["check"]);
+    assert_eq!(checked.code, 1, "{}{}", checked.stdout, checked.stderr);
+    assert!(
+        checked.stdout.contains(
+            "master table `sales`: the hub's login lacks INSERT, UPDATE on it; grant it (`GRANT INSERT, UPDATE ON ... TO <login>`)"
+        ),
+        "{}",
+        checked.stdout
+    );
     let out = fleet.hubsync(&["sync"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(

@@ -387,6 +387,24 @@ impl Dialect {
         ))
     }
 
+    /// SQL telling whether the login may SELECT, INSERT, UPDATE and DELETE
+    /// rows of the table named by parameter 1 (its quoted name, see
+    /// [`Dialect::quote_table`]): one row of four booleans (NULL when the
+    /// table is not found). `None` where hubsync does not ask: MySQL (the
+    /// grants are spread over several `information_schema` tables and roles)
+    /// and SQLite (no privileges; the file's permissions decide).
+    pub fn table_privileges_sql(self) -> Option<&'static str> {
+        match self {
+            Dialect::Postgres => Some(
+                "SELECT has_table_privilege(to_regclass($1::text), 'SELECT'), \
+                 has_table_privilege(to_regclass($1::text), 'INSERT'), \
+                 has_table_privilege(to_regclass($1::text), 'UPDATE'), \
+                 has_table_privilege(to_regclass($1::text), 'DELETE')",
+            ),
+            Dialect::MySql | Dialect::Sqlite => None,
+        }
+    }
+
     /// SQL counting the rows of `from` whose `column` is NULL (rows a
     /// keyset read on that cursor never returns).
     pub fn null_count(self, from: SelectFrom<'_>, column: &str) -> String {

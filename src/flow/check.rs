@@ -14,6 +14,7 @@ use crate::config::{Config, Direction, Flow, Site, Source, Stream};
 use crate::connector::{ConnectOptions, Connector, TableInfo};
 use crate::dialect::Dialect;
 use crate::mediate::MappingPlan;
+use crate::value::Value;
 
 /// One finding of `check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +188,7 @@ async fn check_stream(
         check.findings.problems.push(problem);
     }
     check.keys(target.dialect(), &target_info, &written);
+    check.privileges(target).await;
     check.source_warnings(source).await;
     check.findings
 }
@@ -302,6 +304,41 @@ impl<'a> StreamCheck<'a> {
                     conflict_key.join(", ")
                 ));
             }
+        }
+    }
+
+    /// Where the target's dialect says (PostgreSQL), the privileges the
+    /// hub's login needs on the target table: SELECT, INSERT and UPDATE, and
+    /// DELETE when rows are deleted (`delete_column`, `deletes = "detect"`).
+    /// A failed question is no finding: the sync would say more.
+    async fn privileges(&mut self, target: &Connector) {
+        let Some(sql) = target.dialect().table_privileges_sql() else {
+            return;
+        };
+        let name = Value::Text(target.dialect().quote_table(&self.stream.target));
+        let Ok(batch) = target.query(sql, &[name]).await else {
+            return;
+        };
+        let Some(row) = batch.rows.first() else {
+            return;
+        };
+        let deletes = self.stream.delete_column.is_some()
+            || self.stream.deletes == crate::config::Deletes::Detect;
+        let missing: Vec<&str> = ["SELECT", "INSERT", "UPDATE", "DELETE"]
+            .into_iter()
+            .zip(row)
+            .filter(|(privilege, _)| *privilege != "DELETE" || deletes)
+            .filter(|(_, granted)| matches!(granted, Value::Bool(false)))
+            .map(|(privilege, _)| privilege)
+            .collect();
+        if !missing.is_empty() {
+            self.findings.problems.push(format!(
+                "{} table `{}`: the hub's login lacks {} on it; grant it (`GRANT {} ON ... TO <login>`)",
+                self.target_side,
+                self.stream.target,
+                missing.join(", "),
+                missing.join(", ")
+            ));
         }
     }
 
