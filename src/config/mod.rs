@@ -1143,30 +1143,45 @@ fn check_primary_key_names(primary_key: &[String], place: &str, problems: &mut V
     }
 }
 
+/// The name a table is compared by in [`check_pulled_and_pushed`]: without
+/// the default schema a dialect adds when none is written (`public.` on
+/// PostgreSQL, `main.` on SQLite), so `public.sales` and `sales` are one
+/// table. Other schemas stay: `staging.sales` is another table.
+fn table_identity(table: &str) -> &str {
+    table
+        .strip_prefix("public.")
+        .or_else(|| table.strip_prefix("main."))
+        .unwrap_or(table)
+}
+
 /// A table may not be both pulled and pushed: at the master (pull target vs
-/// push source) or at the sites (pull source vs push target).
+/// push source) or at the sites (pull source vs push target). Names are
+/// compared by [`table_identity`].
 fn check_pulled_and_pushed(flows: &[Flow], problems: &mut Vec<String>) {
     let mut master_written = BTreeMap::new();
     let mut site_read = BTreeMap::new();
     for flow in flows.iter().filter(|f| f.direction == Direction::Pull) {
         for stream in &flow.streams {
-            master_written.insert(stream.target.clone(), (&flow.name, &stream.name));
+            master_written.insert(
+                table_identity(&stream.target).to_string(),
+                (&flow.name, &stream.name),
+            );
             if let Source::Table(table) = &stream.source {
-                site_read.insert(table.clone(), (&flow.name, &stream.name));
+                site_read.insert(table_identity(table).to_string(), (&flow.name, &stream.name));
             }
         }
     }
     for flow in flows.iter().filter(|f| f.direction == Direction::Push) {
         for stream in &flow.streams {
             if let Source::Table(table) = &stream.source
-                && let Some((pull_flow, pull_stream)) = master_written.get(table)
+                && let Some((pull_flow, pull_stream)) = master_written.get(table_identity(table))
             {
                 problems.push(format!(
                     "flow `{}` stream `{}`: master table `{table}` is pushed but also pulled by flow `{pull_flow}` stream `{pull_stream}`; a table may move one way only",
                     flow.name, stream.name
                 ));
             }
-            if let Some((pull_flow, pull_stream)) = site_read.get(&stream.target) {
+            if let Some((pull_flow, pull_stream)) = site_read.get(table_identity(&stream.target)) {
                 problems.push(format!(
                     "flow `{}` stream `{}`: site table `{}` is pushed but also pulled by flow `{pull_flow}` stream `{pull_stream}`; a table may move one way only",
                     flow.name, stream.name, stream.target
@@ -1455,6 +1470,27 @@ mod tests {
                 "flow `down` stream `stock`: site table `stock` is pushed but also pulled by flow `up` stream `stock`; a table may move one way only"
             ]
         );
+        // The default schema written out is the same table (a fresh-user
+        // trial pushed into `public.sales` while pulling `sales`, and a row
+        // deleted at the site came back); another schema is another table.
+        let pushed_qualified = text.replacen(
+            "source = \"catalog\"\n              target = \"stock\"",
+            "source = \"catalog\"\n              target = \"public.stock\"",
+            1,
+        );
+        assert_ne!(pushed_qualified, text);
+        assert_eq!(
+            parse(&pushed_qualified).unwrap_err().problems,
+            vec![
+                "flow `down` stream `public.stock`: site table `public.stock` is pushed but also pulled by flow `up` stream `stock`; a table may move one way only"
+            ]
+        );
+        let other_schema = text.replacen(
+            "source = \"catalog\"\n              target = \"stock\"",
+            "source = \"catalog\"\n              target = \"staging.stock\"",
+            1,
+        );
+        assert!(parse(&other_schema).is_ok());
     }
 
     #[test]
