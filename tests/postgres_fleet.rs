@@ -720,6 +720,70 @@ fn a_site_clock_that_went_back_is_reported() {
     );
 }
 
+/// `on_error = "quarantine"` also covers values hubsync refuses itself
+/// before writing (see the comment inside).
+#[test]
+fn a_value_hubsync_refuses_before_writing_is_quarantined_too() {
+    // Found by a fresh-user trial: a value the master's column would round
+    // (1.005 into numeric(10,2)) is refused by hubsync before the write;
+    // under `on_error = "quarantine"` it stopped the whole site, and the
+    // valid rows of its batch were not applied.
+    let master = pg_create_db("prewrite_master");
+    let site = pg_create_db("prewrite_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, amount numeric(10,2), updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id int PRIMARY KEY, amount numeric(12,3), updated_at timestamptz NOT NULL);
+         INSERT INTO sales VALUES (1, 1.250, '2026-01-01 00:00:01+00'), (2, 1.005, '2026-01-01 00:00:02+00'),
+                                  (3, 3.000, '2026-01-01 00:00:03+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&sales_pull(
+        &master,
+        &site_block("s1", &site),
+        "on_error = \"quarantine\"",
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        psql(&master, "SELECT id, amount FROM sales ORDER BY id"),
+        "1|1.25\n3|3.00"
+    );
+    assert_eq!(
+        psql(&master, "SELECT row_key FROM hubsync.quarantine"),
+        "[{\"t\":\"text\",\"v\":\"s1\"},{\"t\":\"int\",\"v\":2}]"
+    );
+    let error = psql(&master, "SELECT error FROM hubsync.quarantine");
+    assert!(
+        error.starts_with("row (store_id, id) = (s1, 2): column `amount`: value `1.005`"),
+        "{error}"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT status, rows_read, rows_written, error_kind FROM hubsync.runs"
+        ),
+        "partial|3|2|data"
+    );
+    // Fixed at the source: applied and released.
+    psql(
+        &site,
+        "UPDATE sales SET amount = 1.01, updated_at = '2026-01-02 00:00:00+00' WHERE id = 2;",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT id, amount FROM sales ORDER BY id"),
+        "1|1.25\n2|1.01\n3|3.00"
+    );
+    assert_eq!(
+        psql(&master, "SELECT count(*) FROM hubsync.quarantine"),
+        "0"
+    );
+}
+
 /// `on_error = "quarantine"`: a row the master refuses goes to the
 /// quarantine table with its site, key, values and error; the rest of the
 /// batch is applied; the run is `partial` (exit 1). When the row is fixed at

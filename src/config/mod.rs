@@ -1167,7 +1167,10 @@ fn check_pulled_and_pushed(flows: &[Flow], problems: &mut Vec<String>) {
                 (&flow.name, &stream.name),
             );
             if let Source::Table(table) = &stream.source {
-                site_read.insert(table_identity(table).to_string(), (&flow.name, &stream.name));
+                site_read.insert(
+                    table_identity(table).to_string(),
+                    (&flow.name, &stream.name),
+                );
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::capture;
 use crate::config::OnError;
 use crate::connector::{Connector, ConnectorError, ErrorKind, Savepoint};
 use crate::dialect::UpsertSpec;
-use crate::mediate::ValueFixes;
+use crate::mediate::{MapError, ValueFixes};
 use crate::state::{Checkpoint, CheckpointKey, StateError};
 use crate::value::{Batch, Value};
 
@@ -194,6 +194,9 @@ pub(super) struct BatchWrite<'a> {
     delete: UpsertSpec<'a>,
     /// Conflict keys of soft-deleted source rows.
     deleted_keys: &'a [Vec<Value>],
+    /// Quarantine entries of rows refused before writing (by the mapping
+    /// plan's value checks), stored with the batch.
+    refused_before: &'a [(String, String, String)],
     /// The checkpoint's key.
     key: &'a CheckpointKey,
     /// The checkpoint as stored (what the write expects to replace).
@@ -292,10 +295,30 @@ impl StreamRun<'_> {
             booleans: &self.stream.booleans,
             site_zone: self.site.timezone,
         };
-        let mapped =
-            place
-                .mapping
-                .map_batch(batch, &self.site.id, &fixes, part == ReadPart::Cursor)?;
+        let with_end = part == ReadPart::Cursor;
+        let (mapped, refused) =
+            if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
+                // A value refused before writing is quarantined like one the
+                // database refuses; the batch is mapped again row by row only
+                // when some row was refused.
+                match place
+                    .mapping
+                    .map_batch(batch.clone(), &self.site.id, &fixes, with_end)
+                {
+                    Ok(mapped) => (mapped, Vec::new()),
+                    Err(MapError::Row(_)) => {
+                        place
+                            .mapping
+                            .map_batch_sparing(batch, &self.site.id, &fixes, with_end)?
+                    }
+                    Err(plan) => return Err(plan.into()),
+                }
+            } else {
+                let mapped = place
+                    .mapping
+                    .map_batch(batch, &self.site.id, &fixes, with_end)?;
+                (mapped, Vec::new())
+            };
         let checkpoint = next_checkpoint(
             applied.saved.as_ref(),
             mapped.end,
@@ -311,6 +334,7 @@ impl StreamRun<'_> {
                 applied,
                 &mapped.rows,
                 &mapped.deleted_keys,
+                &refused,
                 checkpoint.as_ref(),
                 part == ReadPart::Late,
             )
@@ -352,6 +376,7 @@ impl StreamRun<'_> {
         applied: &Applied,
         rows: &[Vec<Value>],
         deleted_keys: &[Vec<Value>],
+        refused: &[(Vec<Value>, String)],
         checkpoint: Option<&Checkpoint>,
         count_changed_only: bool,
     ) -> Result<(u64, u64, u64, bool), RunError> {
@@ -362,14 +387,20 @@ impl StreamRun<'_> {
             (Some(new), Some(old)) => new.same_position(old),
             _ => false,
         };
+        let upsert = UpsertSpec {
+            table: &self.stream.target,
+            columns: &mapping.target_columns,
+            column_types: &mapping.column_types,
+            key: &mapping.conflict_key,
+        };
+        let refused_before: Vec<(String, String, String)> = refused
+            .iter()
+            .map(|(row, why)| quarantine_entry(&upsert, row, why))
+            .collect();
         let write = BatchWrite {
-            upsert: UpsertSpec {
-                table: &self.stream.target,
-                columns: &mapping.target_columns,
-                column_types: &mapping.column_types,
-                key: &mapping.conflict_key,
-            },
+            upsert,
             rows,
+            refused_before: &refused_before,
             delete: mapping.delete_spec(&self.stream.target, &key_types),
             deleted_keys,
             key: place.key,
@@ -445,6 +476,7 @@ impl StreamRun<'_> {
         if leg.writes_master
             && write.checkpoint_stored
             && write.deleted_keys.is_empty()
+            && write.refused_before.is_empty()
             && !write.release_quarantine
             && !rows.is_empty()
             && matches!(target.changed_rows(spec, rows).await, Ok(Some(0)))
@@ -503,6 +535,7 @@ impl StreamRun<'_> {
         let target = leg.target;
         let mut tx = target.begin().await?;
         let (written, refused) = match tx.upsert(spec, rows).await {
+            Ok(_) if rows.is_empty() => (0, Vec::new()),
             Ok(written) => (written, Vec::new()),
             Err(e) => {
                 drop(tx);
@@ -524,12 +557,13 @@ impl StreamRun<'_> {
             read: if write.count_changed_only {
                 written
             } else {
-                (rows.len() + write.deleted_keys.len()) as u64
+                (rows.len() + write.deleted_keys.len() + write.refused_before.len()) as u64
             },
             written,
             quarantined: refused
                 .iter()
                 .map(|(i, error)| quarantine_entry(spec, &rows[*i], error))
+                .chain(write.refused_before.iter().cloned())
                 .collect(),
             released,
         };

@@ -289,6 +289,71 @@ impl MappingPlan {
         })
     }
 
+    /// Like [`MappingPlan::map_batch`], row by row, for a stream that
+    /// quarantines refused rows (`on_error = "quarantine"`): a row whose
+    /// value is refused here is set aside as (its target row, the reason)
+    /// instead of failing the batch; the others are mapped as usual. The
+    /// end position is the last source row's, refused or not (it is read
+    /// past, and quarantined).
+    ///
+    /// Errors: [`MapError::Plan`]; a [`MapError::Row`] of the end position
+    /// itself (a NULL key), which no quarantine can keep.
+    pub(crate) fn map_batch_sparing(
+        &self,
+        batch: Batch,
+        site_id: &str,
+        fixes: &ValueFixes<'_>,
+        with_end: bool,
+    ) -> Result<(MappedBatch, Vec<(Vec<Value>, String)>), MapError> {
+        let end = match batch.rows.last() {
+            Some(last) if with_end => {
+                let mut last = vec![last.clone()];
+                let instant = match fixes.cursor_date_time {
+                    Some(declared) => self.read_cursor_instants(&mut last, site_id, declared)?,
+                    None => None,
+                };
+                let mut position = self.position(&last[0])?;
+                if let Some(instant) = instant {
+                    position[0] = instant;
+                }
+                Some(position)
+            }
+            _ => None,
+        };
+        let mut mapped = MappedBatch {
+            rows: Vec::with_capacity(batch.rows.len()),
+            deleted_keys: Vec::new(),
+            end,
+            read: 0,
+        };
+        let mut refused = Vec::new();
+        let columns = batch.columns;
+        for row in batch.rows {
+            let one = Batch {
+                columns: columns.clone(),
+                rows: vec![row.clone()],
+            };
+            match self.map_batch(one, site_id, fixes, false) {
+                Ok(good) => {
+                    mapped.rows.extend(good.rows);
+                    mapped.deleted_keys.extend(good.deleted_keys);
+                    mapped.read += good.read;
+                }
+                Err(MapError::Row(why)) => {
+                    let one = Batch {
+                        columns: columns.clone(),
+                        rows: vec![row],
+                    };
+                    let target_row = self.map_rows(one, site_id).pop().unwrap_or_default();
+                    refused.push((target_row, why));
+                    mapped.read += 1;
+                }
+                Err(plan) => return Err(plan),
+            }
+        }
+        Ok((mapped, refused))
+    }
+
     /// Indexes in `target_columns` of the conflict key columns.
     pub(crate) fn key_indexes(&self) -> Vec<usize> {
         self.conflict_key
