@@ -12,7 +12,7 @@ use crate::capture;
 use crate::config::OnError;
 use crate::connector::{Connector, ConnectorError, ErrorKind, Savepoint};
 use crate::dialect::UpsertSpec;
-use crate::mediate::{MapError, ValueFixes};
+use crate::mediate::{MapError, MappedBatch, ValueFixes};
 use crate::state::{Checkpoint, CheckpointKey, StateError};
 use crate::value::{Batch, Value};
 
@@ -296,32 +296,30 @@ impl StreamRun<'_> {
             site_zone: self.site.timezone,
         };
         let with_end = part == ReadPart::Cursor;
-        let (mapped, refused) =
-            if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
-                // A value refused before writing is quarantined like one the
-                // database refuses; the batch is mapped again row by row only
-                // when some row was refused.
-                match place
-                    .mapping
-                    .map_batch(batch.clone(), &self.site.id, &fixes, with_end)
-                {
-                    Ok(mapped) => (mapped, Vec::new()),
-                    Err(MapError::Row(_)) => {
-                        place
-                            .mapping
-                            .map_batch_sparing(batch, &self.site.id, &fixes, with_end)?
-                    }
-                    Err(plan) => return Err(plan.into()),
+        let mapped = if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
+            // A value refused before writing is quarantined like one the
+            // database refuses; the batch is mapped again row by row only
+            // when some row was refused.
+            match place
+                .mapping
+                .map_batch(batch.clone(), &self.site.id, &fixes, with_end)
+            {
+                Ok(mapped) => mapped,
+                Err(MapError::Row(_)) => {
+                    place
+                        .mapping
+                        .map_batch_sparing(batch, &self.site.id, &fixes, with_end)?
                 }
-            } else {
-                let mapped = place
-                    .mapping
-                    .map_batch(batch, &self.site.id, &fixes, with_end)?;
-                (mapped, Vec::new())
-            };
+                Err(plan) => return Err(plan.into()),
+            }
+        } else {
+            place
+                .mapping
+                .map_batch(batch, &self.site.id, &fixes, with_end)?
+        };
         let checkpoint = next_checkpoint(
             applied.saved.as_ref(),
-            mapped.end,
+            mapped.end.clone(),
             self.stream.cursor_lag,
             place,
         );
@@ -332,9 +330,7 @@ impl StreamRun<'_> {
             self.write_batch(
                 place,
                 applied,
-                &mapped.rows,
-                &mapped.deleted_keys,
-                &refused,
+                &mapped,
                 checkpoint.as_ref(),
                 part == ReadPart::Late,
             )
@@ -374,12 +370,11 @@ impl StreamRun<'_> {
         &self,
         place: &RunPlace<'_>,
         applied: &Applied,
-        rows: &[Vec<Value>],
-        deleted_keys: &[Vec<Value>],
-        refused: &[(Vec<Value>, String)],
+        mapped: &MappedBatch,
         checkpoint: Option<&Checkpoint>,
         count_changed_only: bool,
     ) -> Result<(u64, u64, u64, bool), RunError> {
+        let (rows, deleted_keys) = (&mapped.rows, &mapped.deleted_keys);
         let mapping = place.mapping;
         let key_types = mapping.key_types();
         // A new snapshot alone is not worth a write (see `run`).
@@ -393,7 +388,8 @@ impl StreamRun<'_> {
             column_types: &mapping.column_types,
             key: &mapping.conflict_key,
         };
-        let refused_before: Vec<(String, String, String)> = refused
+        let refused_before: Vec<(String, String, String)> = mapped
+            .refused
             .iter()
             .map(|(row, why)| quarantine_entry(&upsert, row, why))
             .collect();

@@ -67,6 +67,9 @@ pub(crate) struct MappedBatch {
     pub(crate) end: Option<Vec<Value>>,
     /// Source rows in the batch.
     pub(crate) read: u64,
+    /// Rows refused here, as (target row, reason), set aside by
+    /// [`MappingPlan::map_batch_sparing`] (empty from `map_batch`).
+    pub(crate) refused: Vec<(Vec<Value>, String)>,
 }
 
 /// Where a target value comes from.
@@ -286,6 +289,7 @@ impl MappingPlan {
             deleted_keys,
             end,
             read,
+            refused: Vec::new(),
         })
     }
 
@@ -304,7 +308,7 @@ impl MappingPlan {
         site_id: &str,
         fixes: &ValueFixes<'_>,
         with_end: bool,
-    ) -> Result<(MappedBatch, Vec<(Vec<Value>, String)>), MapError> {
+    ) -> Result<MappedBatch, MapError> {
         let end = match batch.rows.last() {
             Some(last) if with_end => {
                 let mut last = vec![last.clone()];
@@ -325,8 +329,8 @@ impl MappingPlan {
             deleted_keys: Vec::new(),
             end,
             read: 0,
+            refused: Vec::new(),
         };
-        let mut refused = Vec::new();
         let columns = batch.columns;
         for row in batch.rows {
             let one = Batch {
@@ -345,13 +349,13 @@ impl MappingPlan {
                         rows: vec![row],
                     };
                     let target_row = self.map_rows(one, site_id).pop().unwrap_or_default();
-                    refused.push((target_row, why));
+                    mapped.refused.push((target_row, why));
                     mapped.read += 1;
                 }
                 Err(plan) => return Err(plan),
             }
         }
-        Ok((mapped, refused))
+        Ok(mapped)
     }
 
     /// Indexes in `target_columns` of the conflict key columns.
