@@ -720,6 +720,41 @@ fn a_site_clock_that_went_back_is_reported() {
     );
 }
 
+/// A quarantined row deleted at the source (found by `deletes = "detect"`)
+/// leaves the quarantine (fresh-user trial: it stayed there for good).
+#[test]
+fn a_quarantined_row_hard_deleted_at_the_source_leaves_the_quarantine() {
+    let master = pg_create_db("qdel_master");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, price numeric(12,2), updated_at text, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, price TEXT, updated_at TEXT);
+         INSERT INTO sales VALUES (1, '1.50', '2026-01-01T00:00:01Z'), (2, 'abc', '2026-01-01T00:00:02Z');",
+    );
+    fleet.write_config(&sales_pull(
+        &master,
+        &site_block("s1", "sqlite://s1.db"),
+        "on_error = \"quarantine\"\n  deletes = \"detect\"",
+    ));
+    assert_eq!(fleet.hubsync(&["sync"]).code, 1);
+    assert_eq!(
+        psql(&master, "SELECT count(*) FROM hubsync.quarantine"),
+        "1"
+    );
+    sqlite_exec(&fleet.path("s1.db"), "DELETE FROM sales WHERE id = 2;");
+    let out = fleet.sync_ok(&[]);
+    eprintln!("STDERR {} STDOUT {}", out.stderr, out.stdout);
+    assert_eq!(
+        psql(&master, "SELECT count(*) FROM hubsync.quarantine"),
+        "0"
+    );
+    assert_eq!(psql(&master, "SELECT id, price FROM sales"), "1|1.50");
+}
+
 /// `on_error = "quarantine"` also covers values hubsync refuses itself
 /// before writing (see the comment inside).
 #[test]

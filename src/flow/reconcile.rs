@@ -39,6 +39,7 @@ use crate::connector::{Connector, ConnectorError, TableInfo};
 use crate::dialect::keys::{KeyRange, digest_keys};
 use crate::dialect::{Dialect, SelectFrom, UpsertSpec};
 use crate::mediate::MappingPlan;
+use crate::state::{CheckpointKey, StateError, StateStore};
 use crate::value::Value;
 
 /// Keys looked up at the source per statement when confirming candidates.
@@ -206,6 +207,10 @@ pub(super) struct DetectDeletes<'a> {
     pub master_writes: Option<&'a MasterWrites>,
     /// Stops between chunks.
     pub cancel: &'a CancellationToken,
+    /// With `on_error = "quarantine"`: the master's state and this
+    /// (flow, stream, site), whose quarantine entries of deleted rows are
+    /// released (a row gone at the source is no longer refused).
+    pub quarantine: Option<(&'a StateStore, &'a Connector, &'a CheckpointKey)>,
 }
 
 impl DetectDeletes<'_> {
@@ -286,10 +291,11 @@ impl DetectDeletes<'_> {
             window_start: window_start.as_ref(),
         };
         let (deleted, source_keys_seen, after) = self.compare_chunks(&sides).await?;
-        Ok(deleted
-            + self
-                .delete_tail(&sides, source_keys_seen, after, notes)
-                .await?)
+        let tail = self
+            .delete_tail(&sides, source_keys_seen, after, notes)
+            .await?;
+        self.release_gone_quarantined(&sides).await?;
+        Ok(deleted + tail)
     }
 
     /// "the site" / "the master": where keys are read from, for messages.
@@ -488,6 +494,50 @@ impl DetectDeletes<'_> {
         delete
             .await
             .map_err(|e| RunError::connector("detecting deletes, deleting at the target", &e))
+    }
+
+    /// With `on_error = "quarantine"`: releases the quarantine entries of
+    /// rows no longer at the source (a refused row deleted there since is
+    /// not refused any more), looked up by key like a delete candidate.
+    async fn release_gone_quarantined(&self, sides: &Sides<'_>) -> Result<(), RunError> {
+        let Some((state, master, key)) = self.quarantine else {
+            return Ok(());
+        };
+        let stored = state.quarantined_keys(master, key).await?;
+        // A pull's row key starts with the site id, which the source lacks.
+        let skip = usize::from(sides.at.site.is_some());
+        let mut candidates = Vec::new();
+        let mut by_key = Vec::new();
+        for text in stored {
+            let Ok(values) = serde_json::from_str::<Vec<Value>>(&text) else {
+                continue;
+            };
+            if values.len() > skip {
+                candidates.push(values[skip..].to_vec());
+                by_key.push(text);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let present = sides
+            .source
+            .present(&candidates)
+            .await
+            .map_err(|e| self.read_source(e))?;
+        let gone: Vec<String> = candidates
+            .iter()
+            .zip(by_key)
+            .filter(|(candidate, _)| !present.contains(&text_key(candidate)))
+            .map(|(_, text)| text)
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut tx = master.begin().await.map_err(StateError::from)?;
+        state.release_quarantine(&mut tx, key, &gone).await?;
+        tx.commit().await.map_err(StateError::from)?;
+        Ok(())
     }
 }
 

@@ -481,6 +481,8 @@ impl StreamRun<'_> {
             chunk: self.hub.config().hub.batch_size,
             master_writes: place.leg.writes_master.then_some(&self.hub.master_writes),
             cancel: self.cancel,
+            quarantine: (self.stream.on_error == OnError::Quarantine)
+                .then(|| (self.hub.state(), self.hub.master(), place.key)),
         };
         let mut notes = Vec::new();
         let deleted = detection.run(&mut notes).await?;

@@ -871,6 +871,28 @@ impl StateStore {
         })
     }
 
+    /// The row keys (JSON text, as stored) of the quarantined rows of
+    /// (flow, stream, site) `key`.
+    ///
+    /// Errors: the master refused the query.
+    pub async fn quarantined_keys(
+        &self,
+        master: &Connector,
+        key: &CheckpointKey,
+    ) -> Result<Vec<String>> {
+        let params = key_values(key);
+        let p = self.placeholders(&params);
+        let sql = format!(
+            "SELECT row_key FROM {} WHERE flow = {} AND stream = {} AND site = {}",
+            self.table("quarantine"),
+            p[0],
+            p[1],
+            p[2]
+        );
+        let batch = master.query(&sql, &params).await?;
+        Ok(batch.rows.iter().map(|row| text(&row[0])).collect())
+    }
+
     /// Records run `run_id`'s row counts so far (and that it is alive) inside
     /// `tx`, the transaction that commits the batch they include.
     pub async fn record_progress(
