@@ -604,6 +604,21 @@ impl Tx {
         .await
     }
 
+    /// Inserts `rows` with no conflict handling where the dialect has a
+    /// faster path for it (PostgreSQL `COPY ... FROM STDIN`), for a target
+    /// known to hold none of their keys (a site's initial load); elsewhere
+    /// the same as [`Tx::upsert`]. Returns rows written.
+    ///
+    /// Errors: a refused value, or a key already present (a unique
+    /// violation, kind `data`): nothing of `rows` is written.
+    pub async fn copy_in(&mut self, spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<u64> {
+        let timeout = self.statement_timeout;
+        match &mut self.inner {
+            TxInner::Postgres(tx) => timed(timeout, postgres::copy_in_on(tx, spec, rows)).await,
+            TxInner::Sqlite(_) | TxInner::MySql(_) => self.upsert(spec, rows).await,
+        }
+    }
+
     /// Upserts `rows` (each with `spec.columns.len()` values in that order);
     /// returns rows actually inserted or changed (unchanged rows count 0).
     /// Splits into several statements when the dialect's bind-parameter

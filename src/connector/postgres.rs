@@ -290,6 +290,67 @@ pub(super) async fn query_on(
     Ok(batch)
 }
 
+/// Appends `text` to `out` escaped for COPY's text format: backslash,
+/// newline, carriage return and tab (the column delimiter) become `\\`,
+/// `\n`, `\r` and `\t`. Source: PostgreSQL manual, "COPY", "Text Format".
+fn copy_escape(text: &str, out: &mut Vec<u8>) {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            other => out.push(other),
+        }
+    }
+}
+
+/// `rows` in COPY's text format: columns separated by a tab, NULL as
+/// `\N`, one line per row; each value as PostgreSQL's own text input form
+/// ([`Value::pg_text`]), which the column's type parses.
+fn copy_text(rows: &[Vec<Value>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 64);
+    for row in rows {
+        for (i, value) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            match value.pg_text() {
+                Some(text) => copy_escape(&text, &mut out),
+                None => out.extend_from_slice(b"\\N"),
+            }
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Inserts `rows` into `spec.table` (`spec.columns`) with `COPY ... FROM
+/// STDIN` in text format: no conflict handling, for a target known to hold
+/// none of these keys (a site's initial load). Returns rows copied.
+///
+/// Errors: a value the column refuses, or a key already present (unique
+/// violation), as a database error of kind `data`; nothing is written.
+pub(super) async fn copy_in_on(
+    conn: &mut PgConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = Dialect::Postgres.copy_in(spec.table, spec.columns);
+    let mut copy = conn.copy_in_raw(&sql).await.map_err(db_error)?;
+    let sent = copy.send(copy_text(rows)).await.map(|_| ());
+    match sent {
+        Ok(()) => copy.finish().await.map_err(db_error),
+        Err(e) => {
+            let _ = copy.abort("hubsync: sending the rows failed").await;
+            Err(db_error(e))
+        }
+    }
+}
+
 pub(super) async fn upsert_on(
     conn: &mut PgConnection,
     spec: &UpsertSpec<'_>,
@@ -795,7 +856,28 @@ pub(crate) fn decode_numeric(bytes: &[u8]) -> std::result::Result<String, String
 
 #[cfg(test)]
 mod tests {
-    use super::{ArrayKind, decode_numeric};
+    use super::{ArrayKind, copy_text, decode_numeric};
+    use crate::value::Value as CopyValue;
+
+    #[test]
+    fn copy_text_escapes_what_the_format_reserves_and_marks_null() {
+        let rows = vec![
+            vec![
+                CopyValue::Text("a\tb\nc\\d\re".into()),
+                CopyValue::Null,
+                CopyValue::Int(7),
+            ],
+            vec![
+                CopyValue::Bytes(vec![0, 255]),
+                CopyValue::Text(String::new()),
+                CopyValue::Bool(true),
+            ],
+        ];
+        assert_eq!(
+            String::from_utf8(copy_text(&rows)).unwrap(),
+            "a\\tb\\nc\\\\d\\re\t\\N\t7\n\\\\x00ff\t\tt\n"
+        );
+    }
 
     fn encode(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut out = Vec::new();

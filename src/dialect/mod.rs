@@ -387,6 +387,31 @@ impl Dialect {
         ))
     }
 
+    /// PostgreSQL: `COPY "table" ("c1", ...) FROM STDIN (FORMAT text)`, the
+    /// statement of an initial load (see `connector/postgres.rs`
+    /// `copy_in_on`).
+    pub fn copy_in(self, table: &str, columns: &[String]) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN (FORMAT text)",
+            self.quote_table(table),
+            self.ident_list(columns)
+        )
+    }
+
+    /// SQL returning one row if `table` holds any row whose `column` is
+    /// parameter 1 (a site's rows in a pull's master table), none otherwise.
+    pub fn any_row_where(self, table: &str, column: &str) -> String {
+        let limit = match self {
+            Dialect::Postgres | Dialect::Sqlite | Dialect::MySql => "LIMIT 1",
+        };
+        format!(
+            "SELECT 1 FROM {} WHERE {} = {} {limit}",
+            self.quote_table(table),
+            self.quote_ident(column),
+            self.placeholder(1)
+        )
+    }
+
     /// SQL telling whether the login may SELECT, INSERT, UPDATE and DELETE
     /// rows of the table named by parameter 1 (its quoted name, see
     /// [`Dialect::quote_table`]): one row of four booleans (NULL when the

@@ -210,6 +210,9 @@ pub(super) struct BatchWrite<'a> {
     release_quarantine: bool,
     /// Count only changed rows as read (`ReadPart::Late`).
     count_changed_only: bool,
+    /// The site's initial load into a target holding none of its rows:
+    /// inserted without conflict handling (`Tx::copy_in`).
+    initial_load: bool,
 }
 
 /// The checkpoint after a batch: for a batch of the cursor read that ended
@@ -405,6 +408,8 @@ impl StreamRun<'_> {
             checkpoint_stored: stored,
             release_quarantine: applied.quarantine_open,
             count_changed_only,
+            // Only the cursor read's batches (one statement: each key once).
+            initial_load: place.initial_load && mapped.end.is_some(),
         };
         self.apply(place.leg, &write).await
     }
@@ -480,12 +485,19 @@ impl StreamRun<'_> {
             return Ok((0, 0, 0, false));
         }
         let mut conflicts = 0;
+        let mut copy = write.initial_load;
         loop {
-            let attempt = self.apply_once(leg, write).await;
+            let attempt = self.apply_once(leg, write, copy).await;
             let error = match attempt {
                 Ok(applied) => return Ok(applied),
                 Err(error) => error,
             };
+            // A key already there (another writer of the same rows since the
+            // run checked): this batch and the rest are upserted instead.
+            if copy && error.code() == Some("23505") {
+                copy = false;
+                continue;
+            }
             if error.kind() == ErrorKind::Conflict
                 && conflicts < CONFLICT_RETRIES
                 && !self.cancel.is_cancelled()
@@ -524,13 +536,19 @@ impl StreamRun<'_> {
         &self,
         leg: &Leg<'_>,
         write: &BatchWrite<'_>,
+        copy: bool,
     ) -> Result<(u64, u64, u64, bool), ConnectorError> {
         let spec = &write.upsert;
         let rows = write.rows;
         let (key, expected, checkpoint) = (write.key, write.expected, write.checkpoint);
         let target = leg.target;
         let mut tx = target.begin().await?;
-        let (written, refused) = match tx.upsert(spec, rows).await {
+        let inserted = if copy {
+            tx.copy_in(spec, rows).await
+        } else {
+            tx.upsert(spec, rows).await
+        };
+        let (written, refused) = match inserted {
             Ok(_) if rows.is_empty() => (0, Vec::new()),
             Ok(written) => (written, Vec::new()),
             Err(e) => {

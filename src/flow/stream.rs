@@ -88,6 +88,7 @@ impl StreamRun<'_> {
             // Stored with the batches of the cursor read, after the
             // late-commit read (see `read_all`).
             snapshot: window.snapshot_now.as_ref().map(snapshot_text),
+            initial_load: self.initial_load(&leg, &prepared).await,
         };
         let mut applied = Applied {
             stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
@@ -271,6 +272,29 @@ impl StreamRun<'_> {
             snapshot_saved,
             snapshot_now,
         })
+    }
+
+    /// Whether this run is the site's initial load into a PostgreSQL master
+    /// table that holds none of its rows (no checkpoint, no row with this
+    /// site's id in `site_column`): then the cursor read's batches need no
+    /// conflict handling. Any doubt (an error asking) says no.
+    async fn initial_load(&self, leg: &Leg<'_>, prepared: &Prepared) -> bool {
+        let Some(site_column) = &self.stream.site_column else {
+            return false;
+        };
+        if !leg.writes_master
+            || prepared.saved.is_some()
+            || self.options.dry_run
+            || leg.target.dialect() != crate::dialect::Dialect::Postgres
+        {
+            return false;
+        }
+        let sql = leg
+            .target
+            .dialect()
+            .any_row_where(&self.stream.target, site_column);
+        let site = Value::Text(self.site.id.clone());
+        matches!(leg.target.query(&sql, &[site]).await, Ok(batch) if batch.rows.is_empty())
     }
 
     /// Whether the quarantine may hold rows of this (stream, site): they are
