@@ -720,6 +720,42 @@ fn a_site_clock_that_went_back_is_reported() {
     );
 }
 
+/// An initial load is inserted with COPY (no conflict handling); a key that
+/// turns up twice anyway (here a `query` whose two halves both hold id 1,
+/// in two one-row batches) makes the second batch fall back to the upsert:
+/// the later row wins, nothing fails.
+#[test]
+fn an_initial_load_falls_back_to_the_upsert_when_a_key_repeats() {
+    let master = pg_create_db("copy_master");
+    let site = pg_create_db("copy_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE a (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL);
+         CREATE TABLE b (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL);
+         INSERT INTO a VALUES (1, 10, '2026-01-01 00:00:01+00'), (2, 20, '2026-01-01 00:00:02+00');
+         INSERT INTO b VALUES (1, 11, '2026-01-01 00:00:03+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(
+        &format!(
+            "[hub]\nbatch_size = 1\n\n[master]\nurl = \"{master}\"\n{}\
+             [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  \
+             query = \"SELECT id, qty, updated_at FROM a UNION ALL SELECT id, qty, updated_at FROM b\"\n  \
+             target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n",
+            site_block("s1", &site)
+        ),
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|11\n2|20"
+    );
+}
+
 /// A quarantined row deleted at the source (found by `deletes = "detect"`)
 /// leaves the quarantine (fresh-user trial: it stayed there for good).
 #[test]
