@@ -398,6 +398,15 @@ impl Dialect {
         )
     }
 
+    /// SQL returning one row if `table` holds any row, none otherwise.
+    pub fn any_row(self, table: &str) -> String {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite | Dialect::MySql => {
+                format!("SELECT 1 FROM {} LIMIT 1", self.quote_table(table))
+            }
+        }
+    }
+
     /// SQL returning one row if `table` holds any row whose `column` is
     /// parameter 1 (a site's rows in a pull's master table), none otherwise.
     pub fn any_row_where(self, table: &str, column: &str) -> String {

@@ -88,9 +88,10 @@ pub(super) struct RunPlace<'a> {
     pub(super) floor: Option<chrono::DateTime<chrono::Utc>>,
     /// The snapshot text checkpoints written during the run carry.
     pub(super) snapshot: Option<String>,
-    /// A pull's initial load into a PostgreSQL master table holding none of
-    /// the site's rows: the cursor read's batches are inserted with `COPY`
-    /// instead of upserted (see `StreamRun::initial_load`).
+    /// An initial load into a PostgreSQL table holding none of the rows (a
+    /// pull: none of the site's at the master; a push: an empty site
+    /// table): the cursor read's batches are inserted with `COPY` instead
+    /// of upserted (see `StreamRun::initial_load`).
     pub(super) initial_load: bool,
 }
 

@@ -274,27 +274,31 @@ impl StreamRun<'_> {
         })
     }
 
-    /// Whether this run is the site's initial load into a PostgreSQL master
-    /// table that holds none of its rows (no checkpoint, no row with this
-    /// site's id in `site_column`): then the cursor read's batches need no
-    /// conflict handling. Any doubt (an error asking) says no.
+    /// Whether this run is an initial load into a PostgreSQL table that
+    /// holds none of its rows (no checkpoint; a pull: no master row with
+    /// this site's id in `site_column`; a push: an empty site table): then
+    /// the cursor read's batches need no conflict handling. Any doubt (an
+    /// error asking) says no.
     async fn initial_load(&self, leg: &Leg<'_>, prepared: &Prepared) -> bool {
-        let Some(site_column) = &self.stream.site_column else {
-            return false;
-        };
-        if !leg.writes_master
-            || prepared.saved.is_some()
+        if prepared.saved.is_some()
             || self.options.dry_run
             || leg.target.dialect() != crate::dialect::Dialect::Postgres
         {
             return false;
         }
-        let sql = leg
-            .target
-            .dialect()
-            .any_row_where(&self.stream.target, site_column);
-        let site = Value::Text(self.site.id.clone());
-        matches!(leg.target.query(&sql, &[site]).await, Ok(batch) if batch.rows.is_empty())
+        let dialect = leg.target.dialect();
+        let (sql, params) = if leg.writes_master {
+            // A pull: the master table holds every site's rows.
+            let Some(site_column) = &self.stream.site_column else {
+                return false;
+            };
+            let sql = dialect.any_row_where(&self.stream.target, site_column);
+            (sql, vec![Value::Text(self.site.id.clone())])
+        } else {
+            // A push: the site's table must be empty.
+            (dialect.any_row(&self.stream.target), Vec::new())
+        };
+        matches!(leg.target.query(&sql, &params).await, Ok(batch) if batch.rows.is_empty())
     }
 
     /// Whether the quarantine may hold rows of this (stream, site): they are
