@@ -812,3 +812,57 @@ fn a_stale_checkpoint_writer_is_refused_on_a_sqlite_master() {
     let fleet = Fleet::new();
     common::checkpoint_compare_and_set("sqlite://master.db", fleet.dir.path());
 }
+
+/// A push of several batches to more sites at once than the master pool
+/// once had connections: each site's streamed read held a master connection
+/// while its checkpoint needed another, so every connection ended up a read
+/// waiting for one (found by the bench: 2 batches to 10 sites hung for the
+/// pool's 10-minute acquire timeout). 8 sites, `master_write_concurrency =
+/// 1` (the pool was 5), 2-row batches of 6 prices: every site gets all 6.
+#[test]
+fn a_push_of_several_batches_to_many_sites_does_not_exhaust_the_master_pool() {
+    let fleet = Fleet::new();
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "INSERT INTO prices VALUES ('a', 'A', '1.00', '2026-01-01T00:00:01Z'), ('b', 'A', '2.00', '2026-01-01T00:00:02Z'),
+           ('c', 'A', '3.00', '2026-01-01T00:00:03Z'), ('d', 'A', '4.00', '2026-01-01T00:00:04Z'),
+           ('e', 'A', '5.00', '2026-01-01T00:00:05Z'), ('f', 'A', '6.00', '2026-01-01T00:00:06Z');",
+    );
+    let mut sites = String::new();
+    for i in 1..=8 {
+        sqlite_exec(&fleet.path(&format!("s{i}.db")), STORE_SCHEMA);
+        sites.push_str(&format!(
+            "[[site]]\nid = \"s{i}\"\nurl = \"sqlite://s{i}.db\"\ntags = {{ zone = \"A\" }}\n\n"
+        ));
+    }
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 2\nmaster_write_concurrency = 1\n\n[master]\nurl = \"sqlite://master.db\"\n\n{sites}\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  \
+         query = \"SELECT sku, price, updated_at FROM prices WHERE zone = :site.zone\"\n  target = \"prices\"\n  \
+         primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n"
+    ));
+    let mut child = fleet.spawn(&["sync"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the push hung (master pool exhausted)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    for i in 1..=8 {
+        assert_eq!(
+            sqlite_query(
+                &fleet.path(&format!("s{i}.db")),
+                "SELECT group_concat(sku, '') FROM (SELECT sku FROM prices ORDER BY sku)"
+            ),
+            "abcdef",
+            "site s{i}"
+        );
+    }
+}

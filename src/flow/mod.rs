@@ -232,10 +232,24 @@ impl Hub {
         cancel: CancellationToken,
         create: bool,
     ) -> Result<Hub, FlowError> {
+        // Writes are limited by a semaphore; 4 more connections serve state
+        // rows. A push holds one master connection per site it works (its
+        // streamed read) while each batch's checkpoint needs another: with
+        // fewer connections than sites at once, every connection could be a
+        // read waiting for a checkpoint connection (a deadlock, found by the
+        // bench pushing 2 batches to 10 sites). So with a push flow the pool
+        // also has one connection per site slot.
+        let push_reads = if config
+            .flows
+            .iter()
+            .any(|flow| flow.direction == crate::config::Direction::Push)
+        {
+            config.hub.max_concurrent_sites
+        } else {
+            0
+        };
         let options = ConnectOptions {
-            // Writes are limited by a semaphore; the rest of the pool serves
-            // push reads and run-history rows.
-            max_connections: (config.hub.master_write_concurrency + 4) as u32,
+            max_connections: (config.hub.master_write_concurrency + 4 + push_reads) as u32,
             connect_timeout: config.hub.connect_timeout,
             acquire_timeout: Duration::from_secs(600),
             statement_timeout: config.hub.statement_timeout,
