@@ -86,6 +86,22 @@ pub struct Snapshot {
     pub xip: Vec<u64>,
 }
 
+/// PostgreSQL's text form (`xmin:xmax:xip1,xip2,...`), as
+/// `pg_current_snapshot()::text` prints it and the checkpoint stores it;
+/// [`Snapshot::parse`] reads it back.
+impl std::fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:", self.xmin, self.xmax)?;
+        for (i, id) in self.xip.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Snapshot {
     /// Parses PostgreSQL's text form; `None` if `text` is not one.
     pub fn parse(text: &str) -> Option<Snapshot> {
@@ -287,6 +303,13 @@ mod tests {
             resume_from(&Value::Text("SKU-17".into()), lag, None, None),
             Some(Value::Text("SKU-17".into()))
         );
+    }
+
+    #[test]
+    fn a_snapshot_prints_the_text_it_parses_from() {
+        for text in ["748:752:748,750", "5:5:"] {
+            assert_eq!(Snapshot::parse(text).unwrap().to_string(), text);
+        }
     }
 
     #[test]

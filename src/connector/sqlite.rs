@@ -745,12 +745,8 @@ mod tests {
         assert!(!is_date_time_type("INTEGER"));
     }
 
-    /// Every instant `read_instant` reads is the one SQLite's own
-    /// `julianday()` reads (to its millisecond), so the keyset read's order
-    /// and the checkpoint agree; every value it refuses but one is NULL
-    /// there too.
-    #[tokio::test]
-    async fn instants_agree_with_sqlite_julianday() {
+    /// A new SQLite file in a temporary folder (kept while the folder lives).
+    async fn scratch_db() -> (tempfile::TempDir, SqliteConnector) {
         let dir = tempfile::tempdir().unwrap();
         let options = ConnectOptions {
             max_connections: 1,
@@ -762,6 +758,16 @@ mod tests {
         let db = SqliteConnector::connect(&dir.path().join("t.db"), &options)
             .await
             .unwrap();
+        (dir, db)
+    }
+
+    /// Every instant `read_instant` reads is the one SQLite's own
+    /// `julianday()` reads (to its millisecond), so the keyset read's order
+    /// and the checkpoint agree; every value it refuses but one is NULL
+    /// there too.
+    #[tokio::test]
+    async fn instants_agree_with_sqlite_julianday() {
+        let (_dir, db) = scratch_db().await;
         let sql = format!("SELECT {}", Dialect::sqlite_instant("?1"));
         let values = [
             Value::Text("2026-11-29".into()),
@@ -809,17 +815,7 @@ mod tests {
     /// the driver has no name for it (`timestamp(6)`), and through a query.
     #[tokio::test]
     async fn declared_types_are_found_through_the_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = ConnectOptions {
-            max_connections: 1,
-            connect_timeout: std::time::Duration::from_secs(5),
-            acquire_timeout: std::time::Duration::from_secs(5),
-            statement_timeout: None,
-            create_if_missing: true,
-        };
-        let db = SqliteConnector::connect(&dir.path().join("t.db"), &options)
-            .await
-            .unwrap();
+        let (_dir, db) = scratch_db().await;
         db.execute_script("CREATE TABLE t (id INTEGER PRIMARY KEY, at timestamp(6), note TEXT);")
             .await
             .unwrap();

@@ -283,7 +283,7 @@ impl StreamRun<'_> {
         part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
-        if !place.leg.writes_master {
+        if !place.leg.writes_master() {
             // Rows read from the master count against its rate budget.
             self.hub.master_writes.throttle(batch.len()).await;
         }
@@ -460,7 +460,7 @@ impl StreamRun<'_> {
         let spec = &write.upsert;
         let rows = write.rows;
         let (target, target_place) = (leg.target, &leg.target_place);
-        let _permit = if leg.writes_master {
+        let _permit = if leg.writes_master() {
             // Waiting for the rate budget must not hold a write slot.
             self.hub
                 .master_writes
@@ -474,7 +474,7 @@ impl StreamRun<'_> {
         // every row exactly as the upsert would leave it, one read replaces
         // the write transaction (nothing to write, the checkpoint stays). On
         // any doubt (an error, a row that differs) the batch is applied.
-        if leg.writes_master
+        if leg.writes_master()
             && write.checkpoint_stored
             && write.deleted_keys.is_empty()
             && write.refused_before.is_empty()
@@ -585,7 +585,7 @@ impl StreamRun<'_> {
             && outcome.written == 0
             && outcome.quarantined.is_empty()
             && outcome.released.is_empty();
-        match leg.writes_master {
+        match leg.writes_master() {
             _ if state_unchanged => tx.commit().await?,
             // The batch, its checkpoint, quarantine and counts: one master transaction.
             true => {

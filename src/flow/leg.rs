@@ -29,12 +29,6 @@ pub(super) struct Leg<'a> {
     /// the overlap (`crate::capture::resume_from`): the site's `timezone`
     /// tag on a pull (the site's clock stamps them); none on a push.
     pub(super) cursor_zone: Option<Tz>,
-    /// Pull: each batch is a master write (a `master_writes` slot, the row
-    /// budget, batch and checkpoint in one master transaction). Push: the
-    /// rows read from the master count against its row budget, and the
-    /// checkpoint follows the site's commit in a master transaction of its
-    /// own.
-    pub(super) writes_master: bool,
 }
 
 impl<'a> Leg<'a> {
@@ -55,7 +49,6 @@ impl<'a> Leg<'a> {
                 source_place: "the site",
                 target_place: format!("master table `{}`", stream.target),
                 cursor_zone: site.timezone,
-                writes_master: true,
             },
             Direction::Push => Leg {
                 direction,
@@ -64,9 +57,17 @@ impl<'a> Leg<'a> {
                 source_place: "the master",
                 target_place: format!("site table `{}`", stream.target),
                 cursor_zone: None,
-                writes_master: false,
             },
         }
+    }
+
+    /// Pull: each batch is a master write (a `master_writes` slot, the row
+    /// budget, batch and checkpoint in one master transaction). Push: the
+    /// rows read from the master count against its row budget, and the
+    /// checkpoint follows the site's commit in a master transaction of its
+    /// own.
+    pub(super) fn writes_master(&self) -> bool {
+        self.direction == Direction::Pull
     }
 }
 
@@ -132,7 +133,7 @@ mod tests {
             ("the site", "master table `t`")
         );
         assert_eq!(pull.cursor_zone, Some(chrono_tz::Europe::Paris));
-        assert!(pull.writes_master);
+        assert!(pull.writes_master());
         let push = Leg::new(Direction::Push, &master, &site_conn, stream, site);
         assert!(std::ptr::eq(push.source, &master) && std::ptr::eq(push.target, &site_conn));
         assert_eq!(
@@ -140,7 +141,7 @@ mod tests {
             ("the master", "site table `t`")
         );
         assert_eq!(push.cursor_zone, None);
-        assert!(!push.writes_master);
+        assert!(!push.writes_master());
         master.close().await;
         site_conn.close().await;
     }

@@ -117,9 +117,6 @@ pub struct StreamReport {
     /// Target rows deleted: soft-deleted source rows (`delete_column`) and
     /// rows found gone at the source (`deletes = "detect"`).
     pub rows_deleted: u64,
-    /// Rows read whose cursor is NULL (`null_cursors = "read"`), included
-    /// in `rows_read`.
-    pub null_cursor_rows: u64,
     /// Why delete detection failed, after the rows were applied (the run
     /// ends `partial`).
     pub delete_detection_error: Option<String>,

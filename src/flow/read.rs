@@ -9,15 +9,8 @@ use super::StreamReport;
 use super::context::{Applied, ReadPart, StreamRun};
 use super::error::RunError;
 use super::leg::RunPlace;
-use crate::capture;
 use crate::state::INTERRUPTED;
 use crate::value::Value;
-
-/// PostgreSQL's text form of `snapshot`, as stored in the checkpoint.
-pub(super) fn snapshot_text(snapshot: &capture::Snapshot) -> String {
-    let ids: Vec<String> = snapshot.xip.iter().map(u64::to_string).collect();
-    format!("{}:{}:{}", snapshot.xmin, snapshot.xmax, ids.join(","))
-}
 
 impl StreamRun<'_> {
     /// Runs one read, streamed: the source sends rows while earlier batches

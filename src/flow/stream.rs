@@ -8,7 +8,6 @@ use super::context::{Applied, ReadPart, StreamRun, add_note};
 use super::error::RunError;
 use super::leg::{Leg, RunPlace};
 use super::plan::{fingerprint, schema_problems};
-use super::read::snapshot_text;
 use super::source::ResolvedSource;
 use super::{StreamReport, reconcile};
 use crate::capture;
@@ -87,7 +86,7 @@ impl StreamRun<'_> {
             floor: window.floor,
             // Stored with the batches of the cursor read, after the
             // late-commit read (see `read_all`).
-            snapshot: window.snapshot_now.as_ref().map(snapshot_text),
+            snapshot: window.snapshot_now.as_ref().map(ToString::to_string),
             initial_load: self.initial_load(&leg, &prepared).await,
         };
         let mut applied = Applied {
@@ -287,7 +286,7 @@ impl StreamRun<'_> {
             return false;
         }
         let dialect = leg.target.dialect();
-        let (sql, params) = if leg.writes_master {
+        let (sql, params) = if leg.writes_master() {
             // A pull: the master table holds every site's rows.
             let Some(site_column) = &self.stream.site_column else {
                 return false;
@@ -355,7 +354,6 @@ impl StreamRun<'_> {
             let nulls = self
                 .read_and_apply(place, applied, &sql, site_values, ReadPart::Side, report)
                 .await?;
-            report.null_cursor_rows += nulls;
             if nulls > 0 {
                 let cursor = &self.stream.cursor;
                 add_note(
@@ -507,7 +505,7 @@ impl StreamRun<'_> {
             now,
             cursor_value,
             chunk: self.hub.config().hub.batch_size,
-            master_writes: place.leg.writes_master.then_some(&self.hub.master_writes),
+            master_writes: place.leg.writes_master().then_some(&self.hub.master_writes),
             cancel: self.cancel,
             quarantine: (self.stream.on_error == OnError::Quarantine)
                 .then(|| (self.hub.state(), self.hub.master(), place.key)),

@@ -243,14 +243,7 @@ impl MappingPlan {
             None => None,
         };
         let end = match batch.rows.last() {
-            Some(last) if with_end => {
-                let mut position = self.position(last)?;
-                // The checkpoint holds the instant, whatever form it had.
-                if let Some(instant) = last_instant {
-                    position[0] = instant;
-                }
-                Some(position)
-            }
+            Some(last) if with_end => Some(self.end_position(last, last_instant)?),
             _ => None,
         };
         let flags = self.deleted_flags(&batch);
@@ -316,11 +309,7 @@ impl MappingPlan {
                     Some(declared) => self.read_cursor_instants(&mut last, site_id, declared)?,
                     None => None,
                 };
-                let mut position = self.position(&last[0])?;
-                if let Some(instant) = instant {
-                    position[0] = instant;
-                }
-                Some(position)
+                Some(self.end_position(&last[0], instant)?)
             }
             _ => None,
         };
@@ -356,6 +345,20 @@ impl MappingPlan {
             }
         }
         Ok(mapped)
+    }
+
+    /// The keyset position of a batch's last source row `last`, with the
+    /// cursor's `instant` in place of its stored form where it was read by
+    /// instant (a SQLite date-time cursor): the checkpoint holds the
+    /// instant, whatever form the value had.
+    ///
+    /// Errors: a NULL key column ([`MappingPlan::position`]).
+    fn end_position(&self, last: &[Value], instant: Option<Value>) -> Result<Vec<Value>, MapError> {
+        let mut position = self.position(last)?;
+        if let Some(instant) = instant {
+            position[0] = instant;
+        }
+        Ok(position)
     }
 
     /// Indexes in `target_columns` of the conflict key columns.
