@@ -22,6 +22,7 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "--late-rows",
             "20000",
         ])
+        .args(["--bulk-sites", "2", "--mysql-url", &common::my_admin_url()])
         .args(["--batch-size", "1000", "--prefix", &prefix, "--json"])
         .arg(&json);
     let out = common::run(&mut cmd);
@@ -39,6 +40,10 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "full_pull",
             "incremental_pull",
             "push_fan_out",
+            "sqlite_push",
+            "mysql_push",
+            "full_update",
+            "sync_process",
             "wan_full_pull",
             "noop_cycle_postgres",
             "noop_cycle_postgres_cold",
@@ -53,21 +58,30 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     assert!((120..6000).contains(&rows(1)), "{}", rows(1));
     // 500 prices to each of 2 sites.
     assert_eq!(rows(2), 1000);
+    // 500 prices into each of 2 SQLite files, then into each of 2 MariaDB
+    // databases.
+    assert_eq!(rows(3), 1000);
+    assert_eq!(rows(4), 1000);
+    // Every one of the 2 x 3,030 site rows changed (the late-commit read
+    // may find some twice, never fewer).
+    assert!((6060..12120).contains(&rows(5)), "{}", rows(5));
+    // The whole-process scenario counts the rows at the sites: 2 x 3,030.
+    assert_eq!(rows(6), 6060);
     // The WAN pass reads everything again, the 60 new rows included.
-    assert_eq!(rows(3), 6060);
+    assert_eq!(rows(7), 6060);
     // No-op cycles re-read only the cursor_lag overlap: each store's 100
     // rows are one second apart, so the last 6 (95 s .. 100 s, within 5 s
     // of the checkpoint) per store: 3 PostgreSQL stores, then 4 SQLite ones.
-    assert_eq!(rows(4), 18);
-    assert_eq!(rows(5), 18);
-    assert_eq!(rows(6), 24);
+    assert_eq!(rows(8), 18);
+    assert_eq!(rows(9), 18);
+    assert_eq!(rows(10), 24);
     // 20,000 rows, every 200th changed: 100 rows, plus the overlap re-read
     // at the saved cursor value.
-    assert!((100..200).contains(&rows(7)), "{}", rows(7));
+    assert!((100..200).contains(&rows(11)), "{}", rows(11));
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }
-    for i in [0, 2, 3, 7] {
+    for i in [0, 2, 3, 4, 5, 6, 7, 11] {
         assert!(scenarios[i]["ratio"].as_f64().unwrap() > 0.0);
     }
     assert!(

@@ -1359,3 +1359,59 @@ fn a_stale_checkpoint_writer_is_refused_on_a_mariadb_master() {
     let master = my_create_db("cas_master");
     common::checkpoint_compare_and_set(&master, std::path::Path::new("."));
 }
+
+/// A site's initial load into a MariaDB table holding none of its rows is
+/// inserted with plain multi-row INSERTs (no existing-key count, no
+/// collation check); a key that turns up twice anyway (a `query` whose two
+/// halves both hold id 1, in one-row batches) makes that batch fall back to
+/// the upsert on MySQL error 1062: the later row wins, nothing fails. A
+/// second run upserts: one changed row is one row written.
+#[test]
+fn an_initial_load_into_mariadb_falls_back_to_the_upsert_when_a_key_repeats() {
+    let master = my_create_db("my_load_master");
+    mysql(
+        &master,
+        "CREATE TABLE sales (store_id VARCHAR(10), id INT, qty INT, updated_at DATETIME(6),
+                             PRIMARY KEY (store_id, id));",
+    );
+    let site = pg_create_db("my_load_site");
+    psql(
+        &site,
+        "CREATE TABLE a (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL);
+         CREATE TABLE b (id int PRIMARY KEY, qty int, updated_at timestamptz NOT NULL);
+         INSERT INTO a VALUES (1, 10, '2026-01-01 00:00:01+00'), (2, 20, '2026-01-01 00:00:02+00');
+         INSERT INTO b VALUES (1, 11, '2026-01-01 00:00:03+00');",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 1\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"s1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  \
+         query = \"SELECT id, qty, updated_at FROM a UNION ALL SELECT id, qty, updated_at FROM b\"\n  \
+         target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  \
+         cursor_lag = \"0s\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|11\n2|20"
+    );
+    psql(
+        &site,
+        "UPDATE a SET qty = 21, updated_at = '2026-01-01 00:00:04+00' WHERE id = 2;",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|11\n2|21"
+    );
+    assert_eq!(
+        mysql(
+            &master,
+            "SELECT rows_written FROM hubsync_runs WHERE status = 'succeeded' ORDER BY rows_written"
+        ),
+        // The second run: (2, 21) changed, (1, 11) re-read at the saved
+        // cursor value and unchanged. The first: three rows, the third
+        // through the fallback.
+        "1\n3"
+    );
+}

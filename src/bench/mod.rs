@@ -11,6 +11,13 @@
 //!   every site; compared with the full pull (time per changed row);
 //! * **push fan-out**: `push_rows` prices to every site; baseline: the same
 //!   COPY pipe from the master into each site;
+//! * **full update**: every row changed at every site, so the pull upserts
+//!   every master row (no initial load); baseline: the full pull's COPY pipe
+//!   on the same change;
+//! * **whole process**: a `hubsync sync` process into an emptied master
+//!   against a shell script of `psql | psql` COPY pipes (see
+//!   `sync_process`);
+//! * **SQLite and MySQL pushes**: see [`bulk`];
 //! * **WAN**: the full pull again with the sites behind a latency proxy
 //!   ([`latency::LatencyProxy`], `wan_delay` each way); compared with the
 //!   loopback full pull;
@@ -29,6 +36,7 @@
 //! Databases are named `<prefix>_*` (default `hubsync_bench_*`) and are
 //! dropped and recreated.
 
+mod bulk;
 pub mod latency;
 
 use std::path::PathBuf;
@@ -67,6 +75,12 @@ pub struct BenchOptions {
     pub parallelism: usize,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Admin URL of a MariaDB/MySQL server for the MySQL push scenario (a
+    /// login that may create and drop databases; `None` skips it).
+    pub mysql_url: Option<String>,
+    /// Site files / databases of the SQLite and MySQL push scenarios (0
+    /// skips both).
+    pub bulk_sites: usize,
     /// Folder for the SQLite site files.
     pub work_dir: PathBuf,
     /// Prefix of the databases created (`<prefix>_master`, `<prefix>_site_001`...).
@@ -515,6 +529,69 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
         ),
     ));
 
+    // ------------------------------------------- SQLite and MySQL pushes
+    if options.bulk_sites > 0 {
+        report
+            .scenarios
+            .push(bulk::sqlite_push(options, &master, options.bulk_sites, say).await?);
+        if let Some(mysql_url) = &options.mysql_url {
+            report.scenarios.push(
+                bulk::mysql_push(options, mysql_url, &master, options.bulk_sites, say).await?,
+            );
+        }
+    }
+
+    // ----------------------------------------------- full update (upsert)
+    say("full update: every row changed at every site (the upsert path)");
+    for (_, url) in &sites {
+        run_sql(
+            url,
+            "UPDATE sales SET qty = qty + 1, updated_at = updated_at + interval '1 year'",
+        )
+        .await?;
+    }
+    let jobs: Vec<_> = sites
+        .iter()
+        .map(|(id, url)| {
+            let upsert = PULL_UPSERT.replace("$STORE", &format!("'{id}'"));
+            let master = master.clone();
+            let url = url.clone();
+            async move { copy_pipe(&url, &master, PULL_SELECT, PULL_STAGE, &upsert).await }
+        })
+        .collect();
+    let (baseline_update, _) = run_parallel(options.parallelism, jobs).await?;
+    // Put the master back to the values before the update, so that
+    // hubsync's pass changes every row too, on a vacuumed table.
+    run_sql(
+        &master,
+        "UPDATE sales SET qty = qty - 1, updated_at = updated_at - interval '1 year'",
+    )
+    .await?;
+    run_sql(&master, "VACUUM ANALYZE sales").await?;
+    let update = hubsync_pass(options, &config, "sales").await?;
+    if update.rows_read < total_rows {
+        bail!(
+            "hubsync read {} rows of the full update, expected at least {total_rows}",
+            update.rows_read
+        );
+    }
+    report.scenarios.push(scenario(
+        "full_update",
+        &update,
+        "COPY binary -> staging + INSERT ON CONFLICT",
+        Some(baseline_update),
+        options.sites,
+        format!(
+            "every one of the {total_rows} master rows changed at its site: the upsert path (no initial load); \
+             ratio = baseline time / hubsync time"
+        ),
+    ));
+
+    // ------------------------------------------- whole process, small fleet
+    report
+        .scenarios
+        .push(sync_process(options, &master, &sites, &config, say).await?);
+
     // ------------------------------------------------------------- WAN
     if !options.wan_delay.is_zero() {
         say(&format!(
@@ -710,6 +787,124 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
     }
     admin.close().await?;
     Ok(report)
+}
+
+/// The whole-process scenario: a `hubsync sync --flow sales` process
+/// (start-up, migrations check, describes, logins, the pull, the summary)
+/// into an emptied master, against a shell script that runs one
+/// `psql | psql` binary COPY pipe per site (COPY into a staging table, then
+/// `INSERT ... ON CONFLICT`), `parallelism` sites at a time through
+/// `xargs -P`. Both are timed from process start to exit.
+///
+/// Errors: `psql`/`bash`/`xargs` missing, either side failing, or a master
+/// row count other than sites x rows after either side.
+async fn sync_process(
+    options: &BenchOptions,
+    master: &str,
+    sites: &[(String, String)],
+    config: &str,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<Scenario> {
+    say("whole process: a `hubsync sync` process against a psql COPY script");
+    let clear = "TRUNCATE sales; DROP SCHEMA IF EXISTS hubsync CASCADE";
+    run_sql(master, clear).await?;
+    let pipe = options.work_dir.join("copy-site.sh");
+    std::fs::write(
+        &pipe,
+        format!(
+            "#!/usr/bin/env bash\nset -euo pipefail\n\
+             psql -X -q -d \"$2\" -c \"COPY ({PULL_SELECT}) TO STDOUT (FORMAT binary)\" \\\n  \
+             | psql -X -q -v ON_ERROR_STOP=1 -d \"$3\" -c BEGIN -c \"{}\" \\\n  \
+             -c \"COPY hubsync_stage FROM STDIN (FORMAT binary)\" -c \"{}\" -c COMMIT\n",
+            PULL_STAGE.replace('\n', " "),
+            PULL_UPSERT.replace('\n', " ").replace("$STORE", "'$1'")
+        ),
+    )?;
+    let list: String = sites
+        .iter()
+        .map(|(id, url)| format!("{id} {url} {master}\n"))
+        .collect();
+    let list_path = options.work_dir.join("copy-sites.txt");
+    std::fs::write(&list_path, list)?;
+    let started = Instant::now();
+    let status = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "xargs -P {} -L 1 bash {} < {}",
+            options.parallelism.max(1),
+            pipe.display(),
+            list_path.display()
+        ))
+        .status()
+        .await
+        .context("running the psql COPY script")?;
+    let baseline = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("the psql COPY script failed ({status})");
+    }
+    let mut expected = 0;
+    for (_, url) in sites {
+        expected += count_sales(url).await?;
+    }
+    check_master_rows(master, expected, "the psql COPY script").await?;
+    run_sql(master, clear).await?;
+    let config_path = options.work_dir.join("bench-process.toml");
+    std::fs::write(&config_path, config)?;
+    let started = Instant::now();
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["sync", "--flow", "sales", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .context("running `hubsync sync`")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!(
+            "`hubsync sync` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    check_master_rows(master, expected, "`hubsync sync`").await?;
+    let pass = Pass {
+        seconds,
+        rows_read: expected,
+        statements: 0,
+        peak_rss_mib: None,
+    };
+    Ok(Scenario {
+        statements_per_site: None,
+        ..scenario(
+            "sync_process",
+            &pass,
+            "psql | psql binary COPY -> staging + INSERT ON CONFLICT per site, xargs -P",
+            Some(baseline),
+            sites.len(),
+            format!(
+                "whole processes, start to exit: `hubsync sync` of {} sites ({expected} rows) into an empty \
+                 master against the psql script; ratio = script time / hubsync time",
+                sites.len()
+            ),
+        )
+    })
+}
+
+/// Rows in the `sales` table of the database at `url`.
+async fn count_sales(url: &str) -> anyhow::Result<u64> {
+    let mut conn = PgConnection::connect(url).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sales")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(rows as u64)
+}
+
+/// Fails unless the master's `sales` holds `expected` rows after `who`.
+async fn check_master_rows(master: &str, expected: u64, who: &str) -> anyhow::Result<()> {
+    let rows = count_sales(master).await?;
+    if rows != expected {
+        bail!("the master holds {rows} sales rows after {who}, expected {expected}");
+    }
+    Ok(())
 }
 
 /// The late-commit scan scenario (see the module docs).

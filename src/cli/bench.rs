@@ -47,6 +47,14 @@ pub struct BenchArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = 10_000)]
     pub batch_size: usize,
+    /// Admin URL of a MariaDB/MySQL server for the MySQL push scenario (a
+    /// login that may create and drop databases named `<prefix>_my_*`);
+    /// without it that scenario is skipped. `scripts/bench.sh` starts one.
+    #[arg(long, env = "HUBSYNC_BENCH_MYSQL_URL", value_name = "URL")]
+    pub mysql_url: Option<String>,
+    /// Site files / databases of the SQLite and MySQL push scenarios (0 skips both).
+    #[arg(long, default_value_t = 10)]
+    pub bulk_sites: usize,
     /// Prefix of the databases the bench creates (and drops at the end unless `--keep`).
     #[arg(long, default_value = "hubsync_bench")]
     pub prefix: String,
@@ -103,6 +111,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         wan_delay: Duration::from_millis(args.wan_delay_ms),
         parallelism: args.parallelism,
         batch_size: args.batch_size,
+        mysql_url: args.mysql_url,
+        bulk_sites: args.bulk_sites,
         work_dir: work_dir.clone(),
         prefix: args.prefix,
         keep: args.keep,

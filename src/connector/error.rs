@@ -236,6 +236,13 @@ impl ConnectorError {
         matches!(self.kind(), ErrorKind::Connection | ErrorKind::Conflict)
     }
 
+    /// True for a unique or primary-key violation: PostgreSQL SQLSTATE
+    /// `23505`, MySQL error 1062, SQLite extended result codes 1555
+    /// (`SQLITE_CONSTRAINT_PRIMARYKEY`) and 2067 (`SQLITE_CONSTRAINT_UNIQUE`).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self.code(), Some("23505" | "1062" | "1555" | "2067"))
+    }
+
     /// The database's code, if the database gave one.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -605,7 +605,9 @@ impl Tx {
     }
 
     /// Inserts `rows` with no conflict handling where the dialect has a
-    /// faster path for it (PostgreSQL `COPY ... FROM STDIN`), for a target
+    /// faster path for it (PostgreSQL `COPY ... FROM STDIN`, MySQL plain
+    /// multi-row `INSERT`s without the existing-key count and collation
+    /// check of its upsert), for a target
     /// known to hold none of their keys (a site's initial load); elsewhere
     /// the same as [`Tx::upsert`]. Returns rows written.
     ///
@@ -615,7 +617,11 @@ impl Tx {
         let timeout = self.statement_timeout;
         match &mut self.inner {
             TxInner::Postgres(tx) => timed(timeout, postgres::copy_in_on(tx, spec, rows)).await,
-            TxInner::Sqlite(_) | TxInner::MySql(_) => self.upsert(spec, rows).await,
+            TxInner::MySql(tx) => {
+                let max_bytes = self.max_statement_bytes;
+                timed(timeout, mysql::insert_on(tx, spec, rows, max_bytes)).await
+            }
+            TxInner::Sqlite(_) => self.upsert(spec, rows).await,
         }
     }
 

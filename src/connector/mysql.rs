@@ -527,24 +527,8 @@ pub(super) async fn upsert_on(
     let mut written = 0;
     let mut start = 0;
     while start < rows.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < rows.len() && end - start < max_rows {
-            let row_bytes: usize = rows[end].iter().map(bound_size).sum();
-            if end > start && bytes + row_bytes > max_bytes {
-                break;
-            }
-            bytes += row_bytes;
-            end += 1;
-        }
+        let end = chunk_end(rows, start, max_rows, max_bytes)?;
         let chunk = &rows[start..end];
-        if bytes > max_bytes {
-            return Err(ConnectorError::other(format!(
-                "one row needs {bytes} bytes, more than hubsync sends in one statement \
-                 ({max_bytes} bytes: half of the server's `max_allowed_packet`, leaving room for the \
-                 statement); raise `max_allowed_packet` at the target"
-            )));
-        }
         let existing_sql = Dialect::MySql.existing_keys(spec.table, spec.key, chunk.len());
         let key_values: Vec<Value> = chunk
             .iter()
@@ -566,6 +550,73 @@ pub(super) async fn upsert_on(
             .map_err(db_error)?
             .rows_affected();
         written += affected.saturating_sub(existing);
+        start = end;
+    }
+    Ok(written)
+}
+
+/// The end (exclusive) of the statement that starts at row `start`: at
+/// most `max_rows` rows and `max_bytes` of bound values. Errors when the
+/// row at `start` alone needs more than `max_bytes`.
+fn chunk_end(
+    rows: &[Vec<Value>],
+    start: usize,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<usize> {
+    let mut end = start;
+    let mut bytes = 0;
+    while end < rows.len() && end - start < max_rows {
+        let row_bytes: usize = rows[end].iter().map(bound_size).sum();
+        if end > start && bytes + row_bytes > max_bytes {
+            break;
+        }
+        bytes += row_bytes;
+        end += 1;
+    }
+    if bytes > max_bytes {
+        return Err(ConnectorError::other(format!(
+            "one row needs {bytes} bytes, more than hubsync sends in one statement \
+             ({max_bytes} bytes: half of the server's `max_allowed_packet`, leaving room for the \
+             statement); raise `max_allowed_packet` at the target"
+        )));
+    }
+    Ok(end)
+}
+
+/// Inserts `rows` with plain multi-row `INSERT`s (no `ON DUPLICATE KEY`),
+/// sized as [`upsert_on`]'s statements, after the same value checks: the
+/// initial load of a table known to hold none of their keys, which needs
+/// neither the count of existing keys nor the collation merge check. A key
+/// already present, or two rows whose keys are equal under the target's
+/// collation, fail with MySQL error 1062 (the caller then upserts, which
+/// names the merged keys). Returns rows inserted.
+pub(super) async fn insert_on(
+    conn: &mut MySqlConnection,
+    spec: &UpsertSpec<'_>,
+    rows: &[Vec<Value>],
+    max_bytes: usize,
+) -> Result<u64> {
+    let coerced = coerce_rows(spec, rows);
+    let rows: &[Vec<Value>] = coerced.as_deref().unwrap_or(rows);
+    check_rows(spec, rows)?;
+    let max_rows = Dialect::MySql
+        .max_rows_per_upsert(spec.columns.len())
+        .min(MYSQL_ROWS_PER_STATEMENT);
+    let mut written = 0;
+    let mut start = 0;
+    while start < rows.len() {
+        let end = chunk_end(rows, start, max_rows, max_bytes)?;
+        let sql = Dialect::MySql.insert_rows(spec.table, spec.columns, end - start);
+        let query = rows[start..end]
+            .iter()
+            .flatten()
+            .fold(sqlx::query(AssertSqlSafe(sql)), bind_value);
+        written += query
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
         start = end;
     }
     Ok(written)

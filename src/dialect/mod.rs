@@ -398,6 +398,32 @@ impl Dialect {
         )
     }
 
+    /// A plain multi-row insert of `rows` rows into `columns` of `table`
+    /// with positional placeholders (`INSERT INTO t (a, b) VALUES (?, ?),
+    /// (?, ?)` on MySQL, `?n` on SQLite, `$n` on PostgreSQL): an initial load's
+    /// statement where the dialect has no COPY.
+    pub fn insert_rows(self, table: &str, columns: &[String], rows: usize) -> String {
+        let mut n = 0;
+        let tuples: Vec<String> = (0..rows)
+            .map(|_| {
+                let values: Vec<String> = columns
+                    .iter()
+                    .map(|_| {
+                        n += 1;
+                        self.placeholder(n)
+                    })
+                    .collect();
+                format!("({})", values.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            self.quote_table(table),
+            self.ident_list(columns),
+            tuples.join(", ")
+        )
+    }
+
     /// SQL returning one row if `table` holds any row, none otherwise.
     pub fn any_row(self, table: &str) -> String {
         match self {
@@ -1092,6 +1118,19 @@ mod tests {
             sql,
             "SELECT `id`, CAST(`big` AS CHAR) AS `big` FROM `sales` WHERE `updated_at` IS NOT NULL \
              AND (`updated_at`, `id`) > (CAST(? AS DECIMAL(65,30)), ?) ORDER BY `updated_at`, `id` LIMIT 3"
+        );
+    }
+
+    #[test]
+    fn insert_rows_lists_one_tuple_per_row() {
+        let columns = strings(&["sku", "price"]);
+        assert_eq!(
+            Dialect::MySql.insert_rows("prices", &columns, 2),
+            "INSERT INTO `prices` (`sku`, `price`) VALUES (?, ?), (?, ?)"
+        );
+        assert_eq!(
+            Dialect::Postgres.insert_rows("prices", &columns, 2),
+            "INSERT INTO \"prices\" (\"sku\", \"price\") VALUES ($1, $2), ($3, $4)"
         );
     }
 

@@ -494,7 +494,7 @@ impl StreamRun<'_> {
             };
             // A key already there (another writer of the same rows since the
             // run checked): this batch and the rest are upserted instead.
-            if copy && error.code() == Some("23505") {
+            if copy && error.is_unique_violation() {
                 copy = false;
                 continue;
             }

@@ -273,7 +273,7 @@ impl StreamRun<'_> {
         })
     }
 
-    /// Whether this run is an initial load into a PostgreSQL table that
+    /// Whether this run is an initial load into a PostgreSQL or MySQL table that
     /// holds none of its rows (no checkpoint; a pull: no master row with
     /// this site's id in `site_column`; a push: an empty site table): then
     /// the cursor read's batches need no conflict handling. Any doubt (an
@@ -281,7 +281,7 @@ impl StreamRun<'_> {
     async fn initial_load(&self, leg: &Leg<'_>, prepared: &Prepared) -> bool {
         if prepared.saved.is_some()
             || self.options.dry_run
-            || leg.target.dialect() != crate::dialect::Dialect::Postgres
+            || leg.target.dialect() == crate::dialect::Dialect::Sqlite
         {
             return false;
         }
