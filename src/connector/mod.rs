@@ -17,6 +17,7 @@
 
 mod error;
 mod mysql;
+mod pg_binary;
 mod postgres;
 mod sqlite;
 

@@ -326,8 +326,10 @@ fn copy_text(rows: &[Vec<Value>]) -> Vec<u8> {
 }
 
 /// Inserts `rows` into `spec.table` (`spec.columns`) with `COPY ... FROM
-/// STDIN` in text format: no conflict handling, for a target known to hold
-/// none of these keys (a site's initial load). Returns rows copied.
+/// STDIN`: no conflict handling, for a target known to hold none of these
+/// keys (a site's initial load). Binary format where every column and value
+/// has an encoding ([`super::pg_binary::encode`], by `spec.column_types`),
+/// else text format. Returns rows copied.
 ///
 /// Errors: a value the column refuses, or a key already present (unique
 /// violation), as a database error of kind `data`; nothing is written.
@@ -339,9 +341,13 @@ pub(super) async fn copy_in_on(
     if rows.is_empty() {
         return Ok(0);
     }
-    let sql = Dialect::Postgres.copy_in(spec.table, spec.columns);
+    let (body, binary) = match super::pg_binary::encode(spec.column_types, rows) {
+        Some(body) => (body, true),
+        None => (copy_text(rows), false),
+    };
+    let sql = Dialect::Postgres.copy_in(spec.table, spec.columns, binary);
     let mut copy = conn.copy_in_raw(&sql).await.map_err(db_error)?;
-    let sent = copy.send(copy_text(rows)).await.map(|_| ());
+    let sent = copy.send(body).await.map(|_| ());
     match sent {
         Ok(()) => copy.finish().await.map_err(db_error),
         Err(e) => {

@@ -387,14 +387,15 @@ impl Dialect {
         ))
     }
 
-    /// PostgreSQL: `COPY "table" ("c1", ...) FROM STDIN (FORMAT text)`, the
-    /// statement of an initial load (see `connector/postgres.rs`
-    /// `copy_in_on`).
-    pub fn copy_in(self, table: &str, columns: &[String]) -> String {
+    /// PostgreSQL: `COPY "table" ("c1", ...) FROM STDIN (FORMAT binary)`
+    /// (or `text`), the statement of an initial load (see
+    /// `connector/postgres.rs` `copy_in_on`).
+    pub fn copy_in(self, table: &str, columns: &[String], binary: bool) -> String {
         format!(
-            "COPY {} ({}) FROM STDIN (FORMAT text)",
+            "COPY {} ({}) FROM STDIN (FORMAT {})",
             self.quote_table(table),
-            self.ident_list(columns)
+            self.ident_list(columns),
+            if binary { "binary" } else { "text" }
         )
     }
 
