@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod openapi;
 pub mod routes;
@@ -91,6 +92,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/runs", get(routes::runs))
         .route("/api/v1/status", get(routes::status))
         .route("/api/v1/flows/{flow}/sync", post(routes::sync_flow))
+        .route("/api/v1/events", get(events::list_events))
+        .route(
+            "/api/v1/events/{event_id}/replay",
+            post(events::replay_event),
+        )
         .route(
             "/api/v1/services/{service}/{operation}",
             post(routes::call_service),

@@ -183,6 +183,9 @@ pub struct PairStatus {
 pub struct StatusResponse {
     /// One entry per flow and site, flows in config order, then sites.
     pub pairs: Vec<PairStatus>,
+    /// Follow-up events in the outbox, per state (`dead`: dead letters;
+    /// list them at `GET /api/v1/events`).
+    pub events: super::events::EventCounts,
 }
 
 /// `POST /api/v1/flows/{flow}/sync` body: `{}` (all sites), or one of
@@ -587,7 +590,8 @@ pub(super) async fn fleet_status(
             });
         }
     }
-    Ok(StatusResponse { pairs })
+    let events = super::events::counts(state).await?;
+    Ok(StatusResponse { pairs, events })
 }
 
 /// How long a sync request waits for its runs to be recorded before it

@@ -20,8 +20,11 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         Arc::new(FleetProgress::new_lines()),
     );
     let pruning = tokio::spawn(api::prune_history(hub.clone(), cancel.clone()));
+    let deliverer = crate::events::Deliverer::new(hub.clone()).map_err(anyhow::Error::msg)?;
+    let delivering = tokio::spawn(deliverer.run(cancel.clone()));
     api::serve(listener, state, cancel).await?;
     let _ = pruning.await;
+    let _ = delivering.await;
     hub.close().await;
     eprintln!("hubsync stopped cleanly");
     Ok(EXIT_OK)

@@ -163,8 +163,11 @@ impl StateStore {
         if self.dialect == Dialect::Sqlite {
             // Take the write lock first: two hubs on one file must not both
             // read the same due rows.
-            tx.execute(&format!("UPDATE {table} SET state = state WHERE 1 = 0"), &[])
-                .await?;
+            tx.execute(
+                &format!("UPDATE {table} SET state = state WHERE 1 = 0"),
+                &[],
+            )
+            .await?;
         }
         let sql = format!(
             "SELECT {COLUMNS} FROM {table} WHERE state = 'pending' AND next_attempt_at <= {} \
