@@ -14,7 +14,8 @@ use crate::flow::{Hub, SiteReport, SyncOptions};
 /// Arguments of `hubsync sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Only this flow (repeatable); default: every flow, in config order.
+    /// Only this flow (repeatable); default: every flow, in config order,
+    /// except chained ones (`after`), which run after their predecessor.
     #[arg(long = "flow", value_name = "FLOW")]
     pub flows: Vec<String>,
     /// Only this site (repeatable); default: every site.
@@ -38,7 +39,9 @@ pub fn select<'c>(
     site_ids: &[String],
 ) -> Result<(Vec<&'c Flow>, Vec<&'c Site>), UsageError> {
     let flows = if flow_names.is_empty() {
-        config.flows.iter().collect()
+        // A chained flow (`after`) runs right after its predecessor at each
+        // site, through the outbox; named with `--flow` it runs directly.
+        config.flows.iter().filter(|f| f.after.is_none()).collect()
     } else {
         first_seen(flow_names)
             .map(|name| {

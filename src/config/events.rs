@@ -22,15 +22,17 @@ pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default attempts before an event becomes a dead letter.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
-/// Parameters an event fills in a service operation that declares them.
-pub const EVENT_PARAMS: [&str; 7] = [
-    "event_id",
-    "event",
-    "flow",
-    "site",
-    "run_id",
-    "stream",
-    "rows_written",
+/// Parameters an event fills in a service operation that declares them:
+/// (parameter name, field of the event body's `data`). The site's id is
+/// `site_id` (`site` is reserved for `:site.<tag>`).
+pub const EVENT_PARAMS: [(&str, &str); 7] = [
+    ("event_id", "event_id"),
+    ("event", "event"),
+    ("flow", "flow"),
+    ("site_id", "site"),
+    ("run_id", "run_id"),
+    ("stream", "stream"),
+    ("rows_written", "rows_written"),
 ];
 
 #[derive(Deserialize)]

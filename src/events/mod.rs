@@ -264,12 +264,13 @@ impl Deliverer {
             .iter()
             .map(|(k, v)| (k.clone(), ParamInput::Text(v.clone())))
             .collect();
-        for name in crate::config::events::EVENT_PARAMS {
-            let value = &body["data"][name];
-            if declared.params.iter().any(|p| p.name == name) && !inputs.contains_key(name) {
-                if !value.is_null() {
-                    inputs.insert(name.to_string(), ParamInput::Json(value.clone()));
-                }
+        for (name, field) in crate::config::events::EVENT_PARAMS {
+            let value = &body["data"][field];
+            if declared.params.iter().any(|p| p.name == name)
+                && !inputs.contains_key(name)
+                && !value.is_null()
+            {
+                inputs.insert(name.to_string(), ParamInput::Json(value.clone()));
             }
         }
         let on_site = config.service(service).map(|s| s.on) == Some(ServiceTarget::Site);
