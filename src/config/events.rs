@@ -337,3 +337,102 @@ fn check_after(flow: &Flow, flows: &[Flow], problems: &mut Vec<String>) {
         next = before.after.as_deref();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = "[master]\nurl = \"sqlite://m.db\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+        [[service]]\nname = \"svc\"\non = \"master\"\n  [[service.operation]]\n  name = \"op\"\n  \
+        sql = \"SELECT :n AS n\"\n  params = [{ name = \"n\", type = \"int\" }]\n";
+
+    fn flow(name: &str, extra: &str) -> String {
+        format!(
+            "[[flow]]\nname = \"{name}\"\ndirection = \"pull\"\n{extra}\n  [[flow.stream]]\n  source = \"t_{name}\"\n  \
+             target = \"t_{name}\"\n  primary_key = [\"id\"]\n  cursor = \"u\"\n  site_column = \"site\"\n"
+        )
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("h.toml"), Path::new("/cfg"), &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn handlers_parse_with_their_defaults() {
+        let text = format!(
+            "{BASE}{}  [[flow.on]]\n  event = \"rows_changed\"\n  webhook = \"https://x.example/h\"\n  \
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n  \
+             [[flow.on]]\n  event = \"failure\"\n  name = \"ops\"\n  service = \"svc\"\n  operation = \"op\"\n  \
+             params = {{ n = \"7\" }}\n  max_attempts = 2\n",
+            flow("f", "")
+        );
+        let config = Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let on = &config.flow("f").unwrap().on;
+        assert_eq!(
+            (on[0].name.as_str(), on[0].event),
+            ("on[0]", EventKind::RowsChanged)
+        );
+        assert_eq!(on[0].max_attempts, DEFAULT_MAX_ATTEMPTS);
+        let EventAction::Webhook {
+            secret, timeout, ..
+        } = &on[0].action
+        else {
+            panic!("a webhook")
+        };
+        assert_eq!(*timeout, DEFAULT_WEBHOOK_TIMEOUT);
+        // base64 "MfKQ9r8G..." decodes to 24 bytes.
+        assert_eq!(secret.as_ref().unwrap().bytes().len(), 24);
+        assert_eq!(format!("{secret:?}"), "Some(WebhookSecret(***))");
+        assert_eq!((on[1].name.as_str(), on[1].max_attempts), ("ops", 2));
+    }
+
+    #[test]
+    fn bad_handlers_are_named_with_their_flow() {
+        let text = format!(
+            "{BASE}{}  [[flow.on]]\n  event = \"done\"\n  webhook = \"ftp://x\"\n  secret = \"whsec_***\"\n  \
+             [[flow.on]]\n  event = \"success\"\n  service = \"svc\"\n  operation = \"nope\"\n  \
+             [[flow.on]]\n  event = \"success\"\n  name = \"p\"\n  service = \"svc\"\n  operation = \"op\"\n  \
+             params = {{ n = \"seven\", m = \"1\" }}\n  \
+             [[flow.on]]\n  event = \"success\"\n{}{}",
+            flow("f", "after = \"g\""),
+            flow("g", "after = \"f\""),
+            flow("h", "after = \"zz\""),
+        );
+        let problems = problems(&text);
+        let expected = [
+            "flow `f` handler `on[0]`: unknown `event` `done`; use `success`, `failure` or `rows_changed`",
+            "flow `f` handler `on[0]`: `webhook` scheme `ftp` is not `http` or `https`",
+            "flow `f` handler `on[3]`: give either `webhook = \"https://...\"` or both `service` and `operation`",
+            "flow `f` handler `on[1]`: service `svc` has no operation `nope`",
+            "flow `f` handler `p`: `params.m` is not a parameter of operation `op`",
+            "flow `f`: `after` chain comes back to flow `f` (f -> g -> f); break the cycle",
+            "flow `g`: `after` chain comes back to flow `g` (g -> f -> g); break the cycle",
+            "flow `h`: `after` names no flow `zz`; flows: `f`, `g`, `h`",
+        ];
+        for message in expected {
+            assert!(
+                problems.iter().any(|p| p == message),
+                "missing `{message}` in {problems:#?}"
+            );
+        }
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "flow `f` handler `on[0]`: `secret` is not `whsec_` followed by base64"
+            )),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("flow `f` handler `p`: `params.n`: ")),
+            "{problems:#?}"
+        );
+    }
+}

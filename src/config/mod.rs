@@ -1241,10 +1241,20 @@ mod tests {
     fn reference_config_parses() {
         let text = include_str!("../../docs/hubsync.reference.toml");
         let config = Config::parse(text, Path::new("ref.toml"), Path::new("/cfg"), &|name| {
-            Some(format!("value-of-{name}"))
+            Some(match name {
+                "ERP_WEBHOOK_SECRET" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+                _ => format!("value-of-{name}"),
+            })
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.flows.is_empty());
+        let sales = config.flow("sales").expect("flow sales");
+        assert_eq!(sales.on.len(), 3);
+        assert_eq!(sales.on[2].name, "on[2]");
+        assert_eq!(
+            config.flow("store_totals").unwrap().after.as_deref(),
+            Some("sales")
+        );
         assert!(config.flows.iter().any(|f| f.direction == Direction::Push));
         let api = config.api.as_ref().expect("[api] in the reference");
         assert_eq!(api.listen.to_string(), "127.0.0.1:7070");
