@@ -1085,6 +1085,8 @@ fn openapi_document_lists_every_route() {
     assert_eq!(
         paths,
         [
+            "/api/v1/events",
+            "/api/v1/events/{event_id}/replay",
             "/api/v1/flows",
             "/api/v1/flows/{flow}/sync",
             "/api/v1/openapi.json",

@@ -489,3 +489,146 @@ fn postgres_master_sigkill_between_commit_and_delivery_loses_and_doubles_nothing
         psql(&url, &sql.replace("{outbox}", "hubsync.outbox"))
     });
 }
+
+/// `hubsync serve` on port 0 with a `read` and an `operate` token; returns
+/// the child and its base URL.
+fn serve(fleet: &Fleet) -> (Child, String) {
+    let mut child = fleet.spawn(&["serve"]);
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.strip_prefix("hubsync API listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, base)
+}
+
+fn http(method: &str, url: &str, token: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let auth = format!("Bearer {token}");
+    let mut response = match method {
+        "GET" => agent.get(url).header("Authorization", &auth).call(),
+        _ => agent.post(url).header("Authorization", &auth).send(""),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn the_api_lists_dead_letters_and_replays_them_for_the_serve_worker() {
+    const READ: &str = "read-token-0123456789";
+    const OPERATE: &str = "operate-token-0123456789";
+    let fleet = Fleet::new();
+    let receiver = Receiver::start(fleet.dir.path());
+    make_site(&fleet.path("s1.db"));
+    sqlite_exec(&fleet.path("master.db"), MASTER_TABLES);
+    let text = config("sqlite://master.db", &receiver, "", "5s")
+        .replace("[[site]]\nid = \"s2\"\nurl = \"sqlite://s2.db\"\n", "");
+    // Only the `success` handler, one attempt.
+    let start = text
+        .find("  [[flow.on]]\n  event = \"rows_changed\"")
+        .unwrap();
+    let end = text.find("  [[flow.on]]\n  event = \"success\"").unwrap();
+    let mut text = format!("{}{}", &text[..start], &text[end..]);
+    text = text[..text.find("[[flow]]\nname = \"totals\"").unwrap()].to_string();
+    text = text.replace(
+        "timeout = \"5s\"\n",
+        "timeout = \"5s\"\n  max_attempts = 1\n",
+    );
+    text.push_str(&format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n[[api.token]]\nname = \"viewer\"\ntoken = \"{READ}\"\nrole = \"read\"\n\
+         [[api.token]]\nname = \"ops\"\ntoken = \"{OPERATE}\"\nrole = \"operate\"\n"
+    ));
+    fleet.write_config(&text);
+    receiver.set("fail", true);
+    let out = fleet.sync_ok(&[]);
+    assert!(
+        out.stderr.contains(
+            "0 delivered, 0 to retry later (`hubsync run` delivers them), 1 dead letters"
+        ),
+        "{}",
+        out.stderr
+    );
+    let (mut child, base) = serve(&fleet);
+    let (status, body) = http("GET", &format!("{base}/api/v1/events"), READ);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["counts"],
+        serde_json::json!({"pending": 0, "delivered": 0, "dead": 1})
+    );
+    let event = &body["events"][0];
+    assert_eq!(
+        (event["flow"].as_str(), event["event"].as_str()),
+        (Some("sales"), Some("success"))
+    );
+    assert_eq!(
+        (event["state"].as_str(), event["attempts"].as_i64()),
+        (Some("dead"), Some(1))
+    );
+    assert!(
+        event["last_error"]
+            .as_str()
+            .unwrap()
+            .ends_with("HTTP 500 Internal Server Error: receiver down"),
+        "{event}"
+    );
+    let id = event["event_id"].as_str().unwrap().to_string();
+    let (_, status_body) = http("GET", &format!("{base}/api/v1/status"), READ);
+    assert_eq!(status_body["events"]["dead"], 1);
+    let (status, body) = http("GET", &format!("{base}/api/v1/events?state=gone"), READ);
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "query param `state`: unknown state `gone`; use pending, delivered, dead or all"
+    );
+    let replay = format!("{base}/api/v1/events/{id}/replay");
+    assert_eq!(http("POST", &replay, READ).0, 403);
+    let (status, body) = http(
+        "POST",
+        &format!("{base}/api/v1/events/nope/replay"),
+        OPERATE,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    receiver.set("fail", false);
+    let (status, body) = http("POST", &replay, OPERATE);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"event_id": id, "state": "pending"})
+    );
+    // The serve's worker polls every second.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http(
+            "GET",
+            &format!("{base}/api/v1/events?state=delivered"),
+            READ,
+        );
+        if body["events"].as_array().unwrap().len() == 1 {
+            assert_eq!(body["events"][0]["event_id"], id.as_str());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replayed event was not delivered: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(receiver.counts().get(&id), Some(&2));
+    assert_signed(&receiver);
+    let _ = child.kill();
+    let _ = child.wait();
+}
