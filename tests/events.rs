@@ -632,3 +632,19 @@ fn the_api_lists_dead_letters_and_replays_them_for_the_serve_worker() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn mysql_master_sigkill_between_commit_and_delivery_loses_and_doubles_nothing() {
+    let url = common::my_create_db("events_kill");
+    common::mysql(
+        &url,
+        "CREATE TABLE sales (site VARCHAR(32) NOT NULL, id BIGINT NOT NULL, amount BIGINT NOT NULL,
+                             updated_at VARCHAR(32) NOT NULL, PRIMARY KEY (site, id));
+         CREATE TABLE sales_copy (site VARCHAR(32) NOT NULL, id BIGINT NOT NULL, amount BIGINT NOT NULL,
+                                  updated_at VARCHAR(32) NOT NULL, PRIMARY KEY (site, id));
+         CREATE TABLE audit (event_id VARCHAR(64) PRIMARY KEY, site VARCHAR(32) NOT NULL, rows_written BIGINT NOT NULL);",
+    );
+    sigkill_between_commit_and_delivery(&Fleet::new(), &url, &|sql| {
+        common::mysql(&url, &sql.replace("{outbox}", "hubsync_outbox")).replace('\t', "|")
+    });
+}
