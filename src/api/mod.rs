@@ -171,6 +171,13 @@ pub async fn prune_history(hub: Arc<Hub>, cancel: CancellationToken) {
             }
             Err(e) => tracing::warn!("cannot prune the run history: {e}"),
         }
+        match hub.state().prune_events(hub.master(), cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                "removed {removed} delivered follow-up events older than {days} days from the outbox"
+            ),
+            Err(e) => tracing::warn!("cannot prune the outbox: {e}"),
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

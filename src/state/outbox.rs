@@ -291,6 +291,19 @@ impl StateStore {
         Ok(master.execute(&sql, &params).await? == 1)
     }
 
+    /// Deletes delivered events created before `older_than` (the daemon's
+    /// run-history retention, `hub.run_history_days`); pending and dead ones
+    /// stay. Returns how many were deleted.
+    pub async fn prune_events(&self, master: &Connector, older_than: DateTime<Utc>) -> Result<u64> {
+        let params = [Value::TimestampTz(older_than)];
+        let sql = format!(
+            "DELETE FROM {} WHERE created_at < {} AND state = 'delivered'",
+            self.table("outbox"),
+            self.dialect.typed_placeholder(1, &params[0])
+        );
+        Ok(master.execute(&sql, &params).await?)
+    }
+
     /// Number of outbox rows per state: (pending, delivered, dead).
     pub async fn event_counts(&self, master: &Connector) -> Result<(i64, i64, i64)> {
         let sql = format!(
