@@ -508,6 +508,11 @@ fn serve(fleet: &Fleet) -> (Child, String) {
 }
 
 fn http(method: &str, url: &str, token: &str) -> (u16, serde_json::Value) {
+    let (status, text) = http_text(method, url, token);
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+fn http_text(method: &str, url: &str, token: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
@@ -520,8 +525,7 @@ fn http(method: &str, url: &str, token: &str) -> (u16, serde_json::Value) {
     }
     .unwrap();
     let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap())
+    (status, response.body_mut().read_to_string().unwrap())
 }
 
 #[test]
@@ -585,6 +589,11 @@ fn the_api_lists_dead_letters_and_replays_them_for_the_serve_worker() {
     let id = event["event_id"].as_str().unwrap().to_string();
     let (_, status_body) = http("GET", &format!("{base}/api/v1/status"), READ);
     assert_eq!(status_body["events"]["dead"], 1);
+    let (_, metrics) = http_text("GET", &format!("{base}/metrics"), READ);
+    assert!(
+        metrics.contains("hubsync_outbox_events{state=\"dead\"} 1\n"),
+        "{metrics}"
+    );
     let (status, body) = http("GET", &format!("{base}/api/v1/events?state=gone"), READ);
     assert_eq!(status, 400);
     assert_eq!(
@@ -629,6 +638,17 @@ fn the_api_lists_dead_letters_and_replays_them_for_the_serve_worker() {
     }
     assert_eq!(receiver.counts().get(&id), Some(&2));
     assert_signed(&receiver);
+    let (_, metrics) = http_text("GET", &format!("{base}/metrics"), READ);
+    assert!(
+        metrics.contains(
+            "hubsync_event_deliveries_total{flow=\"sales\",handler=\"on[0]\",outcome=\"delivered\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hubsync_outbox_events{state=\"dead\"} 0\n"),
+        "{metrics}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -322,6 +322,9 @@ async fn refresh_gauges(state: &ApiState) -> Result<(), crate::state::StateError
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     metrics::gauge!(telemetry::MASTER_WRITES_HIGH_WATER).set(hub.master_write_high_water() as f64);
+    let (pending, _, dead) = hub.state().event_counts(hub.master()).await?;
+    metrics::gauge!(telemetry::OUTBOX_EVENTS, "state" => "pending").set(pending as f64);
+    metrics::gauge!(telemetry::OUTBOX_EVENTS, "state" => "dead").set(dead as f64);
     for flow in &config.flows {
         for site in &config.sites {
             let pair = (flow.name.clone(), site.id.clone());

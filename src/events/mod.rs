@@ -177,6 +177,22 @@ impl Deliverer {
         };
         let state = self.hub.state();
         let master = self.hub.master();
+        let attempt = u32::try_from(record.attempts).unwrap_or(u32::MAX);
+        let retry_at = (attempt < max_attempts).then(|| {
+            Utc::now() + chrono::Duration::from_std(retry_delay(attempt)).unwrap_or_default()
+        });
+        crate::telemetry::event_attempted(&crate::telemetry::EventAttempt {
+            event_id: &record.event_id,
+            flow: &record.flow,
+            site: &record.site,
+            handler: &record.handler,
+            attempt,
+            max_attempts,
+            failure: result
+                .as_ref()
+                .err()
+                .map(|e| (e.as_str(), retry_at.is_some())),
+        });
         let (outcome, recorded) = match result {
             Ok(()) => (
                 Outcome::Delivered,
@@ -186,28 +202,13 @@ impl Deliverer {
                     .map(drop),
             ),
             Err(error) => {
-                let attempts = u32::try_from(record.attempts).unwrap_or(u32::MAX);
-                let retry_at = (attempts < max_attempts).then(|| {
-                    Utc::now()
-                        + chrono::Duration::from_std(retry_delay(attempts)).unwrap_or_default()
-                });
-                tracing::warn!(
-                    event_id = %record.event_id, flow = %record.flow, site = %record.site,
-                    handler = %record.handler,
-                    "follow-up event, attempt {attempts} of {max_attempts}: {error}{}",
-                    if retry_at.is_some() { "; retrying later" } else { "; now a dead letter (`hubsync events`)" }
-                );
                 let outcome = if retry_at.is_some() {
                     Outcome::Retry
                 } else {
                     Outcome::Dead
                 };
-                (
-                    outcome,
-                    state
-                        .event_failed(master, &record.event_id, &error, retry_at)
-                        .await,
-                )
+                let failed = state.event_failed(master, &record.event_id, &error, retry_at);
+                (outcome, failed.await)
             }
         };
         if let Err(e) = recorded {
