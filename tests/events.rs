@@ -125,7 +125,8 @@ impl Drop for Receiver {
 fn make_site(path: &Path) {
     sqlite_exec(
         path,
-        "CREATE TABLE sales (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, updated_at TEXT NOT NULL);
+        "CREATE TABLE received (event_id TEXT PRIMARY KEY, rows_written INTEGER NOT NULL);
+         CREATE TABLE sales (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, updated_at TEXT NOT NULL);
          INSERT INTO sales VALUES (1, 10, '2026-01-01 10:00:00'), (2, 20, '2026-01-01 10:00:01'),
                                   (3, 30, '2026-01-01 10:00:02');",
     );
@@ -159,6 +160,14 @@ on = "master"
   params = [{{ name = "event_id", type = "text" }}, {{ name = "site_id", type = "text" }},
             {{ name = "rows_written", type = "int" }}]
 
+[[service]]
+name = "store"
+on = "site"
+  [[service.operation]]
+  name = "received"
+  sql = "INSERT INTO received (event_id, rows_written) VALUES (:event_id, :rows_written)"
+  params = [{{ name = "event_id", type = "text" }}, {{ name = "rows_written", type = "int" }}]
+
 [[flow]]
 name = "sales"
 direction = "pull"
@@ -182,6 +191,11 @@ direction = "pull"
   webhook = "{url}"
   secret = "whsec_{SECRET_B64}"
   timeout = "{timeout}"
+  [[flow.on]]
+  event = "success"
+  name = "tell-store"
+  service = "store"
+  operation = "received"
 
 [[flow]]
 name = "totals"
@@ -230,13 +244,13 @@ fn sqlite_master_events_are_signed_delivered_once_and_chain_flows_and_services()
     let out = fleet.sync_ok(&[]);
     assert!(
         out.stderr
-            .contains("follow-up events: 10 delivered, 0 to retry later"),
+            .contains("follow-up events: 12 delivered, 0 to retry later"),
         "{}",
         out.stderr
     );
     // Per site: 3 rows in batches of 2 -> two `rows_changed` (2 and 1 rows),
-    // one `success` webhook and one chained `totals` run, whose success ran
-    // the service: 2 x 4 + 2 = 10 events.
+    // one `success` webhook, one site service call and one chained `totals`
+    // run, whose success ran the master service: 2 x 5 + 2 = 12 events.
     let received = receiver.received();
     let mut seen: Vec<(String, String, i64)> = received
         .iter()
@@ -281,12 +295,27 @@ fn sqlite_master_events_are_signed_delivered_once_and_chain_flows_and_services()
         ),
         "s1|3\ns2|3"
     );
+    // The site service ran at each event's own site.
+    for site in ["s1", "s2"] {
+        assert_eq!(
+            sqlite_query(
+                &fleet.path(&format!("{site}.db")),
+                "SELECT event_id, rows_written FROM received"
+            ),
+            sqlite_query(
+                &master,
+                &format!(
+                    "SELECT event_id, 3 FROM hubsync_outbox WHERE handler = 'tell-store' AND site = '{site}'"
+                )
+            )
+        );
+    }
     assert_eq!(
         sqlite_query(
             &master,
             "SELECT state, count(*) FROM hubsync_outbox GROUP BY state"
         ),
-        "delivered|10"
+        "delivered|12"
     );
     // Nothing new: no `rows_changed`, one new `success` per site; nothing
     // delivered before is sent again.
@@ -407,15 +436,16 @@ fn sigkill_between_commit_and_delivery(
     daemon.kill().unwrap(); // SIGKILL
     daemon.wait().unwrap();
     let in_flight: BTreeSet<String> = receiver.counts().into_keys().collect();
-    let committed: BTreeSet<String> =
-        outbox("SELECT event_id FROM {outbox} WHERE flow = 'sales' AND handler <> 'flow:totals'")
-            .lines()
-            .map(str::to_string)
-            .collect();
+    let committed: BTreeSet<String> = outbox(
+        "SELECT event_id FROM {outbox} WHERE flow = 'sales' AND handler IN ('changed', 'on[1]')",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
     // Webhook events: none delivered (chained runs and services were).
     assert_eq!(
         outbox(
-            "SELECT count(*) FROM {outbox} WHERE flow = 'sales' AND handler <> 'flow:totals' \
+            "SELECT count(*) FROM {outbox} WHERE flow = 'sales' AND handler IN ('changed', 'on[1]') \
              AND state = 'delivered'"
         ),
         "0"
@@ -544,7 +574,10 @@ fn the_api_lists_dead_letters_and_replays_them_for_the_serve_worker() {
         .unwrap();
     let end = text.find("  [[flow.on]]\n  event = \"success\"").unwrap();
     let mut text = format!("{}{}", &text[..start], &text[end..]);
-    text = text[..text.find("[[flow]]\nname = \"totals\"").unwrap()].to_string();
+    text = text[..text
+        .find("  [[flow.on]]\n  event = \"success\"\n  name = \"tell-store\"")
+        .unwrap()]
+        .to_string();
     text = text.replace(
         "timeout = \"5s\"\n",
         "timeout = \"5s\"\n  max_attempts = 1\n",
