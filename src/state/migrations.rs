@@ -199,18 +199,19 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "UPDATE {runs} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%interrupted: %'",
         ]),
     },
-    // Self-contained (only its own table and index): it may be renumbered
-    // when branches merge, as long as it stays after v9.
+    // Self-contained (only its own table and index, created `IF NOT
+    // EXISTS`, so re-running it is harmless): it may be renumbered when
+    // branches merge, as long as it stays after v9.
     Migration {
         version: 10,
         purpose: "table `outbox`: follow-up events (`[[flow.on]]`, `after`), written with their batch's checkpoint \
                   or their run's end, delivered at least once; dead letters are its `dead` rows",
         shared: &[
-            "CREATE TABLE {outbox} (event_id TEXT PRIMARY KEY, flow TEXT NOT NULL, site TEXT NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {outbox} (event_id TEXT PRIMARY KEY, flow TEXT NOT NULL, site TEXT NOT NULL, \
              event TEXT NOT NULL, handler TEXT NOT NULL, payload TEXT NOT NULL, created_at {instant} NOT NULL, \
              state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, next_attempt_at {instant} NOT NULL, \
              delivered_at {instant}, last_error TEXT)",
-            "CREATE INDEX hubsync_outbox_due ON {outbox} (state, next_attempt_at)",
+            "CREATE INDEX IF NOT EXISTS hubsync_outbox_due ON {outbox} (state, next_attempt_at)",
         ],
         postgres: Steps::Shared,
         sqlite: Steps::Shared,
