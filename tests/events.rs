@@ -627,6 +627,11 @@ fn the_api_lists_dead_letters_and_replays_them_for_the_serve_worker() {
         metrics.contains("hubsync_outbox_events{state=\"dead\"} 1\n"),
         "{metrics}"
     );
+    let (_, dashboard) = http_text("GET", &format!("{base}/"), READ);
+    assert!(
+        dashboard.contains(r#"<b id="count-dead-events">1</b>"#),
+        "{dashboard}"
+    );
     let (status, body) = http("GET", &format!("{base}/api/v1/events?state=gone"), READ);
     assert_eq!(status, 400);
     assert_eq!(
