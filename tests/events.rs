@@ -380,6 +380,12 @@ fn failed_webhooks_become_dead_letters_and_replay_delivers_them() {
         "{}",
         out.stdout
     );
+    let out = fleet.hubsync(&["events", "list", "--state", "lost"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: `--state lost`: use `pending`, `delivered`, `dead` or `all`"
+    );
     // An unknown id is a usage error.
     let out = fleet.hubsync(&["events", "replay", "nope"]);
     assert_eq!(out.code, 2);
