@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod dialect;
+pub mod events;
 pub mod flow;
 pub mod mediate;
 pub mod scheduler;

@@ -42,6 +42,13 @@ pub const MASTER_WRITES_HIGH_WATER: &str = "hubsync_master_writes_high_water";
 /// (`ok` or `error`).
 pub const SERVICE_CALLS: &str = "hubsync_service_calls_total";
 
+/// Counter `{flow, handler, outcome}`: delivery attempts of follow-up
+/// events (`delivered`, `retry`, `dead`).
+pub const EVENT_DELIVERIES: &str = "hubsync_event_deliveries_total";
+/// Gauge `{state}`: follow-up events in the master's outbox by state
+/// (`pending`, `dead`); computed at scrape time.
+pub const OUTBOX_EVENTS: &str = "hubsync_outbox_events";
+
 /// Buckets of [`RUN_DURATION`], in seconds.
 const DURATION_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -111,6 +118,16 @@ fn describe() {
         SERVICE_CALLS,
         metrics::Unit::Count,
         "Data service calls per place and outcome"
+    );
+    metrics::describe_counter!(
+        EVENT_DELIVERIES,
+        metrics::Unit::Count,
+        "Delivery attempts of follow-up events by outcome"
+    );
+    metrics::describe_gauge!(
+        OUTBOX_EVENTS,
+        metrics::Unit::Count,
+        "Follow-up events in the master's outbox by state (pending, dead)"
     );
 }
 
@@ -182,6 +199,51 @@ pub fn service_called(service: &str, operation: &str, ok: bool) {
         "service" => service.to_string(),
         "operation" => operation.to_string(),
         "outcome" => if ok { "ok" } else { "error" }
+    )
+    .increment(1);
+}
+
+/// One delivery attempt of a follow-up event, as the worker recorded it.
+#[derive(Clone, Copy, Debug)]
+pub struct EventAttempt<'a> {
+    /// The event id.
+    pub event_id: &'a str,
+    /// The flow that raised it.
+    pub flow: &'a str,
+    /// The site of that run.
+    pub site: &'a str,
+    /// The handler (`flow:<name>` for a chained flow).
+    pub handler: &'a str,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// Attempts allowed before it is a dead letter.
+    pub max_attempts: u32,
+    /// `None` when delivered; else the error and whether it is retried.
+    pub failure: Option<(&'a str, bool)>,
+}
+
+/// Records a delivery attempt: a warning line for a failed one (saying
+/// whether it is retried or now a dead letter) and the outcome counter.
+pub fn event_attempted(attempt: &EventAttempt<'_>) {
+    let outcome = match attempt.failure {
+        None => "delivered",
+        Some((error, retried)) => {
+            tracing::warn!(
+                event_id = %attempt.event_id, flow = %attempt.flow, site = %attempt.site,
+                handler = %attempt.handler,
+                "follow-up event, attempt {} of {}: {error}{}",
+                attempt.attempt,
+                attempt.max_attempts,
+                if retried { "; retrying later" } else { "; now a dead letter (`hubsync events`)" }
+            );
+            if retried { "retry" } else { "dead" }
+        }
+    };
+    metrics::counter!(
+        EVENT_DELIVERIES,
+        "flow" => attempt.flow.to_string(),
+        "handler" => attempt.handler.to_string(),
+        "outcome" => outcome
     )
     .increment(1);
 }

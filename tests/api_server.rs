@@ -1085,6 +1085,8 @@ fn openapi_document_lists_every_route() {
     assert_eq!(
         paths,
         [
+            "/api/v1/events",
+            "/api/v1/events/{event_id}/replay",
             "/api/v1/flows",
             "/api/v1/flows/{flow}/sync",
             "/api/v1/openapi.json",
@@ -1138,7 +1140,8 @@ fn a_non_loopback_listen_without_tokens_is_refused() {
 }
 
 /// Finished runs older than `run_history_days` are deleted when the daemon
-/// starts; newer ones and running ones stay.
+/// starts; newer ones and running ones stay. Delivered follow-up events
+/// of the same age go too.
 #[test]
 fn old_run_history_is_pruned() {
     let fleet = Fleet::new();
@@ -1162,7 +1165,11 @@ fn old_run_history_is_pruned() {
         "INSERT INTO hubsync.runs (run_id, flow, site, started_at, finished_at, status) VALUES
            ('old-done', 'sales', 's1', now() - interval '8 days', now() - interval '8 days', 'succeeded'),
            ('old-failed', 'sales', 's2', now() - interval '30 days', now() - interval '30 days', 'failed'),
-           ('recent', 'sales', 's2', now() - interval '6 days', now() - interval '6 days', 'succeeded');",
+           ('recent', 'sales', 's2', now() - interval '6 days', now() - interval '6 days', 'succeeded');
+         INSERT INTO hubsync.outbox (event_id, flow, site, event, handler, payload, created_at, state, next_attempt_at) VALUES
+           ('old-delivered', 'sales', 's1', 'success', 'on[0]', '{}', now() - interval '8 days', 'delivered', now()),
+           ('old-dead', 'sales', 's1', 'success', 'on[0]', '{}', now() - interval '30 days', 'dead', now()),
+           ('new-delivered', 'sales', 's1', 'success', 'on[0]', '{}', now() - interval '6 days', 'delivered', now());",
     );
     let server = fleet.serve("serve");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1171,10 +1178,18 @@ fn old_run_history_is_pruned() {
             &fleet.master,
             "SELECT string_agg(run_id, ',' ORDER BY started_at) FROM hubsync.runs WHERE run_id LIKE '%e%t%' OR run_id LIKE 'old%'",
         );
-        if ids == "recent" {
+        let events = psql(
+            &fleet.master,
+            "SELECT string_agg(event_id, ',' ORDER BY event_id) FROM hubsync.outbox",
+        );
+        if ids == "recent" && events == "new-delivered,old-dead" {
             break;
         }
-        assert!(Instant::now() < deadline, "old runs not pruned: {ids}");
+        // Delivered follow-up events go with the history; dead letters stay.
+        assert!(
+            Instant::now() < deadline,
+            "old runs or delivered events not pruned: {ids} / {events}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(

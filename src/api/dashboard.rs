@@ -106,6 +106,9 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
                             div { b id="count-flows" { (flows.len()) } "flows" }
                             div { b id="count-ok" { (ok) } "pairs ok" }
                             div { b id="count-failing" { (failing.len()) } "pairs failing" }
+                            div title="follow-up events every attempt failed for: hubsync events, GET /api/v1/events" {
+                                b id="count-dead-events" { (status.events.dead) } "dead events"
+                            }
                         }
                     }
                     section class="wide" {

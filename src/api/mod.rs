@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod openapi;
 pub mod routes;
@@ -91,6 +92,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/runs", get(routes::runs))
         .route("/api/v1/status", get(routes::status))
         .route("/api/v1/flows/{flow}/sync", post(routes::sync_flow))
+        .route("/api/v1/events", get(events::list_events))
+        .route(
+            "/api/v1/events/{event_id}/replay",
+            post(events::replay_event),
+        )
         .route(
             "/api/v1/services/{service}/{operation}",
             post(routes::call_service),
@@ -164,6 +170,13 @@ pub async fn prune_history(hub: Arc<Hub>, cancel: CancellationToken) {
                 tracing::info!("removed {removed} runs older than {days} days from the history")
             }
             Err(e) => tracing::warn!("cannot prune the run history: {e}"),
+        }
+        match hub.state().prune_events(hub.master(), cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                "removed {removed} delivered follow-up events older than {days} days from the outbox"
+            ),
+            Err(e) => tracing::warn!("cannot prune the outbox: {e}"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -5,14 +5,14 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes;
+use super::{events, routes};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "hubsync",
-        description = "Hub-only data sync: fleet status, run history, flow control and data services. \
+        description = "Hub-only data sync: fleet status, run history, flow control, data services and follow-up events. \
                        Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
@@ -24,6 +24,8 @@ use super::routes;
         routes::status,
         routes::sync_flow,
         routes::call_service,
+        events::list_events,
+        events::replay_event,
         document,
     ),
     modifiers(&BearerAuth),
@@ -32,6 +34,7 @@ use super::routes;
         (name = "fleet", description = "sites and flows from the config"),
         (name = "runs", description = "run history, status and starting syncs"),
         (name = "services", description = "declared data service operations"),
+        (name = "events", description = "follow-up events: the outbox, dead letters and replay"),
     )
 )]
 pub struct ApiDoc;

@@ -183,6 +183,9 @@ pub struct PairStatus {
 pub struct StatusResponse {
     /// One entry per flow and site, flows in config order, then sites.
     pub pairs: Vec<PairStatus>,
+    /// Follow-up events in the outbox, per state (`dead`: dead letters;
+    /// list them at `GET /api/v1/events`).
+    pub events: super::events::EventCounts,
 }
 
 /// `POST /api/v1/flows/{flow}/sync` body: `{}` (all sites), or one of
@@ -319,6 +322,9 @@ async fn refresh_gauges(state: &ApiState) -> Result<(), crate::state::StateError
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     metrics::gauge!(telemetry::MASTER_WRITES_HIGH_WATER).set(hub.master_write_high_water() as f64);
+    let (pending, _, dead) = hub.state().event_counts(hub.master()).await?;
+    metrics::gauge!(telemetry::OUTBOX_EVENTS, "state" => "pending").set(pending as f64);
+    metrics::gauge!(telemetry::OUTBOX_EVENTS, "state" => "dead").set(dead as f64);
     for flow in &config.flows {
         for site in &config.sites {
             let pair = (flow.name.clone(), site.id.clone());
@@ -587,7 +593,8 @@ pub(super) async fn fleet_status(
             });
         }
     }
-    Ok(StatusResponse { pairs })
+    let events = super::events::counts(state).await?;
+    Ok(StatusResponse { pairs, events })
 }
 
 /// How long a sync request waits for its runs to be recorded before it

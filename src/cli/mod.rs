@@ -9,6 +9,7 @@ mod bench;
 mod call;
 mod check;
 mod demo;
+mod events;
 mod output;
 mod reset;
 mod run;
@@ -80,6 +81,8 @@ pub enum Command {
     Status,
     /// Forget checkpoints so the next run backfills from the start.
     Reset(reset::ResetArgs),
+    /// Follow-up events (`[[flow.on]]`, `after`): list dead letters, replay them, deliver due ones.
+    Events(events::EventsArgs),
     /// Measure hubsync against a COPY baseline on a synthetic fleet (needs a PostgreSQL server).
     Bench(bench::BenchArgs),
 }
@@ -123,6 +126,7 @@ async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
         Command::Check => check::run(load(&cli.config)?).await,
         Command::Status => status::run(load(&cli.config)?).await,
         Command::Reset(args) => reset::run(load(&cli.config)?, args).await,
+        Command::Events(args) => events::run(load(&cli.config)?, args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

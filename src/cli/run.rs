@@ -26,6 +26,7 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         .into());
     }
     let hub = Arc::new(Hub::open(config.clone(), cancel.clone()).await?);
+    let deliverer = crate::events::Deliverer::new(hub.clone()).map_err(anyhow::Error::msg)?;
     let flows = if scheduled.is_empty() {
         "no scheduled flow (syncs on request through the API)".to_string()
     } else {
@@ -51,6 +52,7 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         None => None,
     };
     let pruning = tokio::spawn(api::prune_history(hub.clone(), cancel.clone()));
+    let delivering = tokio::spawn(deliverer.run(cancel.clone()));
     run_schedules(hub.clone(), progress, cancel).await;
     if let Some(server) = server {
         match server.await {
@@ -60,6 +62,7 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         }
     }
     let _ = pruning.await;
+    let _ = delivering.await;
     hub.close().await;
     eprintln!("hubsync stopped cleanly: every committed batch is kept");
     Ok(EXIT_OK)

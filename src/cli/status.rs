@@ -16,6 +16,7 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
+    let (pending_events, _, dead_events) = hub.state().event_counts(hub.master()).await?;
     hub.close().await;
     let now = Utc::now();
 
@@ -89,6 +90,16 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         println!("\nCheckpoints: none yet (the first run of each stream backfills)");
     } else {
         println!("\nCheckpoints\n{table}");
+    }
+    if pending_events + dead_events > 0 {
+        println!(
+            "\nFollow-up events: {pending_events} pending, {dead_events} dead letters{}",
+            if dead_events > 0 {
+                " (list: `hubsync events`; replay: `hubsync events replay <event id>`)"
+            } else {
+                ""
+            }
+        );
     }
     if failing > 0 {
         println!(

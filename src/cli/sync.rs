@@ -14,7 +14,8 @@ use crate::flow::{Hub, SiteReport, SyncOptions};
 /// Arguments of `hubsync sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Only this flow (repeatable); default: every flow, in config order.
+    /// Only this flow (repeatable); default: every flow, in config order,
+    /// except chained ones (`after`), which run after their predecessor.
     #[arg(long = "flow", value_name = "FLOW")]
     pub flows: Vec<String>,
     /// Only this site (repeatable); default: every site.
@@ -38,7 +39,9 @@ pub fn select<'c>(
     site_ids: &[String],
 ) -> Result<(Vec<&'c Flow>, Vec<&'c Site>), UsageError> {
     let flows = if flow_names.is_empty() {
-        config.flows.iter().collect()
+        // A chained flow (`after`) runs right after its predecessor at each
+        // site, through the outbox; named with `--flow` it runs directly.
+        config.flows.iter().filter(|f| f.after.is_none()).collect()
     } else {
         first_seen(flow_names)
             .map(|name| {
@@ -96,6 +99,36 @@ pub async fn sync_flows(
     reports
 }
 
+/// How long `sync` delivers the follow-up events due after its runs
+/// before it exits (the rest is left to `hubsync run`).
+const EVENTS_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Delivers the follow-up events due now (those the pass raised, and any
+/// left over), for at most [`EVENTS_BUDGET`]; prints one line when there
+/// were any. A failure is reported, not fatal: the events stay pending.
+async fn deliver_events(hub: &Arc<Hub>) {
+    let config = hub.config();
+    if config
+        .flows
+        .iter()
+        .all(|f| f.on.is_empty() && f.after.is_none())
+    {
+        return;
+    }
+    let deliverer = match crate::events::Deliverer::new(hub.clone()) {
+        Ok(deliverer) => deliverer,
+        Err(e) => return eprintln!("follow-up events not delivered: {e}"),
+    };
+    match deliverer.drain(EVENTS_BUDGET).await {
+        Ok(pass) if pass.claimed > 0 => eprintln!(
+            "follow-up events: {} delivered, {} to retry later (`hubsync run` delivers them), {} dead letters (`hubsync events`)",
+            pass.delivered, pass.retried, pass.dead
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("follow-up events not delivered (they stay in the outbox): {e}"),
+    }
+}
+
 /// Printed after a dry run's table. A dry run reads every row a real run
 /// would, but the upsert then skips unchanged rows, so `rows read` is an
 /// upper bound on what a real run rewrites.
@@ -129,7 +162,7 @@ pub(super) async fn run(
     if sites.is_empty() {
         return Err(UsageError("the config has no sites; add a `[[site]]`".into()).into());
     }
-    let hub = Hub::open(config.clone(), cancel.clone()).await?;
+    let hub = Arc::new(Hub::open(config.clone(), cancel.clone()).await?);
     let progress = FleetProgress::new();
     let options = SyncOptions {
         dry_run: args.dry_run,
@@ -142,6 +175,9 @@ pub(super) async fn run(
         limit = config.hub.master_write_concurrency,
         "master write transactions in flight at once, at most"
     );
+    if !args.dry_run && !cancel.is_cancelled() {
+        deliver_events(&hub).await;
+    }
     hub.close().await;
     println!("{}", summary_table(&reports));
     for line in error_lines(&reports) {

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod env;
+pub mod events;
 pub mod schedule;
 pub mod selector;
 pub mod service;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use self::api::{ApiConfig, ApiToken, Role};
+pub use self::events::{EventAction, EventHandler, EventKind, WebhookSecret};
 pub use self::schedule::{Schedule, SyncWindow};
 pub use self::selector::SiteSelector;
 pub use self::service::{Operation, Param, ParamType, Service, ServiceTarget};
@@ -145,8 +147,11 @@ struct RawFlow {
     timezone: Option<String>,
     splay: Option<String>,
     window: Option<String>,
+    after: Option<String>,
     #[serde(default)]
     stream: Vec<RawStream>,
+    #[serde(default)]
+    on: Vec<events::RawHandler>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +313,11 @@ pub struct Flow {
     pub window: Option<SyncWindow>,
     /// The flow's streams, run in order for each site.
     pub streams: Vec<Stream>,
+    /// `after`: this flow runs at a site right after the named flow
+    /// succeeded there (a chained flow, delivered through the outbox).
+    pub after: Option<String>,
+    /// `[[flow.on]]`: follow-up event handlers, in config order.
+    pub on: Vec<EventHandler>,
 }
 
 /// What happens to a row the target refuses.
@@ -549,6 +559,13 @@ impl Config {
     /// The site with id `id`.
     pub fn site(&self, id: &str) -> Option<&Site> {
         self.sites.iter().find(|s| s.id == id)
+    }
+
+    /// Flows chained after `flow` (`after = "<flow>"`), in config order.
+    pub fn flows_after(&self, flow: &str) -> impl Iterator<Item = &Flow> {
+        self.flows
+            .iter()
+            .filter(move |f| f.after.as_deref() == Some(flow))
     }
 
     /// The data service named `name`.
@@ -804,6 +821,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                 streams.push(stream);
             }
         }
+        let on = events::validate_handlers(raw_flow.on, &place, problems);
         flows.push(Flow {
             name: raw_flow.name,
             direction,
@@ -812,12 +830,15 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             splay,
             window,
             streams,
+            after: raw_flow.after,
+            on,
         });
     }
     check_pulled_and_pushed(&flows, problems);
     check_detected_targets(&flows, problems);
     let api = raw.api.map(|raw_api| api::validate_api(raw_api, problems));
     let services = service::validate_services(raw.service, &sites, problems);
+    events::check_references(&flows, &services, problems);
 
     Config {
         path: path.to_path_buf(),
@@ -1220,10 +1241,20 @@ mod tests {
     fn reference_config_parses() {
         let text = include_str!("../../docs/hubsync.reference.toml");
         let config = Config::parse(text, Path::new("ref.toml"), Path::new("/cfg"), &|name| {
-            Some(format!("value-of-{name}"))
+            Some(match name {
+                "ERP_WEBHOOK_SECRET" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string(),
+                _ => format!("value-of-{name}"),
+            })
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.flows.is_empty());
+        let sales = config.flow("sales").expect("flow sales");
+        assert_eq!(sales.on.len(), 3);
+        assert_eq!(sales.on[2].name, "on[2]");
+        assert_eq!(
+            config.flow("store_totals").unwrap().after.as_deref(),
+            Some("sales")
+        );
         assert!(config.flows.iter().any(|f| f.direction == Direction::Push));
         let api = config.api.as_ref().expect("[api] in the reference");
         assert_eq!(api.listen.to_string(), "127.0.0.1:7070");

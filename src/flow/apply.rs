@@ -612,8 +612,9 @@ impl StreamRun<'_> {
         ))
     }
 
-    /// Checkpoint, quarantine entries, released entries and the run's row
-    /// counts, inside the master transaction `tx`.
+    /// Checkpoint, quarantine entries, released entries, the batch's
+    /// `rows_changed` events (outbox) and the run's row counts, inside the
+    /// master transaction `tx`.
     async fn save_state(
         &self,
         tx: &mut crate::connector::Tx,
@@ -637,6 +638,17 @@ impl StreamRun<'_> {
         }
         if !released.is_empty() {
             state.release_quarantine(tx, key, released).await?;
+        }
+        // The batch's `rows_changed` events commit with its checkpoint.
+        let events = super::events::rows_changed(
+            self.flow,
+            &self.site.id,
+            self.run_id,
+            &self.stream.name,
+            *written,
+        );
+        if !events.is_empty() {
+            state.enqueue_events(tx, &events).await?;
         }
         self.record_progress(tx, *read, *written).await
     }

@@ -22,6 +22,7 @@ pub mod circuit;
 mod connections;
 mod context;
 pub mod error;
+pub mod events;
 mod leg;
 pub mod limits;
 mod plan;

@@ -342,17 +342,18 @@ impl SiteRun<'_> {
     /// keep the pair busy for this process.
     async fn record_end(&self, run_id: &str, report: &SiteReport) {
         let note = run_note(&report.streams);
+        let end = crate::state::RunEnd {
+            status: report.status,
+            rows_read: report.rows_read(),
+            rows_written: report.rows_written(),
+            error: report.error.as_deref(),
+            error_kind: report.error_kind,
+            note: note.as_deref(),
+        };
+        // The run's follow-up events commit with its end (the outbox).
+        let events = super::events::run_ended(&self.hub.config, self.flow, report);
         let recorded = (self.hub.state)
-            .finish_run(
-                &self.hub.master,
-                run_id,
-                report.status,
-                report.rows_read(),
-                report.rows_written(),
-                report.error.as_deref(),
-                report.error_kind,
-                note.as_deref(),
-            )
+            .finish_run_with_events(&self.hub.master, run_id, &end, &events)
             .await;
         if let Err(e) = recorded {
             tracing::error!(flow = %self.flow.name, site = %self.site.id, "cannot record the end of run {run_id}: {e}");

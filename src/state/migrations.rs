@@ -7,7 +7,7 @@
 //! SQL): a new schema change is a new entry at the end of [`MIGRATIONS`],
 //! and [`super::SCHEMA_VERSION`] follows from it.
 //!
-//! Statements are templates: `{checkpoints}`, `{runs}`, `{quarantine}`
+//! Statements are templates: `{checkpoints}`, `{runs}`, `{quarantine}`, `{outbox}`
 //! become the state table's name in the master's dialect
 //! (`hubsync.runs` / `hubsync_runs`), `{instant}` the column type of an
 //! instant (`TIMESTAMPTZ` on PostgreSQL, RFC 3339 `TEXT` on SQLite, a UTC
@@ -199,6 +199,31 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "UPDATE {runs} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%interrupted: %'",
         ]),
     },
+    // Self-contained (only its own table and index, created `IF NOT
+    // EXISTS`, so re-running it is harmless): it may be renumbered when
+    // branches merge, as long as it stays after v9.
+    Migration {
+        version: 10,
+        purpose: "table `outbox`: follow-up events (`[[flow.on]]`, `after`), written with their batch's checkpoint \
+                  or their run's end, delivered at least once; dead letters are its `dead` rows",
+        shared: &[
+            "CREATE TABLE IF NOT EXISTS {outbox} (event_id TEXT PRIMARY KEY, flow TEXT NOT NULL, site TEXT NOT NULL, \
+             event TEXT NOT NULL, handler TEXT NOT NULL, payload TEXT NOT NULL, created_at {instant} NOT NULL, \
+             state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, next_attempt_at {instant} NOT NULL, \
+             delivered_at {instant}, last_error TEXT)",
+            "CREATE INDEX IF NOT EXISTS hubsync_outbox_due ON {outbox} (state, next_attempt_at)",
+        ],
+        postgres: Steps::Shared,
+        sqlite: Steps::Shared,
+        mysql: Steps::Own(&[
+            "CREATE TABLE IF NOT EXISTS {outbox} (event_id VARCHAR(64) NOT NULL PRIMARY KEY, \
+             flow VARCHAR(191) NOT NULL, site VARCHAR(191) NOT NULL, event VARCHAR(32) NOT NULL, \
+             handler VARCHAR(191) NOT NULL, payload LONGTEXT NOT NULL, created_at DATETIME(6) NOT NULL, \
+             state VARCHAR(16) NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, next_attempt_at DATETIME(6) NOT NULL, \
+             delivered_at DATETIME(6), last_error LONGTEXT, \
+             INDEX hubsync_outbox_due (state, next_attempt_at)) {mysql_table_options}",
+        ]),
+    },
 ];
 
 /// True if `error` says a step of a MySQL migration was done already (a
@@ -224,6 +249,7 @@ impl StateStore {
             .replace("{checkpoints}", &self.table("checkpoints"))
             .replace("{runs}", &self.table("runs"))
             .replace("{quarantine}", &self.table("quarantine"))
+            .replace("{outbox}", &self.table("outbox"))
             .replace("{instant}", instant)
             .replace("{mysql_table_options}", MYSQL_TABLE_OPTIONS)
     }

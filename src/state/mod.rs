@@ -27,7 +27,9 @@ use crate::value::{Batch, Value, compare_positions};
 
 mod history;
 mod migrations;
+mod outbox;
 pub use self::history::RunFilter;
+pub use self::outbox::{DeliveryState, NewEvent, OutboxRecord};
 
 /// Current version of the state schema: the last migration's (see
 /// `state/migrations.rs`, which lists every migration with each dialect's SQL).
@@ -271,6 +273,23 @@ pub struct RunRecord {
     pub error_kind: Option<String>,
     /// Remarks (e.g. why a stream restarted with a backfill).
     pub note: Option<String>,
+}
+
+/// How a run ended, as [`StateStore::finish_run_with_events`] records it.
+#[derive(Clone, Copy, Debug)]
+pub struct RunEnd<'a> {
+    /// Outcome.
+    pub status: RunStatus,
+    /// Rows read, all streams.
+    pub rows_read: u64,
+    /// Rows written, all streams.
+    pub rows_written: u64,
+    /// Error message of a failed run.
+    pub error: Option<&'a str>,
+    /// Its kind (run history `error_kind`).
+    pub error_kind: Option<ErrorKind>,
+    /// Remarks.
+    pub note: Option<&'a str>,
 }
 
 /// A checkpoint row with its key, for `status`.
@@ -959,15 +978,48 @@ impl StateStore {
         error_kind: Option<ErrorKind>,
         note: Option<&str>,
     ) -> Result<()> {
+        let end = RunEnd {
+            status,
+            rows_read,
+            rows_written,
+            error,
+            error_kind,
+            note,
+        };
+        let (sql, params) = self.finish_statement(run_id, &end);
+        master.execute(&sql, &params).await?;
+        Ok(())
+    }
+
+    /// [`Self::finish_run`] and the run's follow-up `events` (the outbox)
+    /// in one master transaction: a hub killed after it commits has
+    /// recorded both, before it neither.
+    pub async fn finish_run_with_events(
+        &self,
+        master: &Connector,
+        run_id: &str,
+        end: &RunEnd<'_>,
+        events: &[NewEvent],
+    ) -> Result<()> {
+        let (sql, params) = self.finish_statement(run_id, end);
+        let mut tx = master.begin().await?;
+        tx.execute(&sql, &params).await?;
+        self.enqueue_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The UPDATE behind [`Self::finish_run`].
+    fn finish_statement(&self, run_id: &str, end: &RunEnd<'_>) -> (String, [Value; 8]) {
         let text_or_null = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
         let params = [
             Value::TimestampTz(Utc::now()),
-            Value::Int(rows_read as i64),
-            Value::Int(rows_written as i64),
-            Value::Text(status.as_str().to_string()),
-            text_or_null(error),
-            text_or_null(error_kind.map(ErrorKind::as_str)),
-            text_or_null(note),
+            Value::Int(end.rows_read as i64),
+            Value::Int(end.rows_written as i64),
+            Value::Text(end.status.as_str().to_string()),
+            text_or_null(end.error),
+            text_or_null(end.error_kind.map(ErrorKind::as_str)),
+            text_or_null(end.note),
             Value::Text(run_id.to_string()),
         ];
         let p = self.placeholders(&params);
@@ -984,8 +1036,7 @@ impl StateStore {
             p[6],
             p[7]
         );
-        master.execute(&sql, &params).await?;
-        Ok(())
+        (sql, params)
     }
 
     /// The newest run of every (flow, site), ordered by flow then site.
