@@ -15,6 +15,7 @@ pub mod config;
 pub mod connector;
 pub mod dialect;
 pub mod flow;
+pub mod inventory;
 pub mod mediate;
 pub mod scheduler;
 pub mod service;

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod env;
+pub mod routes;
 pub mod schedule;
 pub mod selector;
 pub mod service;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use self::api::{ApiConfig, ApiToken, Role};
+pub use self::routes::{Inventory, Route, System};
 pub use self::schedule::{Schedule, SyncWindow};
 pub use self::selector::SiteSelector;
 pub use self::service::{Operation, Param, ParamType, Service, ServiceTarget};
@@ -100,6 +102,9 @@ struct RawConfig {
     api: Option<api::RawApi>,
     #[serde(default)]
     service: Vec<service::RawService>,
+    #[serde(default)]
+    system: Vec<routes::RawSystem>,
+    inventory: Option<routes::RawInventory>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +176,8 @@ struct RawStream {
     delete_column: Option<String>,
     deletes: Option<String>,
     deletes_window: Option<String>,
+    #[serde(default)]
+    route: Vec<routes::RawRoute>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -193,6 +200,12 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// Data services, in config order.
     pub services: Vec<Service>,
+    /// `[[system]]` databases that pull streams route rows to, in config
+    /// order.
+    pub systems: Vec<System>,
+    /// `[inventory]`: sites read from the master each pass, besides the
+    /// static `sites`; `None` when the section is absent.
+    pub inventory: Option<Inventory>,
 }
 
 /// Hub-wide limits (`[hub]`).
@@ -437,6 +450,9 @@ pub struct Stream {
     /// this long of the source's clock (sites purge old history); `None`
     /// compares every row.
     pub deletes_window: Option<Duration>,
+    /// Pull only: extra targets in `[[system]]` databases, written before
+    /// the master (see [`Route`]).
+    pub routes: Vec<Route>,
 }
 
 impl Stream {
@@ -549,6 +565,11 @@ impl Config {
     /// The site with id `id`.
     pub fn site(&self, id: &str) -> Option<&Site> {
         self.sites.iter().find(|s| s.id == id)
+    }
+
+    /// The `[[system]]` named `name`.
+    pub fn system(&self, name: &str) -> Option<&System> {
+        self.systems.iter().find(|s| s.name == name)
     }
 
     /// The data service named `name`.
@@ -685,6 +706,10 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         }
     }
 
+    let systems = routes::validate_systems(raw.system, base_dir, problems);
+    let inventory = raw
+        .inventory
+        .and_then(|raw_inventory| routes::validate_inventory(raw_inventory, base_dir, problems));
     let mut flows = Vec::new();
     let mut flow_names = HashSet::new();
     for (flow_index, raw_flow) in raw.flow.into_iter().enumerate() {
@@ -775,7 +800,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         }
         let mut streams = Vec::new();
         let mut stream_names = HashSet::new();
-        for (stream_index, raw_stream) in raw_flow.stream.into_iter().enumerate() {
+        for (stream_index, mut raw_stream) in raw_flow.stream.into_iter().enumerate() {
             let name = raw_stream
                 .name
                 .clone()
@@ -798,9 +823,18 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                     "{stream_place}: duplicate stream name in this flow; set a distinct `name` (it keys the checkpoints)"
                 ));
             }
-            if let Some(stream) =
+            let raw_routes = std::mem::take(&mut raw_stream.route);
+            if let Some(mut stream) =
                 validate_stream(raw_stream, name, direction, &stream_place, &sites, problems)
             {
+                stream.routes = routes::validate_routes(
+                    raw_routes,
+                    &stream,
+                    direction,
+                    &systems,
+                    &stream_place,
+                    problems,
+                );
                 streams.push(stream);
             }
         }
@@ -827,6 +861,8 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         flows,
         api,
         services,
+        systems,
+        inventory,
     }
 }
 
@@ -1080,6 +1116,7 @@ fn validate_stream(
         delete_column: raw.delete_column,
         deletes,
         deletes_window,
+        routes: Vec::new(),
     })
 }
 

@@ -21,7 +21,7 @@ use crate::value::{Batch, Value};
 /// rolled back, and names it: "row (store_id, id) = (s1, 7): <error>".
 /// Returns the batch's error unchanged if it was not about a row (a lost
 /// connection, a timeout) or no single row fails alone. Nothing is written.
-async fn refused_row(
+pub(super) async fn refused_row(
     target: &Connector,
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
@@ -286,6 +286,10 @@ impl StreamRun<'_> {
         if !place.leg.writes_master() {
             // Rows read from the master count against its rate budget.
             self.hub.master_writes.throttle(batch.len()).await;
+        }
+        if !place.routes.is_empty() && !self.options.dry_run {
+            // Systems first, then master + checkpoint (see `route.rs`).
+            self.write_routes(place, &batch, report).await?;
         }
         let fixes = ValueFixes {
             direction: place.leg.direction,

@@ -94,6 +94,9 @@ pub(super) struct RunPlace<'a> {
     /// table): the cursor read's batches are inserted with `COPY` instead
     /// of upserted (see `StreamRun::initial_load`).
     pub(super) initial_load: bool,
+    /// The stream's routes to `[[system]]`s (pull only), written before
+    /// each batch's master write (see `route.rs`).
+    pub(super) routes: &'a [super::route::RouteRun<'a>],
 }
 
 #[cfg(test)]

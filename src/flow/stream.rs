@@ -9,7 +9,7 @@ use super::error::RunError;
 use super::leg::{Leg, RunPlace};
 use super::plan::{fingerprint, schema_problems};
 use super::source::ResolvedSource;
-use super::{StreamReport, reconcile};
+use super::{StreamReport, reconcile, route};
 use crate::capture;
 use crate::config::{Deletes, Direction, LateCommits, NullCursors, OnError, Source};
 use crate::connector::{Connector, SourceClock, TableInfo};
@@ -32,6 +32,8 @@ struct Prepared {
     fingerprint: String,
     /// The checkpoint as stored, if its fingerprint still matches.
     saved: Option<Checkpoint>,
+    /// The mapping plan of each route to a `[[system]]`, in route order.
+    route_mappings: Vec<MappingPlan>,
 }
 
 /// Where and how this run's reads start, taken from the source before
@@ -76,6 +78,22 @@ impl StreamRun<'_> {
             (None, None) => unreachable!("prepare describes the target when the plan has none"),
         };
         let window = self.open_window(&leg, &prepared, report).await?;
+        let mut routes = Vec::with_capacity(self.stream.routes.len());
+        for ((route, mapping), target_info) in self
+            .stream
+            .routes
+            .iter()
+            .zip(&prepared.route_mappings)
+            .zip(&self.plan.route_targets)
+        {
+            routes.push(route::RouteRun {
+                route,
+                connector: self.hub.system(&route.system).await?,
+                target_info,
+                mapping,
+                place: route::route_place(route),
+            });
+        }
         let place = RunPlace {
             leg: &leg,
             mapping: &prepared.mapping,
@@ -88,6 +106,7 @@ impl StreamRun<'_> {
             // late-commit read (see `read_all`).
             snapshot: window.snapshot_now.as_ref().map(ToString::to_string),
             initial_load: self.initial_load(&leg, &prepared).await,
+            routes: &routes,
         };
         let mut applied = Applied {
             stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
@@ -152,6 +171,18 @@ impl StreamRun<'_> {
             target,
             &leg.target_place,
         )?;
+        let config = self.hub.config();
+        let route_mappings = route::route_mappings(
+            &self.stream.routes,
+            &self.plan.route_targets,
+            leg.source.dialect(),
+            &resolved.described,
+            &|name| {
+                config
+                    .system(name)
+                    .map_or(crate::dialect::Dialect::Postgres, |s| s.url.dialect())
+            },
+        )?;
         let site_values: Vec<Value> = resolved
             .site_params
             .iter()
@@ -178,6 +209,7 @@ impl StreamRun<'_> {
             key,
             fingerprint,
             saved,
+            route_mappings,
         })
     }
 
