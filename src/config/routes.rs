@@ -26,6 +26,7 @@ pub(super) struct RawRoute {
     target: String,
     columns: Option<BTreeMap<String, String>>,
     primary_key: Option<Vec<String>>,
+    site_column: Option<String>,
     when: Option<String>,
 }
 
@@ -59,9 +60,10 @@ pub struct Route {
     /// routed when it is true. `None`: every row.
     pub when: Option<String>,
     /// The pull stream as this route writes it: the parent stream with the
-    /// route's `target`, `columns` and `primary_key` (a route inherits the
-    /// parent's `site_column`, cursor, soft deletes and value rules), so the
-    /// mapping plan is built exactly as for the master.
+    /// route's `target`, `columns`, `primary_key` and `site_column` (each
+    /// defaulting to the parent's; the cursor, soft deletes and value rules
+    /// are the parent's), so the mapping plan is built exactly as for the
+    /// master.
     pub stream: Stream,
 }
 
@@ -245,6 +247,13 @@ pub(super) fn validate_routes(
                 }
             }
         }
+        if let Some(site_column) = &raw_route.site_column
+            && (site_column.trim().is_empty() || primary_key.contains(site_column))
+        {
+            problems.push(format!(
+                "{route_place}: `site_column` `{site_column}` must name the system column that receives the site id, outside `primary_key` (it is added to the key)"
+            ));
+        }
         if problems.len() > before {
             continue;
         }
@@ -252,6 +261,7 @@ pub(super) fn validate_routes(
             target: raw_route.target,
             columns,
             primary_key,
+            site_column: raw_route.site_column.or_else(|| parent.site_column.clone()),
             routes: Vec::new(),
             ..parent.clone()
         };

@@ -1,0 +1,342 @@
+//! Routes to `[[system]]` databases and the dynamic `[inventory]`, against
+//! real servers: a PostgreSQL master, a MariaDB system, SQLite sites and
+//! systems, through the CLI.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Fleet, my_create_db, mysql, pg_create_db, psql, sqlite_exec, sqlite_query};
+
+/// Site `sales` rows (id, qty, updated_at): a sale has qty > 0, a return
+/// qty < 0.
+fn site_sales(rows: &[(i64, i64, u32)]) -> String {
+    let mut sql = String::from(
+        "CREATE TABLE IF NOT EXISTS sales (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, updated_at TEXT NOT NULL);\n",
+    );
+    for (id, qty, second) in rows {
+        sql.push_str(&format!(
+            "INSERT INTO sales VALUES ({id}, {qty}, '2026-03-01T10:00:{second:02}.000000Z');\n"
+        ));
+    }
+    sql
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+/// Two SQLite sites pulled into a PostgreSQL master, every row also routed
+/// to a MariaDB `[[system]]` table under other column names (`sale_id`,
+/// `quantity`, site id in `store`).
+#[test]
+fn a_pull_writes_the_master_and_a_mariadb_system_route_with_its_own_mapping() {
+    let fleet = Fleet::new();
+    let master = pg_create_db("routes_master");
+    let erp = my_create_db("routes_erp");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty bigint, updated_at text, PRIMARY KEY (store_id, id))",
+    );
+    mysql(
+        &erp,
+        "CREATE TABLE returns (store VARCHAR(20), sale_id BIGINT, quantity BIGINT, PRIMARY KEY (store, sale_id))",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        &site_sales(&[(1, 3, 1), (2, -1, 2), (3, 5, 3)]),
+    );
+    sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(1, -2, 1), (2, 4, 2)]));
+    fleet.write_config(&format!(
+        r#"[master]
+url = "{master}"
+[[system]]
+name = "erp"
+url = "{erp}"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+    [[flow.stream.route]]
+    system = "erp"
+    target = "returns"
+    columns = {{ sale_id = "id", quantity = "qty" }}
+    primary_key = ["sale_id"]
+    site_column = "store"
+"#
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT store_id, id, qty FROM sales ORDER BY store_id, id"
+        ),
+        "s1|1|3\ns1|2|-1\ns1|3|5\ns2|1|-2\ns2|2|4"
+    );
+    assert_eq!(
+        mysql(
+            &erp,
+            "SELECT store, sale_id, quantity FROM returns ORDER BY store, sale_id"
+        ),
+        "s1|1|3\ns1|2|-1\ns1|3|5\ns2|1|-2\ns2|2|4"
+    );
+    // A change at a site reaches both; a second sync changes nothing.
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "UPDATE sales SET qty = -3, updated_at = '2026-03-01T10:01:00.000000Z' WHERE id = 1",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        mysql(
+            &erp,
+            "SELECT quantity FROM returns WHERE store = 's2' AND sale_id = 1"
+        ),
+        "-3"
+    );
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT qty FROM sales WHERE store_id = 's2' AND id = 1"
+        ),
+        "-3"
+    );
+}
+
+/// The system is written before the master's batch + checkpoint
+/// transaction: a system that refuses a batch leaves the master and the
+/// checkpoint at the last batch it took, and the next run delivers the rest
+/// to both.
+#[test]
+fn a_failed_system_write_leaves_the_checkpoint_and_the_next_run_delivers() {
+    let fleet = Fleet::new();
+    let master = pg_create_db("routes_fail");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty bigint, updated_at text, PRIMARY KEY (store_id, id))",
+    );
+    // The SQLite system refuses sale 4 while `fail` holds a row.
+    sqlite_exec(
+        &fleet.path("erp.db"),
+        "CREATE TABLE returns (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));
+         CREATE TABLE fail (x INTEGER);
+         INSERT INTO fail VALUES (1);
+         CREATE TRIGGER refuse BEFORE INSERT ON returns
+           WHEN NEW.id = 4 AND EXISTS (SELECT 1 FROM fail)
+           BEGIN SELECT RAISE(ABORT, 'erp is down for sale 4'); END;",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        &site_sales(&[(1, 1, 1), (2, 2, 2), (3, 3, 3), (4, -4, 4), (5, 5, 5)]),
+    );
+    fleet.write_config(&format!(
+        r#"[hub]
+batch_size = 2
+[master]
+url = "{master}"
+[[system]]
+name = "erp"
+url = "sqlite://erp.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  cursor_lag = "0s"
+  site_column = "store_id"
+    [[flow.stream.route]]
+    system = "erp"
+    target = "returns"
+"#
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "writing to system `erp` table `returns`: row (store_id, id) = (s1, 4): erp is down for sale 4"
+        ),
+        "{}",
+        out.stdout
+    );
+    // Batches [1, 2] went through; batch [3, 4] reached neither database
+    // (the system's transaction rolled back, the master's never began).
+    assert_eq!(psql(&master, "SELECT id FROM sales ORDER BY id"), "1\n2");
+    assert_eq!(
+        sqlite_query(&fleet.path("erp.db"), "SELECT id FROM returns ORDER BY id"),
+        "1\n2"
+    );
+    assert_eq!(
+        psql(&master, "SELECT position FROM hubsync.checkpoints"),
+        r#"[{"t":"text","v":"2026-03-01T10:00:02.000000Z"},{"t":"int","v":2}]"#
+    );
+    sqlite_exec(&fleet.path("erp.db"), "DELETE FROM fail");
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|1\n2|2\n3|3\n4|-4\n5|5"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("erp.db"),
+            "SELECT store_id, id, qty FROM returns ORDER BY id"
+        ),
+        "s1|1|1\ns1|2|2\ns1|3|3\ns1|4|-4\ns1|5|5"
+    );
+}
+
+/// `[inventory]`: the stores are rows of a master table; `hubsync run`
+/// reads it before every pass, so a store added while it runs is pulled
+/// and a store deactivated is no longer worked, without a restart.
+#[test]
+fn run_picks_up_an_added_store_and_drops_a_removed_one_between_passes() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));
+         CREATE TABLE stores (id TEXT PRIMARY KEY, file TEXT, region TEXT, active INTEGER);
+         INSERT INTO stores VALUES ('s1', 's1.db', 'north', 1);",
+    );
+    sqlite_exec(&fleet.path("s1.db"), &site_sales(&[(1, 3, 1)]));
+    sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(1, 7, 1), (2, 8, 2)]));
+    fleet.write_config(
+        r#"[master]
+url = "sqlite://master.db"
+[inventory]
+query = "SELECT id, file, region FROM stores WHERE active = 1"
+url = "sqlite://{file}"
+[[flow]]
+name = "sales"
+direction = "pull"
+schedule = "every 1s"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+"#,
+    );
+    let child = fleet.spawn(&["run"]);
+    let master_rows = || {
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, id, qty FROM sales ORDER BY store_id, id",
+        )
+    };
+    wait_for("store s1's rows", || master_rows() == "s1|1|3");
+    // A store added to the table while the hub runs.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "INSERT INTO stores VALUES ('s2', 's2.db', 'south', 1)",
+    );
+    wait_for("store s2's rows", || {
+        master_rows() == "s1|1|3\ns2|1|7\ns2|2|8"
+    });
+    // Store s1 deactivated: its new sale never arrives, while s2's later
+    // sale proves the passes go on.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "UPDATE stores SET active = 0 WHERE id = 's1'",
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    sqlite_exec(&fleet.path("s1.db"), &site_sales(&[(2, 9, 9)]));
+    sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(3, 6, 9)]));
+    wait_for("store s2's third sale", || {
+        master_rows().ends_with("s2|3|6")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait for hubsync run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(master_rows(), "s1|1|3\ns2|1|7\ns2|2|8\ns2|3|6");
+    // s1 ran no pass after its last one before the deactivation: the
+    // newest run of s2 is later than the newest of s1.
+    let last = |site: &str| {
+        sqlite_query(
+            &fleet.path("master.db"),
+            &format!("SELECT max(started_at) FROM hubsync_runs WHERE site = '{site}'"),
+        )
+    };
+    assert!(
+        last("s2") > last("s1"),
+        "s1 {} s2 {}",
+        last("s1"),
+        last("s2")
+    );
+}
+
+/// Static `[[site]]`s and `[inventory]` together: an inventory row whose id
+/// a static site has is left out with a warning; the static site is used.
+#[test]
+fn an_inventory_row_colliding_with_a_static_site_is_left_out_with_a_warning() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));
+         CREATE TABLE stores (id TEXT PRIMARY KEY, file TEXT);
+         INSERT INTO stores VALUES ('s1', 'other.db'), ('s2', 's2.db');",
+    );
+    sqlite_exec(&fleet.path("s1.db"), &site_sales(&[(1, 3, 1)]));
+    sqlite_exec(&fleet.path("other.db"), &site_sales(&[(1, 99, 1)]));
+    sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(1, 7, 1)]));
+    fleet.write_config(
+        r#"[master]
+url = "sqlite://master.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[inventory]
+query = "SELECT id, file FROM stores"
+url = "sqlite://{file}"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+"#,
+    );
+    let out = fleet.sync_ok(&[]);
+    assert!(
+        out.stderr.contains(
+            "warning: inventory row `s1`: a `[[site]]` of the config has this id; the static site is used and the row left out"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT store_id, id, qty FROM sales ORDER BY store_id, id"
+        ),
+        "s1|1|3\ns2|1|7"
+    );
+}
