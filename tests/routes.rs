@@ -78,6 +78,7 @@ direction = "pull"
     columns = {{ sale_id = "id", quantity = "qty" }}
     primary_key = ["sale_id"]
     site_column = "store"
+    when = "row.qty < 0"
 "#
     ));
     fleet.sync_ok(&[]);
@@ -88,32 +89,34 @@ direction = "pull"
         ),
         "s1|1|3\ns1|2|-1\ns1|3|5\ns2|1|-2\ns2|2|4"
     );
+    // Returns only: s1's sale 2 and s2's sale 1.
     assert_eq!(
         mysql(
             &erp,
             "SELECT store, sale_id, quantity FROM returns ORDER BY store, sale_id"
         ),
-        "s1|1|3\ns1|2|-1\ns1|3|5\ns2|1|-2\ns2|2|4"
+        "s1|2|-1\ns2|1|-2"
     );
-    // A change at a site reaches both; a second sync changes nothing.
+    // A changed return reaches both; a new sale only the master.
     sqlite_exec(
         &fleet.path("s2.db"),
-        "UPDATE sales SET qty = -3, updated_at = '2026-03-01T10:01:00.000000Z' WHERE id = 1",
+        "UPDATE sales SET qty = -3, updated_at = '2026-03-01T10:01:00.000000Z' WHERE id = 1;
+         INSERT INTO sales VALUES (3, 6, '2026-03-01T10:01:01.000000Z');",
     );
     fleet.sync_ok(&[]);
     assert_eq!(
         mysql(
             &erp,
-            "SELECT quantity FROM returns WHERE store = 's2' AND sale_id = 1"
+            "SELECT store, sale_id, quantity FROM returns ORDER BY store, sale_id"
         ),
-        "-3"
+        "s1|2|-1\ns2|1|-3"
     );
     assert_eq!(
         psql(
             &master,
-            "SELECT qty FROM sales WHERE store_id = 's2' AND id = 1"
+            "SELECT id, qty FROM sales WHERE store_id = 's2' ORDER BY id"
         ),
-        "-3"
+        "1|-3\n2|4\n3|6"
     );
 }
 
@@ -339,4 +342,103 @@ direction = "pull"
         ),
         "s1|1|3\ns2|1|7"
     );
+}
+
+/// A push whose sites each get the rows of a CEL `when` over the row and
+/// the site's tags; every site's checkpoint still moves past every row
+/// read, so a row no site of a kind wants is not read again.
+#[test]
+fn a_push_with_a_site_predicate_gives_each_site_its_rows() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE prices (sku INTEGER PRIMARY KEY, zone TEXT, tier TEXT, price TEXT, updated_at TEXT);
+         INSERT INTO prices VALUES
+           (1, 'A', 'all',   '10.00', '2026-03-01T10:00:01.000000Z'),
+           (2, 'A', 'gold',  '20.00', '2026-03-01T10:00:02.000000Z'),
+           (3, 'A', 'basic', '30.00', '2026-03-01T10:00:03.000000Z'),
+           (4, 'B', 'all',   '40.00', '2026-03-01T10:00:04.000000Z'),
+           (5, 'B', 'gold',  '50.00', '2026-03-01T10:00:05.000000Z');",
+    );
+    let site_table = "CREATE TABLE prices (sku INTEGER PRIMARY KEY, zone TEXT, tier TEXT, price TEXT, updated_at TEXT);";
+    for site in ["s1", "s2", "s3"] {
+        sqlite_exec(&fleet.path(&format!("{site}.db")), site_table);
+    }
+    let config = |when: &str| {
+        format!(
+            r#"[master]
+url = "sqlite://master.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+tags = {{ zone = "A", tier = "gold" }}
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+tags = {{ zone = "A", tier = "basic" }}
+[[site]]
+id = "s3"
+url = "sqlite://s3.db"
+tags = {{ zone = "B", tier = "gold" }}
+[[flow]]
+name = "prices"
+direction = "push"
+  [[flow.stream]]
+  source = "prices"
+  target = "prices"
+  primary_key = ["sku"]
+  cursor = "updated_at"
+  cursor_lag = "0s"
+  when = "{when}"
+"#
+        )
+    };
+    fleet.write_config(&config(
+        "row.zone == site.tags.zone && (row.tier == 'all' || row.tier == site.tags.tier)",
+    ));
+    fleet.sync_ok(&[]);
+    let skus = |site: &str| {
+        sqlite_query(
+            &fleet.path(&format!("{site}.db")),
+            "SELECT sku, price FROM prices ORDER BY sku",
+        )
+    };
+    // s1 (A, gold): 1 (all) and 2; s2 (A, basic): 1 and 3; s3 (B, gold): 4 and 5.
+    assert_eq!(skus("s1"), "1|10.00\n2|20.00");
+    assert_eq!(skus("s2"), "1|10.00\n3|30.00");
+    assert_eq!(skus("s3"), "4|40.00\n5|50.00");
+    // Every checkpoint is past sku 5, the last row read, sent or not.
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT site, position FROM hubsync_checkpoints ORDER BY site"
+        ),
+        [
+            r#"s1|[{"t":"text","v":"2026-03-01T10:00:05.000000Z"},{"t":"int","v":5}]"#,
+            r#"s2|[{"t":"text","v":"2026-03-01T10:00:05.000000Z"},{"t":"int","v":5}]"#,
+            r#"s3|[{"t":"text","v":"2026-03-01T10:00:05.000000Z"},{"t":"int","v":5}]"#,
+        ]
+        .join("\n")
+    );
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "INSERT INTO prices VALUES (6, 'A', 'gold', '60.00', '2026-03-01T10:00:06.000000Z')",
+    );
+    let out = fleet.sync_ok(&[]);
+    assert_eq!(skus("s1"), "1|10.00\n2|20.00\n6|60.00");
+    assert_eq!(skus("s2"), "1|10.00\n3|30.00");
+    assert!(out.stdout.contains("prices   s2"), "{}", out.stdout);
+    // A predicate naming a column the source lacks fails before any read,
+    // naming the expression and the column.
+    fleet.write_config(&config("row.region == site.tags.zone"));
+    let out = fleet.hubsync(&["sync", "--site", "s1"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "flow `prices`, stream `prices`, `when`: expression `row.region == site.tags.zone`"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("region"), "{}", out.stdout);
 }

@@ -178,6 +178,7 @@ struct RawStream {
     deletes_window: Option<String>,
     #[serde(default)]
     route: Vec<routes::RawRoute>,
+    when: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -453,6 +454,11 @@ pub struct Stream {
     /// Pull only: extra targets in `[[system]]` databases, written before
     /// the master (see [`Route`]).
     pub routes: Vec<Route>,
+    /// Push only: a CEL predicate over the master row (`row`) and the site
+    /// (`site.id`, `site.tags.<tag>`, `run`): a site receives a row when it
+    /// is true, on top of the `:site.<tag>` params of `query`. `None`:
+    /// every row read.
+    pub when: Option<String>,
 }
 
 impl Stream {
@@ -1117,6 +1123,7 @@ fn validate_stream(
         deletes,
         deletes_window,
         routes: Vec::new(),
+        when: routes::validate_push_when(raw.when, direction, place, problems),
     })
 }
 

@@ -274,6 +274,30 @@ pub(super) fn validate_routes(
     routes
 }
 
+/// A stream's `when`: a push's per-site row predicate (see
+/// [`Stream::when`]); refused on a pull, whose routes carry their own.
+pub(super) fn validate_push_when(
+    when: Option<String>,
+    direction: Direction,
+    place: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let when = when?;
+    if direction == Direction::Pull {
+        problems.push(format!(
+            "{place}: `when` selects the rows each site receives on push streams; on a pull, give each `[[flow.stream.route]]` its own `when`"
+        ));
+        return None;
+    }
+    if when.trim().is_empty() {
+        problems.push(format!(
+            "{place}: `when` is empty; write a CEL predicate, e.g. `row.zone == site.tags.price_zone`, or remove it"
+        ));
+        return None;
+    }
+    Some(when)
+}
+
 pub(super) fn validate_inventory(
     raw: RawInventory,
     base_dir: &Path,

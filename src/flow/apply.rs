@@ -303,7 +303,10 @@ impl StreamRun<'_> {
             site_zone: self.site.timezone,
         };
         let with_end = part == ReadPart::Cursor;
-        let mapped = if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
+        // A push's `when`: the site gets the rows it selects, while the
+        // checkpoint moves past every row read.
+        let (batch, selected) = self.select_for_site(place, batch, with_end)?;
+        let mut mapped = if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
             // A value refused before writing is quarantined like one the
             // database refuses; the batch is mapped again row by row only
             // when some row was refused.
@@ -324,6 +327,10 @@ impl StreamRun<'_> {
                 .mapping
                 .map_batch(batch, &self.site.id, &fixes, with_end)?
         };
+        if let Some((end, read)) = selected {
+            mapped.end = end;
+            mapped.read = read;
+        }
         let checkpoint = next_checkpoint(
             applied.saved.as_ref(),
             mapped.end.clone(),

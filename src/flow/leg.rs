@@ -97,6 +97,10 @@ pub(super) struct RunPlace<'a> {
     /// The stream's routes to `[[system]]`s (pull only), written before
     /// each batch's master write (see `route.rs`).
     pub(super) routes: &'a [super::route::RouteRun<'a>],
+    /// What `when` predicates see besides the row (site, run).
+    pub(super) expr_scope: &'a crate::mediate::expr::ExprScope,
+    /// A push's per-site `when` (`None`: every row read goes to the site).
+    pub(super) site_when: Option<&'a crate::mediate::expr::Expr>,
 }
 
 #[cfg(test)]

@@ -115,6 +115,9 @@ pub fn fingerprint(
     if cursor_by_instant {
         definition["cursor_order"] = serde_json::json!("instant");
     }
+    if let Some(when) = &stream.when {
+        definition["when"] = serde_json::json!(when);
+    }
     // Only when there are routes, so no other stream's fingerprint changes:
     // a route added later gets the stream's rows from the start.
     if !stream.routes.is_empty() {

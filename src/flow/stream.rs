@@ -32,8 +32,10 @@ struct Prepared {
     fingerprint: String,
     /// The checkpoint as stored, if its fingerprint still matches.
     saved: Option<Checkpoint>,
-    /// The mapping plan of each route to a `[[system]]`, in route order.
-    route_mappings: Vec<MappingPlan>,
+    /// Each route to a `[[system]]` (mapping plan, `when`), in route order.
+    routes: Vec<route::PreparedRoute>,
+    /// A push's per-site `when`, compiled.
+    site_when: Option<crate::mediate::expr::Expr>,
 }
 
 /// Where and how this run's reads start, taken from the source before
@@ -78,22 +80,8 @@ impl StreamRun<'_> {
             (None, None) => unreachable!("prepare describes the target when the plan has none"),
         };
         let window = self.open_window(&leg, &prepared, report).await?;
-        let mut routes = Vec::with_capacity(self.stream.routes.len());
-        for ((route, mapping), target_info) in self
-            .stream
-            .routes
-            .iter()
-            .zip(&prepared.route_mappings)
-            .zip(&self.plan.route_targets)
-        {
-            routes.push(route::RouteRun {
-                route,
-                connector: self.hub.system(&route.system).await?,
-                target_info,
-                mapping,
-                place: route::route_place(route),
-            });
-        }
+        let routes = self.route_runs(&prepared.routes).await?;
+        let expr_scope = self.expr_scope();
         let place = RunPlace {
             leg: &leg,
             mapping: &prepared.mapping,
@@ -107,6 +95,8 @@ impl StreamRun<'_> {
             snapshot: window.snapshot_now.as_ref().map(ToString::to_string),
             initial_load: self.initial_load(&leg, &prepared).await,
             routes: &routes,
+            expr_scope: &expr_scope,
+            site_when: prepared.site_when.as_ref(),
         };
         let mut applied = Applied {
             stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
@@ -172,7 +162,8 @@ impl StreamRun<'_> {
             &leg.target_place,
         )?;
         let config = self.hub.config();
-        let route_mappings = route::route_mappings(
+        let stream_place = format!("flow `{}`, stream `{}`", self.flow.name, self.stream.name);
+        let routes = route::prepare_routes(
             &self.stream.routes,
             &self.plan.route_targets,
             leg.source.dialect(),
@@ -182,6 +173,14 @@ impl StreamRun<'_> {
                     .system(name)
                     .map_or(crate::dialect::Dialect::Postgres, |s| s.url.dialect())
             },
+            self.site,
+            &stream_place,
+        )?;
+        let site_when = route::compile_when(
+            self.stream.when.as_deref(),
+            &resolved.described,
+            self.site,
+            &format!("{stream_place}, `when`"),
         )?;
         let site_values: Vec<Value> = resolved
             .site_params
@@ -209,7 +208,8 @@ impl StreamRun<'_> {
             key,
             fingerprint,
             saved,
-            route_mappings,
+            routes,
+            site_when,
         })
     }
 

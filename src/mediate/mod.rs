@@ -365,6 +365,30 @@ impl MappingPlan {
         Ok(position)
     }
 
+    /// The keyset position of `batch`'s last row as [`MappingPlan::map_batch`]
+    /// computes it (a SQLite date-time cursor as its instant), without
+    /// mapping the batch: for a batch whose rows are selected (a push's
+    /// `when`) after it was read, whose checkpoint still moves past every
+    /// row read. `None` for an empty batch.
+    ///
+    /// Errors: as `map_batch`'s end (a NULL key, a cursor that is no
+    /// date-time).
+    pub(crate) fn batch_end(
+        &self,
+        batch: &Batch,
+        site_id: &str,
+        cursor_date_time: Option<&str>,
+    ) -> Result<Option<Vec<Value>>, MapError> {
+        let Some(last) = batch.rows.last() else {
+            return Ok(None);
+        };
+        let instant = match cursor_date_time {
+            Some(declared) => self.read_cursor_instants(&mut [last.clone()], site_id, declared)?,
+            None => None,
+        };
+        self.end_position(last, instant).map(Some)
+    }
+
     /// Indexes in `target_columns` of the conflict key columns.
     pub(crate) fn key_indexes(&self) -> Vec<usize> {
         self.conflict_key
