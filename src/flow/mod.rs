@@ -28,6 +28,7 @@ mod plan;
 mod read;
 mod reconcile;
 mod route;
+mod shared;
 
 mod site_run;
 mod source;
@@ -47,6 +48,7 @@ use crate::state::{RunStatus, StateError, StateStore};
 
 pub use self::context::RunCounters;
 pub use self::plan::{StreamPlan, fingerprint, plan_streams};
+pub use self::shared::PushReads;
 
 /// Errors that stop a whole command (not one site).
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +216,8 @@ pub struct Hub {
     /// The sites of the last inventory read (`Hub::refresh_inventory`);
     /// the config's static sites until then.
     sites: std::sync::RwLock<Arc<Vec<Site>>>,
+    /// Push cursor reads sent to the master and shared (`shared.rs`).
+    push_reads: PushReads,
 }
 
 impl Hub {
@@ -280,6 +284,7 @@ impl Hub {
                 .map(|_| tokio::sync::OnceCell::new())
                 .collect(),
             sites: std::sync::RwLock::new(Arc::new(config.sites.clone())),
+            push_reads: PushReads::default(),
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
             site_connections,
             master_writes: limits::MasterWrites::new(
@@ -370,6 +375,15 @@ impl Hub {
                     &e,
                 )
             })
+    }
+
+    /// Push cursor reads since the hub opened: (sent to the master,
+    /// answered by another site's read of the same pass). Sites whose read
+    /// is the same statement with the same parameters share one read (see
+    /// `flow/shared.rs`): a pass over N sites with K distinct parameter sets
+    /// sends K reads per stream once every site has a checkpoint.
+    pub fn push_reads(&self) -> (u64, u64) {
+        self.push_reads.get()
     }
 
     /// The sites of the last inventory read: the static `[[site]]`s, then

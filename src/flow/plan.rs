@@ -21,6 +21,8 @@ pub struct StreamPlan {
     /// The table of each of the stream's routes, in route order (pull
     /// only), described in its `[[system]]`.
     pub route_targets: Vec<TableInfo>,
+    /// The pass's shared push reads of this stream (`shared.rs`).
+    pub(crate) shared_reads: super::shared::SharedReads,
 }
 
 /// Builds the plan of every stream of `flow`; a stream whose plan fails
@@ -32,16 +34,19 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunE
             Direction::Push => Ok(StreamPlan {
                 master_target: None,
                 route_targets: Vec::new(),
+                shared_reads: super::shared::SharedReads::default(),
             }),
             Direction::Pull => match hub.master().describe_table(&stream.target).await {
                 Ok(Some(info)) => Ok(StreamPlan {
                     master_target: Some(info),
                     route_targets: Vec::new(),
+                    shared_reads: super::shared::SharedReads::default(),
                 }),
                 // The first site's run creates it from its source's columns.
                 Ok(None) if stream.create_target => Ok(StreamPlan {
                     master_target: None,
                     route_targets: Vec::new(),
+                    shared_reads: super::shared::SharedReads::default(),
                 }),
                 Ok(None) => Err(RunError::from(format!(
                     "master table `{}` does not exist; create it with the source's columns plus `{}`, \
