@@ -554,3 +554,78 @@ fn sites_with_the_same_parameters_share_one_read_of_the_master() {
     }
     runtime.block_on(hub.close());
 }
+
+/// `hubsync check` connects to the systems, describes each route's table
+/// and compiles every `when` against the source's columns.
+#[test]
+fn check_validates_systems_route_tables_and_predicates() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("erp.db"),
+        "CREATE TABLE returns (store_id TEXT, id INTEGER, qty INTEGER, PRIMARY KEY (store_id, id));
+         CREATE TABLE keyless (store_id TEXT, id INTEGER, qty INTEGER);",
+    );
+    sqlite_exec(&fleet.path("s1.db"), &site_sales(&[(1, 3, 1)]));
+    let config = |target: &str, when: &str| {
+        format!(
+            r#"[master]
+url = "sqlite://master.db"
+[[system]]
+name = "erp"
+url = "sqlite://erp.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+    [[flow.stream.route]]
+    system = "erp"
+    target = "{target}"
+    columns = {{ id = "id", qty = "qty" }}
+    when = "{when}"
+"#
+        )
+    };
+    fleet.write_config(&config("returns", "row.qty < 0"));
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    fleet.write_config(&config("returns", "row.quantity < 0"));
+    let out = fleet.hubsync(&["check"]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("flow `sales`, stream `sales`, route to system `erp` table `returns`, `when`: expression `row.quantity < 0`"),
+        "{text}"
+    );
+    fleet.write_config(&config("missing", "row.qty < 0"));
+    let text = {
+        let out = fleet.hubsync(&["check"]);
+        assert_ne!(out.code, 0);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    assert!(
+        text.contains("system `erp` table `missing` does not exist"),
+        "{text}"
+    );
+    fleet.write_config(&config("keyless", "row.qty < 0"));
+    let text = {
+        let out = fleet.hubsync(&["check"]);
+        assert_ne!(out.code, 0);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    assert!(
+        text.contains("system `erp` table `keyless` has no primary key or unique index on exactly (store_id, id)"),
+        "{text}"
+    );
+}

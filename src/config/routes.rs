@@ -339,6 +339,70 @@ pub(super) fn validate_inventory(
 mod tests {
     use super::*;
 
+    fn problems_of(text: &str) -> Vec<String> {
+        let dir = std::path::Path::new("/srv/hub");
+        match super::super::Config::parse(text, &dir.join("h.toml"), dir, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn routes_systems_and_inventory_are_validated_with_their_places() {
+        let text = r#"
+[master]
+url = "sqlite://m.db"
+[[system]]
+name = "master"
+url = "sqlite://erp.db"
+[inventory]
+query = "SELECT id FROM stores"
+url = "sqlite://stores.db"
+[[flow]]
+name = "up"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "u"
+  site_column = "store_id"
+  columns = { id = "id", qty = "qty", u = "u" }
+  when = "row.qty > 0"
+    [[flow.stream.route]]
+    system = "erp"
+    target = "returns"
+    [[flow.stream.route]]
+    system = "master"
+    target = "returns"
+    columns = { sale_id = "id", price = "price" }
+[[flow]]
+name = "down"
+direction = "push"
+  [[flow.stream]]
+  source = "prices"
+  target = "prices"
+  primary_key = ["sku"]
+  cursor = "u"
+    [[flow.stream.route]]
+    system = "master"
+    target = "prices"
+"#;
+        // Every problem at once, each with its place.
+        assert_eq!(
+            problems_of(text),
+            [
+                "system `master`: `master` is the `[master]` database; give the system another name",
+                "`inventory.url` uses no `{column}` of the query, so every site would be the same database; write e.g. `postgres://u@{host}/{db}`",
+                "flow `up` stream `sales`: `when` selects the rows each site receives on push streams; on a pull, give each `[[flow.stream.route]]` its own `when`",
+                "flow `up` stream `sales` route[0] (system `erp`): no `[[system]]` named `erp`; systems: master",
+                "flow `up` stream `sales` route[1] (system `master`): primary key column `id` is not in `columns`; map it, or set the route's `primary_key`",
+                "flow `up` stream `sales` route[1] (system `master`): source column `price` is not read by the stream; add it to the stream's `columns`",
+                "flow `down` stream `prices`: `route` applies to pull streams only; a push selects rows per site with `:site.<tag>` in `query` or `when`",
+            ]
+        );
+    }
+
     #[test]
     fn a_url_template_names_its_columns_once_and_fills_them() {
         let template = "postgres://u:p@{host}/{db}?application_name={db}";
