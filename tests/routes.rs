@@ -221,12 +221,19 @@ fn run_picks_up_an_added_store_and_drops_a_removed_one_between_passes() {
     );
     sqlite_exec(&fleet.path("s1.db"), &site_sales(&[(1, 3, 1)]));
     sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(1, 7, 1), (2, 8, 2)]));
-    fleet.write_config(
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fleet.write_config(&format!(
         r#"[master]
 url = "sqlite://master.db"
+[api]
+listen = "127.0.0.1:{port}"
 [inventory]
 query = "SELECT id, file, region FROM stores WHERE active = 1"
-url = "sqlite://{file}"
+url = "sqlite://{{file}}"
 [[flow]]
 name = "sales"
 direction = "pull"
@@ -238,7 +245,7 @@ schedule = "every 1s"
   cursor = "updated_at"
   site_column = "store_id"
 "#,
-    );
+    ));
     let child = fleet.spawn(&["run"]);
     let master_rows = || {
         sqlite_query(
@@ -255,6 +262,19 @@ schedule = "every 1s"
     wait_for("store s2's rows", || {
         master_rows() == "s1|1|3\ns2|1|7\ns2|2|8"
     });
+    // The API lists the inventory's sites, with their tags.
+    let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+    let sites = agent
+        .get(&format!("http://127.0.0.1:{port}/api/v1/sites"))
+        .call()
+        .expect("GET /api/v1/sites")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(
+        sites,
+        r#"{"sites":[{"id":"s1","dialect":"sqlite","tags":{"region":"north"}},{"id":"s2","dialect":"sqlite","tags":{"region":"south"}}]}"#
+    );
     // Store s1 deactivated: its new sale never arrives, while s2's later
     // sale proves the passes go on.
     sqlite_exec(

@@ -1279,7 +1279,10 @@ mod tests {
         assert_eq!(stock.operation("recount").unwrap().params.len(), 2);
         assert_eq!(config.service("reports").unwrap().on, ServiceTarget::Master);
         assert_eq!(config.system("erp").unwrap().url.dialect(), Dialect::MySql);
-        let inventory = config.inventory.as_ref().expect("[inventory] in the reference");
+        let inventory = config
+            .inventory
+            .as_ref()
+            .expect("[inventory] in the reference");
         assert_eq!(inventory.url_columns, ["host", "db"]);
         let sales = &config.flow("sales").unwrap().streams[0];
         assert_eq!(sales.routes[0].stream.site_column.as_deref(), Some("store"));
