@@ -327,9 +327,9 @@ impl StreamRun<'_> {
                 .mapping
                 .map_batch(batch, &self.site.id, &fixes, with_end)?
         };
-        if let Some((end, read)) = selected {
-            mapped.end = end;
-            mapped.read = read;
+        if let Some(selected) = selected {
+            mapped.end = selected.end;
+            mapped.read = selected.read;
         }
         let checkpoint = next_checkpoint(
             applied.saved.as_ref(),

@@ -25,13 +25,13 @@ impl StreamRun<'_> {
         part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
-        if part == ReadPart::Cursor && place.shared_read {
-            if let Some(rows_read) = self
+        if part == ReadPart::Cursor
+            && place.shared_read
+            && let Some(rows_read) = self
                 .shared_read_and_apply(place, applied, sql, params, report)
                 .await?
-            {
-                return Ok(rows_read);
-            }
+        {
+            return Ok(rows_read);
         }
         if part == ReadPart::Cursor && !place.leg.writes_master() {
             self.hub

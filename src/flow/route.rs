@@ -23,6 +23,16 @@ use crate::mediate::expr::{Expr, ExprScope, Ty};
 use crate::mediate::{MappingPlan, ValueFixes};
 use crate::value::Batch;
 
+/// What a batch whose rows a push's `when` selected must still carry: the
+/// end position and the count of every row read.
+pub(super) struct ReadPastSelection {
+    /// The keyset position of the batch's last row read (`None`: not a
+    /// cursor read, or no rows).
+    pub(super) end: Option<Vec<crate::value::Value>>,
+    /// Rows read, selected or not.
+    pub(super) read: u64,
+}
+
 /// A route's mapping plan and compiled `when`, built once per (stream run,
 /// site) from the source's described columns.
 pub(super) struct PreparedRoute {
@@ -233,13 +243,12 @@ impl<'a> StreamRun<'a> {
     /// as is, `None`.
     ///
     /// Errors: a row the predicate cannot be evaluated on, naming its key.
-    #[allow(clippy::type_complexity)]
     pub(super) fn select_for_site(
         &self,
         place: &RunPlace<'_>,
         batch: Batch,
         with_end: bool,
-    ) -> Result<(Batch, Option<(Option<Vec<crate::value::Value>>, u64)>), RunError> {
+    ) -> Result<(Batch, Option<ReadPastSelection>), RunError> {
         let Some(when) = place.site_when else {
             return Ok((batch, None));
         };
@@ -255,7 +264,8 @@ impl<'a> StreamRun<'a> {
         let key_of = |row: &[crate::value::Value]| place.mapping.source_key_of(row, &self.site.id);
         let selected = select_rows(Some(when), &batch, place.expr_scope, &key_of)
             .map_err(|e| e.at("`when`"))?;
-        Ok((selected, Some((end, batch.rows.len() as u64))))
+        let read = batch.rows.len() as u64;
+        Ok((selected, Some(ReadPastSelection { end, read })))
     }
 
     /// What `when` predicates see besides the row: the site's id and
