@@ -182,96 +182,123 @@ pub(super) fn validate_routes(
         ));
         return Vec::new();
     }
-    let read = parent.select_columns();
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
     for (index, raw_route) in raw.into_iter().enumerate() {
         let route_place = format!("{place} route[{index}] (system `{}`)", raw_route.system);
-        let before = problems.len();
-        if !systems.iter().any(|s| s.name == raw_route.system) {
-            let known: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
-            problems.push(format!(
-                "{route_place}: no `[[system]]` named `{}`; systems: {}",
-                raw_route.system,
-                if known.is_empty() {
-                    "none (add one)".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ));
-        }
-        if raw_route.target.trim().is_empty() {
-            problems.push(format!(
-                "{route_place}: `target` is empty; name the system's table"
-            ));
-        }
         if !seen.insert((raw_route.system.clone(), raw_route.target.clone())) {
             problems.push(format!(
                 "{route_place}: table `{}` is already a route of this stream",
                 raw_route.target
             ));
         }
-        if raw_route
-            .when
-            .as_deref()
-            .is_some_and(|w| w.trim().is_empty())
-        {
-            problems.push(format!(
-                "{route_place}: `when` is empty; write a CEL predicate, e.g. `row.qty < 0`, or remove it"
-            ));
-        }
-        let columns = raw_route
-            .columns
-            .map(|map| map.into_iter().collect::<Vec<(String, String)>>())
-            .or_else(|| parent.columns.clone());
-        let primary_key = raw_route
-            .primary_key
-            .unwrap_or_else(|| parent.primary_key.clone());
-        if let Some(pairs) = &columns {
-            for key in &primary_key {
-                if !pairs.iter().any(|(target, _)| target == key) {
-                    problems.push(format!(
-                        "{route_place}: primary key column `{key}` is not in `columns`; map it, or set the route's `primary_key`"
-                    ));
-                }
-            }
-            // The stream reads once for every target: a route can only
-            // write what the stream selects.
-            if let Some(read) = &read {
-                for (_, source) in pairs {
-                    if !read.contains(source) {
-                        problems.push(format!(
-                            "{route_place}: source column `{source}` is not read by the stream; add it to the stream's `columns`"
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(site_column) = &raw_route.site_column
-            && (site_column.trim().is_empty() || primary_key.contains(site_column))
-        {
-            problems.push(format!(
-                "{route_place}: `site_column` `{site_column}` must name the system column that receives the site id, outside `primary_key` (it is added to the key)"
-            ));
-        }
-        if problems.len() > before {
-            continue;
-        }
-        let stream = Stream {
-            target: raw_route.target,
-            columns,
-            primary_key,
-            site_column: raw_route.site_column.or_else(|| parent.site_column.clone()),
-            routes: Vec::new(),
-            ..parent.clone()
-        };
-        routes.push(Route {
-            system: raw_route.system,
-            when: raw_route.when,
-            stream,
-        });
+        routes.extend(validate_route(
+            raw_route,
+            parent,
+            systems,
+            &route_place,
+            problems,
+        ));
     }
     routes
+}
+
+/// One route (see [`validate_routes`]); `None` when it has a problem.
+fn validate_route(
+    raw_route: RawRoute,
+    parent: &Stream,
+    systems: &[System],
+    route_place: &str,
+    problems: &mut Vec<String>,
+) -> Option<Route> {
+    let before = problems.len();
+    if !systems.iter().any(|s| s.name == raw_route.system) {
+        let known: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+        problems.push(format!(
+            "{route_place}: no `[[system]]` named `{}`; systems: {}",
+            raw_route.system,
+            if known.is_empty() {
+                "none (add one)".to_string()
+            } else {
+                known.join(", ")
+            }
+        ));
+    }
+    if raw_route.target.trim().is_empty() {
+        problems.push(format!(
+            "{route_place}: `target` is empty; name the system's table"
+        ));
+    }
+    if raw_route
+        .when
+        .as_deref()
+        .is_some_and(|w| w.trim().is_empty())
+    {
+        problems.push(format!(
+            "{route_place}: `when` is empty; write a CEL predicate, e.g. `row.qty < 0`, or remove it"
+        ));
+    }
+    let columns = raw_route
+        .columns
+        .map(|map| map.into_iter().collect::<Vec<(String, String)>>())
+        .or_else(|| parent.columns.clone());
+    let primary_key = raw_route
+        .primary_key
+        .unwrap_or_else(|| parent.primary_key.clone());
+    if let Some(pairs) = &columns {
+        check_route_columns(pairs, &primary_key, parent, route_place, problems);
+    }
+    if let Some(site_column) = &raw_route.site_column
+        && (site_column.trim().is_empty() || primary_key.contains(site_column))
+    {
+        problems.push(format!(
+            "{route_place}: `site_column` `{site_column}` must name the system column that receives the site id, outside `primary_key` (it is added to the key)"
+        ));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let stream = Stream {
+        target: raw_route.target,
+        columns,
+        primary_key,
+        site_column: raw_route.site_column.or_else(|| parent.site_column.clone()),
+        routes: Vec::new(),
+        ..parent.clone()
+    };
+    Some(Route {
+        system: raw_route.system,
+        when: raw_route.when,
+        stream,
+    })
+}
+
+/// A route's `columns`: every key column mapped, and every source column
+/// read by the stream (it reads once for every target, so a route can only
+/// write what the stream selects).
+fn check_route_columns(
+    pairs: &[(String, String)],
+    primary_key: &[String],
+    parent: &Stream,
+    route_place: &str,
+    problems: &mut Vec<String>,
+) {
+    for key in primary_key {
+        if !pairs.iter().any(|(target, _)| target == key) {
+            problems.push(format!(
+                "{route_place}: primary key column `{key}` is not in `columns`; map it, or set the route's `primary_key`"
+            ));
+        }
+    }
+    if let Some(read) = parent.select_columns() {
+        for (_, source) in pairs {
+            if !read.contains(source) {
+                problems.push(format!(
+                    "{route_place}: source column `{source}` is not read by the stream; add it to the stream's `columns`"
+                ));
+            }
+        }
+    }
 }
 
 /// A stream's `when`: a push's per-site row predicate (see
