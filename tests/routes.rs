@@ -649,3 +649,103 @@ direction = "pull"
         "{text}"
     );
 }
+
+/// The other side of the order: a batch committed at the system whose
+/// master write then fails (as a hub killed between the two commits would
+/// leave it) is read again by the next run and upserted again into the
+/// system, where it changes nothing, and reaches the master.
+#[test]
+fn a_batch_committed_at_the_system_but_not_the_master_is_redelivered_as_an_upsert() {
+    let fleet = Fleet::new();
+    let master = pg_create_db("routes_redeliver");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, qty bigint, updated_at text, PRIMARY KEY (store_id, id));
+         CREATE TABLE fail (x int);
+         INSERT INTO fail VALUES (1);
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF NEW.id = 4 AND EXISTS (SELECT 1 FROM fail) THEN RAISE EXCEPTION 'master is down for sale 4'; END IF;
+             RETURN NEW;
+           END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON sales FOR EACH ROW EXECUTE FUNCTION refuse();",
+    );
+    sqlite_exec(
+        &fleet.path("erp.db"),
+        "CREATE TABLE returns (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        &site_sales(&[(1, 1, 1), (2, 2, 2), (3, 3, 3), (4, -4, 4), (5, 5, 5)]),
+    );
+    fleet.write_config(&format!(
+        r#"[hub]
+batch_size = 2
+[master]
+url = "{master}"
+[[system]]
+name = "erp"
+url = "sqlite://erp.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  cursor_lag = "0s"
+  site_column = "store_id"
+    [[flow.stream.route]]
+    system = "erp"
+    target = "returns"
+"#
+    ));
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("master is down for sale 4"),
+        "{}",
+        out.stdout
+    );
+    // Batch [3, 4] is at the system, not at the master; the checkpoint is
+    // after batch [1, 2].
+    assert_eq!(
+        sqlite_query(&fleet.path("erp.db"), "SELECT id FROM returns ORDER BY id"),
+        "1\n2\n3\n4"
+    );
+    assert_eq!(psql(&master, "SELECT id FROM sales ORDER BY id"), "1\n2");
+    assert_eq!(
+        psql(&master, "SELECT position FROM hubsync.checkpoints"),
+        r#"[{"t":"text","v":"2026-03-01T10:00:02.000000Z"},{"t":"int","v":2}]"#
+    );
+    // A marker shows the system's rows 3 and 4 are not rewritten: an
+    // unchanged row is skipped by the upsert.
+    sqlite_exec(
+        &fleet.path("erp.db"),
+        "CREATE TABLE writes (id INTEGER);
+         CREATE TRIGGER counted AFTER UPDATE ON returns BEGIN INSERT INTO writes VALUES (NEW.id); END;
+         CREATE TRIGGER counted_insert AFTER INSERT ON returns BEGIN INSERT INTO writes VALUES (NEW.id); END;",
+    );
+    psql(&master, "DELETE FROM fail");
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, "SELECT id, qty FROM sales ORDER BY id"),
+        "1|1\n2|2\n3|3\n4|-4\n5|5"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("erp.db"),
+            "SELECT id, qty FROM returns ORDER BY id"
+        ),
+        "1|1\n2|2\n3|3\n4|-4\n5|5"
+    );
+    // Only sale 5 was written at the system by the second run.
+    assert_eq!(
+        sqlite_query(&fleet.path("erp.db"), "SELECT id FROM writes ORDER BY id"),
+        "5"
+    );
+}
