@@ -296,6 +296,11 @@ schedule = "every 1s"
     let output = child.wait_with_output().expect("wait for hubsync run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr
+            .contains("over 0 static sites and the `[inventory]` query's (read before every pass)"),
+        "{stderr}"
+    );
     assert_eq!(master_rows(), "s1|1|3\ns2|1|7\ns2|2|8\ns2|3|6");
     // s1 ran no pass after its last one before the deactivation: the
     // newest run of s2 is later than the newest of s1.
