@@ -385,7 +385,9 @@ fn a_push_with_a_site_predicate_gives_each_site_its_rows() {
            (4, 'B', 'all',   '40.00', '2026-03-01T10:00:04.000000Z'),
            (5, 'B', 'gold',  '50.00', '2026-03-01T10:00:05.000000Z');",
     );
-    let site_table = "CREATE TABLE prices (sku INTEGER PRIMARY KEY, zone TEXT, tier TEXT, price TEXT, updated_at TEXT);";
+    // The sites keep no zone or tier: `when` reads master columns the
+    // stream does not write.
+    let site_table = "CREATE TABLE prices (sku INTEGER PRIMARY KEY, price TEXT, updated_at TEXT);";
     for site in ["s1", "s2", "s3"] {
         sqlite_exec(&fleet.path(&format!("{site}.db")), site_table);
     }
@@ -414,6 +416,7 @@ direction = "push"
   primary_key = ["sku"]
   cursor = "updated_at"
   cursor_lag = "0s"
+  columns = {{ sku = "sku", price = "price", updated_at = "updated_at" }}
   when = "{when}"
 "#
         )

@@ -476,9 +476,19 @@ impl Stream {
         keyset
     }
 
-    /// Source columns to select, or `None` for `*` (no `columns` mapping).
-    /// Always includes the keyset columns.
+    /// Source columns to select, or `None` for `*` (no `columns` mapping;
+    /// or a `when`, or a route with a `when` or its own `columns`, which may
+    /// read any source column: the read serves every target). Always
+    /// includes the keyset columns.
     pub fn select_columns(&self) -> Option<Vec<String>> {
+        if self.when.is_some()
+            || self
+                .routes
+                .iter()
+                .any(|route| route.when.is_some() || route.stream.columns != self.columns)
+        {
+            return None;
+        }
         let pairs = self.columns.as_ref()?;
         let mut selected: Vec<String> = Vec::new();
         for (_, source) in pairs {

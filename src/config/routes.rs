@@ -246,7 +246,7 @@ fn validate_route(
         .primary_key
         .unwrap_or_else(|| parent.primary_key.clone());
     if let Some(pairs) = &columns {
-        check_route_columns(pairs, &primary_key, parent, route_place, problems);
+        check_route_columns(pairs, &primary_key, route_place, problems);
     }
     if let Some(site_column) = &raw_route.site_column
         && (site_column.trim().is_empty() || primary_key.contains(site_column))
@@ -273,13 +273,12 @@ fn validate_route(
     })
 }
 
-/// A route's `columns`: every key column mapped, and every source column
-/// read by the stream (it reads once for every target, so a route can only
-/// write what the stream selects).
+/// A route's `columns`: every key column mapped. (Any source column may
+/// be mapped: a stream with routes of their own `columns` reads every
+/// column, see `Stream::select_columns`.)
 fn check_route_columns(
     pairs: &[(String, String)],
     primary_key: &[String],
-    parent: &Stream,
     route_place: &str,
     problems: &mut Vec<String>,
 ) {
@@ -288,15 +287,6 @@ fn check_route_columns(
             problems.push(format!(
                 "{route_place}: primary key column `{key}` is not in `columns`; map it, or set the route's `primary_key`"
             ));
-        }
-    }
-    if let Some(read) = parent.select_columns() {
-        for (_, source) in pairs {
-            if !read.contains(source) {
-                problems.push(format!(
-                    "{route_place}: source column `{source}` is not read by the stream; add it to the stream's `columns`"
-                ));
-            }
         }
     }
 }
@@ -424,7 +414,6 @@ direction = "push"
                 "flow `up` stream `sales`: `when` selects the rows each site receives on push streams; on a pull, give each `[[flow.stream.route]]` its own `when`",
                 "flow `up` stream `sales` route[0] (system `erp`): no `[[system]]` named `erp`; systems: master",
                 "flow `up` stream `sales` route[1] (system `master`): primary key column `id` is not in `columns`; map it, or set the route's `primary_key`",
-                "flow `up` stream `sales` route[1] (system `master`): source column `price` is not read by the stream; add it to the stream's `columns`",
                 "flow `down` stream `prices`: `route` applies to pull streams only; a push selects rows per site with `:site.<tag>` in `query` or `when`",
             ]
         );
