@@ -16,6 +16,7 @@ pub mod connector;
 pub mod dialect;
 pub mod events;
 pub mod flow;
+pub mod inventory;
 pub mod mediate;
 pub mod scheduler;
 pub mod service;

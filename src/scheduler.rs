@@ -7,7 +7,8 @@
 //! for cron) so that many flows or hubs do not hit the master at the same
 //! second. `every` flows run their first pass right after start-up (within
 //! 1 s of jitter, so a user who starts the daemon sees it work at once);
-//! cron flows wait for their first match.
+//! cron flows wait for their first match. With `[inventory]` each pass
+//! reads the site list again (`pass_sites`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +63,8 @@ async fn run_flow_schedule(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        let sites: Vec<_> = hub.config().sites.iter().collect();
+        let current = pass_sites(hub, flow).await;
+        let sites: Vec<_> = current.iter().collect();
         let reports = hub
             .sync_flow(
                 flow,
@@ -80,6 +82,27 @@ async fn run_flow_schedule(
             return;
         }
     }
+}
+
+/// The sites of the next pass of `flow`: with `[inventory]`, read again
+/// from the master (sites added or removed since the last pass are worked,
+/// or not, without a restart; rows left out are logged as warnings); if
+/// that read fails, the last list read, with an error logged.
+pub async fn pass_sites(hub: &Hub, flow: &Flow) -> Arc<Vec<crate::config::Site>> {
+    if hub.config().inventory.is_some() {
+        match hub.refresh_inventory().await {
+            Ok(read) => {
+                for warning in &read.warnings {
+                    tracing::warn!(flow = %flow.name, "{warning}");
+                }
+            }
+            Err(e) => tracing::error!(
+                flow = %flow.name,
+                "{e}; this pass works the sites of the last inventory read"
+            ),
+        }
+    }
+    hub.sites()
 }
 
 /// Largest jitter on any due time.

@@ -325,8 +325,9 @@ async fn refresh_gauges(state: &ApiState) -> Result<(), crate::state::StateError
     let (pending, _, dead) = hub.state().event_counts(hub.master()).await?;
     metrics::gauge!(telemetry::OUTBOX_EVENTS, "state" => "pending").set(pending as f64);
     metrics::gauge!(telemetry::OUTBOX_EVENTS, "state" => "dead").set(dead as f64);
+    let fleet = hub.sites();
     for flow in &config.flows {
-        for site in &config.sites {
+        for site in fleet.iter() {
             let pair = (flow.name.clone(), site.id.clone());
             let labels = [("flow", flow.name.clone()), ("site", site.id.clone())];
             if let Some(at) = successes.get(&pair) {
@@ -380,10 +381,10 @@ fn as_instant(value: &crate::value::Value) -> Option<DateTime<Utc>> {
 #[utoipa::path(get, path = "/api/v1/sites", tag = "fleet", security(("bearer" = [])),
     responses((status = 200, body = SitesResponse), (status = 401, body = super::error::ErrorBody)))]
 pub async fn sites(State(state): State<ApiState>) -> Json<SitesResponse> {
-    let config = state.hub().config();
+    // The inventory's last read (`[inventory]` sites included).
+    let fleet = state.hub().sites();
     Json(SitesResponse {
-        sites: config
-            .sites
+        sites: fleet
             .iter()
             .map(|site| SiteView {
                 id: site.id.clone(),
@@ -546,8 +547,9 @@ pub(super) async fn fleet_status(
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     let mut pairs = Vec::new();
+    let fleet = hub.sites();
     for flow in &config.flows {
-        for site in &config.sites {
+        for site in fleet.iter() {
             let pair = (flow.name.clone(), site.id.clone());
             let last_success_at = successes.get(&pair).copied();
             let circuit = match streaks.get(&pair) {
@@ -641,7 +643,18 @@ pub async fn sync_flow(
         (None, Some(tags)) => SiteSelector::Tags(tags),
         (None, None) => SiteSelector::All,
     };
-    let site_ids: Vec<String> = config
+    // With `[inventory]`, the sites of its last read.
+    let with_inventory;
+    let fleet_config = if config.inventory.is_some() {
+        with_inventory = crate::config::Config {
+            sites: (*hub.sites()).clone(),
+            ..config.clone()
+        };
+        &with_inventory
+    } else {
+        config
+    };
+    let site_ids: Vec<String> = fleet_config
         .select_sites(&selector)
         .map_err(|e| ApiError::bad_request(format!("body: `{}`: {e}", selector_field(&selector))))?
         .iter()
@@ -683,8 +696,11 @@ pub async fn sync_flow(
     if !to_start.is_empty() {
         let task_hub = hub.clone();
         state.tasks().spawn(async move {
-            let config = task_hub.config();
-            let sites: Vec<_> = to_start.iter().filter_map(|id| config.site(id)).collect();
+            let fleet = task_hub.sites();
+            let sites: Vec<_> = to_start
+                .iter()
+                .filter_map(|id| fleet.iter().find(|site| site.id == *id))
+                .collect();
             task_hub
                 .sync_flow(&flow, &sites, SyncOptions::default(), &progress)
                 .await;

@@ -36,9 +36,16 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
             scheduled.join(", ")
         )
     };
+    let sites = match &config.inventory {
+        // Read again before each pass (`scheduler::pass_sites`).
+        Some(_) => format!(
+            "{} and the `[inventory]` query's (read before every pass)",
+            super::plural(config.sites.len() as u64, "static site")
+        ),
+        None => super::plural(config.sites.len() as u64, "site"),
+    };
     eprintln!(
-        "hubsync running {flows} over {}; master {}; stop with Ctrl-C or SIGTERM",
-        super::plural(config.sites.len() as u64, "site"),
+        "hubsync running {flows} over {sites}; master {}; stop with Ctrl-C or SIGTERM",
         config.master.redacted()
     );
     // One line per finished site run (no bars in a daemon).

@@ -155,14 +155,38 @@ pub(super) async fn run(
     args: SyncArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let (flows, sites) = select(&config, &args.flows, &args.sites)?;
+    // With `[inventory]`, the sites are those of the master's table now:
+    // the hub opens first. Without, usage errors come before connecting.
+    let (hub, fleet) = match &config.inventory {
+        Some(_) => {
+            let hub = Hub::open(config.clone(), cancel.clone()).await?;
+            let read = hub.refresh_inventory().await?;
+            for warning in &read.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let fleet = Arc::new(Config {
+                sites: read.sites,
+                ..(*config).clone()
+            });
+            (Some(hub), fleet)
+        }
+        None => (None, config.clone()),
+    };
+    let (flows, sites) = select(&fleet, &args.flows, &args.sites)?;
     if flows.is_empty() {
         return Err(UsageError("the config has no flows; add a `[[flow]]`".into()).into());
     }
     if sites.is_empty() {
-        return Err(UsageError("the config has no sites; add a `[[site]]`".into()).into());
+        return Err(UsageError(
+            "the config has no sites; add a `[[site]]`, or rows to the `[inventory]` query's table"
+                .into(),
+        )
+        .into());
     }
-    let hub = Arc::new(Hub::open(config.clone(), cancel.clone()).await?);
+    let hub = Arc::new(match hub {
+        Some(hub) => hub,
+        None => Hub::open(config.clone(), cancel.clone()).await?,
+    });
     let progress = FleetProgress::new();
     let options = SyncOptions {
         dry_run: args.dry_run,

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod env;
 pub mod events;
+pub mod routes;
 pub mod schedule;
 pub mod selector;
 pub mod service;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 pub use self::api::{ApiConfig, ApiToken, Role};
 pub use self::events::{EventAction, EventHandler, EventKind, WebhookSecret};
+pub use self::routes::{Inventory, Route, System};
 pub use self::schedule::{Schedule, SyncWindow};
 pub use self::selector::SiteSelector;
 pub use self::service::{Operation, Param, ParamType, Service, ServiceTarget};
@@ -102,6 +104,9 @@ struct RawConfig {
     api: Option<api::RawApi>,
     #[serde(default)]
     service: Vec<service::RawService>,
+    #[serde(default)]
+    system: Vec<routes::RawSystem>,
+    inventory: Option<routes::RawInventory>,
 }
 
 #[derive(Deserialize, Default)]
@@ -176,6 +181,9 @@ struct RawStream {
     delete_column: Option<String>,
     deletes: Option<String>,
     deletes_window: Option<String>,
+    #[serde(default)]
+    route: Vec<routes::RawRoute>,
+    when: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -198,6 +206,12 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// Data services, in config order.
     pub services: Vec<Service>,
+    /// `[[system]]` databases that pull streams route rows to, in config
+    /// order.
+    pub systems: Vec<System>,
+    /// `[inventory]`: sites read from the master each pass, besides the
+    /// static `sites`; `None` when the section is absent.
+    pub inventory: Option<Inventory>,
 }
 
 /// Hub-wide limits (`[hub]`).
@@ -447,6 +461,14 @@ pub struct Stream {
     /// this long of the source's clock (sites purge old history); `None`
     /// compares every row.
     pub deletes_window: Option<Duration>,
+    /// Pull only: extra targets in `[[system]]` databases, written before
+    /// the master (see [`Route`]).
+    pub routes: Vec<Route>,
+    /// Push only: a CEL predicate over the master row (`row`) and the site
+    /// (`site.id`, `site.tags.<tag>`, `run`): a site receives a row when it
+    /// is true, on top of the `:site.<tag>` params of `query`. `None`:
+    /// every row read.
+    pub when: Option<String>,
 }
 
 impl Stream {
@@ -464,9 +486,19 @@ impl Stream {
         keyset
     }
 
-    /// Source columns to select, or `None` for `*` (no `columns` mapping).
-    /// Always includes the keyset columns.
+    /// Source columns to select, or `None` for `*` (no `columns` mapping;
+    /// or a `when`, or a route with a `when` or its own `columns`, which may
+    /// read any source column: the read serves every target). Always
+    /// includes the keyset columns.
     pub fn select_columns(&self) -> Option<Vec<String>> {
+        if self.when.is_some()
+            || self
+                .routes
+                .iter()
+                .any(|route| route.when.is_some() || route.stream.columns != self.columns)
+        {
+            return None;
+        }
         let pairs = self.columns.as_ref()?;
         let mut selected: Vec<String> = Vec::new();
         for (_, source) in pairs {
@@ -566,6 +598,11 @@ impl Config {
         self.flows
             .iter()
             .filter(move |f| f.after.as_deref() == Some(flow))
+    }
+
+    /// The `[[system]]` named `name`.
+    pub fn system(&self, name: &str) -> Option<&System> {
+        self.systems.iter().find(|s| s.name == name)
     }
 
     /// The data service named `name`.
@@ -702,6 +739,10 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         }
     }
 
+    let systems = routes::validate_systems(raw.system, base_dir, problems);
+    let inventory = raw
+        .inventory
+        .and_then(|raw_inventory| routes::validate_inventory(raw_inventory, base_dir, problems));
     let mut flows = Vec::new();
     let mut flow_names = HashSet::new();
     for (flow_index, raw_flow) in raw.flow.into_iter().enumerate() {
@@ -792,7 +833,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         }
         let mut streams = Vec::new();
         let mut stream_names = HashSet::new();
-        for (stream_index, raw_stream) in raw_flow.stream.into_iter().enumerate() {
+        for (stream_index, mut raw_stream) in raw_flow.stream.into_iter().enumerate() {
             let name = raw_stream
                 .name
                 .clone()
@@ -815,9 +856,18 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
                     "{stream_place}: duplicate stream name in this flow; set a distinct `name` (it keys the checkpoints)"
                 ));
             }
-            if let Some(stream) =
+            let raw_routes = std::mem::take(&mut raw_stream.route);
+            if let Some(mut stream) =
                 validate_stream(raw_stream, name, direction, &stream_place, &sites, problems)
             {
+                stream.routes = routes::validate_routes(
+                    raw_routes,
+                    &stream,
+                    direction,
+                    &systems,
+                    &stream_place,
+                    problems,
+                );
                 streams.push(stream);
             }
         }
@@ -848,6 +898,8 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         flows,
         api,
         services,
+        systems,
+        inventory,
     }
 }
 
@@ -1101,6 +1153,8 @@ fn validate_stream(
         delete_column: raw.delete_column,
         deletes,
         deletes_window,
+        routes: Vec::new(),
+        when: routes::validate_push_when(raw.when, direction, place, problems),
     })
 }
 
@@ -1265,6 +1319,16 @@ mod tests {
         assert_eq!(stock.on, ServiceTarget::Site);
         assert_eq!(stock.operation("recount").unwrap().params.len(), 2);
         assert_eq!(config.service("reports").unwrap().on, ServiceTarget::Master);
+        assert_eq!(config.system("erp").unwrap().url.dialect(), Dialect::MySql);
+        let inventory = config
+            .inventory
+            .as_ref()
+            .expect("[inventory] in the reference");
+        assert_eq!(inventory.url_columns, ["host", "db"]);
+        let sales = &config.flow("sales").unwrap().streams[0];
+        assert_eq!(sales.routes[0].stream.site_column.as_deref(), Some("store"));
+        assert_eq!(sales.routes[0].when.as_deref(), Some("row.qty < 0"));
+        assert!(config.flow("catalog").unwrap().streams[0].when.is_some());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::value::{Batch, Value};
 /// rolled back, and names it: "row (store_id, id) = (s1, 7): <error>".
 /// Returns the batch's error unchanged if it was not about a row (a lost
 /// connection, a timeout) or no single row fails alone. Nothing is written.
-async fn refused_row(
+pub(super) async fn refused_row(
     target: &Connector,
     spec: &UpsertSpec<'_>,
     rows: &[Vec<Value>],
@@ -287,6 +287,10 @@ impl StreamRun<'_> {
             // Rows read from the master count against its rate budget.
             self.hub.master_writes.throttle(batch.len()).await;
         }
+        if !place.routes.is_empty() && !self.options.dry_run {
+            // Systems first, then master + checkpoint (see `route.rs`).
+            self.write_routes(place, &batch, report).await?;
+        }
         let fixes = ValueFixes {
             direction: place.leg.direction,
             source_dialect: place.leg.source.dialect(),
@@ -299,7 +303,10 @@ impl StreamRun<'_> {
             site_zone: self.site.timezone,
         };
         let with_end = part == ReadPart::Cursor;
-        let mapped = if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
+        // A push's `when`: the site gets the rows it selects, while the
+        // checkpoint moves past every row read.
+        let (batch, selected) = self.select_for_site(place, batch, with_end)?;
+        let mut mapped = if self.stream.on_error == OnError::Quarantine && !self.options.dry_run {
             // A value refused before writing is quarantined like one the
             // database refuses; the batch is mapped again row by row only
             // when some row was refused.
@@ -320,6 +327,10 @@ impl StreamRun<'_> {
                 .mapping
                 .map_batch(batch, &self.site.id, &fixes, with_end)?
         };
+        if let Some(selected) = selected {
+            mapped.end = selected.end;
+            mapped.read = selected.read;
+        }
         let checkpoint = next_checkpoint(
             applied.saved.as_ref(),
             mapped.end.clone(),

@@ -69,17 +69,20 @@ pub async fn check(config: &Config) -> CheckReport {
             None
         }
     };
+    let systems = connect_systems(config, &options(false), &mut report).await;
+    let sites = check_inventory(config, master.as_ref(), &mut report).await;
     let semaphore = tokio::sync::Semaphore::new(config.hub.max_concurrent_sites);
-    let site_checks = config.sites.iter().map(|site| {
+    let site_checks = sites.iter().map(|site| {
         let semaphore = &semaphore;
         let master = master.as_ref();
         let options = options(false);
+        let systems = &systems;
         async move {
             let _slot = semaphore
                 .acquire()
                 .await
                 .expect("semaphore is never closed");
-            check_site(config, site, master, &options).await
+            check_site(config, site, master, systems, &options).await
         }
     });
     for site_report in futures::future::join_all(site_checks).await {
@@ -91,13 +94,72 @@ pub async fn check(config: &Config) -> CheckReport {
     if let Some(master) = master {
         master.close().await;
     }
+    for (_, system) in systems {
+        system.close().await;
+    }
     report
+}
+
+/// Connects to every `[[system]]`; an unreachable one is a problem named
+/// `system `erp``. Returns the reachable ones by name.
+async fn connect_systems(
+    config: &Config,
+    options: &ConnectOptions,
+    report: &mut CheckReport,
+) -> Vec<(String, Connector)> {
+    let mut systems = Vec::new();
+    for system in &config.systems {
+        match Connector::connect(&system.url, options).await {
+            Ok(connector) => {
+                report.reachable += 1;
+                systems.push((system.name.clone(), connector));
+            }
+            Err(e) => report.problems.push(Problem {
+                place: format!("system `{}`", system.name),
+                message: e.to_string(),
+            }),
+        }
+    }
+    systems
+}
+
+/// The sites to check: the static ones, plus, with `[inventory]`, the rows
+/// of its query now (a failed query is a problem, a row left out a
+/// warning, both placed `inventory`).
+async fn check_inventory(
+    config: &Config,
+    master: Option<&Connector>,
+    report: &mut CheckReport,
+) -> Vec<Site> {
+    let (Some(_), Some(master)) = (&config.inventory, master) else {
+        return config.sites.clone();
+    };
+    let place = || "inventory".to_string();
+    match crate::inventory::read_sites(config, master).await {
+        Ok(read) => {
+            report
+                .warnings
+                .extend(read.warnings.into_iter().map(|message| Problem {
+                    place: place(),
+                    message,
+                }));
+            read.sites
+        }
+        Err(e) => {
+            report.problems.push(Problem {
+                place: place(),
+                message: e.to_string(),
+            });
+            config.sites.clone()
+        }
+    }
 }
 
 async fn check_site(
     config: &Config,
     site: &Site,
     master: Option<&Connector>,
+    systems: &[(String, Connector)],
     options: &ConnectOptions,
 ) -> CheckReport {
     let mut report = CheckReport::default();
@@ -125,7 +187,11 @@ async fn check_site(
             let (Some(source), Some(target)) = (source, target) else {
                 continue;
             };
-            let findings = check_stream(config, flow, stream, site, source, target).await;
+            let mut findings = check_stream(config, flow, stream, site, source, target).await;
+            if findings.problems.is_empty() {
+                let routed = check_routes(flow, stream, site, source, systems).await;
+                findings.problems.extend(routed);
+            }
             if findings.problems.is_empty() {
                 report.streams_ok += 1;
             }
@@ -191,6 +257,84 @@ async fn check_stream(
     check.privileges(target).await;
     check.source_warnings(source).await;
     check.findings
+}
+
+/// A stream's routes and predicates at one site: each route's table in its
+/// system (exists, unique key on its conflict key, the columns it writes,
+/// their types), each `when` compiled against the source's columns and the
+/// site's tags. Problems only; a system already found unreachable is
+/// skipped.
+async fn check_routes(
+    flow: &Flow,
+    stream: &Stream,
+    site: &Site,
+    source: &Connector,
+    systems: &[(String, Connector)],
+) -> Vec<String> {
+    if stream.routes.is_empty() && stream.when.is_none() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    // The source resolves as `check_stream` proved; described again here.
+    let Ok(resolved) = ResolvedSource::resolve(stream, site, source, 1).await else {
+        return problems;
+    };
+    let stream_place = format!("flow `{}`, stream `{}`", flow.name, stream.name);
+    if let Err(e) = super::route::compile_when(
+        stream.when.as_deref(),
+        &resolved.described,
+        site,
+        &format!("{stream_place}, `when`"),
+    ) {
+        problems.push(e.message);
+    }
+    let mut described = Vec::new();
+    for route in &stream.routes {
+        let place = super::route::route_place(route);
+        let Some((_, system)) = systems.iter().find(|(name, _)| *name == route.system) else {
+            return problems;
+        };
+        match system.describe_table(&route.stream.target).await {
+            Ok(Some(info)) => {
+                let key = MappingPlan::conflict_key_of(&route.stream, Direction::Pull);
+                if !info.has_unique_key(&key) {
+                    problems.push(format!(
+                        "{place} has no primary key or unique index on exactly ({}); the route's upsert needs one",
+                        key.join(", ")
+                    ));
+                }
+                described.push(info);
+            }
+            Ok(None) => {
+                problems.push(format!(
+                    "{place} does not exist; create it with the columns the route writes"
+                ));
+                return problems;
+            }
+            Err(e) => {
+                problems.push(format!("cannot describe {place}: {e}"));
+                return problems;
+            }
+        }
+    }
+    let dialect_of = |name: &str| {
+        systems
+            .iter()
+            .find(|(system, _)| system == name)
+            .map_or(Dialect::Postgres, |(_, c)| c.dialect())
+    };
+    if let Err(e) = super::route::prepare_routes(
+        &stream.routes,
+        &described,
+        source.dialect(),
+        &resolved.described,
+        &dialect_of,
+        site,
+        &stream_place,
+    ) {
+        problems.push(e.message);
+    }
+    problems
 }
 
 /// The checks of one stream at one site, step by step, collecting their

@@ -94,6 +94,16 @@ pub(super) struct RunPlace<'a> {
     /// table): the cursor read's batches are inserted with `COPY` instead
     /// of upserted (see `StreamRun::initial_load`).
     pub(super) initial_load: bool,
+    /// The stream's routes to `[[system]]`s (pull only), written before
+    /// each batch's master write (see `route.rs`).
+    pub(super) routes: &'a [super::route::RouteRun<'a>],
+    /// What `when` predicates see besides the row (site, run).
+    pub(super) expr_scope: &'a crate::mediate::expr::ExprScope,
+    /// A push's per-site `when` (`None`: every row read goes to the site).
+    pub(super) site_when: Option<&'a crate::mediate::expr::Expr>,
+    /// A push resuming at a checkpoint: its cursor read may be shared with
+    /// the pass's other sites of the same parameters (`shared.rs`).
+    pub(super) shared_read: bool,
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub mod limits;
 mod plan;
 mod read;
 mod reconcile;
+mod route;
+mod shared;
 
 mod site_run;
 mod source;
@@ -47,6 +49,7 @@ use crate::state::{RunStatus, StateError, StateStore};
 
 pub use self::context::RunCounters;
 pub use self::plan::{StreamPlan, fingerprint, plan_streams};
+pub use self::shared::PushReads;
 
 /// Errors that stop a whole command (not one site).
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,9 @@ pub struct StreamReport {
     /// Why delete detection failed, after the rows were applied (the run
     /// ends `partial`).
     pub delete_detection_error: Option<String>,
+    /// Rows inserted, changed or deleted in the stream's `[[system]]`
+    /// routes, over all routes (a row routed to two systems counts twice).
+    pub rows_routed: u64,
 }
 
 /// What one flow did at one site.
@@ -206,6 +212,13 @@ pub struct Hub {
     /// Runs of this process whose end the master did not record (it was
     /// unreachable): not alive, whatever their last heartbeat says.
     dead_runs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The `[[system]]` pools, opened at first use, in config order.
+    systems: Vec<tokio::sync::OnceCell<Connector>>,
+    /// The sites of the last inventory read (`Hub::refresh_inventory`);
+    /// the config's static sites until then.
+    sites: std::sync::RwLock<Arc<Vec<Site>>>,
+    /// Push cursor reads sent to the master and shared (`shared.rs`).
+    push_reads: PushReads,
 }
 
 impl Hub {
@@ -266,6 +279,13 @@ impl Hub {
         ));
         connections::SiteConnections::reap(&site_connections, cancel.clone());
         Ok(Hub {
+            systems: config
+                .systems
+                .iter()
+                .map(|_| tokio::sync::OnceCell::new())
+                .collect(),
+            sites: std::sync::RwLock::new(Arc::new(config.sites.clone())),
+            push_reads: PushReads::default(),
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
             site_connections,
             master_writes: limits::MasterWrites::new(
@@ -320,7 +340,72 @@ impl Hub {
     /// (each waits at most 2 s). Call once, when the hub is done.
     pub async fn close(&self) {
         self.site_connections.close_idle().await;
+        for system in &self.systems {
+            if let Some(connector) = system.get() {
+                connector.close().await;
+            }
+        }
         self.master.close().await;
+    }
+
+    /// The pool of `[[system]]` `name`, connected at first use (at most
+    /// `hub.master_write_concurrency` connections; routes write one batch
+    /// per site at a time).
+    ///
+    /// Errors: the system is unknown (a config that changed under a
+    /// running hub cannot happen; still an error, not a panic), or it cannot
+    /// be reached: the message names the system and its redacted URL.
+    pub async fn system(&self, name: &str) -> Result<&Connector, RunError> {
+        let Some(index) = self.config.systems.iter().position(|s| s.name == name) else {
+            return Err(RunError::from(format!("no `[[system]]` named `{name}`")));
+        };
+        let system = &self.config.systems[index];
+        let options = ConnectOptions {
+            max_connections: self.config.hub.master_write_concurrency as u32,
+            connect_timeout: self.config.hub.connect_timeout,
+            acquire_timeout: Duration::from_secs(600),
+            statement_timeout: self.config.hub.statement_timeout,
+            create_if_missing: false,
+        };
+        self.systems[index]
+            .get_or_try_init(|| Connector::connect(&system.url, &options))
+            .await
+            .map_err(|e| {
+                RunError::connector(
+                    format_args!("system `{name}` ({})", system.url.redacted()),
+                    &e,
+                )
+            })
+    }
+
+    /// Push cursor reads since the hub opened: (sent to the master,
+    /// answered by another site's read of the same pass). Sites whose read
+    /// is the same statement with the same parameters share one read (see
+    /// `flow/shared.rs`): a pass over N sites with K distinct parameter sets
+    /// sends K reads per stream once every site has a checkpoint.
+    pub fn push_reads(&self) -> (u64, u64) {
+        self.push_reads.get()
+    }
+
+    /// The sites of the last inventory read: the static `[[site]]`s, then
+    /// those of `[inventory]` (see [`crate::inventory`]).
+    pub fn sites(&self) -> Arc<Vec<Site>> {
+        self.sites
+            .read()
+            .expect("sites lock is never poisoned")
+            .clone()
+    }
+
+    /// Reads the inventory again (with `[inventory]`, a query on the
+    /// master) and makes it the hub's site list; returns the read, whose
+    /// warnings name the rows left out. On an error the previous list
+    /// stays.
+    pub async fn refresh_inventory(
+        &self,
+    ) -> Result<crate::inventory::InventoryRead, crate::inventory::InventoryError> {
+        let read = crate::inventory::read_sites(&self.config, &self.master).await?;
+        *self.sites.write().expect("sites lock is never poisoned") = Arc::new(read.sites.clone());
+        Ok(read)
     }
 
     /// Site connections kept open between runs now (at most

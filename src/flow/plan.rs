@@ -18,6 +18,11 @@ use crate::mediate::MappingPlan;
 pub struct StreamPlan {
     /// The master target (pull only; a push describes each site's table).
     pub master_target: Option<TableInfo>,
+    /// The table of each of the stream's routes, in route order (pull
+    /// only), described in its `[[system]]`.
+    pub route_targets: Vec<TableInfo>,
+    /// The pass's shared push reads of this stream (`shared.rs`).
+    pub(crate) shared_reads: super::shared::SharedReads,
 }
 
 /// Builds the plan of every stream of `flow`; a stream whose plan fails
@@ -28,14 +33,20 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunE
         let plan = match flow.direction {
             Direction::Push => Ok(StreamPlan {
                 master_target: None,
+                route_targets: Vec::new(),
+                shared_reads: super::shared::SharedReads::default(),
             }),
             Direction::Pull => match hub.master().describe_table(&stream.target).await {
                 Ok(Some(info)) => Ok(StreamPlan {
                     master_target: Some(info),
+                    route_targets: Vec::new(),
+                    shared_reads: super::shared::SharedReads::default(),
                 }),
                 // The first site's run creates it from its source's columns.
                 Ok(None) if stream.create_target => Ok(StreamPlan {
                     master_target: None,
+                    route_targets: Vec::new(),
+                    shared_reads: super::shared::SharedReads::default(),
                 }),
                 Ok(None) => Err(RunError::from(format!(
                     "master table `{}` does not exist; create it with the source's columns plus `{}`, \
@@ -48,6 +59,18 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunE
                     &e,
                 )),
             },
+        };
+        // Routes to systems: described once per pass, like the master's.
+        let plan = match plan {
+            Ok(plan) if !stream.routes.is_empty() => {
+                super::route::describe_routes(hub, &stream.routes)
+                    .await
+                    .map(|route_targets| StreamPlan {
+                        route_targets,
+                        ..plan
+                    })
+            }
+            other => other,
         };
         plans.push(plan);
     }
@@ -96,6 +119,26 @@ pub fn fingerprint(
     });
     if cursor_by_instant {
         definition["cursor_order"] = serde_json::json!("instant");
+    }
+    if let Some(when) = &stream.when {
+        definition["when"] = serde_json::json!(when);
+    }
+    // Only when there are routes, so no other stream's fingerprint changes:
+    // a route added later gets the stream's rows from the start.
+    if !stream.routes.is_empty() {
+        definition["routes"] = stream
+            .routes
+            .iter()
+            .map(|route| {
+                serde_json::json!({
+                    "system": route.system,
+                    "target": route.stream.target,
+                    "columns": route.stream.columns,
+                    "primary_key": route.stream.primary_key,
+                    "when": route.when,
+                })
+            })
+            .collect();
     }
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()

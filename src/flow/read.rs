@@ -25,6 +25,20 @@ impl StreamRun<'_> {
         part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
+        if part == ReadPart::Cursor
+            && place.shared_read
+            && let Some(rows_read) = self
+                .shared_read_and_apply(place, applied, sql, params, report)
+                .await?
+        {
+            return Ok(rows_read);
+        }
+        if part == ReadPart::Cursor && !place.leg.writes_master() {
+            self.hub
+                .push_reads
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let batch_size = self.hub.config().hub.batch_size;
         let (sender, batches) = tokio::sync::mpsc::channel(1);
         let read = place

@@ -9,7 +9,7 @@ use super::error::RunError;
 use super::leg::{Leg, RunPlace};
 use super::plan::{fingerprint, schema_problems};
 use super::source::ResolvedSource;
-use super::{StreamReport, reconcile};
+use super::{StreamReport, reconcile, route};
 use crate::capture;
 use crate::config::{Deletes, Direction, LateCommits, NullCursors, OnError, Source};
 use crate::connector::{Connector, SourceClock, TableInfo};
@@ -32,6 +32,10 @@ struct Prepared {
     fingerprint: String,
     /// The checkpoint as stored, if its fingerprint still matches.
     saved: Option<Checkpoint>,
+    /// Each route to a `[[system]]` (mapping plan, `when`), in route order.
+    routes: Vec<route::PreparedRoute>,
+    /// A push's per-site `when`, compiled.
+    site_when: Option<crate::mediate::expr::Expr>,
 }
 
 /// Where and how this run's reads start, taken from the source before
@@ -76,6 +80,8 @@ impl StreamRun<'_> {
             (None, None) => unreachable!("prepare describes the target when the plan has none"),
         };
         let window = self.open_window(&leg, &prepared, report).await?;
+        let routes = self.route_runs(&prepared.routes).await?;
+        let expr_scope = self.expr_scope();
         let place = RunPlace {
             leg: &leg,
             mapping: &prepared.mapping,
@@ -88,6 +94,10 @@ impl StreamRun<'_> {
             // late-commit read (see `read_all`).
             snapshot: window.snapshot_now.as_ref().map(ToString::to_string),
             initial_load: self.initial_load(&leg, &prepared).await,
+            routes: &routes,
+            expr_scope: &expr_scope,
+            site_when: prepared.site_when.as_ref(),
+            shared_read: leg.direction == Direction::Push && window.from_cursor.is_some(),
         };
         let mut applied = Applied {
             stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
@@ -152,6 +162,27 @@ impl StreamRun<'_> {
             target,
             &leg.target_place,
         )?;
+        let config = self.hub.config();
+        let stream_place = format!("flow `{}`, stream `{}`", self.flow.name, self.stream.name);
+        let routes = route::prepare_routes(
+            &self.stream.routes,
+            &self.plan.route_targets,
+            leg.source.dialect(),
+            &resolved.described,
+            &|name| {
+                config
+                    .system(name)
+                    .map_or(crate::dialect::Dialect::Postgres, |s| s.url.dialect())
+            },
+            self.site,
+            &stream_place,
+        )?;
+        let site_when = route::compile_when(
+            self.stream.when.as_deref(),
+            &resolved.described,
+            self.site,
+            &format!("{stream_place}, `when`"),
+        )?;
         let site_values: Vec<Value> = resolved
             .site_params
             .iter()
@@ -178,6 +209,8 @@ impl StreamRun<'_> {
             key,
             fingerprint,
             saved,
+            routes,
+            site_when,
         })
     }
 

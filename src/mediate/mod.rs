@@ -12,6 +12,10 @@
 //! target columns is copied for all but its last use); a refused value
 //! names the row's key and the column ([`MapError::Row`]).
 
+// Wired into the mapping plan by the next commits (computed columns, filters).
+#[allow(dead_code)]
+pub(crate) mod expr;
+
 use crate::config::{Direction, Stream, ZeroDates};
 use crate::connector::TableInfo;
 use crate::dialect::Dialect;
@@ -359,6 +363,30 @@ impl MappingPlan {
             position[0] = instant;
         }
         Ok(position)
+    }
+
+    /// The keyset position of `batch`'s last row as [`MappingPlan::map_batch`]
+    /// computes it (a SQLite date-time cursor as its instant), without
+    /// mapping the batch: for a batch whose rows are selected (a push's
+    /// `when`) after it was read, whose checkpoint still moves past every
+    /// row read. `None` for an empty batch.
+    ///
+    /// Errors: as `map_batch`'s end (a NULL key, a cursor that is no
+    /// date-time).
+    pub(crate) fn batch_end(
+        &self,
+        batch: &Batch,
+        site_id: &str,
+        cursor_date_time: Option<&str>,
+    ) -> Result<Option<Vec<Value>>, MapError> {
+        let Some(last) = batch.rows.last() else {
+            return Ok(None);
+        };
+        let instant = match cursor_date_time {
+            Some(declared) => self.read_cursor_instants(&mut [last.clone()], site_id, declared)?,
+            None => None,
+        };
+        self.end_position(last, instant).map(Some)
     }
 
     /// Indexes in `target_columns` of the conflict key columns.

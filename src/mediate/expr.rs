@@ -1,0 +1,1482 @@
+//! Row expressions: computed columns, row filters and route predicates,
+//! written in CEL (<https://github.com/google/cel-spec>), parsed by the
+//! `cel` crate's parser and compiled here, once per (flow, stream), into a
+//! tree whose column references are resolved to positions in the source
+//! row and whose types are checked against the source's described columns.
+//! Nothing here does I/O.
+//!
+//! Variables: `row.<column>` (or `row["odd name"]`), `site.id`,
+//! `site.tags.<tag>` (or `site.tags["tag"]`), `run.started_at` (an instant)
+//! and `run.flow`.
+//!
+//! Types: `int` (64-bit), `double`, `decimal` (exact, see below), `string`,
+//! `bool`, `bytes`, `timestamp` (an instant, UTC), `local` (a date-time
+//! without zone), `date`, `null`, and `dyn` for a column whose SQL type
+//! says nothing (JSON, UUID, an untyped SQLite column): a `dyn` value is
+//! checked when the row is evaluated.
+//!
+//! Exact decimals: a `NUMERIC`/`DECIMAL` column is a `decimal`, never a
+//! double; `decimal(x)` turns an int or a decimal text into one exactly,
+//! and `decimal op int` / `int op decimal` compute in decimal, so
+//! `decimal(row.amount_cents) / 100` is exact (1999 -> `19.99`). Decimals
+//! follow `rust_decimal`: at most 28 significant digits; a division whose
+//! quotient does not end within them is rounded half to even at the 28th
+//! digit (use `round(x, n)`, half away from zero as PostgreSQL's `round`,
+//! to choose a scale). A double never turns into a decimal.
+//!
+//! NULL: `row.x == null` tests for it; any other operation on a NULL (a
+//! sum, a comparison by order, a function argument) fails the row with a
+//! message naming the column where the NULL came straight from one.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use cel::common::ast::{CallExpr, Expr as CelExpr, IdedExpr, LiteralValue};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
+use rust_decimal::Decimal;
+
+use crate::mediate::MapError;
+use crate::value::Value;
+
+/// A compiled expression: its text, the place it was declared (for
+/// messages) and its checked tree.
+#[derive(Debug, Clone)]
+pub(crate) struct Expr {
+    text: String,
+    root: Node,
+    ty: Ty,
+    tags: Vec<String>,
+}
+
+/// What an expression sees besides the row, fixed for one (run, site).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExprScope {
+    /// `site.id`.
+    pub(crate) site_id: String,
+    /// `site.tags`.
+    pub(crate) site_tags: std::collections::BTreeMap<String, String>,
+    /// `run.started_at`.
+    pub(crate) run_started_at: Option<DateTime<Utc>>,
+    /// `run.flow`.
+    pub(crate) flow: String,
+}
+
+/// Why a row's expression could not be evaluated (a division by zero, a
+/// NULL where a number is needed, a text that is no decimal); the message
+/// names the expression and, where it can, the column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expression `{expression}`: {reason}")]
+pub(crate) struct EvalError {
+    /// The expression's text.
+    pub(crate) expression: String,
+    /// What went wrong.
+    pub(crate) reason: String,
+}
+
+/// The static type of an expression (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ty {
+    Null,
+    Bool,
+    Int,
+    Double,
+    Decimal,
+    String,
+    Bytes,
+    Timestamp,
+    Local,
+    Date,
+    Dyn,
+}
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Ty::Null => "null",
+            Ty::Bool => "bool",
+            Ty::Int => "int",
+            Ty::Double => "double",
+            Ty::Decimal => "decimal",
+            Ty::String => "string",
+            Ty::Bytes => "bytes",
+            Ty::Timestamp => "timestamp",
+            Ty::Local => "local date-time",
+            Ty::Date => "date",
+            Ty::Dyn => "dyn",
+        };
+        f.write_str(name)
+    }
+}
+
+impl Ty {
+    /// The expression type of a column of SQL type `sql_type` as a
+    /// connector describes it (PostgreSQL, MySQL or SQLite spelling).
+    pub(crate) fn of_sql(sql_type: &str) -> Ty {
+        let t = sql_type.to_ascii_lowercase();
+        let t = t.trim();
+        let starts = |p: &str| t.starts_with(p);
+        if t == "tinyint(1)" || starts("bool") {
+            Ty::Bool
+        } else if t.contains("int") || starts("serial") || starts("bigserial") {
+            Ty::Int
+        } else if starts("numeric") || starts("decimal") || starts("money") {
+            Ty::Decimal
+        } else if starts("real") || starts("double") || starts("float") {
+            Ty::Double
+        } else if t.contains("char") || starts("text") || t.contains("clob") || starts("tinytext") {
+            Ty::String
+        } else if starts("bytea") || t.contains("blob") || t.contains("binary") {
+            Ty::Bytes
+        } else if t.contains("without time zone") || starts("datetime") {
+            Ty::Local
+        } else if starts("timestamp") {
+            // PostgreSQL `timestamp with time zone`, MySQL `TIMESTAMP`: both
+            // instants (the rule of `MappingPlan::apply_site_zone`).
+            Ty::Timestamp
+        } else if t == "date" {
+            Ty::Date
+        } else {
+            Ty::Dyn
+        }
+    }
+
+    fn numeric(self) -> bool {
+        matches!(self, Ty::Int | Ty::Decimal | Ty::Double | Ty::Dyn)
+    }
+}
+
+/// A literal constant of the tree.
+#[derive(Debug, Clone)]
+enum Lit {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl BinOp {
+    fn of(name: &str) -> Option<BinOp> {
+        use cel::common::ast::operators as op;
+        Some(match name {
+            op::ADD => BinOp::Add,
+            op::SUBSTRACT => BinOp::Sub,
+            op::MULTIPLY => BinOp::Mul,
+            op::DIVIDE => BinOp::Div,
+            op::MODULO => BinOp::Rem,
+            op::EQUALS => BinOp::Eq,
+            op::NOT_EQUALS => BinOp::Ne,
+            op::LESS => BinOp::Lt,
+            op::LESS_EQUALS => BinOp::Le,
+            op::GREATER => BinOp::Gt,
+            op::GREATER_EQUALS => BinOp::Ge,
+            _ => return None,
+        })
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Rem => "%",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+        }
+    }
+
+    fn arithmetic(self) -> bool {
+        matches!(
+            self,
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem
+        )
+    }
+}
+
+/// The functions an expression may call (see [`Func::of`] for the names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Func {
+    Decimal,
+    Int,
+    Double,
+    String,
+    Round,
+    Timestamp,
+    TimestampUtc,
+    LocalTime,
+    Size,
+    StartsWith,
+    EndsWith,
+    Contains,
+    LowerAscii,
+    UpperAscii,
+    Trim,
+}
+
+impl Func {
+    /// (function, number of arguments including a method's receiver).
+    fn of(name: &str, method: bool) -> Option<(Func, usize)> {
+        Some(match (name, method) {
+            ("decimal", false) => (Func::Decimal, 1),
+            ("int", false) => (Func::Int, 1),
+            ("double", false) => (Func::Double, 1),
+            ("string", false) => (Func::String, 1),
+            ("round", false) => (Func::Round, 2),
+            ("timestamp", false) => (Func::Timestamp, 1),
+            ("timestamp_utc", false) => (Func::TimestampUtc, 2),
+            ("local_time", false) => (Func::LocalTime, 2),
+            ("size", _) => (Func::Size, 1),
+            ("startsWith", true) => (Func::StartsWith, 2),
+            ("endsWith", true) => (Func::EndsWith, 2),
+            ("contains", true) => (Func::Contains, 2),
+            ("lowerAscii", true) => (Func::LowerAscii, 1),
+            ("upperAscii", true) => (Func::UpperAscii, 1),
+            ("trim", true) => (Func::Trim, 1),
+            _ => return None,
+        })
+    }
+
+    /// The result type for argument types `args`, or why they do not fit.
+    fn check(self, args: &[Ty]) -> Result<Ty, String> {
+        use Ty::*;
+        let fits = |at: usize, allowed: &[Ty]| {
+            args[at] == Dyn || args[at] == Null || allowed.contains(&args[at])
+        };
+        let (ok, result) = match self {
+            Func::Decimal => (fits(0, &[Int, Decimal, String]), Decimal),
+            Func::Int => (fits(0, &[Int, Decimal, Double, String, Timestamp]), Int),
+            Func::Double => (fits(0, &[Int, Decimal, Double, String]), Double),
+            Func::String => (true, String),
+            Func::Round => (fits(0, &[Decimal, Int]) && fits(1, &[Int]), Decimal),
+            Func::Timestamp => (fits(0, &[String, Timestamp]), Timestamp),
+            Func::TimestampUtc => (fits(0, &[Local, String]) && fits(1, &[String]), Timestamp),
+            Func::LocalTime => (fits(0, &[Timestamp, String]) && fits(1, &[String]), Local),
+            Func::Size => (fits(0, &[String, Bytes]), Int),
+            Func::StartsWith | Func::EndsWith | Func::Contains => {
+                (fits(0, &[String]) && fits(1, &[String]), Bool)
+            }
+            Func::LowerAscii | Func::UpperAscii | Func::Trim => (fits(0, &[String]), String),
+        };
+        if ok {
+            Ok(result)
+        } else {
+            let shown: Vec<std::string::String> = args.iter().map(|t| t.to_string()).collect();
+            let hint = if self == Func::Decimal && args[0] == Double {
+                "; a double is inexact and never becomes a decimal: read the column as NUMERIC or text"
+            } else {
+                ""
+            };
+            Err(format!(
+                "`{}` does not take ({}){hint}",
+                self.name(),
+                shown.join(", ")
+            ))
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Func::Decimal => "decimal",
+            Func::Int => "int",
+            Func::Double => "double",
+            Func::String => "string",
+            Func::Round => "round",
+            Func::Timestamp => "timestamp",
+            Func::TimestampUtc => "timestamp_utc",
+            Func::LocalTime => "local_time",
+            Func::Size => "size",
+            Func::StartsWith => "startsWith",
+            Func::EndsWith => "endsWith",
+            Func::Contains => "contains",
+            Func::LowerAscii => "lowerAscii",
+            Func::UpperAscii => "upperAscii",
+            Func::Trim => "trim",
+        }
+    }
+}
+
+/// A node of the compiled tree.
+#[derive(Debug, Clone)]
+enum Node {
+    Lit(Lit),
+    /// `row.<name>`: position in the source row, name, declared type.
+    Column(usize, String, Ty),
+    SiteId,
+    SiteTag(String),
+    RunStartedAt,
+    RunFlow,
+    Not(Box<Node>),
+    Neg(Box<Node>),
+    Binary(BinOp, Box<Node>, Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Cond(Box<Node>, Box<Node>, Box<Node>),
+    In(Box<Node>, Vec<Node>),
+    Call(Func, Vec<Node>),
+}
+
+/// The names the compiler resolves against: the source's described
+/// (name, SQL type) columns.
+struct Compiler<'a> {
+    columns: &'a [(String, String)],
+    tags: Vec<String>,
+}
+
+impl Expr {
+    /// Parses `text` as CEL and checks it against `columns`, the source's
+    /// described (name, SQL type) pairs in the order its rows carry them;
+    /// `place` ("flow `f`, stream `s`, compute `amount`") starts every
+    /// message.
+    ///
+    /// Errors ([`MapError::Plan`]): a syntax error; an unknown variable,
+    /// column, function or tag form; an operation whose operand types
+    /// cannot fit (`row.status + 1` on a text column, a double into
+    /// `decimal`); each names the place, the expression and the column.
+    pub(crate) fn compile(
+        text: &str,
+        columns: &[(String, String)],
+        place: &str,
+    ) -> Result<Expr, MapError> {
+        let fail = |why: String| MapError::Plan(format!("{place}: expression `{text}`: {why}"));
+        let parsed = cel::parser::Parser::new()
+            .parse(text)
+            .map_err(|e| fail(format!("not valid CEL: {}", one_line(&e.to_string()))))?;
+        let mut compiler = Compiler {
+            columns,
+            tags: Vec::new(),
+        };
+        let (root, ty) = compiler.node(&parsed).map_err(fail)?;
+        Ok(Expr {
+            text: text.to_string(),
+            root,
+            ty,
+            tags: compiler.tags,
+        })
+    }
+
+    /// The expression's text, as written.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The result's static type.
+    pub(crate) fn ty(&self) -> Ty {
+        self.ty
+    }
+
+    /// The site tags the expression reads (`site.tags.<tag>`), so a caller
+    /// can refuse a site without them before reading a row.
+    pub(crate) fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// Evaluates the expression on `row` (values in the order of the
+    /// `columns` it was compiled against) in `scope`, into a value to
+    /// write: a decimal becomes [`Value::Numeric`] (its text, scale kept),
+    /// an instant [`Value::TimestampTz`], a local date-time
+    /// [`Value::Timestamp`].
+    ///
+    /// Errors: [`EvalError`] (division by zero, overflow, a NULL operand,
+    /// a text that does not parse, a missing site tag).
+    pub(crate) fn eval(&self, row: &[Value], scope: &ExprScope) -> Result<Value, EvalError> {
+        let context = Eval { row, scope };
+        context
+            .node(&self.root)
+            .map(Val::into_value)
+            .map_err(|reason| self.error(reason))
+    }
+
+    /// Evaluates a predicate (a filter, a route): `true` keeps the row.
+    ///
+    /// Errors: as [`Expr::eval`]; a result that is not a bool (a NULL
+    /// included) is an error.
+    pub(crate) fn test(&self, row: &[Value], scope: &ExprScope) -> Result<bool, EvalError> {
+        let context = Eval { row, scope };
+        match context.node(&self.root).map_err(|r| self.error(r))? {
+            Val::Bool(b) => Ok(b),
+            other => Err(self.error(format!(
+                "a condition must give a bool, this one gave {} `{}`",
+                other.kind(),
+                other.clone().into_value()
+            ))),
+        }
+    }
+
+    fn error(&self, reason: String) -> EvalError {
+        EvalError {
+            expression: self.text.clone(),
+            reason,
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Compiler<'_> {
+    fn node(&mut self, expr: &IdedExpr) -> Result<(Node, Ty), String> {
+        match &expr.expr {
+            CelExpr::Literal(lit) => literal(lit),
+            CelExpr::Ident(name) => Err(unknown_variable(name)),
+            CelExpr::Select(select) => {
+                if select.test {
+                    return Err("`has()` is not supported; test `row.x == null`".into());
+                }
+                self.select(&select.operand, &select.field)
+            }
+            CelExpr::Call(call) => self.call(call),
+            CelExpr::List(_) => Err("a list is only allowed on the right of `in`".into()),
+            CelExpr::Comprehension(_) => {
+                Err("macros over lists (all, exists, map, filter) are not supported".into())
+            }
+            CelExpr::Map(_) | CelExpr::Struct(_) => {
+                Err("maps and messages are not supported; an expression gives one value".into())
+            }
+            CelExpr::Unspecified => Err("empty expression".into()),
+        }
+    }
+
+    /// `operand.field`: a column, `site.id`, `site.tags.x`, `run.*`.
+    fn select(&mut self, operand: &IdedExpr, field: &str) -> Result<(Node, Ty), String> {
+        match &operand.expr {
+            CelExpr::Ident(root) if root == "row" => self.column(field),
+            CelExpr::Ident(root) if root == "site" => match field {
+                "id" => Ok((Node::SiteId, Ty::String)),
+                _ => Err(format!(
+                    "`site.{field}` is unknown; a site has `site.id` and `site.tags.<tag>`"
+                )),
+            },
+            CelExpr::Ident(root) if root == "run" => match field {
+                "started_at" => Ok((Node::RunStartedAt, Ty::Timestamp)),
+                "flow" => Ok((Node::RunFlow, Ty::String)),
+                _ => Err(format!(
+                    "`run.{field}` is unknown; a run has `run.started_at` and `run.flow`"
+                )),
+            },
+            CelExpr::Select(inner) if is_ident(&inner.operand, "site") && inner.field == "tags" => {
+                Ok(self.tag(field))
+            }
+            CelExpr::Ident(root) => Err(unknown_variable(root)),
+            _ => Err(format!(
+                "`.{field}` selects from something that has no fields"
+            )),
+        }
+    }
+
+    fn column(&mut self, name: &str) -> Result<(Node, Ty), String> {
+        match self.columns.iter().position(|(c, _)| c == name) {
+            Some(at) => {
+                let ty = Ty::of_sql(&self.columns[at].1);
+                Ok((Node::Column(at, name.to_string(), ty), ty))
+            }
+            None => {
+                let names: Vec<String> = self.columns.iter().map(|(c, _)| c.clone()).collect();
+                Err(format!(
+                    "column `{name}` not found; the source returns: {}",
+                    crate::mediate::quoted_list(&names)
+                ))
+            }
+        }
+    }
+
+    fn tag(&mut self, name: &str) -> (Node, Ty) {
+        if !self.tags.iter().any(|t| t == name) {
+            self.tags.push(name.to_string());
+        }
+        (Node::SiteTag(name.to_string()), Ty::String)
+    }
+
+    fn call(&mut self, call: &CallExpr) -> Result<(Node, Ty), String> {
+        use cel::common::ast::operators as op;
+        let name = call.func_name.as_str();
+        if let Some(binary) = BinOp::of(name) {
+            let (left, left_ty) = self.node(&call.args[0])?;
+            let (right, right_ty) = self.node(&call.args[1])?;
+            let ty = binary_type(binary, left_ty, right_ty)?;
+            return Ok((Node::Binary(binary, left.into(), right.into()), ty));
+        }
+        match name {
+            op::LOGICAL_AND | op::LOGICAL_OR => {
+                let (left, left_ty) = self.node(&call.args[0])?;
+                let (right, right_ty) = self.node(&call.args[1])?;
+                want_bool(left_ty, name)?;
+                want_bool(right_ty, name)?;
+                let node = if name == op::LOGICAL_AND {
+                    Node::And(left.into(), right.into())
+                } else {
+                    Node::Or(left.into(), right.into())
+                };
+                Ok((node, Ty::Bool))
+            }
+            op::LOGICAL_NOT => {
+                let (inner, ty) = self.node(&call.args[0])?;
+                want_bool(ty, "!")?;
+                Ok((Node::Not(inner.into()), Ty::Bool))
+            }
+            op::NEGATE => {
+                let (inner, ty) = self.node(&call.args[0])?;
+                if !matches!(ty, Ty::Int | Ty::Decimal | Ty::Double | Ty::Dyn) {
+                    return Err(format!("`-` needs a number, not a {ty}"));
+                }
+                Ok((Node::Neg(inner.into()), ty))
+            }
+            op::CONDITIONAL => self.conditional(call),
+            op::IN => self.member_of(call),
+            op::INDEX => self.index(call),
+            _ => self.function(call),
+        }
+    }
+
+    fn conditional(&mut self, call: &CallExpr) -> Result<(Node, Ty), String> {
+        let (test, test_ty) = self.node(&call.args[0])?;
+        want_bool(test_ty, "? :")?;
+        let (then, then_ty) = self.node(&call.args[1])?;
+        let (otherwise, otherwise_ty) = self.node(&call.args[2])?;
+        let ty = match (then_ty, otherwise_ty) {
+            (a, b) if a == b => a,
+            (Ty::Null, other) | (other, Ty::Null) => other,
+            (Ty::Dyn, _) | (_, Ty::Dyn) => Ty::Dyn,
+            (Ty::Int, Ty::Decimal) | (Ty::Decimal, Ty::Int) => Ty::Decimal,
+            (a, b) => {
+                return Err(format!(
+                    "the branches of `? :` give a {a} and a {b}; convert one"
+                ));
+            }
+        };
+        let node = Node::Cond(test.into(), then.into(), otherwise.into());
+        Ok((node, ty))
+    }
+
+    /// `x in [a, b, ...]` with a list literal.
+    fn member_of(&mut self, call: &CallExpr) -> Result<(Node, Ty), String> {
+        let (needle, needle_ty) = self.node(&call.args[0])?;
+        let CelExpr::List(list) = &call.args[1].expr else {
+            return Err(
+                "`in` needs a list literal on its right, e.g. `row.status in ['a', 'b']`".into(),
+            );
+        };
+        let mut items = Vec::with_capacity(list.elements.len());
+        for element in &list.elements {
+            let (item, item_ty) = self.node(element)?;
+            binary_type(BinOp::Eq, needle_ty, item_ty)?;
+            items.push(item);
+        }
+        Ok((Node::In(needle.into(), items), Ty::Bool))
+    }
+
+    /// `row["name"]`, `site.tags["name"]`.
+    fn index(&mut self, call: &CallExpr) -> Result<(Node, Ty), String> {
+        let CelExpr::Literal(LiteralValue::String(key)) = &call.args[1].expr else {
+            return Err("`[...]` takes a string literal: `row[\"column name\"]`".into());
+        };
+        let key: &str = key.inner();
+        match &call.args[0].expr {
+            CelExpr::Ident(root) if root == "row" => self.column(key),
+            CelExpr::Select(inner) if is_ident(&inner.operand, "site") && inner.field == "tags" => {
+                Ok(self.tag(key))
+            }
+            _ => Err("`[...]` applies to `row` and `site.tags` only".into()),
+        }
+    }
+
+    fn function(&mut self, call: &CallExpr) -> Result<(Node, Ty), String> {
+        let method = call.target.is_some();
+        let Some((func, arity)) = Func::of(&call.func_name, method) else {
+            return Err(format!(
+                "unknown function `{}`; see the expression functions in README's Mediation section",
+                call.func_name
+            ));
+        };
+        let mut args = Vec::new();
+        let mut types = Vec::new();
+        for arg in call.target.iter().map(|t| &**t).chain(call.args.iter()) {
+            let (node, ty) = self.node(arg)?;
+            args.push(node);
+            types.push(ty);
+        }
+        if args.len() != arity {
+            return Err(format!(
+                "`{}` takes {arity} argument(s), {} given",
+                func.name(),
+                args.len()
+            ));
+        }
+        let ty = func.check(&types)?;
+        Ok((Node::Call(func, args), ty))
+    }
+}
+
+fn is_ident(expr: &IdedExpr, name: &str) -> bool {
+    matches!(&expr.expr, CelExpr::Ident(n) if n == name)
+}
+
+fn unknown_variable(name: &str) -> String {
+    format!("unknown variable `{name}`; an expression sees `row`, `site` and `run`")
+}
+
+fn want_bool(ty: Ty, operator: &str) -> Result<(), String> {
+    if matches!(ty, Ty::Bool | Ty::Dyn) {
+        Ok(())
+    } else {
+        Err(format!("`{operator}` needs a bool, not a {ty}"))
+    }
+}
+
+fn literal(lit: &LiteralValue) -> Result<(Node, Ty), String> {
+    Ok(match lit {
+        LiteralValue::Boolean(b) => (Node::Lit(Lit::Bool(*b.inner())), Ty::Bool),
+        LiteralValue::Int(i) => (Node::Lit(Lit::Int(*i.inner())), Ty::Int),
+        LiteralValue::UInt(u) => {
+            let i =
+                i64::try_from(*u.inner()).map_err(|_| format!("`{}u` is too large", u.inner()))?;
+            (Node::Lit(Lit::Int(i)), Ty::Int)
+        }
+        LiteralValue::Double(d) => (Node::Lit(Lit::Double(*d.inner())), Ty::Double),
+        LiteralValue::String(s) => (Node::Lit(Lit::Str(s.inner().to_string())), Ty::String),
+        LiteralValue::Bytes(b) => (Node::Lit(Lit::Bytes(b.inner().to_vec())), Ty::Bytes),
+        LiteralValue::Null => (Node::Lit(Lit::Null), Ty::Null),
+    })
+}
+
+/// The result type of `left op right`, or why the operands do not fit.
+fn binary_type(op: BinOp, left: Ty, right: Ty) -> Result<Ty, String> {
+    use Ty::*;
+    let refuse = || {
+        Err(format!(
+            "`{}` does not apply to a {left} and a {right}{}",
+            op.symbol(),
+            if matches!((left, right), (Double, Decimal) | (Decimal, Double)) {
+                "; doubles are inexact and never mix with decimals"
+            } else if matches!((left, right), (Double, Int) | (Int, Double)) {
+                "; convert with `double()`"
+            } else {
+                ""
+            }
+        ))
+    };
+    if op.arithmetic() {
+        return match (left, right) {
+            (Null, _) | (_, Null) => Err(format!("`{}` on a null literal", op.symbol())),
+            (Dyn, other) | (other, Dyn) if other.numeric() || other == String => Ok(Dyn),
+            (Int, Int) => Ok(Int),
+            (Decimal, Decimal) | (Int, Decimal) | (Decimal, Int) => Ok(Decimal),
+            (Double, Double) if op != BinOp::Rem => Ok(Double),
+            (String, String) if op == BinOp::Add => Ok(String),
+            _ => refuse(),
+        };
+    }
+    let comparable = left == right
+        || left == Dyn
+        || right == Dyn
+        || (left.numeric() && right.numeric())
+        || (matches!(op, BinOp::Eq | BinOp::Ne) && (left == Null || right == Null));
+    if comparable { Ok(Bool) } else { refuse() }
+}
+
+/// A value during evaluation, borrowing text and bytes from the row.
+#[derive(Debug, Clone)]
+enum Val<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Decimal(Decimal),
+    Str(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
+    Timestamp(DateTime<Utc>),
+    Local(NaiveDateTime),
+    Date(NaiveDate),
+    /// A value expressions do not compute with (JSON, UUID, time of day),
+    /// carried as read.
+    Other(Cow<'a, Value>),
+}
+
+impl<'a> Val<'a> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Val::Null => "null",
+            Val::Bool(_) => "bool",
+            Val::Int(_) => "int",
+            Val::Double(_) => "double",
+            Val::Decimal(_) => "decimal",
+            Val::Str(_) => "string",
+            Val::Bytes(_) => "bytes",
+            Val::Timestamp(_) => "timestamp",
+            Val::Local(_) => "local date-time",
+            Val::Date(_) => "date",
+            Val::Other(v) => v.kind(),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Val::Null => Value::Null,
+            Val::Bool(b) => Value::Bool(b),
+            Val::Int(i) => Value::Int(i),
+            Val::Double(d) => Value::Float(d),
+            Val::Decimal(d) => Value::Numeric(d.to_string()),
+            Val::Str(s) => Value::Text(s.into_owned()),
+            Val::Bytes(b) => Value::Bytes(b.into_owned()),
+            Val::Timestamp(t) => Value::TimestampTz(t),
+            Val::Local(t) => Value::Timestamp(t),
+            Val::Date(d) => Value::Date(d),
+            Val::Other(v) => v.into_owned(),
+        }
+    }
+
+    /// A source row's value as the column's declared type `ty` asks
+    /// (SQLite keeps decimals and date-times as text; a SQLite or MySQL
+    /// boolean is an integer).
+    fn of_column(value: &'a Value, ty: Ty) -> Result<Val<'a>, String> {
+        Ok(match (value, ty) {
+            (Value::Null, _) => Val::Null,
+            (Value::Int(i), Ty::Decimal) => Val::Decimal(Decimal::from(*i)),
+            (Value::Int(i), Ty::Bool) => Val::Bool(*i != 0),
+            (Value::Text(t), Ty::Decimal) | (Value::Numeric(t), _) => {
+                Val::Decimal(parse_decimal(t)?)
+            }
+            (Value::Text(t), Ty::Timestamp) => Val::Timestamp(parse_instant(t)?),
+            (Value::Text(t), Ty::Local) => Val::Local(parse_local(t)?),
+            (Value::Text(t), Ty::Date) => Val::Date(
+                NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d")
+                    .map_err(|_| format!("`{t}` is not a date (YYYY-MM-DD)"))?,
+            ),
+            (Value::Bool(b), _) => Val::Bool(*b),
+            (Value::Int(i), _) => Val::Int(*i),
+            (Value::Float(f), _) => Val::Double(*f),
+            (Value::Text(t), _) => Val::Str(Cow::Borrowed(t)),
+            (Value::Bytes(b), _) => Val::Bytes(Cow::Borrowed(b)),
+            (Value::Timestamp(t), _) => Val::Local(*t),
+            (Value::TimestampTz(t), _) => Val::Timestamp(*t),
+            (Value::Date(d), _) => Val::Date(*d),
+            (other, _) => Val::Other(Cow::Borrowed(other)),
+        })
+    }
+}
+
+/// Parses decimal text exactly (`-12.50` keeps its scale); `NaN` and
+/// infinities, and numbers past 28 significant digits, are refused.
+pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    use std::str::FromStr as _;
+    let trimmed = text.trim();
+    Decimal::from_str_exact(trimmed)
+        .or_else(|_| Decimal::from_scientific(trimmed))
+        .or_else(|_| Decimal::from_str(trimmed))
+        .map_err(|_| {
+            format!("`{text}` is no decimal an expression can compute with (at most 28 significant digits, no NaN or infinity)")
+        })
+}
+
+/// Parses an instant: RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]` with an
+/// offset, or without one as UTC (SQLite's convention for its date-time
+/// text).
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    let t = text.trim();
+    DateTime::parse_from_rfc3339(t)
+        .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map(|d| d.with_timezone(&Utc))
+        .or_else(|_| {
+            parse_local(t.strip_suffix('Z').unwrap_or(t))
+                .map(|n| n.and_utc())
+                .map_err(|_| ())
+        })
+        .map_err(|_| format!("`{text}` is not an instant (RFC 3339, e.g. `2026-03-29T01:30:00Z`)"))
+}
+
+/// Parses a local date-time `YYYY-MM-DD HH:MM[:SS[.f]]` (or with `T`).
+fn parse_local(text: &str) -> Result<NaiveDateTime, String> {
+    let t = text.trim();
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
+    .ok_or_else(|| format!("`{text}` is not a date-time (YYYY-MM-DD HH:MM:SS)"))
+}
+
+/// Evaluation of a tree against one row.
+struct Eval<'a> {
+    row: &'a [Value],
+    scope: &'a ExprScope,
+}
+
+impl<'a> Eval<'a> {
+    fn node(&self, node: &'a Node) -> Result<Val<'a>, String> {
+        Ok(match node {
+            Node::Lit(lit) => match lit {
+                Lit::Null => Val::Null,
+                Lit::Bool(b) => Val::Bool(*b),
+                Lit::Int(i) => Val::Int(*i),
+                Lit::Double(d) => Val::Double(*d),
+                Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
+                Lit::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
+            },
+            Node::Column(at, name, ty) => Val::of_column(&self.row[*at], *ty)
+                .map_err(|why| format!("column `{name}`: {why}"))?,
+            Node::SiteId => Val::Str(Cow::Borrowed(&self.scope.site_id)),
+            Node::SiteTag(tag) => match self.scope.site_tags.get(tag) {
+                Some(value) => Val::Str(Cow::Borrowed(value)),
+                None => {
+                    return Err(format!(
+                        "site `{}` has no tag `{tag}`; add it to the site's tags",
+                        self.scope.site_id
+                    ));
+                }
+            },
+            Node::RunStartedAt => {
+                Val::Timestamp(self.scope.run_started_at.unwrap_or_else(Utc::now))
+            }
+            Node::RunFlow => Val::Str(Cow::Borrowed(&self.scope.flow)),
+            Node::Not(inner) => Val::Bool(!self.boolean(inner, "!")?),
+            Node::Neg(inner) => negate(self.node(inner)?, inner)?,
+            Node::Binary(op, left, right) => {
+                let l = self.node(left)?;
+                let r = self.node(right)?;
+                binary(*op, l, r, left, right)?
+            }
+            Node::And(left, right) => {
+                Val::Bool(self.boolean(left, "&&")? && self.boolean(right, "&&")?)
+            }
+            Node::Or(left, right) => {
+                Val::Bool(self.boolean(left, "||")? || self.boolean(right, "||")?)
+            }
+            Node::Cond(test, then, otherwise) => {
+                if self.boolean(test, "? :")? {
+                    self.node(then)?
+                } else {
+                    self.node(otherwise)?
+                }
+            }
+            Node::In(needle, items) => {
+                let needle_value = self.node(needle)?;
+                let mut found = false;
+                for item in items {
+                    if equal(&needle_value, &self.node(item)?) {
+                        found = true;
+                        break;
+                    }
+                }
+                Val::Bool(found)
+            }
+            Node::Call(func, args) => {
+                let values = args
+                    .iter()
+                    .map(|a| self.node(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                call(*func, values, args)?
+            }
+        })
+    }
+
+    fn boolean(&self, node: &'a Node, operator: &str) -> Result<bool, String> {
+        match self.node(node)? {
+            Val::Bool(b) => Ok(b),
+            other => Err(format!(
+                "`{operator}` needs a bool, {} gave {}",
+                describe(node),
+                other.kind()
+            )),
+        }
+    }
+}
+
+/// How a node is named in a run-time message: a column by its name.
+fn describe(node: &Node) -> String {
+    match node {
+        Node::Column(_, name, _) => format!("`row.{name}`"),
+        Node::SiteTag(tag) => format!("`site.tags.{tag}`"),
+        _ => "an operand".to_string(),
+    }
+}
+
+fn null_operand(node: &Node, what: &str) -> String {
+    match node {
+        Node::Column(_, name, _) => format!("column `{name}` is NULL where {what} is needed"),
+        _ => format!("a NULL where {what} is needed"),
+    }
+}
+
+fn negate<'a>(value: Val<'a>, node: &Node) -> Result<Val<'a>, String> {
+    Ok(match value {
+        Val::Int(i) => Val::Int(i.checked_neg().ok_or("integer overflow in `-`")?),
+        Val::Decimal(d) => Val::Decimal(-d),
+        Val::Double(d) => Val::Double(-d),
+        Val::Null => return Err(null_operand(node, "a number")),
+        other => return Err(format!("`-` needs a number, not a {}", other.kind())),
+    })
+}
+
+/// A numeric operand as a decimal, exactly (an int or a decimal).
+fn as_decimal(value: &Val<'_>) -> Option<Decimal> {
+    match value {
+        Val::Int(i) => Some(Decimal::from(*i)),
+        Val::Decimal(d) => Some(*d),
+        _ => None,
+    }
+}
+
+fn binary<'a>(
+    op: BinOp,
+    left: Val<'a>,
+    right: Val<'a>,
+    left_node: &Node,
+    right_node: &Node,
+) -> Result<Val<'a>, String> {
+    if matches!(op, BinOp::Eq | BinOp::Ne) {
+        let same = equal(&left, &right);
+        return Ok(Val::Bool(if op == BinOp::Eq { same } else { !same }));
+    }
+    let what = if op.arithmetic() {
+        "a number"
+    } else {
+        "a value"
+    };
+    if left.kind() == "null" {
+        return Err(null_operand(left_node, what));
+    }
+    if right.kind() == "null" {
+        return Err(null_operand(right_node, what));
+    }
+    if op.arithmetic() {
+        return arithmetic(op, left, right);
+    }
+    let order = compare(&left, &right).ok_or_else(|| {
+        format!(
+            "`{}` cannot order a {} and a {}",
+            op.symbol(),
+            left.kind(),
+            right.kind()
+        )
+    })?;
+    use std::cmp::Ordering::*;
+    Ok(Val::Bool(match op {
+        BinOp::Lt => order == Less,
+        BinOp::Le => order != Greater,
+        BinOp::Gt => order == Greater,
+        _ => order != Less,
+    }))
+}
+
+fn arithmetic<'a>(op: BinOp, left: Val<'a>, right: Val<'a>) -> Result<Val<'a>, String> {
+    let symbol = op.symbol();
+    let overflow = || format!("overflow in `{symbol}`");
+    match (&left, &right) {
+        (Val::Int(a), Val::Int(b)) => {
+            let (a, b) = (*a, *b);
+            if matches!(op, BinOp::Div | BinOp::Rem) && b == 0 {
+                return Err(format!("division by zero in `{symbol}`"));
+            }
+            let result = match op {
+                BinOp::Add => a.checked_add(b),
+                BinOp::Sub => a.checked_sub(b),
+                BinOp::Mul => a.checked_mul(b),
+                BinOp::Div => a.checked_div(b),
+                _ => a.checked_rem(b),
+            };
+            return result.map(Val::Int).ok_or_else(overflow);
+        }
+        (Val::Double(a), Val::Double(b)) => {
+            return Ok(Val::Double(match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div => a / b,
+                _ => a % b,
+            }));
+        }
+        (Val::Str(a), Val::Str(b)) if op == BinOp::Add => {
+            return Ok(Val::Str(Cow::Owned(format!("{a}{b}"))));
+        }
+        _ => {}
+    }
+    let (Some(a), Some(b)) = (as_decimal(&left), as_decimal(&right)) else {
+        return Err(format!(
+            "`{symbol}` does not apply to a {} and a {}",
+            left.kind(),
+            right.kind()
+        ));
+    };
+    if matches!(op, BinOp::Div | BinOp::Rem) && b.is_zero() {
+        return Err(format!("division by zero in `{symbol}`"));
+    }
+    let result = match op {
+        BinOp::Add => a.checked_add(b),
+        BinOp::Sub => a.checked_sub(b),
+        BinOp::Mul => a.checked_mul(b),
+        BinOp::Div => a.checked_div(b),
+        _ => a.checked_rem(b),
+    };
+    result.map(Val::Decimal).ok_or_else(overflow)
+}
+
+/// CEL equality: NULL equals only NULL; numbers compare exactly across
+/// int and decimal; values of different types are not equal.
+fn equal(left: &Val<'_>, right: &Val<'_>) -> bool {
+    match (left, right) {
+        (Val::Null, Val::Null) => true,
+        (Val::Null, _) | (_, Val::Null) => false,
+        (Val::Other(a), Val::Other(b)) => a == b,
+        _ => compare(left, right) == Some(std::cmp::Ordering::Equal),
+    }
+}
+
+fn compare(left: &Val<'_>, right: &Val<'_>) -> Option<std::cmp::Ordering> {
+    match (left, right) {
+        (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
+        (Val::Double(a), Val::Double(b)) => a.partial_cmp(b),
+        (Val::Double(a), Val::Int(b)) => a.partial_cmp(&(*b as f64)),
+        (Val::Int(a), Val::Double(b)) => (*a as f64).partial_cmp(b),
+        (Val::Str(a), Val::Str(b)) => Some(a.as_ref().cmp(b.as_ref())),
+        (Val::Bytes(a), Val::Bytes(b)) => Some(a.as_ref().cmp(b.as_ref())),
+        (Val::Timestamp(a), Val::Timestamp(b)) => Some(a.cmp(b)),
+        (Val::Local(a), Val::Local(b)) => Some(a.cmp(b)),
+        (Val::Date(a), Val::Date(b)) => Some(a.cmp(b)),
+        _ => Some(as_decimal(left)?.cmp(&as_decimal(right)?)),
+    }
+}
+
+fn text_arg<'a, 'v>(value: &'v Val<'a>, node: &Node, func: Func) -> Result<&'v str, String> {
+    match value {
+        Val::Str(s) => Ok(s),
+        Val::Null => Err(null_operand(
+            node,
+            &format!("a string for `{}`", func.name()),
+        )),
+        other => Err(format!(
+            "`{}` needs a string, not a {}",
+            func.name(),
+            other.kind()
+        )),
+    }
+}
+
+fn zone_arg(value: &Val<'_>, node: &Node, func: Func) -> Result<chrono_tz::Tz, String> {
+    let name = text_arg(value, node, func)?;
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("`{name}` is not an IANA time zone (e.g. `Europe/Paris`)"))
+}
+
+fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a>, String> {
+    if let Val::Null = args[0]
+        && func != Func::String
+    {
+        return Err(null_operand(
+            &nodes[0],
+            &format!("a value for `{}`", func.name()),
+        ));
+    }
+    let first = std::mem::replace(&mut args[0], Val::Null);
+    Ok(match func {
+        Func::Decimal => Val::Decimal(match first {
+            Val::Str(s) => parse_decimal(&s)?,
+            other => as_decimal(&other).ok_or_else(|| {
+                format!(
+                    "`decimal` needs an int, a decimal or a text, not a {}",
+                    other.kind()
+                )
+            })?,
+        }),
+        Func::Int => Val::Int(to_int(first)?),
+        Func::Double => Val::Double(match first {
+            Val::Int(i) => i as f64,
+            Val::Double(d) => d,
+            Val::Decimal(d) => d
+                .to_string()
+                .parse()
+                .map_err(|_| "decimal out of range".to_string())?,
+            Val::Str(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a number"))?,
+            other => return Err(format!("`double` does not take a {}", other.kind())),
+        }),
+        Func::String => Val::Str(Cow::Owned(match first {
+            Val::Str(s) => s.into_owned(),
+            Val::Null => return Ok(Val::Null),
+            Val::Decimal(d) => d.to_string(),
+            other => other.into_value().to_string(),
+        })),
+        Func::Round => {
+            let places = match &args[1] {
+                Val::Int(p) if (0..=28).contains(p) => *p as u32,
+                other => {
+                    return Err(format!(
+                        "`round` needs 0 to 28 places, not {}",
+                        other.clone().into_value()
+                    ));
+                }
+            };
+            let value = as_decimal(&first)
+                .ok_or_else(|| format!("`round` needs a decimal, not a {}", first.kind()))?;
+            Val::Decimal(value.round_dp_with_strategy(
+                places,
+                rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+            ))
+        }
+        Func::Timestamp => match first {
+            Val::Timestamp(t) => Val::Timestamp(t),
+            Val::Str(s) => Val::Timestamp(parse_instant(&s)?),
+            other => return Err(format!("`timestamp` does not take a {}", other.kind())),
+        },
+        Func::TimestampUtc => {
+            let zone = zone_arg(&args[1], &nodes[1], func)?;
+            let local = match first {
+                Val::Local(t) => t,
+                Val::Str(s) => parse_local(&s)?,
+                other => {
+                    return Err(format!(
+                        "`timestamp_utc` needs a local date-time, not a {}",
+                        other.kind()
+                    ));
+                }
+            };
+            let instant = zone.from_local_datetime(&local).earliest().ok_or_else(|| {
+                format!("local time `{local}` does not exist in time zone `{zone}` (the clocks went forward over it)")
+            })?;
+            Val::Timestamp(instant.with_timezone(&Utc))
+        }
+        Func::LocalTime => {
+            let zone = zone_arg(&args[1], &nodes[1], func)?;
+            let instant = match first {
+                Val::Timestamp(t) => t,
+                Val::Str(s) => parse_instant(&s)?,
+                other => {
+                    return Err(format!(
+                        "`local_time` needs an instant, not a {}",
+                        other.kind()
+                    ));
+                }
+            };
+            Val::Local(instant.with_timezone(&zone).naive_local())
+        }
+        _ => string_call(func, first, &args, nodes)?,
+    })
+}
+
+fn to_int(value: Val<'_>) -> Result<i64, String> {
+    use rust_decimal::prelude::ToPrimitive as _;
+    match value {
+        Val::Int(i) => Ok(i),
+        Val::Decimal(d) => d
+            .trunc()
+            .to_i64()
+            .ok_or_else(|| format!("`{d}` is out of int range")),
+        Val::Double(d) if d.is_finite() && d.abs() < 9.2e18 => Ok(d.trunc() as i64),
+        Val::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an integer")),
+        Val::Timestamp(t) => Ok(t.timestamp()),
+        other => Err(format!("`int` does not take this {}", other.kind())),
+    }
+}
+
+fn string_call<'a>(
+    func: Func,
+    first: Val<'a>,
+    args: &[Val<'a>],
+    nodes: &[Node],
+) -> Result<Val<'a>, String> {
+    if func == Func::Size {
+        return Ok(Val::Int(match &first {
+            Val::Str(s) => s.chars().count() as i64,
+            Val::Bytes(b) => b.len() as i64,
+            other => return Err(format!("`size` does not take a {}", other.kind())),
+        }));
+    }
+    let text = text_arg(&first, &nodes[0], func)?;
+    Ok(match func {
+        Func::StartsWith => Val::Bool(text.starts_with(text_arg(&args[1], &nodes[1], func)?)),
+        Func::EndsWith => Val::Bool(text.ends_with(text_arg(&args[1], &nodes[1], func)?)),
+        Func::Contains => Val::Bool(text.contains(text_arg(&args[1], &nodes[1], func)?)),
+        Func::LowerAscii => Val::Str(Cow::Owned(text.to_ascii_lowercase())),
+        Func::UpperAscii => Val::Str(Cow::Owned(text.to_ascii_uppercase())),
+        _ => Val::Str(Cow::Owned(text.trim().to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sales_columns() -> Vec<(String, String)> {
+        [
+            ("id", "INTEGER"),
+            ("amount_cents", "INTEGER"),
+            ("status", "TEXT"),
+            ("sold_at", "DATETIME"),
+            ("price", "NUMERIC(12,2)"),
+            ("ratio", "REAL"),
+        ]
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+    }
+
+    fn scope() -> ExprScope {
+        ExprScope {
+            site_id: "store-001".into(),
+            site_tags: [
+                ("region".to_string(), "north".to_string()),
+                ("timezone".to_string(), "Europe/Paris".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            run_started_at: Some(DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
+            flow: "sales".into(),
+        }
+    }
+
+    fn row(cents: Value, status: &str, sold_at: &str) -> Vec<Value> {
+        vec![
+            Value::Int(1),
+            cents,
+            Value::Text(status.into()),
+            Value::Text(sold_at.into()),
+            Value::Numeric("12.50".into()),
+            Value::Float(0.5),
+        ]
+    }
+
+    fn eval(text: &str, row: &[Value]) -> Result<Value, EvalError> {
+        Expr::compile(text, &sales_columns(), "flow `f`, stream `s`, compute `c`")
+            .unwrap()
+            .eval(row, &scope())
+    }
+
+    fn compile_error(text: &str) -> String {
+        match Expr::compile(text, &sales_columns(), "flow `f`, stream `s`, compute `c`") {
+            Err(MapError::Plan(message)) => message,
+            other => panic!("`{text}` compiled: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cents_become_an_exact_decimal() {
+        let amount = "decimal(row.amount_cents) / 100";
+        let r = |cents: i64| row(Value::Int(cents), "ok", "2026-01-01 00:00:00");
+        // 1999 / 100 = 19.99; -5 / 100 = -0.05; 0 / 100 = 0; 100 / 100 = 1.
+        assert_eq!(eval(amount, &r(1999)), Ok(Value::Numeric("19.99".into())));
+        assert_eq!(eval(amount, &r(-5)), Ok(Value::Numeric("-0.05".into())));
+        assert_eq!(eval(amount, &r(0)), Ok(Value::Numeric("0".into())));
+        assert_eq!(eval(amount, &r(100)), Ok(Value::Numeric("1".into())));
+        // An int divides as an int (CEL), truncating: 1999 / 100 = 19.
+        assert_eq!(eval("row.amount_cents / 100", &r(1999)), Ok(Value::Int(19)));
+        // 12.50 + 1999 cents = 12.50 + 19.99 = 32.49, exactly.
+        assert_eq!(
+            eval("row.price + decimal(row.amount_cents) / 100", &r(1999)),
+            Ok(Value::Numeric("32.49".into()))
+        );
+        // 0.1 + 0.2 is 0.3 in decimal (it is 0.30000000000000004 in f64).
+        assert_eq!(
+            eval("decimal('0.1') + decimal('0.2')", &r(0)),
+            Ok(Value::Numeric("0.3".into()))
+        );
+        // 10 / 3 = 3.333...; round(_, 2) = 3.33; 2.345 rounds away from zero to 2.35.
+        assert_eq!(
+            eval("round(decimal(10) / 3, 2)", &r(0)),
+            Ok(Value::Numeric("3.33".into()))
+        );
+        assert_eq!(
+            eval("round(decimal('2.345'), 2)", &r(0)),
+            Ok(Value::Numeric("2.35".into()))
+        );
+        assert_eq!(
+            eval("round(decimal('-2.345'), 2)", &r(0)),
+            Ok(Value::Numeric("-2.35".into()))
+        );
+    }
+
+    #[test]
+    fn local_time_becomes_utc_across_the_dst_change() {
+        let utc = "timestamp_utc(row.sold_at, site.tags.timezone)";
+        let at = |local: &str| eval(utc, &row(Value::Int(0), "ok", local));
+        let instant = |text: &str| {
+            Ok(Value::TimestampTz(
+                DateTime::parse_from_rfc3339(text).unwrap().to_utc(),
+            ))
+        };
+        // Paris is UTC+1 in winter, UTC+2 from 2026-03-29 02:00 local (clocks go 02:00 -> 03:00).
+        assert_eq!(at("2026-03-29 01:30:00"), instant("2026-03-29T00:30:00Z"));
+        assert_eq!(at("2026-03-29 03:30:00"), instant("2026-03-29T01:30:00Z"));
+        // 02:30 that day does not exist.
+        let missing = at("2026-03-29 02:30:00").unwrap_err();
+        assert!(
+            missing
+                .reason
+                .contains("does not exist in time zone `Europe/Paris`"),
+            "{missing}"
+        );
+        // 2026-10-25: 02:30 happens twice (03:00 -> 02:00); the first (still UTC+2) is taken.
+        assert_eq!(at("2026-10-25 02:30:00"), instant("2026-10-25T00:30:00Z"));
+        assert_eq!(at("2026-10-25 03:30:00"), instant("2026-10-25T02:30:00Z"));
+        // And back: 2026-07-01 10:00 UTC is 12:00 in Paris.
+        assert_eq!(
+            eval(
+                "local_time(timestamp('2026-07-01T10:00:00Z'), 'Europe/Paris')",
+                &row(Value::Int(0), "ok", "x")
+            ),
+            Ok(Value::Timestamp(
+                NaiveDateTime::parse_from_str("2026-07-01 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
+            ))
+        );
+    }
+
+    #[test]
+    fn site_run_constants_and_filters() {
+        let r = row(Value::Int(5), "void", "2026-01-01 00:00:00");
+        assert_eq!(
+            eval("site.tags.region", &r),
+            Ok(Value::Text("north".into()))
+        );
+        assert_eq!(
+            eval("site.id + '/' + run.flow", &r),
+            Ok(Value::Text("store-001/sales".into()))
+        );
+        assert_eq!(eval("'pos'", &r), Ok(Value::Text("pos".into())));
+        assert_eq!(
+            eval("run.started_at", &r),
+            Ok(Value::TimestampTz(
+                DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+            ))
+        );
+        let filter = Expr::compile(
+            "row.status != 'void' && row.amount_cents > 0",
+            &sales_columns(),
+            "p",
+        )
+        .unwrap();
+        assert_eq!(filter.test(&r, &scope()), Ok(false));
+        let kept = row(Value::Int(5), "paid", "2026-01-01 00:00:00");
+        assert_eq!(filter.test(&kept, &scope()), Ok(true));
+        let listed =
+            Expr::compile("row.status in ['void', 'test']", &sales_columns(), "p").unwrap();
+        assert_eq!(listed.test(&r, &scope()), Ok(true));
+        assert_eq!(listed.test(&kept, &scope()), Ok(false));
+        let nullable = "row.amount_cents == null ? decimal(0) : decimal(row.amount_cents) / 100";
+        let null_row = row(Value::Null, "ok", "2026-01-01 00:00:00");
+        assert_eq!(eval(nullable, &null_row), Ok(Value::Numeric("0".into())));
+        assert_eq!(eval(nullable, &kept), Ok(Value::Numeric("0.05".into())));
+        assert_eq!(filter.tags(), &[] as &[String]);
+        assert_eq!(
+            Expr::compile("site.tags['region']", &sales_columns(), "p")
+                .unwrap()
+                .tags(),
+            ["region"]
+        );
+    }
+
+    #[test]
+    fn a_failing_row_says_why() {
+        let r = row(Value::Null, "ok", "2026-01-01 00:00:00");
+        assert_eq!(
+            eval("decimal(row.amount_cents) / 100", &r)
+                .unwrap_err()
+                .to_string(),
+            "expression `decimal(row.amount_cents) / 100`: column `amount_cents` is NULL where a value for `decimal` is needed"
+        );
+        assert_eq!(
+            eval("row.amount_cents + 1", &r).unwrap_err().reason,
+            "column `amount_cents` is NULL where a number is needed"
+        );
+        let zero = row(Value::Int(0), "ok", "2026-01-01 00:00:00");
+        assert_eq!(
+            eval("100 / row.amount_cents", &zero).unwrap_err().reason,
+            "division by zero in `/`"
+        );
+        assert_eq!(
+            eval("decimal(1) / decimal(row.amount_cents)", &zero)
+                .unwrap_err()
+                .reason,
+            "division by zero in `/`"
+        );
+        assert_eq!(
+            eval("9223372036854775807 + 1", &zero).unwrap_err().reason,
+            "overflow in `+`"
+        );
+        let not_bool = Expr::compile("row.status", &sales_columns(), "p").unwrap();
+        assert_eq!(
+            not_bool.test(&zero, &scope()).unwrap_err().reason,
+            "a condition must give a bool, this one gave string `ok`"
+        );
+        let no_tag = Expr::compile("site.tags.price_zone", &sales_columns(), "p").unwrap();
+        assert_eq!(
+            no_tag.eval(&zero, &scope()).unwrap_err().reason,
+            "site `store-001` has no tag `price_zone`; add it to the site's tags"
+        );
+    }
+
+    #[test]
+    fn check_time_errors_name_the_place_the_expression_and_the_column() {
+        assert_eq!(
+            compile_error("decimal(row.amount_cent) / 100"),
+            "flow `f`, stream `s`, compute `c`: expression `decimal(row.amount_cent) / 100`: column `amount_cent` not \
+             found; the source returns: `id`, `amount_cents`, `status`, `sold_at`, `price`, `ratio`"
+        );
+        assert!(compile_error("frobnicate(row.id)").contains("unknown function `frobnicate`"));
+        assert!(
+            compile_error("row.status + 1").ends_with("`+` does not apply to a string and a int")
+        );
+        assert!(
+            compile_error("decimal(row.ratio)")
+                .contains("`decimal` does not take (double); a double is inexact")
+        );
+        assert!(
+            compile_error("row.price * row.ratio")
+                .contains("doubles are inexact and never mix with decimals")
+        );
+        assert!(
+            compile_error("row.status == 1").contains("`==` does not apply to a string and a int")
+        );
+        assert!(compile_error("table.id").contains("unknown variable `table`"));
+        assert!(compile_error("site.name").contains("`site.name` is unknown"));
+        assert!(compile_error("row.id +").contains("not valid CEL"));
+        assert!(
+            compile_error("row.id > 1 ? 'a' : 2")
+                .contains("the branches of `? :` give a string and a int")
+        );
+        assert!(compile_error("!row.id").contains("`!` needs a bool, not a int"));
+    }
+
+    #[test]
+    fn sql_types_map_to_expression_types() {
+        assert_eq!(Ty::of_sql("numeric(12,2)"), Ty::Decimal);
+        assert_eq!(Ty::of_sql("bigint"), Ty::Int);
+        assert_eq!(Ty::of_sql("timestamp with time zone"), Ty::Timestamp);
+        assert_eq!(Ty::of_sql("timestamp without time zone"), Ty::Local);
+        assert_eq!(Ty::of_sql("DATETIME"), Ty::Local);
+        assert_eq!(Ty::of_sql("character varying(20)"), Ty::String);
+        assert_eq!(Ty::of_sql("jsonb"), Ty::Dyn);
+        assert_eq!(Ty::of_sql("double precision"), Ty::Double);
+    }
+}
