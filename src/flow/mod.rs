@@ -22,6 +22,7 @@ pub mod circuit;
 mod connections;
 mod context;
 pub mod error;
+mod leased;
 mod leg;
 pub mod limits;
 mod plan;
@@ -420,6 +421,7 @@ impl Hub {
             plans,
             options,
             progress,
+            lease: None,
         };
         Box::pin(run.run(suspects)).await
     }

@@ -199,7 +199,43 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "UPDATE {runs} SET error_kind = 'interrupted' WHERE status = 'failed' AND error LIKE '%interrupted: %'",
         ]),
     },
+    // Version 10 is the outbox's (branch `h/outbox`). Until that branch is
+    // merged this entry holds its number; when merging, replace this entry
+    // with the outbox's version 10 (nothing else refers to it).
+    Migration {
+        version: 10,
+        purpose: "reserved for the outbox (another branch); nothing here",
+        shared: &[],
+        postgres: Steps::Nothing("reserved for the outbox migration"),
+        sqlite: Steps::Nothing("reserved for the outbox migration"),
+        mysql: Steps::Nothing("reserved for the outbox migration"),
+    },
+    LEASES,
 ];
+
+/// Version 11: `leases`, one row per (flow, site) of a fleet run by several
+/// hub replicas (`hub.leases`; see `state/leases.rs`): the holder, its
+/// fencing token, the lease deadline and the pair's next due time, all on
+/// the master's clock. Self-contained (it only creates its table), so it
+/// can be renumbered when branches merge.
+const LEASES: Migration = Migration {
+    version: 11,
+    purpose: "`leases`: (flow, site) work items claimed by hub replicas with SKIP LOCKED, fencing tokens, next due times",
+    shared: &[],
+    postgres: Steps::Own(&[
+        "CREATE TABLE IF NOT EXISTS hubsync.leases (flow TEXT NOT NULL, site TEXT NOT NULL, \
+         holder TEXT, token BIGINT NOT NULL DEFAULT 0, deadline TIMESTAMPTZ, \
+         next_due TIMESTAMPTZ NOT NULL, claimed_at TIMESTAMPTZ, released_at TIMESTAMPTZ, \
+         PRIMARY KEY (flow, site))",
+        "CREATE INDEX IF NOT EXISTS hubsync_leases_due ON hubsync.leases (next_due)",
+    ]),
+    sqlite: Steps::Nothing(
+        "leases need `FOR UPDATE SKIP LOCKED`: several hub replicas need a PostgreSQL master (a SQLite master runs one hub)",
+    ),
+    mysql: Steps::Nothing(
+        "leases are PostgreSQL only for now: a MySQL/MariaDB master runs one hub at a time",
+    ),
+};
 
 /// True if `error` says a step of a MySQL migration was done already (a
 /// migration cut short: MySQL's DDL commits at once): `ER_DUP_FIELDNAME`
