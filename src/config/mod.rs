@@ -1278,6 +1278,38 @@ mod tests {
     "#;
 
     #[test]
+    fn lease_keys_default_and_are_checked() {
+        let parse = |hub: &str| {
+            let text = format!("[hub]\n{hub}\n[master]\nurl = \"sqlite://m.db\"\n");
+            Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|_| None)
+        };
+        let config = parse("").unwrap();
+        assert!(!config.hub.leases);
+        assert_eq!(config.hub.replica_id, None);
+        assert_eq!(config.hub.lease_period, Duration::from_secs(30));
+        assert_eq!(config.hub.lease_heartbeat, Duration::from_secs(10));
+        // A short lease: the heartbeat defaults to a third of it.
+        let short = parse("leases = true\nlease_seconds = 1.5").unwrap();
+        assert_eq!(short.hub.lease_heartbeat, Duration::from_millis(500));
+        let error = parse("lease_seconds = 4\nheartbeat_seconds = 3\nreplica_id = \" \"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "`hub.heartbeat_seconds` (3) must be at most half of `hub.lease_seconds` (4): \
+                 a lease must survive one late renewal"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("`hub.replica_id` is empty; leave it out for `host/pid`"), "{error}");
+        let error = parse("lease_seconds = 0").unwrap_err().to_string();
+        assert!(
+            error.contains("`hub.lease_seconds` is 0; give a number of seconds above 0 and below 86400"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn reference_config_parses() {
         let text = include_str!("../../docs/hubsync.reference.toml");
         let config = Config::parse(text, Path::new("ref.toml"), Path::new("/cfg"), &|name| {
@@ -1291,6 +1323,10 @@ mod tests {
         assert_eq!(api.tokens.len(), 2);
         assert_eq!(api.tokens[1].role, Role::Operate);
         assert_eq!(config.hub.run_history_days, 30);
+        assert!(config.hub.leases);
+        assert_eq!(config.hub.replica_id.as_deref(), Some("value-of-HOSTNAME"));
+        assert_eq!(config.hub.lease_period, Duration::from_secs(30));
+        assert_eq!(config.hub.lease_heartbeat, Duration::from_secs(10));
         let stock = config.service("stock").expect("service stock");
         assert_eq!(stock.on, ServiceTarget::Site);
         assert_eq!(stock.operation("recount").unwrap().params.len(), 2);
