@@ -269,6 +269,29 @@ fn routes_auth_and_bad_parameters() {
         server.call("GET", "/health", None, None),
         (200, json!({"status": "ok", "master": "ok"}))
     );
+    // Nor do the orchestrator's probes: alive, and ready (master answers,
+    // state schema current: version 11 is this build's).
+    assert_eq!(
+        server.call("GET", "/healthz", None, None),
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        server.call("GET", "/readyz", None, None),
+        (
+            200,
+            json!({"status": "ready", "master": "ok", "schema": "current", "schema_version": 11})
+        )
+    );
+    // A master whose schema an older hub left behind is not ready.
+    psql(&fleet.master, "DELETE FROM hubsync.schema_version WHERE version = 11");
+    assert_eq!(
+        server.call("GET", "/readyz", None, None),
+        (
+            503,
+            json!({"status": "not_ready", "master": "ok", "schema": "behind", "schema_version": 11})
+        )
+    );
+    psql(&fleet.master, "INSERT INTO hubsync.schema_version VALUES (11)");
     // No token, wrong token, wrong role.
     assert_eq!(
         server.call("GET", "/api/v1/sites", None, None),
@@ -1093,7 +1116,9 @@ fn openapi_document_lists_every_route() {
             "/api/v1/sites",
             "/api/v1/status",
             "/health",
+            "/healthz",
             "/metrics",
+            "/readyz",
         ]
     );
     assert_eq!(

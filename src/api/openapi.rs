@@ -17,6 +17,8 @@ use super::routes;
     ),
     paths(
         routes::health,
+        routes::healthz,
+        routes::readyz,
         routes::metrics,
         routes::sites,
         routes::flows,

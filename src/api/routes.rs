@@ -34,6 +34,21 @@ pub struct Health {
     pub master: String,
 }
 
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `not_ready`.
+    pub status: String,
+    /// `ok`, or `unreachable` (the reason is logged, not shown).
+    pub master: String,
+    /// `current` (the master's state schema is this hubsync's), `behind`
+    /// (another hub has not migrated it yet), `ahead` (a newer hubsync
+    /// migrated it: upgrade this one) or `unknown` (master unreachable).
+    pub schema: String,
+    /// The schema version this hubsync runs.
+    pub schema_version: i64,
+}
+
 /// One site (never its URL or password).
 #[derive(Serialize, ToSchema)]
 pub struct SiteView {
@@ -294,6 +309,47 @@ pub async fn health(State(state): State<ApiState>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// Liveness for an orchestrator (Kubernetes `livenessProbe`, systemd
+/// watchdogs): 200 while the process serves HTTP, without asking the master
+/// (a replica cut off from its master is not restarted: its leased runs
+/// stop by themselves and it claims again once the master is back). No
+/// token needed.
+#[utoipa::path(get, path = "/healthz", tag = "hub", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness (Kubernetes `readinessProbe`): 200 when the master answers and
+/// its state schema is the one this hubsync runs, else 503 saying which.
+/// No token needed; reasons are logged, not shown.
+#[utoipa::path(get, path = "/readyz", tag = "hub",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    let hub = state.hub();
+    let expected = crate::state::SCHEMA_VERSION;
+    let stored = hub.state().stored_schema_version(hub.master()).await;
+    let (master, schema) = match &stored {
+        Ok(version) if *version == expected => ("ok", "current"),
+        Ok(version) if *version < expected => ("ok", "behind"),
+        Ok(_) => ("ok", "ahead"),
+        Err(e) => {
+            tracing::warn!("readiness check: master: {e}");
+            ("unreachable", "unknown")
+        }
+    };
+    let ready = schema == "current";
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" }.into(),
+            master: master.into(),
+            schema: schema.into(),
+            schema_version: expected,
+        }),
+    )
 }
 
 /// Prometheus text format (metric names in the README).

@@ -249,6 +249,20 @@ fn already_done(dialect: Dialect, error: &ConnectorError) -> bool {
 }
 
 impl StateStore {
+    /// The state schema version the master has recorded (0 when it has
+    /// none), for readiness checks: ready when it is [`SCHEMA_VERSION`].
+    ///
+    /// Errors: [`StateError::Connector`] when the master does not answer or
+    /// has no version table.
+    pub async fn stored_schema_version(&self, master: &Connector) -> Result<i64> {
+        let sql = format!("SELECT max(version) FROM {}", self.table("schema_version"));
+        let batch = master.query(&sql, &[]).await?;
+        Ok(match batch.rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(v)) => *v,
+            _ => 0,
+        })
+    }
+
     /// `template` (a statement of [`MIGRATIONS`]) in this master's dialect.
     fn render(&self, template: &str) -> String {
         let instant = match self.dialect {
