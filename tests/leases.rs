@@ -323,3 +323,73 @@ fn leases_on_a_sqlite_master_keep_single_hub_mode_and_say_so() {
         "{stderr}"
     );
 }
+
+/// Two replicas with `master_write_concurrency = 1` and
+/// `max_rows_per_second = 200` pull 16 x 100 = 1,600 rows in batches of 10.
+/// Every master write transaction takes a transaction-scoped advisory lock
+/// in a trigger (and sleeps 20 ms): a second write in flight at the same
+/// moment, from either replica, finds it taken and is recorded. And the
+/// rows arrive no faster than 200 a second for both together.
+#[test]
+fn two_replicas_share_one_master_write_slot_and_one_row_budget() {
+    let master = pg_create_db("leases_limits");
+    psql(&master, MASTER_TABLES);
+    let fleet = Fleet::new();
+    for i in 1..=SITES {
+        make_site(&fleet, i);
+    }
+    let text = config()
+        .replace("lease_seconds = 2\nheartbeat_seconds = 0.5\n", "lease_seconds = 10\nheartbeat_seconds = 2\n")
+        .replace("max_rows_per_second = 100", "max_rows_per_second = 200\nmaster_write_concurrency = 1");
+    fleet.write_config(&text);
+    let status = common::run(&mut replica(&fleet, &master, "setup", &["status"]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    psql(
+        &master,
+        "CREATE TABLE clashes (at timestamptz);
+         CREATE TABLE writes (at timestamptz);
+         CREATE FUNCTION one_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NOT pg_try_advisory_xact_lock(4242) THEN INSERT INTO clashes VALUES (clock_timestamp()); END IF;
+           INSERT INTO writes VALUES (clock_timestamp());
+           PERFORM pg_sleep(0.02); RETURN NULL; END $$;
+         CREATE TRIGGER w AFTER INSERT OR UPDATE ON sales FOR EACH STATEMENT EXECUTE FUNCTION one_writer();
+         CREATE TRIGGER w AFTER INSERT OR UPDATE ON payments FOR EACH STATEMENT EXECUTE FUNCTION one_writer();",
+    );
+    let r1 = spawn(&fleet, &master, "r1");
+    let r2 = spawn(&fleet, &master, "r2");
+    let guard = KillOnDrop(vec![r1.id(), r2.id()]);
+    wait_for("every pair's run to succeed", 120, || {
+        psql(
+            &master,
+            "SELECT count(*) FROM hubsync.runs WHERE status = 'succeeded'",
+        ) == (2 * SITES).to_string()
+    });
+    for child in [&r1, &r2] {
+        signal(child, libc::SIGTERM);
+    }
+    std::mem::forget(guard);
+    for child in [r1, r2] {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    // Both replicas worked.
+    assert_eq!(
+        psql(&master, "SELECT count(DISTINCT holder) FROM hubsync.runs WHERE status = 'succeeded'"),
+        "2"
+    );
+    assert_eq!(psql(&master, "SELECT count(*) FROM clashes"), "0");
+    // 1,600 rows in 160 write transactions (16 sites x (6 + 4) batches).
+    assert_eq!(psql(&master, "SELECT count(*) FROM writes"), "160");
+    assert_eq!(
+        psql(&master, "SELECT (SELECT count(*) FROM sales) + (SELECT count(*) FROM payments)"),
+        "1600"
+    );
+    // The shared bucket starts empty and refills at 200 rows/s: the last
+    // batch's 10 rows are taken no sooner than (1,600 - 200 of burst) / 200
+    // = 7 s after the first (each replica alone would allow 800 rows in
+    // (800 - 200) / 200 = 3 s).
+    let span: f64 = psql(&master, "SELECT extract(epoch FROM max(at) - min(at)) FROM writes")
+        .parse()
+        .unwrap();
+    assert!(span >= 6.5, "1,600 rows moved in {span} s: faster than 200 rows/s");
+}

@@ -265,13 +265,18 @@ impl Hub {
             config.hub.site_idle_timeout,
         ));
         connections::SiteConnections::reap(&site_connections, cancel.clone());
+        let mut master_writes = limits::MasterWrites::new(
+            config.hub.master_write_concurrency,
+            config.hub.max_rows_per_second,
+        );
+        if config.hub.leases && master.dialect() == crate::dialect::Dialect::Postgres {
+            let fleet = fleet_limits(&config, &state, &options).await?;
+            master_writes = master_writes.with_fleet(fleet);
+        }
         Ok(Hub {
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
             site_connections,
-            master_writes: limits::MasterWrites::new(
-                config.hub.master_write_concurrency,
-                config.hub.max_rows_per_second,
-            ),
+            master_writes,
             config,
             master,
             state,
@@ -320,6 +325,7 @@ impl Hub {
     /// (each waits at most 2 s). Call once, when the hub is done.
     pub async fn close(&self) {
         self.site_connections.close_idle().await;
+        self.master_writes.close().await;
         self.master.close().await;
     }
 
@@ -425,6 +431,36 @@ impl Hub {
         };
         Box::pin(run.run(suspects)).await
     }
+}
+
+/// The master write limits shared by the replicas (`hub.leases` on a
+/// PostgreSQL master): a pool of 2 connections of their own, the slot rows
+/// and bucket seeded.
+async fn fleet_limits(
+    config: &Config,
+    state: &StateStore,
+    options: &ConnectOptions,
+) -> Result<limits::FleetLimits, FlowError> {
+    let options = ConnectOptions {
+        max_connections: 2,
+        ..options.clone()
+    };
+    let master = Connector::connect(&config.master, &options)
+        .await
+        .map_err(|cause| FlowError::Master {
+            url: config.master.redacted(),
+            cause,
+        })?;
+    (state.seed_fleet_limits(&master, config.hub.master_write_concurrency))
+        .await
+        .map_err(FlowError::State)?;
+    Ok(limits::FleetLimits {
+        master: Arc::new(master),
+        state: state.clone(),
+        replica: (config.hub.replica_id.clone()).unwrap_or_else(crate::state::default_replica_id),
+        slots: config.hub.master_write_concurrency,
+        hold: config.hub.lease_period,
+    })
 }
 
 #[cfg(test)]

@@ -414,3 +414,89 @@ impl StateStore {
         Ok(records)
     }
 }
+
+/// The fleet-wide master write limits (`hub.leases`): write slots as lease
+/// rows (`hubsync.write_slots`, one per allowed concurrent write, claimed
+/// with `SKIP LOCKED` until a deadline so a dead replica's slot comes back)
+/// and one shared token bucket row (`hubsync.rate_bucket`).
+impl StateStore {
+    /// Creates slots 1..=`slots` and the bucket row, keeping those there.
+    ///
+    /// Errors: [`StateError::Connector`].
+    pub async fn seed_fleet_limits(&self, master: &Connector, slots: usize) -> Result<()> {
+        self.leases_supported()?;
+        master
+            .execute(
+                "INSERT INTO hubsync.write_slots (slot) SELECT g FROM generate_series(1, $1::bigint) AS g \
+                 ON CONFLICT (slot) DO NOTHING",
+                &[Value::Int(slots as i64)],
+            )
+            .await?;
+        master
+            .execute(
+                "INSERT INTO hubsync.rate_bucket (id, tokens, updated_at) VALUES (1, 0, clock_timestamp()) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Claims a free (or expired) write slot among 1..=`slots` for `claim`
+    /// until the master's clock + `hold`; `None` when all are busy.
+    ///
+    /// Errors: [`StateError::Connector`].
+    pub async fn claim_write_slot(
+        &self,
+        master: &Connector,
+        slots: usize,
+        claim: &str,
+        hold: Duration,
+    ) -> Result<Option<i64>> {
+        let params = [Value::Int(slots as i64), Value::Text(claim.to_string()), millis(hold)];
+        let sql = "UPDATE hubsync.write_slots SET holder = $2::text, \
+                   deadline = clock_timestamp() + $3::bigint * interval '1 millisecond' \
+                   WHERE slot = (SELECT slot FROM hubsync.write_slots WHERE slot <= $1::bigint \
+                     AND (holder IS NULL OR deadline < clock_timestamp()) ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                   RETURNING slot";
+        let batch = master.query(sql, &params).await?;
+        Ok(match batch.rows.first().map(|row| &row[0]) {
+            Some(Value::Int(slot)) => Some(*slot),
+            _ => None,
+        })
+    }
+
+    /// Frees write slot `slot` if `claim` still holds it.
+    ///
+    /// Errors: [`StateError::Connector`].
+    pub async fn release_write_slot(&self, master: &Connector, slot: i64, claim: &str) -> Result<()> {
+        master
+            .execute(
+                "UPDATE hubsync.write_slots SET holder = NULL, deadline = NULL WHERE slot = $1::bigint AND holder = $2::text",
+                &[Value::Int(slot), Value::Text(claim.to_string())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes `rows` tokens from the shared bucket (refilled at `rate` per
+    /// second of the master's clock, holding at most `rate`: one second of
+    /// burst) and returns how long the caller must wait before moving them:
+    /// the bucket may go into debt, and each caller waits until its own
+    /// share of the debt is paid (GCRA-like), so all replicas together move
+    /// at most `rate` rows a second after the first second.
+    ///
+    /// Errors: [`StateError::Connector`].
+    pub async fn take_rows(&self, master: &Connector, rows: usize, rate: u32) -> Result<Duration> {
+        let params = [Value::Float(f64::from(rate)), Value::Float(rows as f64)];
+        let sql = "UPDATE hubsync.rate_bucket SET tokens = least($1::float8, tokens + $1::float8 * \
+                   extract(epoch FROM clock_timestamp() - updated_at)::float8) - $2::float8, \
+                   updated_at = clock_timestamp() WHERE id = 1 RETURNING tokens";
+        let batch = master.query(sql, &params).await?;
+        let tokens = match batch.rows.first().map(|row| &row[0]) {
+            Some(Value::Float(tokens)) => *tokens,
+            _ => return Err(StateError::Corrupt("hubsync.rate_bucket has no row 1".into())),
+        };
+        Ok(Duration::from_secs_f64((-tokens).max(0.0) / f64::from(rate)))
+    }
+}

@@ -216,11 +216,13 @@ pub(super) const MIGRATIONS: &[Migration] = &[
 /// Version 11: `leases`, one row per (flow, site) of a fleet run by several
 /// hub replicas (`hub.leases`; see `state/leases.rs`): the holder, its
 /// fencing token, the lease deadline and the pair's next due time, all on
-/// the master's clock. Self-contained (it only creates its table), so it
-/// can be renumbered when branches merge.
+/// the master's clock; `write_slots` and `rate_bucket`, the master write
+/// limits shared by the replicas. Self-contained (it only creates its
+/// tables), so it can be renumbered when branches merge.
 const LEASES: Migration = Migration {
     version: 11,
-    purpose: "`leases`: (flow, site) work items claimed by hub replicas with SKIP LOCKED, fencing tokens, next due times",
+    purpose: "`leases`: (flow, site) work items claimed by hub replicas with SKIP LOCKED, fencing tokens, \
+              next due times; `write_slots`, `rate_bucket`: master limits shared by the replicas",
     shared: &[],
     postgres: Steps::Own(&[
         "CREATE TABLE IF NOT EXISTS hubsync.leases (flow TEXT NOT NULL, site TEXT NOT NULL, \
@@ -228,6 +230,9 @@ const LEASES: Migration = Migration {
          next_due TIMESTAMPTZ NOT NULL, claimed_at TIMESTAMPTZ, released_at TIMESTAMPTZ, \
          PRIMARY KEY (flow, site))",
         "CREATE INDEX IF NOT EXISTS hubsync_leases_due ON hubsync.leases (next_due)",
+        "CREATE TABLE IF NOT EXISTS hubsync.write_slots (slot BIGINT PRIMARY KEY, holder TEXT, deadline TIMESTAMPTZ)",
+        "CREATE TABLE IF NOT EXISTS hubsync.rate_bucket (id INT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, \
+         updated_at TIMESTAMPTZ NOT NULL)",
     ]),
     sqlite: Steps::Nothing(
         "leases need `FOR UPDATE SKIP LOCKED`: several hub replicas need a PostgreSQL master (a SQLite master runs one hub)",
