@@ -89,7 +89,11 @@ async fn run_flow_schedule(
 /// site slots and runs each in its own task. On `cancel` it stops claiming
 /// and waits for its running pairs (each stops after its current batch and
 /// releases its lease, due at once for another replica).
-pub async fn run_leased_schedules(hub: Arc<Hub>, progress: Arc<dyn Progress>, cancel: CancellationToken) {
+pub async fn run_leased_schedules(
+    hub: Arc<Hub>,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) {
     if let Err(e) = hub.seed_leases().await {
         tracing::error!("cannot enter the fleet into the master's lease table: {e}");
         cancel.cancelled().await;

@@ -283,7 +283,10 @@ fn routes_auth_and_bad_parameters() {
         )
     );
     // A master whose schema an older hub left behind is not ready.
-    psql(&fleet.master, "DELETE FROM hubsync.schema_version WHERE version = 11");
+    psql(
+        &fleet.master,
+        "DELETE FROM hubsync.schema_version WHERE version = 11",
+    );
     assert_eq!(
         server.call("GET", "/readyz", None, None),
         (
@@ -291,7 +294,10 @@ fn routes_auth_and_bad_parameters() {
             json!({"status": "not_ready", "master": "ok", "schema": "behind", "schema_version": 11})
         )
     );
-    psql(&fleet.master, "INSERT INTO hubsync.schema_version VALUES (11)");
+    psql(
+        &fleet.master,
+        "INSERT INTO hubsync.schema_version VALUES (11)",
+    );
     // No token, wrong token, wrong role.
     assert_eq!(
         server.call("GET", "/api/v1/sites", None, None),

@@ -117,17 +117,21 @@ fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
 /// at least one and has committed a write.
 fn held_after_a_write(master: &str, holder: &str) -> Vec<(String, String, i64)> {
     let mut held = String::new();
-    wait_for(&format!("replica {holder} to hold a lease mid-run"), 60, || {
-        held = psql(
-            master,
-            &format!(
-                "SELECT flow, site, token FROM hubsync.leases l WHERE holder = '{holder}' \
+    wait_for(
+        &format!("replica {holder} to hold a lease mid-run"),
+        60,
+        || {
+            held = psql(
+                master,
+                &format!(
+                    "SELECT flow, site, token FROM hubsync.leases l WHERE holder = '{holder}' \
                  AND EXISTS (SELECT 1 FROM audit a WHERE a.app = 'hub_{holder}' AND a.flow = l.flow AND a.site = l.site) \
                  ORDER BY 1, 2"
-            ),
-        );
-        !held.is_empty()
-    });
+                ),
+            );
+            !held.is_empty()
+        },
+    );
     held.lines()
         .map(|line| {
             let parts: Vec<&str> = line.split('|').collect();
@@ -148,7 +152,9 @@ fn token(master: &str, flow: &str, site: &str) -> i64 {
 fn audited(master: &str, app: &str, flow: &str, site: &str) -> u64 {
     psql(
         master,
-        &format!("SELECT count(*) FROM audit WHERE app = '{app}' AND flow = '{flow}' AND site = '{site}'"),
+        &format!(
+            "SELECT count(*) FROM audit WHERE app = '{app}' AND flow = '{flow}' AND site = '{site}'"
+        ),
     )
     .parse()
     .unwrap()
@@ -186,9 +192,11 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
             .cloned()
             .collect()
     };
-    wait_for("another replica to take over a pair of the stalled one", 30, || {
-        !taken().is_empty()
-    });
+    wait_for(
+        "another replica to take over a pair of the stalled one",
+        30,
+        || !taken().is_empty(),
+    );
     // The others too, unless r2 stopped inside a write's final moment (then
     // it holds the lease row locked and legitimately commits on waking).
     std::thread::sleep(Duration::from_secs(3));
@@ -222,7 +230,10 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
     for output in &outputs {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{stderr}");
-        assert!(stderr.contains("sharing the fleet with other replicas through leases"), "{stderr}");
+        assert!(
+            stderr.contains("sharing the fleet with other replicas through leases"),
+            "{stderr}"
+        );
     }
     let r2_log = String::from_utf8_lossy(&outputs[0].stderr);
     assert!(r2_log.contains("lease lost"), "{r2_log}");
@@ -237,7 +248,10 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
         "1"
     );
     assert_eq!(
-        psql(&master, "SELECT count(*) FROM hubsync.runs WHERE status = 'succeeded'"),
+        psql(
+            &master,
+            "SELECT count(*) FROM hubsync.runs WHERE status = 'succeeded'"
+        ),
         (2 * SITES).to_string()
     );
     // Every other run is one a replica lost: killed (r1) or stalled (r2).
@@ -258,7 +272,11 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
     }
     // The stalled replica committed nothing more for the pairs taken from it.
     for ((flow, site, _), before) in taken_over.iter().zip(&before_waking) {
-        assert_eq!(audited(&master, "hub_r2", flow, site), *before, "{flow} {site}");
+        assert_eq!(
+            audited(&master, "hub_r2", flow, site),
+            *before,
+            "{flow} {site}"
+        );
         assert_eq!(
             psql(
                 &master,
@@ -275,13 +293,19 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
     // sum 60 x 1000 x (1 + ... + 16) + 16 x (1 + ... + 60)
     // = 60,000 x 136 + 16 x 1,830 = 8,160,000 + 29,280 = 8,189,280.
     assert_eq!(
-        psql(&master, "SELECT count(*), sum(amount), count(DISTINCT store_id) FROM sales"),
+        psql(
+            &master,
+            "SELECT count(*), sum(amount), count(DISTINCT store_id) FROM sales"
+        ),
         "960|8189280|16"
     );
     // payments: 16 x 40 = 640; 40 x 100 x 136 + 16 x (1 + ... + 40)
     // = 544,000 + 16 x 820 = 544,000 + 13,120 = 557,120.
     assert_eq!(
-        psql(&master, "SELECT count(*), sum(cents), count(DISTINCT store_id) FROM payments"),
+        psql(
+            &master,
+            "SELECT count(*), sum(cents), count(DISTINCT store_id) FROM payments"
+        ),
         "640|557120|16"
     );
     // Every lease is free again and due in about an hour.
@@ -339,8 +363,14 @@ fn two_replicas_share_one_master_write_slot_and_one_row_budget() {
         make_site(&fleet, i);
     }
     let text = config()
-        .replace("lease_seconds = 2\nheartbeat_seconds = 0.5\n", "lease_seconds = 10\nheartbeat_seconds = 2\n")
-        .replace("max_rows_per_second = 100", "max_rows_per_second = 200\nmaster_write_concurrency = 1");
+        .replace(
+            "lease_seconds = 2\nheartbeat_seconds = 0.5\n",
+            "lease_seconds = 10\nheartbeat_seconds = 2\n",
+        )
+        .replace(
+            "max_rows_per_second = 100",
+            "max_rows_per_second = 200\nmaster_write_concurrency = 1",
+        );
     fleet.write_config(&text);
     let status = common::run(&mut replica(&fleet, &master, "setup", &["status"]));
     assert_eq!(status.code, 0, "{}", status.stderr);
@@ -370,26 +400,43 @@ fn two_replicas_share_one_master_write_slot_and_one_row_budget() {
     std::mem::forget(guard);
     for child in [r1, r2] {
         let output = child.wait_with_output().unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     // Both replicas worked.
     assert_eq!(
-        psql(&master, "SELECT count(DISTINCT holder) FROM hubsync.runs WHERE status = 'succeeded'"),
+        psql(
+            &master,
+            "SELECT count(DISTINCT holder) FROM hubsync.runs WHERE status = 'succeeded'"
+        ),
         "2"
     );
     assert_eq!(psql(&master, "SELECT count(*) FROM clashes"), "0");
     // 1,600 rows in 160 write transactions (16 sites x (6 + 4) batches).
     assert_eq!(psql(&master, "SELECT count(*) FROM writes"), "160");
     assert_eq!(
-        psql(&master, "SELECT (SELECT count(*) FROM sales) + (SELECT count(*) FROM payments)"),
+        psql(
+            &master,
+            "SELECT (SELECT count(*) FROM sales) + (SELECT count(*) FROM payments)"
+        ),
         "1600"
     );
     // The shared bucket starts empty and refills at 200 rows/s: the last
     // batch's 10 rows are taken no sooner than (1,600 - 200 of burst) / 200
     // = 7 s after the first (each replica alone would allow 800 rows in
     // (800 - 200) / 200 = 3 s).
-    let span: f64 = psql(&master, "SELECT extract(epoch FROM max(at) - min(at)) FROM writes")
-        .parse()
-        .unwrap();
-    assert!(span >= 6.5, "1,600 rows moved in {span} s: faster than 200 rows/s");
+    let span: f64 = psql(
+        &master,
+        "SELECT extract(epoch FROM max(at) - min(at)) FROM writes",
+    )
+    .parse()
+    .unwrap();
+    assert!(
+        span >= 6.5,
+        "1,600 rows moved in {span} s: faster than 200 rows/s"
+    );
 }

@@ -340,7 +340,11 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         }
     };
     let ready = schema == "current";
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(Readiness {

@@ -20,8 +20,8 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BenchOptions, SITES_AT_ONCE, Scenario, database_url, fleet_config, open_hub,
-    recreate_database, run_sql, sqlite_site,
+    BenchOptions, SITES_AT_ONCE, Scenario, database_url, fleet_config, open_hub, recreate_database,
+    run_sql, sqlite_site,
 };
 use crate::flow::{Hub, NoProgress};
 
@@ -56,9 +56,11 @@ async fn stop(replicas: Vec<Replica>) {
 }
 
 async fn count(master: &mut PgConnection, sql: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(master)
-        .await?)
+    Ok(
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(master)
+            .await?,
+    )
 }
 
 /// Waits until `sql` counts `expected` (polling every 50 ms, at most 10 min).
@@ -82,7 +84,9 @@ pub(super) async fn replicas(
     say: &dyn Fn(&str),
 ) -> anyhow::Result<Vec<Scenario>> {
     let n = options.replica_sites;
-    say(&format!("replicas: {n} SQLite site files, one cycle by 1 and by 3 leased replicas"));
+    say(&format!(
+        "replicas: {n} SQLite site files, one cycle by 1 and by 3 leased replicas"
+    ));
     let name = format!("{}_replicas_master", options.prefix);
     recreate_database(admin, &name).await?;
     let master = database_url(&options.pg_url, &name)?;
@@ -93,12 +97,17 @@ pub(super) async fn replicas(
     for i in 1..=n {
         let path = dir.join(format!("store-{i:04}.db"));
         sqlite_site(&path).await?;
-        files.push((format!("store-{i:04}"), format!("sqlite://{}", path.display())));
+        files.push((
+            format!("store-{i:04}"),
+            format!("sqlite://{}", path.display()),
+        ));
     }
     let config = fleet_config(options, &master, &files, "sales_sqlite", SITES_AT_ONCE)
         .replacen(
             "[hub]\n",
-            &format!("[hub]\nleases = true\nlease_seconds = {LEASE_SECONDS}\nheartbeat_seconds = 1\n"),
+            &format!(
+                "[hub]\nleases = true\nlease_seconds = {LEASE_SECONDS}\nheartbeat_seconds = 1\n"
+            ),
             1,
         )
         .replacen(
@@ -201,14 +210,21 @@ async fn failover(
     }
     wait_count(conn, SUCCEEDED, sites as i64 / 3).await?;
     let victim = running.remove(0);
-    wait_count(conn, "SELECT count(*) FROM hubsync.leases WHERE holder = 'r1'", 1).await?;
+    wait_count(
+        conn,
+        "SELECT count(*) FROM hubsync.leases WHERE holder = 'r1'",
+        1,
+    )
+    .await?;
     victim.task.abort();
     let aborted = Instant::now();
     let _ = victim.task.await;
     drop(victim.hub);
-    sqlx::query("CREATE TEMP TABLE victim AS SELECT flow, site FROM hubsync.leases WHERE holder = 'r1'")
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "CREATE TEMP TABLE victim AS SELECT flow, site FROM hubsync.leases WHERE holder = 'r1'",
+    )
+    .execute(&mut *conn)
+    .await?;
     let held = count(conn, "SELECT count(*) FROM victim").await?;
     wait_count(
         conn,
@@ -229,7 +245,10 @@ async fn failover(
 async fn check_rows(conn: &mut PgConnection, sites: usize) -> anyhow::Result<()> {
     let rows = count(conn, "SELECT count(*) FROM sales_sqlite").await?;
     if rows != 100 * sites as i64 {
-        bail!("replicas: the master holds {rows} rows, expected {}", 100 * sites);
+        bail!(
+            "replicas: the master holds {rows} rows, expected {}",
+            100 * sites
+        );
     }
     let twice = count(
         conn,

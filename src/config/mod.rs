@@ -269,7 +269,8 @@ fn lease_times(raw: &RawHub, problems: &mut Vec<String>) -> (Duration, Duration)
         }
         None => None,
     };
-    let period = seconds(raw.lease_seconds, "lease_seconds", problems).unwrap_or(DEFAULT_LEASE_PERIOD);
+    let period =
+        seconds(raw.lease_seconds, "lease_seconds", problems).unwrap_or(DEFAULT_LEASE_PERIOD);
     let heartbeat = seconds(raw.heartbeat_seconds, "heartbeat_seconds", problems)
         .unwrap_or_else(|| DEFAULT_LEASE_HEARTBEAT.min(period / 3));
     if heartbeat * 2 > period {
@@ -1301,10 +1302,15 @@ mod tests {
             ),
             "{error}"
         );
-        assert!(error.contains("`hub.replica_id` is empty; leave it out for `host/pid`"), "{error}");
+        assert!(
+            error.contains("`hub.replica_id` is empty; leave it out for `host/pid`"),
+            "{error}"
+        );
         let error = parse("lease_seconds = 0").unwrap_err().to_string();
         assert!(
-            error.contains("`hub.lease_seconds` is 0; give a number of seconds above 0 and below 86400"),
+            error.contains(
+                "`hub.lease_seconds` is 0; give a number of seconds above 0 and below 86400"
+            ),
             "{error}"
         );
     }

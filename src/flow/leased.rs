@@ -96,7 +96,14 @@ impl Hub {
         }
         let period = self.config.hub.lease_period;
         (self.state)
-            .claim_due(&self.master, &flows, &sites, &self.replica_id(), period, limit)
+            .claim_due(
+                &self.master,
+                &flows,
+                &sites,
+                &self.replica_id(),
+                period,
+                limit,
+            )
             .await
     }
 
@@ -168,9 +175,15 @@ mod tests {
             NextDue::After(std::time::Duration::from_secs(300))
         );
         // An interrupted run did not do its work: due at once, for anyone.
-        assert_eq!(next_due(&every, Some(ErrorKind::Interrupted), now), NextDue::Keep);
+        assert_eq!(
+            next_due(&every, Some(ErrorKind::Interrupted), now),
+            NextDue::Keep
+        );
         let cron = flow("0 2 * * *", None);
-        assert_eq!(next_due(&cron, None, now), NextDue::At(utc("2026-07-02T02:00:00Z")));
+        assert_eq!(
+            next_due(&cron, None, now),
+            NextDue::At(utc("2026-07-02T02:00:00Z"))
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ impl Drop for MasterWritePermit<'_> {
             let (master, state) = (fleet.master.clone(), fleet.state.clone());
             tokio::spawn(async move {
                 if let Err(e) = state.release_write_slot(&master, slot, &claim).await {
-                    tracing::warn!("cannot free master write slot {slot} (it frees itself at its deadline): {e}");
+                    tracing::warn!(
+                        "cannot free master write slot {slot} (it frees itself at its deadline): {e}"
+                    );
                 }
             });
         }
@@ -104,7 +106,9 @@ impl MasterWrites {
                 Ok(Some(slot)) => return Some((slot, claim)),
                 Ok(None) => tokio::time::sleep(SLOT_POLL).await,
                 Err(e) => {
-                    tracing::warn!("cannot claim a fleet-wide master write slot; this process's limit holds: {e}");
+                    tracing::warn!(
+                        "cannot claim a fleet-wide master write slot; this process's limit holds: {e}"
+                    );
                     return None;
                 }
             }
@@ -138,9 +142,15 @@ impl MasterWrites {
         if let Some(fleet) = &self.fleet
             && rows > 0
         {
-            match fleet.state.take_rows(&fleet.master, rows, burst.get()).await {
+            match fleet
+                .state
+                .take_rows(&fleet.master, rows, burst.get())
+                .await
+            {
                 Ok(wait) => return tokio::time::sleep(wait).await,
-                Err(e) => tracing::warn!("cannot take rows from the fleet-wide budget; this process's budget holds: {e}"),
+                Err(e) => tracing::warn!(
+                    "cannot take rows from the fleet-wide budget; this process's budget holds: {e}"
+                ),
             }
         }
         let mut left = rows;

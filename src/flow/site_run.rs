@@ -205,7 +205,9 @@ impl SiteRun<'_> {
                             renewed.elapsed().as_secs_f64()
                         ));
                     }
-                    Err(e) => tracing::warn!(flow = %self.flow.name, site = %self.site.id, "cannot renew the lease: {e}"),
+                    Err(e) => {
+                        tracing::warn!(flow = %self.flow.name, site = %self.site.id, "cannot renew the lease: {e}")
+                    }
                 }
             }
             let Some(run_id) = run_id else {

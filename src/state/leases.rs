@@ -153,7 +153,12 @@ impl StateStore {
             let mut rows = Vec::with_capacity(chunk.len());
             for (flow, site, due) in chunk {
                 let n = params.len();
-                rows.push(format!("(${}::text, ${}::text, ${}::timestamptz)", n + 1, n + 2, n + 3));
+                rows.push(format!(
+                    "(${}::text, ${}::text, ${}::timestamptz)",
+                    n + 1,
+                    n + 2,
+                    n + 3
+                ));
                 params.extend([
                     Value::Text(flow.to_string()),
                     Value::Text(site.to_string()),
@@ -227,7 +232,12 @@ impl StateStore {
     ///
     /// Errors: [`StateError::LeaseLost`] when another replica took it over;
     /// [`StateError::Connector`] when the master does not answer.
-    pub async fn renew_lease(&self, master: &Connector, lease: &Lease, period: Duration) -> Result<()> {
+    pub async fn renew_lease(
+        &self,
+        master: &Connector,
+        lease: &Lease,
+        period: Duration,
+    ) -> Result<()> {
         self.leases_supported()?;
         let params = [
             millis(period),
@@ -347,7 +357,12 @@ impl StateStore {
     /// open, a stop requested) with the pair's next due time.
     ///
     /// Errors: [`StateError::LeaseLost`]; [`StateError::Connector`].
-    pub async fn release_lease(&self, master: &Connector, lease: &Lease, next_due: NextDue) -> Result<()> {
+    pub async fn release_lease(
+        &self,
+        master: &Connector,
+        lease: &Lease,
+        next_due: NextDue,
+    ) -> Result<()> {
         self.leases_supported()?;
         let mut tx = master.begin().await?;
         self.release_in(&mut tx, lease, next_due).await?;
@@ -453,7 +468,11 @@ impl StateStore {
         claim: &str,
         hold: Duration,
     ) -> Result<Option<i64>> {
-        let params = [Value::Int(slots as i64), Value::Text(claim.to_string()), millis(hold)];
+        let params = [
+            Value::Int(slots as i64),
+            Value::Text(claim.to_string()),
+            millis(hold),
+        ];
         let sql = "UPDATE hubsync.write_slots SET holder = $2::text, \
                    deadline = clock_timestamp() + $3::bigint * interval '1 millisecond' \
                    WHERE slot = (SELECT slot FROM hubsync.write_slots WHERE slot <= $1::bigint \
@@ -469,7 +488,12 @@ impl StateStore {
     /// Frees write slot `slot` if `claim` still holds it.
     ///
     /// Errors: [`StateError::Connector`].
-    pub async fn release_write_slot(&self, master: &Connector, slot: i64, claim: &str) -> Result<()> {
+    pub async fn release_write_slot(
+        &self,
+        master: &Connector,
+        slot: i64,
+        claim: &str,
+    ) -> Result<()> {
         master
             .execute(
                 "UPDATE hubsync.write_slots SET holder = NULL, deadline = NULL WHERE slot = $1::bigint AND holder = $2::text",
@@ -495,8 +519,14 @@ impl StateStore {
         let batch = master.query(sql, &params).await?;
         let tokens = match batch.rows.first().map(|row| &row[0]) {
             Some(Value::Float(tokens)) => *tokens,
-            _ => return Err(StateError::Corrupt("hubsync.rate_bucket has no row 1".into())),
+            _ => {
+                return Err(StateError::Corrupt(
+                    "hubsync.rate_bucket has no row 1".into(),
+                ));
+            }
         };
-        Ok(Duration::from_secs_f64((-tokens).max(0.0) / f64::from(rate)))
+        Ok(Duration::from_secs_f64(
+            (-tokens).max(0.0) / f64::from(rate),
+        ))
     }
 }
