@@ -535,6 +535,32 @@ fn routes_auth_and_bad_parameters() {
     assert_eq!(pairs[2]["lag_seconds"], Value::Null);
     assert_eq!(pairs[2]["checkpoints"], json!([]));
     assert_eq!(pairs[2]["circuit"]["failures"], 1);
+    // Large fleets: summary counts, filters and paging.
+    assert_eq!(status["summary"]["pairs"], 3);
+    assert_eq!(status["summary"]["sites"], 3);
+    assert_eq!(
+        status["summary"]["by_state"],
+        json!({"failed": 1, "succeeded": 2})
+    );
+    let failed = server.get("/api/v1/status?state=failed");
+    assert_eq!(
+        (failed["total"].clone(), failed["pairs"][0]["site"].clone()),
+        (json!(1), json!("s3"))
+    );
+    let north = server.get("/api/v1/status?tag=region:north&limit=1");
+    assert_eq!(north["total"], 2);
+    assert_eq!(north["pairs"].as_array().unwrap().len(), 1);
+    assert_eq!(north["pairs"][0]["site"], "s1");
+    assert_eq!(north["next_offset"], 1);
+    let second = server.get("/api/v1/status?tag=region:north&limit=1&offset=1");
+    assert_eq!(
+        (
+            second["pairs"][0]["site"].clone(),
+            second["next_offset"].clone()
+        ),
+        (json!("s3"), Value::Null)
+    );
+    assert_eq!(server.get("/api/v1/status?q=S2")["pairs"][0]["site"], "s2");
 
     // The dashboard (PostgreSQL master): grid, failing site, the hour's 5 rows.
     let (status, html) = server.call_text("GET", "/", Some(READ), None);

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod fleet;
 pub mod json;
 pub mod openapi;
 pub mod routes;

@@ -196,8 +196,15 @@ pub struct PairStatus {
 /// `GET /api/v1/status`.
 #[derive(Serialize, ToSchema)]
 pub struct StatusResponse {
-    /// One entry per flow and site, flows in config order, then sites.
+    /// One entry per flow and site, flows in config order, then sites
+    /// (the page the filters keep).
     pub pairs: Vec<PairStatus>,
+    /// Counts over the whole fleet, whatever the filters.
+    pub summary: super::fleet::FleetSummary,
+    /// Pairs the filters keep, over all pages.
+    pub total: usize,
+    /// `offset` of the next page; null on the last (or without `limit`).
+    pub next_offset: Option<usize>,
 }
 
 /// `POST /api/v1/flows/{flow}/sync` body: `{}` (all sites), or one of
@@ -579,13 +586,31 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, String)> {
     Some((at, run_id.to_string()))
 }
 
-/// Per flow and site: last run, lag, checkpoints, circuit.
+/// Per flow and site: last run, lag, checkpoints, circuit; with the fleet's
+/// summary counts, filters and paging for large fleets.
 #[utoipa::path(get, path = "/api/v1/status", tag = "runs", security(("bearer" = [])),
-    responses((status = 200, body = StatusResponse)))]
-pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusResponse>, ApiError> {
-    Ok(Json(
-        fleet_status(&state).await.map_err(ApiError::internal)?,
-    ))
+    params(
+        ("flow" = Option<String>, Query, description = "only this flow"),
+        ("state" = Option<String>, Query, description = "running, succeeded, failed, skipped, partial, never or circuit_open"),
+        ("tag" = Option<String>, Query, description = "only sites with this tag value, `name:value` (e.g. `region:north`)"),
+        ("q" = Option<String>, Query, description = "only sites whose id contains this text (any case)"),
+        ("limit" = Option<usize>, Query, description = "pairs per page, 1 to 1000 (default: all)"),
+        ("offset" = Option<usize>, Query, description = "pairs skipped: `next_offset` of the previous page"),
+    ),
+    responses((status = 200, body = StatusResponse), (status = 400, body = super::error::ErrorBody)))]
+pub async fn status(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<StatusResponse>, ApiError> {
+    let filter = super::fleet::StatusFilter::parse(&query.unwrap_or_default())?;
+    let mut status = fleet_status(&state).await.map_err(ApiError::internal)?;
+    let config = state.hub().config();
+    status.summary = super::fleet::summary(&status.pairs, config.sites.len());
+    let (pairs, total, next_offset) = filter.page(std::mem::take(&mut status.pairs), config);
+    status.pairs = pairs;
+    status.total = total;
+    status.next_offset = next_offset;
+    Ok(Json(status))
 }
 
 /// The status of every (flow, site), as `/api/v1/status` answers it.
@@ -599,6 +624,21 @@ pub(super) async fn fleet_status(
     let successes = hub.state().last_successes(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
+    // Indexed by pair: a fleet of thousands of sites is not scanned per pair.
+    let last_runs: HashMap<(&str, &str), &RunRecord> = (last_runs.iter())
+        .map(|r| ((r.flow.as_str(), r.site.as_str()), r))
+        .collect();
+    let mut checkpoints_of: HashMap<(&str, &str), Vec<CheckpointView>> = HashMap::new();
+    for c in &checkpoints {
+        (checkpoints_of
+            .entry((c.key.flow.as_str(), c.key.site.as_str()))
+            .or_default())
+        .push(CheckpointView {
+            stream: c.key.stream.clone(),
+            position: format_position(&c.position),
+            updated_at: c.updated_at,
+        });
+    }
     let mut pairs = Vec::new();
     for flow in &config.flows {
         for site in &config.sites {
@@ -628,26 +668,23 @@ pub(super) async fn fleet_status(
             pairs.push(PairStatus {
                 flow: flow.name.clone(),
                 site: site.id.clone(),
-                last_run: last_runs
-                    .iter()
-                    .find(|r| r.flow == flow.name && r.site == site.id)
-                    .map(RunView::from),
+                last_run: (last_runs.get(&(flow.name.as_str(), site.id.as_str())))
+                    .map(|r| RunView::from(*r)),
                 last_success_at,
                 lag_seconds: last_success_at.map(|at| (now - at).num_seconds().max(0)),
-                checkpoints: checkpoints
-                    .iter()
-                    .filter(|c| c.key.flow == flow.name && c.key.site == site.id)
-                    .map(|c| CheckpointView {
-                        stream: c.key.stream.clone(),
-                        position: format_position(&c.position),
-                        updated_at: c.updated_at,
-                    })
-                    .collect(),
+                checkpoints: (checkpoints_of.remove(&(flow.name.as_str(), site.id.as_str())))
+                    .unwrap_or_default(),
                 circuit,
             });
         }
     }
-    Ok(StatusResponse { pairs })
+    let total = pairs.len();
+    Ok(StatusResponse {
+        summary: super::fleet::summary(&pairs, config.sites.len()),
+        pairs,
+        total,
+        next_offset: None,
+    })
 }
 
 /// How long a sync request waits for its runs to be recorded before it
