@@ -308,6 +308,49 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
         ),
         "640|557120|16"
     );
+    // `status` for a large fleet: summary, leases, filters.
+    let status = common::run(&mut replica(&fleet, &master, "setup", &["status"]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.starts_with(
+            "Fleet: 16 sites, 32 flow/site pairs: 32 succeeded; 0 with a tripped circuit\n\
+             Leases: 0 held, 0 due now, 32 waiting\n"
+        ),
+        "{}",
+        status.stdout
+    );
+    let one = common::run(&mut replica(
+        &fleet,
+        &master,
+        "setup",
+        &[
+            "status",
+            "--flow",
+            "payments",
+            "--site",
+            "S07",
+            "--state",
+            "succeeded",
+        ],
+    ));
+    let pair_rows = |out: &str| {
+        out.lines()
+            .filter(|l| l.contains("succeeded") && !l.starts_with("Fleet"))
+            .count()
+    };
+    assert_eq!(pair_rows(&one.stdout), 1, "{}", one.stdout);
+    assert!(
+        one.stdout.contains("payments") && one.stdout.contains("s07"),
+        "{}",
+        one.stdout
+    );
+    let none = common::run(&mut replica(
+        &fleet,
+        &master,
+        "setup",
+        &["status", "--state", "failed"],
+    ));
+    assert_eq!(pair_rows(&none.stdout), 0, "{}", none.stdout);
     // Every lease is free again and due in about an hour.
     assert_eq!(
         psql(
