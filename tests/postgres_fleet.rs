@@ -1161,7 +1161,7 @@ fn the_v7_migration_closes_duplicate_running_rows_and_a_stale_run_is_taken_over(
     );
     assert_eq!(
         psql(&master, "SELECT max(version) FROM hubsync.schema_version"),
-        "9"
+        hubsync::state::SCHEMA_VERSION.to_string()
     );
     assert_eq!(
         psql(
