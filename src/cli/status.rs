@@ -1,5 +1,6 @@
 //! `hubsync status`: checkpoints and the last run per flow and site.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -9,7 +10,7 @@ use super::output::thousands;
 use super::{EXIT_OK, plural};
 use crate::config::Config;
 use crate::flow::{Hub, circuit};
-use crate::state::{RunRecord, RunStatus, format_position};
+use crate::state::{CheckpointRecord, RunRecord, RunStatus, format_position};
 
 /// Arguments of `hubsync status`: filters for large fleets (all pairs
 /// without them).
@@ -80,13 +81,13 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
     };
     hub.close().await;
     let now = Utc::now();
-    let runs: std::collections::HashMap<(&str, &str), &RunRecord> = runs
+    let runs: HashMap<(&str, &str), &RunRecord> = runs
         .iter()
         .map(|r| ((r.flow.as_str(), r.site.as_str()), r))
         .collect();
-    let mut by_state: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
     let mut open_circuits = 0;
-    let mut shown = 0;
+    let mut kept: HashSet<(&str, &str)> = HashSet::new();
     let limit = args.limit.unwrap_or(usize::MAX);
 
     let mut table = Table::new();
@@ -112,30 +113,13 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
             if run.is_some_and(|r| matches!(r.status, RunStatus::Failed | RunStatus::Skipped)) {
                 failing += 1;
             }
-            let circuit = streaks
-                .get(&(flow.name.clone(), site.id.clone()))
-                .and_then(|(streak, last)| {
-                    circuit::open_until(
-                        *streak,
-                        *last,
-                        config.hub.circuit_breaker_failures,
-                        config.hub.circuit_breaker_cooldown,
-                        now,
-                    )
-                    .map(|until| {
-                        format!(
-                            "open until {} ({streak} failures)",
-                            until.format("%H:%M:%S UTC")
-                        )
-                    })
-                })
-                .unwrap_or_else(|| "closed".to_string());
+            let circuit = circuit_text(&config, &streaks, &flow.name, &site.id, now);
             let open = circuit != "closed";
             open_circuits += u64::from(open);
-            if !args.keeps(&flow.name, site, run, open) || shown >= limit {
+            if !args.keeps(&flow.name, site, run, open) || kept.len() >= limit {
                 continue;
             }
-            shown += 1;
+            kept.insert((flow.name.as_str(), site.id.as_str()));
             let mut row = last_run_row(&flow.name, &site.id, run, now).to_vec();
             row.insert(row.len() - 1, circuit);
             table.add_row(row);
@@ -149,52 +133,15 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
         println!("{}", leases_line(leases, now));
     }
     println!("Last runs\n{table}");
-
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header([
-        "flow",
-        "stream",
-        "site",
-        "checkpoint (cursor, key)",
-        "moved",
-    ]);
-    let shown_pairs = |flow: &str, site: &str| {
-        (config.sites.iter().find(|s| s.id == site)).is_some_and(|s| {
-            let open = streaks
-                .get(&(flow.to_string(), site.to_string()))
-                .is_some_and(|(streak, last)| {
-                    let hub = &config.hub;
-                    circuit::open_until(
-                        *streak,
-                        *last,
-                        hub.circuit_breaker_failures,
-                        hub.circuit_breaker_cooldown,
-                        now,
-                    )
-                    .is_some()
-                });
-            args.keeps(flow, s, runs.get(&(flow, site)).copied(), open)
-        })
-    };
-    let checkpoints: Vec<_> = (checkpoints.iter())
-        .filter(|c| shown_pairs(&c.key.flow, &c.key.site))
-        .take(limit)
-        .collect();
-    for checkpoint in &checkpoints {
-        let ago = (now - checkpoint.updated_at).num_seconds().max(0);
-        table.add_row([
-            checkpoint.key.flow.clone(),
-            checkpoint.key.stream.clone(),
-            checkpoint.key.site.clone(),
-            format_position(&checkpoint.position),
-            ago_text(ago),
-        ]);
-    }
-    if checkpoints.is_empty() {
-        println!("\nCheckpoints: none yet (the first run of each stream backfills)");
-    } else {
-        println!("\nCheckpoints\n{table}");
+    // Without filters every checkpoint shows, also of sites no longer in the config.
+    let unfiltered = args.flow.is_none()
+        && args.state.is_none()
+        && args.site.is_none()
+        && args.tag.is_none()
+        && args.limit.is_none();
+    match checkpoints_table(&checkpoints, (!unfiltered).then_some(&kept), limit, now) {
+        Some(table) => println!("\nCheckpoints\n{table}"),
+        None => println!("\nCheckpoints: none yet (the first run of each stream backfills)"),
     }
     if failing > 0 {
         println!(
@@ -206,9 +153,74 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
     Ok(EXIT_OK)
 }
 
+/// `open until 10:05:00 UTC (3 failures)`, or `closed`.
+fn circuit_text(
+    config: &Config,
+    streaks: &HashMap<(String, String), (u32, DateTime<Utc>)>,
+    flow: &str,
+    site: &str,
+    now: DateTime<Utc>,
+) -> String {
+    streaks
+        .get(&(flow.to_string(), site.to_string()))
+        .and_then(|(streak, last)| {
+            circuit::open_until(
+                *streak,
+                *last,
+                config.hub.circuit_breaker_failures,
+                config.hub.circuit_breaker_cooldown,
+                now,
+            )
+            .map(|until| {
+                format!(
+                    "open until {} ({streak} failures)",
+                    until.format("%H:%M:%S UTC")
+                )
+            })
+        })
+        .unwrap_or_else(|| "closed".to_string())
+}
+
+/// The checkpoints of the `kept` pairs (all without), at most `limit`, or
+/// `None` when there are none.
+fn checkpoints_table(
+    checkpoints: &[CheckpointRecord],
+    kept: Option<&HashSet<(&str, &str)>>,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Option<Table> {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_BORDERS_ONLY);
+    table.set_header([
+        "flow",
+        "stream",
+        "site",
+        "checkpoint (cursor, key)",
+        "moved",
+    ]);
+    let shown = (checkpoints.iter())
+        .filter(|c| {
+            kept.is_none_or(|kept| kept.contains(&(c.key.flow.as_str(), c.key.site.as_str())))
+        })
+        .take(limit);
+    let mut any = false;
+    for checkpoint in shown {
+        any = true;
+        let ago = (now - checkpoint.updated_at).num_seconds().max(0);
+        table.add_row([
+            checkpoint.key.flow.clone(),
+            checkpoint.key.stream.clone(),
+            checkpoint.key.site.clone(),
+            format_position(&checkpoint.position),
+            ago_text(ago),
+        ]);
+    }
+    any.then_some(table)
+}
+
 /// `Fleet: 1,000 sites, 2,000 flow/site pairs: 10 failed, 1,990 succeeded; 2 with a tripped circuit`
 /// (the states of the pairs' last runs, `never` for none).
-fn fleet_line(sites: usize, by_state: &std::collections::BTreeMap<&str, u64>, open: u64) -> String {
+fn fleet_line(sites: usize, by_state: &BTreeMap<&str, u64>, open: u64) -> String {
     let pairs: u64 = by_state.values().sum();
     let states: Vec<String> = (by_state.iter())
         .map(|(state, n)| format!("{} {state}", thousands(*n)))
