@@ -561,6 +561,19 @@ fn routes_auth_and_bad_parameters() {
         (json!("s3"), Value::Null)
     );
     assert_eq!(server.get("/api/v1/status?q=S2")["pairs"][0]["site"], "s2");
+    // The dashboard filters its grid the same way, and pages it.
+    let (code, html) = server.call_text("GET", "/?q=s2&state=&tag=", Some(READ), None);
+    assert_eq!(code, 200);
+    assert!(html.contains(r#"<tr data-site="s2">"#), "{html}");
+    assert!(!html.contains(r#"<tr data-site="s1">"#), "{html}");
+    assert!(html.contains("sites 1–1 of 1 matching"), "{html}");
+    let (_, html) = server.call_text("GET", "/?tag=region%3Anorth&limit=1", Some(READ), None);
+    assert!(html.contains(r#"<tr data-site="s1">"#), "{html}");
+    assert!(!html.contains(r#"<tr data-site="s3">"#), "{html}");
+    assert!(
+        html.contains(r#"<a id="next-page" href="/?tag=region%3Anorth&amp;limit=1&amp;offset=1">"#),
+        "{html}"
+    );
 
     // The dashboard (PostgreSQL master): grid, failing site, the hour's 5 rows.
     let (status, html) = server.call_text("GET", "/", Some(READ), None);

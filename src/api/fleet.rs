@@ -68,12 +68,17 @@ pub fn pair_state(pair: &PairStatus) -> &str {
 
 impl StatusFilter {
     /// Parses `flow`, `state`, `tag` (`key:value`), `q`, `limit` (1 to
-    /// 1,000) and `offset` from a query string.
+    /// 1,000) and `offset` from a query string. An empty value is no filter
+    /// (an HTML form sends its empty fields).
     ///
     /// Errors: a 400 naming the param and what it takes.
     pub fn parse(query: &str) -> Result<StatusFilter, ApiError> {
         let mut filter = StatusFilter::default();
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let known = ["flow", "state", "tag", "q", "limit", "offset"];
+            if value.is_empty() && known.contains(&key.as_ref()) {
+                continue;
+            }
             match key.as_ref() {
                 "flow" => filter.flow = Some(value.into_owned()),
                 "state" if STATES.contains(&value.as_ref()) => {
@@ -122,8 +127,9 @@ impl StatusFilter {
         Ok(filter)
     }
 
-    /// True if `pair` passes every filter (site tags from `config`).
-    fn keeps(&self, pair: &PairStatus, config: &Config) -> bool {
+    /// True if `pair` passes every filter (site tags from `config`); paging
+    /// aside.
+    pub fn keeps(&self, pair: &PairStatus, config: &Config) -> bool {
         let flow_ok = self.flow.as_ref().is_none_or(|flow| *flow == pair.flow);
         let state_ok = match self.state.as_deref() {
             None => true,
@@ -278,6 +284,8 @@ mod tests {
         assert_eq!(sites(&page), ["prices/store-002"]);
         let (page, ..) = parse("state=never").page(fleet(), &config);
         assert_eq!(sites(&page), ["prices/Store-010"]);
+        // Empty fields (an HTML form's) filter nothing.
+        assert_eq!(parse("q=&state=&tag=&flow=sales"), parse("flow=sales"));
         // Pages of 4: 4 then 2, the second says there is no third.
         assert_eq!(parse("limit=4").page(fleet(), &config).2, Some(4));
         let (page, total, next) = parse("limit=4&offset=4").page(fleet(), &config);
