@@ -105,6 +105,46 @@ pub async fn pass_sites(hub: &Hub, flow: &Flow) -> Arc<Vec<crate::config::Site>>
     hub.sites()
 }
 
+/// Runs every scheduled flow as one replica of several (`hub.leases`, a
+/// PostgreSQL master) until `cancel` fires: seeds the lease table with the
+/// config's (flow, site) pairs, then polls for due pairs every `poll` (at
+/// most 1 s, at most the lease heartbeat), claims as many as it has free
+/// site slots and runs each in its own task. On `cancel` it stops claiming
+/// and waits for its running pairs (each stops after its current batch and
+/// releases its lease, due at once for another replica).
+pub async fn run_leased_schedules(
+    hub: Arc<Hub>,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) {
+    if let Err(e) = hub.seed_leases().await {
+        tracing::error!("cannot enter the fleet into the master's lease table: {e}");
+        cancel.cancelled().await;
+        return;
+    }
+    let poll = hub.config().hub.lease_heartbeat.min(Duration::from_secs(1));
+    let slots = hub.config().hub.max_concurrent_sites;
+    let mut running = tokio::task::JoinSet::new();
+    while !cancel.is_cancelled() {
+        while running.try_join_next().is_some() {}
+        match hub.claim_due(slots.saturating_sub(running.len())).await {
+            Ok(claims) => {
+                for claim in claims {
+                    let hub = hub.clone();
+                    let progress = progress.clone();
+                    running.spawn(async move { hub.run_leased(&claim, progress.as_ref()).await });
+                }
+            }
+            Err(e) => tracing::warn!("cannot claim due work from the master: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
 /// Largest jitter on any due time.
 const MAX_JITTER: Duration = Duration::from_secs(30);
 

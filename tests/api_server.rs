@@ -269,6 +269,35 @@ fn routes_auth_and_bad_parameters() {
         server.call("GET", "/health", None, None),
         (200, json!({"status": "ok", "master": "ok"}))
     );
+    // Nor do the orchestrator's probes: alive, and ready (master answers,
+    // state schema current: version 11 is this build's).
+    assert_eq!(
+        server.call("GET", "/healthz", None, None),
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        server.call("GET", "/readyz", None, None),
+        (
+            200,
+            json!({"status": "ready", "master": "ok", "schema": "current", "schema_version": 11})
+        )
+    );
+    // A master whose schema an older hub left behind is not ready.
+    psql(
+        &fleet.master,
+        "DELETE FROM hubsync.schema_version WHERE version = 11",
+    );
+    assert_eq!(
+        server.call("GET", "/readyz", None, None),
+        (
+            503,
+            json!({"status": "not_ready", "master": "ok", "schema": "behind", "schema_version": 11})
+        )
+    );
+    psql(
+        &fleet.master,
+        "INSERT INTO hubsync.schema_version VALUES (11)",
+    );
     // No token, wrong token, wrong role.
     assert_eq!(
         server.call("GET", "/api/v1/sites", None, None),
@@ -506,6 +535,45 @@ fn routes_auth_and_bad_parameters() {
     assert_eq!(pairs[2]["lag_seconds"], Value::Null);
     assert_eq!(pairs[2]["checkpoints"], json!([]));
     assert_eq!(pairs[2]["circuit"]["failures"], 1);
+    // Large fleets: summary counts, filters and paging.
+    assert_eq!(status["summary"]["pairs"], 3);
+    assert_eq!(status["summary"]["sites"], 3);
+    assert_eq!(
+        status["summary"]["by_state"],
+        json!({"failed": 1, "succeeded": 2})
+    );
+    let failed = server.get("/api/v1/status?state=failed");
+    assert_eq!(
+        (failed["total"].clone(), failed["pairs"][0]["site"].clone()),
+        (json!(1), json!("s3"))
+    );
+    let north = server.get("/api/v1/status?tag=region:north&limit=1");
+    assert_eq!(north["total"], 2);
+    assert_eq!(north["pairs"].as_array().unwrap().len(), 1);
+    assert_eq!(north["pairs"][0]["site"], "s1");
+    assert_eq!(north["next_offset"], 1);
+    let second = server.get("/api/v1/status?tag=region:north&limit=1&offset=1");
+    assert_eq!(
+        (
+            second["pairs"][0]["site"].clone(),
+            second["next_offset"].clone()
+        ),
+        (json!("s3"), Value::Null)
+    );
+    assert_eq!(server.get("/api/v1/status?q=S2")["pairs"][0]["site"], "s2");
+    // The dashboard filters its grid the same way, and pages it.
+    let (code, html) = server.call_text("GET", "/?q=s2&state=&tag=", Some(READ), None);
+    assert_eq!(code, 200);
+    assert!(html.contains(r#"<tr data-site="s2">"#), "{html}");
+    assert!(!html.contains(r#"<tr data-site="s1">"#), "{html}");
+    assert!(html.contains("sites 1–1 of 1 matching"), "{html}");
+    let (_, html) = server.call_text("GET", "/?tag=region%3Anorth&limit=1", Some(READ), None);
+    assert!(html.contains(r#"<tr data-site="s1">"#), "{html}");
+    assert!(!html.contains(r#"<tr data-site="s3">"#), "{html}");
+    assert!(
+        html.contains(r#"<a id="next-page" href="/?tag=region%3Anorth&amp;limit=1&amp;offset=1">"#),
+        "{html}"
+    );
 
     // The dashboard (PostgreSQL master): grid, failing site, the hour's 5 rows.
     let (status, html) = server.call_text("GET", "/", Some(READ), None);
@@ -1095,7 +1163,9 @@ fn openapi_document_lists_every_route() {
             "/api/v1/sites",
             "/api/v1/status",
             "/health",
+            "/healthz",
             "/metrics",
+            "/readyz",
         ]
     );
     assert_eq!(

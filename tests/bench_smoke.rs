@@ -21,6 +21,8 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "5",
             "--late-rows",
             "20000",
+            "--replica-sites",
+            "6",
         ])
         .args(["--bulk-sites", "2", "--mysql-url", &common::my_admin_url()])
         .args(["--batch-size", "1000", "--prefix", &prefix, "--json"])
@@ -48,7 +50,10 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "noop_cycle_postgres",
             "noop_cycle_postgres_cold",
             "noop_cycle_sqlite",
-            "late_commit_scan"
+            "late_commit_scan",
+            "replicas_1_cycle",
+            "replicas_3_cycle",
+            "replicas_3_failover"
         ]
     );
     let rows = |i: usize| scenarios[i]["rows"].as_u64().unwrap();
@@ -78,6 +83,11 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     // 20,000 rows, every 200th changed: 100 rows, plus the overlap re-read
     // at the saved cursor value.
     assert!((100..200).contains(&rows(11)), "{}", rows(11));
+    // Replicas: 6 SQLite sites x 100 rows per cycle (the bench itself
+    // checks every row arrived once and no pair ran twice).
+    for i in 12..=14 {
+        assert_eq!(rows(i), 600);
+    }
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }

@@ -1,7 +1,7 @@
 //! Bearer-token authentication and roles.
 //!
 //! `GET`/`HEAD` routes need a `read` or `operate` token, other methods an
-//! `operate` token; `/health` needs none. A token is sent as
+//! `operate` token; `/health`, `/healthz` and `/readyz` need none. A token is sent as
 //! `Authorization: Bearer <token>`; the dashboard may instead keep it in
 //! the `hubsync_token` cookie (set by opening `/?token=<token>` once), which
 //! is accepted for `GET` only so that a cookie can never start a sync.
@@ -60,7 +60,7 @@ fn digest(text: &str) -> [u8; 32] {
 pub async fn auth(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let tokens = state.tokens();
     let path = request.uri().path().to_string();
-    if tokens.is_empty() || path == "/health" {
+    if tokens.is_empty() || matches!(path.as_str(), "/health" | "/healthz" | "/readyz") {
         return next.run(request).await;
     }
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);

@@ -4,10 +4,16 @@
 //! by each pair's last result, with its lag; the failing pairs with their
 //! last error; the recent runs; and rows written per hour over the last 24
 //! hours as an inline SVG bar chart.
+//!
+//! Large fleets: the grid and the failing list take the filters of
+//! `/api/v1/status` from the page's query (`state`, `tag`, `q`, `flow`; a
+//! form at the top) and the grid shows [`GRID_PAGE`] sites a page
+//! (`limit`/`offset`, with a link to the next page); the counts are always
+//! the whole fleet's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use chrono::{DateTime, Duration, Timelike, Utc};
@@ -22,6 +28,12 @@ pub const REFRESH_SECONDS: u32 = 15;
 
 /// Runs shown in "Recent runs".
 const RECENT_RUNS: usize = 20;
+
+/// Sites per page of the grid (without `limit`).
+pub const GRID_PAGE: usize = 200;
+
+/// Failing pairs listed (the count above says how many there are).
+const FAILING_SHOWN: usize = 100;
 
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f4f5f7;color:#1d2433}
@@ -45,7 +57,18 @@ td.cell{text-align:center;font-weight:600;border-radius:4px;border:2px solid #ff
 "#;
 
 /// The dashboard page (tokens are checked by the auth middleware).
-pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn page(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    // `token` is the login's (handled by `auth`); the rest are filters.
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .filter(|(key, _)| key != "token"),
+        )
+        .finish();
+    let filter = super::fleet::StatusFilter::parse(&query)?;
     let status = fleet_status(&state).await.map_err(ApiError::internal)?;
     let hub = state.hub();
     let recent = hub
@@ -82,6 +105,25 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
         .iter()
         .filter(|p| p.last_run.as_ref().is_some_and(|r| r.status == "succeeded"))
         .count();
+    // The filters choose the grid's sites and the failing pairs listed.
+    let kept_sites: HashSet<&str> = (status.pairs.iter())
+        .filter(|p| filter.keeps(p, config))
+        .map(|p| p.site.as_str())
+        .collect();
+    let matching: Vec<&str> = (sites.iter().copied())
+        .filter(|site| kept_sites.contains(site))
+        .collect();
+    let per_page = filter.limit.unwrap_or(GRID_PAGE);
+    let grid_sites: Vec<&str> = (matching.iter().copied())
+        .skip(filter.offset)
+        .take(per_page)
+        .collect();
+    let next_offset = (filter.offset + grid_sites.len() < matching.len())
+        .then(|| filter.offset + grid_sites.len());
+    let failing_shown: Vec<&PairStatus> = (failing.iter().copied())
+        .filter(|p| filter.keeps(p, config))
+        .take(FAILING_SHOWN)
+        .collect();
 
     let markup = html! {
         (DOCTYPE)
@@ -113,10 +155,18 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
                     }
                     section class="wide" {
                         h2 { "Fleet: last result and lag per site and flow" }
+                        (filter_form(&filter))
+                        p id="grid-range" {
+                            "sites " (filter.offset + usize::from(!grid_sites.is_empty())) "–" (filter.offset + grid_sites.len())
+                            " of " (matching.len()) " matching"
+                            @if let Some(next) = next_offset {
+                                " · " a id="next-page" href=(next_page_link(&query, next)) { "next page" }
+                            }
+                        }
                         table id="grid" {
                             thead { tr { th { "site" } @for flow in &flows { th { (flow) } } } }
                             tbody {
-                                @for site in &sites {
+                                @for site in &grid_sites {
                                     tr data-site=(site) {
                                         th { (site) }
                                         @for flow in &flows {
@@ -135,7 +185,7 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
                             table id="failing" {
                                 thead { tr { th { "site" } th { "flow" } th { "since" } th { "last error" } } }
                                 tbody {
-                                    @for pair in &failing {
+                                    @for pair in &failing_shown {
                                         @let run = pair.last_run.as_ref().expect("failing pairs have a run");
                                         tr data-site=(pair.site) data-flow=(pair.flow) {
                                             td { (pair.site) }
@@ -176,6 +226,40 @@ pub async fn page(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
         }
     };
     Ok(Html(markup.into_string()))
+}
+
+/// The filter form (GET: the page's own query).
+fn filter_form(filter: &super::fleet::StatusFilter) -> Markup {
+    let tag = filter
+        .tag
+        .as_ref()
+        .map(|(name, value)| format!("{name}:{value}"));
+    html! {
+        form id="filters" method="get" action="/" {
+            "site " input name="q" value=(filter.search.clone().unwrap_or_default()) size="12";
+            " state " select name="state" {
+                option value="" { "any" }
+                @for state in super::fleet::STATES {
+                    option value=(state) selected[filter.state.as_deref() == Some(state)] { (state) }
+                }
+            }
+            " tag " input name="tag" placeholder="region:north" value=(tag.unwrap_or_default()) size="14";
+            " " button type="submit" { "filter" }
+        }
+    }
+}
+
+/// The page's query with `offset` set to `next` (other params kept; empty
+/// ones from the form dropped).
+fn next_page_link(query: &str, next: usize) -> String {
+    let mut link = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if key != "offset" && !value.is_empty() {
+            link.append_pair(&key, &value);
+        }
+    }
+    link.append_pair("offset", &next.to_string());
+    format!("/?{}", link.finish())
 }
 
 /// A pair is shown as stale when its last success is older than this.

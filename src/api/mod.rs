@@ -10,6 +10,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod json;
 pub mod openapi;
 pub mod routes;
@@ -85,6 +86,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/health", get(routes::health))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/sites", get(routes::sites))

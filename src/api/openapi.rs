@@ -17,6 +17,8 @@ use super::{events, routes};
     ),
     paths(
         routes::health,
+        routes::healthz,
+        routes::readyz,
         routes::metrics,
         routes::sites,
         routes::flows,

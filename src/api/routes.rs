@@ -34,6 +34,21 @@ pub struct Health {
     pub master: String,
 }
 
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `not_ready`.
+    pub status: String,
+    /// `ok`, or `unreachable` (the reason is logged, not shown).
+    pub master: String,
+    /// `current` (the master's state schema is this hubsync's), `behind`
+    /// (another hub has not migrated it yet), `ahead` (a newer hubsync
+    /// migrated it: upgrade this one) or `unknown` (master unreachable).
+    pub schema: String,
+    /// The schema version this hubsync runs.
+    pub schema_version: i64,
+}
+
 /// One site (never its URL or password).
 #[derive(Serialize, ToSchema)]
 pub struct SiteView {
@@ -181,11 +196,18 @@ pub struct PairStatus {
 /// `GET /api/v1/status`.
 #[derive(Serialize, ToSchema)]
 pub struct StatusResponse {
-    /// One entry per flow and site, flows in config order, then sites.
+    /// One entry per flow and site, flows in config order, then sites
+    /// (the page the filters keep).
     pub pairs: Vec<PairStatus>,
     /// Follow-up events in the outbox, per state (`dead`: dead letters;
     /// list them at `GET /api/v1/events`).
     pub events: super::events::EventCounts,
+    /// Counts over the whole fleet, whatever the filters.
+    pub summary: super::fleet::FleetSummary,
+    /// Pairs the filters keep, over all pages.
+    pub total: usize,
+    /// `offset` of the next page; null on the last (or without `limit`).
+    pub next_offset: Option<usize>,
 }
 
 /// `POST /api/v1/flows/{flow}/sync` body: `{}` (all sites), or one of
@@ -297,6 +319,51 @@ pub async fn health(State(state): State<ApiState>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// Liveness for an orchestrator (Kubernetes `livenessProbe`, systemd
+/// watchdogs): 200 while the process serves HTTP, without asking the master
+/// (a replica cut off from its master is not restarted: its leased runs
+/// stop by themselves and it claims again once the master is back). No
+/// token needed.
+#[utoipa::path(get, path = "/healthz", tag = "hub", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness (Kubernetes `readinessProbe`): 200 when the master answers and
+/// its state schema is the one this hubsync runs, else 503 saying which.
+/// No token needed; reasons are logged, not shown.
+#[utoipa::path(get, path = "/readyz", tag = "hub",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    let hub = state.hub();
+    let expected = crate::state::SCHEMA_VERSION;
+    let stored = hub.state().stored_schema_version(hub.master()).await;
+    let (master, schema) = match &stored {
+        Ok(version) if *version == expected => ("ok", "current"),
+        Ok(version) if *version < expected => ("ok", "behind"),
+        Ok(_) => ("ok", "ahead"),
+        Err(e) => {
+            tracing::warn!("readiness check: master: {e}");
+            ("unreachable", "unknown")
+        }
+    };
+    let ready = schema == "current";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" }.into(),
+            master: master.into(),
+            schema: schema.into(),
+            schema_version: expected,
+        }),
+    )
 }
 
 /// Prometheus text format (metric names in the README).
@@ -526,13 +593,31 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, String)> {
     Some((at, run_id.to_string()))
 }
 
-/// Per flow and site: last run, lag, checkpoints, circuit.
+/// Per flow and site: last run, lag, checkpoints, circuit; with the fleet's
+/// summary counts, filters and paging for large fleets.
 #[utoipa::path(get, path = "/api/v1/status", tag = "runs", security(("bearer" = [])),
-    responses((status = 200, body = StatusResponse)))]
-pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusResponse>, ApiError> {
-    Ok(Json(
-        fleet_status(&state).await.map_err(ApiError::internal)?,
-    ))
+    params(
+        ("flow" = Option<String>, Query, description = "only this flow"),
+        ("state" = Option<String>, Query, description = "running, succeeded, failed, skipped, partial, never or circuit_open"),
+        ("tag" = Option<String>, Query, description = "only sites with this tag value, `name:value` (e.g. `region:north`)"),
+        ("q" = Option<String>, Query, description = "only sites whose id contains this text (any case)"),
+        ("limit" = Option<usize>, Query, description = "pairs per page, 1 to 1000 (default: all)"),
+        ("offset" = Option<usize>, Query, description = "pairs skipped: `next_offset` of the previous page"),
+    ),
+    responses((status = 200, body = StatusResponse), (status = 400, body = super::error::ErrorBody)))]
+pub async fn status(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<StatusResponse>, ApiError> {
+    let filter = super::fleet::StatusFilter::parse(&query.unwrap_or_default())?;
+    let mut status = fleet_status(&state).await.map_err(ApiError::internal)?;
+    let config = state.hub().config();
+    status.summary = super::fleet::summary(&status.pairs, config.sites.len());
+    let (pairs, total, next_offset) = filter.page(std::mem::take(&mut status.pairs), config);
+    status.pairs = pairs;
+    status.total = total;
+    status.next_offset = next_offset;
+    Ok(Json(status))
 }
 
 /// The status of every (flow, site), as `/api/v1/status` answers it.
@@ -546,6 +631,21 @@ pub(super) async fn fleet_status(
     let successes = hub.state().last_successes(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
+    // Indexed by pair: a fleet of thousands of sites is not scanned per pair.
+    let last_runs: HashMap<(&str, &str), &RunRecord> = (last_runs.iter())
+        .map(|r| ((r.flow.as_str(), r.site.as_str()), r))
+        .collect();
+    let mut checkpoints_of: HashMap<(&str, &str), Vec<CheckpointView>> = HashMap::new();
+    for c in &checkpoints {
+        (checkpoints_of
+            .entry((c.key.flow.as_str(), c.key.site.as_str()))
+            .or_default())
+        .push(CheckpointView {
+            stream: c.key.stream.clone(),
+            position: format_position(&c.position),
+            updated_at: c.updated_at,
+        });
+    }
     let mut pairs = Vec::new();
     let fleet = hub.sites();
     for flow in &config.flows {
@@ -576,27 +676,25 @@ pub(super) async fn fleet_status(
             pairs.push(PairStatus {
                 flow: flow.name.clone(),
                 site: site.id.clone(),
-                last_run: last_runs
-                    .iter()
-                    .find(|r| r.flow == flow.name && r.site == site.id)
-                    .map(RunView::from),
+                last_run: (last_runs.get(&(flow.name.as_str(), site.id.as_str())))
+                    .map(|r| RunView::from(*r)),
                 last_success_at,
                 lag_seconds: last_success_at.map(|at| (now - at).num_seconds().max(0)),
-                checkpoints: checkpoints
-                    .iter()
-                    .filter(|c| c.key.flow == flow.name && c.key.site == site.id)
-                    .map(|c| CheckpointView {
-                        stream: c.key.stream.clone(),
-                        position: format_position(&c.position),
-                        updated_at: c.updated_at,
-                    })
-                    .collect(),
+                checkpoints: (checkpoints_of.remove(&(flow.name.as_str(), site.id.as_str())))
+                    .unwrap_or_default(),
                 circuit,
             });
         }
     }
     let events = super::events::counts(state).await?;
-    Ok(StatusResponse { pairs, events })
+    let total = pairs.len();
+    Ok(StatusResponse {
+        summary: super::fleet::summary(&pairs, config.sites.len()),
+        pairs,
+        total,
+        next_offset: None,
+        events,
+    })
 }
 
 /// How long a sync request waits for its runs to be recorded before it

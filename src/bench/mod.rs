@@ -29,7 +29,10 @@
 //!   transaction id (`late_commits = "xid"`, a sequential scan of the
 //!   source table) on one site of `late_rows` rows, after 100 of its rows
 //!   changed; baseline: the same run with `late_commits = "lag"`. Medians
-//!   of three runs each, on one running hub per setting.
+//!   of three runs each, on one running hub per setting;
+//! * **replicas** (`replicas.rs`): one cycle over `replica_sites` SQLite
+//!   files by 1 and by 3 leased replicas, and the failover time when one
+//!   of 3 is aborted mid-cycle.
 //!
 //! Each hubsync scenario also reports the process's peak resident memory
 //! (Linux `VmHWM`, reset before the scenario through `/proc/self/clear_refs`).
@@ -38,6 +41,7 @@
 
 mod bulk;
 pub mod latency;
+mod replicas;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +69,8 @@ pub struct BenchOptions {
     pub noop_pg_sites: usize,
     /// SQLite site files for the no-op cycle (0 skips it).
     pub noop_sqlite_sites: usize,
+    /// SQLite site files synced by 1 and by 3 leased replicas (0 skips it).
+    pub replica_sites: usize,
     /// Price rows pushed to every site.
     pub push_rows: u64,
     /// Rows of the late-commit scan scenario's site table (0 skips it).
@@ -767,6 +773,10 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
         report
             .scenarios
             .push(late_commit_scan(options, &mut admin, say).await?);
+    }
+    if options.replica_sites > 0 {
+        let scenarios = replicas::replicas(options, &mut admin, say).await?;
+        report.scenarios.extend(scenarios);
     }
     if !options.keep {
         say("dropping the bench databases (`--keep` keeps them)");

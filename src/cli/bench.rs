@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// SQLite site files of the no-op cycle (0 skips it).
     #[arg(long, default_value_t = 1000)]
     pub noop_sqlite_sites: usize,
+    /// SQLite site files synced in one cycle by 1 and by 3 leased replicas
+    /// (`hub.leases`), plus the failover time of one of 3 (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    pub replica_sites: usize,
     /// Price rows pushed to every site.
     #[arg(long, default_value_t = 10_000)]
     pub push_rows: u64,
@@ -106,6 +110,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         rows: args.rows,
         noop_pg_sites: args.noop_pg_sites,
         noop_sqlite_sites: args.noop_sqlite_sites,
+        replica_sites: args.replica_sites,
         push_rows: args.push_rows,
         late_rows: args.late_rows,
         wan_delay: Duration::from_millis(args.wan_delay_ms),

@@ -78,7 +78,7 @@ pub enum Command {
     /// Validate the config, connect to the master and every site, and check tables, columns and keys.
     Check,
     /// Show checkpoints and the last run of each flow at each site.
-    Status,
+    Status(status::StatusArgs),
     /// Forget checkpoints so the next run backfills from the start.
     Reset(reset::ResetArgs),
     /// Follow-up events (`[[flow.on]]`, `after`): list dead letters, replay them, deliver due ones.
@@ -124,7 +124,7 @@ async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
         Command::Serve => serve::run(load(&cli.config)?, cancel).await,
         Command::Call(args) => call::run(load(&cli.config)?, args).await,
         Command::Check => check::run(load(&cli.config)?).await,
-        Command::Status => status::run(load(&cli.config)?).await,
+        Command::Status(args) => status::run(load(&cli.config)?, args).await,
         Command::Reset(args) => reset::run(load(&cli.config)?, args).await,
         Command::Events(args) => events::run(load(&cli.config)?, args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -9,7 +9,7 @@ use super::{EXIT_OK, UsageError};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::flow::Hub;
-use crate::scheduler::run_schedules;
+use crate::scheduler::{run_leased_schedules, run_schedules};
 
 pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyhow::Result<u8> {
     let scheduled: Vec<&str> = config
@@ -48,6 +48,7 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
         "hubsync running {flows} over {sites}; master {}; stop with Ctrl-C or SIGTERM",
         config.master.redacted()
     );
+    eprintln!("{}", mode_line(&hub));
     // One line per finished site run (no bars in a daemon).
     let progress = Arc::new(FleetProgress::new_lines());
     let server = match &config.api {
@@ -60,7 +61,11 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
     };
     let pruning = tokio::spawn(api::prune_history(hub.clone(), cancel.clone()));
     let delivering = tokio::spawn(deliverer.run(cancel.clone()));
-    run_schedules(hub.clone(), progress, cancel).await;
+    if hub.leased() {
+        run_leased_schedules(hub.clone(), progress, cancel).await;
+    } else {
+        run_schedules(hub.clone(), progress, cancel).await;
+    }
     if let Some(server) = server {
         match server.await {
             Ok(Err(e)) => tracing::error!("the HTTP API stopped with an error: {e}"),
@@ -73,4 +78,30 @@ pub(super) async fn run(config: Arc<Config>, cancel: CancellationToken) -> anyho
     hub.close().await;
     eprintln!("hubsync stopped cleanly: every committed batch is kept");
     Ok(EXIT_OK)
+}
+
+/// The start-up line saying how this hub shares the fleet: as replica
+/// `id` through leases, or alone (and why, when leases were asked for on a
+/// master that cannot hold them).
+fn mode_line(hub: &Hub) -> String {
+    let hub_config = &hub.config().hub;
+    if hub.leased() {
+        format!(
+            "replica `{}`: sharing the fleet with other replicas through leases in the master \
+             (lease {:.1} s, renewed every {:.1} s)",
+            hub.replica_id(),
+            hub_config.lease_period.as_secs_f64(),
+            hub_config.lease_heartbeat.as_secs_f64()
+        )
+    } else if hub_config.leases {
+        format!(
+            "single-hub mode: `hub.leases` needs a PostgreSQL master and this master is {}; \
+             run only one hub against it",
+            hub.master().dialect().name()
+        )
+    } else {
+        "single-hub mode: this hub runs every flow at every site (set `hub.leases = true` on a \
+         PostgreSQL master to run several replicas)"
+            .to_string()
+    }
 }

@@ -1,5 +1,6 @@
 //! `hubsync status`: checkpoints and the last run per flow and site.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -9,16 +10,86 @@ use super::output::thousands;
 use super::{EXIT_OK, plural};
 use crate::config::Config;
 use crate::flow::{Hub, circuit};
-use crate::state::{RunRecord, RunStatus, format_position};
+use crate::state::{CheckpointRecord, RunRecord, RunStatus, format_position};
 
-pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
+/// Arguments of `hubsync status`: filters for large fleets (all pairs
+/// without them).
+#[derive(clap::Args, Debug, Default)]
+pub struct StatusArgs {
+    /// Only this flow.
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Only pairs whose last run is `running`, `succeeded`, `failed`,
+    /// `skipped` or `partial`, that never ran (`never`), or whose circuit is
+    /// open (`circuit_open`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::api::fleet::STATES))]
+    pub state: Option<String>,
+    /// Only sites whose id contains this text (any case).
+    #[arg(long, value_name = "TEXT")]
+    pub site: Option<String>,
+    /// Only sites with this tag value, `name:value` (e.g. `region:north`).
+    #[arg(long, value_name = "NAME:VALUE")]
+    pub tag: Option<String>,
+    /// Print at most this many pairs and checkpoints (the summary counts all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+impl StatusArgs {
+    /// True if the pair passes the filters (`open`: its circuit is open).
+    fn keeps(
+        &self,
+        flow: &str,
+        site: &crate::config::Site,
+        run: Option<&RunRecord>,
+        open: bool,
+    ) -> bool {
+        let state = run.map_or("never", |r| r.status.as_str());
+        let state_ok = match self.state.as_deref() {
+            None => true,
+            Some("circuit_open") => open,
+            Some(wanted) => wanted == state,
+        };
+        let tag_ok = self.tag.as_deref().is_none_or(|tag| {
+            tag.split_once(':')
+                .is_some_and(|(name, value)| site.tags.get(name).is_some_and(|v| v == value))
+        });
+        state_ok
+            && tag_ok
+            && self.flow.as_deref().is_none_or(|f| f == flow)
+            && (self.site.as_deref())
+                .is_none_or(|q| site.id.to_lowercase().contains(&q.to_lowercase()))
+    }
+}
+
+pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result<u8> {
+    if let Some(tag) = &args.tag
+        && !tag.contains(':')
+    {
+        return Err(super::UsageError(format!(
+            "`--tag {tag}` is not `name:value` (e.g. `--tag region:north`)"
+        ))
+        .into());
+    }
     let hub = Hub::open_existing(config.clone()).await?;
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let (pending_events, _, dead_events) = hub.state().event_counts(hub.master()).await?;
+    let leases = match hub.leased() {
+        true => Some(hub.state().leases(hub.master()).await?),
+        false => None,
+    };
     hub.close().await;
     let now = Utc::now();
+    let runs: HashMap<(&str, &str), &RunRecord> = runs
+        .iter()
+        .map(|r| ((r.flow.as_str(), r.site.as_str()), r))
+        .collect();
+    let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut open_circuits = 0;
+    let mut kept: HashSet<(&str, &str)> = HashSet::new();
+    let limit = args.limit.unwrap_or(usize::MAX);
 
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
@@ -36,60 +107,42 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     let mut failing = 0;
     for flow in &config.flows {
         for site in &config.sites {
-            let run = runs
-                .iter()
-                .find(|r| r.flow == flow.name && r.site == site.id);
+            let run = runs.get(&(flow.name.as_str(), site.id.as_str())).copied();
+            *by_state
+                .entry(run.map_or("never", |r| r.status.as_str()))
+                .or_default() += 1;
             if run.is_some_and(|r| matches!(r.status, RunStatus::Failed | RunStatus::Skipped)) {
                 failing += 1;
             }
-            let circuit = streaks
-                .get(&(flow.name.clone(), site.id.clone()))
-                .and_then(|(streak, last)| {
-                    circuit::open_until(
-                        *streak,
-                        *last,
-                        config.hub.circuit_breaker_failures,
-                        config.hub.circuit_breaker_cooldown,
-                        now,
-                    )
-                    .map(|until| {
-                        format!(
-                            "open until {} ({streak} failures)",
-                            until.format("%H:%M:%S UTC")
-                        )
-                    })
-                })
-                .unwrap_or_else(|| "closed".to_string());
+            let circuit = circuit_text(&config, &streaks, &flow.name, &site.id, now);
+            let open = circuit != "closed";
+            open_circuits += u64::from(open);
+            if !args.keeps(&flow.name, site, run, open) || kept.len() >= limit {
+                continue;
+            }
+            kept.insert((flow.name.as_str(), site.id.as_str()));
             let mut row = last_run_row(&flow.name, &site.id, run, now).to_vec();
             row.insert(row.len() - 1, circuit);
             table.add_row(row);
         }
     }
-    println!("Last runs\n{table}");
-
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header([
-        "flow",
-        "stream",
-        "site",
-        "checkpoint (cursor, key)",
-        "moved",
-    ]);
-    for checkpoint in &checkpoints {
-        let ago = (now - checkpoint.updated_at).num_seconds().max(0);
-        table.add_row([
-            checkpoint.key.flow.clone(),
-            checkpoint.key.stream.clone(),
-            checkpoint.key.site.clone(),
-            format_position(&checkpoint.position),
-            ago_text(ago),
-        ]);
+    println!(
+        "{}",
+        fleet_line(config.sites.len(), &by_state, open_circuits)
+    );
+    if let Some(leases) = &leases {
+        println!("{}", leases_line(leases, now));
     }
-    if checkpoints.is_empty() {
-        println!("\nCheckpoints: none yet (the first run of each stream backfills)");
-    } else {
-        println!("\nCheckpoints\n{table}");
+    println!("Last runs\n{table}");
+    // Without filters every checkpoint shows, also of sites no longer in the config.
+    let unfiltered = args.flow.is_none()
+        && args.state.is_none()
+        && args.site.is_none()
+        && args.tag.is_none()
+        && args.limit.is_none();
+    match checkpoints_table(&checkpoints, (!unfiltered).then_some(&kept), limit, now) {
+        Some(table) => println!("\nCheckpoints\n{table}"),
+        None => println!("\nCheckpoints: none yet (the first run of each stream backfills)"),
     }
     if pending_events + dead_events > 0 {
         println!(
@@ -109,6 +162,112 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// `open until 10:05:00 UTC (3 failures)`, or `closed`.
+fn circuit_text(
+    config: &Config,
+    streaks: &HashMap<(String, String), (u32, DateTime<Utc>)>,
+    flow: &str,
+    site: &str,
+    now: DateTime<Utc>,
+) -> String {
+    streaks
+        .get(&(flow.to_string(), site.to_string()))
+        .and_then(|(streak, last)| {
+            circuit::open_until(
+                *streak,
+                *last,
+                config.hub.circuit_breaker_failures,
+                config.hub.circuit_breaker_cooldown,
+                now,
+            )
+            .map(|until| {
+                format!(
+                    "open until {} ({streak} failures)",
+                    until.format("%H:%M:%S UTC")
+                )
+            })
+        })
+        .unwrap_or_else(|| "closed".to_string())
+}
+
+/// The checkpoints of the `kept` pairs (all without), at most `limit`, or
+/// `None` when there are none.
+fn checkpoints_table(
+    checkpoints: &[CheckpointRecord],
+    kept: Option<&HashSet<(&str, &str)>>,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Option<Table> {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_BORDERS_ONLY);
+    table.set_header([
+        "flow",
+        "stream",
+        "site",
+        "checkpoint (cursor, key)",
+        "moved",
+    ]);
+    let shown = (checkpoints.iter())
+        .filter(|c| {
+            kept.is_none_or(|kept| kept.contains(&(c.key.flow.as_str(), c.key.site.as_str())))
+        })
+        .take(limit);
+    let mut any = false;
+    for checkpoint in shown {
+        any = true;
+        let ago = (now - checkpoint.updated_at).num_seconds().max(0);
+        table.add_row([
+            checkpoint.key.flow.clone(),
+            checkpoint.key.stream.clone(),
+            checkpoint.key.site.clone(),
+            format_position(&checkpoint.position),
+            ago_text(ago),
+        ]);
+    }
+    any.then_some(table)
+}
+
+/// `Fleet: 1,000 sites, 2,000 flow/site pairs: 10 failed, 1,990 succeeded; 2 with a tripped circuit`
+/// (the states of the pairs' last runs, `never` for none).
+fn fleet_line(sites: usize, by_state: &BTreeMap<&str, u64>, open: u64) -> String {
+    let pairs: u64 = by_state.values().sum();
+    let states: Vec<String> = (by_state.iter())
+        .map(|(state, n)| format!("{} {state}", thousands(*n)))
+        .collect();
+    format!(
+        "Fleet: {}, {}: {}; {open} with a tripped circuit",
+        plural(sites as u64, "site"),
+        plural(pairs, "flow/site pair"),
+        states.join(", "),
+    )
+}
+
+/// `Leases: 12 held (r1: 5, r2: 7), 30 due now, 1,958 waiting`.
+fn leases_line(leases: &[crate::state::LeaseRecord], now: DateTime<Utc>) -> String {
+    let mut holders: std::collections::BTreeMap<&str, u64> = Default::default();
+    for lease in leases {
+        if let Some(holder) = &lease.holder {
+            *holders.entry(holder).or_default() += 1;
+        }
+    }
+    let held: u64 = holders.values().sum();
+    let due = (leases.iter())
+        .filter(|l| l.holder.is_none() && l.next_due <= now)
+        .count() as u64;
+    let by_holder: Vec<String> = holders.iter().map(|(h, n)| format!("{h}: {n}")).collect();
+    format!(
+        "Leases: {} held{}, {} due now, {} waiting",
+        thousands(held),
+        if by_holder.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_holder.join(", "))
+        },
+        thousands(due),
+        thousands(leases.len() as u64 - held - due)
+    )
 }
 
 /// One row of the last-runs table: flow, site, last run, result, rows
@@ -164,6 +323,40 @@ fn ago_text(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_and_lease_lines_count_every_pair() {
+        let by_state = [("failed", 10), ("never", 2), ("succeeded", 1990)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            fleet_line(1000, &by_state, 2),
+            "Fleet: 1,000 sites, 2,002 flow/site pairs: 10 failed, 2 never, 1,990 succeeded; 2 with a tripped circuit"
+        );
+        let now: DateTime<Utc> = "2026-07-01T10:00:00Z".parse().unwrap();
+        let lease = |holder: Option<&str>, due: &str| crate::state::LeaseRecord {
+            flow: "f".into(),
+            site: "s".into(),
+            holder: holder.map(str::to_string),
+            token: 1,
+            next_due: due.parse().unwrap(),
+        };
+        let leases = [
+            lease(Some("r2"), "2026-07-01T09:59:00Z"),
+            lease(Some("r1"), "2026-07-01T09:59:00Z"),
+            lease(Some("r2"), "2026-07-01T09:58:00Z"),
+            lease(None, "2026-07-01T09:59:00Z"),
+            lease(None, "2026-07-01T11:00:00Z"),
+        ];
+        assert_eq!(
+            leases_line(&leases, now),
+            "Leases: 3 held (r1: 1, r2: 2), 1 due now, 1 waiting"
+        );
+        assert_eq!(
+            leases_line(&[], now),
+            "Leases: 0 held, 0 due now, 0 waiting"
+        );
+    }
 
     fn run(status: RunStatus, note: Option<&str>, error: Option<&str>) -> RunRecord {
         let started_at = DateTime::parse_from_rfc3339("2026-07-01T12:00:00Z")

@@ -123,6 +123,10 @@ struct RawHub {
     circuit_breaker_cooldown: Option<String>,
     run_history_days: Option<u32>,
     max_rows_per_second: Option<u32>,
+    leases: Option<bool>,
+    replica_id: Option<String>,
+    lease_seconds: Option<f64>,
+    heartbeat_seconds: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +254,53 @@ pub struct HubConfig {
     /// together: rows sent by pulls (changed or not) and rows read by pushes (token
     /// bucket, one second of burst); `None` (default): no limit.
     pub max_rows_per_second: Option<std::num::NonZeroU32>,
+    /// Several hub replicas share the fleet through leases in a PostgreSQL
+    /// master (`hubsync run` only; default false: one hub runs every flow).
+    pub leases: bool,
+    /// This replica's id in lease rows and the run history; `None`: the
+    /// host name and process id (`host/pid`).
+    pub replica_id: Option<String>,
+    /// How long a claimed lease lasts without renewal (default 30 s): a
+    /// dead replica's pairs are taken over this long after its last renewal.
+    pub lease_period: Duration,
+    /// How often a running leased run renews its lease (default 10 s; at
+    /// most half of `lease_period`).
+    pub lease_heartbeat: Duration,
+}
+
+/// Default `hub.lease_seconds`.
+pub const DEFAULT_LEASE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Default `hub.heartbeat_seconds`.
+pub const DEFAULT_LEASE_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// `hub.lease_seconds` and `hub.heartbeat_seconds` as durations (defaults
+/// 30 s and 10 s, or a third of a shorter lease); a value that is not
+/// positive, or a heartbeat longer than half the lease, is a problem.
+fn lease_times(raw: &RawHub, problems: &mut Vec<String>) -> (Duration, Duration) {
+    let seconds = |value: Option<f64>, key: &str, problems: &mut Vec<String>| match value {
+        Some(s) if s.is_finite() && s > 0.0 && s < 86_400.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            problems.push(format!(
+                "`hub.{key}` is {s}; give a number of seconds above 0 and below 86400"
+            ));
+            None
+        }
+        None => None,
+    };
+    let period =
+        seconds(raw.lease_seconds, "lease_seconds", problems).unwrap_or(DEFAULT_LEASE_PERIOD);
+    let heartbeat = seconds(raw.heartbeat_seconds, "heartbeat_seconds", problems)
+        .unwrap_or_else(|| DEFAULT_LEASE_HEARTBEAT.min(period / 3));
+    if heartbeat * 2 > period {
+        problems.push(format!(
+            "`hub.heartbeat_seconds` ({}) must be at most half of `hub.lease_seconds` ({}): \
+             a lease must survive one late renewal",
+            heartbeat.as_secs_f64(),
+            period.as_secs_f64()
+        ));
+    }
+    (period, heartbeat)
 }
 
 /// One remote database.
@@ -642,6 +693,7 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
         problems,
     )
     .unwrap_or(Some(DEFAULT_STATEMENT_TIMEOUT));
+    let (lease_period, lease_heartbeat) = lease_times(&raw.hub, problems);
     let hub = HubConfig {
         max_concurrent_sites: positive(
             raw.hub.max_concurrent_sites,
@@ -689,6 +741,16 @@ fn validate(raw: RawConfig, path: &Path, base_dir: &Path, problems: &mut Vec<Str
             }
             rate => rate.and_then(std::num::NonZeroU32::new),
         },
+        leases: raw.hub.leases.unwrap_or(false),
+        replica_id: match raw.hub.replica_id.as_deref().map(str::trim) {
+            Some("") => {
+                problems.push("`hub.replica_id` is empty; leave it out for `host/pid`".into());
+                None
+            }
+            other => other.map(str::to_string),
+        },
+        lease_period,
+        lease_heartbeat,
     };
 
     let master = match raw.master {
@@ -1292,6 +1354,43 @@ mod tests {
     "#;
 
     #[test]
+    fn lease_keys_default_and_are_checked() {
+        let parse = |hub: &str| {
+            let text = format!("[hub]\n{hub}\n[master]\nurl = \"sqlite://m.db\"\n");
+            Config::parse(&text, Path::new("h.toml"), Path::new("/cfg"), &|_| None)
+        };
+        let config = parse("").unwrap();
+        assert!(!config.hub.leases);
+        assert_eq!(config.hub.replica_id, None);
+        assert_eq!(config.hub.lease_period, Duration::from_secs(30));
+        assert_eq!(config.hub.lease_heartbeat, Duration::from_secs(10));
+        // A short lease: the heartbeat defaults to a third of it.
+        let short = parse("leases = true\nlease_seconds = 1.5").unwrap();
+        assert_eq!(short.hub.lease_heartbeat, Duration::from_millis(500));
+        let error = parse("lease_seconds = 4\nheartbeat_seconds = 3\nreplica_id = \" \"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "`hub.heartbeat_seconds` (3) must be at most half of `hub.lease_seconds` (4): \
+                 a lease must survive one late renewal"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("`hub.replica_id` is empty; leave it out for `host/pid`"),
+            "{error}"
+        );
+        let error = parse("lease_seconds = 0").unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "`hub.lease_seconds` is 0; give a number of seconds above 0 and below 86400"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn reference_config_parses() {
         let text = include_str!("../../docs/hubsync.reference.toml");
         let config = Config::parse(text, Path::new("ref.toml"), Path::new("/cfg"), &|name| {
@@ -1315,6 +1414,10 @@ mod tests {
         assert_eq!(api.tokens.len(), 2);
         assert_eq!(api.tokens[1].role, Role::Operate);
         assert_eq!(config.hub.run_history_days, 30);
+        assert!(config.hub.leases);
+        assert_eq!(config.hub.replica_id.as_deref(), Some("value-of-HOSTNAME"));
+        assert_eq!(config.hub.lease_period, Duration::from_secs(30));
+        assert_eq!(config.hub.lease_heartbeat, Duration::from_secs(10));
         let stock = config.service("stock").expect("service stock");
         assert_eq!(stock.on, ServiceTarget::Site);
         assert_eq!(stock.operation("recount").unwrap().params.len(), 2);

@@ -49,8 +49,13 @@ impl PgConnector {
             message,
         };
         let mut connect_options = PgConnectOptions::from_str(text)
-            .map_err(|e| connect_error(strip_url(&e.to_string())))?
-            .application_name("hubsync")
+            .map_err(|e| connect_error(strip_url(&e.to_string())))?;
+        // `hubsync` in `pg_stat_activity`, unless the URL names itself (e.g.
+        // one name per hub replica: `?application_name=hubsync-r2`).
+        if !text.contains("application_name=") {
+            connect_options = connect_options.application_name("hubsync");
+        }
+        let mut connect_options = connect_options
             .options([
                 ("TimeZone", "UTC"),
                 ("DateStyle", "ISO"),

@@ -80,10 +80,7 @@ fn conflict_pause(attempt: u32) -> std::time::Duration {
 /// A state-table error inside a write transaction, as the connector error
 /// it came from (its kind decides a retry), or as one of kind `other`.
 fn state_as_connector(error: StateError) -> ConnectorError {
-    match error {
-        StateError::Connector(e) => e,
-        other => ConnectorError::other(other.to_string()),
-    }
+    error.into_connector()
 }
 
 /// True for errors about the data of a row (the database refused a value),
@@ -641,6 +638,10 @@ impl StreamRun<'_> {
             released,
         } = outcome;
         let state = self.hub.state();
+        // The fence: a leased run writes only while its lease is its own.
+        if let Some(lease) = self.lease {
+            state.check_lease(tx, lease).await?;
+        }
         if let Some(checkpoint) = checkpoint {
             state.save_checkpoint(tx, key, expected, checkpoint).await?;
         }

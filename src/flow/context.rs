@@ -11,7 +11,7 @@ use super::plan::StreamPlan;
 use super::{Hub, Progress, StreamReport, SyncOptions};
 use crate::config::{Flow, Site, Stream};
 use crate::connector::Connector;
-use crate::state::Checkpoint;
+use crate::state::{Checkpoint, Lease};
 
 /// Appends a remark to the stream's note (several may apply to one run).
 pub(super) fn add_note(report: &mut StreamReport, note: String) {
@@ -35,6 +35,9 @@ pub(super) struct StreamRun<'a> {
     pub counters: &'a RunCounters,
     /// The run in the history (`None` for a dry run).
     pub run_id: Option<&'a str>,
+    /// The lease of a leased run (`hub.leases`): every master write checks
+    /// it in its transaction. `None`: a hub running alone.
+    pub lease: Option<&'a Lease>,
 }
 
 /// Rows read and written so far by one site run, over all its streams;

@@ -69,6 +69,7 @@ impl From<StateError> for RunError {
     fn from(error: StateError) -> RunError {
         let kind = match &error {
             StateError::Connector(e) => e.kind(),
+            StateError::LeaseLost { .. } => ErrorKind::Interrupted,
             _ => ErrorKind::Other,
         };
         RunError::new(kind, error.to_string())

@@ -2,12 +2,42 @@
 //! transactions (with an in-flight gauge and its high-water mark, so tests
 //! and operators can see the limit held) and the optional rows-per-second
 //! budget (`hub.max_rows_per_second`, a token bucket from `governor`).
+//!
+//! With `hub.leases` on a PostgreSQL master both limits hold across all
+//! replicas together ([`FleetLimits`]): a write also claims one of
+//! `master_write_concurrency` slot rows in the master (`SKIP LOCKED`, until
+//! a deadline, so a dead replica's slot comes back), and rows are taken
+//! from one shared token bucket row (`StateStore::take_rows`). If the
+//! master cannot answer those, the process's own limits still hold.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::connector::Connector;
+use crate::state::StateStore;
+
+/// The master write limits shared by every replica (`hub.leases`).
+pub struct FleetLimits {
+    /// A small pool of its own to the master: claiming and freeing slots
+    /// never waits for the write pool.
+    pub master: Arc<Connector>,
+    /// The state tables.
+    pub state: StateStore,
+    /// This replica's id (slot holders are `<replica>/<uuid>`).
+    pub replica: String,
+    /// `hub.master_write_concurrency`: slot rows 1..=this.
+    pub slots: usize,
+    /// How long a claimed slot lasts without being freed (the lease period).
+    pub hold: Duration,
+}
+
+/// How often a writer asks again for a fleet slot while all are busy.
+const SLOT_POLL: Duration = Duration::from_millis(20);
 
 /// Gate for writes to the master; shared by every flow and site of a hub.
 pub struct MasterWrites {
@@ -15,17 +45,30 @@ pub struct MasterWrites {
     in_flight: AtomicUsize,
     high_water: AtomicUsize,
     rate: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    fleet: Option<FleetLimits>,
 }
 
-/// One master write transaction in flight; dropping it frees the slot.
+/// One master write transaction in flight; dropping it frees the slot (a
+/// fleet slot is freed by a task of its own).
 pub struct MasterWritePermit<'a> {
     _permit: SemaphorePermit<'a>,
     gate: &'a MasterWrites,
+    fleet_slot: Option<(i64, String)>,
 }
 
 impl Drop for MasterWritePermit<'_> {
     fn drop(&mut self) {
         self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let (Some((slot, claim)), Some(fleet)) = (self.fleet_slot.take(), &self.gate.fleet) {
+            let (master, state) = (fleet.master.clone(), fleet.state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = state.release_write_slot(&master, slot, &claim).await {
+                    tracing::warn!(
+                        "cannot free master write slot {slot} (it frees itself at its deadline): {e}"
+                    );
+                }
+            });
+        }
     }
 }
 
@@ -39,6 +82,36 @@ impl MasterWrites {
             in_flight: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
             rate: rows_per_second.map(|rate| (RateLimiter::direct(Quota::per_second(rate)), rate)),
+            fleet: None,
+        }
+    }
+
+    /// The same gate, whose limits also hold across every replica sharing
+    /// `fleet`'s master.
+    pub fn with_fleet(mut self, fleet: FleetLimits) -> MasterWrites {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Claims a fleet-wide write slot, waiting while all are busy; `None`
+    /// without fleet limits or when the master does not answer (logged).
+    async fn fleet_slot(&self) -> Option<(i64, String)> {
+        let fleet = self.fleet.as_ref()?;
+        let claim = format!("{}/{}", fleet.replica, uuid::Uuid::new_v4());
+        loop {
+            match (fleet.state)
+                .claim_write_slot(&fleet.master, fleet.slots, &claim, fleet.hold)
+                .await
+            {
+                Ok(Some(slot)) => return Some((slot, claim)),
+                Ok(None) => tokio::time::sleep(SLOT_POLL).await,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot claim a fleet-wide master write slot; this process's limit holds: {e}"
+                    );
+                    return None;
+                }
+            }
         }
     }
 
@@ -49,11 +122,13 @@ impl MasterWrites {
             .acquire()
             .await
             .expect("the master write semaphore is never closed");
+        let fleet_slot = self.fleet_slot().await;
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.high_water.fetch_max(now, Ordering::SeqCst);
         MasterWritePermit {
             _permit: permit,
             gate: self,
+            fleet_slot,
         }
     }
 
@@ -64,6 +139,20 @@ impl MasterWrites {
         let Some((limiter, burst)) = &self.rate else {
             return;
         };
+        if let Some(fleet) = &self.fleet
+            && rows > 0
+        {
+            match fleet
+                .state
+                .take_rows(&fleet.master, rows, burst.get())
+                .await
+            {
+                Ok(wait) => return tokio::time::sleep(wait).await,
+                Err(e) => tracing::warn!(
+                    "cannot take rows from the fleet-wide budget; this process's budget holds: {e}"
+                ),
+            }
+        }
         let mut left = rows;
         while left > 0 {
             let n = left.min(burst.get() as usize);
@@ -71,6 +160,13 @@ impl MasterWrites {
             // `n` never exceeds the burst, so capacity is always sufficient.
             let _ = limiter.until_n_ready(cells).await;
             left -= n;
+        }
+    }
+
+    /// Closes the fleet limits' own master pool (if any).
+    pub async fn close(&self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.master.close().await;
         }
     }
 

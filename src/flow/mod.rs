@@ -23,6 +23,7 @@ mod connections;
 mod context;
 pub mod error;
 pub mod events;
+mod leased;
 mod leg;
 pub mod limits;
 mod plan;
@@ -278,6 +279,14 @@ impl Hub {
             config.hub.site_idle_timeout,
         ));
         connections::SiteConnections::reap(&site_connections, cancel.clone());
+        let mut master_writes = limits::MasterWrites::new(
+            config.hub.master_write_concurrency,
+            config.hub.max_rows_per_second,
+        );
+        if config.hub.leases && master.dialect() == crate::dialect::Dialect::Postgres {
+            let fleet = fleet_limits(&config, &state, &options).await?;
+            master_writes = master_writes.with_fleet(fleet);
+        }
         Ok(Hub {
             systems: config
                 .systems
@@ -288,10 +297,7 @@ impl Hub {
             push_reads: PushReads::default(),
             site_slots: Semaphore::new(config.hub.max_concurrent_sites),
             site_connections,
-            master_writes: limits::MasterWrites::new(
-                config.hub.master_write_concurrency,
-                config.hub.max_rows_per_second,
-            ),
+            master_writes,
             config,
             master,
             state,
@@ -345,6 +351,7 @@ impl Hub {
                 connector.close().await;
             }
         }
+        self.master_writes.close().await;
         self.master.close().await;
     }
 
@@ -506,9 +513,40 @@ impl Hub {
             plans,
             options,
             progress,
+            lease: None,
         };
         Box::pin(run.run(suspects)).await
     }
+}
+
+/// The master write limits shared by the replicas (`hub.leases` on a
+/// PostgreSQL master): a pool of 2 connections of their own, the slot rows
+/// and bucket seeded.
+async fn fleet_limits(
+    config: &Config,
+    state: &StateStore,
+    options: &ConnectOptions,
+) -> Result<limits::FleetLimits, FlowError> {
+    let options = ConnectOptions {
+        max_connections: 2,
+        ..options.clone()
+    };
+    let master = Connector::connect(&config.master, &options)
+        .await
+        .map_err(|cause| FlowError::Master {
+            url: config.master.redacted(),
+            cause,
+        })?;
+    (state.seed_fleet_limits(&master, config.hub.master_write_concurrency))
+        .await
+        .map_err(FlowError::State)?;
+    Ok(limits::FleetLimits {
+        master: Arc::new(master),
+        state: state.clone(),
+        replica: (config.hub.replica_id.clone()).unwrap_or_else(crate::state::default_replica_id),
+        slots: config.hub.master_write_concurrency,
+        hold: config.hub.lease_period,
+    })
 }
 
 #[cfg(test)]

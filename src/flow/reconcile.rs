@@ -205,6 +205,9 @@ pub(super) struct DetectDeletes<'a> {
     pub chunk: usize,
     /// Held around each delete when the target is the master.
     pub master_writes: Option<&'a MasterWrites>,
+    /// A leased run deleting at the master: each delete transaction checks
+    /// the lease before it commits (see `state/leases.rs`).
+    pub fence: Option<(&'a StateStore, &'a crate::state::Lease)>,
     /// Stops between chunks.
     pub cancel: &'a CancellationToken,
     /// With `on_error = "quarantine"`: the master's state and this
@@ -488,6 +491,9 @@ impl DetectDeletes<'_> {
         let delete = async {
             let mut tx = self.target.begin().await?;
             let deleted = tx.delete_keys(&spec, &gone).await?;
+            if let Some((state, lease)) = self.fence {
+                (state.check_lease(&mut tx, lease).await).map_err(StateError::into_connector)?;
+            }
             tx.commit().await?;
             Ok::<u64, ConnectorError>(deleted)
         };

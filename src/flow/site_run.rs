@@ -15,7 +15,6 @@
 //! happens, the run ends in a [`SiteReport`]: one site never fails the fleet.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use super::{
 };
 use crate::config::{Flow, Site, SyncWindow};
 use crate::connector::{ConnectOptions, Connector, ConnectorError, ErrorKind};
-use crate::state::{INTERRUPTED, RunStatus, StateError};
+use crate::state::{INTERRUPTED, Lease, RunEnd, RunStatus, StateError};
 
 /// The fixed facts of one site run of a flow, shared by its phases.
 #[derive(Clone, Copy)]
@@ -41,6 +40,8 @@ pub(super) struct SiteRun<'a> {
     pub(super) plans: &'a [Result<StreamPlan, RunError>],
     pub(super) options: SyncOptions,
     pub(super) progress: &'a dyn Progress,
+    /// The lease of a leased run (`hub.leases`); `None`: a hub alone.
+    pub(super) lease: Option<&'a Lease>,
 }
 
 impl SiteRun<'_> {
@@ -112,6 +113,15 @@ impl SiteRun<'_> {
         if self.options.dry_run {
             return Ok(None);
         }
+        if let Some(lease) = self.lease {
+            let started = (self.hub.state)
+                .start_leased_run(&self.hub.master, lease)
+                .await;
+            if let Ok(run_id) = &started {
+                (self.progress).run_started(&self.flow.name, &self.site.id, run_id);
+            }
+            return started.map(Some);
+        }
         // Cloned out first: the lock must not be held across the await.
         let dead_runs = self.hub.dead_runs.lock().expect("dead runs lock").clone();
         let started = (self.hub.state)
@@ -157,19 +167,49 @@ impl SiteRun<'_> {
         tokio::pin!(heartbeats);
         tokio::select! {
             outcome = &mut work => outcome,
-            never = &mut heartbeats => match never {},
+            // Only a leased run's heartbeat ends: its lease is lost, and the
+            // work is dropped (an open transaction rolls back).
+            lost = &mut heartbeats => Err(lost),
         }
     }
 
     /// Writes the run's heartbeat and its row counts so far every
-    /// [`heartbeat_interval`] (nothing for a dry run); never ends, so it is
-    /// dropped with the work.
-    async fn heartbeats(&self, run_id: Option<&str>, counters: &RunCounters) -> Infallible {
-        let mut heartbeat = tokio::time::interval(heartbeat_interval());
+    /// [`heartbeat_interval`] (nothing for a dry run), and for a leased run
+    /// renews its lease every `hub.heartbeat_seconds`; it ends only when
+    /// the lease is lost (taken over, or not renewed for a whole lease
+    /// period), with that error, so it is otherwise dropped with the work.
+    async fn heartbeats(&self, run_id: Option<&str>, counters: &RunCounters) -> RunError {
+        let hub_config = &self.hub.config.hub;
+        let every = match self.lease {
+            Some(_) => hub_config.lease_heartbeat,
+            None => heartbeat_interval(),
+        };
+        let mut heartbeat = tokio::time::interval(every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await; // the first tick is immediate; start_run wrote one
+        let mut renewed = Instant::now();
         loop {
             heartbeat.tick().await;
+            if let Some(lease) = self.lease {
+                let asked = Instant::now();
+                match (self.hub.state)
+                    .renew_lease(&self.hub.master, lease, hub_config.lease_period)
+                    .await
+                {
+                    Ok(()) => renewed = asked,
+                    Err(lost @ StateError::LeaseLost { .. }) => return RunError::from(lost),
+                    // Unrenewed for a whole period: another replica may hold it now.
+                    Err(e) if renewed.elapsed() >= hub_config.lease_period => {
+                        return RunError::interrupted(format!(
+                            "{INTERRUPTED}lease lost: it could not be renewed for {:.1} s ({e}); stopped",
+                            renewed.elapsed().as_secs_f64()
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(flow = %self.flow.name, site = %self.site.id, "cannot renew the lease: {e}")
+                    }
+                }
+            }
             let Some(run_id) = run_id else {
                 continue;
             };
@@ -241,6 +281,7 @@ impl SiteRun<'_> {
                 cancel: &self.hub.cancel,
                 counters,
                 run_id: run_id.as_deref(),
+                lease: self.lease,
             };
             let outcome = run.run(&mut stream_report).await;
             report.streams.push(stream_report);
@@ -321,8 +362,8 @@ impl SiteRun<'_> {
         report.error = ending.error;
         report.error_kind = ending.error_kind;
         report.duration = started.elapsed();
-        if let Some(run_id) = &report.run_id {
-            self.record_end(run_id, &report).await;
+        if let Some(run_id) = report.run_id.clone() {
+            self.record_end(&run_id, &mut report).await;
         }
         crate::telemetry::run_finished(&crate::telemetry::RunFinished {
             flow: &report.flow,
@@ -339,10 +380,12 @@ impl SiteRun<'_> {
 
     /// Records the run's end in the history. If the master does not take
     /// it, the run joins the hub's dead runs: its fresh heartbeat must not
-    /// keep the pair busy for this process.
-    async fn record_end(&self, run_id: &str, report: &SiteReport) {
+    /// keep the pair busy for this process. A leased run's end is also its
+    /// lease's release, refused when the lease was lost: the report then
+    /// says so and nothing is recorded.
+    async fn record_end(&self, run_id: &str, report: &mut SiteReport) {
         let note = run_note(&report.streams);
-        let end = crate::state::RunEnd {
+        let end = RunEnd {
             status: report.status,
             rows_read: report.rows_read(),
             rows_written: report.rows_written(),
@@ -350,14 +393,36 @@ impl SiteRun<'_> {
             error_kind: report.error_kind,
             note: note.as_deref(),
         };
-        // The run's follow-up events commit with its end (the outbox).
+        // The run's follow-up events commit with its end (the outbox), and
+        // a leased run's end with its lease's release (the fence).
         let events = super::events::run_ended(&self.hub.config, self.flow, report);
-        let recorded = (self.hub.state)
-            .finish_run_with_events(&self.hub.master, run_id, &end, &events)
-            .await;
-        if let Err(e) = recorded {
-            tracing::error!(flow = %self.flow.name, site = %self.site.id, "cannot record the end of run {run_id}: {e}");
-            (self.hub.dead_runs.lock().expect("dead runs lock")).insert(run_id.to_string());
+        let recorded = match self.lease {
+            Some(lease) => {
+                let next_due = super::leased::next_due(self.flow, report.error_kind, Utc::now());
+                (self.hub.state)
+                    .finish_leased_run(&self.hub.master, lease, run_id, &end, next_due, &events)
+                    .await
+            }
+            None => {
+                (self.hub.state)
+                    .finish_run_with_events(&self.hub.master, run_id, &end, &events)
+                    .await
+            }
+        };
+        match recorded {
+            Ok(()) => {}
+            Err(lost @ StateError::LeaseLost { .. }) => {
+                tracing::warn!(flow = %self.flow.name, site = %self.site.id, "run {run_id}: {lost}");
+                if report.error_kind != Some(ErrorKind::Interrupted) {
+                    report.status = RunStatus::Failed;
+                    report.error = Some(format!("{}: {lost}", self.place()));
+                    report.error_kind = Some(ErrorKind::Interrupted);
+                }
+            }
+            Err(e) => {
+                tracing::error!(flow = %self.flow.name, site = %self.site.id, "cannot record the end of run {run_id}: {e}");
+                (self.hub.dead_runs.lock().expect("dead runs lock")).insert(run_id.to_string());
+            }
         }
     }
 }

@@ -422,6 +422,9 @@ impl StreamRun<'_> {
             .begin()
             .await
             .map_err(crate::state::StateError::from)?;
+        if let Some(lease) = self.lease {
+            self.hub.state().check_lease(&mut tx, lease).await?;
+        }
         self.hub
             .state()
             .save_checkpoint(&mut tx, place.key, Some(saved), &checkpoint)
@@ -539,6 +542,10 @@ impl StreamRun<'_> {
             cursor_value,
             chunk: self.hub.config().hub.batch_size,
             master_writes: place.leg.writes_master().then_some(&self.hub.master_writes),
+            fence: (place.leg.writes_master())
+                .then_some(self.lease)
+                .flatten()
+                .map(|lease| (self.hub.state(), lease)),
             cancel: self.cancel,
             quarantine: (self.stream.on_error == OnError::Quarantine)
                 .then(|| (self.hub.state(), self.hub.master(), place.key)),

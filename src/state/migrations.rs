@@ -224,7 +224,37 @@ pub(super) const MIGRATIONS: &[Migration] = &[
              INDEX hubsync_outbox_due (state, next_attempt_at)) {mysql_table_options}",
         ]),
     },
+    LEASES,
 ];
+
+/// Version 11: `leases`, one row per (flow, site) of a fleet run by several
+/// hub replicas (`hub.leases`; see `state/leases.rs`): the holder, its
+/// fencing token, the lease deadline and the pair's next due time, all on
+/// the master's clock; `write_slots` and `rate_bucket`, the master write
+/// limits shared by the replicas. Self-contained (it only creates its
+/// tables), so it can be renumbered when branches merge.
+const LEASES: Migration = Migration {
+    version: 11,
+    purpose: "`leases`: (flow, site) work items claimed by hub replicas with SKIP LOCKED, fencing tokens, \
+              next due times; `write_slots`, `rate_bucket`: master limits shared by the replicas",
+    shared: &[],
+    postgres: Steps::Own(&[
+        "CREATE TABLE IF NOT EXISTS hubsync.leases (flow TEXT NOT NULL, site TEXT NOT NULL, \
+         holder TEXT, token BIGINT NOT NULL DEFAULT 0, deadline TIMESTAMPTZ, \
+         next_due TIMESTAMPTZ NOT NULL, claimed_at TIMESTAMPTZ, released_at TIMESTAMPTZ, \
+         PRIMARY KEY (flow, site))",
+        "CREATE INDEX IF NOT EXISTS hubsync_leases_due ON hubsync.leases (next_due)",
+        "CREATE TABLE IF NOT EXISTS hubsync.write_slots (slot BIGINT PRIMARY KEY, holder TEXT, deadline TIMESTAMPTZ)",
+        "CREATE TABLE IF NOT EXISTS hubsync.rate_bucket (id INT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, \
+         updated_at TIMESTAMPTZ NOT NULL)",
+    ]),
+    sqlite: Steps::Nothing(
+        "leases need `FOR UPDATE SKIP LOCKED`: several hub replicas need a PostgreSQL master (a SQLite master runs one hub)",
+    ),
+    mysql: Steps::Nothing(
+        "leases are PostgreSQL only for now: a MySQL/MariaDB master runs one hub at a time",
+    ),
+};
 
 /// True if `error` says a step of a MySQL migration was done already (a
 /// migration cut short: MySQL's DDL commits at once): `ER_DUP_FIELDNAME`
@@ -238,6 +268,20 @@ fn already_done(dialect: Dialect, error: &ConnectorError) -> bool {
 }
 
 impl StateStore {
+    /// The state schema version the master has recorded (0 when it has
+    /// none), for readiness checks: ready when it is [`SCHEMA_VERSION`].
+    ///
+    /// Errors: [`StateError::Connector`] when the master does not answer or
+    /// has no version table.
+    pub async fn stored_schema_version(&self, master: &Connector) -> Result<i64> {
+        let sql = format!("SELECT max(version) FROM {}", self.table("schema_version"));
+        let batch = master.query(&sql, &[]).await?;
+        Ok(match batch.rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(v)) => *v,
+            _ => 0,
+        })
+    }
+
     /// `template` (a statement of [`MIGRATIONS`]) in this master's dialect.
     fn render(&self, template: &str) -> String {
         let instant = match self.dialect {

@@ -26,9 +26,11 @@ use crate::dialect::Dialect;
 use crate::value::{Batch, Value, compare_positions};
 
 mod history;
+mod leases;
 mod migrations;
 mod outbox;
 pub use self::history::RunFilter;
+pub use self::leases::{Claim, Lease, LeaseRecord, NextDue};
 pub use self::outbox::{DeliveryState, NewEvent, OutboxRecord};
 
 /// Current version of the state schema: the last migration's (see
@@ -107,6 +109,24 @@ pub enum StateError {
         /// The refused position ([`format_position`]).
         new: String,
     },
+    /// A leased run's lease no longer carries its (holder, token): it
+    /// expired and another replica claimed the pair (see `state/leases.rs`).
+    /// The write that found out was refused and nothing of it was kept.
+    #[error(
+        "lease lost: the lease of flow `{flow}` site `{site}` held by replica `{holder}` (token {token}) \
+         expired and another replica took the pair over, so this run stops without writing; \
+         the new holder resumes from the stored checkpoint"
+    )]
+    LeaseLost {
+        /// Flow name.
+        flow: String,
+        /// Site id.
+        site: String,
+        /// The replica that held it.
+        holder: String,
+        /// The token it held.
+        token: i64,
+    },
     /// Another run of the same (flow, site) is alive.
     #[error(
         "already running (run {run_id}, last heartbeat {seconds} s ago), in this or another hub process; \
@@ -125,6 +145,24 @@ pub enum StateError {
 impl From<ConnectorError> for StateError {
     fn from(error: ConnectorError) -> Self {
         StateError::Connector(error)
+    }
+}
+
+impl StateError {
+    /// This error as a connector error, for code paths that carry those:
+    /// the master's own error as it was, [`StateError::LeaseLost`] as kind
+    /// [`ErrorKind::Interrupted`] (the hub cut the run short: not the
+    /// site's fault, not retried), anything else as kind `other`.
+    pub fn into_connector(self) -> ConnectorError {
+        match self {
+            StateError::Connector(e) => e,
+            lost @ StateError::LeaseLost { .. } => ConnectorError::Database {
+                kind: ErrorKind::Interrupted,
+                code: None,
+                message: lost.to_string(),
+            },
+            other => ConnectorError::other(other.to_string()),
+        }
     }
 }
 
@@ -1009,7 +1047,7 @@ impl StateStore {
         Ok(())
     }
 
-    /// The UPDATE behind [`Self::finish_run`].
+    /// The UPDATE behind [`Self::finish_run`] (and a leased run's end).
     fn finish_statement(&self, run_id: &str, end: &RunEnd<'_>) -> (String, [Value; 8]) {
         let text_or_null = |t: Option<&str>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
         let params = [
@@ -1078,6 +1116,12 @@ impl StateStore {
         }
         Ok(records)
     }
+}
+
+/// The default replica id of `hub.replica_id`: this process as a run
+/// holder, `host/pid`.
+pub fn default_replica_id() -> String {
+    this_holder()
 }
 
 /// This process as a run holder: `host/pid`.
