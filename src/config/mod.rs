@@ -1335,6 +1335,25 @@ mod tests {
         assert_eq!(stock.on, ServiceTarget::Site);
         assert_eq!(stock.operation("recount").unwrap().params.len(), 2);
         assert_eq!(config.service("reports").unwrap().on, ServiceTarget::Master);
+        let payments = &config.flows[0].streams[1];
+        assert_eq!(payments.compute.len(), 4);
+        assert_eq!(
+            payments.compute[0],
+            (
+                "amount".to_string(),
+                "decimal(row.amount_cents) / 100".to_string()
+            )
+        );
+        assert_eq!(
+            payments.filter.as_deref(),
+            Some("row.tender_type != 'training'")
+        );
+        // Expression columns are selected although `columns` does not map them.
+        let selected = payments.select_columns().unwrap();
+        assert!(
+            selected.contains(&"amount_cents".to_string())
+                && selected.contains(&"created_at".to_string())
+        );
     }
 
     #[test]
