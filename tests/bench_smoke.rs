@@ -37,6 +37,7 @@ fn a_small_bench_completes_and_reports_every_scenario() {
         names,
         [
             "full_pull",
+            "transformed_pull",
             "incremental_pull",
             "push_fan_out",
             "wan_full_pull",
@@ -49,25 +50,27 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     let rows = |i: usize| scenarios[i]["rows"].as_u64().unwrap();
     // 2 sites x 3,000 rows.
     assert_eq!(rows(0), 6000);
+    // Two transformed passes over the same 6,000 rows.
+    assert_eq!(rows(1), 12000);
     // 1% updated + 1% inserted = 60 per site, plus the overlap re-read.
-    assert!((120..6000).contains(&rows(1)), "{}", rows(1));
+    assert!((120..6000).contains(&rows(2)), "{}", rows(2));
     // 500 prices to each of 2 sites.
-    assert_eq!(rows(2), 1000);
+    assert_eq!(rows(3), 1000);
     // The WAN pass reads everything again, the 60 new rows included.
-    assert_eq!(rows(3), 6060);
+    assert_eq!(rows(4), 6060);
     // No-op cycles re-read only the cursor_lag overlap: each store's 100
     // rows are one second apart, so the last 6 (95 s .. 100 s, within 5 s
     // of the checkpoint) per store: 3 PostgreSQL stores, then 4 SQLite ones.
-    assert_eq!(rows(4), 18);
     assert_eq!(rows(5), 18);
-    assert_eq!(rows(6), 24);
+    assert_eq!(rows(6), 18);
+    assert_eq!(rows(7), 24);
     // 20,000 rows, every 200th changed: 100 rows, plus the overlap re-read
     // at the saved cursor value.
-    assert!((100..200).contains(&rows(7)), "{}", rows(7));
+    assert!((100..200).contains(&rows(8)), "{}", rows(8));
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }
-    for i in [0, 2, 3, 7] {
+    for i in [0, 1, 3, 4, 8] {
         assert!(scenarios[i]["ratio"].as_f64().unwrap() > 0.0);
     }
     assert!(
