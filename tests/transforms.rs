@@ -241,3 +241,54 @@ fn check_names_flow_stream_expression_and_column() {
         out.stderr
     );
 }
+
+#[test]
+fn a_push_computes_and_filters_through_the_same_mapping() {
+    let master = pg_create_db("tf_push_master");
+    psql(
+        &master,
+        "CREATE TABLE prices (sku text NOT NULL, zone text NOT NULL, price_cents integer NOT NULL, active boolean NOT NULL,
+           updated_at timestamptz NOT NULL, PRIMARY KEY (sku, zone));
+         INSERT INTO prices VALUES
+           ('apple', 'A', 199, true, '2026-01-02 09:00:00+00'),
+           ('pear', 'A', 5, false, '2026-01-02 09:00:01+00'),
+           ('fig', 'A', -5, true, '2026-01-02 09:00:02+00'),
+           ('apple', 'B', 250, true, '2026-01-02 09:00:03+00');",
+    );
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE prices (sku TEXT PRIMARY KEY, price TEXT NOT NULL, label TEXT NOT NULL, updated_at TEXT NOT NULL);",
+    );
+    fleet.write_config(&format!(
+        r#"[master]
+url = "{master}"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+tags = {{ price_zone = "A" }}
+[[flow]]
+name = "prices"
+direction = "push"
+  [[flow.stream]]
+  query = "SELECT sku, price_cents, active, updated_at FROM prices WHERE zone = :site.price_zone"
+  target = "prices"
+  primary_key = ["sku"]
+  cursor = "updated_at"
+  filter = "row.active"
+  [flow.stream.compute]
+  price = "decimal(row.price_cents) / 100"
+  label = "site.id + ':' + row.sku.upperAscii()"
+"#
+    ));
+    fleet.sync_ok(&[]);
+    // Zone A only; pear is inactive: apple 199 cents = 1.99, fig -5 = -0.05.
+    assert_eq!(
+        common::sqlite_query(
+            &fleet.path("s1.db"),
+            "SELECT sku, price, label, updated_at FROM prices ORDER BY sku"
+        ),
+        "apple|1.99|s1:APPLE|2026-01-02T09:00:00.000000Z\n\
+         fig|-0.05|s1:FIG|2026-01-02T09:00:02.000000Z"
+    );
+}

@@ -1243,6 +1243,114 @@ mod tests {
     }
 
     #[test]
+    fn computed_columns_and_a_filter_map_in_one_pass() {
+        let stream = stream(
+            "filter = \"row.qty > 0\"\n  compute = { total = \"decimal(row.qty) * decimal('0.25')\", region = \"site.tags.region\" }",
+        );
+        let source = ["id", "qty", "updated_at"].map(String::from);
+        let mut target = master_sales(false);
+        target.columns.push(column("total", "numeric(12,2)"));
+        target.columns.push(column("region", "text"));
+        let described: Vec<(String, String)> = vec![
+            ("id".into(), "INTEGER".into()),
+            ("qty".into(), "INTEGER".into()),
+            ("updated_at".into(), "TEXT".into()),
+        ];
+        let sides = TransformSides {
+            described: &described,
+            source_dialect: Dialect::Sqlite,
+            target: &target,
+            target_dialect: Dialect::Postgres,
+        };
+        let scope = expr::ExprScope {
+            site_id: "s1".into(),
+            site_tags: [("region".to_string(), "north".to_string())].into(),
+            ..Default::default()
+        };
+        let plan = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t")
+            .unwrap()
+            .with_transforms(&stream, &sides, scope)
+            .unwrap();
+        assert_eq!(
+            plan.target_columns,
+            // `compute` in target-name order.
+            ["store_id", "id", "qty", "updated_at", "region", "total"]
+        );
+        let row = |id: i64, qty: Value| vec![Value::Int(id), qty, Value::Text(format!("t{id}"))];
+        let batch = |rows| Batch {
+            columns: source.to_vec(),
+            rows,
+        };
+        let mapped = plan
+            .map_batch(
+                batch(vec![row(1, Value::Int(3)), row(2, Value::Int(0))]),
+                "s1",
+                &fixes(&target, &described),
+                true,
+            )
+            .unwrap();
+        // Row 2 fails the filter: read, not written, still the batch's end.
+        assert_eq!((mapped.read, mapped.filtered), (2, 1));
+        assert_eq!(
+            mapped.end,
+            Some(vec![Value::Text("t2".into()), Value::Int(2)])
+        );
+        // 3 x 0.25 = 0.75.
+        let s1 = Value::Text("s1".into());
+        assert_eq!(
+            mapped.rows,
+            vec![vec![
+                s1.clone(),
+                Value::Int(1),
+                Value::Int(3),
+                Value::Text("t1".into()),
+                Value::Text("north".into()),
+                Value::Numeric("0.75".into())
+            ]]
+        );
+        // A NULL qty fails the filter's `>`: the batch is refused naming the
+        // key; spared, the row is set aside with what could be computed.
+        let failing = batch(vec![row(1, Value::Int(3)), row(5, Value::Null)]);
+        let Err(MapError::Row(why)) =
+            plan.map_batch(failing.clone(), "s1", &fixes(&target, &described), true)
+        else {
+            panic!("a NULL in `>` must fail the row");
+        };
+        assert_eq!(
+            why,
+            "row (store_id, id) = (s1, 5): `filter`: expression `row.qty > 0`: column `qty` is NULL where a value \
+             is needed; correct the row at the source, or the expression"
+        );
+        let spared = plan
+            .map_batch_sparing(failing, "s1", &fixes(&target, &described), true)
+            .unwrap();
+        assert_eq!(spared.rows.len(), 1);
+        assert_eq!(spared.refused.len(), 1);
+        assert_eq!(
+            spared.refused[0].0,
+            vec![
+                s1,
+                Value::Int(5),
+                Value::Null,
+                Value::Text("t5".into()),
+                Value::Text("north".into()),
+                Value::Null
+            ]
+        );
+        // Not compiled: refused, not a panic.
+        let bare = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t").unwrap();
+        assert!(matches!(
+            bare.map_batch(
+                batch(vec![row(1, Value::Int(1))]),
+                "s1",
+                &fixes(&target, &described),
+                true
+            ),
+            Err(MapError::Plan(_))
+        ));
+    }
+
+    #[test]
     fn a_plan_names_what_is_missing_and_a_row_names_its_key() {
         let stream = stream("");
         let target = master_sales(false);
