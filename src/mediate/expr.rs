@@ -1008,11 +1008,13 @@ impl<'a> Eval<'a> {
                 Val::Bool(found)
             }
             Node::Call(func, args) => {
-                let values = args
-                    .iter()
-                    .map(|a| self.node(a))
-                    .collect::<Result<Vec<_>, _>>()?;
-                call(*func, values, args)?
+                // At most two arguments: no vector per call and row.
+                let first = self.node(&args[0])?;
+                let second = match args.get(1) {
+                    Some(arg) => self.node(arg)?,
+                    None => Val::Null,
+                };
+                call(*func, first, &second, args)?
             }
         })
     }
@@ -1134,7 +1136,10 @@ fn arithmetic<'a>(op: BinOp, left: Val<'a>, right: Val<'a>) -> Result<Val<'a>, S
             }));
         }
         (Val::Str(a), Val::Str(b)) if op == BinOp::Add => {
-            return Ok(Val::Str(Cow::Owned(format!("{a}{b}"))));
+            let mut joined = String::with_capacity(a.len() + b.len());
+            joined.push_str(a);
+            joined.push_str(b);
+            return Ok(Val::Str(Cow::Owned(joined)));
         }
         _ => {}
     }
@@ -1171,6 +1176,7 @@ fn equal(left: &Val<'_>, right: &Val<'_>) -> bool {
 
 fn compare(left: &Val<'_>, right: &Val<'_>) -> Option<std::cmp::Ordering> {
     match (left, right) {
+        (Val::Int(a), Val::Int(b)) => Some(a.cmp(b)),
         (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
         (Val::Double(a), Val::Double(b)) => a.partial_cmp(b),
         (Val::Double(a), Val::Int(b)) => a.partial_cmp(&(*b as f64)),
@@ -1205,8 +1211,15 @@ fn zone_arg(value: &Val<'_>, node: &Node, func: Func) -> Result<chrono_tz::Tz, S
         .map_err(|_| format!("`{name}` is not an IANA time zone (e.g. `Europe/Paris`)"))
 }
 
-fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a>, String> {
-    if let Val::Null = args[0]
+/// Calls `func` on its (at most two) evaluated arguments; `second` is
+/// NULL for a one-argument function, `nodes` the argument nodes.
+fn call<'a>(
+    func: Func,
+    first: Val<'a>,
+    second: &Val<'a>,
+    nodes: &[Node],
+) -> Result<Val<'a>, String> {
+    if let Val::Null = first
         && func != Func::String
     {
         return Err(null_operand(
@@ -1214,7 +1227,6 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             &format!("a value for `{}`", func.name()),
         ));
     }
-    let first = std::mem::replace(&mut args[0], Val::Null);
     Ok(match func {
         Func::Decimal => Val::Decimal(match first {
             Val::Str(s) => parse_decimal(&s)?,
@@ -1245,30 +1257,48 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             Val::Decimal(d) => d.to_string(),
             other => other.into_value().to_string(),
         })),
-        Func::Round => {
-            let places = match &args[1] {
-                Val::Int(p) if (0..=28).contains(p) => *p as u32,
-                other => {
-                    return Err(format!(
-                        "`round` needs 0 to 28 places, not {}",
-                        other.clone().into_value()
-                    ));
-                }
-            };
-            let value = as_decimal(&first)
-                .ok_or_else(|| format!("`round` needs a decimal, not a {}", first.kind()))?;
-            Val::Decimal(value.round_dp_with_strategy(
-                places,
-                rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-            ))
+        Func::Round => round(first, second)?,
+        Func::Timestamp | Func::TimestampUtc | Func::LocalTime => {
+            time_call(func, first, second, nodes)?
         }
+        _ => string_call(func, first, second, nodes)?,
+    })
+}
+
+/// `round(x, places)`: half away from zero, as PostgreSQL's `round`.
+fn round(first: Val<'_>, places: &Val<'_>) -> Result<Val<'static>, String> {
+    let places = match places {
+        Val::Int(p) if (0..=28).contains(p) => *p as u32,
+        other => {
+            return Err(format!(
+                "`round` needs 0 to 28 places, not {}",
+                other.clone().into_value()
+            ));
+        }
+    };
+    let value = as_decimal(&first)
+        .ok_or_else(|| format!("`round` needs a decimal, not a {}", first.kind()))?;
+    Ok(Val::Decimal(value.round_dp_with_strategy(
+        places,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    )))
+}
+
+/// `timestamp`, `timestamp_utc` and `local_time` (see the module docs).
+fn time_call<'a>(
+    func: Func,
+    first: Val<'a>,
+    second: &Val<'a>,
+    nodes: &[Node],
+) -> Result<Val<'a>, String> {
+    Ok(match func {
         Func::Timestamp => match first {
             Val::Timestamp(t) => Val::Timestamp(t),
             Val::Str(s) => Val::Timestamp(parse_instant(&s)?),
             other => return Err(format!("`timestamp` does not take a {}", other.kind())),
         },
         Func::TimestampUtc => {
-            let zone = zone_arg(&args[1], &nodes[1], func)?;
+            let zone = zone_arg(second, &nodes[1], func)?;
             let local = match first {
                 Val::Local(t) => t,
                 Val::Str(s) => parse_local(&s)?,
@@ -1285,7 +1315,7 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             Val::Timestamp(instant.with_timezone(&Utc))
         }
         Func::LocalTime => {
-            let zone = zone_arg(&args[1], &nodes[1], func)?;
+            let zone = zone_arg(second, &nodes[1], func)?;
             let instant = match first {
                 Val::Timestamp(t) => t,
                 Val::Str(s) => parse_instant(&s)?,
@@ -1298,7 +1328,7 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             };
             Val::Local(instant.with_timezone(&zone).naive_local())
         }
-        _ => string_call(func, first, &args, nodes)?,
+        _ => unreachable!("only date-time functions come here"),
     })
 }
 
@@ -1323,7 +1353,7 @@ fn to_int(value: Val<'_>) -> Result<i64, String> {
 fn string_call<'a>(
     func: Func,
     first: Val<'a>,
-    args: &[Val<'a>],
+    second: &Val<'a>,
     nodes: &[Node],
 ) -> Result<Val<'a>, String> {
     if func == Func::Size {
@@ -1335,9 +1365,9 @@ fn string_call<'a>(
     }
     let text = text_arg(&first, &nodes[0], func)?;
     Ok(match func {
-        Func::StartsWith => Val::Bool(text.starts_with(text_arg(&args[1], &nodes[1], func)?)),
-        Func::EndsWith => Val::Bool(text.ends_with(text_arg(&args[1], &nodes[1], func)?)),
-        Func::Contains => Val::Bool(text.contains(text_arg(&args[1], &nodes[1], func)?)),
+        Func::StartsWith => Val::Bool(text.starts_with(text_arg(second, &nodes[1], func)?)),
+        Func::EndsWith => Val::Bool(text.ends_with(text_arg(second, &nodes[1], func)?)),
+        Func::Contains => Val::Bool(text.contains(text_arg(second, &nodes[1], func)?)),
         Func::LowerAscii => Val::Str(Cow::Owned(text.to_ascii_lowercase())),
         Func::UpperAscii => Val::Str(Cow::Owned(text.to_ascii_uppercase())),
         _ => Val::Str(Cow::Owned(text.trim().to_string())),
