@@ -40,6 +40,7 @@ fn a_small_bench_completes_and_reports_every_scenario() {
         names,
         [
             "full_pull",
+            "transformed_pull",
             "incremental_pull",
             "push_fan_out",
             "sqlite_push",
@@ -59,39 +60,41 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     let rows = |i: usize| scenarios[i]["rows"].as_u64().unwrap();
     // 2 sites x 3,000 rows.
     assert_eq!(rows(0), 6000);
+    // Two transformed passes over the same 6,000 rows.
+    assert_eq!(rows(1), 12000);
     // 1% updated + 1% inserted = 60 per site, plus the overlap re-read.
-    assert!((120..6000).contains(&rows(1)), "{}", rows(1));
+    assert!((120..6000).contains(&rows(2)), "{}", rows(2));
     // 500 prices to each of 2 sites.
-    assert_eq!(rows(2), 1000);
+    assert_eq!(rows(3), 1000);
     // 500 prices into each of 2 SQLite files, then into each of 2 MariaDB
     // databases.
-    assert_eq!(rows(3), 1000);
     assert_eq!(rows(4), 1000);
+    assert_eq!(rows(5), 1000);
     // Every one of the 2 x 3,030 site rows changed (the late-commit read
     // may find some twice, never fewer).
-    assert!((6060..12120).contains(&rows(5)), "{}", rows(5));
+    assert!((6060..12120).contains(&rows(6)), "{}", rows(6));
     // The whole-process scenario counts the rows at the sites: 2 x 3,030.
-    assert_eq!(rows(6), 6060);
-    // The WAN pass reads everything again, the 60 new rows included.
     assert_eq!(rows(7), 6060);
+    // The WAN pass reads everything again, the 60 new rows included.
+    assert_eq!(rows(8), 6060);
     // No-op cycles re-read only the cursor_lag overlap: each store's 100
     // rows are one second apart, so the last 6 (95 s .. 100 s, within 5 s
     // of the checkpoint) per store: 3 PostgreSQL stores, then 4 SQLite ones.
-    assert_eq!(rows(8), 18);
     assert_eq!(rows(9), 18);
-    assert_eq!(rows(10), 24);
+    assert_eq!(rows(10), 18);
+    assert_eq!(rows(11), 24);
     // 20,000 rows, every 200th changed: 100 rows, plus the overlap re-read
     // at the saved cursor value.
-    assert!((100..200).contains(&rows(11)), "{}", rows(11));
+    assert!((100..200).contains(&rows(12)), "{}", rows(12));
     // Replicas: 6 SQLite sites x 100 rows per cycle (the bench itself
     // checks every row arrived once and no pair ran twice).
-    for i in 12..=14 {
+    for i in 13..=15 {
         assert_eq!(rows(i), 600);
     }
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }
-    for i in [0, 2, 3, 4, 5, 6, 7, 11] {
+    for i in [0, 1, 3, 4, 5, 6, 7, 8, 12] {
         assert!(scenarios[i]["ratio"].as_f64().unwrap() > 0.0);
     }
     assert!(

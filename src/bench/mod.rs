@@ -7,6 +7,12 @@
 //!   of a temporary staging table at the master, then `INSERT ... SELECT ..
 //!   ON CONFLICT DO UPDATE` (idempotent, like hubsync), `parallelism` sites
 //!   at a time (= hubsync's `master_write_concurrency`);
+//! * **transformed pull**: the full pull through a stream with three
+//!   computed columns and a filter (`compute`, `filter`; every row passes,
+//!   the target has the source's columns, so both write the same) beside
+//!   the same pull without them, into fresh tables of the same master,
+//!   twice in alternating order (plain, transformed, transformed, plain);
+//!   ratio = transformed throughput / untransformed throughput;
 //! * **incremental pull** after 1% of rows are updated and 1% inserted at
 //!   every site; compared with the full pull (time per changed row);
 //! * **push fan-out**: `push_rows` prices to every site; baseline: the same
@@ -231,6 +237,121 @@ fn fleet_config(
          primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n"
     ));
     text
+}
+
+/// The transformed-pull scenario's stream: three computed columns that
+/// keep the source's columns and types (a decimal product, a string built
+/// from a site tag, a date-time round trip through the site's time zone)
+/// and a filter every bench row passes, so the transformed and the plain
+/// pull write the same amount.
+const BENCH_TRANSFORMS: &str = r#"filter = "row.qty > 0 && row.sku != ''"
+  [flow.stream.compute]
+  price = "row.price * row.qty"
+  sku = "site.tags.region + '-' + row.sku"
+  sold_at = "timestamp_utc(local_time(row.sold_at, site.tags.timezone), site.tags.timezone)""#;
+
+/// The transformed-pull scenario's config: the fleet's sites with a region
+/// and a time zone tag, a plain pull into `sales_plain` and the same pull
+/// with [`BENCH_TRANSFORMS`] into `sales_tf`.
+fn transform_config(options: &BenchOptions, master: &str, sites: &[(String, String)]) -> String {
+    let mut text = format!(
+        "[hub]\nbatch_size = {}\nmaster_write_concurrency = {}\nmax_concurrent_sites = {SITES_AT_ONCE}\nstatement_timeout = \"0s\"\n\n\
+         [master]\nurl = \"{master}\"\n",
+        options.batch_size, options.parallelism
+    );
+    for (id, url) in sites {
+        text.push_str(&format!(
+            "\n[[site]]\nid = \"{id}\"\nurl = \"{url}\"\ntags = {{ region = \"north\", timezone = \"Europe/Paris\" }}\n"
+        ));
+    }
+    for (flow, table, extra) in [
+        ("sales_plain", "sales_plain", ""),
+        ("sales_tf", "sales_tf", BENCH_TRANSFORMS),
+    ] {
+        text.push_str(&format!(
+            "\n[[flow]]\nname = \"{flow}\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"{table}\"\n  \
+             primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  {extra}\n"
+        ));
+    }
+    text
+}
+
+/// The transformed-pull scenario (see the module docs): returns it with
+/// the transformed passes' rows and time, the untransformed passes' time
+/// as the baseline.
+async fn transformed_pull(
+    options: &BenchOptions,
+    master: &str,
+    sites: &[(String, String)],
+    total_rows: u64,
+) -> anyhow::Result<Scenario> {
+    run_sql(
+        master,
+        "CREATE TABLE sales_plain (LIKE sales INCLUDING ALL); CREATE TABLE sales_tf (LIKE sales INCLUDING ALL);",
+    )
+    .await?;
+    let config = transform_config(options, master, sites);
+    let (mut plain_seconds, mut transformed) = (0.0, Vec::new());
+    for flow in ["sales_plain", "sales_tf", "sales_tf", "sales_plain"] {
+        run_sql(
+            master,
+            // The full pull's checkpoints stay for the incremental scenario.
+            "TRUNCATE sales_plain, sales_tf; \
+             DELETE FROM hubsync.checkpoints WHERE flow IN ('sales_plain', 'sales_tf')",
+        )
+        .await?;
+        let pass = hubsync_pass(options, &config, flow).await?;
+        if pass.rows_read != total_rows {
+            bail!(
+                "hubsync read {} rows in `{flow}`, expected {total_rows}",
+                pass.rows_read
+            );
+        }
+        if flow == "sales_plain" {
+            plain_seconds += pass.seconds;
+            continue;
+        }
+        let written = sql_count(
+            master,
+            "SELECT count(*) FROM sales_tf WHERE sku LIKE 'north-%'",
+        )
+        .await?;
+        if written != total_rows {
+            bail!("the transformed pull wrote {written} transformed rows, expected {total_rows}");
+        }
+        transformed.push(pass);
+    }
+    let both = Pass {
+        seconds: transformed.iter().map(|p| p.seconds).sum(),
+        rows_read: transformed.iter().map(|p| p.rows_read).sum(),
+        statements: transformed.iter().map(|p| p.statements).sum(),
+        peak_rss_mib: transformed
+            .iter()
+            .filter_map(|p| p.peak_rss_mib)
+            .reduce(f64::max),
+    };
+    Ok(scenario(
+        "transformed_pull",
+        &both,
+        "the same full pull without transforms",
+        Some(plain_seconds),
+        2 * options.sites,
+        format!(
+            "{} sites x {} rows, 3 computed columns + a filter, two passes each (plain, transformed, transformed, plain); \
+             ratio = transformed throughput / untransformed throughput (goal >= 0.9)",
+            options.sites, options.rows
+        ),
+    ))
+}
+
+/// The single integer `sql` returns at `url`.
+async fn sql_count(url: &str, sql: &str) -> anyhow::Result<u64> {
+    let mut conn = PgConnection::connect(url).await?;
+    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(count.max(0) as u64)
 }
 
 /// What one timed hubsync pass did.
@@ -462,6 +583,12 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
             options.sites, options.rows
         ),
     ));
+
+    // ------------------------------------------------------ transformed pull
+    say("transformed pull: 3 computed columns + a filter, beside the same pull without them");
+    report
+        .scenarios
+        .push(transformed_pull(options, &master, &sites, total_rows).await?);
 
     // ----------------------------------------------------- incremental pull
     say("incremental pull: 1% updated + 1% inserted at every site");

@@ -5,7 +5,9 @@
 //! the `hubsync.toml` it uses, runs the pull (`sales`) and push (`catalog`)
 //! flows, simulates new sales, a refund and a price change, syncs again to
 //! show incremental work, verifies the master against the stores and prints
-//! a summary. Everything derives from `--seed`, so two runs with the same
+//! a summary. The stores keep prices in integer cents and local time; the
+//! pull's transforms (`compute`, `filter`) turn them into the master's
+//! exact decimal amounts and UTC instants, and leave voided sales out. Everything derives from `--seed`, so two runs with the same
 //! seed build the same fleet.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,14 @@ const MARKER: &str = ".hubsync-demo";
 /// Zones and regions the stores are spread over.
 const ZONES: [&str; 3] = ["A", "B", "C"];
 const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
+/// Each region's time zone (the stores' `timezone` tag): the stores keep
+/// local time. None changes its clocks during the demo's days.
+const TIMEZONES: [&str; 4] = [
+    "Europe/Helsinki",
+    "Europe/Lisbon",
+    "Europe/Berlin",
+    "Europe/London",
+];
 
 /// (category, product names) of the generated catalog.
 const CATALOG: [(&str, &[&str]); 6] = [
@@ -127,13 +137,13 @@ CREATE TABLE products (sku TEXT PRIMARY KEY, name TEXT NOT NULL, category TEXT N
 CREATE TABLE prices (sku TEXT NOT NULL, zone TEXT NOT NULL, price TEXT NOT NULL, updated_at TEXT NOT NULL,
                      PRIMARY KEY (sku, zone));
 CREATE TABLE sales (store_id TEXT NOT NULL, id INTEGER NOT NULL, sku TEXT NOT NULL, qty INTEGER NOT NULL,
-                    unit_price TEXT NOT NULL, sold_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-                    PRIMARY KEY (store_id, id));
+                    unit_price TEXT NOT NULL, amount TEXT NOT NULL, sold_at TEXT NOT NULL, region TEXT NOT NULL,
+                    updated_at TEXT NOT NULL, PRIMARY KEY (store_id, id));
 ";
 
 const SCHEMA_STORE: &str = "
-CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT NOT NULL, qty INTEGER NOT NULL, unit_price TEXT NOT NULL,
-                    sold_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE sales (id INTEGER PRIMARY KEY, sku TEXT NOT NULL, qty INTEGER NOT NULL, unit_price_cents INTEGER NOT NULL,
+                    status TEXT NOT NULL, sold_at DATETIME NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX sales_updated_at ON sales (updated_at);
 CREATE TABLE products (sku TEXT PRIMARY KEY, name TEXT NOT NULL, category TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE prices (sku TEXT PRIMARY KEY, price TEXT NOT NULL, updated_at TEXT NOT NULL);
@@ -149,17 +159,26 @@ fn config_text(sites: u32) -> String {
     for n in 1..=sites {
         let index = (n - 1) as usize;
         text.push_str(&format!(
-            "[[site]]\nid = \"{}\"\nurl = \"sqlite://stores/{}.db\"\ntags = {{ region = \"{}\", price_zone = \"{}\" }}\n\n",
+            "[[site]]\nid = \"{}\"\nurl = \"sqlite://stores/{}.db\"\ntags = {{ region = \"{}\", price_zone = \"{}\", timezone = \"{}\" }}\n\n",
             store_id(n),
             store_id(n),
             REGIONS[index % REGIONS.len()],
-            ZONES[index % ZONES.len()]
+            ZONES[index % ZONES.len()],
+            TIMEZONES[index % TIMEZONES.len()]
         ));
     }
     text.push_str(
         "# Sales move from every store into the master, tagged with the store id.\n\
+         # Stores keep prices in cents and local time; the master keeps exact\n\
+         # decimal amounts (as text: SQLite has no exact NUMERIC) and UTC.\n\
          [[flow]]\nname = \"sales\"\ndirection = \"pull\"\nschedule = \"every 5m\"\n\
-         \x20 [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\n\
+         \x20 [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\
+         \x20 filter = \"row.status != 'void'\"        # voided sales stay at the store\n\
+         \x20 [flow.stream.compute]                       # master column = CEL expression over the store's row\n\
+         \x20 unit_price = \"decimal(row.unit_price_cents) / 100\"\n\
+         \x20 amount = \"decimal(row.unit_price_cents * row.qty) / 100\"\n\
+         \x20 sold_at = \"timestamp_utc(row.sold_at, site.tags.timezone)\"\n\
+         \x20 region = \"site.tags.region\"\n\n\
          # The catalog moves from the master to every store; each store gets its zone's prices.\n\
          [[flow]]\nname = \"catalog\"\ndirection = \"push\"\nschedule = \"0 2 * * *\"\n\
          \x20 [[flow.stream]]\n  source = \"products\"\n  target = \"products\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n\n\
@@ -249,6 +268,7 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
             "catalog row"
         )
     );
+    println!("{}", transform_example(&dir).await?);
     if cancel.is_cancelled() {
         return Ok(EXIT_INTERRUPTED);
     }
@@ -434,12 +454,13 @@ async fn build_master(
     Ok(Catalog { skus, base_cents })
 }
 
-/// One sale row: a random SKU at the store's zone price, 1-4 units (some
-/// weighed or multi-buy), sold during opening hours of day `day`.
+/// One sale row: a random SKU at the store's zone price in cents, 1-4
+/// units (some weighed or multi-buy), sold at `at`, kept in the store's
+/// local time (`zone_name`); one in fifty is voided at the till.
 fn sale(
     id: i64,
     catalog: &Catalog,
-    zone: usize,
+    (zone, zone_name): (usize, &str),
     rng: &mut ChaCha8Rng,
     at: DateTime<Utc>,
 ) -> Vec<Value> {
@@ -450,17 +471,33 @@ fn sale(
         rng.random_range(2..=4)
     };
     let cents = catalog.base_cents[item] * (100 + 3 * zone as i64) / 100;
+    let status = if rng.random_bool(0.02) {
+        "void"
+    } else {
+        "paid"
+    };
+    let tz: chrono_tz::Tz = zone_name.parse().expect("TIMEZONES are IANA names");
+    let local = at.with_timezone(&tz).naive_local();
     vec![
         Value::Int(id),
         Value::Text(catalog.skus[item].clone()),
         Value::Int(qty),
-        money(cents),
-        ts(at),
+        Value::Int(cents),
+        Value::Text(status.to_string()),
+        Value::Text(local.format("%Y-%m-%d %H:%M:%S").to_string()),
         ts(at),
     ]
 }
 
-const SALE_COLUMNS: [&str; 6] = ["id", "sku", "qty", "unit_price", "sold_at", "updated_at"];
+const SALE_COLUMNS: [&str; 7] = [
+    "id",
+    "sku",
+    "qty",
+    "unit_price_cents",
+    "status",
+    "sold_at",
+    "updated_at",
+];
 
 async fn build_store(
     dir: &Path,
@@ -471,7 +508,7 @@ async fn build_store(
 ) -> anyhow::Result<u64> {
     let store = open_sqlite(&dir.join("stores").join(format!("{id}.db"))).await?;
     store.execute_script(SCHEMA_STORE).await?;
-    let zone = id
+    let index = id
         .trim_start_matches("store-")
         .parse::<usize>()
         .unwrap_or(1)
@@ -483,7 +520,8 @@ async fn build_store(
         let offset = Duration::seconds((n as i64) * 7 * 12 * 3600 / count as i64);
         let day = offset.num_hours() / 12;
         let at = base + Duration::days(day) + (offset - Duration::hours(day * 12));
-        rows.push(sale(n as i64 + 1, catalog, zone % ZONES.len(), rng, at));
+        let zone = (index % ZONES.len(), TIMEZONES[index % TIMEZONES.len()]);
+        rows.push(sale(n as i64 + 1, catalog, zone, rng, at));
     }
     insert(&store, "sales", &SALE_COLUMNS, &rows).await?;
     store.close().await;
@@ -520,13 +558,9 @@ async fn simulate_day(
         let rows: Vec<Vec<Value>> = (0..count)
             .map(|i| {
                 let at = day + Duration::seconds(i * 12 * 3600 / count);
-                sale(
-                    last_id + 1 + i,
-                    catalog,
-                    (n as usize - 1) % ZONES.len(),
-                    rng,
-                    at,
-                )
+                let index = n as usize - 1;
+                let zone = (index % ZONES.len(), TIMEZONES[index % TIMEZONES.len()]);
+                sale(last_id + 1 + i, catalog, zone, rng, at)
             })
             .collect();
         insert(&store, "sales", &SALE_COLUMNS, &rows).await?;
@@ -672,7 +706,10 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
         let store = open_sqlite(&dir.join("stores").join(format!("{id}.db"))).await?;
         let digest =
             "SELECT count(*), coalesce(sum(qty), 0), coalesce(max(updated_at), '') FROM sales";
-        let at_store = store.query(digest, &[]).await?;
+        // Voided sales stay at the store (the pull's `filter`).
+        let at_store = store
+            .query(&format!("{digest} WHERE status <> 'void'"), &[])
+            .await?;
         let at_master = master
             .query(
                 &format!("{digest} WHERE store_id = ?1"),
@@ -681,6 +718,25 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
             .await?;
         if at_store.rows != at_master.rows {
             mismatches.push(format!("store `{id}` sales differ from the master's copy"));
+        }
+        let store_cents = store
+            .query(
+                "SELECT coalesce(sum(unit_price_cents * qty), 0) FROM sales WHERE status <> 'void'",
+                &[],
+            )
+            .await?;
+        let master_amounts = master
+            .query(
+                "SELECT amount FROM sales WHERE store_id = ?1",
+                &[Value::Text(id.clone())],
+            )
+            .await?;
+        if store_cents.rows.first().and_then(|r| r.first())
+            != Some(&Value::Int(cents_total(&master_amounts.rows)))
+        {
+            mismatches.push(format!(
+                "store `{id}`: the master's amounts do not add up to the store's cents"
+            ));
         }
         if let Some(Value::Int(count)) = at_store.rows.first().and_then(|r| r.first()) {
             store_total += count;
@@ -702,9 +758,87 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
     }
 }
 
+/// One pulled sale as the store keeps it and as the master got it, and
+/// how many voided sales the filter left out, to show the transforms.
+async fn transform_example(dir: &Path) -> anyhow::Result<String> {
+    let store = open_sqlite(&dir.join("stores").join(format!("{}.db", store_id(1)))).await?;
+    let at_store = store
+        .query(
+            "SELECT id, unit_price_cents, qty, sold_at FROM sales WHERE status <> 'void' ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await?;
+    let voided = store
+        .query("SELECT count(*) FROM sales WHERE status = 'void'", &[])
+        .await?;
+    store.close().await;
+    let master = open_sqlite(&dir.join("master.db")).await?;
+    let (Some(row), Some(void_row)) = (at_store.rows.first(), voided.rows.first()) else {
+        return Ok(String::new());
+    };
+    let at_master = master
+        .query(
+            "SELECT unit_price, amount, sold_at FROM sales WHERE store_id = ?1 AND id = ?2",
+            &[Value::Text(store_id(1)), row[0].clone()],
+        )
+        .await?;
+    master.close().await;
+    let Some(got) = at_master.rows.first() else {
+        return Ok(String::new());
+    };
+    Ok(format!(
+        "   transforms: {} sale {}: {} cents x {} at {} ({} time) became unit_price {}, amount {}, sold_at {} (UTC); \
+         its {} voided sales stayed at the store (`filter`)",
+        store_id(1),
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        TIMEZONES[0],
+        got[0],
+        got[1],
+        got[2],
+        void_row[0]
+    ))
+}
+
+/// The sum, in cents, of exact decimal amounts with at most two places
+/// (`"12.50"`, `"-0.05"`); a value of another form counts as 0, which the
+/// comparison then reports.
+fn cents_total(rows: &[Vec<Value>]) -> i64 {
+    rows.iter()
+        .filter_map(|row| match row.first() {
+            Some(Value::Text(text)) => {
+                let negative = text.starts_with('-');
+                let magnitude = text.trim_start_matches('-');
+                let (units, fraction) = magnitude.split_once('.').unwrap_or((magnitude, "0"));
+                let cents = units.parse::<i64>().ok()? * 100
+                    + format!("{fraction:0<2}").parse::<i64>().ok()?;
+                Some(if negative { -cents } else { cents })
+            }
+            _ => None,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_add_up_in_cents() {
+        let rows = |texts: &[&str]| -> Vec<Vec<Value>> {
+            texts
+                .iter()
+                .map(|t| vec![Value::Text(t.to_string())])
+                .collect()
+        };
+        // 19.99 + 0.5 + 3 - 0.05 - 2 = 1999 + 50 + 300 - 5 - 200 = 2144 cents.
+        assert_eq!(
+            cents_total(&rows(&["19.99", "0.5", "3", "-0.05", "-2"])),
+            2144
+        );
+    }
 
     /// Regression: the demo printed "10 price changes" but repeated picks of
     /// one SKU changed fewer rows.

@@ -188,6 +188,8 @@ struct RawStream {
     #[serde(default)]
     route: Vec<routes::RawRoute>,
     when: Option<String>,
+    compute: Option<BTreeMap<String, String>>,
+    filter: Option<String>,
 }
 
 // ---------------------------------------------------------------- typed config
@@ -520,6 +522,13 @@ pub struct Stream {
     /// is true, on top of the `:site.<tag>` params of `query`. `None`:
     /// every row read.
     pub when: Option<String>,
+    /// Computed target columns: `(target column, CEL expression)` pairs,
+    /// in target-name order (see `mediate::expr`); checked against the
+    /// source's columns when a run or `hubsync check` describes it.
+    pub compute: Vec<(String, String)>,
+    /// A CEL predicate over the source row: a row for which it is false is
+    /// not written (its cursor still advances the checkpoint).
+    pub filter: Option<String>,
 }
 
 impl Stream {
@@ -537,10 +546,27 @@ impl Stream {
         keyset
     }
 
+    /// Source columns read by the stream's `compute` and `filter`
+    /// expressions (`row.<name>`), in first-use order; a syntax error
+    /// (refused when the config is loaded) reads none.
+    pub fn expression_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = Vec::new();
+        let texts = self.compute.iter().map(|(_, e)| e).chain(&self.filter);
+        for text in texts {
+            for column in crate::mediate::expr::referenced_columns(text).unwrap_or_default() {
+                if !columns.contains(&column) {
+                    columns.push(column);
+                }
+            }
+        }
+        columns
+    }
+
     /// Source columns to select, or `None` for `*` (no `columns` mapping;
     /// or a `when`, or a route with a `when` or its own `columns`, which may
     /// read any source column: the read serves every target). Always
-    /// includes the keyset columns.
+    /// includes the keyset columns and the columns the stream's
+    /// expressions read.
     pub fn select_columns(&self) -> Option<Vec<String>> {
         if self.when.is_some()
             || self
@@ -561,6 +587,7 @@ impl Stream {
             .keyset_source_columns()
             .into_iter()
             .chain(self.delete_column.clone())
+            .chain(self.expression_columns())
         {
             if !selected.contains(&column) {
                 selected.push(column);
@@ -1194,6 +1221,18 @@ fn validate_stream(
         },
         None => None,
     };
+    let (compute, filter) = validate_transforms(
+        raw.compute,
+        raw.filter,
+        &TransformRules {
+            place,
+            primary_key: &raw.primary_key,
+            site_column: raw.site_column.as_deref(),
+            columns: columns.as_deref(),
+            create_target: raw.create_target.unwrap_or(false),
+        },
+        problems,
+    );
     if problems.len() > before {
         return None;
     }
@@ -1217,7 +1256,69 @@ fn validate_stream(
         deletes_window,
         routes: Vec::new(),
         when: routes::validate_push_when(raw.when, direction, place, problems),
+        compute,
+        filter,
     })
+}
+
+/// What the `compute` and `filter` of a stream are checked against.
+struct TransformRules<'a> {
+    place: &'a str,
+    primary_key: &'a [String],
+    site_column: Option<&'a str>,
+    columns: Option<&'a [(String, String)]>,
+    create_target: bool,
+}
+
+/// Checks a stream's `compute` and `filter` before any database is
+/// reached: CEL syntax, and target columns that may not be computed (a
+/// key column, the `site_column`, a `columns` target). Types and source
+/// columns are checked against the described source (`mediate::expr`).
+fn validate_transforms(
+    compute: Option<BTreeMap<String, String>>,
+    filter: Option<String>,
+    rules: &TransformRules<'_>,
+    problems: &mut Vec<String>,
+) -> (Vec<(String, String)>, Option<String>) {
+    let place = rules.place;
+    let compute: Vec<(String, String)> = compute.unwrap_or_default().into_iter().collect();
+    if rules.create_target && !compute.is_empty() {
+        problems.push(format!(
+            "{place}: `create_target` cannot type computed columns; create the target table yourself, or drop `compute`"
+        ));
+    }
+    for (target, text) in &compute {
+        let why = if rules.primary_key.contains(target) {
+            Some(
+                "is a primary key column, which must be copied from the source (the checkpoint's keyset reads it there)",
+            )
+        } else if rules.site_column == Some(target.as_str()) {
+            Some("is the `site_column`, which receives the site id")
+        } else if rules
+            .columns
+            .is_some_and(|pairs| pairs.iter().any(|(t, _)| t == target))
+        {
+            Some("is also mapped in `columns`; keep one of the two")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            problems.push(format!(
+                "{place}: `compute.{target}`: column `{target}` {why}"
+            ));
+        }
+        if let Err(e) = crate::mediate::expr::referenced_columns(text) {
+            problems.push(format!(
+                "{place}: `compute.{target}`: expression `{text}`: {e}"
+            ));
+        }
+    }
+    if let Some(text) = &filter
+        && let Err(e) = crate::mediate::expr::referenced_columns(text)
+    {
+        problems.push(format!("{place}: `filter`: expression `{text}`: {e}"));
+    }
+    (compute, filter)
 }
 
 /// `deletes = "detect"` deletes every target row its own source lacks, so
@@ -1432,6 +1533,25 @@ mod tests {
         assert_eq!(sales.routes[0].stream.site_column.as_deref(), Some("store"));
         assert_eq!(sales.routes[0].when.as_deref(), Some("row.qty < 0"));
         assert!(config.flow("catalog").unwrap().streams[0].when.is_some());
+        let payments = &config.flows[0].streams[1];
+        assert_eq!(payments.compute.len(), 4);
+        assert_eq!(
+            payments.compute[0],
+            (
+                "amount".to_string(),
+                "decimal(row.amount_cents) / 100".to_string()
+            )
+        );
+        assert_eq!(
+            payments.filter.as_deref(),
+            Some("row.tender_type != 'training'")
+        );
+        // Expression columns are selected although `columns` does not map them.
+        let selected = payments.select_columns().unwrap();
+        assert!(
+            selected.contains(&"amount_cents".to_string())
+                && selected.contains(&"created_at".to_string())
+        );
     }
 
     #[test]

@@ -348,6 +348,7 @@ impl StreamRun<'_> {
             .await?
         };
         report.rows_deleted += deleted;
+        applied.filtered += mapped.filtered;
         if quarantined > 0 {
             applied.quarantine_open = true;
             report.quarantined += quarantined;

@@ -241,6 +241,13 @@ async fn check_stream(
         return check.findings;
     };
     let written = check.columns(&resolved.described, &target_info);
+    let sides = crate::mediate::TransformSides {
+        described: &resolved.described,
+        source_dialect: source.dialect(),
+        target: &target_info,
+        target_dialect: target.dialect(),
+    };
+    check.transforms(site, flow, &sides);
     let schema_problems = super::plan::schema_problems(
         stream,
         flow.direction,
@@ -416,6 +423,24 @@ impl<'a> StreamCheck<'a> {
             }
         }
         written
+    }
+
+    /// Compiles and type-checks the stream's `compute` and `filter`
+    /// expressions against the source's columns and the target's
+    /// (`sides`), as a run at `site` would: one problem per expression.
+    fn transforms(&mut self, site: &Site, flow: &Flow, sides: &crate::mediate::TransformSides<'_>) {
+        let scope = crate::mediate::expr::ExprScope {
+            site_id: site.id.clone(),
+            site_tags: site.tags.clone(),
+            run_started_at: None,
+            flow: flow.name.clone(),
+        };
+        if let Err(e) = crate::mediate::Transforms::compile(self.stream, sides, scope) {
+            let problems = e.to_string();
+            self.findings
+                .problems
+                .extend(problems.lines().map(str::to_string));
+        }
     }
 
     /// Checks the target's conflict key: its columns exist or are written,

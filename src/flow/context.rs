@@ -88,4 +88,6 @@ pub(super) struct Applied {
     /// The source snapshot the stored checkpoint carries (a batch that
     /// leaves the checkpoint as stored does not write this run's).
     pub(super) stored_snapshot: Option<String>,
+    /// Source rows the stream's `filter` left out so far this run.
+    pub(super) filtered: u64,
 }

@@ -90,7 +90,8 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunE
 /// (`ResolvedSource::cursor_date_time`); it counts only when set, so that
 /// checkpoints saved while such a cursor was ordered as stored (which
 /// skipped rows) are replaced by one backfill, and no other stream's
-/// fingerprint changes.
+/// fingerprint changes. A stream's `compute` and `filter` count too (only
+/// when set): a changed rule is applied to every row again.
 pub fn fingerprint(
     flow: &Flow,
     stream: &Stream,
@@ -139,6 +140,13 @@ pub fn fingerprint(
                 })
             })
             .collect();
+    }
+    // Only when set, so streams without transforms keep their checkpoints.
+    if !stream.compute.is_empty() {
+        definition["compute"] = serde_json::json!(stream.compute);
+    }
+    if let Some(filter) = &stream.filter {
+        definition["filter"] = serde_json::json!(filter);
     }
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()

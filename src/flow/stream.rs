@@ -13,7 +13,8 @@ use super::{StreamReport, reconcile, route};
 use crate::capture;
 use crate::config::{Deletes, Direction, LateCommits, NullCursors, OnError, Source};
 use crate::connector::{Connector, SourceClock, TableInfo};
-use crate::mediate::MappingPlan;
+use crate::mediate::expr::ExprScope;
+use crate::mediate::{MappingPlan, TransformSides};
 use crate::state::{Checkpoint, CheckpointKey};
 use crate::value::Value;
 
@@ -103,9 +104,19 @@ impl StreamRun<'_> {
             stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
             saved: prepared.saved.clone(),
             quarantine_open: self.quarantine_open(&prepared.key).await?,
+            filtered: 0,
         };
-        self.read_all(&place, &mut applied, &window, &prepared.site_values, report)
-            .await?;
+        let read = self
+            .read_all(&place, &mut applied, &window, &prepared.site_values, report)
+            .await;
+        if applied.filtered > 0 {
+            let rows = match applied.filtered {
+                1 => "1 row".to_string(),
+                n => format!("{n} rows"),
+            };
+            add_note(report, format!("{rows} left out by the stream's `filter`"));
+        }
+        read?;
         self.store_snapshot(&place, &mut applied).await?;
         if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
             self.detect_deletes_after(&place, &applied, &window, &prepared.site_values, report)
@@ -155,12 +166,28 @@ impl StreamRun<'_> {
             .iter()
             .map(|(name, _)| name.clone())
             .collect();
+        let scope = ExprScope {
+            site_id: self.site.id.clone(),
+            site_tags: self.site.tags.clone(),
+            run_started_at: Some(chrono::Utc::now()),
+            flow: self.flow.name.clone(),
+        };
         let mapping = MappingPlan::build(
             self.stream,
             leg.direction,
             &source_columns,
             target,
             &leg.target_place,
+        )?
+        .with_transforms(
+            self.stream,
+            &TransformSides {
+                described: &resolved.described,
+                source_dialect: leg.source.dialect(),
+                target,
+                target_dialect: leg.target.dialect(),
+            },
+            scope,
         )?;
         let config = self.hub.config();
         let stream_place = format!("flow `{}`, stream `{}`", self.flow.name, self.stream.name);

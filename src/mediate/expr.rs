@@ -140,6 +140,65 @@ impl Ty {
         }
     }
 
+    /// Whether a value of this type can be written to a column of type
+    /// `column` (itself from [`Ty::of_sql`]) without guessing: the same
+    /// type; an int into a decimal or double; a local date-time and an
+    /// instant into each other (the site's `timezone` fix converts them);
+    /// anything into or out of `dyn`, and NULL into anything. Text never
+    /// goes into a number, bool or date-time column, a double never into
+    /// a decimal or an int (it is inexact), a decimal never into an int.
+    pub(crate) fn fits(self, column: Ty) -> bool {
+        use Ty::*;
+        self == column
+            || matches!(self, Null | Dyn)
+            || column == Dyn
+            || matches!(
+                (self, column),
+                (Int, Decimal | Double)
+                    | (Decimal, Double)
+                    | (Local, Timestamp)
+                    | (Timestamp, Local)
+            )
+            || (column == String && !matches!(self, Bytes))
+    }
+
+    /// The expression type of a source column of (described) type
+    /// `type_name` read from a `dialect` database: by the dialect's type
+    /// map ([`crate::dialect::types::source_logical`]) for PostgreSQL and
+    /// MySQL (whose `TIMESTAMP` is an instant, PostgreSQL's a local time),
+    /// by the declared type ([`Ty::of_sql`]) for SQLite, whose date-times
+    /// and decimals are text the declared type tells how to read.
+    pub(crate) fn of_source(dialect: crate::dialect::Dialect, type_name: &str) -> Ty {
+        use crate::dialect::types::source_logical;
+        match dialect {
+            crate::dialect::Dialect::Sqlite => Ty::of_sql(type_name),
+            _ => Ty::of_logical(source_logical(dialect, type_name)),
+        }
+    }
+
+    /// The expression type of a target column of declared type
+    /// `data_type` in `dialect` ([`crate::dialect::types::target_logical`];
+    /// `dyn` where the target accepts many kinds, as SQLite does).
+    pub(crate) fn of_target(dialect: crate::dialect::Dialect, data_type: &str) -> Ty {
+        Ty::of_logical(crate::dialect::types::target_logical(dialect, data_type))
+    }
+
+    fn of_logical(logical: crate::dialect::types::Logical) -> Ty {
+        use crate::dialect::types::Logical;
+        match logical {
+            Logical::Bool => Ty::Bool,
+            Logical::Int16 | Logical::Int32 | Logical::Int64 => Ty::Int,
+            Logical::Decimal => Ty::Decimal,
+            Logical::Float => Ty::Double,
+            Logical::Text => Ty::String,
+            Logical::Bytes => Ty::Bytes,
+            Logical::Date => Ty::Date,
+            Logical::Timestamp => Ty::Local,
+            Logical::TimestampTz => Ty::Timestamp,
+            Logical::Time | Logical::Json | Logical::Uuid | Logical::Other => Ty::Dyn,
+        }
+    }
+
     fn numeric(self) -> bool {
         matches!(self, Ty::Int | Ty::Decimal | Ty::Double | Ty::Dyn)
     }
@@ -336,10 +395,10 @@ enum Node {
     Call(Func, Vec<Node>),
 }
 
-/// The names the compiler resolves against: the source's described
-/// (name, SQL type) columns.
+/// The names the compiler resolves against: the source's columns and
+/// their expression types.
 struct Compiler<'a> {
-    columns: &'a [(String, String)],
+    columns: &'a [(String, Ty)],
     tags: Vec<String>,
 }
 
@@ -353,9 +412,25 @@ impl Expr {
     /// column, function or tag form; an operation whose operand types
     /// cannot fit (`row.status + 1` on a text column, a double into
     /// `decimal`); each names the place, the expression and the column.
+    // The shared entry point of route predicates (branch `routes`).
+    #[allow(dead_code)]
     pub(crate) fn compile(
         text: &str,
         columns: &[(String, String)],
+        place: &str,
+    ) -> Result<Expr, MapError> {
+        let typed: Vec<(String, Ty)> = columns
+            .iter()
+            .map(|(name, sql_type)| (name.clone(), Ty::of_sql(sql_type)))
+            .collect();
+        Expr::compile_typed(text, &typed, place)
+    }
+
+    /// [`Expr::compile`] with the columns' expression types given (see
+    /// [`Ty::of_source`], which knows each dialect's type names).
+    pub(crate) fn compile_typed(
+        text: &str,
+        columns: &[(String, Ty)],
         place: &str,
     ) -> Result<Expr, MapError> {
         let fail = |why: String| MapError::Plan(format!("{place}: expression `{text}`: {why}"));
@@ -431,6 +506,50 @@ impl Expr {
     }
 }
 
+/// The source columns `text` reads (`row.<name>`, `row["name"]`), in
+/// first-use order, from its syntax alone: what a stream must select.
+/// Pure (no columns needed), so the config can check syntax at load time.
+///
+/// Errors: the CEL syntax error, on one line.
+pub(crate) fn referenced_columns(text: &str) -> Result<Vec<String>, String> {
+    let parsed = cel::parser::Parser::new()
+        .parse(text)
+        .map_err(|e| format!("not valid CEL: {}", one_line(&e.to_string())))?;
+    let mut found = Vec::new();
+    collect_columns(&parsed, &mut found);
+    Ok(found)
+}
+
+fn collect_columns(expr: &IdedExpr, found: &mut Vec<String>) {
+    let mut add = |name: &str| {
+        if !found.iter().any(|f| f == name) {
+            found.push(name.to_string());
+        }
+    };
+    match &expr.expr {
+        CelExpr::Select(select) if is_ident(&select.operand, "row") => add(&select.field),
+        CelExpr::Select(select) => collect_columns(&select.operand, found),
+        CelExpr::Call(call) => {
+            if call.func_name == cel::common::ast::operators::INDEX
+                && is_ident(&call.args[0], "row")
+                && let CelExpr::Literal(LiteralValue::String(key)) = &call.args[1].expr
+            {
+                add(key.inner());
+                return;
+            }
+            for arg in call.target.iter().map(|t| &**t).chain(call.args.iter()) {
+                collect_columns(arg, found);
+            }
+        }
+        CelExpr::List(list) => {
+            for element in &list.elements {
+                collect_columns(element, found);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -488,7 +607,7 @@ impl Compiler<'_> {
     fn column(&mut self, name: &str) -> Result<(Node, Ty), String> {
         match self.columns.iter().position(|(c, _)| c == name) {
             Some(at) => {
-                let ty = Ty::of_sql(&self.columns[at].1);
+                let ty = self.columns[at].1;
                 Ok((Node::Column(at, name.to_string(), ty), ty))
             }
             None => {
@@ -889,11 +1008,13 @@ impl<'a> Eval<'a> {
                 Val::Bool(found)
             }
             Node::Call(func, args) => {
-                let values = args
-                    .iter()
-                    .map(|a| self.node(a))
-                    .collect::<Result<Vec<_>, _>>()?;
-                call(*func, values, args)?
+                // At most two arguments: no vector per call and row.
+                let first = self.node(&args[0])?;
+                let second = match args.get(1) {
+                    Some(arg) => self.node(arg)?,
+                    None => Val::Null,
+                };
+                call(*func, first, &second, args)?
             }
         })
     }
@@ -1015,7 +1136,10 @@ fn arithmetic<'a>(op: BinOp, left: Val<'a>, right: Val<'a>) -> Result<Val<'a>, S
             }));
         }
         (Val::Str(a), Val::Str(b)) if op == BinOp::Add => {
-            return Ok(Val::Str(Cow::Owned(format!("{a}{b}"))));
+            let mut joined = String::with_capacity(a.len() + b.len());
+            joined.push_str(a);
+            joined.push_str(b);
+            return Ok(Val::Str(Cow::Owned(joined)));
         }
         _ => {}
     }
@@ -1052,6 +1176,7 @@ fn equal(left: &Val<'_>, right: &Val<'_>) -> bool {
 
 fn compare(left: &Val<'_>, right: &Val<'_>) -> Option<std::cmp::Ordering> {
     match (left, right) {
+        (Val::Int(a), Val::Int(b)) => Some(a.cmp(b)),
         (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
         (Val::Double(a), Val::Double(b)) => a.partial_cmp(b),
         (Val::Double(a), Val::Int(b)) => a.partial_cmp(&(*b as f64)),
@@ -1086,8 +1211,15 @@ fn zone_arg(value: &Val<'_>, node: &Node, func: Func) -> Result<chrono_tz::Tz, S
         .map_err(|_| format!("`{name}` is not an IANA time zone (e.g. `Europe/Paris`)"))
 }
 
-fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a>, String> {
-    if let Val::Null = args[0]
+/// Calls `func` on its (at most two) evaluated arguments; `second` is
+/// NULL for a one-argument function, `nodes` the argument nodes.
+fn call<'a>(
+    func: Func,
+    first: Val<'a>,
+    second: &Val<'a>,
+    nodes: &[Node],
+) -> Result<Val<'a>, String> {
+    if let Val::Null = first
         && func != Func::String
     {
         return Err(null_operand(
@@ -1095,7 +1227,6 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             &format!("a value for `{}`", func.name()),
         ));
     }
-    let first = std::mem::replace(&mut args[0], Val::Null);
     Ok(match func {
         Func::Decimal => Val::Decimal(match first {
             Val::Str(s) => parse_decimal(&s)?,
@@ -1126,30 +1257,48 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             Val::Decimal(d) => d.to_string(),
             other => other.into_value().to_string(),
         })),
-        Func::Round => {
-            let places = match &args[1] {
-                Val::Int(p) if (0..=28).contains(p) => *p as u32,
-                other => {
-                    return Err(format!(
-                        "`round` needs 0 to 28 places, not {}",
-                        other.clone().into_value()
-                    ));
-                }
-            };
-            let value = as_decimal(&first)
-                .ok_or_else(|| format!("`round` needs a decimal, not a {}", first.kind()))?;
-            Val::Decimal(value.round_dp_with_strategy(
-                places,
-                rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-            ))
+        Func::Round => round(first, second)?,
+        Func::Timestamp | Func::TimestampUtc | Func::LocalTime => {
+            time_call(func, first, second, nodes)?
         }
+        _ => string_call(func, first, second, nodes)?,
+    })
+}
+
+/// `round(x, places)`: half away from zero, as PostgreSQL's `round`.
+fn round(first: Val<'_>, places: &Val<'_>) -> Result<Val<'static>, String> {
+    let places = match places {
+        Val::Int(p) if (0..=28).contains(p) => *p as u32,
+        other => {
+            return Err(format!(
+                "`round` needs 0 to 28 places, not {}",
+                other.clone().into_value()
+            ));
+        }
+    };
+    let value = as_decimal(&first)
+        .ok_or_else(|| format!("`round` needs a decimal, not a {}", first.kind()))?;
+    Ok(Val::Decimal(value.round_dp_with_strategy(
+        places,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    )))
+}
+
+/// `timestamp`, `timestamp_utc` and `local_time` (see the module docs).
+fn time_call<'a>(
+    func: Func,
+    first: Val<'a>,
+    second: &Val<'a>,
+    nodes: &[Node],
+) -> Result<Val<'a>, String> {
+    Ok(match func {
         Func::Timestamp => match first {
             Val::Timestamp(t) => Val::Timestamp(t),
             Val::Str(s) => Val::Timestamp(parse_instant(&s)?),
             other => return Err(format!("`timestamp` does not take a {}", other.kind())),
         },
         Func::TimestampUtc => {
-            let zone = zone_arg(&args[1], &nodes[1], func)?;
+            let zone = zone_arg(second, &nodes[1], func)?;
             let local = match first {
                 Val::Local(t) => t,
                 Val::Str(s) => parse_local(&s)?,
@@ -1166,7 +1315,7 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             Val::Timestamp(instant.with_timezone(&Utc))
         }
         Func::LocalTime => {
-            let zone = zone_arg(&args[1], &nodes[1], func)?;
+            let zone = zone_arg(second, &nodes[1], func)?;
             let instant = match first {
                 Val::Timestamp(t) => t,
                 Val::Str(s) => parse_instant(&s)?,
@@ -1179,7 +1328,7 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, nodes: &[Node]) -> Result<Val<'a
             };
             Val::Local(instant.with_timezone(&zone).naive_local())
         }
-        _ => string_call(func, first, &args, nodes)?,
+        _ => unreachable!("only date-time functions come here"),
     })
 }
 
@@ -1204,7 +1353,7 @@ fn to_int(value: Val<'_>) -> Result<i64, String> {
 fn string_call<'a>(
     func: Func,
     first: Val<'a>,
-    args: &[Val<'a>],
+    second: &Val<'a>,
     nodes: &[Node],
 ) -> Result<Val<'a>, String> {
     if func == Func::Size {
@@ -1216,9 +1365,9 @@ fn string_call<'a>(
     }
     let text = text_arg(&first, &nodes[0], func)?;
     Ok(match func {
-        Func::StartsWith => Val::Bool(text.starts_with(text_arg(&args[1], &nodes[1], func)?)),
-        Func::EndsWith => Val::Bool(text.ends_with(text_arg(&args[1], &nodes[1], func)?)),
-        Func::Contains => Val::Bool(text.contains(text_arg(&args[1], &nodes[1], func)?)),
+        Func::StartsWith => Val::Bool(text.starts_with(text_arg(second, &nodes[1], func)?)),
+        Func::EndsWith => Val::Bool(text.ends_with(text_arg(second, &nodes[1], func)?)),
+        Func::Contains => Val::Bool(text.contains(text_arg(second, &nodes[1], func)?)),
         Func::LowerAscii => Val::Str(Cow::Owned(text.to_ascii_lowercase())),
         Func::UpperAscii => Val::Str(Cow::Owned(text.to_ascii_uppercase())),
         _ => Val::Str(Cow::Owned(text.trim().to_string())),
@@ -1466,6 +1615,20 @@ mod tests {
                 .contains("the branches of `? :` give a string and a int")
         );
         assert!(compile_error("!row.id").contains("`!` needs a bool, not a int"));
+    }
+
+    #[test]
+    fn referenced_columns_are_found_from_the_syntax() {
+        assert_eq!(
+            referenced_columns("row.a + row['b c'] > 0 ? row.a : size(row.d.trim())"),
+            Ok(vec!["a".to_string(), "b c".to_string(), "d".to_string()])
+        );
+        assert_eq!(referenced_columns("site.tags.region"), Ok(vec![]));
+        assert!(
+            referenced_columns("row.a +")
+                .unwrap_err()
+                .starts_with("not valid CEL: ")
+        );
     }
 
     #[test]

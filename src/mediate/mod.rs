@@ -12,8 +12,6 @@
 //! target columns is copied for all but its last use); a refused value
 //! names the row's key and the column ([`MapError::Row`]).
 
-// Wired into the mapping plan by the next commits (computed columns, filters).
-#[allow(dead_code)]
 pub(crate) mod expr;
 
 use crate::config::{Direction, Stream, ZeroDates};
@@ -74,6 +72,9 @@ pub(crate) struct MappedBatch {
     /// Rows refused here, as (target row, reason), set aside by
     /// [`MappingPlan::map_batch_sparing`] (empty from `map_batch`).
     pub(crate) refused: Vec<(Vec<Value>, String)>,
+    /// Source rows the stream's `filter` dropped (counted in `read`, not
+    /// written; the end position still covers them).
+    pub(crate) filtered: u64,
 }
 
 /// Where a target value comes from.
@@ -83,6 +84,165 @@ pub(crate) enum MapSource {
     SiteId,
     /// A column of the source batch, by index.
     Column(usize),
+    /// A `compute` expression, by index in the stream's `compute` (its
+    /// value is appended to the source row before mapping).
+    Computed(usize),
+}
+
+/// A stream's `compute` and `filter`, compiled against the source's
+/// described columns for one stream run at one site
+/// ([`MappingPlan::with_transforms`]).
+#[derive(Debug)]
+pub(crate) struct Transforms {
+    /// `(target column, expression)`, in the stream's `compute` order.
+    computed: Vec<(String, expr::Expr)>,
+    /// The row filter: a row it rejects is not written.
+    filter: Option<expr::Expr>,
+    /// `site` and `run` for the expressions.
+    scope: expr::ExprScope,
+    /// Values in a source row (computed values are appended after them).
+    source_width: usize,
+}
+
+impl Transforms {
+    /// Compiles `stream`'s `compute` and `filter` against `sides` (the
+    /// source's described columns in row order, the target table); `None`
+    /// when the stream has neither. Every
+    /// expression is compiled and every problem reported, one per line:
+    /// besides [`expr::Expr::compile`]'s, a computed column missing at the
+    /// target, a result type the target column cannot take
+    /// ([`expr::Ty::fits`]), a site tag the scope's site lacks.
+    ///
+    /// Errors: [`MapError::Plan`], each line starting with
+    /// `compute.<column>` or `filter`.
+    pub(crate) fn compile(
+        stream: &Stream,
+        sides: &TransformSides<'_>,
+        scope: expr::ExprScope,
+    ) -> Result<Option<Transforms>, MapError> {
+        if stream.compute.is_empty() && stream.filter.is_none() {
+            return Ok(None);
+        }
+        let described = sides.typed_columns(&stream.booleans);
+        let described = described.as_slice();
+        let target = sides.target;
+        let mut problems = Vec::new();
+        let mut computed = Vec::with_capacity(stream.compute.len());
+        for (column, text) in &stream.compute {
+            let place = format!("`compute.{column}`");
+            match expr::Expr::compile_typed(text, described, &place) {
+                Ok(compiled) => {
+                    problems.extend(target_problem(
+                        &place,
+                        column,
+                        &compiled,
+                        target,
+                        sides.target_dialect,
+                    ));
+                    problems.extend(tag_problems(&place, &compiled, &scope));
+                    computed.push((column.clone(), compiled));
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let mut filter = None;
+        if let Some(text) = &stream.filter {
+            match expr::Expr::compile_typed(text, described, "`filter`") {
+                Ok(compiled) if !matches!(compiled.ty(), expr::Ty::Bool | expr::Ty::Dyn) => {
+                    problems.push(format!(
+                        "`filter`: expression `{text}` gives a {}, not a bool",
+                        compiled.ty()
+                    ));
+                }
+                Ok(compiled) => {
+                    problems.extend(tag_problems("`filter`", &compiled, &scope));
+                    filter = Some(compiled);
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(MapError::Plan(problems.join("\n")));
+        }
+        Ok(Some(Transforms {
+            computed,
+            filter,
+            scope,
+            source_width: described.len(),
+        }))
+    }
+}
+
+/// What a stream's expressions are compiled against: the source's
+/// described (name, type) columns in row order and its dialect, the
+/// target table and its dialect.
+pub(crate) struct TransformSides<'a> {
+    /// The source's (name, type) pairs, in row order.
+    pub(crate) described: &'a [(String, String)],
+    /// The source's dialect (what its type names mean).
+    pub(crate) source_dialect: Dialect,
+    /// The target table.
+    pub(crate) target: &'a TableInfo,
+    /// The target's dialect.
+    pub(crate) target_dialect: Dialect,
+}
+
+impl TransformSides<'_> {
+    /// The source columns with their expression types; a column listed in
+    /// the stream's `booleans` is a bool.
+    fn typed_columns(&self, booleans: &[String]) -> Vec<(String, expr::Ty)> {
+        self.described
+            .iter()
+            .map(|(name, type_name)| {
+                let ty = if booleans.contains(name) {
+                    expr::Ty::Bool
+                } else {
+                    expr::Ty::of_source(self.source_dialect, type_name)
+                };
+                (name.clone(), ty)
+            })
+            .collect()
+    }
+}
+
+/// Why computed column `column` cannot be written to `target`, if so.
+fn target_problem(
+    place: &str,
+    column: &str,
+    compiled: &expr::Expr,
+    target: &TableInfo,
+    target_dialect: Dialect,
+) -> Option<String> {
+    let Some(info) = target.column(column) else {
+        return Some(format!(
+            "{place}: the target has no column `{column}`; add it, or compute another column"
+        ));
+    };
+    let wanted = expr::Ty::of_target(target_dialect, &info.data_type);
+    (!compiled.ty().fits(wanted)).then(|| {
+        format!(
+            "{place}: expression `{}` gives a {}, which column `{column}` (`{}`) cannot take; convert it (`decimal()`, `int()`, `string()`, `timestamp()`)",
+            compiled.text(),
+            compiled.ty(),
+            info.data_type
+        )
+    })
+}
+
+/// The site tags `compiled` reads that the scope's site lacks.
+fn tag_problems(place: &str, compiled: &expr::Expr, scope: &expr::ExprScope) -> Vec<String> {
+    compiled
+        .tags()
+        .iter()
+        .filter(|tag| !scope.site_tags.contains_key(*tag))
+        .map(|tag| {
+            format!(
+                "{place}: expression `{}` reads `site.tags.{tag}`, which site `{}` lacks; add the tag to the site",
+                compiled.text(),
+                scope.site_id
+            )
+        })
+        .collect()
 }
 
 /// How source rows become target rows, resolved from the first batch's
@@ -103,6 +263,9 @@ pub(crate) struct MappingPlan {
     key_names: Vec<String>,
     /// Index in the source batch of the soft-delete flag (`delete_column`).
     delete_index: Option<usize>,
+    /// The stream's `compute` and `filter`, once compiled
+    /// ([`MappingPlan::with_transforms`]).
+    transforms: Option<Transforms>,
 }
 
 impl MappingPlan {
@@ -122,21 +285,27 @@ impl MappingPlan {
     /// `site_column`: the `columns` mapping, or every source column under
     /// its own name, except one named like a pull's `site_column` (the site
     /// id replaces it: that is what the column means at the master) and the
-    /// soft-delete flag where the target does not keep it. Used by
-    /// [`MappingPlan::build`], the schema check and `hubsync check`, so all
-    /// three agree on what is written.
+    /// soft-delete flag where the target does not keep it, a column the
+    /// stream computes (`compute`), and a column only its expressions read
+    /// that the target lacks (`amount_cents` feeding `amount`). Computed
+    /// columns are not in the list. Used by [`MappingPlan::build`], the
+    /// schema check and `hubsync check`, so all three agree on what is
+    /// copied.
     pub(crate) fn written_columns(
         stream: &Stream,
         direction: Direction,
         source_columns: &[String],
         target: &TableInfo,
     ) -> Vec<(String, String)> {
+        let read_by_expressions = stream.expression_columns();
         match &stream.columns {
             Some(pairs) => pairs.clone(),
             None => source_columns
                 .iter()
                 .filter(|c| direction == Direction::Push || stream.site_column.as_ref() != Some(*c))
                 .filter(|c| stream.delete_column.as_ref() != Some(*c) || target.column(c).is_some())
+                .filter(|c| !stream.compute.iter().any(|(computed, _)| computed == *c))
+                .filter(|c| !read_by_expressions.contains(c) || target.column(c).is_some())
                 .map(|c| (c.clone(), c.clone()))
                 .collect(),
         }
@@ -181,6 +350,10 @@ impl MappingPlan {
             sources.push(MapSource::Column(find_source(&source_column)?));
             target_columns.push(target_column);
         }
+        for (at, (computed, _)) in stream.compute.iter().enumerate() {
+            sources.push(MapSource::Computed(at));
+            target_columns.push(computed.clone());
+        }
         let mut column_types = Vec::with_capacity(target_columns.len());
         for column in &target_columns {
             match target.column(column) {
@@ -222,7 +395,111 @@ impl MappingPlan {
             keyset_indexes,
             key_names: stream.keyset_source_columns(),
             delete_index,
+            transforms: None,
         })
+    }
+
+    /// The plan with `stream`'s `compute` and `filter` compiled against
+    /// `sides` (the source's described columns, in the order of the
+    /// `source_columns` the plan was built from, and the target table),
+    /// evaluated in `scope`. Needed before mapping a batch of a stream
+    /// that has them.
+    ///
+    /// Errors: [`Transforms::compile`]'s.
+    pub(crate) fn with_transforms(
+        mut self,
+        stream: &Stream,
+        sides: &TransformSides<'_>,
+        scope: expr::ExprScope,
+    ) -> Result<MappingPlan, MapError> {
+        self.transforms = Transforms::compile(stream, sides, scope)?;
+        Ok(self)
+    }
+
+    /// Runs the stream's filter and computations over `batch`'s rows:
+    /// drops the rows the filter rejects and appends each kept row's
+    /// computed values after its source values. Returns the rows dropped.
+    ///
+    /// Errors: [`MapError::Plan`] if the stream computes columns but
+    /// [`MappingPlan::with_transforms`] was not called;
+    /// [`MapError::Row`] naming the row's key, the expression and why.
+    fn transform_rows(&self, batch: &mut Batch, site_id: &str) -> Result<u64, MapError> {
+        let Some(transforms) = &self.transforms else {
+            if self
+                .sources
+                .iter()
+                .any(|s| matches!(s, MapSource::Computed(_)))
+            {
+                return Err(MapError::Plan(
+                    "the stream's expressions were not compiled before mapping".into(),
+                ));
+            }
+            return Ok(0);
+        };
+        let before = batch.rows.len();
+        let mut kept = Vec::with_capacity(before);
+        for mut row in std::mem::take(&mut batch.rows) {
+            if let Some(filter) = &transforms.filter {
+                match filter.test(&row, &transforms.scope) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => return Err(self.expression_error(&row, site_id, "`filter`", &e)),
+                }
+            }
+            row.truncate(transforms.source_width);
+            row.reserve_exact(transforms.computed.len());
+            for (column, compiled) in &transforms.computed {
+                match compiled.eval(&row, &transforms.scope) {
+                    Ok(value) => row.push(value),
+                    Err(e) => {
+                        let what = format!("`compute.{column}`");
+                        return Err(self.expression_error(&row, site_id, &what, &e));
+                    }
+                }
+            }
+            kept.push(row);
+        }
+        batch.rows = kept;
+        Ok((before - batch.rows.len()) as u64)
+    }
+
+    /// A row's expression failure: "row (k) = (v): `compute.amount`:
+    /// expression `...`: why".
+    fn expression_error(
+        &self,
+        row: &[Value],
+        site_id: &str,
+        what: &str,
+        error: &expr::EvalError,
+    ) -> MapError {
+        MapError::Row(format!(
+            "row {}: {what}: {error}; correct the row at the source, or the expression",
+            self.source_key_of(row, site_id)
+        ))
+    }
+
+    /// The target row of a source row refused by an expression, for the
+    /// quarantine: computed values that fail are NULL.
+    fn refused_target_row(
+        &self,
+        mut row: Vec<Value>,
+        columns: &[String],
+        site_id: &str,
+    ) -> Vec<Value> {
+        if let Some(transforms) = &self.transforms {
+            row.truncate(transforms.source_width);
+            for (_, compiled) in &transforms.computed {
+                let value = compiled
+                    .eval(&row, &transforms.scope)
+                    .unwrap_or(Value::Null);
+                row.push(value);
+            }
+        }
+        let one = Batch {
+            columns: columns.to_vec(),
+            rows: vec![row],
+        };
+        self.map_rows(one, site_id).pop().unwrap_or_default()
     }
 
     /// Maps `batch` (read at site `site_id`) to target rows and runs every
@@ -250,6 +527,8 @@ impl MappingPlan {
             Some(last) if with_end => Some(self.end_position(last, last_instant)?),
             _ => None,
         };
+        let source_rows = batch.rows.len() as u64;
+        let filtered = self.transform_rows(&mut batch, site_id)?;
         let flags = self.deleted_flags(&batch);
         // `booleans` names source columns; the batch moves into `rows`.
         let source_columns = if fixes.booleans.is_empty() {
@@ -279,14 +558,14 @@ impl MappingPlan {
             self.parse_text_datetimes(&mut rows, fixes.target);
             self.check_postgres_values(&rows, fixes.target)?;
         }
-        let read = rows.len() as u64;
         let (rows, deleted_keys) = self.split_deleted(flags, rows);
         Ok(MappedBatch {
             rows,
             deleted_keys,
             end,
-            read,
+            read: source_rows,
             refused: Vec::new(),
+            filtered,
         })
     }
 
@@ -323,6 +602,7 @@ impl MappingPlan {
             end,
             read: 0,
             refused: Vec::new(),
+            filtered: 0,
         };
         let columns = batch.columns;
         for row in batch.rows {
@@ -335,13 +615,10 @@ impl MappingPlan {
                     mapped.rows.extend(good.rows);
                     mapped.deleted_keys.extend(good.deleted_keys);
                     mapped.read += good.read;
+                    mapped.filtered += good.filtered;
                 }
                 Err(MapError::Row(why)) => {
-                    let one = Batch {
-                        columns: columns.clone(),
-                        rows: vec![row],
-                    };
-                    let target_row = self.map_rows(one, site_id).pop().unwrap_or_default();
+                    let target_row = self.refused_target_row(row, &columns, site_id);
                     mapped.refused.push((target_row, why));
                     mapped.read += 1;
                 }
@@ -452,12 +729,13 @@ impl MappingPlan {
             .iter()
             .enumerate()
             .map(|(at, source)| match source {
-                MapSource::SiteId => false,
+                MapSource::SiteId | MapSource::Computed(_) => false,
                 MapSource::Column(i) => !self.sources[at + 1..]
                     .iter()
                     .any(|later| matches!(later, MapSource::Column(j) if j == i)),
             })
             .collect();
+        let computed = self.computed_count();
         batch
             .rows
             .into_iter()
@@ -471,6 +749,10 @@ impl MappingPlan {
                             std::mem::replace(&mut row[*i], Value::Null)
                         }
                         MapSource::Column(i) => row[*i].clone(),
+                        MapSource::Computed(at) => {
+                            let width = row.len() - computed;
+                            std::mem::replace(&mut row[width + *at], Value::Null)
+                        }
                     })
                     .collect()
             })
@@ -531,7 +813,7 @@ impl MappingPlan {
                     .get(*i)
                     .filter(|(_, ty)| matches!(ty.as_str(), "DATE" | "DATETIME" | "TIMESTAMP"))
                     .map(|_| target_index),
-                MapSource::SiteId => None,
+                MapSource::SiteId | MapSource::Computed(_) => None,
             })
             .collect()
     }
@@ -827,6 +1109,8 @@ impl MappingPlan {
             .map(|target| match self.sources[target] {
                 MapSource::SiteId => site_id.to_string(),
                 MapSource::Column(i) => row[i].to_string(),
+                // Key columns are never computed (the config refuses it).
+                MapSource::Computed(_) => "?".to_string(),
             })
             .collect();
         format!(
@@ -834,6 +1118,14 @@ impl MappingPlan {
             self.conflict_key.join(", "),
             values.join(", ")
         )
+    }
+
+    /// Computed target columns (values appended to each source row).
+    fn computed_count(&self) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s, MapSource::Computed(_)))
+            .count()
     }
 
     /// The keyset position of a row; errors if a key column is NULL, since
@@ -972,6 +1264,114 @@ mod tests {
             mapped.end,
             Some(vec![Value::Text("2026-01-03".into()), Value::Int(3)])
         );
+    }
+
+    #[test]
+    fn computed_columns_and_a_filter_map_in_one_pass() {
+        let stream = stream(
+            "filter = \"row.qty > 0\"\n  compute = { total = \"decimal(row.qty) * decimal('0.25')\", region = \"site.tags.region\" }",
+        );
+        let source = ["id", "qty", "updated_at"].map(String::from);
+        let mut target = master_sales(false);
+        target.columns.push(column("total", "numeric(12,2)"));
+        target.columns.push(column("region", "text"));
+        let described: Vec<(String, String)> = vec![
+            ("id".into(), "INTEGER".into()),
+            ("qty".into(), "INTEGER".into()),
+            ("updated_at".into(), "TEXT".into()),
+        ];
+        let sides = TransformSides {
+            described: &described,
+            source_dialect: Dialect::Sqlite,
+            target: &target,
+            target_dialect: Dialect::Postgres,
+        };
+        let scope = expr::ExprScope {
+            site_id: "s1".into(),
+            site_tags: [("region".to_string(), "north".to_string())].into(),
+            ..Default::default()
+        };
+        let plan = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t")
+            .unwrap()
+            .with_transforms(&stream, &sides, scope)
+            .unwrap();
+        assert_eq!(
+            plan.target_columns,
+            // `compute` in target-name order.
+            ["store_id", "id", "qty", "updated_at", "region", "total"]
+        );
+        let row = |id: i64, qty: Value| vec![Value::Int(id), qty, Value::Text(format!("t{id}"))];
+        let batch = |rows| Batch {
+            columns: source.to_vec(),
+            rows,
+        };
+        let mapped = plan
+            .map_batch(
+                batch(vec![row(1, Value::Int(3)), row(2, Value::Int(0))]),
+                "s1",
+                &fixes(&target, &described),
+                true,
+            )
+            .unwrap();
+        // Row 2 fails the filter: read, not written, still the batch's end.
+        assert_eq!((mapped.read, mapped.filtered), (2, 1));
+        assert_eq!(
+            mapped.end,
+            Some(vec![Value::Text("t2".into()), Value::Int(2)])
+        );
+        // 3 x 0.25 = 0.75.
+        let s1 = Value::Text("s1".into());
+        assert_eq!(
+            mapped.rows,
+            vec![vec![
+                s1.clone(),
+                Value::Int(1),
+                Value::Int(3),
+                Value::Text("t1".into()),
+                Value::Text("north".into()),
+                Value::Numeric("0.75".into())
+            ]]
+        );
+        // A NULL qty fails the filter's `>`: the batch is refused naming the
+        // key; spared, the row is set aside with what could be computed.
+        let failing = batch(vec![row(1, Value::Int(3)), row(5, Value::Null)]);
+        let Err(MapError::Row(why)) =
+            plan.map_batch(failing.clone(), "s1", &fixes(&target, &described), true)
+        else {
+            panic!("a NULL in `>` must fail the row");
+        };
+        assert_eq!(
+            why,
+            "row (store_id, id) = (s1, 5): `filter`: expression `row.qty > 0`: column `qty` is NULL where a value \
+             is needed; correct the row at the source, or the expression"
+        );
+        let spared = plan
+            .map_batch_sparing(failing, "s1", &fixes(&target, &described), true)
+            .unwrap();
+        assert_eq!(spared.rows.len(), 1);
+        assert_eq!(spared.refused.len(), 1);
+        assert_eq!(
+            spared.refused[0].0,
+            vec![
+                s1,
+                Value::Int(5),
+                Value::Null,
+                Value::Text("t5".into()),
+                Value::Text("north".into()),
+                Value::Null
+            ]
+        );
+        // Not compiled: refused, not a panic.
+        let bare = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t").unwrap();
+        assert!(matches!(
+            bare.map_batch(
+                batch(vec![row(1, Value::Int(1))]),
+                "s1",
+                &fixes(&target, &described),
+                true
+            ),
+            Err(MapError::Plan(_))
+        ));
     }
 
     #[test]
