@@ -105,6 +105,26 @@ pub async fn pass_sites(hub: &Hub, flow: &Flow) -> Arc<Vec<crate::config::Site>>
     hub.sites()
 }
 
+/// How often a replica of several reads `[inventory]` again
+/// ([`run_leased_schedules`]).
+const LEASED_INVENTORY_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads `[inventory]` again, if there is one; warnings and a failed read
+/// are logged (the last list read stays).
+async fn refresh_inventory(hub: &Hub) {
+    if hub.config().inventory.is_none() {
+        return;
+    }
+    match hub.refresh_inventory().await {
+        Ok(read) => {
+            for warning in &read.warnings {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(e) => tracing::error!("{e}; the sites of the last inventory read are worked"),
+    }
+}
+
 /// Runs every scheduled flow as one replica of several (`hub.leases`, a
 /// PostgreSQL master) until `cancel` fires: seeds the lease table with the
 /// config's (flow, site) pairs, then polls for due pairs every `poll` (at
@@ -117,6 +137,7 @@ pub async fn run_leased_schedules(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) {
+    refresh_inventory(&hub).await;
     if let Err(e) = hub.seed_leases().await {
         tracing::error!("cannot enter the fleet into the master's lease table: {e}");
         cancel.cancelled().await;
@@ -125,8 +146,20 @@ pub async fn run_leased_schedules(
     let poll = hub.config().hub.lease_heartbeat.min(Duration::from_secs(1));
     let slots = hub.config().hub.max_concurrent_sites;
     let mut running = tokio::task::JoinSet::new();
+    let mut inventory_read = tokio::time::Instant::now();
     while !cancel.is_cancelled() {
         while running.try_join_next().is_some() {}
+        // Sites added to the inventory are entered into the lease table
+        // (removed ones are no longer claimed: claims take the current list).
+        if hub.config().inventory.is_some() && inventory_read.elapsed() >= LEASED_INVENTORY_EVERY {
+            inventory_read = tokio::time::Instant::now();
+            refresh_inventory(&hub).await;
+            if let Err(e) = hub.seed_leases().await {
+                tracing::warn!(
+                    "cannot enter the inventory's sites into the master's lease table: {e}"
+                );
+            }
+        }
         match hub.claim_due(slots.saturating_sub(running.len())).await {
             Ok(claims) => {
                 for claim in claims {

@@ -483,3 +483,81 @@ fn two_replicas_share_one_master_write_slot_and_one_row_budget() {
         "1,600 rows moved in {span} s: faster than 200 rows/s"
     );
 }
+
+/// A replica of several works the sites of `[inventory]` too: a store added
+/// to the master's table while `run` runs is entered into the lease table
+/// and its rows arrive; a store removed is no longer claimed (found by a
+/// merge of the inventory and lease branches: leased replicas only ever
+/// claimed `[[site]]`s).
+#[test]
+fn a_leased_replica_claims_the_inventorys_sites_as_they_come_and_go() {
+    let fleet = Fleet::new();
+    let master = pg_create_db("lease_inventory");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, amount int, updated_at text, PRIMARY KEY (store_id, id));
+         CREATE TABLE stores (id text PRIMARY KEY, file text, active boolean);",
+    );
+    make_site(&fleet, 1);
+    make_site(&fleet, 2);
+    psql(
+        &master,
+        &format!(
+            "INSERT INTO stores VALUES ('s01', '{}', true)",
+            fleet.path("s01.db").display()
+        ),
+    );
+    fleet.write_config(
+        "[hub]\nleases = true\nreplica_id = \"${REPLICA}\"\nlease_seconds = 2\nheartbeat_seconds = 0.5\n\n\
+         [master]\nurl = \"${MASTER_URL}\"\n\n\
+         [inventory]\nquery = \"SELECT id, file FROM stores WHERE active\"\nurl = \"sqlite://{file}\"\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\nschedule = \"every 1s\"\n  [[flow.stream]]\n  \
+         source = \"sales\"\n  target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  \
+         site_column = \"store_id\"\n",
+    );
+    let mut child = spawn(&fleet, &master, "a");
+    let _guard = KillOnDrop(vec![child.id()]);
+    // Site i's 60 sales sum to 60 * 1000 i + (1 + ... + 60) = 60,000 i + 1,830.
+    let per_store = || {
+        psql(
+            &master,
+            "SELECT store_id, count(*), sum(amount) FROM sales GROUP BY 1 ORDER BY 1",
+        )
+    };
+    wait_for("store s01's sales", 30, || per_store() == "s01|60|61830");
+    psql(
+        &master,
+        &format!(
+            "INSERT INTO stores VALUES ('s02', '{}', true)",
+            fleet.path("s02.db").display()
+        ),
+    );
+    wait_for("store s02's sales", 40, || {
+        per_store() == "s01|60|61830\ns02|60|121830"
+    });
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT flow, site FROM hubsync.leases ORDER BY site"
+        ),
+        "sales|s01\nsales|s02"
+    );
+    // s01 leaves the inventory: its new sale never arrives while s02's does.
+    psql(&master, "UPDATE stores SET active = false WHERE id = 's01'");
+    std::thread::sleep(Duration::from_secs(7));
+    sqlite_exec(
+        &fleet.path("s01.db"),
+        "INSERT INTO sales VALUES (61, 9, '2027-01-01T00:00:00.000Z');",
+    );
+    sqlite_exec(
+        &fleet.path("s02.db"),
+        "INSERT INTO sales VALUES (61, 7, '2027-01-01T00:00:00.000Z');",
+    );
+    wait_for("store s02's new sale", 30, || {
+        per_store() == "s01|60|61830\ns02|61|121837"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(per_store(), "s01|60|61830\ns02|61|121837");
+    signal(&child, libc::SIGTERM);
+    child.wait().expect("the replica stops on SIGTERM");
+}

@@ -64,15 +64,18 @@ impl Hub {
         (self.config.hub.replica_id.clone()).unwrap_or_else(crate::state::default_replica_id)
     }
 
-    /// Puts every (scheduled flow, site) of the config into the lease table
-    /// (pairs already there are kept as they are).
+    /// Puts every (scheduled flow, site) of the fleet into the lease table
+    /// (pairs already there are kept as they are). The fleet is the
+    /// config's `[[site]]`s plus, with `[inventory]`, the sites of the last
+    /// inventory read ([`Hub::sites`]).
     ///
     /// Errors: the master refused ([`StateError`]).
     pub async fn seed_leases(&self) -> Result<(), StateError> {
         let now = Utc::now();
         let mut pairs = Vec::new();
+        let fleet = self.sites();
         for flow in &self.config.flows {
-            for site in &self.config.sites {
+            for site in fleet.iter() {
                 if let Some(due) = first_due(flow, &site.id, now) {
                     pairs.push((flow.name.as_str(), site.id.as_str(), due));
                 }
@@ -90,7 +93,8 @@ impl Hub {
             .filter(|flow| flow.schedule.is_some())
             .map(|flow| flow.name.as_str())
             .collect();
-        let sites: Vec<&str> = self.config.sites.iter().map(|s| s.id.as_str()).collect();
+        let fleet = self.sites();
+        let sites: Vec<&str> = fleet.iter().map(|s| s.id.as_str()).collect();
         if limit == 0 || flows.is_empty() || sites.is_empty() {
             return Ok(Vec::new());
         }
@@ -114,7 +118,8 @@ impl Hub {
     pub async fn run_leased(&self, claim: &Claim, progress: &dyn Progress) -> Option<SiteReport> {
         let lease = &claim.lease;
         let flow = self.config.flow(&lease.flow)?;
-        let site = self.config.sites.iter().find(|s| s.id == lease.site)?;
+        let fleet = self.sites();
+        let site = fleet.iter().find(|s| s.id == lease.site)?;
         if let Some(from) = &claim.taken_from {
             tracing::info!(flow = %flow.name, site = %site.id, token = lease.token, "took over the lease of replica `{from}`, which expired");
         }
