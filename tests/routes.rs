@@ -757,3 +757,72 @@ direction = "pull"
         "5"
     );
 }
+
+/// A stream's transforms shape the master's rows; its routes map source
+/// columns and keep rows by their own `when` (a fresh-user trial found a
+/// stream with `compute` and a route failing every run with "the stream's
+/// expressions were not compiled before mapping", while `check` passed).
+#[test]
+fn a_stream_with_transforms_and_a_route_writes_both_targets() {
+    let fleet = Fleet::new();
+    let master = pg_create_db("routes_compute_master");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, doubled bigint, updated_at text, PRIMARY KEY (store_id, id))",
+    );
+    sqlite_exec(
+        &fleet.path("erp.db"),
+        "CREATE TABLE returns (store TEXT, sale_id INTEGER, quantity INTEGER, PRIMARY KEY (store, sale_id));",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        &site_sales(&[(1, 3, 1), (2, -1, 2), (3, 5, 3), (4, -4, 4)]),
+    );
+    fleet.write_config(&format!(
+        r#"[master]
+url = "{master}"
+[[system]]
+name = "erp"
+url = "sqlite://erp.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+  columns = {{ id = "id", updated_at = "updated_at" }}
+  filter = "row.qty != 5"
+    [flow.stream.compute]
+    doubled = "row.qty * 2"
+    [[flow.stream.route]]
+    system = "erp"
+    target = "returns"
+    columns = {{ sale_id = "id", quantity = "qty" }}
+    primary_key = ["sale_id"]
+    site_column = "store"
+    when = "row.qty < 0"
+"#
+    ));
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    fleet.sync_ok(&[]);
+    // The master: every sale but the filtered one (qty 5), qty doubled.
+    assert_eq!(
+        psql(&master, "SELECT id, doubled FROM sales ORDER BY id"),
+        "1|6\n2|-2\n4|-8"
+    );
+    // The ERP: the returns, with the source's quantity.
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("erp.db"),
+            "SELECT store, sale_id, quantity FROM returns ORDER BY sale_id"
+        ),
+        "s1|2|-1\ns1|4|-4"
+    );
+}

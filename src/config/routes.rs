@@ -264,6 +264,12 @@ fn validate_route(
         primary_key,
         site_column: raw_route.site_column.or_else(|| parent.site_column.clone()),
         routes: Vec::new(),
+        // The stream's transforms shape the master's rows only: a route
+        // maps source columns with its own `columns` and keeps rows with its
+        // own `when` (a fresh-user trial found a stream with `compute` and
+        // a route failing every run).
+        compute: Vec::new(),
+        filter: None,
         ..parent.clone()
     };
     Some(Route {
