@@ -811,6 +811,12 @@ direction = "pull"
     ));
     let out = fleet.hubsync(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
+    // The master, the system and the site (it said "3 of 2").
+    assert!(
+        out.stdout.contains("3 of 3 databases reachable"),
+        "{}",
+        out.stdout
+    );
     fleet.sync_ok(&[]);
     // The master: every sale but the filtered one (qty 5), qty doubled.
     assert_eq!(

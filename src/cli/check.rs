@@ -9,9 +9,14 @@ use crate::flow::check::check;
 
 pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     println!(
-        "config `{}`: ok ({}, {}); master {}",
+        "config `{}`: ok ({}{}, {}); master {}",
         config.path.display(),
         plural(config.sites.len() as u64, "site"),
+        if config.inventory.is_some() {
+            " + [inventory]"
+        } else {
+            ""
+        },
         plural(config.flows.len() as u64, "flow"),
         config.master.redacted()
     );
@@ -32,7 +37,7 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
     println!(
         "{} of {} reachable; {} ok; {}{}",
         report.reachable,
-        plural(config.sites.len() as u64 + 1, "database"),
+        plural(report.databases as u64, "database"),
         plural(report.streams_ok as u64, "stream/site pair"),
         plural(problem_count as u64, "problem"),
         if report.warnings.is_empty() {

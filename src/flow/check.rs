@@ -40,6 +40,9 @@ pub struct CheckReport {
     pub warnings: Vec<Problem>,
     /// Databases that were reached (master included).
     pub reachable: usize,
+    /// Databases checked: the master, every `[[system]]` and every site
+    /// (`[[site]]`s and the sites `[inventory]` lists).
+    pub databases: usize,
     /// Stream/site combinations whose tables and columns checked out.
     pub streams_ok: usize,
 }
@@ -71,6 +74,7 @@ pub async fn check(config: &Config) -> CheckReport {
     };
     let systems = connect_systems(config, &options(false), &mut report).await;
     let sites = check_inventory(config, master.as_ref(), &mut report).await;
+    report.databases = 1 + config.systems.len() + sites.len();
     let semaphore = tokio::sync::Semaphore::new(config.hub.max_concurrent_sites);
     let site_checks = sites.iter().map(|site| {
         let semaphore = &semaphore;
