@@ -70,7 +70,7 @@ impl StreamRun<'_> {
     pub async fn run(&self, report: &mut StreamReport) -> Result<(), RunError> {
         let leg = Leg::new(
             self.flow.direction,
-            self.hub.master(),
+            self.hub.master_for(self.flow.direction),
             self.site_conn,
             self.stream,
             self.site,
