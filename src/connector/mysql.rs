@@ -503,13 +503,9 @@ pub(super) async fn upsert_on(
     max_bytes: usize,
     json_equals: bool,
 ) -> Result<u64> {
-    // Text date-times become typed first, so the checks see their fractions.
     let coerced = coerce_rows(spec, rows);
     let rows: &[Vec<Value>] = coerced.as_deref().unwrap_or(rows);
-    check_rows(spec, rows)?;
-    let max_rows = Dialect::MySql
-        .max_rows_per_upsert(spec.columns.len())
-        .min(MYSQL_ROWS_PER_STATEMENT);
+    let max_rows = checked_rows_per_statement(spec, rows)?;
     let key_indexes: Vec<usize> = spec
         .key
         .iter()
@@ -553,6 +549,17 @@ pub(super) async fn upsert_on(
         start = end;
     }
     Ok(written)
+}
+
+/// Checks every value of `rows` (text date-times already made typed by
+/// `coerce_rows`, so the checks see their fractions) against its column's
+/// declared type; returns the rows one statement may carry (the
+/// bind-parameter limit, at most [`MYSQL_ROWS_PER_STATEMENT`]).
+fn checked_rows_per_statement(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<usize> {
+    check_rows(spec, rows)?;
+    Ok(Dialect::MySql
+        .max_rows_per_upsert(spec.columns.len())
+        .min(MYSQL_ROWS_PER_STATEMENT))
 }
 
 /// The end (exclusive) of the statement that starts at row `start`: at
@@ -599,10 +606,7 @@ pub(super) async fn insert_on(
 ) -> Result<u64> {
     let coerced = coerce_rows(spec, rows);
     let rows: &[Vec<Value>] = coerced.as_deref().unwrap_or(rows);
-    check_rows(spec, rows)?;
-    let max_rows = Dialect::MySql
-        .max_rows_per_upsert(spec.columns.len())
-        .min(MYSQL_ROWS_PER_STATEMENT);
+    let max_rows = checked_rows_per_statement(spec, rows)?;
     let mut written = 0;
     let mut start = 0;
     while start < rows.len() {
