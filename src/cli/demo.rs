@@ -746,7 +746,8 @@ async fn verify(dir: &Path, sites: u32) -> anyhow::Result<String> {
     master.close().await;
     if mismatches.is_empty() {
         Ok(format!(
-            "Verified: the master holds exactly the {} of the {} (count, quantities and last change per store match)",
+            "Verified: the master holds exactly the {} of the {} that are not voided (voided sales stay at the \
+             stores: the pull's `filter`); count, quantities, amounts and last change per store match",
             plural(store_total.max(0) as u64, "sale"),
             plural(u64::from(sites), "store")
         ))
