@@ -89,19 +89,7 @@ async fn run_flow_schedule(
 /// or not, without a restart; rows left out are logged as warnings); if
 /// that read fails, the last list read, with an error logged.
 pub async fn pass_sites(hub: &Hub, flow: &Flow) -> Arc<Vec<crate::config::Site>> {
-    if hub.config().inventory.is_some() {
-        match hub.refresh_inventory().await {
-            Ok(read) => {
-                for warning in &read.warnings {
-                    tracing::warn!(flow = %flow.name, "{warning}");
-                }
-            }
-            Err(e) => tracing::error!(
-                flow = %flow.name,
-                "{e}; this pass works the sites of the last inventory read"
-            ),
-        }
-    }
+    refresh_inventory(hub, Some(&flow.name)).await;
     hub.sites()
 }
 
@@ -109,19 +97,21 @@ pub async fn pass_sites(hub: &Hub, flow: &Flow) -> Arc<Vec<crate::config::Site>>
 /// ([`run_leased_schedules`]).
 const LEASED_INVENTORY_EVERY: Duration = Duration::from_secs(5);
 
-/// Reads `[inventory]` again, if there is one; warnings and a failed read
-/// are logged (the last list read stays).
-async fn refresh_inventory(hub: &Hub) {
+/// Reads `[inventory]` again, if there is one; its warnings and a failed
+/// read are logged (with `flow`, the flow whose pass asked), and the last
+/// list read stays.
+async fn refresh_inventory(hub: &Hub, flow: Option<&str>) {
     if hub.config().inventory.is_none() {
         return;
     }
+    let flow = flow.unwrap_or("-");
     match hub.refresh_inventory().await {
         Ok(read) => {
             for warning in &read.warnings {
-                tracing::warn!("{warning}");
+                tracing::warn!(flow, "{warning}");
             }
         }
-        Err(e) => tracing::error!("{e}; the sites of the last inventory read are worked"),
+        Err(e) => tracing::error!(flow, "{e}; the sites of the last inventory read are worked"),
     }
 }
 
@@ -137,7 +127,7 @@ pub async fn run_leased_schedules(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) {
-    refresh_inventory(&hub).await;
+    refresh_inventory(&hub, None).await;
     if let Err(e) = hub.seed_leases().await {
         tracing::error!("cannot enter the fleet into the master's lease table: {e}");
         cancel.cancelled().await;
@@ -153,7 +143,7 @@ pub async fn run_leased_schedules(
         // (removed ones are no longer claimed: claims take the current list).
         if hub.config().inventory.is_some() && inventory_read.elapsed() >= LEASED_INVENTORY_EVERY {
             inventory_read = tokio::time::Instant::now();
-            refresh_inventory(&hub).await;
+            refresh_inventory(&hub, None).await;
             if let Err(e) = hub.seed_leases().await {
                 tracing::warn!(
                     "cannot enter the inventory's sites into the master's lease table: {e}"

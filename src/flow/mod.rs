@@ -268,25 +268,20 @@ impl Hub {
             statement_timeout: config.hub.statement_timeout,
             create_if_missing: create,
         };
+        let master_error = |cause| FlowError::Master {
+            url: config.master.redacted(),
+            cause,
+        };
         let master = Connector::connect(&config.master, &options)
             .await
-            .map_err(|cause| FlowError::Master {
-                url: config.master.redacted(),
-                cause,
-            })?;
+            .map_err(master_error)?;
         let master_reads = if pushes {
             let read_options = ConnectOptions {
                 max_connections: config.hub.max_concurrent_sites as u32,
                 ..options.clone()
             };
-            Some(
-                Connector::connect(&config.master, &read_options)
-                    .await
-                    .map_err(|cause| FlowError::Master {
-                        url: config.master.redacted(),
-                        cause,
-                    })?,
-            )
+            let reads = Connector::connect(&config.master, &read_options).await;
+            Some(reads.map_err(master_error)?)
         } else {
             None
         };
