@@ -447,3 +447,57 @@ fn a_sqlite_datetime_cursor_in_mixed_forms_is_read_by_instant() {
         format!("{all_six},7:70:2026-11-29 16:10:00.000,8:80:2026-11-29 16:00:00.000")
     );
 }
+
+/// The late-commit floor's source: the site's clock and the start of its
+/// oldest open transaction in this database, as the site itself reports
+/// them. A session holding a transaction open (started before it waits)
+/// must be the one reported, to the microsecond of its `xact_start` as
+/// `pg_stat_activity` shows it; a transaction in another database is not.
+#[test]
+fn the_site_reports_its_oldest_open_transaction_of_this_database() {
+    use hubsync::config::url::DbUrl;
+    use hubsync::connector::{ConnectOptions, Connector};
+    let site = pg_create_db("vis_site");
+    let other = pg_create_db("vis_other");
+    let elsewhere = PsqlSession::start(&other, "BEGIN; SELECT txid_current();");
+    wait_for_open_transaction(&other);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let held = PsqlSession::start(&site, "BEGIN; SELECT txid_current();");
+    wait_for_open_transaction(&site);
+    let expected = psql(
+        &site,
+        "SELECT to_char(xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM pg_stat_activity \
+         WHERE state = 'idle in transaction' AND datname = current_database()",
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = runtime.block_on(async {
+        let url = DbUrl::parse(&site, None, std::path::Path::new(".")).unwrap();
+        let options = ConnectOptions {
+            max_connections: 1,
+            connect_timeout: std::time::Duration::from_secs(10),
+            acquire_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: None,
+            create_if_missing: false,
+        };
+        let conn = Connector::connect(&url, &options).await.unwrap();
+        let clock = conn
+            .visibility()
+            .await
+            .unwrap()
+            .expect("a PostgreSQL clock");
+        conn.close().await;
+        clock
+    });
+    let oldest = clock.oldest_open.expect("the held transaction");
+    assert_eq!(oldest.format("%Y-%m-%d %H:%M:%S%.6f").to_string(), expected);
+    assert!(
+        clock.now > oldest,
+        "the clock is read after the transaction began"
+    );
+    assert!(clock.snapshot.is_some(), "the site's snapshot");
+    assert!(held.finish("COMMIT;"));
+    assert!(elsewhere.finish("COMMIT;"));
+}

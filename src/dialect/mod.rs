@@ -215,10 +215,15 @@ impl Dialect {
     pub fn visibility_sql(self) -> Option<&'static str> {
         match self {
             Dialect::Postgres => Some(
-                "SELECT statement_timestamp(), (SELECT min(xact_start) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND backend_type = 'client backend' AND xact_start IS NOT NULL), \
-                 pg_current_snapshot()::text",
+                // `pg_stat_activity`'s own function, without the view's joins
+                // to `pg_database` and `pg_authid`: the same rows and the same
+                // per-role visibility, but planning it on a new connection took
+                // half the time (0.5-0.7 ms instead of 1.0-1.7 ms, measured),
+                // paid by every site of a hub's first cycle.
+                "SELECT statement_timestamp(), (SELECT min(s.xact_start) FROM pg_stat_get_activity(NULL) s \
+                 WHERE s.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND s.pid <> pg_backend_pid() AND s.backend_type = 'client backend' \
+                 AND s.xact_start IS NOT NULL), pg_current_snapshot()::text",
             ),
             Dialect::Sqlite => None,
             Dialect::MySql => Some("SELECT UTC_TIMESTAMP(6), NULL, NULL"),
