@@ -45,6 +45,7 @@ fn a_small_bench_completes_and_reports_every_scenario() {
             "push_fan_out",
             "sqlite_push",
             "mysql_push",
+            "shared_push_reads",
             "full_update",
             "sync_process",
             "wan_full_pull",
@@ -70,31 +71,34 @@ fn a_small_bench_completes_and_reports_every_scenario() {
     // databases.
     assert_eq!(rows(4), 1000);
     assert_eq!(rows(5), 1000);
+    // Shared reads: 500 / 4 = 125 changed prices per zone to each of 8
+    // SQLite sites (4 x 2), over two shared passes.
+    assert_eq!(rows(6), 2 * 8 * 125);
     // Every one of the 2 x 3,030 site rows changed (the late-commit read
     // may find some twice, never fewer).
-    assert!((6060..12120).contains(&rows(6)), "{}", rows(6));
+    assert!((6060..12120).contains(&rows(7)), "{}", rows(7));
     // The whole-process scenario counts the rows at the sites: 2 x 3,030.
-    assert_eq!(rows(7), 6060);
-    // The WAN pass reads everything again, the 60 new rows included.
     assert_eq!(rows(8), 6060);
+    // The WAN pass reads everything again, the 60 new rows included.
+    assert_eq!(rows(9), 6060);
     // No-op cycles re-read only the cursor_lag overlap: each store's 100
     // rows are one second apart, so the last 6 (95 s .. 100 s, within 5 s
     // of the checkpoint) per store: 3 PostgreSQL stores, then 4 SQLite ones.
-    assert_eq!(rows(9), 18);
     assert_eq!(rows(10), 18);
-    assert_eq!(rows(11), 24);
+    assert_eq!(rows(11), 18);
+    assert_eq!(rows(12), 24);
     // 20,000 rows, every 200th changed: 100 rows, plus the overlap re-read
     // at the saved cursor value.
-    assert!((100..200).contains(&rows(12)), "{}", rows(12));
+    assert!((100..200).contains(&rows(13)), "{}", rows(13));
     // Replicas: 6 SQLite sites x 100 rows per cycle (the bench itself
     // checks every row arrived once and no pair ran twice).
-    for i in 13..=15 {
+    for i in 14..=16 {
         assert_eq!(rows(i), 600);
     }
     for scenario in scenarios {
         assert!(scenario["hubsync_seconds"].as_f64().unwrap() > 0.0);
     }
-    for i in [0, 1, 3, 4, 5, 6, 7, 8, 12] {
+    for i in [0, 1, 3, 4, 5, 6, 7, 8, 9, 13] {
         assert!(scenarios[i]["ratio"].as_f64().unwrap() > 0.0);
     }
     assert!(

@@ -24,6 +24,9 @@
 //!   against a shell script of `psql | psql` COPY pipes (see
 //!   `sync_process`);
 //! * **SQLite and MySQL pushes**: see [`bulk`];
+//! * **shared reads**: an incremental push to SQLite sites in 4 zones whose
+//!   sites share one master read per zone, beside the same push with one
+//!   read per site (see [`shared`]);
 //! * **WAN**: the full pull again with the sites behind a latency proxy
 //!   ([`latency::LatencyProxy`], `wan_delay` each way); compared with the
 //!   loopback full pull;
@@ -48,6 +51,7 @@
 mod bulk;
 pub mod latency;
 mod replicas;
+mod shared;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,8 +94,9 @@ pub struct BenchOptions {
     /// Admin URL of a MariaDB/MySQL server for the MySQL push scenario (a
     /// login that may create and drop databases; `None` skips it).
     pub mysql_url: Option<String>,
-    /// Site files / databases of the SQLite and MySQL push scenarios (0
-    /// skips both).
+    /// Site files / databases of the SQLite and MySQL push scenarios; the
+    /// shared-reads scenario uses 4 times as many SQLite files (0 skips
+    /// all three).
     pub bulk_sites: usize,
     /// Folder for the SQLite site files.
     pub work_dir: PathBuf,
@@ -672,6 +677,9 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
                 bulk::mysql_push(options, mysql_url, &master, options.bulk_sites, say).await?,
             );
         }
+        report
+            .scenarios
+            .push(shared::shared_push_reads(options, &mut admin, say).await?);
     }
 
     // ----------------------------------------------- full update (upsert)

@@ -56,7 +56,9 @@ pub struct BenchArgs {
     /// without it that scenario is skipped. `scripts/bench.sh` starts one.
     #[arg(long, env = "HUBSYNC_BENCH_MYSQL_URL", value_name = "URL")]
     pub mysql_url: Option<String>,
-    /// Site files / databases of the SQLite and MySQL push scenarios (0 skips both).
+    /// Site files / databases of the SQLite and MySQL push scenarios; the
+    /// shared-reads scenario pushes to 4 times as many SQLite files, in 4
+    /// zones (0 skips all three).
     #[arg(long, default_value_t = 10)]
     pub bulk_sites: usize,
     /// Prefix of the databases the bench creates (and drops at the end unless `--keep`).
