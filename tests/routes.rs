@@ -81,7 +81,16 @@ direction = "pull"
     when = "row.qty < 0"
 "#
     ));
-    fleet.sync_ok(&[]);
+    let out = fleet.sync_ok(&[]);
+    // The summary counts each site's routed rows: one return at each.
+    assert_eq!(
+        summary_cells(&out.stdout, "s1"),
+        ["sales", "s1", "succeeded", "3", "3", "0", "1"]
+    );
+    assert_eq!(
+        summary_cells(&out.stdout, "s2"),
+        ["sales", "s2", "succeeded", "2", "2", "0", "1"]
+    );
     assert_eq!(
         psql(
             &master,
@@ -103,7 +112,10 @@ direction = "pull"
         "UPDATE sales SET qty = -3, updated_at = '2026-03-01T10:01:00.000000Z' WHERE id = 1;
          INSERT INTO sales VALUES (3, 6, '2026-03-01T10:01:01.000000Z');",
     );
-    fleet.sync_ok(&[]);
+    let out = fleet.sync_ok(&[]);
+    // s2's changed return is routed again; s1 changed nothing.
+    assert_eq!(summary_cells(&out.stdout, "s1")[6], "0");
+    assert_eq!(summary_cells(&out.stdout, "s2")[6], "1");
     assert_eq!(
         mysql(
             &erp,
@@ -831,4 +843,20 @@ direction = "pull"
         ),
         "s1|2|-1\ns1|4|-4"
     );
+}
+
+/// The first seven cells (flow, site, status, rows read, written, deleted,
+/// routed) of `site`'s row in `sync`'s summary table, which must have the
+/// "rows routed" column.
+fn summary_cells(stdout: &str, site: &str) -> Vec<String> {
+    assert!(stdout.contains("rows routed"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|line| line.split_whitespace().nth(2) == Some(site))
+        .unwrap_or_else(|| panic!("no summary row of {site}:\n{stdout}"));
+    line.trim_matches(|c: char| c == '│' || c.is_whitespace())
+        .split_whitespace()
+        .take(7)
+        .map(str::to_string)
+        .collect()
 }

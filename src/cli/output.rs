@@ -128,12 +128,16 @@ pub fn site_line(report: &SiteReport) -> String {
     match &report.error {
         Some(error) => format!("{}: {error}", report.status.as_str()),
         None => format!(
-            "flow `{}` site `{}`: {} rows read, {} written, {} deleted in {}",
+            "flow `{}` site `{}`: {} rows read, {} written, {} deleted{} in {}",
             report.flow,
             report.site,
             report.rows_read(),
             report.rows_written(),
             report.rows_deleted(),
+            match report.rows_routed() {
+                0 => String::new(),
+                routed => format!(", {routed} routed"),
+            },
             seconds(report.duration)
         ),
     }
@@ -143,37 +147,49 @@ pub fn site_line(report: &SiteReport) -> String {
 /// the whole text.
 const ERROR_CELL_CHARS: usize = 72;
 
-/// A summary table of site reports: flow, site, status, rows, time, error
-/// (cut to about 72 characters; print [`error_lines`] after it).
+/// A summary table of site reports: flow, site, status, rows read,
+/// written and deleted, rows routed to `[[system]]`s (a column only when
+/// some run routed rows), time, error (cut to about 72 characters; print
+/// [`error_lines`] after it).
 pub fn summary_table(reports: &[SiteReport]) -> Table {
+    let routed = reports.iter().any(|r| r.rows_routed() > 0);
     let mut table = Table::new();
     table.load_preset(presets::UTF8_BORDERS_ONLY);
-    table.set_header([
+    let mut header = vec![
         "flow",
         "site",
         "status",
         "rows read",
         "rows written",
         "rows deleted",
-        "time",
-        "error",
-    ]);
+    ];
+    if routed {
+        header.push("rows routed");
+    }
+    header.extend(["time", "error"]);
+    table.set_header(header);
     for report in reports {
-        table.add_row([
+        let mut row = vec![
             report.flow.clone(),
             report.site.clone(),
             report.status.as_str().to_string(),
             thousands(report.rows_read()),
             thousands(report.rows_written()),
             thousands(report.rows_deleted()),
-            seconds(report.duration),
+        ];
+        if routed {
+            row.push(thousands(report.rows_routed()));
+        }
+        row.push(seconds(report.duration));
+        row.push(
             report
                 .error
                 .as_deref()
                 .or(report.note.as_deref())
                 .map(|error| error_cell(error, ERROR_CELL_CHARS))
                 .unwrap_or_default(),
-        ]);
+        );
+        table.add_row(row);
     }
     table
 }

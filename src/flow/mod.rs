@@ -167,6 +167,12 @@ impl SiteReport {
         self.streams.iter().map(|s| s.rows_written).sum()
     }
 
+    /// Rows inserted, changed or deleted in `[[system]]` routes over all
+    /// streams (a row routed to two systems counts twice).
+    pub fn rows_routed(&self) -> u64 {
+        self.streams.iter().map(|s| s.rows_routed).sum()
+    }
+
     /// Target rows deleted over all streams.
     pub fn rows_deleted(&self) -> u64 {
         self.streams.iter().map(|s| s.rows_deleted).sum()
