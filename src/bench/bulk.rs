@@ -193,7 +193,12 @@ pub(super) async fn mysql_push(
             .await?;
         let mut url = server.clone();
         url.set_path(&name);
-        urls.push((format!("store-{i:03}"), url.to_string()));
+        // Site ids of their own: the SQLite push (and the PostgreSQL push)
+        // leave checkpoints of the `prices` flow under `store-NNN`, with
+        // which hubsync would re-read their overlap and upsert (3 round
+        // trips a statement) instead of the initial load this scenario
+        // measures.
+        urls.push((format!("mysql-{i:03}"), url.to_string()));
     }
     let jobs: Vec<_> = urls
         .iter()
