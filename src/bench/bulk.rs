@@ -14,7 +14,10 @@
 //! Both baselines read the master's rows once per site, as hubsync does, and
 //! run `parallelism` sites at a time. hubsync's own forms: multi-row upserts
 //! in one transaction per batch, sized to SQLite's bound-parameter limit and
-//! to half the MySQL server's `max_allowed_packet`.
+//! to half the MySQL server's `max_allowed_packet`; into the empty MySQL
+//! tables of sites without a checkpoint (the MySQL sites have ids of their
+//! own, `mysql-NNN`, checked to have none), its initial load: plain
+//! multi-row `INSERT`s of the same size.
 
 use std::path::Path;
 use std::time::Duration;
@@ -193,7 +196,12 @@ pub(super) async fn mysql_push(
             .await?;
         let mut url = server.clone();
         url.set_path(&name);
-        urls.push((format!("store-{i:03}"), url.to_string()));
+        // Site ids of their own: the SQLite push (and the PostgreSQL push)
+        // leave checkpoints of the `prices` flow under `store-NNN`, with
+        // which hubsync would re-read their overlap and upsert (3 round
+        // trips a statement) instead of the initial load this scenario
+        // measures.
+        urls.push((format!("mysql-{i:03}"), url.to_string()));
     }
     let jobs: Vec<_> = urls
         .iter()
@@ -209,6 +217,7 @@ pub(super) async fn mysql_push(
         conn.execute("TRUNCATE TABLE prices").await?;
         conn.close().await?;
     }
+    no_checkpoints(master, "prices", "mysql-%").await?;
     let config = fleet_config(options, master, &urls, "sales", SITES_AT_ONCE);
     let pass = hubsync_pass(options, &config, "prices").await?;
     for (id, url) in &urls {
@@ -241,10 +250,31 @@ pub(super) async fn mysql_push(
         Some(baseline),
         sites,
         format!(
-            "{} rows into each of {sites} empty MariaDB/MySQL tables; ratio = baseline time / hubsync time",
+            "{} rows into each of {sites} empty MariaDB/MySQL tables of sites with no checkpoint (hubsync's initial load: plain multi-row INSERTs); ratio = baseline time / hubsync time",
             options.push_rows
         ),
     ))
+}
+
+/// Fails if the master's state holds a checkpoint of `flow` for a site id
+/// `LIKE site_pattern`: the scenario would then measure a re-read and
+/// upsert, not the initial load into empty tables it reports.
+async fn no_checkpoints(master: &str, flow: &str, site_pattern: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(master).await?;
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM hubsync.checkpoints WHERE flow = $1 AND site LIKE $2",
+    )
+    .bind(flow)
+    .bind(site_pattern)
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    anyhow::ensure!(
+        stored == 0,
+        "the master holds {stored} checkpoints of flow `{flow}` for sites `{site_pattern}` before the push \
+         into empty tables: hubsync would re-read and upsert instead of loading"
+    );
+    Ok(())
 }
 
 /// The MySQL baseline for one database; returns rows written.

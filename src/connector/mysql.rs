@@ -123,12 +123,16 @@ impl MySqlConnector {
             .after_connect(move |conn, _meta| {
                 let sql = session_sql.clone();
                 Box::pin(async move {
-                    conn.execute(AssertSqlSafe(sql)).await?;
-                    // PostgreSQL's default: no gap locks, so two hubs (or two
-                    // sites' runs) inserting state rows side by side do not
-                    // deadlock as they do under REPEATABLE READ.
-                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .await?;
+                    // One round trip for both (the text protocol runs `;`-
+                    // separated statements; `execute` drains every result
+                    // and fails on the first error). Isolation: PostgreSQL's
+                    // default, no gap locks, so two hubs (or two sites' runs)
+                    // inserting state rows side by side do not deadlock as
+                    // they do under REPEATABLE READ.
+                    conn.execute(AssertSqlSafe(format!(
+                        "{sql}; SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+                    )))
+                    .await?;
                     Ok(())
                 })
             })
