@@ -431,7 +431,7 @@ fn a_sqlite_datetime_cursor_in_mixed_forms_is_read_by_instant() {
             "flow `sales` stream `sales` site `s1`: row (store_id, id) = (s1, 7): column `updated_at`: value \
              `yesterday` (text) is not a date-time; a cursor declared `DATETIME` is read by instant and must hold \
              `YYYY-MM-DD[ HH:MM[:SS[.SSS]]]` text (a space or `T` before the time, optionally `Z` or `±HH:MM` \
-             after it), a Julian day REAL or unix seconds INTEGER; correct the value at the source"
+             after it), or a number (a Julian day below 5373484.5, unix seconds above); correct the value at the source"
         ),
         "{}",
         out.stderr
@@ -500,4 +500,53 @@ fn the_site_reports_its_oldest_open_transaction_of_this_database() {
     assert!(clock.snapshot.is_some(), "the site's snapshot");
     assert!(held.finish("COMMIT;"));
     assert!(elsewhere.finish("COMMIT;"));
+}
+
+/// Reported by a trial: a Julian day written as a REAL without fraction
+/// into a SQLite `DATETIME` column is stored as an INTEGER (`NUMERIC`
+/// affinity). Read as unix seconds it stood for 1970-01-29, behind the
+/// checkpoint, and the row never arrived. Numbers are read as SQLite's
+/// `'auto'` reads them: 2461042 is Julian day 2026-01-01 12:00 UTC,
+/// 2461043 the next noon; 1767312000 (above the Julian range) is unix
+/// seconds, 2026-01-02 00:00 UTC.
+#[test]
+fn a_julian_day_stored_as_an_integer_in_a_sqlite_datetime_cursor_arrives() {
+    let master = pg_create_db("julian_master");
+    let fleet = Fleet::new();
+    let site = fleet.path("s1.db");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &site,
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, updated_at DATETIME NOT NULL);
+         INSERT INTO sales VALUES (1, 10, '2026-01-01 10:00:00'), (2, 20, 2461042.0);",
+    );
+    assert_eq!(
+        sqlite_query(&site, "SELECT typeof(updated_at) FROM sales WHERE id = 2"),
+        "integer"
+    );
+    fleet.write_config(&pull_config(
+        &master,
+        "sqlite://s1.db",
+        "updated_at",
+        "cursor_lag = \"0s\"",
+    ));
+    fleet.sync_ok(&[]);
+    let rows = "SELECT string_agg(id || ':' || qty || ':' || to_char(updated_at AT TIME ZONE 'UTC', \
+                'YYYY-MM-DD HH24:MI:SS'), ',' ORDER BY id) FROM sales";
+    assert_eq!(
+        psql(&master, rows),
+        "1:10:2026-01-01 10:00:00,2:20:2026-01-01 12:00:00"
+    );
+    sqlite_exec(
+        &site,
+        "INSERT INTO sales VALUES (3, 30, 2461043.0), (4, 40, 1767312000);",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(&master, rows),
+        "1:10:2026-01-01 10:00:00,2:20:2026-01-01 12:00:00,3:30:2026-01-02 12:00:00,4:40:2026-01-02 00:00:00"
+    );
 }

@@ -10,7 +10,8 @@
 //!
 //! A column declared a date or date-time type ([`is_date_time_type`]) may
 //! hold any form SQLite's date functions read: text with or without `T`,
-//! fraction or offset, a Julian day REAL, unix seconds INTEGER. Such a
+//! fraction or offset, a number (a Julian day below 5373484.5, else unix
+//! seconds, as SQLite's `'auto'` reads it). Such a
 //! cursor is ordered by instant (`Dialect::keyset_select`) and each of its
 //! values read as one ([`read_instant`]).
 //!
@@ -450,7 +451,7 @@ pub(super) async fn delete_on(
 
 /// The forms [`read_instant`] accepts, for messages.
 pub const INSTANT_FORMS: &str = "`YYYY-MM-DD[ HH:MM[:SS[.SSS]]]` text (a space or `T` before the time, \
-     optionally `Z` or `±HH:MM` after it), a Julian day REAL or unix seconds INTEGER";
+     optionally `Z` or `±HH:MM` after it), or a number (a Julian day below 5373484.5, unix seconds above)";
 
 /// True if a column declared `declared` holds dates or date-times: the
 /// declared type contains `DATE` (`DATE`, `DATETIME`) or starts with
@@ -479,8 +480,13 @@ const MAX_JD_MS: i64 = 464_269_060_799_999;
 ///   and after a time optionally `Z` or `±HH:MM`: a [`Value::Timestamp`]
 ///   without an offset (SQLite takes it as UTC), a [`Value::TimestampTz`]
 ///   with one;
-/// - a REAL: a Julian day number, to the millisecond (as SQLite keeps it);
-/// - an INTEGER: unix seconds (SQLite's `'unixepoch'`);
+/// - a number (INTEGER or REAL) as SQLite's `'auto'` modifier reads it: from
+///   0 to below 5,373,484.5 a Julian day number, otherwise unix seconds
+///   (from -210,866,760,000 to 253,402,300,799), to the millisecond as
+///   SQLite keeps it. A column of `NUMERIC` affinity (`DATETIME` is one)
+///   stores a Julian-day REAL without fraction (`2461042.0`) as an INTEGER,
+///   so reading every INTEGER as unix seconds would put such a row in
+///   January 1970, behind any checkpoint;
 ///
 /// each within years 0000 to 9999 (Julian days from 0, in 4713 BC). NULL
 /// stays NULL. `None` for anything else: other text (`yesterday`, `now`, a
@@ -490,24 +496,30 @@ pub fn read_instant(value: &Value) -> Option<Value> {
     match value {
         Value::Null => Some(Value::Null),
         Value::Text(text) => text_instant(text),
-        Value::Float(day) => {
-            // SQLite: iJD = (sqlite3_int64)(r * 86400000.0 + 0.5).
-            let scaled = day * 86_400_000.0 + 0.5;
-            if !(0.0..=MAX_JD_MS as f64).contains(&scaled) {
-                return None;
-            }
-            let millis = scaled as i64 - UNIX_EPOCH_JD_MS;
-            DateTime::<Utc>::from_timestamp_millis(millis).map(Value::TimestampTz)
-        }
-        Value::Int(seconds) => {
-            let millis = seconds.checked_mul(1000)?;
-            if !(-UNIX_EPOCH_JD_MS..=MAX_JD_MS - UNIX_EPOCH_JD_MS).contains(&millis) {
-                return None;
-            }
-            DateTime::<Utc>::from_timestamp(*seconds, 0).map(Value::TimestampTz)
-        }
+        Value::Float(number) => number_instant(*number),
+        // Every integer of either range is exact as a double.
+        Value::Int(number) => number_instant(*number as f64),
         _ => None,
     }
+}
+
+/// A numeric time value read with SQLite's `'auto'` modifier (SQLite
+/// `date.c`, `setRawDateNumber` and the `auto` case of `parseModifier`):
+/// a Julian day if `0 <= number < 5373484.5`, `iJD = (i64)(number *
+/// 86400000.0 + 0.5)`; otherwise unix seconds within years 0000-9999,
+/// `iJD = (i64)(number * 1000.0 + 210866760000000.0 + 0.5)`.
+fn number_instant(number: f64) -> Option<Value> {
+    let jd_millis = if (0.0..5_373_484.5).contains(&number) {
+        (number * 86_400_000.0 + 0.5) as i64
+    } else if (-(UNIX_EPOCH_JD_MS as f64) / 1000.0..=253_402_300_799.0).contains(&number) {
+        (number * 1000.0 + UNIX_EPOCH_JD_MS as f64 + 0.5) as i64
+    } else {
+        return None;
+    };
+    if !(0..=MAX_JD_MS).contains(&jd_millis) {
+        return None;
+    }
+    DateTime::<Utc>::from_timestamp_millis(jd_millis - UNIX_EPOCH_JD_MS).map(Value::TimestampTz)
 }
 
 /// The text forms of [`read_instant`].
@@ -705,6 +717,21 @@ mod tests {
             read_instant(&Value::Int(-1)),
             Some(utc("1969-12-31T23:59:59Z"))
         );
+        // Numbers as SQLite's 'auto' reads them: below 5,373,484.5 a Julian
+        // day (also when NUMERIC affinity made `2461042.0` an INTEGER),
+        // unix seconds otherwise.
+        assert_eq!(
+            read_instant(&Value::Int(2_461_042)),
+            Some(utc("2026-01-01T12:00:00Z"))
+        );
+        assert_eq!(
+            read_instant(&Value::Float(5_373_484.5)),
+            Some(utc("1970-03-04T04:38:04.500Z"))
+        );
+        assert_eq!(
+            read_instant(&Value::Float(-1.0)),
+            Some(utc("1969-12-31T23:59:59Z"))
+        );
         assert_eq!(read_instant(&Value::Null), Some(Value::Null));
         for refused in [
             "yesterday",
@@ -727,9 +754,8 @@ mod tests {
             assert_eq!(text(refused), None, "{refused:?}");
         }
         for refused in [
-            Value::Float(-1.0),
             Value::Float(f64::NAN),
-            Value::Float(5_373_484.5),
+            Value::Float(-210_866_760_001.0),
             Value::Int(253_402_300_800),
             Value::Int(i64::MAX),
             Value::Bytes(b"2026-11-29".to_vec()),
@@ -779,6 +805,13 @@ mod tests {
             Value::Text("9999-12-31 23:59:59.999".into()),
             Value::Float(2_461_374.062_5),
             Value::Float(0.0),
+            // A Julian day stored as an INTEGER (NUMERIC affinity): 2026-01-01 12:00.
+            Value::Int(2_461_042),
+            Value::Int(5_373_484),
+            // Past the Julian range: unix seconds (1970-03-04 04:38:05).
+            Value::Int(5_373_485),
+            // Unix seconds with a fraction, as a REAL.
+            Value::Float(1_767_225_600.25),
             Value::Int(1_795_960_800),
             Value::Int(-210_866_760_000),
             Value::Int(253_402_300_799),

@@ -260,13 +260,15 @@ impl Dialect {
     }
 
     /// SQLite: the instant `operand` (a column or a parameter) stands for,
-    /// as a Julian day: `julianday()` reads text and REAL (a Julian day)
-    /// values, and an INTEGER is taken as unix seconds (`'unixepoch'`;
-    /// `julianday()` alone would take it as a Julian day). NULL for a value
-    /// that is no date-time.
+    /// as a Julian day: `julianday()` reads text, and a number (INTEGER or
+    /// REAL) with the `'auto'` modifier: a Julian day from 0 to below
+    /// 5,373,484.5, unix seconds otherwise (SQLite 3.38+, "Date And Time
+    /// Functions"; the same rule as `connector::sqlite::read_instant`).
+    /// Text that spells a number is left to `julianday()` alone (hubsync
+    /// refuses it). NULL for a value that is no date-time.
     pub fn sqlite_instant(operand: &str) -> String {
         format!(
-            "(CASE typeof({operand}) WHEN 'integer' THEN julianday({operand}, 'unixepoch') \
+            "(CASE WHEN typeof({operand}) IN ('integer', 'real') THEN julianday({operand}, 'auto') \
              ELSE julianday({operand}) END)"
         )
     }
@@ -938,7 +940,7 @@ mod tests {
         };
         let instant = |operand: &str| {
             format!(
-                "(CASE typeof({operand}) WHEN 'integer' THEN julianday({operand}, 'unixepoch') \
+                "(CASE WHEN typeof({operand}) IN ('integer', 'real') THEN julianday({operand}, 'auto') \
                  ELSE julianday({operand}) END)"
             )
         };
