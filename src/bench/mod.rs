@@ -95,8 +95,8 @@ pub struct BenchOptions {
     /// login that may create and drop databases; `None` skips it).
     pub mysql_url: Option<String>,
     /// Site files / databases of the SQLite and MySQL push scenarios; the
-    /// shared-reads scenario uses 4 times as many SQLite files (0 skips
-    /// all three).
+    /// shared-reads scenario uses 4 times as many SQLite files (at least
+    /// 8; 0 skips all three).
     pub bulk_sites: usize,
     /// Folder for the SQLite site files.
     pub work_dir: PathBuf,
@@ -619,8 +619,10 @@ pub async fn run(options: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<B
             None,
             options.sites,
             format!(
-                "{changed_rows} rows changed ({:.1}% of the fleet); took {:.1}% of the full pull's time",
+                "{changed_rows} rows changed ({:.1}% of the fleet), {} read (the rest: re-read rows, the \
+                 cursor_lag overlap and late commits); took {:.1}% of the full pull's time",
                 100.0 * changed_rows as f64 / (total_rows + changed_rows / 2) as f64,
+                incremental.rows_read,
                 100.0 * incremental.seconds / full.seconds.max(1e-9)
             ),
         )

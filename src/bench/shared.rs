@@ -8,7 +8,8 @@
 //! Fleet: a PostgreSQL master `prices (sku, zone, price, version)` of
 //! [`ZONES`] zones x `rows` rows, where `rows` = `--push-rows` / [`ZONES`]
 //! capped at `--batch-size` (a shared read is kept only if it fits in one
-//! batch); `4 x --bulk-sites` SQLite site files, zones dealt round robin.
+//! batch); [`ZONES`] x `--bulk-sites` SQLite site files (at least 2 per
+//! zone, so that some read is shared), zones dealt round robin.
 //! Both flows are loaded first (not timed: an initial load has no
 //! checkpoint to share). Then every price changes and both flows push it,
 //! twice, in the order shared, apart, apart, shared, so neither side always
@@ -111,7 +112,7 @@ pub(super) async fn shared_push_reads(
     admin: &mut PgConnection,
     say: &dyn Fn(&str),
 ) -> anyhow::Result<Scenario> {
-    let site_count = ZONES * options.bulk_sites;
+    let site_count = ZONES * options.bulk_sites.max(2);
     let rows = (options.push_rows / ZONES as u64).clamp(1, options.batch_size as u64);
     say(&format!(
         "shared reads: {rows} changed prices per zone pushed to {site_count} SQLite sites in {ZONES} zones"

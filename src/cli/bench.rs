@@ -14,7 +14,8 @@ use crate::bench::{BenchOptions, BenchReport};
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Admin URL of the PostgreSQL server to build the fleet on (a login
-    /// that may create and drop databases; they are named `hubsync_bench_*`).
+    /// that may create and drop databases; they are named `<prefix>_*`,
+    /// by default `hubsync_bench_*`).
     /// `scripts/bench.sh` starts a throwaway server and passes it.
     #[arg(long, env = "HUBSYNC_BENCH_PG_URL", value_name = "URL")]
     pub pg_url: String,
@@ -39,9 +40,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub push_rows: u64,
     /// Rows of the one site table whose per-run cost of finding late
-    /// commits by transaction id is measured (0 skips it).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub late_rows: u64,
+    /// commits by transaction id is measured (0 skips it) [default: 10 x
+    /// `--rows`, at most 1,000,000].
+    #[arg(long)]
+    pub late_rows: Option<u64>,
     /// Delay added each way by the WAN scenario's proxy, in milliseconds (0 skips it).
     #[arg(long, default_value_t = 20)]
     pub wan_delay_ms: u64,
@@ -57,8 +59,8 @@ pub struct BenchArgs {
     #[arg(long, env = "HUBSYNC_BENCH_MYSQL_URL", value_name = "URL")]
     pub mysql_url: Option<String>,
     /// Site files / databases of the SQLite and MySQL push scenarios; the
-    /// shared-reads scenario pushes to 4 times as many SQLite files, in 4
-    /// zones (0 skips all three).
+    /// shared-reads scenario pushes to 4 times as many SQLite files (at
+    /// least 8), in 4 zones (0 skips all three).
     #[arg(long, default_value_t = 10)]
     pub bulk_sites: usize,
     /// Prefix of the databases the bench creates (and drops at the end unless `--keep`).
@@ -114,7 +116,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         noop_sqlite_sites: args.noop_sqlite_sites,
         replica_sites: args.replica_sites,
         push_rows: args.push_rows,
-        late_rows: args.late_rows,
+        late_rows: args
+            .late_rows
+            .unwrap_or_else(|| args.rows.saturating_mul(10).min(1_000_000)),
         wan_delay: Duration::from_millis(args.wan_delay_ms),
         parallelism: args.parallelism,
         batch_size: args.batch_size,
@@ -132,6 +136,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         report.cores, report.sites, report.rows_per_site, report.parallelism
     );
     println!("{}", table(&report));
+    println!(
+        "ratio: above 1 = hubsync did better than the scenario's baseline (see each line below for what is \
+         compared); stmts/site: statements (round trips) hubsync sent per site; peak RSS: the hub process's \
+         resident memory high-water mark during the scenario"
+    );
     for line in notes(&report) {
         println!("{line}");
     }
