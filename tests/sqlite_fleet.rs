@@ -774,6 +774,43 @@ fn a_failing_site_opens_its_circuit_and_is_retried_after_the_cooldown() {
     fleet.sync_ok(&["--flow", "sales", "--site", "s3"]);
 }
 
+/// Reported by a trial: once the cause is fixed, an operator need not wait
+/// for the cool-down. The circuit is open for an hour; `sync` still skips
+/// the pair, `sync --ignore-circuit` runs it, and its success closes the
+/// circuit, so a plain `sync` runs it again.
+#[test]
+fn sync_ignore_circuit_runs_a_pair_whose_circuit_is_open() {
+    let fleet = Fleet::new();
+    build(&fleet, 1000);
+    fleet.write_config(&with_site_s3(
+        &config(1000, "B"),
+        "connect_retries = 0\ncircuit_breaker_failures = 2\ncircuit_breaker_cooldown = \"1h\"",
+    ));
+    for _ in 0..2 {
+        let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+    }
+    sqlite_exec(&fleet.path("s3.db"), STORE_SCHEMA);
+    sqlite_exec(
+        &fleet.path("s3.db"),
+        "INSERT INTO sales VALUES (1, 'fig', 1, '0.90', '2026-01-02T09:00:00.000000Z');",
+    );
+    let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("circuit open after 2 consecutive failed runs"),
+        "{}",
+        out.stdout
+    );
+    fleet.sync_ok(&["--flow", "sales", "--site", "s3", "--ignore-circuit"]);
+    let rows = "SELECT store_id || '|' || id || '|' || sku FROM sales WHERE store_id = 's3'";
+    assert_eq!(sqlite_query(&fleet.path("master.db"), rows), "s3|1|fig");
+    let out = fleet.sync_ok(&["--flow", "sales", "--site", "s3"]);
+    assert!(!out.stdout.contains("circuit open"), "{}", out.stdout);
+    assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
+}
+
 /// A connection failure is retried with backoff: a site whose file appears
 /// during the first back-off wait syncs in the same run.
 #[test]

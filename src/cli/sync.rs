@@ -28,6 +28,11 @@ pub struct SyncArgs {
     /// skipped, which is not a failure).
     #[arg(long)]
     pub ignore_window: bool,
+    /// Also work flow/site pairs whose circuit breaker is open (after
+    /// fixing what made them fail; by default they are skipped until the
+    /// cool-down ends). A success closes the circuit.
+    #[arg(long)]
+    pub ignore_circuit: bool,
 }
 
 /// Chooses flows and sites by name; unknown names are usage errors that list
@@ -191,6 +196,7 @@ pub(super) async fn run(
     let options = SyncOptions {
         dry_run: args.dry_run,
         ignore_window: args.ignore_window,
+        ignore_circuit: args.ignore_circuit,
         splay: false,
     };
     let reports = sync_flows(&hub, &flows, &sites, options, &progress).await;

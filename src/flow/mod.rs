@@ -75,6 +75,10 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Work sites outside the flow's `window` too (an operator's manual sync).
     pub ignore_window: bool,
+    /// Work pairs whose circuit is open too (an operator who fixed the cause
+    /// and does not want to wait for the cool-down). A success closes the
+    /// circuit, as always.
+    pub ignore_circuit: bool,
     /// Start each site at its splay offset (`Flow::splay`; scheduled passes).
     pub splay: bool,
 }

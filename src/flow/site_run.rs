@@ -100,6 +100,9 @@ impl SiteRun<'_> {
             return Some(refusal);
         }
         self.progress.site_started(&self.flow.name, &self.site.id);
+        if self.options.ignore_circuit {
+            return None;
+        }
         let (until, streak) = (self.hub)
             .circuit_open_until(self.flow, self.site, suspects)
             .await?;
