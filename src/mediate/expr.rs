@@ -1058,6 +1058,11 @@ fn decimal_text(value: &Decimal) -> String {
 /// infinities, and numbers past 28 significant digits, are refused.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, String> {
     use std::str::FromStr as _;
+    // Untrimmed first: a stored decimal has no spaces, and `trim` looks
+    // at Unicode whitespace; the result is the same either way.
+    if let Ok(exact) = Decimal::from_str_exact(text) {
+        return Ok(exact);
+    }
     let trimmed = text.trim();
     Decimal::from_str_exact(trimmed)
         .or_else(|_| Decimal::from_scientific(trimmed))
@@ -1243,10 +1248,10 @@ fn binary<'a>(
     } else {
         "a value"
     };
-    if left.kind() == "null" {
+    if matches!(left, Val::Null) {
         return Err(null_operand(left_node, what));
     }
-    if right.kind() == "null" {
+    if matches!(right, Val::Null) {
         return Err(null_operand(right_node, what));
     }
     if op.arithmetic() {
@@ -1331,6 +1336,9 @@ fn equal(left: &Val<'_>, right: &Val<'_>) -> bool {
         (Val::Null, Val::Null) => true,
         (Val::Null, _) | (_, Val::Null) => false,
         (Val::Other(a), Val::Other(b)) => a == b,
+        // The common cases without ordering (text compares its length first).
+        (Val::Str(a), Val::Str(b)) => a == b,
+        (Val::Int(a), Val::Int(b)) => a == b,
         _ => compare(left, right) == Some(std::cmp::Ordering::Equal),
     }
 }
