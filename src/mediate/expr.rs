@@ -1114,8 +1114,15 @@ struct Eval<'a> {
 }
 
 impl<'a> Eval<'a> {
+    /// The value of `node`. The arms a bound expression meets at every
+    /// row (columns, constants, operators, calls) are here; the others
+    /// are in [`Eval::rare`], out of line, so that this recursive function
+    /// stays small.
     fn node(&self, node: &'a Node) -> Result<Val<'a>, String> {
         Ok(match node {
+            Node::Column(at, name, ty) => Val::of_column(&self.row[*at], *ty)
+                .map_err(|why| format!("column `{name}`: {why}"))?,
+            Node::Const(value) => value.borrowed(),
             Node::Lit(lit) => match lit {
                 Lit::Null => Val::Null,
                 Lit::Bool(b) => Val::Bool(*b),
@@ -1124,9 +1131,31 @@ impl<'a> Eval<'a> {
                 Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
                 Lit::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
             },
-            Node::Column(at, name, ty) => Val::of_column(&self.row[*at], *ty)
-                .map_err(|why| format!("column `{name}`: {why}"))?,
-            Node::Const(value) => value.borrowed(),
+            Node::Binary(op, left, right) => {
+                let l = self.node(left)?;
+                let r = self.node(right)?;
+                binary(*op, l, r, left, right)?
+            }
+            Node::And(left, right) => {
+                Val::Bool(self.boolean(left, "&&")? && self.boolean(right, "&&")?)
+            }
+            Node::Call(func, args) => {
+                // At most two arguments: no vector per call and row.
+                let first = self.node(&args[0])?;
+                let second = match args.get(1) {
+                    Some(arg) => self.node(arg)?,
+                    None => Val::Null,
+                };
+                call(*func, first, &second, args)?
+            }
+            _ => self.rare(node)?,
+        })
+    }
+
+    /// [`Eval::node`]'s other arms.
+    #[inline(never)]
+    fn rare(&self, node: &'a Node) -> Result<Val<'a>, String> {
+        Ok(match node {
             Node::Zone(name, _) => Val::Str(Cow::Borrowed(name)),
             Node::SiteId => Val::Str(Cow::Borrowed(&self.scope.site_id)),
             Node::SiteTag(tag) => match self.scope.site_tags.get(tag) {
@@ -1144,14 +1173,6 @@ impl<'a> Eval<'a> {
             Node::RunFlow => Val::Str(Cow::Borrowed(&self.scope.flow)),
             Node::Not(inner) => Val::Bool(!self.boolean(inner, "!")?),
             Node::Neg(inner) => negate(self.node(inner)?, inner)?,
-            Node::Binary(op, left, right) => {
-                let l = self.node(left)?;
-                let r = self.node(right)?;
-                binary(*op, l, r, left, right)?
-            }
-            Node::And(left, right) => {
-                Val::Bool(self.boolean(left, "&&")? && self.boolean(right, "&&")?)
-            }
             Node::Or(left, right) => {
                 Val::Bool(self.boolean(left, "||")? || self.boolean(right, "||")?)
             }
@@ -1173,15 +1194,13 @@ impl<'a> Eval<'a> {
                 }
                 Val::Bool(found)
             }
-            Node::Call(func, args) => {
-                // At most two arguments: no vector per call and row.
-                let first = self.node(&args[0])?;
-                let second = match args.get(1) {
-                    Some(arg) => self.node(arg)?,
-                    None => Val::Null,
-                };
-                call(*func, first, &second, args)?
-            }
+            // The hot arms are `node`'s.
+            Node::Column(..)
+            | Node::Const(_)
+            | Node::Lit(_)
+            | Node::Binary(..)
+            | Node::And(..)
+            | Node::Call(..) => self.node(node)?,
         })
     }
 
