@@ -327,7 +327,7 @@ fn an_unknown_column_is_not_listed_among_the_source_columns() {
          does not exist (code 42703)",
     ] {
         assert!(
-            out.stdout.contains(&expected),
+            out.stdout.contains(expected),
             "missing `{expected}` in:\n{}",
             out.stdout
         );

@@ -77,6 +77,17 @@ pub(crate) struct MappedBatch {
     pub(crate) filtered: u64,
 }
 
+/// A batch's target rows after the stream's filter and computations
+/// ([`MappingPlan::transform_and_map`]).
+struct TransformedRows {
+    /// Target rows, in `target_columns` order.
+    rows: Vec<Vec<Value>>,
+    /// Their soft-delete flags (`None` without `delete_column`).
+    flags: Option<Vec<bool>>,
+    /// Source rows the filter dropped.
+    filtered: u64,
+}
+
 /// Where a target value comes from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum MapSource {
@@ -428,17 +439,13 @@ impl MappingPlan {
     /// [`MappingPlan::map_rows`]): a row the filter rejects is dropped; a
     /// kept row's computed values are evaluated into a buffer reused for
     /// the whole batch, then moved with its source values into the target
-    /// row. Returns (target rows, their soft-delete flags as
-    /// [`MappingPlan::deleted_flags`] gives them, rows dropped).
+    /// row. Returns the target rows, their soft-delete flags as
+    /// [`MappingPlan::deleted_flags`] gives them, and the rows dropped.
     ///
     /// Errors: [`MapError::Plan`] if the stream computes columns but
     /// [`MappingPlan::with_transforms`] was not called;
     /// [`MapError::Row`] naming the row's key, the expression and why.
-    fn transform_and_map(
-        &self,
-        batch: Batch,
-        site_id: &str,
-    ) -> Result<(Vec<Vec<Value>>, Option<Vec<bool>>, u64), MapError> {
+    fn transform_and_map(&self, batch: Batch, site_id: &str) -> Result<TransformedRows, MapError> {
         let Some(transforms) = &self.transforms else {
             if self.computed_count() > 0 {
                 return Err(MapError::Plan(
@@ -446,7 +453,12 @@ impl MappingPlan {
                 ));
             }
             let flags = self.deleted_flags(&batch);
-            return Ok((self.map_rows(batch, site_id), flags, 0));
+            let rows = self.map_rows(batch, site_id);
+            return Ok(TransformedRows {
+                rows,
+                flags,
+                filtered: 0,
+            });
         };
         let last_use = self.last_uses();
         let before = batch.rows.len();
@@ -476,8 +488,12 @@ impl MappingPlan {
             }
             rows.push(self.target_row(&mut row, &mut computed, &last_use, site_id));
         }
-        let dropped = (before - rows.len()) as u64;
-        Ok((rows, flags, dropped))
+        let filtered = (before - rows.len()) as u64;
+        Ok(TransformedRows {
+            rows,
+            flags,
+            filtered,
+        })
     }
 
     /// One target row, its values moved out of `row` (a source column's
@@ -588,7 +604,11 @@ impl MappingPlan {
         } else {
             batch.columns.clone()
         };
-        let (mut rows, flags, filtered) = self.transform_and_map(batch, site_id)?;
+        let TransformedRows {
+            mut rows,
+            flags,
+            filtered,
+        } = self.transform_and_map(batch, site_id)?;
         self.check_unique_keys(&rows)?;
         let zero_date_columns = self.zero_date_columns(fixes.source_dialect, fixes.described);
         if !zero_date_columns.is_empty() {
