@@ -1120,9 +1120,20 @@ impl<'a> Eval<'a> {
     /// stays small.
     fn node(&self, node: &'a Node) -> Result<Val<'a>, String> {
         Ok(match node {
+            Node::Column(at, name, ty) => Val::of_column(&self.row[*at], *ty)
+                .map_err(|why| format!("column `{name}`: {why}"))?,
+            Node::Const(value) => value.borrowed(),
+            Node::Lit(lit) => match lit {
+                Lit::Null => Val::Null,
+                Lit::Bool(b) => Val::Bool(*b),
+                Lit::Int(i) => Val::Int(*i),
+                Lit::Double(d) => Val::Double(*d),
+                Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
+                Lit::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
+            },
             Node::Binary(op, left, right) => {
-                let l = self.operand(left)?;
-                let r = self.operand(right)?;
+                let l = self.node(left)?;
+                let r = self.node(right)?;
                 binary(*op, l, r, left, right)?
             }
             Node::And(left, right) => {
@@ -1130,39 +1141,15 @@ impl<'a> Eval<'a> {
             }
             Node::Call(func, args) => {
                 // At most two arguments: no vector per call and row.
-                let first = self.operand(&args[0])?;
+                let first = self.node(&args[0])?;
                 let second = match args.get(1) {
-                    Some(arg) => self.operand(arg)?,
+                    Some(arg) => self.node(arg)?,
                     None => Val::Null,
                 };
                 call(*func, first, &second, args)?
             }
-            Node::Column(..) | Node::Const(_) | Node::Lit(_) => self.operand(node)?,
             _ => self.rare(node)?,
         })
-    }
-
-    /// The value of an operand: a column, a constant or a literal is read
-    /// here, inline in the operator that needs it (no recursive call and
-    /// no result moved through memory, the evaluator's main cost per
-    /// node); any other node goes to [`Eval::node`].
-    #[inline(always)]
-    fn operand(&self, node: &'a Node) -> Result<Val<'a>, String> {
-        match node {
-            Node::Column(at, name, ty) => {
-                Val::of_column(&self.row[*at], *ty).map_err(|why| format!("column `{name}`: {why}"))
-            }
-            Node::Const(value) => Ok(value.borrowed()),
-            Node::Lit(lit) => Ok(match lit {
-                Lit::Null => Val::Null,
-                Lit::Bool(b) => Val::Bool(*b),
-                Lit::Int(i) => Val::Int(*i),
-                Lit::Double(d) => Val::Double(*d),
-                Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
-                Lit::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
-            }),
-            _ => self.node(node),
-        }
     }
 
     /// [`Eval::node`]'s other arms.
