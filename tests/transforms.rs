@@ -292,3 +292,96 @@ direction = "push"
          fig|-0.05|s1:FIG|2026-01-02T09:00:02.000000Z"
     );
 }
+
+/// Regression: with a `columns` mapping the stream selects the columns its
+/// expressions read, and SQLite takes a double-quoted name it does not know
+/// for a text literal, so the misspelt `amount_cent` came back as a source
+/// column and was listed among the columns the source returns.
+#[test]
+fn an_unknown_column_is_not_listed_among_the_source_columns() {
+    let master = pg_create_db("tf_unknown_master");
+    psql(&master, MASTER_SALES);
+    let pg_site = pg_create_db("tf_unknown_site");
+    psql(&pg_site, PG_SITE_SALES);
+    let fleet = Fleet::new();
+    sqlite_exec(&fleet.path("s1.db"), SQLITE_SALES);
+    let sites = site("s1", "sqlite://s1.db", "Europe/Paris", "north")
+        + &site("s2", &pg_site, "America/New_York", "south");
+    let mapped = r#"columns = { id = "id", status = "status", updated_at = "updated_at" }"#;
+    let wrong = r#"[flow.stream.compute]
+  amount = "decimal(row.amount_cent) / 100"
+  sold_at = "timestamp_utc(row.sold_at, site.tags.timezone)"
+  region = "site.tags.region"
+  source = "'pos'""#;
+    fleet.write_config(&config(&master, &sites, mapped, wrong));
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    // The stream reads the mapped columns, the keyset and the columns its
+    // expressions name (`amount_cent`, which s1 lacks, and `sold_at`);
+    // PostgreSQL refuses the misspelt name itself.
+    for expected in [
+        "problem: flow `sales` stream `sales` site `s1`: `compute.amount`: expression \
+         `decimal(row.amount_cent) / 100`: column `amount_cent` not found; the source returns: \
+         `id`, `status`, `updated_at`, `sold_at`",
+        "problem: flow `sales` stream `sales` site `s2`: site source: table `sales`: column \"amount_cent\" \
+         does not exist (code 42703)",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing `{expected}` in:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn check_warns_of_expressions_reading_sqlite_decimals() {
+    let master = pg_create_db("tf_decimal_master");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text NOT NULL, id bigint NOT NULL, amount numeric(12,2) NOT NULL,
+           status text NOT NULL, updated_at text NOT NULL, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, amount NUMERIC(12,2), price DECIMAL(10,2), qty INTEGER,
+           status TEXT NOT NULL, updated_at TEXT NOT NULL);",
+    );
+    let sites = site("s1", "sqlite://s1.db", "Europe/Paris", "north");
+    let transforms = r#"filter = "row.price > 0 && row.qty > 0"
+  [flow.stream.compute]
+  amount = "row.amount + row.price * row.qty""#;
+    fleet.write_config(&config(&master, &sites, "", transforms));
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let what_to_do = "which stores such a value with a fraction as a double: the expression may refuse it or \
+         compute with a rounded value; declare the column TEXT (the exact digits) or INTEGER (cents, e.g. \
+         `amount_cents`), or cast it to one of those in the stream's `query`";
+    let place = "warning: flow `sales` stream `sales` site `s1`: ";
+    let warnings: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("declared"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "{place}`compute.amount`: expression `row.amount + row.price * row.qty` reads column `amount`, \
+                 declared `NUMERIC(12,2)` in SQLite, {what_to_do}"
+            ),
+            format!(
+                "{place}`compute.amount`: expression `row.amount + row.price * row.qty` reads column `price`, \
+                 declared `DECIMAL(10,2)` in SQLite, {what_to_do}"
+            ),
+            format!(
+                "{place}`filter`: expression `row.price > 0 && row.qty > 0` reads column `price`, \
+                 declared `DECIMAL(10,2)` in SQLite, {what_to_do}"
+            ),
+        ],
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}

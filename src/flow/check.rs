@@ -252,6 +252,9 @@ async fn check_stream(
         target_dialect: target.dialect(),
     };
     check.transforms(site, flow, &sides);
+    if source.dialect() == Dialect::Sqlite {
+        check.sqlite_decimal_reads(source, &resolved).await;
+    }
     let schema_problems = super::plan::schema_problems(
         stream,
         flow.direction,
@@ -444,6 +447,55 @@ impl<'a> StreamCheck<'a> {
             self.findings
                 .problems
                 .extend(problems.lines().map(str::to_string));
+        }
+    }
+
+    /// Warns, for each expression of the stream (`compute`, `filter`,
+    /// `when`, a route's `when`) reading a column of a SQLite `source`
+    /// declared NUMERIC or DECIMAL (`NUMERIC(12,2)`: a `decimal` to
+    /// [`Ty::of_sql`]; the declared type is found through the column's
+    /// table, as the driver describes such a column as `NULL`): SQLite
+    /// stores such a value with a fraction as a double
+    /// (<https://sqlite.org/datatype3.html>, NUMERIC affinity), so the
+    /// expression may refuse it or compute with a rounded value. One
+    /// warning per (expression, column), naming both and what to do; a
+    /// declared type that cannot be read gives none.
+    ///
+    /// [`Ty::of_sql`]: crate::mediate::expr::Ty::of_sql
+    async fn sqlite_decimal_reads(&mut self, source: &Connector, resolved: &ResolvedSource) {
+        use crate::mediate::expr::{Ty, referenced_columns};
+        let stream = self.stream;
+        let keyset = stream.keyset_source_columns();
+        let probe = resolved.keyset_select(source.dialect(), &keyset, None, None, Some(1));
+        let mut expressions: Vec<(String, &str)> = (stream.compute.iter())
+            .map(|(column, text)| (format!("`compute.{column}`"), text.as_str()))
+            .collect();
+        expressions.extend(
+            stream
+                .filter
+                .as_deref()
+                .map(|t| ("`filter`".to_string(), t)),
+        );
+        expressions.extend(stream.when.as_deref().map(|t| ("`when`".to_string(), t)));
+        for route in &stream.routes {
+            if let Some(text) = &route.when {
+                expressions.push((format!("route to `{}`: `when`", route.system), text));
+            }
+        }
+        for (place, text) in expressions {
+            for column in referenced_columns(text).unwrap_or_default() {
+                let Ok(Some(type_name)) = source.declared_type(&probe, &column).await else {
+                    continue;
+                };
+                if Ty::of_sql(&type_name) == Ty::Decimal {
+                    self.findings.warnings.push(format!(
+                        "{place}: expression `{text}` reads column `{column}`, declared `{type_name}` in SQLite, \
+                         which stores such a value with a fraction as a double: the expression may refuse it \
+                         or compute with a rounded value; declare the column TEXT (the exact digits) or \
+                         INTEGER (cents, e.g. `amount_cents`), or cast it to one of those in the stream's `query`"
+                    ));
+                }
+            }
         }
     }
 

@@ -79,6 +79,9 @@ impl ResolvedSource {
             .describe_query(&probe)
             .await
             .map_err(|e| RunError::connector(&what, &e))?;
+        if source.dialect() == crate::dialect::Dialect::Sqlite {
+            resolved.drop_sqlite_literal_columns();
+        }
         let text_columns: Vec<String> = resolved
             .described
             .iter()
@@ -108,6 +111,32 @@ impl ResolvedSource {
                 .map_err(|e| RunError::connector(&what, &e))?;
         }
         Ok(resolved)
+    }
+
+    /// SQLite takes a double-quoted name that is no column of the source
+    /// for a text literal (<https://sqlite.org/quirks.html#dblquote>) and
+    /// names that result column by its quoted text: a selected name the
+    /// source lacks comes back as a column `"name"` whose every value is
+    /// the text `name`. Drops each such name from the select list and the
+    /// described columns, so that whatever reads it (a `columns` mapping,
+    /// an expression) reports the column as missing, listing only the
+    /// columns the source has, instead of reading the name as a value.
+    fn drop_sqlite_literal_columns(&mut self) {
+        let Some(columns) = &mut self.columns else {
+            return;
+        };
+        let described_names: Vec<&str> = self.described.iter().map(|(n, _)| n.as_str()).collect();
+        let literals: Vec<(String, String)> = columns
+            .iter()
+            .map(|name| (name.clone(), format!("\"{}\"", name.replace('"', "\"\""))))
+            .filter(|(name, quoted)| {
+                !described_names.contains(&name.as_str())
+                    && described_names.contains(&quoted.as_str())
+            })
+            .collect();
+        columns.retain(|name| !literals.iter().any(|(missing, _)| missing == name));
+        self.described
+            .retain(|(name, _)| !literals.iter().any(|(_, quoted)| quoted == name));
     }
 
     /// SQLite: the cursor's declared type if it is a date/time type, found

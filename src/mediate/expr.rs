@@ -393,6 +393,12 @@ enum Node {
     Cond(Box<Node>, Box<Node>, Box<Node>),
     In(Box<Node>, Vec<Node>),
     Call(Func, Vec<Node>),
+    /// A subtree that reads no row value, evaluated once in the scope of
+    /// a (run, site) by [`Expr::bound`].
+    Const(Val<'static>),
+    /// A constant time zone argument (name, zone), parsed once by
+    /// [`Expr::bound`].
+    Zone(String, chrono_tz::Tz),
 }
 
 /// The names the compiler resolves against: the source's columns and
@@ -498,11 +504,88 @@ impl Expr {
         }
     }
 
+    /// This expression bound to `scope`, for evaluating many rows in it
+    /// (one stream run at one site): every subtree that reads no row
+    /// value (`site.id`, `site.tags.x`, `run.*`, literals and operations
+    /// on them only) is evaluated once, and a constant time zone argument
+    /// of `timestamp_utc`/`local_time` parsed once. A subtree whose
+    /// evaluation fails (a missing tag, a division by zero) is kept as it
+    /// is, so a row fails with the same message as before; so is
+    /// `run.started_at` without a run start (the clock at each row).
+    ///
+    /// The result must be evaluated with `scope` only: the folded values
+    /// are `scope`'s.
+    pub(crate) fn bound(&self, scope: &ExprScope) -> Expr {
+        Expr {
+            text: self.text.clone(),
+            root: fold(self.root.clone(), scope),
+            ty: self.ty,
+            tags: self.tags.clone(),
+        }
+    }
+
     fn error(&self, reason: String) -> EvalError {
         EvalError {
             expression: self.text.clone(),
             reason,
         }
+    }
+}
+
+/// `node` with its row-free subtrees evaluated in `scope` (see
+/// [`Expr::bound`]), children first.
+fn fold(node: Node, scope: &ExprScope) -> Node {
+    let each = |inner: Box<Node>| Box::new(fold(*inner, scope));
+    let node = match node {
+        Node::Not(inner) => Node::Not(each(inner)),
+        Node::Neg(inner) => Node::Neg(each(inner)),
+        Node::Binary(op, left, right) => Node::Binary(op, each(left), each(right)),
+        Node::And(left, right) => Node::And(each(left), each(right)),
+        Node::Or(left, right) => Node::Or(each(left), each(right)),
+        Node::Cond(test, then, otherwise) => Node::Cond(each(test), each(then), each(otherwise)),
+        Node::In(needle, items) => Node::In(
+            each(needle),
+            items.into_iter().map(|item| fold(item, scope)).collect(),
+        ),
+        Node::Call(func, args) => {
+            let mut args: Vec<Node> = args.into_iter().map(|arg| fold(arg, scope)).collect();
+            if matches!(func, Func::TimestampUtc | Func::LocalTime)
+                && let Some(Node::Const(Val::Str(name))) = args.get(1)
+                && let Ok(zone) = name.parse::<chrono_tz::Tz>()
+            {
+                args[1] = Node::Zone(name.to_string(), zone);
+            }
+            Node::Call(func, args)
+        }
+        leaf => leaf,
+    };
+    if !foldable(&node, scope) {
+        return node;
+    }
+    match (Eval { row: &[], scope }).node(&node) {
+        Ok(value) => Node::Const(value.into_static()),
+        Err(_) => node,
+    }
+}
+
+/// Whether `node` (its children folded) reads no row value and is worth
+/// evaluating once: a `site`/`run` variable, or an operation whose
+/// operands are all constants.
+fn foldable(node: &Node, scope: &ExprScope) -> bool {
+    let constant = |n: &Node| matches!(n, Node::Lit(_) | Node::Const(_) | Node::Zone(..));
+    match node {
+        Node::Lit(_) | Node::Const(_) | Node::Zone(..) | Node::Column(..) => false,
+        Node::SiteId | Node::SiteTag(_) | Node::RunFlow => true,
+        Node::RunStartedAt => scope.run_started_at.is_some(),
+        Node::Not(inner) | Node::Neg(inner) => constant(inner),
+        Node::Binary(_, left, right) | Node::And(left, right) | Node::Or(left, right) => {
+            constant(left) && constant(right)
+        }
+        Node::Cond(test, then, otherwise) => {
+            constant(test) && constant(then) && constant(otherwise)
+        }
+        Node::In(needle, items) => constant(needle) && items.iter().all(constant),
+        Node::Call(_, args) => args.iter().all(constant),
     }
 }
 
@@ -849,13 +932,41 @@ impl<'a> Val<'a> {
         }
     }
 
+    /// The value with no borrow left (a folded constant's).
+    fn into_static(self) -> Val<'static> {
+        match self {
+            Val::Null => Val::Null,
+            Val::Bool(b) => Val::Bool(b),
+            Val::Int(i) => Val::Int(i),
+            Val::Double(d) => Val::Double(d),
+            Val::Decimal(d) => Val::Decimal(d),
+            Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
+            Val::Bytes(b) => Val::Bytes(Cow::Owned(b.into_owned())),
+            Val::Timestamp(t) => Val::Timestamp(t),
+            Val::Local(t) => Val::Local(t),
+            Val::Date(d) => Val::Date(d),
+            Val::Other(v) => Val::Other(Cow::Owned(v.into_owned())),
+        }
+    }
+
+    /// The value borrowing its text and bytes from `self` (a folded
+    /// constant read at each row without copying).
+    fn borrowed(&self) -> Val<'_> {
+        match self {
+            Val::Str(s) => Val::Str(Cow::Borrowed(s.as_ref())),
+            Val::Bytes(b) => Val::Bytes(Cow::Borrowed(b.as_ref())),
+            Val::Other(v) => Val::Other(Cow::Borrowed(v.as_ref())),
+            other => other.clone(),
+        }
+    }
+
     fn into_value(self) -> Value {
         match self {
             Val::Null => Value::Null,
             Val::Bool(b) => Value::Bool(b),
             Val::Int(i) => Value::Int(i),
             Val::Double(d) => Value::Float(d),
-            Val::Decimal(d) => Value::Numeric(d.to_string()),
+            Val::Decimal(d) => Value::Numeric(decimal_text(&d)),
             Val::Str(s) => Value::Text(s.into_owned()),
             Val::Bytes(b) => Value::Bytes(b.into_owned()),
             Val::Timestamp(t) => Value::TimestampTz(t),
@@ -895,10 +1006,63 @@ impl<'a> Val<'a> {
     }
 }
 
+/// `value` as text exactly as its `Display` writes it (`-0.05`, `19.99`,
+/// `1000.00`, `0`; a negative zero keeps its sign, as `rust_decimal`'s
+/// `to_str_internal` does), in one allocation of the exact size and
+/// without the formatting machinery: each computed decimal of a row goes
+/// through here.
+fn decimal_text(value: &Decimal) -> String {
+    const WIDTH: usize = 40; // 2^96 has 29 digits; a scale is at most 28
+    let mut digits = [b'0'; WIDTH];
+    let mut start = WIDTH;
+    let mantissa = value.mantissa().unsigned_abs();
+    if let Ok(mut small) = u64::try_from(mantissa) {
+        while small > 0 {
+            start -= 1;
+            digits[start] = b'0' + (small % 10) as u8;
+            small /= 10;
+        }
+    } else {
+        let mut large = mantissa;
+        while large > 0 {
+            start -= 1;
+            digits[start] = b'0' + (large % 10) as u8;
+            large /= 10;
+        }
+    }
+    let scale = value.scale() as usize;
+    // Leading zeros of the fraction ([b'0'; WIDTH] holds them already).
+    start = start.min(WIDTH - scale);
+    let whole = WIDTH - scale;
+    let mut text = String::with_capacity(WIDTH - start + 3);
+    if value.is_sign_negative() {
+        text.push('-');
+    }
+    // ASCII digits only: the conversion cannot fail.
+    fn ascii(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+    if whole == start {
+        text.push('0');
+    } else {
+        text.push_str(ascii(&digits[start..whole]));
+    }
+    if scale > 0 {
+        text.push('.');
+        text.push_str(ascii(&digits[whole..]));
+    }
+    text
+}
+
 /// Parses decimal text exactly (`-12.50` keeps its scale); `NaN` and
 /// infinities, and numbers past 28 significant digits, are refused.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, String> {
     use std::str::FromStr as _;
+    // Untrimmed first: a stored decimal has no spaces, and `trim` looks
+    // at Unicode whitespace; the result is the same either way.
+    if let Ok(exact) = Decimal::from_str_exact(text) {
+        return Ok(exact);
+    }
     let trimmed = text.trim();
     Decimal::from_str_exact(trimmed)
         .or_else(|_| Decimal::from_scientific(trimmed))
@@ -950,8 +1114,15 @@ struct Eval<'a> {
 }
 
 impl<'a> Eval<'a> {
+    /// The value of `node`. The arms a bound expression meets at every
+    /// row (columns, constants, operators, calls) are here; the others
+    /// are in [`Eval::rare`], out of line, so that this recursive function
+    /// stays small.
     fn node(&self, node: &'a Node) -> Result<Val<'a>, String> {
         Ok(match node {
+            Node::Column(at, name, ty) => Val::of_column(&self.row[*at], *ty)
+                .map_err(|why| format!("column `{name}`: {why}"))?,
+            Node::Const(value) => value.borrowed(),
             Node::Lit(lit) => match lit {
                 Lit::Null => Val::Null,
                 Lit::Bool(b) => Val::Bool(*b),
@@ -960,8 +1131,32 @@ impl<'a> Eval<'a> {
                 Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
                 Lit::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
             },
-            Node::Column(at, name, ty) => Val::of_column(&self.row[*at], *ty)
-                .map_err(|why| format!("column `{name}`: {why}"))?,
+            Node::Binary(op, left, right) => {
+                let l = self.node(left)?;
+                let r = self.node(right)?;
+                binary(*op, l, r, left, right)?
+            }
+            Node::And(left, right) => {
+                Val::Bool(self.boolean(left, "&&")? && self.boolean(right, "&&")?)
+            }
+            Node::Call(func, args) => {
+                // At most two arguments: no vector per call and row.
+                let first = self.node(&args[0])?;
+                let second = match args.get(1) {
+                    Some(arg) => self.node(arg)?,
+                    None => Val::Null,
+                };
+                call(*func, first, &second, args)?
+            }
+            _ => self.rare(node)?,
+        })
+    }
+
+    /// [`Eval::node`]'s other arms.
+    #[inline(never)]
+    fn rare(&self, node: &'a Node) -> Result<Val<'a>, String> {
+        Ok(match node {
+            Node::Zone(name, _) => Val::Str(Cow::Borrowed(name)),
             Node::SiteId => Val::Str(Cow::Borrowed(&self.scope.site_id)),
             Node::SiteTag(tag) => match self.scope.site_tags.get(tag) {
                 Some(value) => Val::Str(Cow::Borrowed(value)),
@@ -978,14 +1173,6 @@ impl<'a> Eval<'a> {
             Node::RunFlow => Val::Str(Cow::Borrowed(&self.scope.flow)),
             Node::Not(inner) => Val::Bool(!self.boolean(inner, "!")?),
             Node::Neg(inner) => negate(self.node(inner)?, inner)?,
-            Node::Binary(op, left, right) => {
-                let l = self.node(left)?;
-                let r = self.node(right)?;
-                binary(*op, l, r, left, right)?
-            }
-            Node::And(left, right) => {
-                Val::Bool(self.boolean(left, "&&")? && self.boolean(right, "&&")?)
-            }
             Node::Or(left, right) => {
                 Val::Bool(self.boolean(left, "||")? || self.boolean(right, "||")?)
             }
@@ -1007,15 +1194,13 @@ impl<'a> Eval<'a> {
                 }
                 Val::Bool(found)
             }
-            Node::Call(func, args) => {
-                // At most two arguments: no vector per call and row.
-                let first = self.node(&args[0])?;
-                let second = match args.get(1) {
-                    Some(arg) => self.node(arg)?,
-                    None => Val::Null,
-                };
-                call(*func, first, &second, args)?
-            }
+            // The hot arms are `node`'s.
+            Node::Column(..)
+            | Node::Const(_)
+            | Node::Lit(_)
+            | Node::Binary(..)
+            | Node::And(..)
+            | Node::Call(..) => self.node(node)?,
         })
     }
 
@@ -1082,10 +1267,10 @@ fn binary<'a>(
     } else {
         "a value"
     };
-    if left.kind() == "null" {
+    if matches!(left, Val::Null) {
         return Err(null_operand(left_node, what));
     }
-    if right.kind() == "null" {
+    if matches!(right, Val::Null) {
         return Err(null_operand(right_node, what));
     }
     if op.arithmetic() {
@@ -1170,6 +1355,9 @@ fn equal(left: &Val<'_>, right: &Val<'_>) -> bool {
         (Val::Null, Val::Null) => true,
         (Val::Null, _) | (_, Val::Null) => false,
         (Val::Other(a), Val::Other(b)) => a == b,
+        // The common cases without ordering (text compares its length first).
+        (Val::Str(a), Val::Str(b)) => a == b,
+        (Val::Int(a), Val::Int(b)) => a == b,
         _ => compare(left, right) == Some(std::cmp::Ordering::Equal),
     }
 }
@@ -1206,6 +1394,9 @@ fn text_arg<'a, 'v>(value: &'v Val<'a>, node: &Node, func: Func) -> Result<&'v s
 }
 
 fn zone_arg(value: &Val<'_>, node: &Node, func: Func) -> Result<chrono_tz::Tz, String> {
+    if let Node::Zone(_, zone) = node {
+        return Ok(*zone);
+    }
     let name = text_arg(value, node, func)?;
     name.parse::<chrono_tz::Tz>()
         .map_err(|_| format!("`{name}` is not an IANA time zone (e.g. `Europe/Paris`)"))
@@ -1641,5 +1832,147 @@ mod tests {
         assert_eq!(Ty::of_sql("character varying(20)"), Ty::String);
         assert_eq!(Ty::of_sql("jsonb"), Ty::Dyn);
         assert_eq!(Ty::of_sql("double precision"), Ty::Double);
+    }
+
+    fn other_site() -> ExprScope {
+        ExprScope {
+            site_id: "store-002".into(),
+            site_tags: [
+                ("region".to_string(), "south".to_string()),
+                ("timezone".to_string(), "America/New_York".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..scope()
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_as_their_display_writes_them() {
+        let d = |mantissa: i128, scale: u32| Decimal::from_i128_with_scale(mantissa, scale);
+        // Worked out by hand: mantissa 1999 at scale 2 = 19.99; -5 at 2 =
+        // -0.05; 100000 at 2 = 1000.00; 7 at 0 = 7; 0 at 3 = 0.000; 1 at
+        // 28 = 0. and 27 zeros then 1.
+        assert_eq!(decimal_text(&d(1999, 2)), "19.99");
+        assert_eq!(decimal_text(&d(-5, 2)), "-0.05");
+        assert_eq!(decimal_text(&d(100_000, 2)), "1000.00");
+        assert_eq!(decimal_text(&d(7, 0)), "7");
+        assert_eq!(decimal_text(&d(0, 3)), "0.000");
+        assert_eq!(decimal_text(&d(1, 28)), format!("0.{}1", "0".repeat(27)));
+        // A negative zero keeps its sign, as Display writes it.
+        assert_eq!(decimal_text(&-d(0, 2)), "-0.00");
+        // Past u64 (2^64 = 18446744073709551616) and the extremes.
+        assert_eq!(
+            decimal_text(&d(18_446_744_073_709_551_616, 4)),
+            "1844674407370955.1616"
+        );
+        let mut values = vec![Decimal::MAX, Decimal::MIN, d(0, 0), -d(0, 0), d(-1, 28)];
+        for scale in 0..=28 {
+            for mantissa in [1, -1, 9, 10, 12_345, -99_999, i64::MAX as i128, 1 << 80] {
+                values.push(d(mantissa, scale));
+            }
+        }
+        for value in values {
+            assert_eq!(decimal_text(&value), value.to_string(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn bound_expressions_fold_site_constants_once_per_site() {
+        let columns = sales_columns();
+        let sku = Expr::compile("site.tags.region + '-' + row.status", &columns, "p").unwrap();
+        let north = sku.bound(&scope());
+        let south = sku.bound(&other_site());
+        // `site.tags.region + '-'` is one constant, `row.status` stays a column.
+        assert!(matches!(
+            &north.root,
+            Node::Binary(BinOp::Add, left, right)
+                if matches!(**left, Node::Const(Val::Str(ref s)) if s == "north-")
+                    && matches!(**right, Node::Column(2, _, _))
+        ));
+        let r = row(Value::Int(5), "paid", "2026-03-29 01:30:00");
+        // Each site's binding gives its own tag, evaluated with its own scope.
+        assert_eq!(
+            north.eval(&r, &scope()),
+            Ok(Value::Text("north-paid".into()))
+        );
+        assert_eq!(
+            south.eval(&r, &other_site()),
+            Ok(Value::Text("south-paid".into()))
+        );
+        // 2026-03-29 01:30 in Paris (UTC+1, before 02:00) = 00:30Z; in New
+        // York (UTC-4 since 2026-03-08) = 05:30Z. The zone is parsed once.
+        let utc = Expr::compile(
+            "timestamp_utc(row.sold_at, site.tags.timezone)",
+            &columns,
+            "p",
+        )
+        .unwrap();
+        let paris = utc.bound(&scope());
+        assert!(matches!(&paris.root, Node::Call(Func::TimestampUtc, args)
+            if matches!(args[1], Node::Zone(ref name, chrono_tz::Europe::Paris) if name == "Europe/Paris")));
+        let instant = |hour: u32| {
+            Value::TimestampTz(
+                NaiveDate::from_ymd_opt(2026, 3, 29)
+                    .unwrap()
+                    .and_hms_opt(hour, 30, 0)
+                    .unwrap()
+                    .and_utc(),
+            )
+        };
+        assert_eq!(paris.eval(&r, &scope()), Ok(instant(0)));
+        assert_eq!(
+            utc.bound(&other_site()).eval(&r, &other_site()),
+            Ok(instant(5))
+        );
+        // `site.id + '/' + run.flow` and `run.started_at` fold whole.
+        let whole = Expr::compile("site.id + '/' + run.flow", &columns, "p")
+            .unwrap()
+            .bound(&other_site());
+        assert!(matches!(whole.root, Node::Const(_)));
+        assert_eq!(
+            whole.eval(&r, &other_site()),
+            Ok(Value::Text("store-002/sales".into()))
+        );
+    }
+
+    #[test]
+    fn a_constant_that_fails_is_kept_and_fails_each_row_as_before() {
+        let columns = sales_columns();
+        let r = row(Value::Int(5), "paid", "2026-03-29 01:30:00");
+        let mut no_zone = scope();
+        no_zone
+            .site_tags
+            .insert("timezone".into(), "Mars/Base".into());
+        no_zone.run_started_at = None;
+        for text in [
+            "site.tags.missing + row.status",
+            "row.amount_cents + 1 / 0",
+            "timestamp_utc(row.sold_at, site.tags.timezone)",
+        ] {
+            let compiled = Expr::compile(text, &columns, "p").unwrap();
+            let before = compiled.eval(&r, &no_zone);
+            assert!(before.is_err(), "{text}");
+            assert_eq!(
+                compiled.bound(&no_zone).eval(&r, &no_zone),
+                before,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Expr::compile("site.tags.missing + row.status", &columns, "p")
+                .unwrap()
+                .bound(&no_zone)
+                .eval(&r, &no_zone)
+                .unwrap_err()
+                .reason,
+            "site `store-001` has no tag `missing`; add it to the site's tags"
+        );
+        // Without a run start, `run.started_at` reads the clock at each row:
+        // not folded.
+        let started = Expr::compile("run.started_at", &columns, "p")
+            .unwrap()
+            .bound(&no_zone);
+        assert!(matches!(started.root, Node::RunStartedAt));
     }
 }

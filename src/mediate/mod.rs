@@ -77,6 +77,17 @@ pub(crate) struct MappedBatch {
     pub(crate) filtered: u64,
 }
 
+/// A batch's target rows after the stream's filter and computations
+/// ([`MappingPlan::transform_and_map`]).
+struct TransformedRows {
+    /// Target rows, in `target_columns` order.
+    rows: Vec<Vec<Value>>,
+    /// Their soft-delete flags (`None` without `delete_column`).
+    flags: Option<Vec<bool>>,
+    /// Source rows the filter dropped.
+    filtered: u64,
+}
+
 /// Where a target value comes from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum MapSource {
@@ -164,6 +175,13 @@ impl Transforms {
         if !problems.is_empty() {
             return Err(MapError::Plan(problems.join("\n")));
         }
+        // Bound to this (run, site): its `site.*`/`run.*` parts are
+        // evaluated once here, not at each row.
+        let computed = computed
+            .into_iter()
+            .map(|(column, compiled)| (column, compiled.bound(&scope)))
+            .collect();
+        let filter = filter.map(|compiled| compiled.bound(&scope));
         Ok(Some(Transforms {
             computed,
             filter,
@@ -416,29 +434,38 @@ impl MappingPlan {
         Ok(self)
     }
 
-    /// Runs the stream's filter and computations over `batch`'s rows:
-    /// drops the rows the filter rejects and appends each kept row's
-    /// computed values after its source values. Returns the rows dropped.
+    /// Target rows of `batch` through the stream's filter and
+    /// computations, in one pass and one new vector per kept row (as
+    /// [`MappingPlan::map_rows`]): a row the filter rejects is dropped; a
+    /// kept row's computed values are evaluated into a buffer reused for
+    /// the whole batch, then moved with its source values into the target
+    /// row. Returns the target rows, their soft-delete flags as
+    /// [`MappingPlan::deleted_flags`] gives them, and the rows dropped.
     ///
     /// Errors: [`MapError::Plan`] if the stream computes columns but
     /// [`MappingPlan::with_transforms`] was not called;
     /// [`MapError::Row`] naming the row's key, the expression and why.
-    fn transform_rows(&self, batch: &mut Batch, site_id: &str) -> Result<u64, MapError> {
+    fn transform_and_map(&self, batch: Batch, site_id: &str) -> Result<TransformedRows, MapError> {
         let Some(transforms) = &self.transforms else {
-            if self
-                .sources
-                .iter()
-                .any(|s| matches!(s, MapSource::Computed(_)))
-            {
+            if self.computed_count() > 0 {
                 return Err(MapError::Plan(
                     "the stream's expressions were not compiled before mapping".into(),
                 ));
             }
-            return Ok(0);
+            let flags = self.deleted_flags(&batch);
+            let rows = self.map_rows(batch, site_id);
+            return Ok(TransformedRows {
+                rows,
+                flags,
+                filtered: 0,
+            });
         };
+        let last_use = self.last_uses();
         let before = batch.rows.len();
-        let mut kept = Vec::with_capacity(before);
-        for mut row in std::mem::take(&mut batch.rows) {
+        let mut rows = Vec::with_capacity(before);
+        let mut flags = self.delete_index.map(|_| Vec::with_capacity(before));
+        let mut computed: Vec<Value> = Vec::with_capacity(transforms.computed.len());
+        for mut row in batch.rows {
             if let Some(filter) = &transforms.filter {
                 match filter.test(&row, &transforms.scope) {
                     Ok(true) => {}
@@ -446,21 +473,64 @@ impl MappingPlan {
                     Err(e) => return Err(self.expression_error(&row, site_id, "`filter`", &e)),
                 }
             }
-            row.truncate(transforms.source_width);
-            row.reserve_exact(transforms.computed.len());
+            computed.clear();
             for (column, compiled) in &transforms.computed {
-                match compiled.eval(&row, &transforms.scope) {
-                    Ok(value) => row.push(value),
+                match compiled.eval(&row[..transforms.source_width], &transforms.scope) {
+                    Ok(value) => computed.push(value),
                     Err(e) => {
                         let what = format!("`compute.{column}`");
                         return Err(self.expression_error(&row, site_id, &what, &e));
                     }
                 }
             }
-            kept.push(row);
+            if let (Some(flags), Some(at)) = (&mut flags, self.delete_index) {
+                flags.push(row[at].marks_deleted());
+            }
+            rows.push(self.target_row(&mut row, &mut computed, &last_use, site_id));
         }
-        batch.rows = kept;
-        Ok((before - batch.rows.len()) as u64)
+        let filtered = (before - rows.len()) as u64;
+        Ok(TransformedRows {
+            rows,
+            flags,
+            filtered,
+        })
+    }
+
+    /// One target row, its values moved out of `row` (a source column's
+    /// last use) and `computed` (the row's computed values, in `compute`
+    /// order).
+    fn target_row(
+        &self,
+        row: &mut [Value],
+        computed: &mut [Value],
+        last_use: &[bool],
+        site_id: &str,
+    ) -> Vec<Value> {
+        self.sources
+            .iter()
+            .zip(last_use)
+            .map(|(source, last)| match source {
+                MapSource::SiteId => Value::Text(site_id.to_string()),
+                MapSource::Column(i) if *last => std::mem::replace(&mut row[*i], Value::Null),
+                MapSource::Column(i) => row[*i].clone(),
+                MapSource::Computed(at) => std::mem::replace(&mut computed[*at], Value::Null),
+            })
+            .collect()
+    }
+
+    /// For each entry of `sources`, whether it is its source column's last
+    /// use (the value moves instead of being copied).
+    fn last_uses(&self) -> Vec<bool> {
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(at, source)| match source {
+                MapSource::SiteId | MapSource::Computed(_) => false,
+                MapSource::Column(i) => !self.sources[at + 1..]
+                    .iter()
+                    .any(|later| matches!(later, MapSource::Column(j) if j == i)),
+            })
+            .collect()
     }
 
     /// A row's expression failure: "row (k) = (v): `compute.amount`:
@@ -528,15 +598,17 @@ impl MappingPlan {
             _ => None,
         };
         let source_rows = batch.rows.len() as u64;
-        let filtered = self.transform_rows(&mut batch, site_id)?;
-        let flags = self.deleted_flags(&batch);
         // `booleans` names source columns; the batch moves into `rows`.
         let source_columns = if fixes.booleans.is_empty() {
             Vec::new()
         } else {
             batch.columns.clone()
         };
-        let mut rows = self.map_rows(batch, site_id);
+        let TransformedRows {
+            mut rows,
+            flags,
+            filtered,
+        } = self.transform_and_map(batch, site_id)?;
         self.check_unique_keys(&rows)?;
         let zero_date_columns = self.zero_date_columns(fixes.source_dialect, fixes.described);
         if !zero_date_columns.is_empty() {
@@ -724,17 +796,7 @@ impl MappingPlan {
     /// of the batch (a source column feeding several target columns is
     /// copied for all but its last use), so a batch is not held twice.
     pub(crate) fn map_rows(&self, batch: Batch, site_id: &str) -> Vec<Vec<Value>> {
-        let last_use: Vec<bool> = self
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(at, source)| match source {
-                MapSource::SiteId | MapSource::Computed(_) => false,
-                MapSource::Column(i) => !self.sources[at + 1..]
-                    .iter()
-                    .any(|later| matches!(later, MapSource::Column(j) if j == i)),
-            })
-            .collect();
+        let last_use = self.last_uses();
         let computed = self.computed_count();
         batch
             .rows
