@@ -1057,18 +1057,32 @@ fn decimal_text(value: &Decimal) -> String {
 /// Parses decimal text exactly (`-12.50` keeps its scale); `NaN` and
 /// infinities, and numbers past 28 significant digits, are refused.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, String> {
-    use std::str::FromStr as _;
     // Untrimmed first: a stored decimal has no spaces, and `trim` looks
     // at Unicode whitespace; the result is the same either way.
     if let Ok(exact) = Decimal::from_str_exact(text) {
         return Ok(exact);
     }
     let trimmed = text.trim();
+    // Never `Decimal::from_str`: past 28-29 significant digits it rounds
+    // silently (a trial saw 9999999999999999999.9999999999 become
+    // 10000000000000000000). Scientific notation only where its mantissa
+    // has few enough digits to be kept exactly.
     Decimal::from_str_exact(trimmed)
-        .or_else(|_| Decimal::from_scientific(trimmed))
-        .or_else(|_| Decimal::from_str(trimmed))
-        .map_err(|_| {
-            format!("`{text}` is no decimal an expression can compute with (at most 28 significant digits, no NaN or infinity)")
+        .ok()
+        .or_else(|| {
+            let mantissa = trimmed.split(['e', 'E']).next().unwrap_or_default();
+            let digits = mantissa
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .skip_while(|d| *d == b'0')
+                .count();
+            (digits <= 28).then(|| Decimal::from_scientific(trimmed).ok()).flatten()
+        })
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is no decimal an expression can compute with exactly (at most 28 significant digits, \
+                 no NaN or infinity)"
+            )
         })
 }
 
@@ -1618,6 +1632,32 @@ mod tests {
         match Expr::compile(text, &sales_columns(), "flow `f`, stream `s`, compute `c`") {
             Err(MapError::Plan(message)) => message,
             other => panic!("`{text}` compiled: {other:?}"),
+        }
+    }
+
+    /// Reported by a trial: a 29- or 30-digit value was rounded silently
+    /// by an expression as plain as `row.x`. Such values are refused; 28
+    /// digits, and 29 within the 96-bit range, are kept exactly.
+    #[test]
+    fn decimals_past_the_exact_range_are_refused_not_rounded() {
+        for refused in [
+            "9999999999999999999.9999999999",
+            "-99999999999999999999.9999999999",
+            "79228162514264337593543950336",
+            "1.00000000000000000000000000001",
+            "1.2345678901234567890123456789e3",
+            "NaN",
+        ] {
+            let error = parse_decimal(refused).expect_err(refused);
+            assert!(error.contains("exactly"), "{error}");
+        }
+        for (kept, display) in [
+            ("999999999999999999.9999999999", "999999999999999999.9999999999"),
+            ("79228162514264337593543950335", "79228162514264337593543950335"),
+            ("-0.0500000000", "-0.0500000000"),
+            ("1.5e3", "1500"),
+        ] {
+            assert_eq!(parse_decimal(kept).unwrap().to_string(), display, "{kept}");
         }
     }
 
