@@ -1382,3 +1382,42 @@ fn an_initial_load_through_binary_copy_keeps_every_value() {
         "1|{\"a\": [1, 2]}|-0.05"
     );
 }
+
+/// Reported by a trial: a SQLite site's `DATETIME` text is its local time,
+/// but without an expression it reached a `timestamptz` master column as
+/// if it were UTC, whatever the site's `timezone` tag. The same file is
+/// pulled as `ny` (America/New_York, UTC-5 in January) and `tokyo`
+/// (Asia/Tokyo, UTC+9): `2026-01-01 12:01:00` is 17:01 and 03:01 UTC; text
+/// with an offset is that instant at both (`+02:00`: 10:01 UTC); the
+/// cursor column, local time too, converts the same way.
+#[test]
+fn a_sqlite_sites_local_datetime_text_becomes_an_instant_in_its_time_zone() {
+    let master = pg_create_db("sqlite_zone_master");
+    let fleet = Fleet::new();
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id bigint, sold_at timestamptz, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("s.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, sold_at DATETIME NOT NULL, updated_at DATETIME NOT NULL);
+         INSERT INTO sales VALUES (1, '2026-01-01 12:01:00', '2026-01-01 12:05:00'),
+                                  (2, '2026-01-01T12:01:00+02:00', '2026-01-01 12:06:00');",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n\
+         [[site]]\nid = \"ny\"\nurl = \"sqlite://s.db\"\ntags = {{ timezone = \"America/New_York\" }}\n\n\
+         [[site]]\nid = \"tokyo\"\nurl = \"sqlite://s.db\"\ntags = {{ timezone = \"Asia/Tokyo\" }}\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(store_id || ' ' || id || ' ' || to_char(sold_at AT TIME ZONE 'UTC', 'HH24:MI') || ' ' \
+             || to_char(updated_at AT TIME ZONE 'UTC', 'DD HH24:MI'), ', ' ORDER BY store_id, id) FROM sales"
+        ),
+        "ny 1 17:01 01 17:05, ny 2 10:01 01 17:06, tokyo 1 03:01 01 03:05, tokyo 2 10:01 01 03:06"
+    );
+}

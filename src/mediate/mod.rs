@@ -624,7 +624,7 @@ impl MappingPlan {
             self.apply_booleans(&mut rows, &source_columns, fixes.booleans)?;
         }
         if let Some(zone) = fixes.site_zone {
-            self.apply_site_zone(&mut rows, fixes.direction, zone, fixes.target)?;
+            self.apply_site_zone(&mut rows, fixes, zone)?;
         }
         if fixes.target_dialect == Dialect::Postgres {
             self.parse_text_datetimes(&mut rows, fixes.target);
@@ -1013,20 +1013,24 @@ impl MappingPlan {
     }
 
     /// With a site `timezone` tag: a pull turns the site's local date-times
-    /// (`timestamp without time zone`, MySQL `DATETIME`) into instants where
-    /// the master column has a zone (`timestamp with time zone`, MySQL
-    /// `TIMESTAMP`); a push turns instants into the site's local time where
-    /// the site column has none. A local time that happens twice (clocks go
-    /// back) is taken as its first occurrence; one that does not exist
-    /// (clocks go forward) stops the batch, naming row key, column and value.
+    /// (`timestamp without time zone`, MySQL `DATETIME`, and a SQLite
+    /// site's date-time text without offset, `2026-01-01 12:01:00`, in any
+    /// form SQLite's date functions read) into instants where the master
+    /// column has a zone (`timestamp with time zone`, MySQL `TIMESTAMP`); a
+    /// push turns instants into the site's local time where the site column
+    /// has none. SQLite text with an offset is that instant already. A local
+    /// time that happens twice (clocks go back) is taken as its first
+    /// occurrence; one that does not exist (clocks go forward) stops the
+    /// batch, naming row key, column and value.
     pub(crate) fn apply_site_zone(
         &self,
         rows: &mut [Vec<Value>],
-        direction: Direction,
+        fixes: &ValueFixes<'_>,
         zone: chrono_tz::Tz,
-        target: &TableInfo,
     ) -> Result<(), MapError> {
         use chrono::TimeZone as _;
+        let (direction, target) = (fixes.direction, fixes.target);
+        let sqlite_text = direction == Direction::Pull && fixes.source_dialect == Dialect::Sqlite;
         let zoned = |data_type: &str| {
             let t = data_type.to_ascii_lowercase();
             // PostgreSQL `timestamp(3) with time zone`; MySQL `timestamp(6)`.
@@ -1051,30 +1055,35 @@ impl MappingPlan {
             .collect();
         for row in rows.iter_mut() {
             for column in &columns {
-                match (&row[*column], direction) {
-                    (Value::Timestamp(local), Direction::Pull) => {
-                        let Some(instant) = zone.from_local_datetime(local).earliest() else {
-                            let key: Vec<String> = self
-                                .conflict_key
-                                .iter()
-                                .filter_map(|k| self.target_columns.iter().position(|c| c == k))
-                                .map(|i| row[i].to_string())
-                                .collect();
-                            return Err(MapError::Row(format!(
-                                "row ({}) = ({}): column `{}`: local time `{local}` does not exist in the site's \
-                                 time zone `{zone}` (the clocks went forward over it); correct it at the source",
-                                self.conflict_key.join(", "),
-                                key.join(", "),
-                                self.target_columns[*column]
-                            )));
-                        };
-                        row[*column] = Value::TimestampTz(instant.with_timezone(&chrono::Utc));
+                let local = match (&row[*column], direction) {
+                    (Value::Timestamp(local), Direction::Pull) => *local,
+                    (Value::Text(_), Direction::Pull) if sqlite_text => {
+                        match crate::connector::sqlite_instant(&row[*column]) {
+                            Some(Value::Timestamp(local)) => local,
+                            Some(instant @ Value::TimestampTz(_)) => {
+                                row[*column] = instant;
+                                continue;
+                            }
+                            // Not date-time text: written as it is (the
+                            // master's column decides).
+                            _ => continue,
+                        }
                     }
                     (Value::TimestampTz(instant), Direction::Push) => {
                         row[*column] = Value::Timestamp(instant.with_timezone(&zone).naive_local());
+                        continue;
                     }
-                    _ => {}
-                }
+                    _ => continue,
+                };
+                let Some(instant) = zone.from_local_datetime(&local).earliest() else {
+                    return Err(MapError::Row(format!(
+                        "row {}: column `{}`: local time `{local}` does not exist in the site's \
+                         time zone `{zone}` (the clocks went forward over it); correct it at the source",
+                        self.key_of(row),
+                        self.target_columns[*column]
+                    )));
+                };
+                row[*column] = Value::TimestampTz(instant.with_timezone(&chrono::Utc));
             }
         }
         Ok(())
