@@ -1,7 +1,11 @@
 //! A latency-injecting TCP proxy for the WAN scenario: every chunk read on
-//! one side is delivered to the other `delay` later, without limiting
-//! throughput (chunks are queued, not serialised behind the delay), like a
-//! long link with plenty of bandwidth.
+//! one side is delivered to the other `delay` later (chunks are queued, not
+//! serialised behind the delay), like a long link with plenty of bandwidth
+//! and a TCP window of [`WINDOW_CHUNKS`] x 64 KiB per direction: at most
+//! that much is in flight, so a reader that stops reading holds the sender
+//! back as over a real link. (An unbounded queue let the proxy read whole
+//! site tables ahead of the hub: the WAN pass then outran loopback and the
+//! bench process's memory held the tables.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,13 +54,18 @@ impl LatencyProxy {
     }
 }
 
+/// Chunks (of at most 64 KiB) in flight per direction of a proxied
+/// connection: a 1 MiB window, 25 MiB/s per connection at a 40 ms round
+/// trip, far above what one site read sends.
+const WINDOW_CHUNKS: usize = 16;
+
 /// Copies `from` to `to`, each chunk delivered `delay` after it was read.
 async fn delayed_copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
 ) {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let (sender, mut receiver) = mpsc::channel::<(Instant, Vec<u8>)>(WINDOW_CHUNKS);
     let writer = tokio::spawn(async move {
         while let Some((due, chunk)) = receiver.recv().await {
             tokio::time::sleep_until(due).await;
@@ -73,6 +82,7 @@ async fn delayed_copy(
             Ok(n) => {
                 if sender
                     .send((Instant::now() + delay, buffer[..n].to_vec()))
+                    .await
                     .is_err()
                 {
                     break;
