@@ -175,8 +175,8 @@ fn config_text(sites: u32) -> String {
          \x20 [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\
          \x20 filter = \"row.status != 'void'\"        # voided sales stay at the store\n\
          \x20 [flow.stream.compute]                       # master column = CEL expression over the store's row\n\
-         \x20 unit_price = \"decimal(row.unit_price_cents) / 100\"\n\
-         \x20 amount = \"decimal(row.unit_price_cents * row.qty) / 100\"\n\
+         \x20 unit_price = \"decimal(row.unit_price_cents) * decimal('0.01')\"   # 3700 -> 37.00: a product keeps 2 places\n\
+         \x20 amount = \"decimal(row.unit_price_cents * row.qty) * decimal('0.01')\"\n\
          \x20 sold_at = \"timestamp_utc(row.sold_at, site.tags.timezone)\"\n\
          \x20 region = \"site.tags.region\"\n\n\
          # The catalog moves from the master to every store; each store gets its zone's prices.\n\

@@ -1355,7 +1355,15 @@ fn arithmetic<'a>(op: BinOp, left: Val<'a>, right: Val<'a>) -> Result<Val<'a>, S
     let result = match op {
         BinOp::Add => a.checked_add(b),
         BinOp::Sub => a.checked_sub(b),
-        BinOp::Mul => a.checked_mul(b),
+        // `rust_decimal` returns a product of zero without scale; PostgreSQL
+        // keeps the sum of the scales (0 * 0.01 is 0.00), as for any other
+        // product, so that `cents * decimal('0.01')` always has 2 places.
+        BinOp::Mul => a.checked_mul(b).map(|mut product| {
+            if product.is_zero() {
+                product.set_scale((a.scale() + b.scale()).min(28)).ok();
+            }
+            product
+        }),
         BinOp::Div => a.checked_div(b),
         _ => a.checked_rem(b),
     };
@@ -1664,6 +1672,17 @@ mod tests {
             ("1.5e3", "1500"),
         ] {
             assert_eq!(parse_decimal(kept).unwrap().to_string(), display, "{kept}");
+        }
+    }
+
+    /// A product keeps the sum of its factors' scales, zero too (the demo's
+    /// amounts: 0 cents became `0`, not `0.00`, beside `4.22`).
+    #[test]
+    fn a_product_keeps_its_scale_even_when_zero() {
+        for (cents, text) in [(0, "0.00"), (3700, "37.00"), (-5, "-0.05"), (422, "4.22")] {
+            let row = row(Value::Int(cents), "paid", "2026-03-29 01:30:00");
+            let value = eval("decimal(row.amount_cents) * decimal('0.01')", &row).unwrap();
+            assert_eq!(value, Value::Numeric(text.into()), "{cents}");
         }
     }
 
