@@ -72,6 +72,7 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
         .into());
     }
     let hub = Hub::open_existing(config.clone()).await?;
+    let (fleet, inventory_note) = fleet_sites(&hub).await;
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
@@ -106,7 +107,7 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
     ]);
     let mut failing = 0;
     for flow in &config.flows {
-        for site in &config.sites {
+        for site in fleet.iter() {
             let run = runs.get(&(flow.name.as_str(), site.id.as_str())).copied();
             *by_state
                 .entry(run.map_or("never", |r| r.status.as_str()))
@@ -126,10 +127,10 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
             table.add_row(row);
         }
     }
-    println!(
-        "{}",
-        fleet_line(config.sites.len(), &by_state, open_circuits)
-    );
+    println!("{}", fleet_line(fleet.len(), &by_state, open_circuits));
+    if let Some(note) = &inventory_note {
+        println!("{note}");
+    }
     if let Some(leases) = &leases {
         println!("{}", leases_line(leases, now));
     }
@@ -162,6 +163,25 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The fleet's sites as `hubsync sync` reads them: the static `[[site]]`s,
+/// plus, with `[inventory]`, the rows of its query on the master now. When
+/// that query fails: the static sites and a note saying why (`Inventory:
+/// not read (...); only the static sites show`).
+async fn fleet_sites(hub: &Hub) -> (Arc<Vec<crate::config::Site>>, Option<String>) {
+    if hub.config().inventory.is_none() {
+        return (hub.sites(), None);
+    }
+    match hub.refresh_inventory().await {
+        Ok(_) => (hub.sites(), None),
+        Err(e) => (
+            hub.sites(),
+            Some(format!(
+                "Inventory: not read ({e}); only the static sites show"
+            )),
+        ),
+    }
 }
 
 /// `open until 10:05:00 UTC (3 failures)`, or `closed`.
