@@ -983,7 +983,7 @@ direction = "pull"
     let api_status = get_json(&format!("{base}/api/v1/status?tag=region:north"));
     assert_eq!(
         api_status["summary"],
-        serde_json::json!({"sites": 4, "pairs": 4, "by_state": {"failed": 1, "succeeded": 3}, "circuits_open": 0})
+        serde_json::json!({"sites": 4, "pairs": 4, "by_state": {"failed": 1, "succeeded": 3}, "circuits_open": 0, "quarantined_rows": 0})
     );
     let pairs: Vec<(&str, &str)> = (api_status["pairs"].as_array().unwrap().iter())
         .map(|p| {
@@ -1040,4 +1040,81 @@ fn fleet_dashboard(base: &str) -> String {
         .body_mut()
         .read_to_string()
         .unwrap()
+}
+
+/// Regression (fresh-user trial): after the run that quarantined rows,
+/// every later run `succeeded` and `status` was all green with no word of
+/// the rows still held in the quarantine. Now `status` and
+/// `/api/v1/status` count them per pair and say how to list them.
+#[test]
+fn status_and_the_api_count_the_rows_still_in_quarantine() {
+    let fleet = Fleet::new();
+    // The master refuses a sale with qty <= 0 (a CHECK): s1's rows 2 and 3.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER CHECK (qty > 0), updated_at TEXT, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        &site_sales(&[(1, 3, 1), (2, -1, 2), (3, -2, 3), (4, 6, 4)]),
+    );
+    sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(1, 5, 1)]));
+    fleet.write_config(
+        r#"[master]
+url = "sqlite://master.db"
+[api]
+listen = "127.0.0.1:0"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+  on_error = "quarantine"
+  cursor_lag = "0s"
+"#,
+    );
+    let first = fleet.hubsync(&["sync"]);
+    assert_eq!(first.code, 1, "{}\n{}", first.stdout, first.stderr);
+    // The next run re-reads only the checkpoint's row 4 (no overlap:
+    // `cursor_lag` 0), applied already: succeeded, the two rows still held.
+    fleet.sync_ok(&[]);
+    let status = fleet.hubsync(&["status"]);
+    let lines: Vec<&str> = status.stdout.lines().take(2).collect();
+    assert_eq!(
+        lines,
+        [
+            "Fleet: 2 sites, 2 flow/site pairs: 2 succeeded; 0 with a tripped circuit",
+            "Quarantine: 2 rows (sales/s1: 2); each is retried when it changes at the source; list them: SELECT * FROM hubsync_quarantine",
+        ],
+        "{}",
+        status.stdout
+    );
+    let (mut child, base) = serve(&fleet);
+    let api_status = get_json(&format!("{base}/api/v1/status"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(api_status["summary"]["quarantined_rows"], 2);
+    let per_pair: Vec<(&str, u64)> = (api_status["pairs"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["site"].as_str().unwrap(),
+                p["quarantined_rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_pair, [("s1", 2), ("s2", 0)]);
+    // Without quarantined rows there is no quarantine line.
+    sqlite_exec(&fleet.path("master.db"), "DELETE FROM hubsync_quarantine");
+    let status = fleet.hubsync(&["status"]);
+    assert!(!status.stdout.contains("Quarantine"), "{}", status.stdout);
 }

@@ -159,6 +159,9 @@ pub async fn page(
                             div title="follow-up events every attempt failed for: hubsync events, GET /api/v1/events" {
                                 b id="count-dead-events" { (status.events.dead) } "dead events"
                             }
+                            div title="rows the target refused (on_error = quarantine), retried when they change at the source; see README, State in the master" {
+                                b id="count-quarantined" { (status.summary.quarantined_rows) } "rows in quarantine"
+                            }
                         }
                     }
                     section class="wide" {

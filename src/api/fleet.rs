@@ -40,6 +40,8 @@ pub struct FleetSummary {
     pub by_state: BTreeMap<String, usize>,
     /// Pairs whose circuit is open.
     pub circuits_open: usize,
+    /// Rows of all pairs in the quarantine (`quarantined_rows` summed).
+    pub quarantined_rows: u64,
 }
 
 /// Which pairs `/api/v1/status` returns.
@@ -174,6 +176,7 @@ pub fn summary(pairs: &[PairStatus], sites: usize) -> FleetSummary {
         pairs: pairs.len(),
         by_state,
         circuits_open: pairs.iter().filter(|p| p.circuit.open).count(),
+        quarantined_rows: pairs.iter().map(|p| p.quarantined_rows).sum(),
     }
 }
 
@@ -207,6 +210,7 @@ mod tests {
                 failures: 0,
                 until: None,
             },
+            quarantined_rows: if open { 3 } else { 0 },
         }
     }
 
@@ -249,6 +253,8 @@ mod tests {
         let summary = summary(&fleet(), 3);
         assert_eq!(summary.pairs, 6);
         assert_eq!(summary.circuits_open, 1);
+        // The one open pair holds 3 quarantined rows.
+        assert_eq!(summary.quarantined_rows, 3);
         let expected: BTreeMap<String, usize> = [
             ("failed", 2),
             ("never", 1),

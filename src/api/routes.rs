@@ -197,6 +197,9 @@ pub struct PairStatus {
     pub checkpoints: Vec<CheckpointView>,
     /// Circuit breaker.
     pub circuit: CircuitView,
+    /// Rows of its streams in the quarantine (`on_error = "quarantine"`):
+    /// refused by the target, retried when they change at the source.
+    pub quarantined_rows: u64,
 }
 
 /// `GET /api/v1/status`.
@@ -658,6 +661,7 @@ pub(super) async fn fleet_status(
     let successes = hub.state().last_successes(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
+    let quarantined = hub.state().quarantine_counts(hub.master()).await?;
     // Indexed by pair: a fleet of thousands of sites is not scanned per pair.
     let last_runs: HashMap<(&str, &str), &RunRecord> = (last_runs.iter())
         .map(|r| ((r.flow.as_str(), r.site.as_str()), r))
@@ -708,6 +712,7 @@ pub(super) async fn fleet_status(
                 lag_seconds: last_success_at.map(|at| (now - at).num_seconds().max(0)),
                 checkpoints: (checkpoints_of.remove(&(flow.name.as_str(), site.id.as_str())))
                     .unwrap_or_default(),
+                quarantined_rows: quarantined.get(&pair).copied().unwrap_or(0),
                 circuit,
             });
         }
