@@ -140,6 +140,18 @@ fn unknown_flow_or_site_on_the_command_line_is_a_usage_error() {
     );
     let out = fleet.hubsync(&["sync", "--bogus"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+    // Regression (fresh-user trial): `status --flow nope` printed the
+    // fleet and an empty table. It is refused like `sync` and `reset`.
+    for command in ["status", "reset"] {
+        let out = fleet.hubsync(&[command, "--flow", "nope"]);
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim(),
+            "error: no flow `nope` in the config; flows: sales",
+            "{command}"
+        );
+        assert!(out.stdout.is_empty(), "{command}: {}", out.stdout);
+    }
 }
 
 #[test]

@@ -71,6 +71,15 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
         ))
         .into());
     }
+    if let Some(flow) = &args.flow
+        && config.flow(flow).is_none()
+    {
+        return Err(super::UsageError(format!(
+            "no flow `{flow}` in the config; flows: {}",
+            super::known_names(config.flows.iter().map(|f| f.name.as_str()))
+        ))
+        .into());
+    }
     let hub = Hub::open_existing(config.clone()).await?;
     let (fleet, inventory_note) = fleet_sites(&hub).await;
     let runs = hub.state().last_runs(hub.master()).await?;
