@@ -342,7 +342,7 @@ fn routes_auth_and_bad_parameters() {
             {"id": "s1", "dialect": "sqlite", "tags": {"region": "north"}},
             {"id": "s2", "dialect": "sqlite", "tags": {"region": "south"}},
             {"id": "s3", "dialect": "sqlite", "tags": {"region": "north"}},
-        ]})
+        ], "inventory_error": null})
     );
     assert_eq!(
         server.get("/api/v1/flows"),

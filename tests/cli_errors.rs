@@ -140,6 +140,18 @@ fn unknown_flow_or_site_on_the_command_line_is_a_usage_error() {
     );
     let out = fleet.hubsync(&["sync", "--bogus"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+    // Regression (fresh-user trial): `status --flow nope` printed the
+    // fleet and an empty table. It is refused like `sync` and `reset`.
+    for command in ["status", "reset"] {
+        let out = fleet.hubsync(&[command, "--flow", "nope"]);
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim(),
+            "error: no flow `nope` in the config; flows: sales",
+            "{command}"
+        );
+        assert!(out.stdout.is_empty(), "{command}: {}", out.stdout);
+    }
 }
 
 #[test]
@@ -405,5 +417,33 @@ fn bench_refuses_zero_sizes_and_an_unwritable_json_path_before_building_anything
         };
         assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.contains("connect"), "{}", out.stderr);
+    }
+}
+
+/// Regression (fresh-user trial): a webhook `secret` without `whsec_` was
+/// accepted and deliveries were signed with bytes a Standard Webhooks
+/// verifier rejects. `check` (and so `sync`) refuse the config.
+#[test]
+fn a_webhook_secret_without_whsec_is_refused() {
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "{GOOD_HEAD}{GOOD_FLOW}  [[flow.on]]\n  name = \"erp\"\n  event = \"success\"\n  \
+         webhook = \"https://erp.example/hooks\"\n  secret = \"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+    ));
+    for command in ["check", "sync"] {
+        let out = fleet.hubsync(&[command]);
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(
+                "flow `sales` handler `erp`: `secret` does not start with `whsec_`; a Standard Webhooks secret is `whsec_` + base64 of 24-64 random bytes; make one with `echo whsec_$(head -c 32 /dev/urandom | base64)`"
+            ),
+            "{command}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "{}",
+            out.stderr
+        );
     }
 }

@@ -395,9 +395,28 @@ fn failed_webhooks_become_dead_letters_and_replay_delivers_them() {
         "{}",
         out.stderr
     );
+    // Regression (fresh-user trial): good ids before a bogus one were
+    // re-queued, then the command failed. Now every id is checked first:
+    // nothing is re-queued, the unknown ids are all named.
+    let out = fleet.hubsync(&["events", "replay", &id, "bogus1", &id, "bogus2"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no dead or delivered event with id bogus1, bogus2; nothing was replayed; see `hubsync events list --state all`"
+    );
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        sqlite_query(&master, "SELECT state, attempts FROM hubsync_outbox"),
+        "dead|2"
+    );
     receiver.set("fail", false);
-    let out = fleet.hubsync(&["events", "replay", &id]);
+    // An id given twice is replayed once.
+    let out = fleet.hubsync(&["events", "replay", &id, &id]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim(),
+        format!("event {id}: pending again; `hubsync run` or `hubsync events deliver` delivers it")
+    );
     let out = fleet.hubsync(&["events", "deliver"]);
     assert_eq!(
         out.stdout.trim(),

@@ -285,7 +285,7 @@ schedule = "every 1s"
         .unwrap();
     assert_eq!(
         sites,
-        r#"{"sites":[{"id":"s1","dialect":"sqlite","tags":{"region":"north"}},{"id":"s2","dialect":"sqlite","tags":{"region":"south"}}]}"#
+        r#"{"sites":[{"id":"s1","dialect":"sqlite","tags":{"region":"north"}},{"id":"s2","dialect":"sqlite","tags":{"region":"south"}}],"inventory_error":null}"#
     );
     // Store s1 deactivated: its new sale never arrives, while s2's later
     // sale proves the passes go on.
@@ -859,4 +859,262 @@ fn summary_cells(stdout: &str, site: &str) -> Vec<String> {
         .take(7)
         .map(str::to_string)
         .collect()
+}
+
+/// `hubsync serve` on `127.0.0.1:0`; returns the child and the API's base
+/// URL (stderr is drained in the background).
+fn serve(fleet: &Fleet) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = fleet.spawn(&["serve"]);
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.strip_prefix("hubsync API listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, base)
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+    let text = (agent.get(url).call())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The cells of `site`'s row in `status`'s last-runs table (flow, site,
+/// then the rest split on whitespace).
+fn status_row(stdout: &str, site: &str) -> Vec<String> {
+    let line = (stdout.lines())
+        .find(|line| line.split_whitespace().nth(2) == Some(site))
+        .unwrap_or_else(|| panic!("no status row of {site}:\n{stdout}"));
+    (line
+        .trim_matches(|c: char| c == '│' || c.is_whitespace())
+        .split_whitespace())
+    .map(str::to_string)
+    .collect()
+}
+
+/// Regression: `status`, `serve`'s API and the summary of `run` counted
+/// only the static `[[site]]`s; the `[inventory]` query's sites (here
+/// `i1`, `i2`, and `i5` whose run failed) were invisible. Now they show
+/// like static ones, and a failed inventory query is a note, not silence.
+#[test]
+fn status_and_the_api_show_the_inventory_s_sites_like_static_ones() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER, updated_at TEXT, PRIMARY KEY (store_id, id));
+         CREATE TABLE stores (id TEXT PRIMARY KEY, file TEXT, region TEXT);
+         INSERT INTO stores VALUES ('i1', 'i1.db', 'north'), ('i2', 'i2.db', 'south'), ('i5', 'i5.db', 'north');",
+    );
+    for site in ["a", "i1", "i2"] {
+        sqlite_exec(
+            &fleet.path(&format!("{site}.db")),
+            &site_sales(&[(1, 3, 1)]),
+        );
+    }
+    // i5 has no `sales` table: its run fails.
+    sqlite_exec(&fleet.path("i5.db"), "CREATE TABLE other (x INTEGER)");
+    fleet.write_config(
+        r#"[master]
+url = "sqlite://master.db"
+[api]
+listen = "127.0.0.1:0"
+[[site]]
+id = "a"
+url = "sqlite://a.db"
+[inventory]
+query = "SELECT id, file, region FROM stores"
+url = "sqlite://{file}"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+"#,
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+
+    let status = fleet.hubsync(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert_eq!(
+        status.stdout.lines().next(),
+        Some("Fleet: 4 sites, 4 flow/site pairs: 1 failed, 3 succeeded; 0 with a tripped circuit"),
+        "{}",
+        status.stdout
+    );
+    for (site, result) in [
+        ("a", "succeeded"),
+        ("i1", "succeeded"),
+        ("i2", "succeeded"),
+        ("i5", "failed"),
+    ] {
+        // flow, site, date, time, "UTC", "(0", "s", "ago)", result
+        assert_eq!(status_row(&status.stdout, site)[8], result, "{site}");
+    }
+    // The tag filter knows the inventory's tags.
+    let north = fleet.hubsync(&["status", "--tag", "region:north"]);
+    assert!(north.stdout.contains("│ sales   i5 "), "{}", north.stdout);
+    assert!(!north.stdout.contains("│ sales   i2 "), "{}", north.stdout);
+
+    let (mut child, base) = serve(&fleet);
+    let sites = get_json(&format!("{base}/api/v1/sites"));
+    assert_eq!(
+        sites,
+        serde_json::json!({"sites": [
+            {"id": "a", "dialect": "sqlite", "tags": {}},
+            {"id": "i1", "dialect": "sqlite", "tags": {"region": "north"}},
+            {"id": "i2", "dialect": "sqlite", "tags": {"region": "south"}},
+            {"id": "i5", "dialect": "sqlite", "tags": {"region": "north"}},
+        ], "inventory_error": null})
+    );
+    let api_status = get_json(&format!("{base}/api/v1/status?tag=region:north"));
+    assert_eq!(
+        api_status["summary"],
+        serde_json::json!({"sites": 4, "pairs": 4, "by_state": {"failed": 1, "succeeded": 3}, "circuits_open": 0, "quarantined_rows": 0})
+    );
+    let pairs: Vec<(&str, &str)> = (api_status["pairs"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["site"].as_str().unwrap(),
+                p["last_run"]["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, [("i1", "succeeded"), ("i5", "failed")]);
+    assert_eq!(api_status["inventory_error"], serde_json::Value::Null);
+
+    // The inventory query fails: the API keeps its last good read and says
+    // why; `status` shows the static sites with a note.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "ALTER TABLE stores RENAME TO stores_old",
+    );
+    let api_status = get_json(&format!("{base}/api/v1/status"));
+    assert_eq!(api_status["summary"]["sites"], 4);
+    let error = api_status["inventory_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("`inventory.query` on the master: ")
+            && error.contains("no such table: stores"),
+        "{api_status}"
+    );
+    let dashboard = fleet_dashboard(&base);
+    assert!(
+        dashboard.contains("The inventory could not be read: `inventory.query` on the master: "),
+        "{dashboard}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = fleet.hubsync(&["status"]);
+    let mut lines = status.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("Fleet: 1 site, 1 flow/site pair: 1 succeeded; 0 with a tripped circuit")
+    );
+    let note = lines.next().unwrap_or_default();
+    assert!(
+        note.starts_with("Inventory: not read (`inventory.query` on the master: ")
+            && note.contains("no such table: stores")
+            && note.ends_with("); only the static sites show"),
+        "{}",
+        status.stdout
+    );
+}
+
+fn fleet_dashboard(base: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+    (agent.get(&format!("{base}/")).call())
+        .expect("GET /")
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// Regression (fresh-user trial): after the run that quarantined rows,
+/// every later run `succeeded` and `status` was all green with no word of
+/// the rows still held in the quarantine. Now `status` and
+/// `/api/v1/status` count them per pair and say how to list them.
+#[test]
+fn status_and_the_api_count_the_rows_still_in_quarantine() {
+    let fleet = Fleet::new();
+    // The master refuses a sale with qty <= 0 (a CHECK): s1's rows 2 and 3.
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT, id INTEGER, qty INTEGER CHECK (qty > 0), updated_at TEXT, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        &site_sales(&[(1, 3, 1), (2, -1, 2), (3, -2, 3), (4, 6, 4)]),
+    );
+    sqlite_exec(&fleet.path("s2.db"), &site_sales(&[(1, 5, 1)]));
+    fleet.write_config(
+        r#"[master]
+url = "sqlite://master.db"
+[api]
+listen = "127.0.0.1:0"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+[[flow]]
+name = "sales"
+direction = "pull"
+  [[flow.stream]]
+  source = "sales"
+  target = "sales"
+  primary_key = ["id"]
+  cursor = "updated_at"
+  site_column = "store_id"
+  on_error = "quarantine"
+  cursor_lag = "0s"
+"#,
+    );
+    let first = fleet.hubsync(&["sync"]);
+    assert_eq!(first.code, 1, "{}\n{}", first.stdout, first.stderr);
+    // The next run re-reads only the checkpoint's row 4 (no overlap:
+    // `cursor_lag` 0), applied already: succeeded, the two rows still held.
+    fleet.sync_ok(&[]);
+    let status = fleet.hubsync(&["status"]);
+    let lines: Vec<&str> = status.stdout.lines().take(2).collect();
+    assert_eq!(
+        lines,
+        [
+            "Fleet: 2 sites, 2 flow/site pairs: 2 succeeded; 0 with a tripped circuit",
+            "Quarantine: 2 rows (sales/s1: 2); each is retried when it changes at the source; list them: SELECT * FROM hubsync_quarantine",
+        ],
+        "{}",
+        status.stdout
+    );
+    let (mut child, base) = serve(&fleet);
+    let api_status = get_json(&format!("{base}/api/v1/status"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(api_status["summary"]["quarantined_rows"], 2);
+    let per_pair: Vec<(&str, u64)> = (api_status["pairs"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["site"].as_str().unwrap(),
+                p["quarantined_rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_pair, [("s1", 2), ("s2", 0)]);
+    // Without quarantined rows there is no quarantine line.
+    sqlite_exec(&fleet.path("master.db"), "DELETE FROM hubsync_quarantine");
+    let status = fleet.hubsync(&["status"]);
+    assert!(!status.stdout.contains("Quarantine"), "{}", status.stdout);
 }

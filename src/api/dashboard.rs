@@ -69,7 +69,7 @@ pub async fn page(
         )
         .finish();
     let filter = super::fleet::StatusFilter::parse(&query)?;
-    let status = fleet_status(&state).await.map_err(ApiError::internal)?;
+    let (status, fleet) = fleet_status(&state).await.map_err(ApiError::internal)?;
     let hub = state.hub();
     let recent = hub
         .state()
@@ -85,7 +85,7 @@ pub async fn page(
         .map_err(ApiError::internal)?;
     let config = hub.config();
     let flows: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
-    let sites: Vec<&str> = config.sites.iter().map(|s| s.id.as_str()).collect();
+    let sites: Vec<&str> = fleet.iter().map(|s| s.id.as_str()).collect();
     let by_pair: HashMap<(&str, &str), &PairStatus> = status
         .pairs
         .iter()
@@ -107,7 +107,7 @@ pub async fn page(
         .count();
     // The filters choose the grid's sites and the failing pairs listed.
     let kept_sites: HashSet<&str> = (status.pairs.iter())
-        .filter(|p| filter.keeps(p, config))
+        .filter(|p| filter.keeps(p, &fleet))
         .map(|p| p.site.as_str())
         .collect();
     let matching: Vec<&str> = (sites.iter().copied())
@@ -121,7 +121,7 @@ pub async fn page(
     let next_offset = (filter.offset + grid_sites.len() < matching.len())
         .then(|| filter.offset + grid_sites.len());
     let failing_shown: Vec<&PairStatus> = (failing.iter().copied())
-        .filter(|p| filter.keeps(p, config))
+        .filter(|p| filter.keeps(p, &fleet))
         .take(FAILING_SHOWN)
         .collect();
 
@@ -142,6 +142,14 @@ pub async fn page(
                     span id="generated" { "updated " (now.format("%Y-%m-%d %H:%M:%S UTC")) ", every " (REFRESH_SECONDS) " s" }
                 }
                 main {
+                    @if let Some(error) = &status.inventory_error {
+                        section class="wide" {
+                            p id="inventory-error" class="error" {
+                                "The inventory could not be read: " (error)
+                                "; the sites shown are those of its last good read."
+                            }
+                        }
+                    }
                     section class="wide" {
                         div class="counts" {
                             div { b id="count-sites" { (sites.len()) } "sites" }
@@ -150,6 +158,9 @@ pub async fn page(
                             div { b id="count-failing" { (failing.len()) } "pairs failing" }
                             div title="follow-up events every attempt failed for: hubsync events, GET /api/v1/events" {
                                 b id="count-dead-events" { (status.events.dead) } "dead events"
+                            }
+                            div title="rows the target refused (on_error = quarantine), retried when they change at the source; see README, State in the master" {
+                                b id="count-quarantined" { (status.summary.quarantined_rows) } "rows in quarantine"
                             }
                         }
                     }

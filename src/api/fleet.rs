@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::routes::PairStatus;
-use crate::config::Config;
+use crate::config::Site;
 
 /// Most pairs one page may hold.
 pub const MAX_STATUS_LIMIT: usize = 1000;
@@ -30,7 +30,8 @@ pub const STATES: [&str; 7] = [
 /// Counts over the whole fleet (whatever the filters).
 #[derive(Serialize, ToSchema, Debug, PartialEq, Eq)]
 pub struct FleetSummary {
-    /// Sites in the config.
+    /// Sites of the fleet: the static `[[site]]`s and those of the
+    /// `[inventory]` query.
     pub sites: usize,
     /// (flow, site) pairs.
     pub pairs: usize,
@@ -39,6 +40,8 @@ pub struct FleetSummary {
     pub by_state: BTreeMap<String, usize>,
     /// Pairs whose circuit is open.
     pub circuits_open: usize,
+    /// Rows of all pairs in the quarantine (`quarantined_rows` summed).
+    pub quarantined_rows: u64,
 }
 
 /// Which pairs `/api/v1/status` returns.
@@ -127,9 +130,9 @@ impl StatusFilter {
         Ok(filter)
     }
 
-    /// True if `pair` passes every filter (site tags from `config`); paging
-    /// aside.
-    pub fn keeps(&self, pair: &PairStatus, config: &Config) -> bool {
+    /// True if `pair` passes every filter (site tags from `sites`, the
+    /// fleet's); paging aside.
+    pub fn keeps(&self, pair: &PairStatus, sites: &[Site]) -> bool {
         let flow_ok = self.flow.as_ref().is_none_or(|flow| *flow == pair.flow);
         let state_ok = match self.state.as_deref() {
             None => true,
@@ -138,7 +141,7 @@ impl StatusFilter {
         };
         let search_ok = (self.search.as_ref()).is_none_or(|q| pair.site.to_lowercase().contains(q));
         let tag_ok = self.tag.as_ref().is_none_or(|(tag, value)| {
-            (config.sites.iter())
+            (sites.iter())
                 .find(|site| site.id == pair.site)
                 .is_some_and(|site| site.tags.get(tag) == Some(value))
         });
@@ -150,12 +153,9 @@ impl StatusFilter {
     pub fn page(
         &self,
         pairs: Vec<PairStatus>,
-        config: &Config,
+        sites: &[Site],
     ) -> (Vec<PairStatus>, usize, Option<usize>) {
-        let kept: Vec<PairStatus> = pairs
-            .into_iter()
-            .filter(|p| self.keeps(p, config))
-            .collect();
+        let kept: Vec<PairStatus> = pairs.into_iter().filter(|p| self.keeps(p, sites)).collect();
         let total = kept.len();
         let limit = self.limit.unwrap_or(usize::MAX);
         let page: Vec<PairStatus> = kept.into_iter().skip(self.offset).take(limit).collect();
@@ -176,6 +176,7 @@ pub fn summary(pairs: &[PairStatus], sites: usize) -> FleetSummary {
         pairs: pairs.len(),
         by_state,
         circuits_open: pairs.iter().filter(|p| p.circuit.open).count(),
+        quarantined_rows: pairs.iter().map(|p| p.quarantined_rows).sum(),
     }
 }
 
@@ -209,10 +210,11 @@ mod tests {
                 failures: 0,
                 until: None,
             },
+            quarantined_rows: if open { 3 } else { 0 },
         }
     }
 
-    fn config() -> Config {
+    fn config() -> crate::config::Config {
         let dir = std::path::Path::new("/");
         let mut text = String::from("[master]\nurl = \"sqlite://m.db\"\n");
         for (id, region) in [
@@ -224,7 +226,8 @@ mod tests {
                 "[[site]]\nid = \"{id}\"\nurl = \"sqlite://{id}.db\"\ntags = {{ region = \"{region}\" }}\n"
             ));
         }
-        Config::parse(&text, &dir.join("h.toml"), dir, &|_| None).unwrap_or_else(|e| panic!("{e}"))
+        crate::config::Config::parse(&text, &dir.join("h.toml"), dir, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn fleet() -> Vec<PairStatus> {
@@ -250,6 +253,8 @@ mod tests {
         let summary = summary(&fleet(), 3);
         assert_eq!(summary.pairs, 6);
         assert_eq!(summary.circuits_open, 1);
+        // The one open pair holds 3 quarantined rows.
+        assert_eq!(summary.quarantined_rows, 3);
         let expected: BTreeMap<String, usize> = [
             ("failed", 2),
             ("never", 1),
@@ -264,7 +269,7 @@ mod tests {
 
     #[test]
     fn filters_combine_and_pages_follow_each_other() {
-        let config = config();
+        let config = config().sites;
         let parse = |q: &str| StatusFilter::parse(q).unwrap_or_else(|e| panic!("{}", e.message));
         let (page, total, next) = parse("state=failed").page(fleet(), &config);
         assert_eq!(

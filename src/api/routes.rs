@@ -1,6 +1,7 @@
 //! Route handlers and the JSON shapes they answer with.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -63,8 +64,13 @@ pub struct SiteView {
 /// `GET /api/v1/sites`.
 #[derive(Serialize, ToSchema)]
 pub struct SitesResponse {
-    /// Every site, in config order.
+    /// Every site: the static `[[site]]`s in config order, then the
+    /// `[inventory]` query's in row order.
     pub sites: Vec<SiteView>,
+    /// Why the `[inventory]` query could not be read now (the sites are
+    /// then those of its last good read, the static ones if none); null
+    /// when it was read, or without `[inventory]`.
+    pub inventory_error: Option<String>,
 }
 
 /// One stream of a flow.
@@ -191,6 +197,9 @@ pub struct PairStatus {
     pub checkpoints: Vec<CheckpointView>,
     /// Circuit breaker.
     pub circuit: CircuitView,
+    /// Rows of its streams in the quarantine (`on_error = "quarantine"`):
+    /// refused by the target, retried when they change at the source.
+    pub quarantined_rows: u64,
 }
 
 /// `GET /api/v1/status`.
@@ -208,6 +217,10 @@ pub struct StatusResponse {
     pub total: usize,
     /// `offset` of the next page; null on the last (or without `limit`).
     pub next_offset: Option<usize>,
+    /// Why the `[inventory]` query could not be read now (the pairs are
+    /// then those of its last good read, the static sites' if none); null
+    /// when it was read, or without `[inventory]`.
+    pub inventory_error: Option<String>,
 }
 
 /// `POST /api/v1/flows/{flow}/sync` body: `{}` (all sites), or one of
@@ -448,9 +461,9 @@ fn as_instant(value: &crate::value::Value) -> Option<DateTime<Utc>> {
 #[utoipa::path(get, path = "/api/v1/sites", tag = "fleet", security(("bearer" = [])),
     responses((status = 200, body = SitesResponse), (status = 401, body = super::error::ErrorBody)))]
 pub async fn sites(State(state): State<ApiState>) -> Json<SitesResponse> {
-    // The inventory's last read (`[inventory]` sites included).
-    let fleet = state.hub().sites();
+    let (fleet, inventory_error) = current_sites(state.hub()).await;
     Json(SitesResponse {
+        inventory_error,
         sites: fleet
             .iter()
             .map(|site| SiteView {
@@ -460,6 +473,23 @@ pub async fn sites(State(state): State<ApiState>) -> Json<SitesResponse> {
             })
             .collect(),
     })
+}
+
+/// The sites of the fleet now, as `hubsync sync` reads them: the static
+/// `[[site]]`s, plus, with `[inventory]`, the rows of its query read again
+/// from the master (so `serve`, which runs no pass, shows them too). When
+/// that read fails: the sites of the hub's last good read (the static ones
+/// if none) and the error's text (`` `inventory.query` on the master: ...``).
+pub(super) async fn current_sites(
+    hub: &crate::flow::Hub,
+) -> (Arc<Vec<crate::config::Site>>, Option<String>) {
+    if hub.config().inventory.is_none() {
+        return (hub.sites(), None);
+    }
+    match hub.refresh_inventory().await {
+        Ok(_) => (hub.sites(), None),
+        Err(e) => (hub.sites(), Some(e.to_string())),
+    }
 }
 
 /// The flows.
@@ -610,27 +640,28 @@ pub async fn status(
     RawQuery(query): RawQuery,
 ) -> Result<Json<StatusResponse>, ApiError> {
     let filter = super::fleet::StatusFilter::parse(&query.unwrap_or_default())?;
-    let mut status = fleet_status(&state).await.map_err(ApiError::internal)?;
-    let config = state.hub().config();
-    status.summary = super::fleet::summary(&status.pairs, config.sites.len());
-    let (pairs, total, next_offset) = filter.page(std::mem::take(&mut status.pairs), config);
+    let (mut status, fleet) = fleet_status(&state).await.map_err(ApiError::internal)?;
+    let (pairs, total, next_offset) = filter.page(std::mem::take(&mut status.pairs), &fleet);
     status.pairs = pairs;
     status.total = total;
     status.next_offset = next_offset;
     Ok(Json(status))
 }
 
-/// The status of every (flow, site), as `/api/v1/status` answers it.
+/// The status of every (flow, site), as `/api/v1/status` answers it, and
+/// the sites it covers ([`current_sites`]: with `[inventory]`, read again).
 pub(super) async fn fleet_status(
     state: &ApiState,
-) -> Result<StatusResponse, crate::state::StateError> {
+) -> Result<(StatusResponse, Arc<Vec<crate::config::Site>>), crate::state::StateError> {
     let hub = state.hub();
+    let (fleet, inventory_error) = current_sites(hub).await;
     let config = hub.config();
     let now = Utc::now();
     let last_runs = hub.state().last_runs(hub.master()).await?;
     let successes = hub.state().last_successes(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
+    let quarantined = hub.state().quarantine_counts(hub.master()).await?;
     // Indexed by pair: a fleet of thousands of sites is not scanned per pair.
     let last_runs: HashMap<(&str, &str), &RunRecord> = (last_runs.iter())
         .map(|r| ((r.flow.as_str(), r.site.as_str()), r))
@@ -647,7 +678,6 @@ pub(super) async fn fleet_status(
         });
     }
     let mut pairs = Vec::new();
-    let fleet = hub.sites();
     for flow in &config.flows {
         for site in fleet.iter() {
             let pair = (flow.name.clone(), site.id.clone());
@@ -682,19 +712,22 @@ pub(super) async fn fleet_status(
                 lag_seconds: last_success_at.map(|at| (now - at).num_seconds().max(0)),
                 checkpoints: (checkpoints_of.remove(&(flow.name.as_str(), site.id.as_str())))
                     .unwrap_or_default(),
+                quarantined_rows: quarantined.get(&pair).copied().unwrap_or(0),
                 circuit,
             });
         }
     }
     let events = super::events::counts(state).await?;
     let total = pairs.len();
-    Ok(StatusResponse {
-        summary: super::fleet::summary(&pairs, config.sites.len()),
+    let status = StatusResponse {
+        summary: super::fleet::summary(&pairs, fleet.len()),
         pairs,
         total,
         next_offset: None,
         events,
-    })
+        inventory_error,
+    };
+    Ok((status, fleet))
 }
 
 /// How long a sync request waits for its runs to be recorded before it

@@ -124,23 +124,44 @@ async fn list(hub: &Hub, state: Option<DeliveryState>, limit: usize) -> anyhow::
     Ok(EXIT_OK)
 }
 
+/// Replays the dead or delivered events `ids` (each id once). Every id is
+/// checked first: if one names no such event, nothing is re-queued and the
+/// usage error names them all.
 async fn replay(hub: &Hub, ids: &[String]) -> anyhow::Result<u8> {
-    let mut missing = Vec::new();
-    for id in ids {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = (ids.iter())
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    let replayable = hub.state().replayable_events(hub.master(), &ids).await?;
+    let missing: Vec<&str> = (ids.iter())
+        .filter(|id| !replayable.contains(*id))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(UsageError(format!(
+            "no dead or delivered event with id {}; nothing was replayed; see `hubsync events list --state all`",
+            missing.join(", ")
+        ))
+        .into());
+    }
+    let mut raced = Vec::new();
+    for id in &ids {
         if hub.state().replay_event(hub.master(), id).await? {
             println!(
                 "event {id}: pending again; `hubsync run` or `hubsync events deliver` delivers it"
             );
         } else {
-            missing.push(id.as_str());
+            // Replayed (or deleted) by another process since the check.
+            raced.push(id.as_str());
         }
     }
-    if missing.is_empty() {
+    if raced.is_empty() {
         return Ok(EXIT_OK);
     }
     Err(UsageError(format!(
-        "no dead or delivered event with id {}; see `hubsync events list --state all`",
-        missing.join(", ")
+        "no dead or delivered event with id {} any more (another process replayed or pruned it); see `hubsync events list --state all`",
+        raced.join(", ")
     ))
     .into())
 }

@@ -71,10 +71,22 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
         ))
         .into());
     }
+    if let Some(flow) = &args.flow
+        && config.flow(flow).is_none()
+    {
+        return Err(super::UsageError(format!(
+            "no flow `{flow}` in the config; flows: {}",
+            super::known_names(config.flows.iter().map(|f| f.name.as_str()))
+        ))
+        .into());
+    }
     let hub = Hub::open_existing(config.clone()).await?;
+    let (fleet, inventory_note) = fleet_sites(&hub).await;
     let runs = hub.state().last_runs(hub.master()).await?;
     let checkpoints = hub.state().checkpoints(hub.master()).await?;
     let streaks = hub.state().failure_streaks(hub.master(), None).await?;
+    let quarantined = hub.state().quarantine_counts(hub.master()).await?;
+    let quarantine_table = hub.state().table_name("quarantine");
     let (pending_events, _, dead_events) = hub.state().event_counts(hub.master()).await?;
     let leases = match hub.leased() {
         true => Some(hub.state().leases(hub.master()).await?),
@@ -106,7 +118,7 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
     ]);
     let mut failing = 0;
     for flow in &config.flows {
-        for site in &config.sites {
+        for site in fleet.iter() {
             let run = runs.get(&(flow.name.as_str(), site.id.as_str())).copied();
             *by_state
                 .entry(run.map_or("never", |r| r.status.as_str()))
@@ -126,10 +138,13 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
             table.add_row(row);
         }
     }
-    println!(
-        "{}",
-        fleet_line(config.sites.len(), &by_state, open_circuits)
-    );
+    println!("{}", fleet_line(fleet.len(), &by_state, open_circuits));
+    if let Some(note) = &inventory_note {
+        println!("{note}");
+    }
+    if let Some(line) = quarantine_line(&quarantined, &quarantine_table) {
+        println!("{line}");
+    }
     if let Some(leases) = &leases {
         println!("{}", leases_line(leases, now));
     }
@@ -162,6 +177,25 @@ pub(super) async fn run(config: Arc<Config>, args: StatusArgs) -> anyhow::Result
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The fleet's sites as `hubsync sync` reads them: the static `[[site]]`s,
+/// plus, with `[inventory]`, the rows of its query on the master now. When
+/// that query fails: the static sites and a note saying why (`Inventory:
+/// not read (...); only the static sites show`).
+async fn fleet_sites(hub: &Hub) -> (Arc<Vec<crate::config::Site>>, Option<String>) {
+    if hub.config().inventory.is_none() {
+        return (hub.sites(), None);
+    }
+    match hub.refresh_inventory().await {
+        Ok(_) => (hub.sites(), None),
+        Err(e) => (
+            hub.sites(),
+            Some(format!(
+                "Inventory: not read ({e}); only the static sites show"
+            )),
+        ),
+    }
 }
 
 /// `open until 10:05:00 UTC (3 failures)`, or `closed`.
@@ -242,6 +276,36 @@ fn fleet_line(sites: usize, by_state: &BTreeMap<&str, u64>, open: u64) -> String
         plural(pairs, "flow/site pair"),
         states.join(", "),
     )
+}
+
+/// Pairs named in the quarantine line; the rest are counted.
+const QUARANTINE_PAIRS_SHOWN: usize = 5;
+
+/// `Quarantine: 49 rows (sales/s1: 49); each is retried when it changes at
+/// the source; list them: SELECT * FROM hubsync.quarantine`, the pairs with
+/// the most rows first (at most [`QUARANTINE_PAIRS_SHOWN`], then `N more
+/// pairs`); `None` when the quarantine (`table`) is empty.
+fn quarantine_line(counts: &HashMap<(String, String), u64>, table: &str) -> Option<String> {
+    let total: u64 = counts.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut pairs: Vec<(&(String, String), &u64)> = counts.iter().collect();
+    pairs.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let mut shown: Vec<String> = (pairs.iter().take(QUARANTINE_PAIRS_SHOWN))
+        .map(|((flow, site), rows)| format!("{flow}/{site}: {}", thousands(**rows)))
+        .collect();
+    if pairs.len() > QUARANTINE_PAIRS_SHOWN {
+        shown.push(plural(
+            (pairs.len() - QUARANTINE_PAIRS_SHOWN) as u64,
+            "more pair",
+        ));
+    }
+    Some(format!(
+        "Quarantine: {} ({}); each is retried when it changes at the source; list them: SELECT * FROM {table}",
+        plural(total, "row"),
+        shown.join(", ")
+    ))
 }
 
 /// `Leases: 12 held (r1: 5, r2: 7), 30 due now, 1,958 waiting`.
@@ -355,6 +419,38 @@ mod tests {
         assert_eq!(
             leases_line(&[], now),
             "Leases: 0 held, 0 due now, 0 waiting"
+        );
+    }
+
+    #[test]
+    fn the_quarantine_line_names_the_biggest_pairs() {
+        let counts = |pairs: &[(&str, &str, u64)]| -> HashMap<(String, String), u64> {
+            (pairs.iter())
+                .map(|(f, s, n)| ((f.to_string(), s.to_string()), *n))
+                .collect()
+        };
+        assert_eq!(quarantine_line(&counts(&[]), "hubsync.quarantine"), None);
+        assert_eq!(
+            quarantine_line(&counts(&[("sales", "s1", 49)]), "hubsync.quarantine").as_deref(),
+            Some(
+                "Quarantine: 49 rows (sales/s1: 49); each is retried when it changes at the source; list them: SELECT * FROM hubsync.quarantine"
+            )
+        );
+        // 7 pairs, 1 + 2 + 3 + 4 + 5 + 7 + 7 = 29 rows: the 5 biggest, ties by name.
+        let seven = counts(&[
+            ("a", "s1", 1),
+            ("a", "s2", 2),
+            ("a", "s3", 3),
+            ("a", "s4", 4),
+            ("a", "s5", 5),
+            ("b", "s1", 7),
+            ("a", "s6", 7),
+        ]);
+        assert_eq!(
+            quarantine_line(&seven, "hubsync_quarantine").as_deref(),
+            Some(
+                "Quarantine: 29 rows (a/s6: 7, b/s1: 7, a/s5: 5, a/s4: 4, a/s3: 3, 2 more pairs); each is retried when it changes at the source; list them: SELECT * FROM hubsync_quarantine"
+            )
         );
     }
 

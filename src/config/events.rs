@@ -87,18 +87,25 @@ impl EventKind {
 pub struct WebhookSecret(Vec<u8>);
 
 impl WebhookSecret {
-    /// Decodes `whsec_` + standard base64 (the prefix is optional).
+    /// Decodes `whsec_` + standard base64 (RFC 4648, padded), the form
+    /// Standard Webhooks gives secrets (<https://www.standardwebhooks.com/>).
     ///
-    /// Errors: text that is not base64, or decodes to no bytes.
+    /// Errors (the text goes after "`secret` " in a config problem; it never
+    /// holds the secret): no `whsec_` prefix (a verifier would decode the
+    /// rest as the key, so deliveries signed with other bytes fail), a rest
+    /// that is not base64, or nothing after the prefix; each says the
+    /// expected form and how to make one.
     pub fn parse(text: &str) -> Result<WebhookSecret, String> {
         use base64::Engine as _;
-        let encoded = text.strip_prefix("whsec_").unwrap_or(text);
+        const FORM: &str = "a Standard Webhooks secret is `whsec_` + base64 of 24-64 random bytes; \
+             make one with `echo whsec_$(head -c 32 /dev/urandom | base64)`";
+        let Some(encoded) = text.strip_prefix("whsec_") else {
+            return Err(format!("does not start with `whsec_`; {FORM}"));
+        };
         match base64::engine::general_purpose::STANDARD.decode(encoded) {
             Ok(bytes) if !bytes.is_empty() => Ok(WebhookSecret(bytes)),
-            Ok(_) => Err("is empty".into()),
-            Err(e) => Err(format!(
-                "is not `whsec_` followed by base64 ({e}); generate one with `echo whsec_$(openssl rand -base64 32)`"
-            )),
+            Ok(_) => Err(format!("has nothing after `whsec_`; {FORM}")),
+            Err(e) => Err(format!("is not `whsec_` followed by base64 ({e}); {FORM}")),
         }
     }
 
@@ -391,6 +398,43 @@ mod tests {
         assert_eq!(secret.as_ref().unwrap().bytes().len(), 24);
         assert_eq!(format!("{secret:?}"), "Some(WebhookSecret(***))");
         assert_eq!((on[1].name.as_str(), on[1].max_attempts), ("ops", 2));
+    }
+
+    /// Regression (fresh-user trial): a secret without `whsec_` was taken
+    /// as base64 of the key, so deliveries were signed with bytes a
+    /// Standard Webhooks verifier (which decodes after `whsec_`) rejects.
+    #[test]
+    fn a_secret_must_be_whsec_and_base64() {
+        let handler = |secret: &str| {
+            format!(
+                "{BASE}{}  [[flow.on]]\n  name = \"erp\"\n  event = \"success\"\n  \
+                 webhook = \"https://x.example/h\"\n  secret = \"{secret}\"\n",
+                flow("f", "")
+            )
+        };
+        let form = "a Standard Webhooks secret is `whsec_` + base64 of 24-64 random bytes; \
+             make one with `echo whsec_$(head -c 32 /dev/urandom | base64)`";
+        // Valid base64 (24 bytes), but no prefix.
+        assert_eq!(
+            problems(&handler("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+            [format!(
+                "flow `f` handler `erp`: `secret` does not start with `whsec_`; {form}"
+            )]
+        );
+        // The prefix, then a space: byte 32 at offset 3 of the rest.
+        assert_eq!(
+            problems(&handler("whsec_abc def")),
+            [format!(
+                "flow `f` handler `erp`: `secret` is not `whsec_` followed by base64 (Invalid symbol 32, offset 3.); {form}"
+            )]
+        );
+        assert_eq!(
+            problems(&handler("whsec_")),
+            [format!(
+                "flow `f` handler `erp`: `secret` has nothing after `whsec_`; {form}"
+            )]
+        );
+        assert!(problems(&handler("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).is_empty());
     }
 
     #[test]

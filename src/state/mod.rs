@@ -928,6 +928,30 @@ impl StateStore {
         })
     }
 
+    /// Quarantined rows per (flow, site), all streams together:
+    /// `(flow, site) -> rows`, for `hubsync status` and `/api/v1/status`.
+    ///
+    /// Errors: the master refused the query.
+    pub async fn quarantine_counts(
+        &self,
+        master: &Connector,
+    ) -> Result<std::collections::HashMap<(String, String), u64>> {
+        let sql = format!(
+            "SELECT flow, site, count(*) FROM {} GROUP BY flow, site",
+            self.table("quarantine")
+        );
+        let batch = master.query(&sql, &[]).await?;
+        Ok((batch.rows.iter())
+            .map(|row| {
+                let rows = match &row[2] {
+                    Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                };
+                ((text(&row[0]), text(&row[1])), rows)
+            })
+            .collect())
+    }
+
     /// The row keys (JSON text, as stored) of the quarantined rows of
     /// (flow, stream, site) `key`.
     ///

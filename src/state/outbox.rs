@@ -272,6 +272,31 @@ impl StateStore {
         batch.rows.iter().map(|row| outbox_record(row)).collect()
     }
 
+    /// Which of `event_ids` name an event that [`StateStore::replay_event`]
+    /// would make pending again (it exists and is dead or delivered), for
+    /// `hubsync events replay` to refuse the whole command before
+    /// re-queuing any.
+    ///
+    /// Errors: the master refused the query.
+    pub async fn replayable_events(
+        &self,
+        master: &Connector,
+        event_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in event_ids.chunks(500) {
+            let params: Vec<Value> = chunk.iter().map(|id| Value::Text(id.clone())).collect();
+            let sql = format!(
+                "SELECT event_id FROM {} WHERE state <> 'pending' AND event_id IN ({})",
+                self.table("outbox"),
+                self.placeholders(&params).join(", ")
+            );
+            let batch = master.query(&sql, &params).await?;
+            found.extend(batch.rows.iter().map(|row| text(&row[0])));
+        }
+        Ok(found)
+    }
+
     /// Makes a dead (or delivered) event pending again, due now, with its
     /// attempts reset: it is delivered again under the same event id.
     /// Returns false if no such event exists or it is already pending.
