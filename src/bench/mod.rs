@@ -326,15 +326,7 @@ async fn transformed_pull(
         }
         transformed.push(pass);
     }
-    let both = Pass {
-        seconds: transformed.iter().map(|p| p.seconds).sum(),
-        rows_read: transformed.iter().map(|p| p.rows_read).sum(),
-        statements: transformed.iter().map(|p| p.statements).sum(),
-        peak_rss_mib: transformed
-            .iter()
-            .filter_map(|p| p.peak_rss_mib)
-            .reduce(f64::max),
-    };
+    let both = sum_passes(&transformed);
     Ok(scenario(
         "transformed_pull",
         &both,
@@ -365,6 +357,19 @@ struct Pass {
     rows_read: u64,
     statements: u64,
     peak_rss_mib: Option<f64>,
+}
+
+/// The passes' seconds, rows and statements added; the highest peak RSS.
+fn sum_passes(passes: &[Pass]) -> Pass {
+    Pass {
+        seconds: passes.iter().map(|p| p.seconds).sum(),
+        rows_read: passes.iter().map(|p| p.rows_read).sum(),
+        statements: passes.iter().map(|p| p.statements).sum(),
+        peak_rss_mib: passes
+            .iter()
+            .filter_map(|p| p.peak_rss_mib)
+            .reduce(f64::max),
+    }
 }
 
 /// Opens a hub on `config_text` (written to `bench.toml` in the work dir).

@@ -218,18 +218,5 @@ async fn measure(
             .await
             .context("after a pass")?;
     }
-    Ok((sum(&shared), sum(&apart)))
-}
-
-/// The passes' seconds, rows and statements added; the highest peak RSS.
-fn sum(passes: &[Pass]) -> Pass {
-    Pass {
-        seconds: passes.iter().map(|p| p.seconds).sum(),
-        rows_read: passes.iter().map(|p| p.rows_read).sum(),
-        statements: passes.iter().map(|p| p.statements).sum(),
-        peak_rss_mib: passes
-            .iter()
-            .filter_map(|p| p.peak_rss_mib)
-            .reduce(f64::max),
-    }
+    Ok((super::sum_passes(&shared), super::sum_passes(&apart)))
 }
