@@ -19,8 +19,10 @@
 //! double; `decimal(x)` turns an int or a decimal text into one exactly,
 //! and `decimal op int` / `int op decimal` compute in decimal, so
 //! `decimal(row.amount_cents) / 100` is exact (1999 -> `19.99`). Decimals
-//! follow `rust_decimal`: at most 28 significant digits; a division whose
-//! quotient does not end within them is rounded half to even at the 28th
+//! follow `rust_decimal`: 28-29 significant digits (a 96-bit integer and a
+//! scale); a value, sum or product that needs more fails its row rather
+//! than being rounded (`dropped_only_zeros`), while a division whose
+//! quotient does not end within them is rounded half to even at the last
 //! digit (use `round(x, n)`, half away from zero as PostgreSQL's `round`,
 //! to choose a scale). A double never turns into a decimal.
 //!
@@ -1058,32 +1060,59 @@ fn decimal_text(value: &Decimal) -> String {
 /// infinities, and numbers past 28 significant digits, are refused.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, String> {
     // Untrimmed first: a stored decimal has no spaces, and `trim` looks
-    // at Unicode whitespace; the result is the same either way.
-    if let Ok(exact) = Decimal::from_str_exact(text) {
-        return Ok(exact);
+    // at Unicode whitespace; the result is the same either way. The
+    // library also takes `1_000`, which no database writes: refused below.
+    if !text.contains('_') {
+        if let Ok(exact) = Decimal::from_str_exact(text) {
+            return Ok(exact);
+        }
     }
     let trimmed = text.trim();
+    let (mantissa, exponent) = match trimmed.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (trimmed, None),
+    };
+    let number = |t: &str, point: bool| {
+        let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+        let digits = t.bytes().filter(u8::is_ascii_digit).count();
+        digits > 0
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || (point && b == b'.'))
+            && t.bytes().filter(|b| *b == b'.').count() <= 1
+    };
+    if !number(mantissa, true) || !exponent.is_none_or(|e| number(e, false)) {
+        return Err(format!("`{text}` is not a decimal number"));
+    }
     // Never `Decimal::from_str`: past 28-29 significant digits it rounds
     // silently (a trial saw 9999999999999999999.9999999999 become
-    // 10000000000000000000). Scientific notation only where its mantissa
-    // has few enough digits to be kept exactly.
-    Decimal::from_str_exact(trimmed)
-        .ok()
-        .or_else(|| {
-            let mantissa = trimmed.split(['e', 'E']).next().unwrap_or_default();
+    // 10000000000000000000). Trailing zeros of a fraction carry no digit
+    // of the value (`…567.5000000000` from a DECIMAL(40,10) column);
+    // scientific notation only where its mantissa has few enough digits to
+    // be kept exactly.
+    let without_zeros = match exponent {
+        None if mantissa.contains('.') => mantissa.trim_end_matches('0').trim_end_matches('.'),
+        _ => mantissa,
+    };
+    let exact = match exponent {
+        None => Decimal::from_str_exact(trimmed)
+            .or_else(|_| Decimal::from_str_exact(without_zeros))
+            .ok(),
+        Some(_) => {
             let digits = mantissa
                 .bytes()
                 .filter(u8::is_ascii_digit)
                 .skip_while(|d| *d == b'0')
                 .count();
-            (digits <= 28).then(|| Decimal::from_scientific(trimmed).ok()).flatten()
-        })
-        .ok_or_else(|| {
-            format!(
-                "`{text}` is no decimal an expression can compute with exactly (at most 28 significant digits, \
-                 no NaN or infinity)"
-            )
-        })
+            (digits <= 28)
+                .then(|| Decimal::from_scientific(trimmed).ok())
+                .flatten()
+        }
+    };
+    exact.ok_or_else(|| {
+        format!(
+            "`{text}` has more significant digits than an expression keeps exactly (28-29); it would be rounded"
+        )
+    })
 }
 
 /// Parses an instant: RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]` with an
@@ -1355,19 +1384,72 @@ fn arithmetic<'a>(op: BinOp, left: Val<'a>, right: Val<'a>) -> Result<Val<'a>, S
     let result = match op {
         BinOp::Add => a.checked_add(b),
         BinOp::Sub => a.checked_sub(b),
-        // `rust_decimal` returns a product of zero without scale; PostgreSQL
-        // keeps the sum of the scales (0 * 0.01 is 0.00), as for any other
-        // product, so that `cents * decimal('0.01')` always has 2 places.
-        BinOp::Mul => a.checked_mul(b).map(|mut product| {
-            if product.is_zero() {
-                product.set_scale((a.scale() + b.scale()).min(28)).ok();
-            }
-            product
-        }),
+        BinOp::Mul => a.checked_mul(b),
         BinOp::Div => a.checked_div(b),
         _ => a.checked_rem(b),
     };
-    result.map(Val::Decimal).ok_or_else(overflow)
+    let mut result = result.ok_or_else(overflow)?;
+    if matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul) {
+        // The exact result's scale: PostgreSQL's for `numeric` (the larger
+        // scale for a sum, the sum of the scales for a product).
+        let exact_scale = match op {
+            BinOp::Mul => a.scale() + b.scale(),
+            _ => a.scale().max(b.scale()),
+        };
+        let exactly_zero = match op {
+            BinOp::Mul => a.is_zero() || b.is_zero(),
+            BinOp::Add => a == -b,
+            _ => a == b,
+        };
+        if exactly_zero {
+            // `rust_decimal` drops the scale of a zero result (0 * 0.01,
+            // 0.00 + 0); PostgreSQL keeps it, and so does a TEXT column.
+            result = Decimal::ZERO;
+            result.set_scale(exact_scale.min(28)).ok();
+        } else if result.is_zero()
+            || (result.scale() < exact_scale
+                && !dropped_only_zeros(op, a, b, exact_scale - result.scale()))
+        {
+            return Err(format!(
+                "the exact result of `{symbol}` needs more than the 28-29 significant digits a decimal keeps \
+                 ({a} {symbol} {b}); it would be rounded"
+            ));
+        }
+    }
+    Ok(Val::Decimal(result))
+}
+
+/// Whether `rust_decimal`, which keeps a sum or product within 96 bits by
+/// dropping its last `dropped` digits (rounding), dropped only zeros, so the
+/// result it returned is exact. Worked on the mantissas modulo 10^dropped:
+/// the exact result's mantissa at its full scale is `a_m * b_m` (product)
+/// or `a_m * 10^(s - a_s) +- b_m * 10^(s - b_s)` (sum, `s` the larger
+/// scale); it ends in `dropped` zeros iff it is 0 modulo 10^dropped. More
+/// than 19 dropped digits (10^dropped past u64) counts as not exact.
+fn dropped_only_zeros(op: BinOp, a: Decimal, b: Decimal, dropped: u32) -> bool {
+    if dropped > 19 {
+        return false;
+    }
+    let modulus = 10u128.pow(dropped);
+    let residue = |mantissa: i128| mantissa.rem_euclid(modulus as i128) as u128;
+    let (a_m, b_m) = (residue(a.mantissa()), residue(b.mantissa()));
+    let rest = match op {
+        BinOp::Mul => (a_m * b_m) % modulus,
+        _ => {
+            let scale = a.scale().max(b.scale());
+            let lift = |m: u128, from: u32| {
+                let factor = 10u128.checked_pow(scale - from).map_or(0, |f| f % modulus);
+                (m * factor) % modulus
+            };
+            let (a_l, b_l) = (lift(a_m, a.scale()), lift(b_m, b.scale()));
+            if op == BinOp::Add {
+                (a_l + b_l) % modulus
+            } else {
+                (a_l + modulus - b_l) % modulus
+            }
+        }
+    };
+    rest == 0
 }
 
 /// CEL equality: NULL equals only NULL; numbers compare exactly across
@@ -1654,10 +1736,13 @@ mod tests {
             "79228162514264337593543950336",
             "1.00000000000000000000000000001",
             "1.2345678901234567890123456789e3",
-            "NaN",
         ] {
             let error = parse_decimal(refused).expect_err(refused);
-            assert!(error.contains("exactly"), "{error}");
+            assert!(error.contains("would be rounded"), "{error}");
+        }
+        for not_a_number in ["NaN", "1,5", "", "1_000", "1.2.3", "--1", "e5", "1e"] {
+            let error = parse_decimal(not_a_number).expect_err(not_a_number);
+            assert!(error.ends_with("is not a decimal number"), "{error}");
         }
         for (kept, display) in [
             (
@@ -1670,8 +1755,91 @@ mod tests {
             ),
             ("-0.0500000000", "-0.0500000000"),
             ("1.5e3", "1500"),
+            // 28 significant digits, 10 trailing zeros (a DECIMAL(40,10)).
+            (
+                "123456789012345678901234567.5000000000",
+                "123456789012345678901234567.5",
+            ),
+            (" 12.50 ", "12.50"),
         ] {
             assert_eq!(parse_decimal(kept).unwrap().to_string(), display, "{kept}");
+        }
+    }
+
+    /// Reported by a trial: sums and products past 28 digits were rounded
+    /// silently. An inexact result now fails the row; exact ones (trailing
+    /// zeros dropped, zeros of any scale) are kept. Results by hand.
+    #[test]
+    fn sums_and_products_that_would_be_rounded_fail_the_row() {
+        let decimal = |text: &str| Value::Numeric(text.into());
+        let check = |expression: &str, x: &str, y: &str| {
+            let columns = vec![
+                ("x".to_string(), "NUMERIC".to_string()),
+                ("y".to_string(), "NUMERIC".to_string()),
+            ];
+            let compiled =
+                Expr::compile(expression, &columns, "flow `f`, stream `s`, compute `c`").unwrap();
+            compiled.eval(&[decimal(x), decimal(y)], &scope())
+        };
+        for (expression, x, y) in [
+            ("row.x * row.y", "1.0000000000000000000000000001", "0.01"),
+            ("row.x * row.y", "-0.000000000000000000000000001", "0.01"),
+            ("row.x * row.y", "0.0000000000000000000000000001", "0.01"),
+            (
+                "row.x * row.y",
+                "12345678901234.5678",
+                "12345678901234.5678",
+            ),
+            (
+                "row.x + row.y",
+                "12345678901234567890.123456789",
+                "0.0000000001",
+            ),
+            (
+                "row.x - row.y",
+                "12345678901234567890.123456789",
+                "0.0000000001",
+            ),
+        ] {
+            let error = check(expression, x, y).expect_err(&format!("{x} {expression} {y}"));
+            assert!(error.to_string().contains("would be rounded"), "{error}");
+        }
+        for (expression, x, y, exact) in [
+            ("row.x * row.y", "3700", "0.01", "37.00"),
+            ("row.x * row.y", "0", "0.01", "0.00"),
+            ("row.x + row.y", "0.00", "0", "0.00"),
+            (
+                "row.x - row.y",
+                "1.5000000000000000000000",
+                "1.5",
+                "0.0000000000000000000000",
+            ),
+            (
+                "row.x + row.y",
+                "79228162514264337593543950334",
+                "1",
+                "79228162514264337593543950335",
+            ),
+            (
+                "row.x * row.y",
+                "1234567890123456.78",
+                "1000000000",
+                "1234567890123456780000000.00",
+            ),
+            ("row.x * row.y", "-0.05", "-0.05", "0.0025"),
+            // Scale 29 does not fit: a trailing zero is dropped, exactly.
+            (
+                "row.x * row.y",
+                "1.0000000000000000000000000000",
+                "2.0",
+                "2.0000000000000000000000000000",
+            ),
+        ] {
+            assert_eq!(
+                check(expression, x, y).unwrap(),
+                decimal(exact),
+                "{x} {expression} {y}"
+            );
         }
     }
 
