@@ -1062,10 +1062,10 @@ pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, String> {
     // Untrimmed first: a stored decimal has no spaces, and `trim` looks
     // at Unicode whitespace; the result is the same either way. The
     // library also takes `1_000`, which no database writes: refused below.
-    if !text.contains('_') {
-        if let Ok(exact) = Decimal::from_str_exact(text) {
-            return Ok(exact);
-        }
+    if !text.contains('_')
+        && let Ok(exact) = Decimal::from_str_exact(text)
+    {
+        return Ok(exact);
     }
     let trimmed = text.trim();
     let (mantissa, exponent) = match trimmed.split_once(['e', 'E']) {
