@@ -167,7 +167,6 @@ pub fn resume_from(
         return None;
     }
     let lag = chrono::Duration::from_std(lag).ok()?;
-    let unfold = |local: NaiveDateTime| zone.and_then(|z| fold_start(z, local)).unwrap_or(local);
     match cursor {
         Value::TimestampTz(instant) => {
             let lagged = *instant - lag;
@@ -176,7 +175,7 @@ pub fn resume_from(
                 _ => lagged,
             }))
         }
-        Value::Timestamp(local) => Some(Value::Timestamp(unfold(*local) - lag)),
+        Value::Timestamp(local) => Some(Value::Timestamp(local_minus(*local, lag, zone))),
         Value::Date(day) => {
             let days =
                 lag.num_seconds().div_euclid(86_400) + i64::from(lag.num_seconds() % 86_400 != 0);
@@ -207,13 +206,34 @@ fn lagged_text(text: &str, lag: chrono::Duration, zone: Option<Tz>) -> Option<St
     let mut base = NaiveDateTime::parse_from_str(text.get(..19)?, &pattern).ok()?;
     let rest = text.get(19..).unwrap_or_default();
     let without_offset = !rest.contains(['Z', 'z', '+', '-']);
-    if without_offset && let Some(start) = zone.and_then(|z| fold_start(z, base)) {
-        base = start;
-    }
     // Round the lag up to whole seconds: the bound may only be lower.
     let whole_seconds = lag.num_seconds() + i64::from(lag.subsec_nanos() != 0);
-    let lagged = base - chrono::Duration::seconds(whole_seconds);
+    let lag = chrono::Duration::seconds(whole_seconds);
+    let lagged = if without_offset {
+        local_minus(base, lag, zone)
+    } else {
+        base - lag
+    };
     Some(lagged.format(&pattern).to_string())
+}
+
+/// A local time `lag` before `local` in `zone` (a cursor of local times
+/// without zone, the site's `timezone` tag), as a lower bound: from the
+/// start of a repeated hour `local` falls in (clocks went back), and where
+/// the lag crosses a clocks-forward gap, the local time `lag` earlier in
+/// real time (03:00:02 EDT minus 5 s is 01:59:57 EST, not 02:59:57, a time
+/// that never happened: a row stamped 01:59:59 is 3 s older, within the
+/// lag). Without a zone: the plain difference.
+fn local_minus(local: NaiveDateTime, lag: chrono::Duration, zone: Option<Tz>) -> NaiveDateTime {
+    let Some(zone) = zone else {
+        return local - lag;
+    };
+    let start = fold_start(zone, local).unwrap_or(local);
+    let plain = start - lag;
+    match zone.from_local_datetime(&start).earliest() {
+        Some(instant) => plain.min((instant - lag).naive_local()),
+        None => plain,
+    }
 }
 
 /// If `local` is ambiguous in `zone` (an hour repeated when clocks go
@@ -363,6 +383,57 @@ mod tests {
                 None
             ),
             Some(Value::Timestamp(local - chrono::Duration::seconds(60)))
+        );
+    }
+
+    #[test]
+    /// Reported by a trial: a row stamped 01:59:59 local, 3 s before a
+    /// checkpoint at 03:00:02 local right after clocks went forward (New
+    /// York 2026-03-08 02:00 EST -> 03:00 EDT; Paris 2026-03-29 02:00 CET
+    /// -> 03:00 CEST), lies within a 5 s lag in real time but an hour
+    /// below in wall-clock time, and was never read.
+    #[test]
+    fn the_lag_crosses_a_clocks_forward_gap_in_real_time() {
+        let new_york: Tz = "America/New_York".parse().unwrap();
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let lag = Duration::from_secs(5);
+        let local = |t: &str| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap();
+        assert_eq!(
+            resume_from(
+                &Value::Timestamp(local("2026-03-08 03:00:02")),
+                lag,
+                None,
+                Some(new_york)
+            ),
+            Some(Value::Timestamp(local("2026-03-08 01:59:57")))
+        );
+        assert_eq!(
+            resume_from(
+                &Value::Text("2026-03-29 03:00:02".into()),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Text("2026-03-29 01:59:57".into()))
+        );
+        // Away from the gap the plain lag; with an offset, no zone applies.
+        assert_eq!(
+            resume_from(
+                &Value::Timestamp(local("2026-03-08 03:00:10")),
+                lag,
+                None,
+                Some(new_york)
+            ),
+            Some(Value::Timestamp(local("2026-03-08 03:00:05")))
+        );
+        assert_eq!(
+            resume_from(
+                &Value::Text("2026-03-29T03:00:02+02:00".into()),
+                lag,
+                None,
+                Some(paris)
+            ),
+            Some(Value::Text("2026-03-29T02:59:57".into()))
         );
     }
 
