@@ -327,6 +327,53 @@ fn sqlite_master_events_are_signed_delivered_once_and_chain_flows_and_services()
 }
 
 #[test]
+fn an_event_whose_handler_this_hub_lacks_is_left_for_one_that_has_it() {
+    let fleet = Fleet::new();
+    let receiver = Receiver::start(fleet.dir.path());
+    make_site(&fleet.path("s1.db"));
+    sqlite_exec(&fleet.path("s1.db"), "DELETE FROM sales WHERE id > 1");
+    sqlite_exec(&fleet.path("master.db"), MASTER_TABLES);
+    let text = config("sqlite://master.db", &receiver, "", "5s")
+        .replace("[[site]]\nid = \"s2\"\nurl = \"sqlite://s2.db\"\n", "");
+    let with_handler =
+        text[..text.find("  [[flow.on]]\n  event = \"success\"").unwrap()].to_string();
+    let without = with_handler[..with_handler.find("  [[flow.on]]").unwrap()].to_string();
+    fleet.write_config(&with_handler);
+    receiver.set("fail", true);
+    fleet.sync_ok(&[]);
+    // An older hub's config, without the handler, tries the due event: it
+    // stays pending, with the reason, for a hub that has the handler.
+    std::thread::sleep(Duration::from_millis(2100));
+    fleet.write_config(&without);
+    let out = fleet.hubsync(&["events", "deliver"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "0 delivered, 1 to retry later, 0 now dead letters",
+        "{}",
+        out.stderr
+    );
+    let master = fleet.path("master.db");
+    assert_eq!(
+        sqlite_query(&master, "SELECT state FROM hubsync_outbox"),
+        "pending"
+    );
+    fleet.write_config(&with_handler);
+    receiver.set("fail", false);
+    std::thread::sleep(Duration::from_millis(4100));
+    let out = fleet.hubsync(&["events", "deliver"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "1 delivered, 0 to retry later, 0 now dead letters",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sqlite_query(&master, "SELECT state FROM hubsync_outbox"),
+        "delivered"
+    );
+}
+
+#[test]
 fn failed_webhooks_become_dead_letters_and_replay_delivers_them() {
     let fleet = Fleet::new();
     let receiver = Receiver::start(fleet.dir.path());

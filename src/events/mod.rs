@@ -40,6 +40,14 @@ pub const CONCURRENCY: usize = 8;
 /// How long the daemon's worker sleeps when nothing was due.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// Attempts of an event whose flow or handler this hub's config does not
+/// have before it is a dead letter. Hubs sharing a master may run different
+/// configs for a while (a rolling change that adds a handler): a hub that
+/// cannot deliver an event leaves it to be retried, with backoff, by one
+/// that can, instead of making it a dead letter at once (a trial saw an
+/// old `serve` dead-letter a new config's webhook events).
+const UNKNOWN_TARGET_ATTEMPTS: u32 = 8;
+
 /// Attempts of a chained flow's run before it is a dead letter.
 pub const CHAINED_FLOW_ATTEMPTS: u32 = 8;
 
@@ -173,7 +181,10 @@ impl Deliverer {
             Ok(Target::Flow(flow)) => {
                 (self.run_chained(flow, &record).await, CHAINED_FLOW_ATTEMPTS)
             }
-            Err(e) => (Err(e), 1),
+            // Another hub (a newer config during a rolling change) may
+            // know the handler: retried with the usual backoff, a dead
+            // letter only after `UNKNOWN_TARGET_ATTEMPTS`.
+            Err(e) => (Err(e), UNKNOWN_TARGET_ATTEMPTS),
         };
         let state = self.hub.state();
         let master = self.hub.master();
