@@ -93,8 +93,9 @@ impl WebhookSecret {
     /// Errors (the text goes after "`secret` " in a config problem; it never
     /// holds the secret): no `whsec_` prefix (a verifier would decode the
     /// rest as the key, so deliveries signed with other bytes fail), a rest
-    /// that is not base64, or nothing after the prefix; each says the
-    /// expected form and how to make one.
+    /// that is not base64, nothing after the prefix, or a key outside 24-64
+    /// bytes (the specification's range); each says the expected form and
+    /// how to make one.
     pub fn parse(text: &str) -> Result<WebhookSecret, String> {
         use base64::Engine as _;
         const FORM: &str = "a Standard Webhooks secret is `whsec_` + base64 of 24-64 random bytes; \
@@ -103,8 +104,9 @@ impl WebhookSecret {
             return Err(format!("does not start with `whsec_`; {FORM}"));
         };
         match base64::engine::general_purpose::STANDARD.decode(encoded) {
-            Ok(bytes) if !bytes.is_empty() => Ok(WebhookSecret(bytes)),
-            Ok(_) => Err(format!("has nothing after `whsec_`; {FORM}")),
+            Ok(bytes) if (24..=64).contains(&bytes.len()) => Ok(WebhookSecret(bytes)),
+            Ok(bytes) if bytes.is_empty() => Err(format!("has nothing after `whsec_`; {FORM}")),
+            Ok(bytes) => Err(format!("holds {} bytes; {FORM}", bytes.len())),
             Err(e) => Err(format!("is not `whsec_` followed by base64 ({e}); {FORM}")),
         }
     }
@@ -432,6 +434,13 @@ mod tests {
             problems(&handler("whsec_")),
             [format!(
                 "flow `f` handler `erp`: `secret` has nothing after `whsec_`; {form}"
+            )]
+        );
+        // Reported by a second trial: one byte (`YQ==` is "a") was taken.
+        assert_eq!(
+            problems(&handler("whsec_YQ==")),
+            [format!(
+                "flow `f` handler `erp`: `secret` holds 1 bytes; {form}"
             )]
         );
         assert!(problems(&handler("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).is_empty());
