@@ -1421,3 +1421,38 @@ fn a_sqlite_sites_local_datetime_text_becomes_an_instant_in_its_time_zone() {
         "ny 1 17:01 01 17:05, ny 2 10:01 01 17:06, tokyo 1 03:01 01 03:05, tokyo 2 10:01 01 03:06"
     );
 }
+
+/// Reported by a second trial: a SQLite `DATETIME` column (not the cursor)
+/// holding numbers, which SQLite reads as Julian days or unix seconds,
+/// failed the stream with PostgreSQL's "invalid input syntax" when pulled
+/// into `timestamptz`. Julian day 2461193.25 is 2026-06-01 18:00 UTC, the
+/// INTEGER 2461042 (a Julian day) 2026-01-01 12:00 UTC, unix 1780000000
+/// 2026-05-28 20:26:40 UTC; text stays as it was read (UTC).
+#[test]
+fn numbers_in_a_sqlite_datetime_column_arrive_as_the_instants_they_stand_for() {
+    let master = pg_create_db("sqlite_num_dt_master");
+    let fleet = Fleet::new();
+    psql(
+        &master,
+        "CREATE TABLE ev (store_id text, id bigint, at timestamptz, updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("s.db"),
+        "CREATE TABLE ev (id INTEGER PRIMARY KEY, at DATETIME, updated_at DATETIME NOT NULL);
+         INSERT INTO ev VALUES (1, 2461193.25, '2026-06-01 12:00:00'), (2, 2461042.0, '2026-06-01 12:00:01'),
+                               (3, 1780000000, '2026-06-01 12:00:02'), (4, '2026-06-01 10:00:00', '2026-06-01 12:00:03');",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"s\"\nurl = \"sqlite://s.db\"\n\n\
+         [[flow]]\nname = \"ev\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"ev\"\n  target = \"ev\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT string_agg(id || ' ' || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ', ' ORDER BY id) FROM ev"
+        ),
+        "1 2026-06-01 18:00:00, 2 2026-01-01 12:00:00, 3 2026-05-28 20:26:40, 4 2026-06-01 10:00:00"
+    );
+}

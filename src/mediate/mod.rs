@@ -623,6 +623,9 @@ impl MappingPlan {
         if !fixes.booleans.is_empty() {
             self.apply_booleans(&mut rows, &source_columns, fixes.booleans)?;
         }
+        if fixes.source_dialect == Dialect::Sqlite && fixes.target_dialect != Dialect::Sqlite {
+            self.sqlite_number_datetimes(&mut rows, fixes.target);
+        }
         if let Some(zone) = fixes.site_zone {
             self.apply_site_zone(&mut rows, fixes, zone)?;
         }
@@ -1010,6 +1013,41 @@ impl MappingPlan {
             }
         }
         Ok(())
+    }
+
+    /// A SQLite source's date-time column may hold numbers, which SQLite's
+    /// date functions read as Julian days or unix seconds (`'auto'`, see
+    /// `connector::sqlite_instant`); bound for a date-time column of
+    /// another database (`timestamp...`, `datetime...`), such a
+    /// number is written as the instant it stands for instead of a number
+    /// the target refuses (a trial saw `2461193.25` fail the stream with
+    /// PostgreSQL's "invalid input syntax"). A number that is no time value
+    /// (out of range) is left for the target to refuse.
+    pub(crate) fn sqlite_number_datetimes(&self, rows: &mut [Vec<Value>], target: &TableInfo) {
+        let columns: Vec<usize> = self
+            .target_columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                target.column(name).is_some_and(|c| {
+                    let t = c.data_type.to_ascii_lowercase();
+                    t.starts_with("timestamp") || t.starts_with("datetime")
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if columns.is_empty() {
+            return;
+        }
+        for row in rows.iter_mut() {
+            for column in &columns {
+                if matches!(row[*column], Value::Int(_) | Value::Float(_))
+                    && let Some(instant) = crate::connector::sqlite_instant(&row[*column])
+                {
+                    row[*column] = instant;
+                }
+            }
+        }
     }
 
     /// With a site `timezone` tag: a pull turns the site's local date-times
