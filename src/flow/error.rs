@@ -70,6 +70,11 @@ impl From<StateError> for RunError {
         let kind = match &error {
             StateError::Connector(e) => e.kind(),
             StateError::LeaseLost { .. } => ErrorKind::Interrupted,
+            // Another writer moved the checkpoint since this run read it (a
+            // replica that held the lease committing as it woke, `reset`):
+            // nothing was written, and the next run resumes from the stored
+            // position, so it may start again soon.
+            StateError::CheckpointMoved { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Other,
         };
         RunError::new(kind, error.to_string())

@@ -20,13 +20,25 @@ use crate::state::{Claim, NextDue, StateError};
 
 /// When a pair of `flow` is due after a run that ended with `error_kind`,
 /// at `now`: at once for any replica after an interrupted run (it did not
-/// do its work: a stop, a lost lease); else the next time the schedule says
+/// do its work: a stop, a lost lease); 5 s after a conflict (another writer
+/// moved the checkpoint, nothing was written; at most the `every`
+/// interval); else the next time the schedule says
 /// (an `every` interval after the master's `now()`, or the next cron match;
 /// a cron without one, or a flow without a schedule, in 100 years).
 pub fn next_due(flow: &Flow, error_kind: Option<ErrorKind>, now: DateTime<Utc>) -> NextDue {
     const NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
     if error_kind == Some(ErrorKind::Interrupted) {
         return NextDue::Keep;
+    }
+    // A conflict with another writer (a checkpoint moved by the replica
+    // that held the lease before) wrote nothing: run the pair again within
+    // seconds, not at the next scheduled time (an hour for `every 1h`).
+    const AFTER_CONFLICT: std::time::Duration = std::time::Duration::from_secs(5);
+    if error_kind == Some(ErrorKind::Conflict) {
+        return NextDue::After(match &flow.schedule {
+            Some(Schedule::Every(interval)) => (*interval).min(AFTER_CONFLICT),
+            _ => AFTER_CONFLICT,
+        });
     }
     match &flow.schedule {
         Some(Schedule::Every(interval)) => NextDue::After(*interval),
@@ -183,6 +195,11 @@ mod tests {
         assert_eq!(
             next_due(&every, Some(ErrorKind::Interrupted), now),
             NextDue::Keep
+        );
+        // A checkpoint another writer moved: again within 5 s.
+        assert_eq!(
+            next_due(&every, Some(ErrorKind::Conflict), now),
+            NextDue::After(std::time::Duration::from_secs(5))
         );
         let cron = flow("0 2 * * *", None);
         assert_eq!(
