@@ -946,17 +946,9 @@ impl MappingPlan {
     /// round are refused by [`MappingPlan::check_postgres_values`]. Text that
     /// is not such a date-time is left to the database.
     pub(crate) fn parse_text_datetimes(&self, rows: &mut [Vec<Value>], target: &TableInfo) {
-        let columns: Vec<usize> = self
-            .target_columns
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| {
-                target.column(name).is_some_and(|c| {
-                    c.data_type.starts_with("timestamp") && !c.data_type.contains("with time zone")
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let columns = self.target_columns_where(target, |t| {
+            t.starts_with("timestamp") && !t.contains("with time zone")
+        });
         for row in rows.iter_mut() {
             for i in &columns {
                 let Value::Text(text) = &row[*i] else {
@@ -1015,6 +1007,15 @@ impl MappingPlan {
         Ok(())
     }
 
+    /// Positions (in `target_columns`) of the written columns whose type in
+    /// `target` (its `data_type` text, as described) satisfies `keep`.
+    fn target_columns_where(&self, target: &TableInfo, keep: impl Fn(&str) -> bool) -> Vec<usize> {
+        (self.target_columns.iter().enumerate())
+            .filter(|(_, name)| target.column(name).is_some_and(|c| keep(&c.data_type)))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// A SQLite source's date-time column may hold numbers, which SQLite's
     /// date functions read as Julian days or unix seconds (`'auto'`, see
     /// `connector::sqlite_instant`); bound for a date-time column of
@@ -1024,18 +1025,10 @@ impl MappingPlan {
     /// PostgreSQL's "invalid input syntax"). A number that is no time value
     /// (out of range) is left for the target to refuse.
     pub(crate) fn sqlite_number_datetimes(&self, rows: &mut [Vec<Value>], target: &TableInfo) {
-        let columns: Vec<usize> = self
-            .target_columns
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| {
-                target.column(name).is_some_and(|c| {
-                    let t = c.data_type.to_ascii_lowercase();
-                    t.starts_with("timestamp") || t.starts_with("datetime")
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let columns = self.target_columns_where(target, |t| {
+            let t = t.to_ascii_lowercase();
+            t.starts_with("timestamp") || t.starts_with("datetime")
+        });
         if columns.is_empty() {
             return;
         }
@@ -1079,18 +1072,10 @@ impl MappingPlan {
             let t = data_type.to_ascii_lowercase();
             t.contains("without time zone") || t.starts_with("datetime")
         };
-        let columns: Vec<usize> = self
-            .target_columns
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| {
-                target.column(name).is_some_and(|c| match direction {
-                    Direction::Pull => zoned(&c.data_type),
-                    Direction::Push => zone_less(&c.data_type),
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let columns = self.target_columns_where(target, |t| match direction {
+            Direction::Pull => zoned(t),
+            Direction::Push => zone_less(t),
+        });
         for row in rows.iter_mut() {
             for column in &columns {
                 let local = match (&row[*column], direction) {
