@@ -5,7 +5,9 @@
 
 mod common;
 
+use std::io::Read;
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Fleet, hubsync, pg_create_db, psql, sqlite_exec};
@@ -80,17 +82,92 @@ fn replica(fleet: &Fleet, master: &str, id: &str, args: &[&str]) -> std::process
     cmd
 }
 
-fn spawn(fleet: &Fleet, master: &str, id: &str) -> Child {
-    replica(fleet, master, id, &["run"])
+/// A `hubsync run` replica whose stdout and stderr are drained as it
+/// writes them: an undrained pipe fills (64 KiB) and blocks the replica's
+/// next log line, which would stall it like a SIGSTOP.
+struct Replica {
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    drains: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Replica {
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the replica wrote to stderr so far.
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for the replica to exit; its exit code and whole stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().expect("wait for the replica");
+        for drain in self.drains.drain(..) {
+            drain.join().unwrap();
+        }
+        (status.code(), self.stderr())
+    }
+}
+
+/// Copies `from` into `into` until end of file.
+fn drain(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    })
+}
+
+fn spawn(fleet: &Fleet, master: &str, id: &str) -> Replica {
+    let mut child = replica(fleet, master, id, &["run"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start hubsync run")
+        .expect("start hubsync run");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let drains = vec![
+        drain(
+            child.stdout.take().unwrap(),
+            Arc::new(Mutex::new(Vec::new())),
+        ),
+        drain(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+    ];
+    Replica {
+        child,
+        stderr,
+        drains,
+    }
 }
 
-fn signal(child: &Child, signal: i32) {
+/// A process the test can signal: a [`Replica`] or a plain child.
+trait Pid {
+    fn pid(&self) -> u32;
+}
+
+impl Pid for Replica {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Pid for Child {
+    fn pid(&self) -> u32 {
+        self.id()
+    }
+}
+
+fn signal(child: &impl Pid, signal: i32) {
     // SAFETY: a plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    assert_eq!(unsafe { libc::kill(child.pid() as i32, signal) }, 0);
 }
 
 /// SIGKILLs the replicas it names when dropped (a test that panics).
@@ -105,12 +182,42 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, seconds: u64, done: impl FnMut() -> bool) {
+    wait_for_or(what, seconds, done, String::new);
+}
+
+/// Polls `done` every 50 ms for up to `seconds`; on time out panics with
+/// `diagnosis()` (the replicas' logs, the runs table) so a failure says why.
+fn wait_for_or(
+    what: &str,
+    seconds: u64,
+    mut done: impl FnMut() -> bool,
+    diagnosis: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", diagnosis());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The runs table and each replica's stderr, for a failed wait.
+fn diagnosis(master: &str, replicas: &[(&str, &Replica)]) -> String {
+    let mut text = psql(
+        master,
+        "SELECT flow, site, holder, status, error_kind, left(error, 200) FROM hubsync.runs ORDER BY started_at",
+    );
+    text.push_str("\nleases:\n");
+    text.push_str(&psql(
+        master,
+        "SELECT * FROM hubsync.leases ORDER BY flow, site",
+    ));
+    for (name, replica) in replicas {
+        text.push_str(&format!("\n--- {name} stderr ---\n{}", replica.stderr()));
+    }
+    text
 }
 
 /// The (flow, site, token) of the leases `holder` holds now, once it holds
@@ -210,12 +317,17 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
     signal(&r2, libc::SIGCONT);
 
     // The cycle completes: every pair has a run that succeeded.
-    wait_for("every pair's run to succeed", 120, || {
-        psql(
-            &master,
-            "SELECT count(DISTINCT (flow, site)) FROM hubsync.runs WHERE status = 'succeeded'",
-        ) == (2 * SITES).to_string()
-    });
+    wait_for_or(
+        "every pair's run to succeed",
+        120,
+        || {
+            psql(
+                &master,
+                "SELECT count(DISTINCT (flow, site)) FROM hubsync.runs WHERE status = 'succeeded'",
+            ) == (2 * SITES).to_string()
+        },
+        || diagnosis(&master, &[("r2", &r2), ("r3", &r3)]),
+    );
     // Replicas poll every 0.5 s: give a second pass the chance to (wrongly) run.
     std::thread::sleep(Duration::from_secs(2));
     for child in [&r2, &r3] {
@@ -223,19 +335,15 @@ fn three_replicas_one_killed_one_stalled_run_every_pair_once_and_the_stalled_one
     }
     std::mem::forget(guard);
     drop(r1);
-    let outputs: Vec<std::process::Output> = [r2, r3]
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
-    for output in &outputs {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let outputs: Vec<(Option<i32>, String)> = [r2, r3].into_iter().map(Replica::finish).collect();
+    for (code, stderr) in &outputs {
+        assert_eq!(*code, Some(0), "{stderr}");
         assert!(
             stderr.contains("sharing the fleet with other replicas through leases"),
             "{stderr}"
         );
     }
-    let r2_log = String::from_utf8_lossy(&outputs[0].stderr);
+    let r2_log = &outputs[0].1;
     assert!(r2_log.contains("lease lost"), "{r2_log}");
 
     // Exactly one run succeeded per (flow, site), none twice.
@@ -431,24 +539,24 @@ fn two_replicas_share_one_master_write_slot_and_one_row_budget() {
     let r1 = spawn(&fleet, &master, "r1");
     let r2 = spawn(&fleet, &master, "r2");
     let guard = KillOnDrop(vec![r1.id(), r2.id()]);
-    wait_for("every pair's run to succeed", 120, || {
-        psql(
-            &master,
-            "SELECT count(*) FROM hubsync.runs WHERE status = 'succeeded'",
-        ) == (2 * SITES).to_string()
-    });
+    wait_for_or(
+        "every pair's run to succeed",
+        120,
+        || {
+            psql(
+                &master,
+                "SELECT count(*) FROM hubsync.runs WHERE status = 'succeeded'",
+            ) == (2 * SITES).to_string()
+        },
+        || diagnosis(&master, &[("r1", &r1), ("r2", &r2)]),
+    );
     for child in [&r1, &r2] {
         signal(child, libc::SIGTERM);
     }
     std::mem::forget(guard);
     for child in [r1, r2] {
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (code, stderr) = child.finish();
+        assert_eq!(code, Some(0), "{stderr}");
     }
     // Both replicas worked.
     assert_eq!(
@@ -515,7 +623,7 @@ fn a_leased_replica_claims_the_inventorys_sites_as_they_come_and_go() {
          source = \"sales\"\n  target = \"sales\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  \
          site_column = \"store_id\"\n",
     );
-    let mut child = spawn(&fleet, &master, "a");
+    let child = spawn(&fleet, &master, "a");
     let _guard = KillOnDrop(vec![child.id()]);
     // Site i's 60 sales sum to 60 * 1000 i + (1 + ... + 60) = 60,000 i + 1,830.
     let per_store = || {
@@ -559,5 +667,6 @@ fn a_leased_replica_claims_the_inventorys_sites_as_they_come_and_go() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(per_store(), "s01|60|61830\ns02|61|121837");
     signal(&child, libc::SIGTERM);
-    child.wait().expect("the replica stops on SIGTERM");
+    let (code, stderr) = child.finish();
+    assert_eq!(code, Some(0), "{stderr}");
 }
