@@ -55,6 +55,27 @@
 //!    reset. Ambiguity is judged by the zone's rules (`chrono-tz`, the IANA
 //!    database).
 //!
+//! 5. **Gaps in integer cursors (MySQL/MariaDB sources, and PostgreSQL
+//!    sources not read by transaction id: a `query`, a push's master,
+//!    `late_commits = "lag"`).** An
+//!    `AUTO_INCREMENT` id is assigned when a row is inserted but becomes
+//!    visible when its transaction commits: a session inserts id 3 and stays
+//!    open, another commits id 4, the hub reads 1, 2, 4. A sequence value has
+//!    no time to subtract `cursor_lag` from, and MySQL shows a reader no
+//!    snapshot of the transactions in progress, so the hub watches the ids
+//!    instead: the first gap (a missing id between where the read started
+//!    and the highest id read) holds the next run's start just below it
+//!    ([`GapScan`]), until `cursor_lag` has passed on the source's clock
+//!    since the run that first read past it began ([`GapHold`]). A
+//!    transaction that commits within that time is read; a gap that stays
+//!    (a rolled-back insert, a deleted row, `auto_increment_increment` > 1)
+//!    costs re-reading the rows after it until the hold expires. The rule
+//!    follows the "high water mark" of event stores that number events from
+//!    a sequence (Marten's async daemon waits a while for a gap in its
+//!    sequence to fill before it moves past it). PostgreSQL table pulls
+//!    need no such hold (transaction ids, 3 above); a SQLite database has
+//!    one writer at a time, so its ids become visible in order.
+//!
 //! Limit (documented in the README): where the open transactions are not
 //! visible (SQLite, a login without `pg_read_all_stats`), a transaction that
 //! stays open longer than `cursor_lag` and commits rows with a cursor older
@@ -127,6 +148,116 @@ impl Snapshot {
                 .xip
                 .iter()
                 .any(|id| later.xip.binary_search(id).is_err())
+    }
+}
+
+/// A hold on an integer cursor's next start below a gap in the ids read
+/// (see the module docs, 5): `since`, the source's clock when the run that
+/// first read past the gap began; `below`, the highest cursor value that
+/// run read. Every gap at or below `below` is given up once `cursor_lag`
+/// has passed since `since`. Stored in the checkpoint's snapshot column as
+/// `gaps:<since, microseconds from the Unix epoch>:<below>`
+/// ([`GapHold::parse`] reads it back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapHold {
+    /// The source's clock when the hold began.
+    pub since: DateTime<Utc>,
+    /// The highest cursor value read when it began.
+    pub below: i64,
+}
+
+impl std::fmt::Display for GapHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gaps:{}:{}", self.since.timestamp_micros(), self.below)
+    }
+}
+
+impl GapHold {
+    /// Parses the stored form; `None` for anything else (a PostgreSQL
+    /// snapshot, no hold).
+    pub fn parse(text: &str) -> Option<GapHold> {
+        let mut parts = text.strip_prefix("gaps:")?.splitn(2, ':');
+        let since = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+        let below = parts.next()?.parse().ok()?;
+        Some(GapHold { since, below })
+    }
+}
+
+/// Watches one run's integer cursor values, in the order the cursor read
+/// returns them (ascending), for the first gap the next run must start
+/// below (see the module docs, 5). Any value that is not an integer turns
+/// it off (the cursor is not a sequence).
+#[derive(Clone, Debug)]
+pub struct GapScan {
+    /// The source's clock when this run began.
+    now: DateTime<Utc>,
+    /// The stored hold, while it runs (not yet `cursor_lag` old).
+    hold: Option<GapHold>,
+    /// Gaps at or below it are given up: an expired hold's `below`.
+    given_up_below: Option<i64>,
+    /// The last value seen; at first where the read started.
+    last: Option<i64>,
+    /// The value just before the first gap still waited for.
+    before_gap: Option<i64>,
+    /// False once a value was not an integer.
+    integers: bool,
+}
+
+impl GapScan {
+    /// A scan of a run whose cursor read starts at `start` (inclusive;
+    /// `None`: the whole table), with the checkpoint's stored `hold`, the
+    /// source's clock `now` and the stream's `lag`.
+    pub fn new(
+        start: Option<&Value>,
+        hold: Option<GapHold>,
+        now: DateTime<Utc>,
+        lag: Duration,
+    ) -> GapScan {
+        let lag = chrono::Duration::from_std(lag).unwrap_or(chrono::Duration::MAX);
+        let (hold, given_up_below) = match hold {
+            Some(hold) if now - hold.since >= lag => (None, Some(hold.below)),
+            hold => (hold, None),
+        };
+        GapScan {
+            now,
+            hold,
+            given_up_below,
+            last: match start {
+                Some(Value::Int(start)) => Some(*start),
+                _ => None,
+            },
+            before_gap: None,
+            integers: !matches!(start, Some(value) if !matches!(value, Value::Int(_))),
+        }
+    }
+
+    /// Takes the next cursor value read.
+    pub fn see(&mut self, value: &Value) {
+        let Value::Int(id) = *value else {
+            self.integers = false;
+            return;
+        };
+        if let Some(last) = self.last
+            && self.before_gap.is_none()
+            && i128::from(id) > i128::from(last) + 1
+            && self.given_up_below.is_none_or(|below| id - 1 > below)
+        {
+            self.before_gap = Some(last);
+        }
+        self.last = Some(self.last.map_or(id, |last| last.max(id)));
+    }
+
+    /// Where the next run starts (inclusive) and the hold to store, if a
+    /// gap is waited for: the value before the first gap, and the stored
+    /// hold while it runs, else a new one from now up to the highest value
+    /// read. `None`: no gap to wait for (the checkpoint resumes as usual).
+    pub fn held(&self) -> Option<(i64, GapHold)> {
+        let before_gap = self.before_gap.filter(|_| self.integers)?;
+        let hold = self.hold.clone().unwrap_or(GapHold {
+            since: self.now,
+            below: self.last.unwrap_or(before_gap),
+        });
+        Some((before_gap, hold))
     }
 }
 
@@ -265,6 +396,141 @@ mod tests {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    fn scan(start: Option<i64>, hold: Option<GapHold>, ids: &[i64]) -> Option<(i64, GapHold)> {
+        let mut scan = GapScan::new(
+            start.map(Value::Int).as_ref(),
+            hold,
+            utc("2026-03-01T10:00:10Z"),
+            Duration::from_secs(5),
+        );
+        for id in ids {
+            scan.see(&Value::Int(*id));
+        }
+        scan.held()
+    }
+
+    #[test]
+    fn a_gap_in_the_ids_holds_the_next_start_just_below_it() {
+        let now = utc("2026-03-01T10:00:10Z");
+        // Read from 2: 2, 4, 5 (3 is in an open transaction): start at 2
+        // next time, held from now, below the highest id read (5).
+        assert_eq!(
+            scan(Some(2), None, &[2, 4, 5]),
+            Some((
+                2,
+                GapHold {
+                    since: now,
+                    below: 5
+                }
+            ))
+        );
+        // The first row read may itself lie past a gap: 3 missing after 2.
+        assert_eq!(
+            scan(Some(2), None, &[4, 5]),
+            Some((
+                2,
+                GapHold {
+                    since: now,
+                    below: 5
+                }
+            ))
+        );
+        // No gap (repeated values are no gap): resume as usual.
+        assert_eq!(scan(Some(2), None, &[2, 3, 3, 4]), None);
+        // A first run has no start: gaps between rows still count.
+        assert_eq!(
+            scan(None, None, &[1, 2, 7]),
+            Some((
+                2,
+                GapHold {
+                    since: now,
+                    below: 7
+                }
+            ))
+        );
+        // Only the first gap holds: 4 missing before 8 missing.
+        assert_eq!(
+            scan(Some(1), None, &[2, 3, 5, 6, 7, 9]).map(|h| h.0),
+            Some(3)
+        );
+        // Extreme values do not overflow.
+        assert_eq!(
+            scan(Some(i64::MIN), None, &[i64::MAX]).map(|h| h.0),
+            Some(i64::MIN)
+        );
+    }
+
+    #[test]
+    fn a_hold_runs_for_the_lag_then_gives_up_every_gap_it_covered() {
+        let since = utc("2026-03-01T10:00:07Z"); // 3 s before now: running
+        let old = utc("2026-03-01T10:00:05Z"); // 5 s before now: expired
+        // Running: still waiting for 3; the stored hold is kept as it is.
+        assert_eq!(
+            scan(Some(2), Some(GapHold { since, below: 5 }), &[2, 4, 5, 6]),
+            Some((2, GapHold { since, below: 5 }))
+        );
+        // 3 arrived: nothing to wait for.
+        assert_eq!(
+            scan(Some(2), Some(GapHold { since, below: 5 }), &[2, 3, 4, 5, 6]),
+            None
+        );
+        // Expired: 3 and 5 are given up (at or below 5), but 8, read past
+        // only now, is a new gap, held from now.
+        assert_eq!(
+            scan(
+                Some(2),
+                Some(GapHold {
+                    since: old,
+                    below: 5
+                }),
+                &[2, 4, 6, 7, 9]
+            ),
+            Some((
+                7,
+                GapHold {
+                    since: utc("2026-03-01T10:00:10Z"),
+                    below: 9
+                }
+            ))
+        );
+        // A gap straddling `below` (5 and 6 missing, below = 5) still waits.
+        assert_eq!(
+            scan(
+                Some(2),
+                Some(GapHold {
+                    since: old,
+                    below: 5
+                }),
+                &[2, 3, 4, 7]
+            )
+            .map(|h| h.0),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn a_cursor_that_is_no_integer_is_not_watched_and_holds_keep_their_text() {
+        assert!(scan(Some(2), None, &[2, 4]).is_some());
+        let mut scan = GapScan::new(
+            None,
+            None,
+            utc("2026-03-01T10:00:10Z"),
+            Duration::from_secs(5),
+        );
+        scan.see(&Value::Int(1));
+        scan.see(&Value::Text("3".into()));
+        scan.see(&Value::Int(5));
+        assert_eq!(scan.held(), None);
+        let hold = GapHold {
+            since: utc("2026-03-01T10:00:07.250001Z"),
+            below: -42,
+        };
+        assert_eq!(hold.to_string(), "gaps:1772359207250001:-42");
+        assert_eq!(GapHold::parse(&hold.to_string()), Some(hold));
+        assert_eq!(GapHold::parse("5:9:7"), None);
+        assert_eq!(GapHold::parse("gaps:x:1"), None);
     }
 
     #[test]

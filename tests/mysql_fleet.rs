@@ -1415,3 +1415,94 @@ fn an_initial_load_into_mariadb_falls_back_to_the_upsert_when_a_key_repeats() {
         "1\n3"
     );
 }
+
+/// Found by a fresh-user trial (data lost): an `AUTO_INCREMENT` id as the
+/// cursor of a MariaDB site. Session A inserts id 3 and stays open; session
+/// B commits id 4; the hub syncs and reads 1, 2, 4; A commits. Id 3 must
+/// arrive: the gap holds the next run's start at 2. Then a rolled-back
+/// insert takes id 5 for good: the run after it starts at 4 again (the gap
+/// is waited for), and once `cursor_lag` (1 s) has passed the next run
+/// gives it up and starts at 6.
+#[test]
+fn a_late_insert_under_an_auto_increment_cursor_arrives_and_a_rolled_back_id_is_given_up() {
+    let site = my_create_db("gap_site");
+    let master = pg_create_db("gap_master");
+    mysql(
+        &site,
+        "CREATE TABLE events (id BIGINT AUTO_INCREMENT PRIMARY KEY, payload VARCHAR(20) NOT NULL);
+         INSERT INTO events (payload) VALUES ('one'), ('two');",
+    );
+    psql(
+        &master,
+        "CREATE TABLE events (store_id text, id bigint, payload text, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"events\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"events\"\n  \
+         target = \"events\"\n  primary_key = [\"id\"]\n  cursor = \"id\"\n  site_column = \"store_id\"\n  \
+         cursor_lag = \"1s\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    let rows = || {
+        psql(
+            &master,
+            "SELECT string_agg(id || ' ' || payload, ', ' ORDER BY id) FROM events",
+        )
+    };
+    let checkpoint = || {
+        psql(
+            &master,
+            "SELECT (position::jsonb -> 0 ->> 'v') || ' from ' || (resume_from::jsonb ->> 'v') || ' ' \
+             || coalesce(left(snapshot, 5), '-') FROM hubsync.checkpoints",
+        )
+    };
+    assert_eq!(rows(), "1 one, 2 two");
+
+    let mut late = mysql_spawn(
+        &site,
+        "BEGIN; INSERT INTO events (payload) VALUES ('late'); DO SLEEP(4); COMMIT;",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mysql(
+        &site,
+        "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'DO SLEEP%'",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late insert did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        mysql(
+            &site,
+            "INSERT INTO events (payload) VALUES ('early'); SELECT LAST_INSERT_ID();"
+        ),
+        "4"
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(rows(), "1 one, 2 two, 4 early");
+    assert_eq!(checkpoint(), "4 from 2 gaps:");
+    assert!(late.wait().unwrap().success());
+    fleet.sync_ok(&[]);
+    assert_eq!(rows(), "1 one, 2 two, 3 late, 4 early");
+    assert_eq!(checkpoint(), "4 from 4 -");
+
+    // Id 5 is rolled back: a gap that never fills.
+    mysql(
+        &site,
+        "BEGIN; INSERT INTO events (payload) VALUES ('gone'); ROLLBACK;
+         INSERT INTO events (payload) VALUES ('six');",
+    );
+    fleet.sync_ok(&[]);
+    assert_eq!(rows(), "1 one, 2 two, 3 late, 4 early, 6 six");
+    assert_eq!(checkpoint(), "6 from 4 gaps:");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    fleet.sync_ok(&[]);
+    assert_eq!(checkpoint(), "6 from 6 -");
+    mysql(&site, "INSERT INTO events (payload) VALUES ('seven');");
+    fleet.sync_ok(&[]);
+    assert_eq!(rows(), "1 one, 2 two, 3 late, 4 early, 6 six, 7 seven");
+}

@@ -550,3 +550,40 @@ fn a_julian_day_stored_as_an_integer_in_a_sqlite_datetime_cursor_arrives() {
         "1:10:2026-01-01 10:00:00,2:20:2026-01-01 12:00:00,3:30:2026-01-02 12:00:00,4:40:2026-01-02 00:00:00"
     );
 }
+
+/// A `serial` id as the cursor of a PostgreSQL site read with
+/// `late_commits = "lag"` (no transaction ids): session A takes id 3 and
+/// stays open, session B commits id 4, the hub reads 1, 2, 4, A commits.
+/// The gap in the ids holds the next start at 2, so id 3 arrives (it was
+/// lost before: an integer cursor had no overlap).
+#[test]
+fn a_late_insert_under_a_serial_cursor_arrives_without_transaction_ids() {
+    let master = pg_create_db("serial_master");
+    let site = pg_create_db("serial_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id serial PRIMARY KEY, qty int);
+         INSERT INTO sales (qty) VALUES (10), (20);",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&pull_config(&master, &site, "id", "late_commits = \"lag\""));
+    fleet.sync_ok(&[]);
+    let held = PsqlSession::start(&site, "BEGIN; INSERT INTO sales (qty) VALUES (30);");
+    wait_for_open_transaction(&site);
+    psql(&site, "INSERT INTO sales (qty) VALUES (40);");
+    fleet.sync_ok(&[]);
+    let rows = || {
+        psql(
+            &master,
+            "SELECT string_agg(id || ':' || qty, ',' ORDER BY id) FROM sales",
+        )
+    };
+    assert_eq!(rows(), "1:10,2:20,4:40");
+    assert!(held.finish("COMMIT;"));
+    fleet.sync_ok(&[]);
+    assert_eq!(rows(), "1:10,2:20,3:30,4:40");
+}

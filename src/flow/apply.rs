@@ -300,6 +300,12 @@ impl StreamRun<'_> {
             site_zone: self.site.timezone,
         };
         let with_end = part == ReadPart::Cursor;
+        if let Some(scan) = applied.gaps.as_mut().filter(|_| with_end) {
+            let cursor = place.mapping.cursor_index();
+            for row in &batch.rows {
+                scan.see(&row[cursor]);
+            }
+        }
         // A push's `when`: the site gets the rows it selects, while the
         // checkpoint moves past every row read.
         let (batch, selected) = self.select_for_site(place, batch, with_end)?;
@@ -328,12 +334,20 @@ impl StreamRun<'_> {
             mapped.end = selected.end;
             mapped.read = selected.read;
         }
-        let checkpoint = next_checkpoint(
+        let mut checkpoint = next_checkpoint(
             applied.saved.as_ref(),
             mapped.end.clone(),
             self.stream.cursor_lag,
             place,
         );
+        // A gap in an integer cursor holds the next start below it.
+        if let (Some(checkpoint), Some(scan), true) = (&mut checkpoint, &applied.gaps, with_end) {
+            let held = scan.held();
+            checkpoint.snapshot = held.as_ref().map(|(_, hold)| hold.to_string());
+            if let Some((before_gap, _)) = held {
+                checkpoint.resume_from = Some(Value::Int(before_gap));
+            }
+        }
         let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
             // A dry run shows what it would delete.
             (0, 0, mapped.deleted_keys.len() as u64, false)

@@ -629,7 +629,8 @@ fn late_commit_gap(direction: Direction, source: Dialect, stream: &Stream) -> Op
         "a transaction that stays open longer than `cursor_lag` ({}) and commits rows whose cursor `{}` is older \
          than that can be missed: {why}; raise `cursor_lag` above the longest transaction that writes the table \
          (a cursor stamped by `now()` or `ON UPDATE CURRENT_TIMESTAMP` takes the time of the statement or the \
-         transaction's start, not of its commit)",
+         transaction's start, not of its commit; for an integer cursor `cursor_lag` is how long a gap in the \
+         ids, an id taken by a transaction still open, is waited for)",
         humantime::format_duration(stream.cursor_lag),
         stream.cursor
     ))

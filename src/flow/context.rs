@@ -90,4 +90,7 @@ pub(super) struct Applied {
     pub(super) stored_snapshot: Option<String>,
     /// Source rows the stream's `filter` left out so far this run.
     pub(super) filtered: u64,
+    /// Gaps in an integer cursor read from MySQL (`capture::GapScan`);
+    /// `None` for other sources.
+    pub(super) gaps: Option<crate::capture::GapScan>,
 }

@@ -105,6 +105,7 @@ impl StreamRun<'_> {
             saved: prepared.saved.clone(),
             quarantine_open: self.quarantine_open(&prepared.key).await?,
             filtered: 0,
+            gaps: self.gap_scan(&leg, &prepared, &window),
         };
         let read = self
             .read_all(&place, &mut applied, &window, &prepared.site_values, report)
@@ -331,6 +332,35 @@ impl StreamRun<'_> {
             snapshot_saved,
             snapshot_now,
         })
+    }
+
+    /// The watch on gaps in an integer cursor (`capture::GapScan`): for a
+    /// MySQL/MariaDB source, whose transactions in progress a reader cannot
+    /// see, and a PostgreSQL source not read by transaction id (a `query`,
+    /// a push's master, `late_commits = "lag"`); not for SQLite (one writer
+    /// at a time). Needs the source's clock. The stored hold is read from
+    /// the checkpoint's snapshot column, which no PostgreSQL snapshot
+    /// occupies when transaction ids are not used.
+    fn gap_scan(
+        &self,
+        leg: &Leg<'_>,
+        prepared: &Prepared,
+        window: &ReadWindow,
+    ) -> Option<capture::GapScan> {
+        if leg.source.dialect() == crate::dialect::Dialect::Sqlite || window.snapshot_now.is_some()
+        {
+            return None;
+        }
+        let now = window.clock.as_ref()?.now;
+        let hold = (prepared.saved.as_ref())
+            .and_then(|c| c.snapshot.as_deref())
+            .and_then(capture::GapHold::parse);
+        Some(capture::GapScan::new(
+            window.from_cursor.as_ref(),
+            hold,
+            now,
+            self.stream.cursor_lag,
+        ))
     }
 
     /// Whether this run is an initial load into a PostgreSQL or MySQL table that

@@ -1222,6 +1222,11 @@ impl MappingPlan {
             .count()
     }
 
+    /// The cursor column's index in a source row as read.
+    pub(crate) fn cursor_index(&self) -> usize {
+        self.keyset_indexes[0]
+    }
+
     /// The keyset position of a row; errors if a key column is NULL, since
     /// a NULL in the position would make the next read skip rows.
     pub(crate) fn position(&self, row: &[Value]) -> Result<Vec<Value>, MapError> {

@@ -204,11 +204,18 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// True if both say the same about where reads resume (position,
-    /// fingerprint, `resume_from`), whatever their snapshots.
+    /// fingerprint, `resume_from`, and a hold below a gap in an integer
+    /// cursor: `capture::GapHold`), whatever their PostgreSQL snapshots.
     pub fn same_position(&self, other: &Checkpoint) -> bool {
+        let hold = |c: &Checkpoint| {
+            c.snapshot
+                .as_deref()
+                .and_then(crate::capture::GapHold::parse)
+        };
         self.position == other.position
             && self.fingerprint == other.fingerprint
             && self.resume_from == other.resume_from
+            && hold(self) == hold(other)
     }
 
     /// True if storing `self` in place of `stored` would move the position
