@@ -174,11 +174,37 @@ fn describe_refusal(
         .filter_map(|k| spec.columns.iter().position(|c| c == k))
         .map(|i| row[i].to_string())
         .collect();
+    let message = error.to_string();
     format!(
-        "row ({}) = ({}): {error}",
+        "row ({}) = ({}){}: {message}",
         spec.key.join(", "),
-        key.join(", ")
+        key.join(", "),
+        refused_column(spec, row, &message)
     )
+}
+
+/// `, column `c`` when the database's refusal quotes a value (PostgreSQL:
+/// `invalid input syntax for type smallint: "t"`, `date/time field value
+/// out of range: "838:59:59"`), which names no column) that exactly one
+/// column of `row` holds as the write sends it; else nothing.
+fn refused_column(spec: &UpsertSpec<'_>, row: &[Value], message: &str) -> String {
+    let Some((_, rest)) = message.rsplit_once(": \"") else {
+        return String::new();
+    };
+    let Some((quoted, _)) = rest.split_once('"') else {
+        return String::new();
+    };
+    let holds = |value: &Value| match value {
+        Value::Text(text) => text == quoted,
+        Value::Bool(b) => quoted == if *b { "t" } else { "f" },
+        Value::Null => false,
+        other => other.to_string() == quoted,
+    };
+    let mut columns = (spec.columns.iter().zip(row)).filter(|(_, value)| holds(value));
+    match (columns.next(), columns.next()) {
+        (Some((column, _)), None) => format!(", column `{column}`"),
+        _ => String::new(),
+    }
 }
 
 /// What one batch writes at the target, in one transaction.
@@ -683,6 +709,58 @@ impl StreamRun<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refusal_quoting_a_value_names_the_one_column_holding_it() {
+        let columns = vec![
+            "store_id".to_string(),
+            "id".into(),
+            "paid".into(),
+            "tod".into(),
+        ];
+        let types = vec![
+            "text".to_string(),
+            "int".into(),
+            "smallint".into(),
+            "time".into(),
+        ];
+        let key = vec!["store_id".to_string(), "id".into()];
+        let spec = UpsertSpec {
+            table: "t",
+            columns: &columns,
+            column_types: &types,
+            key: &key,
+        };
+        let row = vec![
+            Value::Text("s1".into()),
+            Value::Int(7),
+            Value::Bool(true),
+            Value::Text("838:59:59".into()),
+        ];
+        let named = |message: &str| refused_column(&spec, &row, message);
+        assert_eq!(
+            named("invalid input syntax for type smallint: \"t\" (code 22P02)"),
+            ", column `paid`"
+        );
+        assert_eq!(
+            named("date/time field value out of range: \"838:59:59\" (code 22008)"),
+            ", column `tod`"
+        );
+        // A number quoted as the write sends it; nothing quoted, or two
+        // columns holding the value: no column named.
+        assert_eq!(
+            named("invalid input syntax for type integer: \"7\""),
+            ", column `id`"
+        );
+        assert_eq!(named("value too long for type character varying(2)"), "");
+        let twice = vec![
+            Value::Text("x".into()),
+            Value::Int(1),
+            Value::Bool(false),
+            Value::Text("x".into()),
+        ];
+        assert_eq!(refused_column(&spec, &twice, "bad: \"x\""), "");
+    }
+
     use super::*;
 
     fn facts(lag_seconds: u64) -> CheckpointFacts<'static> {
