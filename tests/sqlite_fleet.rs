@@ -247,6 +247,18 @@ fn rows_sharing_one_cursor_value_span_batches_without_loss() {
         // The whole tie group is re-read: it lies within the 5 s overlap.
         Some("sales|s2|15|5|succeeded")
     );
+    // A run with nothing new re-reads all 15 (5 batches) and says why.
+    fleet.sync_ok(&["--flow", "sales", "--site", "s2"]);
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT rows_read, rows_written, note FROM hubsync_runs WHERE site = 's2' AND flow = 'sales' \
+             ORDER BY started_at DESC LIMIT 1"
+        ),
+        "15|0|stream `sales`: 15 rows re-read unchanged below the checkpoint: each run reads again the rows \
+         stamped within `cursor_lag` (5s) of its cursor value or sharing it, or after a gap in integer ids still \
+         waited for; many when one transaction stamped many rows alike, until newer rows arrive"
+    );
 }
 
 #[test]

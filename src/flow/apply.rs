@@ -374,6 +374,8 @@ impl StreamRun<'_> {
                 checkpoint.resume_from = Some(Value::Int(before_gap));
             }
         }
+        let overlap = with_end
+            && matches!((&checkpoint, &applied.saved), (Some(new), Some(old)) if new.same_position(old));
         let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
             // A dry run shows what it would delete.
             (0, 0, mapped.deleted_keys.len() as u64, false)
@@ -389,6 +391,9 @@ impl StreamRun<'_> {
         };
         report.rows_deleted += deleted;
         applied.filtered += mapped.filtered;
+        if overlap && written == 0 && quarantined == 0 {
+            applied.reread += mapped.read;
+        }
         if quarantined > 0 {
             applied.quarantine_open = true;
             report.quarantined += quarantined;

@@ -90,6 +90,9 @@ pub(super) struct Applied {
     pub(super) stored_snapshot: Option<String>,
     /// Source rows the stream's `filter` left out so far this run.
     pub(super) filtered: u64,
+    /// Rows of cursor batches re-read unchanged this run, the checkpoint
+    /// staying where it was (the `cursor_lag` overlap, a gap hold).
+    pub(super) reread: u64,
     /// Gaps in an integer cursor read from MySQL (`capture::GapScan`);
     /// `None` for other sources.
     pub(super) gaps: Option<crate::capture::GapScan>,

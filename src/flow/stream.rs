@@ -105,6 +105,7 @@ impl StreamRun<'_> {
             saved: prepared.saved.clone(),
             quarantine_open: self.quarantine_open(&prepared.key).await?,
             filtered: 0,
+            reread: 0,
             gaps: self.gap_scan(&leg, &prepared, &window),
         };
         let read = self
@@ -117,6 +118,7 @@ impl StreamRun<'_> {
             };
             add_note(report, format!("{rows} left out by the stream's `filter`"));
         }
+        self.note_reread(report, applied.reread);
         read?;
         self.store_snapshot(&place, &mut applied).await?;
         if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
@@ -332,6 +334,24 @@ impl StreamRun<'_> {
             snapshot_saved,
             snapshot_now,
         })
+    }
+
+    /// Notes a re-read of at least a batch of unchanged rows below the
+    /// checkpoint: a cost every run pays until newer rows arrive, which the
+    /// row counts alone ("200000 read, 0 written") do not explain.
+    fn note_reread(&self, report: &mut StreamReport, reread: u64) {
+        if reread < self.hub.config().hub.batch_size as u64 {
+            return;
+        }
+        add_note(
+            report,
+            format!(
+                "{reread} rows re-read unchanged below the checkpoint: each run reads again the rows stamped \
+                 within `cursor_lag` ({}) of its cursor value or sharing it, or after a gap in integer ids still \
+                 waited for; many when one transaction stamped many rows alike, until newer rows arrive",
+                humantime::format_duration(self.stream.cursor_lag)
+            ),
+        );
     }
 
     /// The watch on gaps in an integer cursor (`capture::GapScan`): for a
