@@ -1456,3 +1456,58 @@ fn numbers_in_a_sqlite_datetime_column_arrive_as_the_instants_they_stand_for() {
         "1 2026-06-01 18:00:00, 2 2026-01-01 12:00:00, 3 2026-05-28 20:26:40, 4 2026-06-01 10:00:00"
     );
 }
+
+/// Found by a fresh-user trial: `--dry-run` said `0 written` whatever a
+/// real run would change. Into a PostgreSQL master it now counts the rows a
+/// real run would insert or change, read by one comparison, and writes
+/// nothing. Rows at 10:00, 10:30, 11:00 synced; row 1 then changes (qty,
+/// stamped 12:00) and row 4 is new (12:30): the dry run reads from 11:00
+/// less the 5 s lag, so rows 3, 1 and 4 (3 read), of which 1 and 4 would
+/// be written (2); row 3 is unchanged.
+#[test]
+fn a_dry_run_into_a_postgres_master_counts_the_rows_a_real_run_would_write() {
+    let master = pg_create_db("dry_master");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, updated_at text, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INTEGER, updated_at TEXT);
+         INSERT INTO sales VALUES (1, 10, '2026-01-02T10:00:00.000000Z'), (2, 20, '2026-01-02T10:30:00.000000Z'),
+           (3, 30, '2026-01-02T11:00:00.000000Z');",
+    );
+    fleet.write_config(&format!(
+        "[hub]\nbatch_size = 2\n\n[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "UPDATE sales SET qty = 11, updated_at = '2026-01-02T12:00:00.000000Z' WHERE id = 1;
+         INSERT INTO sales VALUES (4, 40, '2026-01-02T12:30:00.000000Z');",
+    );
+    let rows = || {
+        psql(
+            &master,
+            "SELECT string_agg(id || ':' || qty, ',' ORDER BY id) FROM sales",
+        )
+    };
+    let out = fleet.sync_ok(&["--dry-run"]);
+    // The summary's row: flow, site, status, rows read, written, deleted.
+    let cells: Vec<&str> = (out.stdout.lines())
+        .find(|line| line.contains(" s1 "))
+        .map(|line| line.split_whitespace().skip(1).take(6).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        cells,
+        ["sales", "s1", "succeeded", "3", "2", "0"],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(rows(), "1:10,2:20,3:30");
+    fleet.sync_ok(&[]);
+    assert_eq!(rows(), "1:11,2:20,3:30,4:40");
+}

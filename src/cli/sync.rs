@@ -138,7 +138,10 @@ async fn deliver_events(hub: &Arc<Hub>) {
 /// would, but the upsert then skips unchanged rows, so `rows read` is an
 /// upper bound on what a real run rewrites.
 const DRY_RUN_FOOTER: &str = "dry run: nothing was written (no rows, checkpoints or run history); \
-     `rows read` counts the rows a real run would read and upsert (unchanged ones are not rewritten)";
+     `rows read` counts the rows a real run would read and upsert (unchanged ones are not rewritten); \
+     `rows written` the rows it would insert, change or soft-delete at a PostgreSQL target (compared in \
+     one read; not predicted at MySQL or SQLite targets, where it counts soft deletes only; hard deletes \
+     are not predicted)";
 
 /// The closing line when `failed` of `total` site runs failed. A dry run
 /// records no run history, so it does not point to `hubsync status`.
@@ -290,7 +293,10 @@ pub(super) mod tests {
     fn dry_run_footer_and_failure_line_say_what_happened() {
         assert_eq!(
             DRY_RUN_FOOTER,
-            "dry run: nothing was written (no rows, checkpoints or run history); `rows read` counts the rows a real run would read and upsert (unchanged ones are not rewritten)"
+            "dry run: nothing was written (no rows, checkpoints or run history); `rows read` counts the rows a real run \
+             would read and upsert (unchanged ones are not rewritten); `rows written` the rows it would insert, change \
+             or soft-delete at a PostgreSQL target (compared in one read; not predicted at MySQL or SQLite targets, \
+             where it counts soft deletes only; hard deletes are not predicted)"
         );
         assert_eq!(
             failed_line(1, 3, true),

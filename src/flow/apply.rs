@@ -377,8 +377,15 @@ impl StreamRun<'_> {
         let overlap = with_end
             && matches!((&checkpoint, &applied.saved), (Some(new), Some(old)) if new.same_position(old));
         let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
-            // A dry run shows what it would delete.
-            (0, 0, mapped.deleted_keys.len() as u64, false)
+            // A dry run shows what it would delete, and on a PostgreSQL
+            // target what it would insert or change (read, not written).
+            let deleted = mapped.deleted_keys.len() as u64;
+            (
+                self.would_change(place, &mapped).await? + deleted,
+                0,
+                deleted,
+                false,
+            )
         } else {
             self.write_batch(
                 place,
@@ -419,6 +426,37 @@ impl StreamRun<'_> {
             applied.saved = checkpoint;
         }
         Ok(read)
+    }
+
+    /// A dry run's count of `mapped` rows an upsert would insert or change
+    /// at the target: asked of a PostgreSQL target in one read
+    /// (`Connector::changed_rows`), 0 elsewhere (not predicted: the upsert
+    /// itself is the only way to know there).
+    ///
+    /// Errors: the read fails (a `RunError` naming the target).
+    async fn would_change(
+        &self,
+        place: &RunPlace<'_>,
+        mapped: &MappedBatch,
+    ) -> Result<u64, RunError> {
+        if mapped.rows.is_empty() {
+            return Ok(0);
+        }
+        let mapping = place.mapping;
+        let spec = UpsertSpec {
+            table: &self.stream.target,
+            columns: &mapping.target_columns,
+            column_types: &mapping.column_types,
+            key: &mapping.conflict_key,
+        };
+        let leg = place.leg;
+        match leg.target.changed_rows(&spec, &mapped.rows).await {
+            Ok(changed) => Ok(changed.unwrap_or(0)),
+            Err(e) => Err(RunError::connector(
+                format_args!("comparing rows with {}", leg.target_place),
+                &e,
+            )),
+        }
     }
 
     /// Writes mapped `rows` and deletes `deleted_keys` with `checkpoint`
