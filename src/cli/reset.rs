@@ -18,18 +18,18 @@ pub struct ResetArgs {
     /// Only this stream of the flow.
     #[arg(long)]
     pub stream: Option<String>,
-    /// Only this site.
+    /// Only this site (repeat for several: `--site s1 --site s2`).
     #[arg(long)]
-    pub site: Option<String>,
+    pub site: Vec<String>,
 }
 
 pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<u8> {
     let flow = check_args(&config, &args)?;
     let hub = Hub::open_existing(config.clone()).await?;
     // Only this config's sites: other hubs may share the master.
-    let sites: Vec<&str> = match &args.site {
-        Some(site) => vec![site.as_str()],
-        None => config.sites.iter().map(|s| s.id.as_str()).collect(),
+    let sites: Vec<&str> = match args.site.is_empty() {
+        false => args.site.iter().map(String::as_str).collect(),
+        true => config.sites.iter().map(|s| s.id.as_str()).collect(),
     };
     let removed = hub
         .state()
@@ -44,10 +44,14 @@ pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<
             .as_ref()
             .map(|s| format!(" stream `{s}`"))
             .unwrap_or_default(),
-        args.site
-            .as_ref()
-            .map(|s| format!(" site `{s}`"))
-            .unwrap_or_default(),
+        match args.site.as_slice() {
+            [] => String::new(),
+            [site] => format!(" site `{site}`"),
+            several => {
+                let quoted: Vec<String> = several.iter().map(|s| format!("`{s}`")).collect();
+                format!(" sites {}", quoted.join(", "))
+            }
+        },
         if removed == 1 { "it" } else { "them" },
     );
     Ok(EXIT_OK)
@@ -73,9 +77,7 @@ fn check_args<'c>(config: &'c Config, args: &ResetArgs) -> Result<&'c Flow, Usag
             known_names(flow.streams.iter().map(|s| s.name.as_str()))
         )));
     }
-    if let Some(site) = &args.site
-        && config.site(site).is_none()
-    {
+    if let Some(site) = args.site.iter().find(|site| config.site(site).is_none()) {
         return Err(unknown_site(config, site));
     }
     Ok(flow)
@@ -90,7 +92,7 @@ mod tests {
         ResetArgs {
             flow: flow.into(),
             stream: stream.map(Into::into),
-            site: site.map(Into::into),
+            site: site.into_iter().map(Into::into).collect(),
         }
     }
 
