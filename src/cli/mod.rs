@@ -47,7 +47,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
                   2 bad config or usage, 130 interrupted."
 )]
 pub struct Cli {
-    /// Config file (TOML). Relative `sqlite://` paths in it are relative to its folder.
+    /// Config file (TOML). Relative `sqlite://` paths in it are relative to its folder. Not read by `demo` (it writes its own in `--dir`) or `bench` (it builds its own fleet).
     #[arg(
         short,
         long,
