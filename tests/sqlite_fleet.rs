@@ -916,3 +916,39 @@ fn a_push_of_several_batches_to_many_sites_does_not_exhaust_the_master_pool() {
         );
     }
 }
+
+/// The README's first command: `hubsync demo` builds its fleet, syncs both
+/// ways, verifies the master and exits 0; and its story adds up (a trial
+/// could not tell why 1,353 new sales and 8 refunds made 1,337 pulled
+/// rows): the second sync pulls the paid new sales plus the refunded ones.
+#[test]
+fn the_demo_verifies_its_fleet_and_its_counts_add_up() {
+    let fleet = Fleet::new();
+    let dir = fleet.path("demo");
+    let out = common::run(
+        common::hubsync()
+            .args(["demo", "--sites", "3", "--dir"])
+            .arg(&dir),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("Verified: the master holds exactly"),
+        "{}",
+        out.stdout
+    );
+    let number = |text: &str| text.replace(',', "").parse::<u64>().unwrap();
+    let story = (out.stdout.lines())
+        .find_map(|line| line.trim().strip_prefix("the second sync pulls the "))
+        .expect("the story line");
+    let words: Vec<&str> = story.split_whitespace().collect();
+    // "<paid> paid new sales and the <refunded> refunded sales"
+    let (paid, refunded) = (number(words[0]), number(words[6]));
+    let total: Vec<&str> = (out.stdout.lines())
+        .find(|line| line.starts_with("│ total"))
+        .expect("the total row")
+        .split_whitespace()
+        .collect();
+    // │ total <sync 1 pulled> <sync 1 pushed> <sync 2 pulled> <sync 2 pushed> │
+    assert_eq!(number(total[4]), paid + refunded, "{}", out.stdout);
+    assert_eq!(refunded, 3);
+}

@@ -278,10 +278,16 @@ pub(super) async fn run(args: DemoArgs, cancel: CancellationToken) -> anyhow::Re
     );
     let changes = simulate_day(&dir, args.sites, &catalog, &mut rng, base).await?;
     println!(
-        "   {}, {}, {}",
+        "   {} ({} voided: they stay at the stores), {} of earlier sales, {}",
         plural(changes.new_sales, "new sale"),
+        changes.new_voided,
         plural(changes.refunds, "refund"),
         plural(changes.price_changes, "price change")
+    );
+    println!(
+        "   the second sync pulls the {} paid new sales and the {}",
+        thousands(changes.new_sales - changes.new_voided),
+        plural(changes.refunds, "refunded sale")
     );
 
     println!("\n3. Second sync: only what changed moves");
@@ -530,6 +536,9 @@ async fn build_store(
 
 struct DayChanges {
     new_sales: u64,
+    /// Of `new_sales`, those voided at the till (the pull's `filter`
+    /// leaves them at the store).
+    new_voided: u64,
     refunds: u64,
     price_changes: u64,
 }
@@ -544,6 +553,7 @@ async fn simulate_day(
     let day = base + Duration::days(8);
     let mut changes = DayChanges {
         new_sales: 0,
+        new_voided: 0,
         refunds: 0,
         price_changes: 0,
     };
@@ -564,11 +574,16 @@ async fn simulate_day(
             })
             .collect();
         insert(&store, "sales", &SALE_COLUMNS, &rows).await?;
-        // A refund: an old sale's quantity set to 0, touching updated_at.
+        changes.new_voided += (rows.iter())
+            .filter(|row| matches!(&row[4], Value::Text(status) if status == "void"))
+            .count() as u64;
+        // A refund: an old paid sale's quantity set to 0, touching updated_at
+        // (the first paid one from a random id on).
         let refunded = rng.random_range(1..=last_id.max(1));
         store
             .execute(
-                "UPDATE sales SET qty = 0, updated_at = ?1 WHERE id = ?2",
+                "UPDATE sales SET qty = 0, updated_at = ?1 WHERE id = \
+                 (SELECT min(id) FROM sales WHERE id >= ?2 AND status = 'paid')",
                 &[ts(day + Duration::hours(13)), Value::Int(refunded)],
             )
             .await?;
