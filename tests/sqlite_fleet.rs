@@ -903,3 +903,61 @@ fn a_push_of_several_batches_to_many_sites_does_not_exhaust_the_master_pool() {
         );
     }
 }
+
+/// Regression (fresh-user trial): `check` said that of two source rows
+/// sharing a key "across batches, one of them is skipped". What happens: a
+/// source without a primary key holding 10,000 rows and a second `id = 5`
+/// in a later batch (batch size 1,000) syncs both, the later overwrites the
+/// earlier at the master (10,000 master rows, `id = 5` has the later
+/// `qty` 999), and the summary counts 10,001 rows written.
+#[test]
+fn a_key_repeated_in_a_later_batch_overwrites_the_earlier_row() {
+    let fleet = Fleet::new();
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    // Row i at second i of the day (ids 1..=10000), then id 5 again at 23:00.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+         INSERT INTO sales SELECT i, 'sku', i, '1.00',
+           strftime('%Y-%m-%dT%H:%M:%S.000000Z', '2026-01-01', '+' || i || ' seconds') FROM n;
+         INSERT INTO sales VALUES (5, 'late', 999, '9.99', '2026-01-01T23:00:00.000000Z');",
+    );
+    fleet.write_config(
+        "[hub]\nbatch_size = 1000\n[master]\nurl = \"sqlite://master.db\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n",
+    );
+    let out = fleet.hubsync(&["check"]);
+    assert!(
+        out.stdout.contains(
+            "warning: flow `sales` stream `sales` site `s1`: site table `sales` has no unique key within (id); \
+             if two rows share a key, the sync stops with an error naming it when both are read in one batch, \
+             and otherwise the one read later overwrites the earlier one at the target (both count as written)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = fleet.sync_ok(&[]);
+    assert!(
+        out.stderr
+            .contains("flow `sales` site `s1`: 10001 rows read, 10001 written, 0 deleted"),
+        "{}",
+        out.stderr
+    );
+    // 1 + 2 + ... + 10000 = 50,005,000; id 5's qty 5 became 999: + 994.
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*), sum(qty) FROM sales"
+        ),
+        "10000|50005994"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT sku, qty, updated_at FROM sales WHERE id = 5"
+        ),
+        "late|999|2026-01-01T23:00:00.000000Z"
+    );
+}

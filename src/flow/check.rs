@@ -581,7 +581,8 @@ impl<'a> StreamCheck<'a> {
             ));
         }
         // A source key that is not unique loses rows: two rows with the same
-        // (cursor, key) position are one position to the keyset read.
+        // key are one row at the target (the batch's unique-key check stops
+        // the stream only when both are in one batch).
         let Source::Table(table) = &stream.source else {
             return;
         };
@@ -593,7 +594,8 @@ impl<'a> StreamCheck<'a> {
         {
             self.findings.warnings.push(format!(
                 "{} table `{table}` has no unique key within ({}); if two rows share a key, the sync stops \
-                 with an error naming it (or, across batches, one of them is skipped)",
+                 with an error naming it when both are read in one batch, and otherwise the one read later \
+                 overwrites the earlier one at the target (both count as written)",
                 self.source_side,
                 source_key.join(", ")
             ));
