@@ -797,9 +797,17 @@ fn sync_ignore_circuit_runs_a_pair_whose_circuit_is_open() {
     );
     let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
+    // The skip says how to run it now (a trial's user did not know).
     assert!(
         out.stdout
-            .contains("circuit open after 2 consecutive failed runs"),
+            .contains("circuit open after 2 consecutive failed runs; skipped until "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            " UTC (see `hubsync status`), or run it now with `hubsync sync --flow sales --site s3 --ignore-circuit`"
+        ),
         "{}",
         out.stdout
     );
