@@ -969,3 +969,53 @@ fn a_key_repeated_in_a_later_batch_overwrites_the_earlier_row() {
         "late|999|2026-01-01T23:00:00.000000Z"
     );
 }
+
+/// Regression (fresh-user trial): `check` printed the same warning once per
+/// site and stream (24 lines for 10 sites, 600+ at 300 stores). Identical
+/// warnings of several sites are one line naming at most five of them;
+/// problems stay one per site. Nine SQLite sites: s01..s06 without a key on
+/// `sales`, s07 with one, s08 and s09 without the table.
+#[test]
+fn check_prints_a_warning_found_at_many_sites_once() {
+    let fleet = Fleet::new();
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    let mut config = "[master]\nurl = \"sqlite://master.db\"\n".to_string();
+    for i in 1..=9 {
+        let id = format!("s{i:02}");
+        config.push_str(&format!(
+            "[[site]]\nid = \"{id}\"\nurl = \"sqlite://{id}.db\"\n"
+        ));
+        sqlite_exec(
+            &fleet.path(&format!("{id}.db")),
+            match i {
+                1..=6 => {
+                    "CREATE TABLE sales (id INTEGER, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);"
+                }
+                7 => STORE_SCHEMA,
+                _ => "CREATE TABLE other (x INTEGER);",
+            },
+        );
+    }
+    config.push_str(
+        "[[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  null_cursors = \"skip\"\n",
+    );
+    fleet.write_config(&config);
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "problem: flow `sales` stream `sales` site `s08`: site source: table `sales`: no such table: sales (code 1)",
+            "problem: flow `sales` stream `sales` site `s09`: site source: table `sales`: no such table: sales (code 1)",
+            "warning: flow `sales` stream `sales` sites `s01`, `s02`, `s03`, `s04`, `s05` and 2 more (7): \
+             rows whose cursor `updated_at` is NULL are never synced (`null_cursors = \"skip\"`)",
+            "warning: flow `sales` stream `sales` sites `s01`, `s02`, `s03`, `s04`, `s05` and 1 more (6): \
+             site table `sales` has no unique key within (id); if two rows share a key, the sync stops with an \
+             error naming it when both are read in one batch, and otherwise the one read later overwrites the \
+             earlier one at the target (both count as written)",
+            "10 of 10 databases reachable; 7 stream/site pairs ok; 2 problems, 2 warnings",
+        ]
+    );
+}
