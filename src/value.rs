@@ -400,6 +400,25 @@ pub fn decimal_digits(text: &str) -> Option<(u32, u32)> {
     ))
 }
 
+/// How a refusal counts a decimal's fraction digits so that the count
+/// agrees with the text shown beside it: `it has 9 digits after the point`,
+/// or with trailing zeros (which [`decimal_digits`] does not count, since
+/// the column needs no room for them) `it has 10 digits after the point (9
+/// without its trailing zeros)` for `0.4566666660`. `significant` is
+/// [`decimal_digits`]'s fraction count of `text`.
+pub fn fraction_digits_text(text: &str, significant: u32) -> String {
+    let written = text
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len() as u32);
+    if written == significant {
+        format!("it has {significant} digits after the point")
+    } else {
+        format!(
+            "it has {written} digits after the point ({significant} without its trailing zeros)"
+        )
+    }
+}
+
 impl fmt::Display for Value {
     /// Human-readable form for messages and tables: `NULL`, numbers as
     /// written, text unquoted, bytes as `\x..` hex, instants in RFC 3339.

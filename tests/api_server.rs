@@ -26,8 +26,13 @@ struct Fleet {
 
 impl Fleet {
     fn new() -> Fleet {
+        Fleet::named("api")
+    }
+
+    /// [`Fleet::new`] with a master database named after `prefix`.
+    fn named(prefix: &str) -> Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
-        let master = pg_create_db("api");
+        let master = pg_create_db(prefix);
         psql(
             &master,
             "CREATE TABLE sales (store_id text, id bigint, qty int, updated_at timestamptz, PRIMARY KEY (store_id, id));",
@@ -1444,5 +1449,126 @@ on = "site"
         ),
         "6",
         "check never runs an operation"
+    );
+}
+
+/// The seconds `N` in a dead run's "no heartbeat for N s".
+fn silent_seconds(error: &str) -> u64 {
+    let rest = error
+        .split_once("no heartbeat for ")
+        .unwrap_or_else(|| panic!("no heartbeat age in `{error}`"))
+        .1;
+    rest.split_once(" s").unwrap().0.parse().unwrap()
+}
+
+/// Regression (fresh-user trial): a hub killed mid-run (`kill -9`) left its
+/// run `running` in `status` and the API until the pair ran again. A
+/// `running` row whose heartbeat is 30 s old or more shows as the next run
+/// will record it: `failed`, kind `interrupted`, with the heartbeat's age;
+/// a live one (heartbeat 2 s ago) still shows `running`. Nothing is written.
+#[test]
+fn a_dead_hubs_run_shows_as_interrupted_not_running() {
+    let fleet = Fleet::named("fx_dead_run");
+    fleet.write_config(false, "", "");
+    let out = common::run(
+        common::hubsync()
+            .arg("-c")
+            .arg(fleet.config_path())
+            .args(["sync", "--site", "s1"]),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // s2: its hub died 66 s ago, 70 s into the run; s3: alive.
+    psql(
+        &fleet.master,
+        "INSERT INTO hubsync.runs (run_id, flow, site, started_at, heartbeat_at, holder, rows_read, status) VALUES
+           ('dead-run', 'sales', 's2', now() - interval '136 seconds', now() - interval '66 seconds', 'elsewhere/1', 2, 'running'),
+           ('live-run', 'sales', 's3', now() - interval '5 seconds', now() - interval '2 seconds', 'elsewhere/2', 0, 'running');",
+    );
+    let out = common::run(
+        common::hubsync()
+            .arg("-c")
+            .arg(fleet.config_path())
+            .arg("status"),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "Fleet: 3 sites, 3 flow/site pairs: 1 failed, 1 running, 1 succeeded; 0 with a tripped circuit"
+        ),
+        "{}",
+        out.stdout
+    );
+    let s2_line = (out.stdout.lines())
+        .find(|l| l.contains(" s2 "))
+        .unwrap_or_else(|| panic!("no s2 row: {}", out.stdout));
+    assert!(s2_line.contains(" failed "), "{s2_line}");
+    assert!(
+        s2_line.contains(
+            "s (a live run records one every 10 s): its hub stopped before this run finished \
+             (its rows are counted up to its last committed batch); the next run of this pair records it as failed"
+        ),
+        "{s2_line}"
+    );
+    // The test's own seconds between the insert and the read.
+    assert!((66..80).contains(&silent_seconds(s2_line)), "{s2_line}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(" s3 ") && l.contains(" running ")),
+        "{}",
+        out.stdout
+    );
+
+    let server = fleet.serve("serve");
+    let status = server.get("/api/v1/status");
+    assert_eq!(
+        status["summary"]["by_state"],
+        json!({"failed": 1, "running": 1, "succeeded": 1})
+    );
+    let dead = &status["pairs"][1]["last_run"];
+    assert_eq!(
+        (
+            &dead["run_id"],
+            &dead["status"],
+            &dead["error_kind"],
+            &dead["rows_read"]
+        ),
+        (
+            &json!("dead-run"),
+            &json!("failed"),
+            &json!("interrupted"),
+            &json!(2)
+        )
+    );
+    let error = dead["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("interrupted: no heartbeat for "),
+        "{error}"
+    );
+    assert!((66..80).contains(&silent_seconds(error)), "{error}");
+    // Ended at its last heartbeat, 70 s after its start.
+    let at =
+        |field: &str| chrono::DateTime::parse_from_rfc3339(dead[field].as_str().unwrap()).unwrap();
+    assert_eq!((at("finished_at") - at("started_at")).num_seconds(), 70);
+    assert_eq!(status["pairs"][2]["last_run"]["status"], "running");
+    // The run history filters by the status shown.
+    let running = server.get("/api/v1/runs?status=running");
+    assert_eq!(running["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(running["runs"][0]["run_id"], "live-run");
+    let failed = server.get("/api/v1/runs?status=failed");
+    assert_eq!(failed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["runs"][0]["run_id"], "dead-run");
+    // The dashboard lists it among the failing pairs, with why.
+    let (code, page) = server.call_text("GET", "/", Some(READ), None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("interrupted: no heartbeat for "), "{page}");
+    drop(server);
+    // Read side only: the stored row is untouched.
+    assert_eq!(
+        psql(
+            &fleet.master,
+            "SELECT status, finished_at IS NULL FROM hubsync.runs WHERE run_id = 'dead-run'"
+        ),
+        "running|t"
     );
 }

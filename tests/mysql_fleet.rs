@@ -1506,3 +1506,60 @@ fn a_late_insert_under_an_auto_increment_cursor_arrives_and_a_rolled_back_id_is_
     fleet.sync_ok(&[]);
     assert_eq!(rows(), "1 one, 2 two, 3 late, 4 early, 6 six, 7 seven");
 }
+
+/// Regression (fresh-user trial): with `create_target` in a mixed fleet the
+/// master column's type depended on which site ran first, and a MariaDB
+/// site's `TINYINT(1)` first made it `smallint`, into which a PostgreSQL
+/// site's `boolean` then failed every run ("invalid input syntax for type
+/// smallint: "f""). Now a boolean into an integer column is 1/0, so both
+/// orders carry both sites' rows: MariaDB first makes `paid smallint` and
+/// both sites arrive as 1/0; PostgreSQL first makes `paid boolean` and both
+/// arrive as true/false (a `TINYINT(1)` 0/1 into `boolean`).
+#[test]
+fn a_mixed_fleet_carries_booleans_whichever_site_creates_the_master_table() {
+    let my_site = my_create_db("fx_bool_my");
+    let pg_site = pg_create_db("fx_bool_pg");
+    mysql(
+        &my_site,
+        "CREATE TABLE orders (id INT PRIMARY KEY, paid TINYINT(1), updated_at DATETIME(6) NOT NULL);
+         INSERT INTO orders VALUES (1, 1, '2026-01-01 00:00:00'), (2, 0, '2026-01-01 00:00:01');",
+    );
+    psql(
+        &pg_site,
+        "CREATE TABLE orders (id int PRIMARY KEY, paid boolean, updated_at timestamp NOT NULL);
+         INSERT INTO orders VALUES (1, false, '2026-01-01 00:00:00'), (2, true, '2026-01-01 00:00:01'),
+                                   (3, NULL, '2026-01-01 00:00:02');",
+    );
+    let column_type = "SELECT data_type FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'paid'";
+    let rows = "SELECT store_id, id, paid FROM orders ORDER BY store_id, id";
+    for (first, second, created, expected) in [
+        (
+            "my",
+            "pg",
+            "smallint",
+            "my|1|1\nmy|2|0\npg|1|0\npg|2|1\npg|3|",
+        ),
+        (
+            "pg",
+            "my",
+            "boolean",
+            "my|1|t\nmy|2|f\npg|1|f\npg|2|t\npg|3|",
+        ),
+    ] {
+        let master = pg_create_db("fx_bool_mixed_master");
+        let fleet = Fleet::new();
+        fleet.write_config(&format!(
+            "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"my\"\nurl = \"{my_site}\"\n\n\
+             [[site]]\nid = \"pg\"\nurl = \"{pg_site}\"\n\n\
+             [[flow]]\nname = \"orders\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"orders\"\n  \
+             target = \"orders\"\n  primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  \
+             create_target = true\n"
+        ));
+        fleet.sync_ok(&["--site", first]);
+        assert_eq!(psql(&master, column_type), created, "{first} first");
+        fleet.sync_ok(&["--site", second]);
+        assert_eq!(psql(&master, rows), expected, "{first} first");
+        // Every later run succeeds too (the trial's failed every run).
+        fleet.sync_ok(&[]);
+    }
+}

@@ -1511,3 +1511,70 @@ fn a_dry_run_into_a_postgres_master_counts_the_rows_a_real_run_would_write() {
     fleet.sync_ok(&[]);
     assert_eq!(rows(), "1:11,2:20,3:30,4:40");
 }
+
+/// Regression (fresh-user trial): a site's `boolean` into a master
+/// `smallint` passed `check`, then every run failed with PostgreSQL's
+/// "invalid input syntax for type smallint: "t"". A boolean bound for an
+/// integer column is written as 1/0, on a pull (PostgreSQL `smallint`,
+/// `integer`, `bigint`) and on a push (a PostgreSQL site's `smallint`, a
+/// SQLite site's `INTEGER`).
+#[test]
+fn a_boolean_into_an_integer_column_is_written_as_1_and_0() {
+    let master = pg_create_db("fx_bool_master");
+    let site = pg_create_db("fx_bool_site");
+    psql(
+        &site,
+        "CREATE TABLE bt (id int PRIMARY KEY, b boolean, i boolean, g boolean, updated_at timestamptz NOT NULL);
+         INSERT INTO bt VALUES (1, true, false, true, '2026-01-01 00:00:00+00'),
+                               (2, false, true, NULL, '2026-01-01 00:00:01+00'),
+                               (3, NULL, NULL, false, '2026-01-01 00:00:02+00');
+         CREATE TABLE flags (sku text PRIMARY KEY, active smallint, updated_at timestamptz NOT NULL);",
+    );
+    psql(
+        &master,
+        "CREATE TABLE bt (store_id text, id int, b smallint, i int, g bigint, updated_at timestamptz NOT NULL,
+           PRIMARY KEY (store_id, id));
+         CREATE TABLE flags (sku text PRIMARY KEY, active boolean, updated_at timestamptz NOT NULL);
+         INSERT INTO flags VALUES ('apple', true, '2026-01-01 00:00:00+00'), ('pear', false, '2026-01-01 00:00:01+00'),
+                                  ('fig', NULL, '2026-01-01 00:00:02+00');",
+    );
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s2.db"),
+        "CREATE TABLE flags (sku TEXT PRIMARY KEY, active INTEGER, updated_at TEXT NOT NULL);
+         CREATE TABLE bt (id INTEGER PRIMARY KEY, b BOOLEAN, i BOOLEAN, g BOOLEAN, updated_at TEXT NOT NULL);
+         INSERT INTO bt VALUES (1, 1, 0, NULL, '2026-01-01T00:00:00Z');",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n{}{}\
+         [[flow]]\nname = \"bt\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"bt\"\n  target = \"bt\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\n\
+         [[flow]]\nname = \"flags\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"flags\"\n  target = \"flags\"\n  \
+         primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n",
+        site_block("pg-03", &site),
+        site_block("s2", "sqlite://s2.db"),
+    ));
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("0 problems"), "{check:?}");
+    fleet.sync_ok(&["--flow", "bt"]);
+    assert_eq!(
+        psql(
+            &master,
+            "SELECT store_id, id, b, i, g FROM bt ORDER BY store_id, id"
+        ),
+        "pg-03|1|1|0|1\npg-03|2|0|1|\npg-03|3|||0\ns2|1|1|0|"
+    );
+    fleet.sync_ok(&["--flow", "flags"]);
+    assert_eq!(
+        psql(&site, "SELECT sku, active FROM flags ORDER BY sku"),
+        "apple|1\nfig|\npear|0"
+    );
+    assert_eq!(
+        common::sqlite_query(
+            &fleet.path("s2.db"),
+            "SELECT sku, active, typeof(active) FROM flags ORDER BY sku"
+        ),
+        "apple|1|integer\nfig|NULL|null\npear|0|integer"
+    );
+}

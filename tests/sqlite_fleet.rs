@@ -810,9 +810,17 @@ fn sync_ignore_circuit_runs_a_pair_whose_circuit_is_open() {
     );
     let out = fleet.hubsync(&["sync", "--flow", "sales", "--site", "s3"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
+    // The skip says how to run it now (a trial's user did not know).
     assert!(
         out.stdout
-            .contains("circuit open after 2 consecutive failed runs"),
+            .contains("circuit open after 2 consecutive failed runs; skipped until "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            " UTC (see `hubsync status`), or run it now with `hubsync sync --flow sales --site s3 --ignore-circuit`"
+        ),
         "{}",
         out.stdout
     );
@@ -951,4 +959,112 @@ fn the_demo_verifies_its_fleet_and_its_counts_add_up() {
     // │ total <sync 1 pulled> <sync 1 pushed> <sync 2 pulled> <sync 2 pushed> │
     assert_eq!(number(total[4]), paid + refunded, "{}", out.stdout);
     assert_eq!(refunded, 3);
+}
+
+/// Regression (fresh-user trial): `check` said that of two source rows
+/// sharing a key "across batches, one of them is skipped". What happens: a
+/// source without a primary key holding 10,000 rows and a second `id = 5`
+/// in a later batch (batch size 1,000) syncs both, the later overwrites the
+/// earlier at the master (10,000 master rows, `id = 5` has the later
+/// `qty` 999), and the summary counts 10,001 rows written.
+#[test]
+fn a_key_repeated_in_a_later_batch_overwrites_the_earlier_row() {
+    let fleet = Fleet::new();
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    // Row i at second i of the day (ids 1..=10000), then id 5 again at 23:00.
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+         INSERT INTO sales SELECT i, 'sku', i, '1.00',
+           strftime('%Y-%m-%dT%H:%M:%S.000000Z', '2026-01-01', '+' || i || ' seconds') FROM n;
+         INSERT INTO sales VALUES (5, 'late', 999, '9.99', '2026-01-01T23:00:00.000000Z');",
+    );
+    fleet.write_config(
+        "[hub]\nbatch_size = 1000\n[master]\nurl = \"sqlite://master.db\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n",
+    );
+    let out = fleet.hubsync(&["check"]);
+    assert!(
+        out.stdout.contains(
+            "warning: flow `sales` stream `sales` site `s1`: site table `sales` has no unique key within (id); \
+             if two rows share a key, the sync stops with an error naming it when both are read in one batch, \
+             and otherwise the one read later overwrites the earlier one at the target (both count as written)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = fleet.sync_ok(&[]);
+    assert!(
+        out.stderr
+            .contains("flow `sales` site `s1`: 10001 rows read, 10001 written, 0 deleted"),
+        "{}",
+        out.stderr
+    );
+    // 1 + 2 + ... + 10000 = 50,005,000; id 5's qty 5 became 999: + 994.
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT count(*), sum(qty) FROM sales"
+        ),
+        "10000|50005994"
+    );
+    assert_eq!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT sku, qty, updated_at FROM sales WHERE id = 5"
+        ),
+        "late|999|2026-01-01T23:00:00.000000Z"
+    );
+}
+
+/// Regression (fresh-user trial): `check` printed the same warning once per
+/// site and stream (24 lines for 10 sites, 600+ at 300 stores). Identical
+/// warnings of several sites are one line naming at most five of them;
+/// problems stay one per site. Nine SQLite sites: s01..s06 without a key on
+/// `sales`, s07 with one, s08 and s09 without the table.
+#[test]
+fn check_prints_a_warning_found_at_many_sites_once() {
+    let fleet = Fleet::new();
+    sqlite_exec(&fleet.path("master.db"), MASTER_SCHEMA);
+    let mut config = "[master]\nurl = \"sqlite://master.db\"\n".to_string();
+    for i in 1..=9 {
+        let id = format!("s{i:02}");
+        config.push_str(&format!(
+            "[[site]]\nid = \"{id}\"\nurl = \"sqlite://{id}.db\"\n"
+        ));
+        sqlite_exec(
+            &fleet.path(&format!("{id}.db")),
+            match i {
+                1..=6 => {
+                    "CREATE TABLE sales (id INTEGER, sku TEXT, qty INTEGER, price TEXT, updated_at TEXT);"
+                }
+                7 => STORE_SCHEMA,
+                _ => "CREATE TABLE other (x INTEGER);",
+            },
+        );
+    }
+    config.push_str(
+        "[[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n  null_cursors = \"skip\"\n",
+    );
+    fleet.write_config(&config);
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "problem: flow `sales` stream `sales` site `s08`: site source: table `sales`: no such table: sales (code 1)",
+            "problem: flow `sales` stream `sales` site `s09`: site source: table `sales`: no such table: sales (code 1)",
+            "warning: flow `sales` stream `sales` sites `s01`, `s02`, `s03`, `s04`, `s05` and 2 more (7): \
+             rows whose cursor `updated_at` is NULL are never synced (`null_cursors = \"skip\"`)",
+            "warning: flow `sales` stream `sales` sites `s01`, `s02`, `s03`, `s04`, `s05` and 1 more (6): \
+             site table `sales` has no unique key within (id); if two rows share a key, the sync stops with an \
+             error naming it when both are read in one batch, and otherwise the one read later overwrites the \
+             earlier one at the target (both count as written)",
+            "10 of 10 databases reachable; 7 stream/site pairs ok; 2 problems, 2 warnings",
+        ]
+    );
 }

@@ -111,7 +111,9 @@ pub struct RunView {
     pub flow: String,
     /// Site id.
     pub site: String,
-    /// `running`, `succeeded`, `failed`, `skipped` or `partial`.
+    /// `running`, `succeeded`, `failed`, `skipped` or `partial`; a
+    /// `running` run whose heartbeat is 30 s old or more (its hub died)
+    /// shows as `failed` with `error_kind` `interrupted`.
     pub status: String,
     /// Start (RFC 3339, UTC).
     pub started_at: DateTime<Utc>,
@@ -535,7 +537,7 @@ pub const DEFAULT_RUNS_LIMIT: usize = 50;
     params(
         ("flow" = Option<String>, Query, description = "only this flow"),
         ("site" = Option<String>, Query, description = "only this site"),
-        ("status" = Option<String>, Query, description = "running, succeeded, failed, skipped or partial"),
+        ("status" = Option<String>, Query, description = "running, succeeded, failed, skipped or partial; a dead hub's run (heartbeat 30 s old or more) is failed, not running"),
         ("limit" = Option<usize>, Query, description = "runs per page, 1 to 1000 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),

@@ -31,7 +31,9 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         println!("problem: {problem}");
     }
     let problem_count = report.problems.len() + service_problems.len();
-    for warning in &report.warnings {
+    // The same warning at many sites is one line naming them.
+    let warnings = crate::flow::check::grouped_warnings(&report.warnings);
+    for warning in &warnings {
         println!("warning: {warning}");
     }
     println!(
@@ -40,10 +42,10 @@ pub(super) async fn run(config: Arc<Config>) -> anyhow::Result<u8> {
         plural(report.databases as u64, "database"),
         plural(report.streams_ok as u64, "stream/site pair"),
         plural(problem_count as u64, "problem"),
-        if report.warnings.is_empty() {
+        if warnings.is_empty() {
             String::new()
         } else {
-            format!(", {}", plural(report.warnings.len() as u64, "warning"))
+            format!(", {}", plural(warnings.len() as u64, "warning"))
         }
     );
     Ok(if problem_count == 0 {

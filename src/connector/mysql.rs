@@ -909,7 +909,8 @@ pub fn check_value(column_type: &str, value: &Value) -> std::result::Result<(), 
                 Some((int_digits, frac_digits)) => {
                     if frac_digits > scale {
                         refuse(&format!(
-                            "it has {frac_digits} digits after the point and the column keeps {scale}; MySQL would round it"
+                            "{} and the column keeps {scale}; MySQL would round it",
+                            crate::value::fraction_digits_text(n, frac_digits)
                         ))
                     } else if int_digits + scale > precision {
                         refuse(&format!(
@@ -1279,6 +1280,15 @@ mod tests {
              and the column keeps 2; MySQL would round it"
         );
         assert!(check_value("decimal(12,2)", &Value::Numeric("-0.10".into())).is_ok());
+        // Regression (fresh-user trial): "it has 9 digits after the point"
+        // beside `0.4566666660`, which shows 10; trailing zeros need no room.
+        assert_eq!(
+            refused("decimal(12,4)", Value::Numeric("0.4566666660".into())),
+            "value `0.4566666660` (numeric) cannot be stored in MySQL `decimal(12,4)`: it has 10 digits after the \
+             point (9 without its trailing zeros) and the column keeps 4; MySQL would round it"
+        );
+        assert!(check_value("decimal(12,9)", &Value::Numeric("0.4566666660".into())).is_ok());
+        assert!(check_value("decimal(12,2)", &Value::Numeric("12.500000".into())).is_ok());
         assert_eq!(
             refused("decimal(38,0)", Value::Numeric("1".repeat(39))),
             format!(

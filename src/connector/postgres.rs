@@ -600,7 +600,8 @@ pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), St
         if let Some((int_digits, frac_digits)) = crate::value::decimal_digits(&text) {
             if frac_digits > scale {
                 return refuse(format!(
-                    "it has {frac_digits} digits after the point and the column keeps {scale}; PostgreSQL would round it"
+                    "{} and the column keeps {scale}; PostgreSQL would round it",
+                    crate::value::fraction_digits_text(&text, frac_digits)
                 ));
             }
             if int_digits + scale > precision {
@@ -867,8 +868,30 @@ pub(crate) fn decode_numeric(bytes: &[u8]) -> std::result::Result<String, String
 
 #[cfg(test)]
 mod tests {
-    use super::{ArrayKind, copy_text, decode_numeric};
+    use super::{ArrayKind, check_value, copy_text, decode_numeric};
     use crate::value::Value as CopyValue;
+
+    /// Regression (fresh-user trial): the refusal said "it has 9 digits
+    /// after the point" beside `0.4566666660`, which shows 10 (the 9 left
+    /// out its trailing zero, which needs no room in the column).
+    #[test]
+    fn a_rounding_refusal_counts_the_digits_it_shows() {
+        let refused = |ty: &str, text: &str| check_value(ty, &CopyValue::Numeric(text.into()));
+        assert_eq!(
+            refused("numeric(12,4)", "0.4566666660").unwrap_err(),
+            "value `0.4566666660` (numeric) cannot be stored in PostgreSQL `numeric(12,4)`: it has 10 digits \
+             after the point (9 without its trailing zeros) and the column keeps 4; PostgreSQL would round it"
+        );
+        assert_eq!(
+            refused("numeric(12,2)", "12.345").unwrap_err(),
+            "value `12.345` (numeric) cannot be stored in PostgreSQL `numeric(12,2)`: it has 3 digits \
+             after the point and the column keeps 2; PostgreSQL would round it"
+        );
+        // Fits once its trailing zeros are dropped: not refused.
+        assert_eq!(refused("numeric(12,9)", "0.4566666660"), Ok(()));
+        assert_eq!(refused("numeric(12,2)", "12.500000"), Ok(()));
+        assert_eq!(refused("numeric(12,2)", "-0.10"), Ok(()));
+    }
 
     #[test]
     fn copy_text_escapes_what_the_format_reserves_and_marks_null() {

@@ -23,6 +23,11 @@ pub struct Problem {
     pub place: String,
     /// What is wrong and what to do.
     pub message: String,
+    /// The site of a finding about one stream at one site (`place` then
+    /// ends in ` site `<id>``); `None` for the master, a system, the
+    /// inventory or a whole site. [`grouped_warnings`] prints identical
+    /// warnings of several sites once.
+    pub site: Option<String>,
 }
 
 impl std::fmt::Display for Problem {
@@ -47,6 +52,68 @@ pub struct CheckReport {
     pub streams_ok: usize,
 }
 
+/// Sites named in a grouped warning; the rest are counted.
+const GROUP_SITES_SHOWN: usize = 5;
+
+/// `warnings` for printing, in order of first appearance, one line per
+/// (place apart from the site, message): a warning found at several sites
+/// (the same stream, the same text) is one line naming them, `flow `f`
+/// stream `s` sites `s01`, `s02`, `s03`, `s04`, `s05` and 5 more (10):
+/// ...` (at most [`GROUP_SITES_SHOWN`] names); one found at a single site,
+/// or not about a site, reads as [`Problem`]'s `Display`. A trial's
+/// `check` printed the same `cursor_lag` warning 24 times for 10 sites.
+pub fn grouped_warnings(warnings: &[Problem]) -> Vec<String> {
+    // (place without the site, message) -> sites, in first-seen order.
+    let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
+    let mut lines: Vec<Result<usize, &Problem>> = Vec::new();
+    for warning in warnings {
+        let Some(site) = &warning.site else {
+            lines.push(Err(warning));
+            continue;
+        };
+        let suffix = format!(" site `{site}`");
+        let base = warning
+            .place
+            .strip_suffix(&suffix)
+            .unwrap_or(&warning.place);
+        let key = (base, warning.message.as_str());
+        match groups.iter().position(|(k, _)| *k == key) {
+            Some(i) => groups[i].1.push(site),
+            None => {
+                lines.push(Ok(groups.len()));
+                groups.push((key, vec![site]));
+            }
+        }
+    }
+    (lines.into_iter())
+        .map(|line| match line {
+            Err(warning) => warning.to_string(),
+            Ok(i) => {
+                let ((base, message), sites) = &groups[i];
+                match sites.as_slice() {
+                    [one] => format!("{base} site `{one}`: {message}"),
+                    many => format!("{base} {}: {message}", sites_text(many)),
+                }
+            }
+        })
+        .collect()
+}
+
+/// `sites `s01`, `s02` (2)`, or with more than [`GROUP_SITES_SHOWN`]
+/// `sites `s01`, ..., `s05` and 5 more (10)`.
+fn sites_text(sites: &[&str]) -> String {
+    let named: Vec<String> = (sites.iter().take(GROUP_SITES_SHOWN))
+        .map(|s| format!("`{s}`"))
+        .collect();
+    let more = sites.len().saturating_sub(GROUP_SITES_SHOWN);
+    let rest = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("sites {}{rest} ({})", named.join(", "), sites.len())
+}
+
 /// Connects to the master and every site (at most `max_concurrent_sites` at
 /// once) and checks every stream. Never fails: unreachable databases are
 /// problems in the report.
@@ -68,6 +135,7 @@ pub async fn check(config: &Config) -> CheckReport {
             report.problems.push(Problem {
                 place: "master".into(),
                 message: e.to_string(),
+                site: None,
             });
             None
         }
@@ -121,6 +189,7 @@ async fn connect_systems(
             Err(e) => report.problems.push(Problem {
                 place: format!("system `{}`", system.name),
                 message: e.to_string(),
+                site: None,
             }),
         }
     }
@@ -146,6 +215,7 @@ async fn check_inventory(
                 .extend(read.warnings.into_iter().map(|message| Problem {
                     place: place(),
                     message,
+                    site: None,
                 }));
             read.sites
         }
@@ -153,6 +223,7 @@ async fn check_inventory(
             report.problems.push(Problem {
                 place: place(),
                 message: e.to_string(),
+                site: None,
             });
             config.sites.clone()
         }
@@ -173,6 +244,7 @@ async fn check_site(
             report.problems.push(Problem {
                 place: format!("site `{}`", site.id),
                 message: e.to_string(),
+                site: None,
             });
             return report;
         }
@@ -202,6 +274,7 @@ async fn check_site(
             let at = |message: String| Problem {
                 place: place.clone(),
                 message,
+                site: Some(site.id.clone()),
             };
             report
                 .problems
@@ -581,7 +654,8 @@ impl<'a> StreamCheck<'a> {
             ));
         }
         // A source key that is not unique loses rows: two rows with the same
-        // (cursor, key) position are one position to the keyset read.
+        // key are one row at the target (the batch's unique-key check stops
+        // the stream only when both are in one batch).
         let Source::Table(table) = &stream.source else {
             return;
         };
@@ -593,7 +667,8 @@ impl<'a> StreamCheck<'a> {
         {
             self.findings.warnings.push(format!(
                 "{} table `{table}` has no unique key within ({}); if two rows share a key, the sync stops \
-                 with an error naming it (or, across batches, one of them is skipped)",
+                 with an error naming it when both are read in one batch, and otherwise the one read later \
+                 overwrites the earlier one at the target (both count as written)",
                 self.source_side,
                 source_key.join(", ")
             ));
@@ -680,6 +755,47 @@ fn missing_key_message(
 mod tests {
     use super::*;
     use crate::connector::ColumnInfo;
+
+    #[test]
+    fn the_same_warning_at_several_sites_is_one_line_naming_them() {
+        let at = |stream: &str, site: &str, message: &str| Problem {
+            place: format!("flow `f` stream `{stream}` site `{site}`"),
+            message: message.into(),
+            site: Some(site.into()),
+        };
+        let mut warnings = vec![Problem {
+            place: "inventory".into(),
+            message: "row 3 left out".into(),
+            site: None,
+        }];
+        for i in 1..=7 {
+            let site = format!("s{i:02}");
+            warnings.push(at("a", &site, "lag"));
+            if i != 4 {
+                warnings.push(at("b", &site, "lag"));
+            }
+        }
+        // The same text at another stream, or another text, is its own line.
+        warnings.push(at("a", "s03", "no key"));
+        warnings.push(at("c", "s02", "lag"));
+        warnings.push(at("b", "s09", "other"));
+        assert_eq!(
+            grouped_warnings(&warnings),
+            [
+                "inventory: row 3 left out",
+                "flow `f` stream `a` sites `s01`, `s02`, `s03`, `s04`, `s05` and 2 more (7): lag",
+                "flow `f` stream `b` sites `s01`, `s02`, `s03`, `s05`, `s06` and 1 more (6): lag",
+                "flow `f` stream `a` site `s03`: no key",
+                "flow `f` stream `c` site `s02`: lag",
+                "flow `f` stream `b` site `s09`: other",
+            ]
+        );
+        assert_eq!(
+            grouped_warnings(&[at("a", "s1", "lag"), at("a", "s2", "lag")]),
+            ["flow `f` stream `a` sites `s1`, `s2` (2): lag"]
+        );
+        assert!(grouped_warnings(&[]).is_empty());
+    }
 
     /// The one stream of a pull flow: key `id`, site column `site`, and the
     /// extra stream keys of `extra` (TOML lines).

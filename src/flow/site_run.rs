@@ -106,7 +106,11 @@ impl SiteRun<'_> {
         let (until, streak) = (self.hub)
             .circuit_open_until(self.flow, self.site, suspects)
             .await?;
-        Some(Refusal::circuit_open(&self.place(), until, streak))
+        Some(Refusal::circuit_open(
+            (&self.flow.name, &self.site.id),
+            until,
+            streak,
+        ))
     }
 
     /// Phase 2: the run's `running` row in the history and its id (`None`
@@ -465,12 +469,15 @@ impl Refusal {
         })
     }
 
-    /// The pair at `place` failed `streak` runs in a row: skipped `until`.
-    fn circuit_open(place: &str, until: DateTime<Utc>, streak: u32) -> Refusal {
+    /// The pair (flow, site) failed `streak` runs in a row: skipped
+    /// `until`; the message says how to run it now all the same (whoever
+    /// skipped it, `sync`, `run` or the API, the operator's way is `sync`).
+    fn circuit_open((flow, site): (&str, &str), until: DateTime<Utc>, streak: u32) -> Refusal {
         Refusal::Error(
             RunStatus::Skipped,
             format!(
-                "{place}: circuit open after {streak} consecutive failed runs; skipped until {} (see `hubsync status`)",
+                "flow `{flow}` site `{site}`: circuit open after {streak} consecutive failed runs; skipped until {} \
+                 (see `hubsync status`), or run it now with `hubsync sync --flow {flow} --site {site} --ignore-circuit`",
                 until.format("%Y-%m-%d %H:%M:%S UTC")
             ),
         )
@@ -783,15 +790,15 @@ mod tests {
             (RunStatus::Skipped, None, Some("outside"))
         );
 
-        Refusal::circuit_open("flow `f` site `s1`", utc("2026-07-01T12:05:00Z"), 4)
-            .mark(&mut report);
+        Refusal::circuit_open(("f", "s1"), utc("2026-07-01T12:05:00Z"), 4).mark(&mut report);
         assert_eq!(report.status, RunStatus::Skipped);
         assert_eq!(report.error_kind, None);
         assert_eq!(
             report.error.as_deref(),
             Some(
                 "flow `f` site `s1`: circuit open after 4 consecutive failed runs; skipped until \
-                 2026-07-01 12:05:00 UTC (see `hubsync status`)"
+                 2026-07-01 12:05:00 UTC (see `hubsync status`), or run it now with \
+                 `hubsync sync --flow f --site s1 --ignore-circuit`"
             )
         );
     }

@@ -576,7 +576,8 @@ impl MappingPlan {
     /// value fix of `fixes`, in order: SQLite date-time cursors read by
     /// instant, the batch's end position (when `with_end`), soft-delete
     /// flags, the mapping itself, unique conflict keys, MySQL zero dates,
-    /// 0/1 booleans, the site's time zone, PostgreSQL text date-times and
+    /// 0/1 booleans, booleans into integer columns as 1/0, the site's time
+    /// zone, PostgreSQL text date-times and
     /// rounding checks; then splits off soft-deleted rows. Nothing is
     /// written; a refused value fails the whole batch.
     ///
@@ -623,6 +624,7 @@ impl MappingPlan {
         if !fixes.booleans.is_empty() {
             self.apply_booleans(&mut rows, &source_columns, fixes.booleans)?;
         }
+        self.booleans_as_integers(&mut rows, fixes.target_dialect, fixes.target);
         if fixes.source_dialect == Dialect::Sqlite && fixes.target_dialect != Dialect::Sqlite {
             self.sqlite_number_datetimes(&mut rows, fixes.target);
         }
@@ -1016,6 +1018,33 @@ impl MappingPlan {
             .collect()
     }
 
+    /// Booleans bound for an integer column (PostgreSQL `smallint`,
+    /// `integer`, `bigint`; MySQL `TINYINT`..`BIGINT`, `TINYINT(1)`
+    /// included; a SQLite column of integer affinity, whose declared type
+    /// contains `INT`) are written as 1 and 0, MySQL's `TINYINT(1)`
+    /// convention: PostgreSQL refuses its own `t`/`f` text in an integer
+    /// column (a trial saw a PostgreSQL site's `boolean` fail every run into
+    /// the `smallint` a MariaDB site's `TINYINT(1)` had created at the
+    /// master), and all three dialects then hold the same numbers.
+    pub(crate) fn booleans_as_integers(
+        &self,
+        rows: &mut [Vec<Value>],
+        target_dialect: Dialect,
+        target: &TableInfo,
+    ) {
+        let columns = self.target_columns_where(target, |t| is_integer_type(target_dialect, t));
+        if columns.is_empty() {
+            return;
+        }
+        for row in rows.iter_mut() {
+            for column in &columns {
+                if let Value::Bool(flag) = row[*column] {
+                    row[*column] = Value::Int(i64::from(flag));
+                }
+            }
+        }
+    }
+
     /// A SQLite source's date-time column may hold numbers, which SQLite's
     /// date functions read as Julian days or unix seconds (`'auto'`, see
     /// `connector::sqlite_instant`); bound for a date-time column of
@@ -1245,6 +1274,27 @@ impl MappingPlan {
     }
 }
 
+/// Whether a column of `data_type` (as [`crate::connector::ColumnInfo`]
+/// describes it in `dialect`) holds integers: PostgreSQL `smallint`,
+/// `integer`, `bigint`; MySQL `tinyint`, `smallint`, `mediumint`, `int`,
+/// `bigint` with any display width or `unsigned`; SQLite any declared type
+/// containing `INT` (its integer affinity rule, sqlite.org/datatype3.html
+/// 3.1 rule 1).
+fn is_integer_type(dialect: Dialect, data_type: &str) -> bool {
+    let lower = data_type.to_ascii_lowercase();
+    if dialect == Dialect::Sqlite {
+        return lower.contains("int");
+    }
+    let name = lower
+        .split(|c: char| c == '(' || c.is_whitespace())
+        .next()
+        .unwrap_or_default();
+    matches!(
+        name,
+        "smallint" | "integer" | "bigint" | "tinyint" | "mediumint" | "int"
+    )
+}
+
 pub(crate) fn quoted_list(names: &[String]) -> String {
     names
         .iter()
@@ -1307,6 +1357,56 @@ mod tests {
             booleans: &[],
             site_zone: None,
         }
+    }
+
+    #[test]
+    fn integer_types_per_dialect_take_booleans_as_1_and_0() {
+        for (dialect, data_type, integer) in [
+            (Dialect::Postgres, "smallint", true),
+            (Dialect::Postgres, "integer", true),
+            (Dialect::Postgres, "bigint", true),
+            (Dialect::Postgres, "interval", false),
+            (Dialect::Postgres, "boolean", false),
+            (Dialect::Postgres, "numeric(5,0)", false),
+            (Dialect::MySql, "tinyint(1)", true),
+            (Dialect::MySql, "int(10) unsigned", true),
+            (Dialect::MySql, "mediumint(9)", true),
+            (Dialect::MySql, "varchar(10)", false),
+            (Dialect::Sqlite, "INTEGER", true),
+            (Dialect::Sqlite, "UNSIGNED BIG INT", true),
+            (Dialect::Sqlite, "BOOLEAN", false),
+            (Dialect::Sqlite, "", false),
+        ] {
+            assert_eq!(
+                is_integer_type(dialect, data_type),
+                integer,
+                "{dialect:?} {data_type}"
+            );
+        }
+        let stream = stream("");
+        let source = ["id", "qty", "updated_at"].map(String::from);
+        let target = master_sales(false);
+        let plan = MappingPlan::build(&stream, Direction::Pull, &source, &target, "t").unwrap();
+        let mut rows = vec![
+            vec![
+                Value::Text("s1".into()),
+                Value::Int(1),
+                Value::Bool(true),
+                Value::Bool(false),
+            ],
+            vec![
+                Value::Text("s1".into()),
+                Value::Int(2),
+                Value::Bool(false),
+                Value::Null,
+            ],
+        ];
+        plan.booleans_as_integers(&mut rows, Dialect::Sqlite, &target);
+        // `qty` is `integer`: 1/0; `updated_at` is `text`: the boolean stays.
+        assert_eq!(rows[0][2], Value::Int(1));
+        assert_eq!(rows[0][3], Value::Bool(false));
+        assert_eq!(rows[1][2], Value::Int(0));
+        assert_eq!(rows[1][3], Value::Null);
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub struct RunFilter {
     pub flow: Option<String>,
     /// Only this site.
     pub site: Option<String>,
-    /// Only this stored status (`running`, `succeeded`, `failed`, `skipped`, `partial`).
+    /// Only this status (`running`, `succeeded`, `failed`, `skipped`,
+    /// `partial`) as shown: a dead hub's `running` run counts as `failed`.
     pub status: Option<String>,
     /// Only runs started at or after this instant.
     pub since: Option<DateTime<Utc>>,
@@ -27,7 +28,8 @@ pub struct RunFilter {
 
 impl StateStore {
     /// Runs matching `filter`, newest first (by start, then run id), at most
-    /// `limit` of them. Page on with `before` = the last run's
+    /// `limit` of them; a dead hub's run shows as interrupted (see
+    /// `run_record`). Page on with `before` = the last run's
     /// (started_at, run_id).
     pub async fn list_runs(
         &self,
@@ -42,15 +44,28 @@ impl StateStore {
             self.dialect
                 .typed_placeholder(params.len(), params.last().expect("just pushed"))
         };
-        for (column, value) in [
-            ("flow", &filter.flow),
-            ("site", &filter.site),
-            ("status", &filter.status),
-        ] {
+        for (column, value) in [("flow", &filter.flow), ("site", &filter.site)] {
             if let Some(value) = value {
                 let p = push(&mut params, Value::Text(value.clone()));
                 conditions.push(format!("{column} = {p}"));
             }
+        }
+        if let Some(status) = &filter.status {
+            // As shown: a `running` row silent for `HEARTBEAT_EXPIRY` is a
+            // dead hub's run, listed as `failed` (see `run_record`).
+            let p = push(&mut params, Value::Text(status.clone()));
+            let cutoff = Utc::now()
+                - chrono::Duration::from_std(HEARTBEAT_EXPIRY)
+                    .expect("30 s fits a chrono duration");
+            let c = push(&mut params, Value::TimestampTz(cutoff));
+            let last_beat = "coalesce(heartbeat_at, started_at)";
+            conditions.push(match status.as_str() {
+                "running" => format!("(status = {p} AND {last_beat} > {c})"),
+                "failed" => {
+                    format!("(status = {p} OR (status = 'running' AND {last_beat} <= {c}))")
+                }
+                _ => format!("status = {p}"),
+            });
         }
         if let Some(since) = filter.since {
             let p = push(&mut params, Value::TimestampTz(since));
@@ -68,8 +83,8 @@ impl StateStore {
             format!(" WHERE {}", conditions.join(" AND "))
         };
         let sql = format!(
-            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, error_kind, note \
-             FROM {}{where_clause} ORDER BY started_at DESC, run_id DESC LIMIT {limit_placeholder}",
+            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, error_kind, note, \
+             heartbeat_at FROM {}{where_clause} ORDER BY started_at DESC, run_id DESC LIMIT {limit_placeholder}",
             self.table("runs")
         );
         let batch = master.query(&sql, &params).await?;

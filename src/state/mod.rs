@@ -1108,12 +1108,13 @@ impl StateStore {
         (sql, params)
     }
 
-    /// The newest run of every (flow, site), ordered by flow then site.
+    /// The newest run of every (flow, site), ordered by flow then site; a
+    /// dead hub's run shows as interrupted (see [`run_record`]).
     pub async fn last_runs(&self, master: &Connector) -> Result<Vec<RunRecord>> {
         let runs = self.table("runs");
         let sql = format!(
-            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, error_kind, note \
-             FROM {runs} r WHERE started_at = (SELECT max(started_at) FROM {runs} x \
+            "SELECT run_id, flow, site, started_at, finished_at, rows_read, rows_written, status, error, error_kind, note, \
+             heartbeat_at FROM {runs} r WHERE started_at = (SELECT max(started_at) FROM {runs} x \
              WHERE x.flow = r.flow AND x.site = r.site) ORDER BY flow, site"
         );
         let batch = master.query(&sql, &[]).await?;
@@ -1224,7 +1225,47 @@ fn timestamp(value: &Value) -> Result<DateTime<Utc>> {
     }
 }
 
+/// A run row as read for status, the API and the dashboard: a `running`
+/// row whose last sign of life (`heartbeat_at`, else `started_at`) is
+/// [`HEARTBEAT_EXPIRY`] or more before `now` belonged to a hub that died.
+/// It shows as the next run of its pair will record it (`failed`, kind
+/// `interrupted`, ended at its last heartbeat), with the heartbeat's age;
+/// nothing is written.
 fn run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
+    let mut record = stored_run_record(batch, row)?;
+    if record.status == RunStatus::Running
+        && let Some(i) = batch.column_index("heartbeat_at")
+    {
+        let last_beat = match &row[i] {
+            Value::Null => record.started_at,
+            other => timestamp(other)?,
+        };
+        show_dead_run(&mut record, last_beat, Utc::now());
+    }
+    Ok(record)
+}
+
+/// Turns `record` (a `running` run whose last heartbeat was at
+/// `last_beat`) into the interrupted run it is when that heartbeat is
+/// [`HEARTBEAT_EXPIRY`] or more before `now`; leaves a live one alone.
+fn show_dead_run(record: &mut RunRecord, last_beat: DateTime<Utc>, now: DateTime<Utc>) {
+    let silent = (now - last_beat).num_seconds().max(0);
+    if silent < HEARTBEAT_EXPIRY.as_secs() as i64 {
+        return;
+    }
+    record.status = RunStatus::Failed;
+    record.finished_at = Some(last_beat);
+    record.error_kind = Some("interrupted".to_string());
+    record.error = Some(format!(
+        "{INTERRUPTED}no heartbeat for {silent} s (a live run records one every {} s): its hub \
+         stopped before this run finished (its rows are counted up to its last committed batch); \
+         the next run of this pair records it as failed",
+        HEARTBEAT_INTERVAL.as_secs()
+    ));
+}
+
+/// [`run_record`] as stored, a dead hub's run still `running`.
+fn stored_run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
     let get = |name: &str| {
         batch
             .column_index(name)
@@ -1260,6 +1301,47 @@ fn run_record(batch: &Batch, row: &[Value]) -> Result<RunRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_run_silent_for_30_s_shows_as_interrupted() {
+        let started = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let beat = started + chrono::Duration::seconds(70);
+        let running = RunRecord {
+            run_id: "r".into(),
+            flow: "sales".into(),
+            site: "s1".into(),
+            started_at: started,
+            finished_at: None,
+            rows_read: 2,
+            rows_written: 2,
+            status: RunStatus::Running,
+            error: None,
+            error_kind: None,
+            note: None,
+        };
+        // 29 s after the heartbeat: alive.
+        let mut alive = running.clone();
+        show_dead_run(&mut alive, beat, beat + chrono::Duration::seconds(29));
+        assert_eq!(alive.status, RunStatus::Running);
+        assert_eq!(alive.error, None);
+        // 30 s (three missed heartbeats): dead, ended at its last heartbeat.
+        let mut dead = running.clone();
+        show_dead_run(&mut dead, beat, beat + chrono::Duration::seconds(30));
+        assert_eq!(dead.status, RunStatus::Failed);
+        assert_eq!(dead.finished_at, Some(beat));
+        assert_eq!(dead.error_kind.as_deref(), Some("interrupted"));
+        assert_eq!(
+            dead.error.as_deref(),
+            Some(
+                "interrupted: no heartbeat for 30 s (a live run records one every 10 s): its hub stopped \
+                 before this run finished (its rows are counted up to its last committed batch); the next \
+                 run of this pair records it as failed"
+            )
+        );
+        assert_eq!((dead.rows_read, dead.rows_written), (2, 2));
+    }
 
     #[test]
     fn dead_holders_on_this_host_are_recognised() {
