@@ -31,6 +31,7 @@
 //! before anything is written.
 
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use futures::TryStreamExt;
@@ -98,31 +99,29 @@ impl MySqlConnector {
         if let Some(password) = password {
             connect_options = connect_options.password(password.expose());
         }
-        // One direct attempt first, for the server's own message (the pool
-        // would only say "timed out").
-        let mut probe = connect_options
-            .connect()
-            .await
-            .map_err(|e| connect_failure(url.redacted(), &e, connect_message(&e)))?;
-        let facts = sqlx::query("SELECT VERSION(), @@max_allowed_packet")
-            .fetch_one(&mut probe)
-            .await
-            .map_err(|e| connect_failure(url.redacted(), &e, connect_message(&e)))?;
-        let version: String = facts.try_get(0).unwrap_or_default();
-        let max_allowed_packet: u64 = facts
-            .try_get::<u64, _>(1)
-            .or_else(|_| facts.try_get::<i64, _>(1).map(|v| v.max(0) as u64))
-            .unwrap_or(4 << 20);
-        let _ = sqlx::Connection::close(probe).await;
-        let is_mariadb = version.contains("MariaDB");
-        let session_sql = session_settings(is_mariadb, options.statement_timeout);
+        // The server's version and packet limit, read by the first
+        // connection's `after_connect` (which needs the version for the
+        // statement timeout's name) and shared with the later ones.
+        let facts: Arc<OnceLock<(String, u64)>> = Arc::new(OnceLock::new());
+        let known = Arc::clone(&facts);
+        let statement_timeout = options.statement_timeout;
         let pool = MySqlPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _meta| {
-                let sql = session_sql.clone();
+                let known = Arc::clone(&known);
                 Box::pin(async move {
+                    let version = match known.get() {
+                        Some((version, _)) => version.clone(),
+                        None => {
+                            let facts = server_facts(conn).await?;
+                            let version = facts.0.clone();
+                            let _ = known.set(facts);
+                            version
+                        }
+                    };
+                    let sql = session_settings(version.contains("MariaDB"), statement_timeout);
                     // One round trip for both (the text protocol runs `;`-
                     // separated statements; `execute` drains every result
                     // and fails on the first error). Isolation: PostgreSQL's
@@ -136,7 +135,37 @@ impl MySqlConnector {
                     Ok(())
                 })
             })
-            .connect_lazy_with(connect_options);
+            .connect_lazy_with(connect_options.clone());
+        // The pool's first connection, checked now and kept for the run (one
+        // login per site). A refused or unanswered server is retried by the
+        // pool until its timeout, which would say only "timed out": past
+        // FIRST_CONNECTION_WAIT, one direct attempt runs beside it and, if
+        // it fails, its error (the server's own message) is the answer.
+        let failed = |e: &sqlx::Error| connect_failure(url.redacted(), e, connect_message(e));
+        let acquire = pool.acquire();
+        tokio::pin!(acquire);
+        let first = tokio::select! {
+            acquired = &mut acquire => acquired.map_err(|e| failed(&e))?,
+            () = tokio::time::sleep(FIRST_CONNECTION_WAIT) => {
+                let direct = async {
+                    match connect_options.connect().await {
+                        Ok(probe) => {
+                            let _ = sqlx::Connection::close(probe).await;
+                            std::future::pending().await
+                        }
+                        Err(e) => e,
+                    }
+                };
+                tokio::select! {
+                    acquired = &mut acquire => acquired.map_err(|e| failed(&e))?,
+                    error = direct => return Err(failed(&error)),
+                }
+            }
+        };
+        drop(first);
+        let (version, max_allowed_packet) =
+            facts.get().cloned().unwrap_or((String::new(), 4 << 20));
+        let is_mariadb = version.contains("MariaDB");
         Ok(MySqlConnector {
             pool,
             max_statement_bytes: (max_allowed_packet as usize / 2).clamp(64 << 10, 16 << 20),
@@ -307,6 +336,27 @@ fn mariadb_at_least(version: &str, major: u32, minor: u32) -> bool {
 }
 
 /// The `SET SESSION` run on every new connection (see the module docs).
+/// How long a site's first connection is waited for before one direct
+/// attempt, beside it, asks the server why it does not come (see
+/// `MySqlConnector::connect`).
+const FIRST_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The server's `VERSION()` and `max_allowed_packet` (4 MiB if unreadable).
+async fn server_facts(
+    conn: &mut sqlx::MySqlConnection,
+) -> std::result::Result<(String, u64), sqlx::Error> {
+    // Unprepared (the text protocol): one round trip.
+    let facts = sqlx::raw_sql("SELECT VERSION(), @@max_allowed_packet")
+        .fetch_one(&mut *conn)
+        .await?;
+    let version: String = facts.try_get(0).unwrap_or_default();
+    let max_allowed_packet: u64 = facts
+        .try_get::<u64, _>(1)
+        .or_else(|_| facts.try_get::<i64, _>(1).map(|v| v.max(0) as u64))
+        .unwrap_or(4 << 20);
+    Ok((version, max_allowed_packet))
+}
+
 fn session_settings(is_mariadb: bool, statement_timeout: Option<std::time::Duration>) -> String {
     // net_write_timeout: a streamed keyset read waits while the hub applies
     // earlier batches; the server would drop the connection after 60 s.
