@@ -11,8 +11,9 @@
 //!   `INSERT ... ON DUPLICATE KEY UPDATE` statements of
 //!   [`MYSQL_ROWS_PER_STATEMENT`] rows.
 //!
-//! Both baselines read the master's rows once per site, as hubsync does, and
-//! run `parallelism` sites at a time. hubsync's own forms: multi-row upserts
+//! Both baselines read the master's rows once per site and run
+//! `parallelism` sites at a time; hubsync's sites share one master read
+//! (the same statement and parameters, no checkpoint yet: `flow/shared.rs`). hubsync's own forms: multi-row upserts
 //! in one transaction per batch, sized to SQLite's bound-parameter limit and
 //! to half the MySQL server's `max_allowed_packet`; into the empty MySQL
 //! tables of sites without a checkpoint (the MySQL sites have ids of their

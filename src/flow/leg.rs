@@ -101,8 +101,8 @@ pub(super) struct RunPlace<'a> {
     pub(super) expr_scope: &'a crate::mediate::expr::ExprScope,
     /// A push's per-site `when` (`None`: every row read goes to the site).
     pub(super) site_when: Option<&'a crate::mediate::expr::Expr>,
-    /// A push resuming at a checkpoint: its cursor read may be shared with
-    /// the pass's other sites of the same parameters (`shared.rs`).
+    /// A push: its cursor read may be shared with the pass's other sites
+    /// of the same parameters and checkpoint, or none (`shared.rs`).
     pub(super) shared_read: bool,
 }
 

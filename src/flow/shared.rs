@@ -1,14 +1,15 @@
 //! Shared reads of a push pass: sites whose cursor read of a stream is the
 //! same statement with the same parameters (the same `:site.*` values and
-//! the same checkpoint to resume from; typically a fleet in steady state,
-//! with K distinct parameter sets among N sites) share ONE read of the
-//! master. The first site to need it reads; the others wait for it and
+//! the same checkpoint to resume from, or none: a first push to new sites;
+//! typically a fleet in steady state, with K distinct parameter sets among
+//! N sites) share ONE read of the master. The first site to need it reads; the others wait for it and
 //! get the same rows. Each site still applies the rows with its own `when`,
 //! upsert and checkpoint.
 //!
-//! Bounds: only incremental reads (a checkpoint exists) are shared, and only
-//! a read that fits in one batch (`hub.batch_size` rows) is kept, so memory
-//! stays at one batch per distinct parameter set; a larger read is noted
+//! Bounds: only a read that fits in one batch (`hub.batch_size` rows) is
+//! kept, so memory stays at one batch per distinct parameter set (a first
+//! push of a large table costs one read of a batch more per parameter set
+//! and pass, the one that found it larger); a larger read is noted
 //! as such and every site streams its own (the site that tried reads again).
 //! The cache lives for one pass (`StreamPlan`), so a later pass never sees
 //! stale rows; a read shared by sites started a little later in the pass

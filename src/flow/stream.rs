@@ -98,7 +98,7 @@ impl StreamRun<'_> {
             routes: &routes,
             expr_scope: &expr_scope,
             site_when: prepared.site_when.as_ref(),
-            shared_read: leg.direction == Direction::Push && window.from_cursor.is_some(),
+            shared_read: leg.direction == Direction::Push,
         };
         let mut applied = Applied {
             stored_snapshot: prepared.saved.as_ref().and_then(|c| c.snapshot.clone()),
