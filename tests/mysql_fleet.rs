@@ -1563,3 +1563,54 @@ fn a_mixed_fleet_carries_booleans_whichever_site_creates_the_master_table() {
         fleet.sync_ok(&[]);
     }
 }
+
+/// Found by a fresh-user trial: a target column that is NOT NULL without a
+/// default, which the stream does not write, passed `check`, and then
+/// every row failed. `check` now warns of it, at a PostgreSQL master (pull)
+/// and at a MariaDB site (push), and not of columns that fill themselves
+/// (a default, an identity, `AUTO_INCREMENT`, a generated column) or may be
+/// NULL.
+#[test]
+fn check_warns_of_a_not_null_column_without_default_that_the_stream_leaves_out() {
+    let site = my_create_db("req_site");
+    let master = pg_create_db("req_master");
+    mysql(
+        &site,
+        "CREATE TABLE sales (id INT PRIMARY KEY, qty INT NOT NULL, updated_at DATETIME(6) NOT NULL);
+         CREATE TABLE prices (sku VARCHAR(20) PRIMARY KEY, price DECIMAL(12,2) NOT NULL, updated_at DATETIME(6) NOT NULL,
+           shelf VARCHAR(10) NOT NULL, aisle INT NOT NULL DEFAULT 1, seq BIGINT NOT NULL AUTO_INCREMENT UNIQUE,
+           label VARCHAR(30) AS (concat('p-', sku)) VIRTUAL, note TEXT);",
+    );
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text NOT NULL, id int NOT NULL, qty int NOT NULL, updated_at timestamp NOT NULL,
+           region text NOT NULL, status text NOT NULL DEFAULT 'new', n bigint GENERATED ALWAYS AS IDENTITY,
+           total int GENERATED ALWAYS AS (qty * 2) STORED, note text, PRIMARY KEY (store_id, id));
+         CREATE TABLE prices (sku text PRIMARY KEY, price numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n\n\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"prices\"\n  target = \"prices\"\n  \
+         primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n"
+    ));
+    let out = fleet.hubsync(&["check"]);
+    let warned: Vec<&str> = (out.stdout.lines().chain(out.stderr.lines()))
+        .filter(|line| line.contains("NOT NULL without a default"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        warned[0].contains("master table `sales`: column `region` is NOT NULL without a default")
+            || warned[1]
+                .contains("master table `sales`: column `region` is NOT NULL without a default"),
+        "{warned:?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("table `prices`: column `shelf` is NOT NULL")),
+        "{warned:?}"
+    );
+}

@@ -1068,3 +1068,36 @@ fn check_prints_a_warning_found_at_many_sites_once() {
         ]
     );
 }
+
+/// `check` warns of a SQLite target column that is NOT NULL without a
+/// default and not written (`extra`), and not of one with a default
+/// (`status`), a nullable one (`note`) or the rowid alias of a site table.
+#[test]
+fn check_warns_of_a_sqlite_not_null_column_the_stream_leaves_out() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE sales (store_id TEXT NOT NULL, id INTEGER NOT NULL, qty INTEGER NOT NULL, updated_at TEXT NOT NULL,
+           extra TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'new', note TEXT, PRIMARY KEY (store_id, id));",
+    );
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL, updated_at TEXT NOT NULL);",
+    );
+    fleet.write_config(
+        "[master]\nurl = \"sqlite://master.db\"\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n",
+    );
+    let out = fleet.hubsync(&["check"]);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let warned: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("NOT NULL without a default"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{all}");
+    assert!(
+        warned[0].contains("master table `sales`: column `extra` is NOT NULL"),
+        "{all}"
+    );
+}

@@ -85,6 +85,11 @@ pub struct ColumnInfo {
     /// over-long text is refused rather than truncated by an explicit
     /// `CAST(.. AS varchar(20))`. Equal to `data_type` on SQLite and MySQL.
     pub cast_type: String,
+    /// `NOT NULL` with no default that fills it: no default expression, not
+    /// an identity, generated or auto-increment column (nor SQLite's rowid
+    /// alias). An insert that leaves it out is refused (unless a trigger
+    /// fills it).
+    pub required: bool,
 }
 
 /// A table's columns and unique keys.

@@ -223,7 +223,9 @@ impl MySqlConnector {
         let params = [schema.clone(), name.clone()];
         let columns = self
             .query(
-                "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+                "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL \
+                 AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%' \
+                 FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? \
                  ORDER BY ORDINAL_POSITION",
                 &params,
@@ -289,6 +291,7 @@ impl MySqlConnector {
                         name: text_of(&row[0]),
                         data_type: column_type.clone(),
                         cast_type: column_type,
+                        required: matches!(row[2], Value::Int(1)),
                     }
                 })
                 .collect(),

@@ -145,7 +145,8 @@ impl PgConnector {
         let columns = self
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
-                 format('%I.%I', n.nspname, t.typname) \
+                 format('%I.%I', n.nspname, t.typname), \
+                 a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '' \
                  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
                  JOIN pg_namespace n ON n.oid = t.typnamespace \
                  WHERE a.attrelid = to_regclass($1::text) \
@@ -175,6 +176,7 @@ impl PgConnector {
                     name: text_of(&row[0]),
                     data_type: text_of(&row[1]),
                     cast_type: text_of(&row[2]),
+                    required: row[3] == Value::Bool(true),
                 })
                 .collect(),
             case_insensitive_names: false,

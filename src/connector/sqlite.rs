@@ -108,7 +108,8 @@ impl SqliteConnector {
         let params = [Value::Text(name), Value::Text(schema)];
         let columns = self
             .query(
-                "SELECT name, type, pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
+                "SELECT name, type, pk, \"notnull\" AND dflt_value IS NULL \
+                 AND NOT (pk > 0 AND upper(type) = 'INTEGER') FROM pragma_table_info(?1, ?2) ORDER BY cid",
                 &params,
             )
             .await?;
@@ -167,6 +168,7 @@ impl SqliteConnector {
                         name: row[0].to_string(),
                         data_type: declared.clone(),
                         cast_type: declared,
+                        required: row[3] == Value::Int(1),
                     }
                 })
                 .collect(),

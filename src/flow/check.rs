@@ -502,7 +502,34 @@ impl<'a> StreamCheck<'a> {
                 ));
             }
         }
+        self.required_columns(&written, target_info);
         written
+    }
+
+    /// Warns of target columns that are `NOT NULL` without a default and
+    /// that the stream leaves out (neither mapped, computed nor the site
+    /// column): every row would be refused, unless a trigger fills them
+    /// (hence a warning, not a problem).
+    fn required_columns(&mut self, written: &[(String, String)], target_info: &TableInfo) {
+        let stream = self.stream;
+        let site_column = stream
+            .site_column
+            .iter()
+            .filter(|_| self.direction == Direction::Pull);
+        let filled: Vec<&str> = (written.iter().map(|(target, _)| target.as_str()))
+            .chain(stream.compute.iter().map(|(computed, _)| computed.as_str()))
+            .chain(site_column.map(String::as_str))
+            .filter_map(|name| target_info.column(name).map(|c| c.name.as_str()))
+            .collect();
+        for column in (target_info.columns.iter())
+            .filter(|c| c.required && !filled.contains(&c.name.as_str()))
+        {
+            self.findings.warnings.push(format!(
+                "{} table `{}`: column `{}` is NOT NULL without a default and the stream does not write it: every \
+                 row will be refused unless a trigger fills it; write it (`columns`, `compute`) or give it a default",
+                self.target_side, stream.target, column.name
+            ));
+        }
     }
 
     /// Compiles and type-checks the stream's `compute` and `filter`
@@ -820,6 +847,7 @@ mod tests {
                     name: name.to_string(),
                     data_type: "text".into(),
                     cast_type: "text".into(),
+                    required: false,
                 })
                 .collect(),
             unique_keys: unique_keys.iter().map(|k| text(k)).collect(),

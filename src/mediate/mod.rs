@@ -1312,6 +1312,7 @@ mod tests {
             name: name.into(),
             data_type: data_type.into(),
             cast_type: data_type.into(),
+            required: false,
         }
     }
 
