@@ -215,37 +215,60 @@ impl MySqlConnector {
         Ok(())
     }
 
+    /// The table's columns, unique keys and (MariaDB) JSON columns, from
+    /// one catalog query (one round trip per stream and site; the three
+    /// catalog tables are read as one `UNION ALL`, sorted here).
     pub(super) async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>> {
         let (schema, name) = match table.split_once('.') {
             Some((schema, name)) => (Value::Text(schema.into()), Value::Text(name.into())),
             None => (Value::Null, Value::Text(table.into())),
         };
-        let params = [schema.clone(), name.clone()];
-        let columns = self
-            .query(
-                "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL \
-                 AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%' \
-                 FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? \
-                 ORDER BY ORDINAL_POSITION",
-                &params,
-            )
-            .await?;
+        // kind, name, detail, flag, position: `c` a column (name, type,
+        // required, ordinal), `k` a unique index's column (index, column,
+        // primary, sequence), `j` a MariaDB check clause (JSON columns).
+        let mut sql = String::from(
+            "SELECT 'c', COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL \
+             AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%', ORDINAL_POSITION \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? \
+             UNION ALL SELECT 'k', INDEX_NAME, COLUMN_NAME, INDEX_NAME = 'PRIMARY', SEQ_IN_INDEX \
+             FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0",
+        );
+        let mut params = vec![schema.clone(), name.clone(), schema.clone(), name.clone()];
+        // MariaDB's JSON is LONGTEXT with a `json_valid(`c`)` check: call
+        // it `json`, as MySQL 8 does (MySQL 8's catalog has no TABLE_NAME
+        // there, so only MariaDB is asked).
+        if self.json_equals {
+            sql.push_str(
+                " UNION ALL SELECT 'j', CHECK_CLAUSE, '', 0, 0 FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ?",
+            );
+            params.extend([schema, name]);
+        }
+        let rows = self.query(&sql, &params).await?.rows;
+        let number = |value: &Value| text_of(value).parse::<u64>().unwrap_or(0);
+        let flag = |value: &Value| number(value) == 1;
+        let of_kind = |kind: &str| -> Vec<&Vec<Value>> {
+            rows.iter().filter(|row| text_of(&row[0]) == kind).collect()
+        };
+        let mut columns = of_kind("c");
         if columns.is_empty() {
             return Ok(None);
         }
-        let keys = self
-            .query(
-                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
-                 WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
-                 ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
-                &params,
-            )
-            .await?;
+        columns.sort_by_key(|row| number(&row[4]));
+        let mut keys = of_kind("k");
+        // The primary key first, then by index name, each in its order.
+        keys.sort_by(|a, b| {
+            (!flag(&a[3]), text_of(&a[1]), number(&a[4])).cmp(&(
+                !flag(&b[3]),
+                text_of(&b[1]),
+                number(&b[4]),
+            ))
+        });
         let mut unique_keys: Vec<Vec<String>> = Vec::new();
         let mut current: Option<String> = None;
-        for row in &keys.rows {
-            let index = text_of(&row[0]);
+        for row in keys {
+            let index = text_of(&row[1]);
             if current.as_ref() != Some(&index) {
                 unique_keys.push(Vec::new());
                 current = Some(index);
@@ -253,45 +276,31 @@ impl MySqlConnector {
             unique_keys
                 .last_mut()
                 .expect("pushed above")
-                .push(text_of(&row[1]));
+                .push(text_of(&row[2]));
         }
-        // MariaDB's JSON is LONGTEXT with a `json_valid(`c`)` check: call
-        // it `json`, as MySQL 8 does (MySQL 8's catalog has no TABLE_NAME
-        // there, so only MariaDB is asked).
-        let mut json_columns: Vec<String> = Vec::new();
-        if self.json_equals {
-            let checks = self
-                .query(
-                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
-                     WHERE CONSTRAINT_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ?",
-                    &params,
-                )
-                .await?;
-            for row in &checks.rows {
-                let clause = text_of(&row[0]);
-                if let Some(column) = clause
+        let json_columns: Vec<String> = (of_kind("j").into_iter())
+            .filter_map(|row| {
+                let clause = text_of(&row[1]);
+                clause
                     .strip_prefix("json_valid(`")
                     .and_then(|rest| rest.strip_suffix("`)"))
-                {
-                    json_columns.push(column.replace("``", "`"));
-                }
-            }
-        }
+                    .map(|column| column.replace("``", "`"))
+            })
+            .collect();
         Ok(Some(TableInfo {
             columns: columns
-                .rows
-                .iter()
+                .into_iter()
                 .map(|row| {
-                    let column_type = if json_columns.contains(&text_of(&row[0])) {
+                    let column_type = if json_columns.contains(&text_of(&row[1])) {
                         "json".to_string()
                     } else {
-                        text_of(&row[1])
+                        text_of(&row[2])
                     };
                     ColumnInfo {
-                        name: text_of(&row[0]),
+                        name: text_of(&row[1]),
                         data_type: column_type.clone(),
                         cast_type: column_type,
-                        required: matches!(row[2], Value::Int(1)),
+                        required: flag(&row[3]),
                     }
                 })
                 .collect(),
