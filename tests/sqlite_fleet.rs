@@ -1101,3 +1101,53 @@ fn check_warns_of_a_sqlite_not_null_column_the_stream_leaves_out() {
         "{all}"
     );
 }
+
+/// Found by a fresh-user trial: a site tag read only by a push's `when`
+/// changed (tier basic -> gold) and the site never got the rows it was now
+/// meant to have. The tags expressions read are part of the fingerprint
+/// now, so the change backfills, as a changed `:site.*` parameter does.
+/// Master: a1 (tier all), b1 (basic), g1 (gold); site n1 first gets a1 and
+/// b1, then, as gold, g1 too (b1 stays: a row that stops matching `when`
+/// is left where it went).
+#[test]
+fn a_tag_read_by_a_push_when_backfills_the_site_when_it_changes() {
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE products (sku TEXT PRIMARY KEY, tier TEXT NOT NULL, updated_at TEXT NOT NULL);
+         INSERT INTO products VALUES ('a1', 'all', '2026-01-01T00:00:00.000000Z'),
+           ('b1', 'basic', '2026-01-01T00:00:01.000000Z'), ('g1', 'gold', '2026-01-01T00:00:02.000000Z');",
+    );
+    sqlite_exec(
+        &fleet.path("n1.db"),
+        "CREATE TABLE products (sku TEXT PRIMARY KEY, tier TEXT, updated_at TEXT);",
+    );
+    let config = |tier: &str| {
+        format!(
+            "[master]\nurl = \"sqlite://master.db\"\n[[site]]\nid = \"n1\"\nurl = \"sqlite://n1.db\"\ntags = {{ tier = \"{tier}\" }}\n\
+             [[flow]]\nname = \"catalog\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"products\"\n  \
+             target = \"products\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n  \
+             when = \"row.tier == 'all' || row.tier == site.tags.tier\"\n"
+        )
+    };
+    let skus = || {
+        sqlite_query(
+            &fleet.path("n1.db"),
+            "SELECT group_concat(sku, ',') FROM (SELECT sku FROM products ORDER BY sku)",
+        )
+    };
+    fleet.write_config(&config("basic"));
+    fleet.sync_ok(&[]);
+    assert_eq!(skus(), "a1,b1");
+    fleet.write_config(&config("gold"));
+    fleet.sync_ok(&[]);
+    assert_eq!(skus(), "a1,b1,g1");
+    assert!(
+        sqlite_query(
+            &fleet.path("master.db"),
+            "SELECT note FROM hubsync_runs ORDER BY started_at DESC LIMIT 1"
+        )
+        .contains("backfilling from the start"),
+        "the run says why it read everything again"
+    );
+}

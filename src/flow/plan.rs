@@ -96,6 +96,7 @@ pub fn fingerprint(
     flow: &Flow,
     stream: &Stream,
     site_params: &[(String, String)],
+    expression_tags: &[(String, Option<String>)],
     source_columns: &[(String, String)],
     cursor_by_instant: bool,
 ) -> String {
@@ -148,8 +149,80 @@ pub fn fingerprint(
     if let Some(filter) = &stream.filter {
         definition["filter"] = serde_json::json!(filter);
     }
+    // Only when an expression reads a tag, so other streams keep theirs.
+    if !expression_tags.is_empty() {
+        definition["expression_tags"] = serde_json::json!(expression_tags);
+    }
     let digest = Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The site's tag values that `stream`'s expressions read (`compute`,
+/// `filter`, `when`, the routes' `when`), as (tag, value) pairs sorted by
+/// tag, a missing tag as `None`: part of the fingerprint, so that a tag
+/// change that moves rows in or out of what the site gets (or changes a
+/// computed value) backfills, as a changed `:site.*` parameter of a
+/// `query` does. A tag is read as `site.tags.NAME` or `site.tags["NAME"]`;
+/// `site.tags` used any other way (whole, or with a computed key) reads
+/// every tag.
+pub(crate) fn expression_tags(
+    stream: &Stream,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let texts = (stream.compute.iter().map(|(_, e)| e.as_str()))
+        .chain(stream.filter.as_deref())
+        .chain(stream.when.as_deref())
+        .chain(stream.routes.iter().filter_map(|r| r.when.as_deref()));
+    let mut names: Vec<String> = Vec::new();
+    for text in texts {
+        match tag_names(text) {
+            Some(found) => names.extend(found),
+            None => names.extend(tags.keys().cloned()),
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let value = tags.get(&name).cloned();
+            (name, value)
+        })
+        .collect()
+}
+
+/// The tag names `text` reads as `site.tags.NAME` or `site.tags["NAME"]`
+/// (or with single quotes); `None` when it uses `site.tags` otherwise.
+fn tag_names(text: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("site.tags") {
+        let after = &rest[at + "site.tags".len()..];
+        let name: String = if let Some(field) = after.strip_prefix('.') {
+            field
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        } else if let Some(key) = after
+            .strip_prefix("[\"")
+            .or_else(|| after.strip_prefix("['"))
+        {
+            let quote = if after.starts_with("[\"") { '"' } else { '\'' };
+            let end = key.find(quote)?;
+            if !key[end + 1..].trim_start().starts_with(']') {
+                return None;
+            }
+            key[..end].to_string()
+        } else {
+            return None;
+        };
+        if name.is_empty() {
+            return None;
+        }
+        names.push(name);
+        rest = after;
+    }
+    Some(names)
 }
 
 /// Columns written by `stream` whose source type cannot carry values into
@@ -193,4 +266,27 @@ pub(crate) fn schema_problems(
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_names_are_read_from_expressions_or_all_tags_are_taken() {
+        assert_eq!(
+            tag_names(
+                "row.tier == 'all' || row.tier == site.tags.tier && site.tags['zone'] != \"x\""
+            ),
+            Some(vec!["tier".to_string(), "zone".to_string()])
+        );
+        assert_eq!(
+            tag_names("site.tags[\"region\"] + '-' + row.sku"),
+            Some(vec!["region".to_string()])
+        );
+        assert_eq!(tag_names("row.qty > 0"), Some(vec![]));
+        // The whole map, or a computed key: every tag counts.
+        assert_eq!(tag_names("'gold' in site.tags"), None);
+        assert_eq!(tag_names("site.tags[row.key] == 'x'"), None);
+    }
 }

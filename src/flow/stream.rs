@@ -223,10 +223,12 @@ impl StreamRun<'_> {
             stream: self.stream.name.clone(),
             site: self.site.id.clone(),
         };
+        let tags = super::plan::expression_tags(self.stream, &self.site.tags);
         let fingerprint = fingerprint(
             self.flow,
             self.stream,
             &resolved.site_params,
+            &tags,
             &resolved.described,
             resolved.cursor_date_time.is_some(),
         );
