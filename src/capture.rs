@@ -201,6 +201,9 @@ pub struct GapScan {
     before_gap: Option<i64>,
     /// False once a value was not an integer.
     integers: bool,
+    /// Missing ids this run moved past, an expired hold having waited for
+    /// them.
+    given_up: u64,
 }
 
 impl GapScan {
@@ -228,6 +231,7 @@ impl GapScan {
             },
             before_gap: None,
             integers: !matches!(start, Some(value) if !matches!(value, Value::Int(_))),
+            given_up: 0,
         }
     }
 
@@ -240,11 +244,25 @@ impl GapScan {
         if let Some(last) = self.last
             && self.before_gap.is_none()
             && i128::from(id) > i128::from(last) + 1
-            && self.given_up_below.is_none_or(|below| id - 1 > below)
         {
-            self.before_gap = Some(last);
+            match self.given_up_below {
+                // Every missing id at or below the expired hold's `below`.
+                Some(below) if id - 1 <= below => {
+                    let missing = i128::from(id) - i128::from(last) - 1;
+                    self.given_up += u64::try_from(missing).unwrap_or(u64::MAX);
+                }
+                _ => self.before_gap = Some(last),
+            }
         }
         self.last = Some(self.last.map_or(id, |last| last.max(id)));
+    }
+
+    /// Ids missing from the rows read that this run moved past after its
+    /// hold waited `cursor_lag` for them (0 when none): a transaction that
+    /// took one and commits later is missed; rolled-back inserts and
+    /// deleted rows leave such gaps too.
+    pub fn given_up(&self) -> u64 {
+        if self.integers { self.given_up } else { 0 }
     }
 
     /// Where the next run starts (inclusive) and the hold to store, if a
@@ -495,6 +513,20 @@ mod tests {
                 }
             ))
         );
+        let mut expired = GapScan::new(
+            Some(&Value::Int(2)),
+            Some(GapHold {
+                since: old,
+                below: 5,
+            }),
+            utc("2026-03-01T10:00:10Z"),
+            Duration::from_secs(5),
+        );
+        for id in [2, 4, 6, 7, 9] {
+            expired.see(&Value::Int(id));
+        }
+        // 3 and 5 given up; 8 is waited for, not counted.
+        assert_eq!(expired.given_up(), 2);
         // A gap straddling `below` (5 and 6 missing, below = 5) still waits.
         assert_eq!(
             scan(

@@ -119,6 +119,7 @@ impl StreamRun<'_> {
             add_note(report, format!("{rows} left out by the stream's `filter`"));
         }
         self.note_reread(report, applied.reread);
+        self.note_given_up(report, applied.gaps.as_ref());
         read?;
         self.store_snapshot(&place, &mut applied).await?;
         if self.stream.deletes == Deletes::Detect && !self.options.dry_run {
@@ -351,6 +352,26 @@ impl StreamRun<'_> {
                 "{reread} rows re-read unchanged below the checkpoint: each run reads again the rows stamped \
                  within `cursor_lag` ({}) of its cursor value or sharing it, or after a gap in integer ids still \
                  waited for; many when one transaction stamped many rows alike, until newer rows arrive",
+                humantime::format_duration(self.stream.cursor_lag)
+            ),
+        );
+    }
+
+    /// Notes ids this run moved past after waiting `cursor_lag` for them
+    /// (`capture::GapScan::given_up`), something to alert on: a
+    /// transaction open longer than that loses its rows until a `reset`.
+    fn note_given_up(&self, report: &mut StreamReport, gaps: Option<&capture::GapScan>) {
+        let given_up = gaps.map_or(0, capture::GapScan::given_up);
+        if given_up == 0 {
+            return;
+        }
+        add_note(
+            report,
+            format!(
+                "{given_up} missing ids of cursor `{}` given up after waiting `cursor_lag` ({}): rows of a \
+                 transaction that took one and commits later are not read (a `reset` backfill finds them); \
+                 rolled-back inserts and deleted rows leave such gaps too",
+                self.stream.cursor,
                 humantime::format_duration(self.stream.cursor_lag)
             ),
         );
