@@ -183,7 +183,9 @@ fn rereading_rows_after_a_reset_writes_nothing() {
     build(&fleet, 1000);
     fleet.sync_ok(&[]);
     // `--site` may be repeated, like `sync`'s (a trial found it could not).
-    let out = fleet.hubsync(&["reset", "--flow", "sales", "--site", "s1", "--site", "s2"]);
+    let out = fleet.hubsync(&[
+        "reset", "--flow", "sales", "--site", "s1", "--site", "s2", "--site", "s1",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout.trim(),

@@ -23,7 +23,10 @@ pub struct ResetArgs {
     pub site: Vec<String>,
 }
 
-pub(super) async fn run(config: Arc<Config>, args: ResetArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(config: Arc<Config>, mut args: ResetArgs) -> anyhow::Result<u8> {
+    // A site named twice is reset (and named) once, in the order given.
+    let mut seen = std::collections::HashSet::new();
+    args.site.retain(|site| seen.insert(site.clone()));
     let flow = check_args(&config, &args)?;
     let hub = Hub::open_existing(config.clone()).await?;
     // Only this config's sites: other hubs may share the master.

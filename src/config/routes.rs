@@ -237,6 +237,10 @@ fn validate_route(
         problems.push(format!(
             "{route_place}: `when` is empty; write a CEL predicate, e.g. `row.qty < 0`, or remove it"
         ));
+    } else if let Some(when) = &raw_route.when
+        && let Err(e) = crate::mediate::expr::referenced_columns(when)
+    {
+        problems.push(format!("{route_place}: `when`: expression `{when}`: {e}"));
     }
     let columns = raw_route
         .columns
@@ -316,6 +320,11 @@ pub(super) fn validate_push_when(
         problems.push(format!(
             "{place}: `when` is empty; write a CEL predicate, e.g. `row.zone == site.tags.price_zone`, or remove it"
         ));
+        return None;
+    }
+    // Its syntax now, like `filter`'s (its names are checked per site).
+    if let Err(e) = crate::mediate::expr::referenced_columns(&when) {
+        problems.push(format!("{place}: `when`: expression `{when}`: {e}"));
         return None;
     }
     Some(when)
@@ -422,6 +431,37 @@ direction = "push"
                 "flow `up` stream `sales` route[1] (system `master`): primary key column `id` is not in `columns`; map it, or set the route's `primary_key`",
                 "flow `down` stream `prices`: `route` applies to pull streams only; a push selects rows per site with `:site.<tag>` in `query` or `when`",
             ]
+        );
+    }
+
+    /// Found by a trial: a `when` that is no CEL was found only per site at
+    /// run time (exit 1), while the same text in `filter` was a config
+    /// error (exit 2). Both are refused when the config loads now.
+    #[test]
+    fn a_when_that_is_no_cel_is_a_config_problem() {
+        let text = r#"
+[master]
+url = "sqlite://m.db"
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+[[flow]]
+name = "down"
+direction = "push"
+  [[flow.stream]]
+  source = "prices"
+  target = "prices"
+  primary_key = ["sku"]
+  cursor = "u"
+  when = "row.tier == "
+"#;
+        let problems = problems_of(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "flow `down` stream `prices`: `when`: expression `row.tier == `: not valid CEL:"
+            ),
+            "{problems:?}"
         );
     }
 
