@@ -1624,3 +1624,52 @@ fn check_warns_of_a_not_null_column_without_default_that_the_stream_leaves_out()
         "{warned:?}"
     );
 }
+
+/// Found by a fresh-user trial: on a MariaDB site whose `DATETIME` cursor
+/// the application sets, one row stamped an hour ahead (a till whose clock
+/// runs fast) moves the checkpoint into the future, and rows stamped
+/// correctly after it are not read until a `reset`, while every run said
+/// `succeeded`. A run now says so in its note; `reset` then brings them.
+#[test]
+fn a_future_stamped_datetime_checkpoint_is_noted_and_reset_recovers_the_rows_below_it() {
+    let site = my_create_db("future_site");
+    let master = pg_create_db("future_master");
+    mysql(
+        &site,
+        "CREATE TABLE sales (id INT PRIMARY KEY, qty INT NOT NULL, updated_at DATETIME(6) NOT NULL);
+         INSERT INTO sales VALUES (1, 10, utc_timestamp(6) - INTERVAL 1 MINUTE),
+           (2, 20, utc_timestamp(6) + INTERVAL 1 HOUR);",
+    );
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, qty int, updated_at timestamp, PRIMARY KEY (store_id, id));",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{master}\"\n\n[[site]]\nid = \"m1\"\nurl = \"{site}\"\n\n\
+         [[flow]]\nname = \"sales\"\ndirection = \"pull\"\n  [[flow.stream]]\n  source = \"sales\"\n  target = \"sales\"\n  \
+         primary_key = [\"id\"]\n  cursor = \"updated_at\"\n  site_column = \"store_id\"\n"
+    ));
+    fleet.sync_ok(&[]);
+    mysql(&site, "INSERT INTO sales VALUES (3, 30, utc_timestamp(6));");
+    fleet.sync_ok(&[]);
+    let ids = || {
+        psql(
+            &master,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM sales",
+        )
+    };
+    assert_eq!(ids(), "1,2");
+    let note = psql(
+        &master,
+        "SELECT note FROM hubsync.runs ORDER BY started_at DESC LIMIT 1",
+    );
+    assert!(
+        note.contains(", UTC) is behind the checkpoint's cursor"),
+        "{note}"
+    );
+    let out = fleet.hubsync(&["reset", "--flow", "sales"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    fleet.sync_ok(&[]);
+    assert_eq!(ids(), "1,2,3");
+}

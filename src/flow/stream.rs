@@ -575,10 +575,37 @@ impl StreamRun<'_> {
         saved: Option<&Checkpoint>,
         source_place: &str,
     ) {
+        let lag = chrono::Duration::from_std(self.stream.cursor_lag).unwrap_or_default();
+        // A cursor of local times (MySQL `DATETIME`, PostgreSQL `timestamp`)
+        // against the source's clock in the site's zone (UTC without one):
+        // reads do not start from the clock there, so rows stamped below a
+        // checkpoint in the future are not read until a `reset`.
+        if let (Some(clock), Some(Value::Timestamp(applied))) =
+            (clock, saved.and_then(|c| c.position.first()))
+        {
+            let local_now = match self.site.timezone {
+                Some(zone) => clock.now.with_timezone(&zone).naive_local(),
+                None => clock.now.naive_utc(),
+            };
+            if local_now + lag < *applied {
+                add_note(
+                    report,
+                    format!(
+                        "the clock of {source_place} ({local_now}, {}) is behind the checkpoint's cursor ({applied}): \
+                         rows were stamped in the future, the clock went back, or the site's local times are not in \
+                         that zone (set its `timezone` tag); rows stamped below the checkpoint are not read until \
+                         `hubsync reset`",
+                        self.site
+                            .timezone
+                            .map_or("UTC".to_string(), |zone| zone.name().to_string())
+                    ),
+                );
+            }
+            return;
+        }
         if let (Some(clock), Some(Value::TimestampTz(applied))) =
             (clock, saved.and_then(|c| c.position.first()))
-            && clock.now + chrono::Duration::from_std(self.stream.cursor_lag).unwrap_or_default()
-                < *applied
+            && clock.now + lag < *applied
         {
             add_note(
                 report,
