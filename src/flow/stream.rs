@@ -39,6 +39,11 @@ struct Prepared {
     site_when: Option<crate::mediate::expr::Expr>,
 }
 
+/// Unchanged rows re-read below the checkpoint from which a run says so
+/// in its note (a trial saw 4,840 re-read twice without a word under
+/// 10,000-row batches).
+const REREAD_NOTE_ROWS: u64 = 1_000;
+
 /// Where and how this run's reads start, taken from the source before
 /// reading (`crate::capture`).
 struct ReadWindow {
@@ -339,11 +344,12 @@ impl StreamRun<'_> {
         })
     }
 
-    /// Notes a re-read of at least a batch of unchanged rows below the
-    /// checkpoint: a cost every run pays until newer rows arrive, which the
-    /// row counts alone ("200000 read, 0 written") do not explain.
+    /// Notes a re-read of at least [`REREAD_NOTE_ROWS`] (or a batch, if
+    /// smaller) unchanged rows below the checkpoint: a cost every run pays
+    /// until newer rows arrive, which the row counts alone ("200000 read, 0
+    /// written") do not explain.
     fn note_reread(&self, report: &mut StreamReport, reread: u64) {
-        if reread < self.hub.config().hub.batch_size as u64 {
+        if reread < (self.hub.config().hub.batch_size as u64).min(REREAD_NOTE_ROWS) {
             return;
         }
         add_note(
