@@ -242,13 +242,17 @@ pub(super) struct BatchWrite<'a> {
 /// at `end`, the later of the stored position and `end` (re-reading the
 /// overlap never moves it back), with where the next run starts
 /// (`capture::resume_from`, from `place`'s floor and cursor zone) and the
-/// run's snapshot; for a batch read out of cursor order (`end` = `None`),
-/// the stored checkpoint unchanged (`None` when there is none yet).
+/// run's snapshot, or, where `gaps` watches an integer cursor and waits for
+/// a gap in its ids, a start just below the gap and the hold in place of
+/// the snapshot (`capture::GapScan::held`); for a batch read out of cursor
+/// order (`end` = `None`), the stored checkpoint unchanged (`None` when
+/// there is none yet).
 fn next_checkpoint(
     saved: Option<&Checkpoint>,
     end: Option<Vec<Value>>,
     cursor_lag: std::time::Duration,
     place: &RunPlace<'_>,
+    gaps: Option<&capture::GapScan>,
 ) -> Option<Checkpoint> {
     let facts = CheckpointFacts {
         cursor_lag,
@@ -256,6 +260,7 @@ fn next_checkpoint(
         cursor_zone: place.leg.cursor_zone,
         fingerprint: place.fingerprint,
         snapshot: place.snapshot.as_deref(),
+        gaps,
     };
     facts.after(saved, end)
 }
@@ -267,6 +272,7 @@ struct CheckpointFacts<'a> {
     cursor_zone: Option<chrono_tz::Tz>,
     fingerprint: &'a str,
     snapshot: Option<&'a str>,
+    gaps: Option<&'a capture::GapScan>,
 }
 
 impl CheckpointFacts<'_> {
@@ -279,16 +285,21 @@ impl CheckpointFacts<'_> {
             Some(checkpoint) => checkpoint.later_position(&end),
             None => end,
         };
+        let lagged =
+            || capture::resume_from(&position[0], self.cursor_lag, self.floor, self.cursor_zone);
+        let (resume_from, snapshot) = match self.gaps.map(capture::GapScan::held) {
+            // A gap in an integer cursor holds the next start below it.
+            Some(Some((before_gap, hold))) => {
+                (Some(Value::Int(before_gap)), Some(hold.to_string()))
+            }
+            Some(None) => (lagged(), None),
+            None => (lagged(), self.snapshot.map(str::to_string)),
+        };
         Some(Checkpoint {
-            resume_from: capture::resume_from(
-                &position[0],
-                self.cursor_lag,
-                self.floor,
-                self.cursor_zone,
-            ),
+            resume_from,
             position,
             fingerprint: self.fingerprint.to_string(),
-            snapshot: self.snapshot.map(str::to_string),
+            snapshot,
         })
     }
 }
@@ -360,20 +371,13 @@ impl StreamRun<'_> {
             mapped.end = selected.end;
             mapped.read = selected.read;
         }
-        let mut checkpoint = next_checkpoint(
+        let checkpoint = next_checkpoint(
             applied.saved.as_ref(),
             mapped.end.clone(),
             self.stream.cursor_lag,
             place,
+            applied.gaps.as_ref(),
         );
-        // A gap in an integer cursor holds the next start below it.
-        if let (Some(checkpoint), Some(scan), true) = (&mut checkpoint, &applied.gaps, with_end) {
-            let held = scan.held();
-            checkpoint.snapshot = held.as_ref().map(|(_, hold)| hold.to_string());
-            if let Some((before_gap, _)) = held {
-                checkpoint.resume_from = Some(Value::Int(before_gap));
-            }
-        }
         let overlap = with_end
             && matches!((&checkpoint, &applied.saved), (Some(new), Some(old)) if new.same_position(old));
         let (written, quarantined, deleted, checkpoint_saved) = if self.options.dry_run {
@@ -442,13 +446,7 @@ impl StreamRun<'_> {
         if mapped.rows.is_empty() {
             return Ok(0);
         }
-        let mapping = place.mapping;
-        let spec = UpsertSpec {
-            table: &self.stream.target,
-            columns: &mapping.target_columns,
-            column_types: &mapping.column_types,
-            key: &mapping.conflict_key,
-        };
+        let spec = place.mapping.upsert_spec(&self.stream.target);
         let leg = place.leg;
         match leg.target.changed_rows(&spec, &mapped.rows).await {
             Ok(changed) => Ok(changed.unwrap_or(0)),
@@ -477,12 +475,7 @@ impl StreamRun<'_> {
             (Some(new), Some(old)) => new.same_position(old),
             _ => false,
         };
-        let upsert = UpsertSpec {
-            table: &self.stream.target,
-            columns: &mapping.target_columns,
-            column_types: &mapping.column_types,
-            key: &mapping.conflict_key,
-        };
+        let upsert = mapping.upsert_spec(&self.stream.target);
         let refused_before: Vec<(String, String, String)> = mapped
             .refused
             .iter()
@@ -813,7 +806,59 @@ mod tests {
             cursor_zone: None,
             fingerprint: "f",
             snapshot: Some("5:9:7"),
+            gaps: None,
         }
+    }
+
+    /// A gap waited for in an integer cursor: the next run starts just
+    /// below it and the hold replaces the snapshot; none waited for: the
+    /// usual inclusive start, and no snapshot (a gap-watched source has
+    /// none).
+    #[test]
+    fn a_held_gap_starts_the_next_run_below_it() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:10Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut scan = capture::GapScan::new(
+            Some(&Value::Int(2)),
+            None,
+            now,
+            std::time::Duration::from_secs(5),
+        );
+        for id in [2, 4, 5] {
+            scan.see(&Value::Int(id));
+        }
+        let held = CheckpointFacts {
+            gaps: Some(&scan),
+            ..facts(5)
+        }
+        .after(None, Some(vec![Value::Int(5), Value::Int(5)]))
+        .unwrap();
+        assert_eq!(held.position, vec![Value::Int(5), Value::Int(5)]);
+        assert_eq!(held.resume_from, Some(Value::Int(2)));
+        assert_eq!(
+            held.snapshot,
+            Some(format!("gaps:{}:5", now.timestamp_micros()))
+        );
+        let mut filled = capture::GapScan::new(
+            Some(&Value::Int(2)),
+            None,
+            now,
+            std::time::Duration::from_secs(5),
+        );
+        for id in [2, 3, 4, 5] {
+            filled.see(&Value::Int(id));
+        }
+        let plain = CheckpointFacts {
+            gaps: Some(&filled),
+            ..facts(5)
+        }
+        .after(None, Some(vec![Value::Int(5), Value::Int(5)]))
+        .unwrap();
+        assert_eq!(
+            (plain.resume_from, plain.snapshot),
+            (Some(Value::Int(5)), None)
+        );
     }
 
     fn stored(position: Vec<Value>) -> Checkpoint {

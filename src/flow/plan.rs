@@ -162,9 +162,9 @@ pub fn fingerprint(
 /// tag, a missing tag as `None`: part of the fingerprint, so that a tag
 /// change that moves rows in or out of what the site gets (or changes a
 /// computed value) backfills, as a changed `:site.*` parameter of a
-/// `query` does. A tag is read as `site.tags.NAME` or `site.tags["NAME"]`;
-/// `site.tags` used any other way (whole, or with a computed key) reads
-/// every tag.
+/// `query` does. Which tags an expression reads:
+/// `crate::mediate::expr::referenced_tags` (any other use of `site.tags`
+/// reads every tag).
 pub(crate) fn expression_tags(
     stream: &Stream,
     tags: &std::collections::BTreeMap<String, String>,
@@ -175,9 +175,10 @@ pub(crate) fn expression_tags(
         .chain(stream.routes.iter().filter_map(|r| r.when.as_deref()));
     let mut names: Vec<String> = Vec::new();
     for text in texts {
-        match tag_names(text) {
-            Some(found) => names.extend(found),
-            None => names.extend(tags.keys().cloned()),
+        // A text that is no CEL was refused when the config loaded.
+        match crate::mediate::expr::referenced_tags(text) {
+            Ok(Some(found)) => names.extend(found),
+            Ok(None) | Err(_) => names.extend(tags.keys().cloned()),
         }
     }
     names.sort();
@@ -189,40 +190,6 @@ pub(crate) fn expression_tags(
             (name, value)
         })
         .collect()
-}
-
-/// The tag names `text` reads as `site.tags.NAME` or `site.tags["NAME"]`
-/// (or with single quotes); `None` when it uses `site.tags` otherwise.
-fn tag_names(text: &str) -> Option<Vec<String>> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("site.tags") {
-        let after = &rest[at + "site.tags".len()..];
-        let name: String = if let Some(field) = after.strip_prefix('.') {
-            field
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect()
-        } else if let Some(key) = after
-            .strip_prefix("[\"")
-            .or_else(|| after.strip_prefix("['"))
-        {
-            let quote = if after.starts_with("[\"") { '"' } else { '\'' };
-            let end = key.find(quote)?;
-            if !key[end + 1..].trim_start().starts_with(']') {
-                return None;
-            }
-            key[..end].to_string()
-        } else {
-            return None;
-        };
-        if name.is_empty() {
-            return None;
-        }
-        names.push(name);
-        rest = after;
-    }
-    Some(names)
 }
 
 /// Columns written by `stream` whose source type cannot carry values into
@@ -266,27 +233,4 @@ pub(crate) fn schema_problems(
         }
     }
     problems
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_names_are_read_from_expressions_or_all_tags_are_taken() {
-        assert_eq!(
-            tag_names(
-                "row.tier == 'all' || row.tier == site.tags.tier && site.tags['zone'] != \"x\""
-            ),
-            Some(vec!["tier".to_string(), "zone".to_string()])
-        );
-        assert_eq!(
-            tag_names("site.tags[\"region\"] + '-' + row.sku"),
-            Some(vec!["region".to_string()])
-        );
-        assert_eq!(tag_names("row.qty > 0"), Some(vec![]));
-        // The whole map, or a computed key: every tag counts.
-        assert_eq!(tag_names("'gold' in site.tags"), None);
-        assert_eq!(tag_names("site.tags[row.key] == 'x'"), None);
-    }
 }

@@ -18,7 +18,6 @@ use super::error::RunError;
 use super::leg::RunPlace;
 use crate::config::{Direction, Route, Site};
 use crate::connector::{Connector, ConnectorError, TableInfo};
-use crate::dialect::UpsertSpec;
 use crate::mediate::expr::{Expr, ExprScope, Ty};
 use crate::mediate::{MappingPlan, ValueFixes};
 use crate::value::Batch;
@@ -332,12 +331,7 @@ async fn write_route_batch(
 ) -> Result<u64, RunError> {
     let mapping = route.mapping;
     let table = &route.route.stream.target;
-    let spec = UpsertSpec {
-        table,
-        columns: &mapping.target_columns,
-        column_types: &mapping.column_types,
-        key: &mapping.conflict_key,
-    };
+    let spec = mapping.upsert_spec(table);
     let key_types = mapping.key_types();
     let delete = mapping.delete_spec(table, &key_types);
     let attempt = async {

@@ -635,6 +635,56 @@ fn collect_columns(expr: &IdedExpr, found: &mut Vec<String>) {
     }
 }
 
+/// The site tags `text` reads, as `site.tags.NAME` or `site.tags["NAME"]`
+/// (`has(site.tags.NAME)` too), in order of first use; `Ok(None)` when it
+/// uses `site.tags` (or `site`) any other way, whole or with a computed key,
+/// or inside a map, struct or comprehension, so that every tag counts.
+///
+/// Errors: `text` is no CEL (the parser's message, on one line).
+pub(crate) fn referenced_tags(text: &str) -> Result<Option<Vec<String>>, String> {
+    let parsed = cel::parser::Parser::new()
+        .parse(text)
+        .map_err(|e| format!("not valid CEL: {}", one_line(&e.to_string())))?;
+    let mut found = Vec::new();
+    Ok(collect_tags(&parsed, &mut found).then_some(found))
+}
+
+/// `site.tags` as the operand of a field selection or an index.
+fn is_site_tags(expr: &IdedExpr) -> bool {
+    matches!(&expr.expr, CelExpr::Select(select) if select.field == "tags" && is_ident(&select.operand, "site"))
+}
+
+/// Adds the tags `expr` reads to `found`; false when it reads them in a way
+/// that names no tag (see [`referenced_tags`]).
+fn collect_tags(expr: &IdedExpr, found: &mut Vec<String>) -> bool {
+    let mut add = |name: &str| {
+        if !found.iter().any(|f| f == name) {
+            found.push(name.to_string());
+        }
+        true
+    };
+    match &expr.expr {
+        CelExpr::Select(select) if is_site_tags(&select.operand) => add(&select.field),
+        // `site.id` names no tag; `site.tags` alone is the whole map.
+        CelExpr::Select(select) if is_ident(&select.operand, "site") => select.field != "tags",
+        CelExpr::Select(select) => collect_tags(&select.operand, found),
+        CelExpr::Call(call) => {
+            if call.func_name == cel::common::ast::operators::INDEX && is_site_tags(&call.args[0]) {
+                return match &call.args[1].expr {
+                    CelExpr::Literal(LiteralValue::String(key)) => add(key.inner()),
+                    _ => false,
+                };
+            }
+            (call.target.iter().map(|t| &**t).chain(call.args.iter()))
+                .all(|arg| collect_tags(arg, found))
+        }
+        CelExpr::List(list) => list.elements.iter().all(|e| collect_tags(e, found)),
+        CelExpr::Ident(name) => name != "site",
+        CelExpr::Literal(_) | CelExpr::Unspecified => true,
+        CelExpr::Map(_) | CelExpr::Struct(_) | CelExpr::Comprehension(_) => false,
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -1672,6 +1722,23 @@ fn string_call<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_names_are_read_from_expressions_or_all_tags_are_taken() {
+        let tags = |text: &str| referenced_tags(text).unwrap();
+        assert_eq!(
+            tags("row.tier == 'all' || row.tier == site.tags.tier && site.tags['zone'] != \"x\""),
+            Some(vec!["tier".to_string(), "zone".to_string()])
+        );
+        assert_eq!(
+            tags("site.tags[\"region\"] + '-' + row.sku"),
+            Some(vec!["region".to_string()])
+        );
+        assert_eq!(tags("row.qty > 0"), Some(vec![]));
+        // The whole map, or a computed key: every tag counts.
+        assert_eq!(tags("'gold' in site.tags"), None);
+        assert_eq!(tags("site.tags[row.key] == 'x'"), None);
+    }
 
     fn sales_columns() -> Vec<(String, String)> {
         [

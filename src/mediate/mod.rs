@@ -751,6 +751,18 @@ impl MappingPlan {
             .collect()
     }
 
+    /// The upsert of mapped rows into `table`: the written columns, their
+    /// types and the conflict key (the row shape [`MappingPlan::map_batch`]
+    /// produces).
+    pub(crate) fn upsert_spec<'a>(&'a self, table: &'a str) -> UpsertSpec<'a> {
+        UpsertSpec {
+            table,
+            columns: &self.target_columns,
+            column_types: &self.column_types,
+            key: &self.conflict_key,
+        }
+    }
+
     /// The conflict key's columns and types, for deleting by key.
     pub(crate) fn delete_spec<'a>(
         &'a self,
