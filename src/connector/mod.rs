@@ -26,6 +26,68 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use self::error::{ConnectorError, ErrorKind};
+
+/// How long a pool's first connection may take before a direct attempt is
+/// made to learn why it is slow (a refused connection is retried silently
+/// by the pool).
+const PROBE_AFTER: Duration = Duration::from_millis(250);
+
+/// Checks a new pool's first connection, which then waits in the pool for
+/// the caller (one login, not a test login and then another). The pool
+/// retries a refused connection until its acquire timeout and then reports
+/// only "pool timed out": without a connection after [`PROBE_AFTER`], one
+/// direct attempt with `options` runs beside it and tells why (refused, bad
+/// password, no such database). On failure the pool is closed.
+///
+/// Errors: [`ConnectorError::ConnectTimeout`] when nothing answered within
+/// `connect_timeout` (a black-holed address), else the refusal from
+/// `connect_failure` with `message` (the dialect's wording of it), naming
+/// `url` redacted.
+async fn check_first_connection<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    options: &<DB::Connection as sqlx::Connection>::Options,
+    url: &DbUrl,
+    connect_timeout: Duration,
+    message: fn(&sqlx::Error) -> String,
+) -> Result<()> {
+    use sqlx::ConnectOptions as _;
+    let connected = {
+        let first = pool.acquire();
+        tokio::pin!(first);
+        tokio::select! {
+            result = &mut first => result,
+            () = tokio::time::sleep(PROBE_AFTER) => {
+                tokio::select! {
+                    result = &mut first => result,
+                    probe = options.connect() => match probe {
+                        Ok(probe) => {
+                            let _ = sqlx::Connection::close(probe).await;
+                            first.await
+                        }
+                        Err(e) => Err(e),
+                    },
+                }
+            }
+        }
+        // `first` is dropped here: a pending attempt would hold up `close`.
+    };
+    match connected {
+        Ok(conn) => {
+            drop(conn); // back to the pool, idle, for the caller
+            Ok(())
+        }
+        Err(e) => {
+            pool.close().await;
+            if matches!(e, sqlx::Error::PoolTimedOut) {
+                return Err(ConnectorError::ConnectTimeout {
+                    url: url.redacted(),
+                    seconds: connect_timeout.as_secs(),
+                });
+            }
+            Err(error::connect_failure(url.redacted(), &e, message(&e)))
+        }
+    }
+}
 pub(crate) use self::error::{connect_failure, db_error};
 pub use self::mysql::{MySqlConnector, check_value as mysql_check_value};
 pub use self::postgres::{PgConnector, check_value as pg_check_value};

@@ -41,10 +41,7 @@ use sqlx::{
     TypeInfo, ValueRef,
 };
 
-use super::{
-    BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, connect_failure,
-    db_error,
-};
+use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value, decimal_digits};
@@ -70,7 +67,8 @@ impl MySqlConnector {
     /// server is MariaDB.
     ///
     /// Errors: [`ConnectorError::Connect`] naming the redacted URL and the
-    /// server's message (refused, no answer); [`ConnectorError::Login`] for
+    /// server's message (refused); [`ConnectorError::ConnectTimeout`] when
+    /// nothing answers within the connect timeout; [`ConnectorError::Login`] for
     /// a bad password or an unknown database (not retried).
     pub async fn connect(url: &DbUrl, options: &ConnectOptions) -> Result<MySqlConnector> {
         let DbUrl::MySql {
@@ -136,33 +134,16 @@ impl MySqlConnector {
                 })
             })
             .connect_lazy_with(connect_options.clone());
-        // The pool's first connection, checked now and kept for the run (one
-        // login per site). A refused or unanswered server is retried by the
-        // pool until its timeout, which would say only "timed out": past
-        // FIRST_CONNECTION_WAIT, one direct attempt runs beside it and, if
-        // it fails, its error (the server's own message) is the answer.
-        let failed = |e: &sqlx::Error| connect_failure(url.redacted(), e, connect_message(e));
-        let acquire = pool.acquire();
-        tokio::pin!(acquire);
-        let first = tokio::select! {
-            acquired = &mut acquire => acquired.map_err(|e| failed(&e))?,
-            () = tokio::time::sleep(FIRST_CONNECTION_WAIT) => {
-                let direct = async {
-                    match connect_options.connect().await {
-                        Ok(probe) => {
-                            let _ = sqlx::Connection::close(probe).await;
-                            std::future::pending().await
-                        }
-                        Err(e) => e,
-                    }
-                };
-                tokio::select! {
-                    acquired = &mut acquire => acquired.map_err(|e| failed(&e))?,
-                    error = direct => return Err(failed(&error)),
-                }
-            }
-        };
-        drop(first);
+        // The pool's first connection, checked now and kept for the run:
+        // one login per site, which also reads the facts above.
+        super::check_first_connection(
+            &pool,
+            &connect_options,
+            url,
+            options.connect_timeout,
+            connect_message,
+        )
+        .await?;
         let (version, max_allowed_packet) =
             facts.get().cloned().unwrap_or((String::new(), 4 << 20));
         let is_mariadb = version.contains("MariaDB");
@@ -348,11 +329,6 @@ fn mariadb_at_least(version: &str, major: u32, minor: u32) -> bool {
 }
 
 /// The `SET SESSION` run on every new connection (see the module docs).
-/// How long a site's first connection is waited for before one direct
-/// attempt, beside it, asks the server why it does not come (see
-/// `MySqlConnector::connect`).
-const FIRST_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
-
 /// The server's `VERSION()` and `max_allowed_packet` (4 MiB if unreadable).
 async fn server_facts(
     conn: &mut sqlx::MySqlConnection,

@@ -16,18 +16,10 @@ use sqlx::{
     ValueRef,
 };
 
-use super::{
-    BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, connect_failure,
-    db_error,
-};
+use super::{BatchSink, ColumnInfo, ConnectOptions, ConnectorError, Result, TableInfo, db_error};
 use crate::config::DbUrl;
 use crate::dialect::{Dialect, UpsertSpec};
 use crate::value::{Batch, Value};
-
-/// How long the first connection of a pool may take before a direct
-/// attempt is made to learn why it is slow (a refused connection is retried
-/// silently by the pool).
-const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A pool of PostgreSQL connections.
 pub struct PgConnector {
@@ -70,46 +62,14 @@ impl PgConnector {
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect_options.clone());
-        // The pool's first connection is the one the caller uses next (one
-        // login, not a test login and then another). But the pool retries a
-        // refused connection until its acquire timeout and then reports only
-        // "pool timed out": if it has no connection after a short while, one
-        // direct attempt tells why (refused, bad password, no such database).
-        let connected = {
-            let first = pool.acquire();
-            tokio::pin!(first);
-            tokio::select! {
-                result = &mut first => result,
-                () = tokio::time::sleep(PROBE_AFTER) => {
-                    tokio::select! {
-                        result = &mut first => result,
-                        probe = connect_options.connect() => match probe {
-                            Ok(probe) => {
-                                let _ = sqlx::Connection::close(probe).await;
-                                first.await
-                            }
-                            Err(e) => Err(e),
-                        },
-                    }
-                }
-            }
-            // `first` is dropped here: a pending attempt would hold up `close`.
-        };
-        match connected {
-            Ok(conn) => drop(conn), // back to the pool, idle, for the caller
-            Err(e) => {
-                pool.close().await;
-                // No answer at all (a black-holed address): the pool gave up
-                // at the connect timeout.
-                if matches!(e, sqlx::Error::PoolTimedOut) {
-                    return Err(ConnectorError::ConnectTimeout {
-                        url: url.redacted(),
-                        seconds: options.connect_timeout.as_secs(),
-                    });
-                }
-                return Err(connect_failure(url.redacted(), &e, connect_message(&e)));
-            }
-        }
+        super::check_first_connection(
+            &pool,
+            &connect_options,
+            url,
+            options.connect_timeout,
+            connect_message,
+        )
+        .await?;
         Ok(PgConnector { pool })
     }
 
