@@ -587,3 +587,81 @@ fn a_late_insert_under_a_serial_cursor_arrives_without_transaction_ids() {
     fleet.sync_ok(&[]);
     assert_eq!(rows(), "1:10,2:20,3:30,4:40");
 }
+
+/// A push's shared read and a site that takes its clock after it. The
+/// master holds `a` (an hour old); transaction T inserts `late` (stamped at
+/// T's start) and stays open; `after` commits 1.5 s later (beyond the 1 s
+/// lag). Sites run one at a time: s1 takes its clock (T open: its floor is
+/// T's start), reads `a` and `after` for both sites (the pass's shared
+/// read), and its insert trigger holds it 3 s, during which T commits. s2
+/// then takes its own clock (nothing open: its floor is now - 1 s) and
+/// applies the shared rows. s2's checkpoint must not step over `late`
+/// (stamped 1.5 s before `after`, so `after` - lag does not cover it): it
+/// stays at s1's floor, so the next pass brings `late` to both sites.
+#[test]
+fn a_push_site_applying_a_shared_read_after_a_late_commit_still_gets_the_late_row() {
+    let master = pg_create_db("shfloor_master");
+    let s1 = pg_create_db("shfloor_s1");
+    let s2 = pg_create_db("shfloor_s2");
+    let table = "CREATE TABLE prices (sku text PRIMARY KEY, price int, updated_at timestamptz);";
+    psql(
+        &master,
+        &format!("{table} INSERT INTO prices VALUES ('a', 1, now() - interval '1 hour');"),
+    );
+    psql(&s2, table);
+    psql(
+        &s1,
+        &format!(
+            "{table} CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+             CREATE TRIGGER hold AFTER INSERT ON prices FOR EACH STATEMENT EXECUTE FUNCTION hold();"
+        ),
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        "[hub]\nmax_concurrent_sites = 1\n\n[master]\nurl = \"{master}\"\n\n\
+         [[site]]\nid = \"s1\"\nurl = \"{s1}\"\n\n[[site]]\nid = \"s2\"\nurl = \"{s2}\"\n\n\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"prices\"\n  \
+         target = \"prices\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n  cursor_lag = \"1s\"\n"
+    ));
+    let held = PsqlSession::start(
+        &master,
+        "BEGIN; INSERT INTO prices VALUES ('late', 2, clock_timestamp());",
+    );
+    wait_for_open_transaction(&master);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    psql(
+        &master,
+        "INSERT INTO prices VALUES ('after', 3, clock_timestamp());",
+    );
+    let sync = fleet.spawn(&["sync"]);
+    // s1 has read (the shared read comes before its write) once its
+    // trigger sleeps.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while psql(
+        &s1,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s1's write never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(held.finish("COMMIT;"));
+    let out = sync.wait_with_output().expect("sync ends");
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let skus = |site: &str| psql(site, "SELECT string_agg(sku, ',' ORDER BY sku) FROM prices");
+    // The first pass: both sites got what the shared read saw.
+    assert_eq!((skus(&s1), skus(&s2)), ("a,after".into(), "a,after".into()));
+    fleet.sync_ok(&[]);
+    assert_eq!(
+        (skus(&s1), skus(&s2)),
+        ("a,after,late".into(), "a,after,late".into())
+    );
+}

@@ -875,14 +875,22 @@ fn coerce_rows(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Option<Vec<Vec<Val
 /// the first value that cannot be stored exactly is an error naming the
 /// column, the value and both types.
 fn check_rows(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<()> {
+    let types: Vec<ColumnType<'_>> = (0..spec.columns.len())
+        .map(|position| {
+            ColumnType::parse(
+                spec.column_types
+                    .get(position)
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
     for row in rows {
         for (position, value) in row.iter().enumerate() {
-            let column_type = spec
-                .column_types
-                .get(position)
-                .map(String::as_str)
-                .unwrap_or("");
-            if let Err(message) = check_value(column_type, value) {
+            let Some(column_type) = types.get(position) else {
+                continue;
+            };
+            if let Err(message) = column_type.check(value) {
                 return Err(ConnectorError::Type {
                     column: spec.columns[position].clone(),
                     message,
@@ -916,129 +924,162 @@ fn type_modifiers(column_type: &str) -> Vec<u32> {
 ///
 /// The message names the value, its hubsync type and the column type.
 pub fn check_value(column_type: &str, value: &Value) -> std::result::Result<(), String> {
-    let lower = column_type.to_ascii_lowercase();
-    let base = lower
-        .split(['(', ' '])
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let refuse = |why: &str| {
-        Err(format!(
-            "value `{value}` ({}) cannot be stored in MySQL `{column_type}`: {why}",
-            value.kind()
-        ))
-    };
-    let is_temporal = matches!(base.as_str(), "date" | "datetime" | "timestamp");
-    match value {
-        Value::Float(f) if !f.is_finite() => {
-            refuse("MySQL has no NaN or infinity; map it to NULL at the source")
+    ColumnType::parse(column_type).check(value)
+}
+
+/// A MySQL column type as [`check_value`] reads it, parsed once per column
+/// (not once per value) by [`check_rows`].
+struct ColumnType<'a> {
+    /// As the catalog spells it (for messages).
+    column_type: &'a str,
+    /// The base type in lower case: `decimal`, `datetime`, `int`...
+    base: String,
+    /// The numbers between the first parentheses (`decimal(12,2)`: 12, 2).
+    modifiers: Vec<u32>,
+}
+
+impl<'a> ColumnType<'a> {
+    fn parse(column_type: &'a str) -> ColumnType<'a> {
+        let lower = column_type.to_ascii_lowercase();
+        let base = lower
+            .split(['(', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ColumnType {
+            column_type,
+            base,
+            modifiers: type_modifiers(&lower),
         }
-        Value::Float(f) if base == "float" && f64::from(*f as f32) != *f => refuse(
-            "MySQL FLOAT keeps a 4-byte float and would round this double; declare the column DOUBLE",
-        ),
-        Value::Numeric(n) if matches!(n.as_str(), "NaN" | "Infinity" | "-Infinity") => {
-            refuse("MySQL has no NaN or infinity; map it to NULL at the source")
-        }
-        Value::Numeric(n) | Value::Text(n) if base == "decimal" || base == "numeric" => {
-            let modifiers = type_modifiers(&lower);
-            let precision = modifiers.first().copied().unwrap_or(10);
-            let scale = modifiers.get(1).copied().unwrap_or(0);
-            match decimal_digits(n) {
-                Some((int_digits, frac_digits)) => {
-                    if frac_digits > scale {
-                        refuse(&format!(
-                            "{} and the column keeps {scale}; MySQL would round it",
-                            crate::value::fraction_digits_text(n, frac_digits)
-                        ))
-                    } else if int_digits + scale > precision {
-                        refuse(&format!(
-                            "it has {int_digits} digits before the point and the column holds {}",
-                            precision - scale
-                        ))
-                    } else {
-                        Ok(())
+    }
+
+    /// See [`check_value`].
+    fn check(&self, value: &Value) -> std::result::Result<(), String> {
+        let (column_type, base) = (self.column_type, &self.base);
+        let refuse = |why: &str| {
+            Err(format!(
+                "value `{value}` ({}) cannot be stored in MySQL `{column_type}`: {why}",
+                value.kind()
+            ))
+        };
+        let is_temporal = matches!(base.as_str(), "date" | "datetime" | "timestamp");
+        match value {
+            Value::Float(f) if !f.is_finite() => {
+                refuse("MySQL has no NaN or infinity; map it to NULL at the source")
+            }
+            Value::Float(f) if base == "float" && f64::from(*f as f32) != *f => refuse(
+                "MySQL FLOAT keeps a 4-byte float and would round this double; declare the column DOUBLE",
+            ),
+            Value::Numeric(n) if matches!(n.as_str(), "NaN" | "Infinity" | "-Infinity") => {
+                refuse("MySQL has no NaN or infinity; map it to NULL at the source")
+            }
+            Value::Numeric(n) | Value::Text(n) if base == "decimal" || base == "numeric" => {
+                let modifiers = &self.modifiers;
+                let precision = modifiers.first().copied().unwrap_or(10);
+                let scale = modifiers.get(1).copied().unwrap_or(0);
+                match decimal_digits(n) {
+                    Some((int_digits, frac_digits)) => {
+                        if frac_digits > scale {
+                            refuse(&format!(
+                                "{} and the column keeps {scale}; MySQL would round it",
+                                crate::value::fraction_digits_text(n, frac_digits)
+                            ))
+                        } else if int_digits + scale > precision {
+                            refuse(&format!(
+                                "it has {int_digits} digits before the point and the column holds {}",
+                                precision - scale
+                            ))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    None if matches!(value, Value::Numeric(_)) => {
+                        refuse("not a plain decimal number")
+                    }
+                    None => Ok(()),
+                }
+            }
+            Value::Numeric(n) | Value::Text(n)
+                if matches!(
+                    base.as_str(),
+                    "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+                ) =>
+            {
+                match decimal_digits(n) {
+                    Some(_)
+                        if n.split_once('.')
+                            .is_some_and(|(_, f)| !f.trim_end_matches('0').is_empty()) =>
+                    {
+                        refuse(
+                            "it has a fraction and the column holds integers; MySQL would round it",
+                        )
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Value::Text(t) if is_temporal && t.ends_with("infinity") => {
+                refuse("MySQL dates have no infinity; map it to NULL or a far date at the source")
+            }
+            Value::Date(d) if is_temporal && !(1..=9999).contains(&d.year()) => {
+                refuse("MySQL dates run from year 1 to 9999 (BC dates have no MySQL form)")
+            }
+            Value::Timestamp(_) | Value::TimestampTz(_) if base == "date" => {
+                let time = match value {
+                    Value::Timestamp(ts) => ts.time(),
+                    Value::TimestampTz(ts) => ts.time(),
+                    _ => unreachable!(),
+                };
+                if time == NaiveTime::MIN {
+                    Ok(())
+                } else {
+                    refuse("a DATE column would drop its time of day; declare it DATETIME(6)")
+                }
+            }
+            Value::Timestamp(_) | Value::TimestampTz(_) | Value::Time(_) => {
+                let (naive_year, micros) = match value {
+                    Value::Timestamp(ts) => (Some(ts.year()), ts.nanosecond() / 1000),
+                    Value::TimestampTz(ts) => (Some(ts.year()), ts.nanosecond() / 1000),
+                    Value::Time(t) => (None, t.nanosecond() / 1000),
+                    _ => unreachable!(),
+                };
+                if is_temporal
+                    && let Some(year) = naive_year
+                    && !(1..=9999).contains(&year)
+                {
+                    return refuse(
+                        "MySQL dates run from year 1 to 9999 (BC dates have no MySQL form)",
+                    );
+                }
+                if base == "timestamp"
+                    && let Value::Timestamp(ts) = value
+                    && !timestamp_range(ts)
+                {
+                    return refuse(
+                        "MySQL TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC; use DATETIME",
+                    );
+                }
+                if base == "timestamp"
+                    && let Value::TimestampTz(ts) = value
+                    && !timestamp_range(&ts.naive_utc())
+                {
+                    return refuse(
+                        "MySQL TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC; use DATETIME",
+                    );
+                }
+                if matches!(base.as_str(), "datetime" | "timestamp" | "time") {
+                    let fsp = self.modifiers.first().copied().unwrap_or(0);
+                    let kept = 10u32.pow(6 - fsp.min(6));
+                    if micros % kept != 0 {
+                        return refuse(&format!(
+                            "it has fractional seconds beyond the column's {fsp} digits; MySQL would round or cut them \
+                         (declare it `{base}(6)`)"
+                        ));
                     }
                 }
-                None if matches!(value, Value::Numeric(_)) => refuse("not a plain decimal number"),
-                None => Ok(()),
-            }
-        }
-        Value::Numeric(n) | Value::Text(n)
-            if matches!(
-                base.as_str(),
-                "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
-            ) =>
-        {
-            match decimal_digits(n) {
-                Some(_)
-                    if n.split_once('.')
-                        .is_some_and(|(_, f)| !f.trim_end_matches('0').is_empty()) =>
-                {
-                    refuse("it has a fraction and the column holds integers; MySQL would round it")
-                }
-                _ => Ok(()),
-            }
-        }
-        Value::Text(t) if is_temporal && t.ends_with("infinity") => {
-            refuse("MySQL dates have no infinity; map it to NULL or a far date at the source")
-        }
-        Value::Date(d) if is_temporal && !(1..=9999).contains(&d.year()) => {
-            refuse("MySQL dates run from year 1 to 9999 (BC dates have no MySQL form)")
-        }
-        Value::Timestamp(_) | Value::TimestampTz(_) if base == "date" => {
-            let time = match value {
-                Value::Timestamp(ts) => ts.time(),
-                Value::TimestampTz(ts) => ts.time(),
-                _ => unreachable!(),
-            };
-            if time == NaiveTime::MIN {
                 Ok(())
-            } else {
-                refuse("a DATE column would drop its time of day; declare it DATETIME(6)")
             }
+            _ => Ok(()),
         }
-        Value::Timestamp(_) | Value::TimestampTz(_) | Value::Time(_) => {
-            let (naive_year, micros) = match value {
-                Value::Timestamp(ts) => (Some(ts.year()), ts.nanosecond() / 1000),
-                Value::TimestampTz(ts) => (Some(ts.year()), ts.nanosecond() / 1000),
-                Value::Time(t) => (None, t.nanosecond() / 1000),
-                _ => unreachable!(),
-            };
-            if is_temporal
-                && let Some(year) = naive_year
-                && !(1..=9999).contains(&year)
-            {
-                return refuse("MySQL dates run from year 1 to 9999 (BC dates have no MySQL form)");
-            }
-            if base == "timestamp"
-                && let Value::Timestamp(ts) = value
-                && !timestamp_range(ts)
-            {
-                return refuse(
-                    "MySQL TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC; use DATETIME",
-                );
-            }
-            if base == "timestamp"
-                && let Value::TimestampTz(ts) = value
-                && !timestamp_range(&ts.naive_utc())
-            {
-                return refuse(
-                    "MySQL TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC; use DATETIME",
-                );
-            }
-            if matches!(base.as_str(), "datetime" | "timestamp" | "time") {
-                let fsp = type_modifiers(&lower).first().copied().unwrap_or(0);
-                let kept = 10u32.pow(6 - fsp.min(6));
-                if micros % kept != 0 {
-                    return refuse(&format!(
-                        "it has fractional seconds beyond the column's {fsp} digits; MySQL would round or cut them \
-                         (declare it `{base}(6)`)"
-                    ));
-                }
-            }
-            Ok(())
-        }
-        _ => Ok(()),
     }
 }
 

@@ -305,15 +305,15 @@ async fn check_stream(
 ) -> Findings {
     let mut check = StreamCheck::new(flow.direction, stream);
     // Prepare exactly the first page the sync will read.
-    let resolved = match ResolvedSource::resolve(stream, site, source, config.hub.batch_size).await
-    {
-        Ok(resolved) => resolved,
-        Err(e) => {
-            let problem = format!("{} source: {e}", check.source_side);
-            check.findings.problems.push(problem);
-            return check.findings;
-        }
-    };
+    let resolved =
+        match ResolvedSource::resolve(stream, site, source, None, config.hub.batch_size).await {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                let problem = format!("{} source: {e}", check.source_side);
+                check.findings.problems.push(problem);
+                return check.findings;
+            }
+        };
     let Some(target_info) = check.describe_target(target).await else {
         return check.findings;
     };
@@ -363,7 +363,7 @@ async fn check_routes(
     }
     let mut problems = Vec::new();
     // The source resolves as `check_stream` proved; described again here.
-    let Ok(resolved) = ResolvedSource::resolve(stream, site, source, 1).await else {
+    let Ok(resolved) = ResolvedSource::resolve(stream, site, source, None, 1).await else {
         return problems;
     };
     let stream_place = format!("flow `{}`, stream `{}`", flow.name, stream.name);

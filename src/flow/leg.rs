@@ -17,8 +17,14 @@ use super::source::ResolvedSource;
 pub(super) struct Leg<'a> {
     /// Pull (site -> master) or push (master -> sites).
     pub(super) direction: Direction,
-    /// The database read: the site (pull) or the master (push).
+    /// The database read: the site (pull) or the master (push), the pool
+    /// its streamed reads hold a connection of.
     pub(super) source: &'a Connector,
+    /// The same database for short statements (describe, clock, count):
+    /// the site (pull); the master's main pool (push), whose warm
+    /// connections serve the state rows too, so a site whose cursor read
+    /// is shared opens no read connection of its own at the master.
+    pub(super) source_statements: &'a Connector,
     /// The database written: the master (pull) or the site (push).
     pub(super) target: &'a Connector,
     /// "the site" / "the master", for messages.
@@ -33,10 +39,13 @@ pub(super) struct Leg<'a> {
 
 impl<'a> Leg<'a> {
     /// The leg of `stream` at `site` in `direction`, between the hub's
-    /// `master` and the site's connection `site_conn`.
+    /// `master` (its main pool), `master_reads` (the pool a push's
+    /// streamed reads hold; the main pool when the hub has no such pool)
+    /// and the site's connection `site_conn`.
     pub(super) fn new(
         direction: Direction,
         master: &'a Connector,
+        master_reads: &'a Connector,
         site_conn: &'a Connector,
         stream: &Stream,
         site: &Site,
@@ -45,6 +54,7 @@ impl<'a> Leg<'a> {
             Direction::Pull => Leg {
                 direction,
                 source: site_conn,
+                source_statements: site_conn,
                 target: master,
                 source_place: "the site",
                 target_place: format!("master table `{}`", stream.target),
@@ -52,7 +62,8 @@ impl<'a> Leg<'a> {
             },
             Direction::Push => Leg {
                 direction,
-                source: master,
+                source: master_reads,
+                source_statements: master,
                 target: site_conn,
                 source_place: "the master",
                 target_place: format!("site table `{}`", stream.target),
@@ -72,6 +83,7 @@ impl<'a> Leg<'a> {
 }
 
 /// The facts of one stream run at one site, fixed before the first read.
+#[derive(Clone)]
 pub(super) struct RunPlace<'a> {
     /// Which database is read and written.
     pub(super) leg: &'a Leg<'a>,
@@ -101,8 +113,9 @@ pub(super) struct RunPlace<'a> {
     pub(super) expr_scope: &'a crate::mediate::expr::ExprScope,
     /// A push's per-site `when` (`None`: every row read goes to the site).
     pub(super) site_when: Option<&'a crate::mediate::expr::Expr>,
-    /// A push: its cursor read may be shared with the pass's other sites
-    /// of the same parameters and checkpoint, or none (`shared.rs`).
+    /// A push: its cursor and NULL-cursor reads may be shared with the
+    /// pass's other sites of the same parameters and checkpoint, or none
+    /// (`shared.rs`).
     pub(super) shared_read: bool,
 }
 
@@ -136,7 +149,7 @@ mod tests {
                 .unwrap();
         let stream = &config.flows[0].streams[0];
         let site = &config.sites[0];
-        let pull = Leg::new(Direction::Pull, &master, &site_conn, stream, site);
+        let pull = Leg::new(Direction::Pull, &master, &master, &site_conn, stream, site);
         assert!(std::ptr::eq(pull.source, &site_conn) && std::ptr::eq(pull.target, &master));
         assert_eq!(
             (pull.source_place, pull.target_place.as_str()),
@@ -144,7 +157,7 @@ mod tests {
         );
         assert_eq!(pull.cursor_zone, Some(chrono_tz::Europe::Paris));
         assert!(pull.writes_master());
-        let push = Leg::new(Direction::Push, &master, &site_conn, stream, site);
+        let push = Leg::new(Direction::Push, &master, &master, &site_conn, stream, site);
         assert!(std::ptr::eq(push.source, &master) && std::ptr::eq(push.target, &site_conn));
         assert_eq!(
             (push.source_place, push.target_place.as_str()),

@@ -23,6 +23,8 @@ pub struct StreamPlan {
     pub route_targets: Vec<TableInfo>,
     /// The pass's shared push reads of this stream (`shared.rs`).
     pub(crate) shared_reads: super::shared::SharedReads,
+    /// The pass's shared describes of the master's source (push only).
+    pub(crate) shared_describes: super::shared::SharedDescribes,
 }
 
 /// Builds the plan of every stream of `flow`; a stream whose plan fails
@@ -35,18 +37,21 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunE
                 master_target: None,
                 route_targets: Vec::new(),
                 shared_reads: super::shared::SharedReads::default(),
+                shared_describes: super::shared::SharedDescribes::default(),
             }),
             Direction::Pull => match hub.master().describe_table(&stream.target).await {
                 Ok(Some(info)) => Ok(StreamPlan {
                     master_target: Some(info),
                     route_targets: Vec::new(),
                     shared_reads: super::shared::SharedReads::default(),
+                    shared_describes: super::shared::SharedDescribes::default(),
                 }),
                 // The first site's run creates it from its source's columns.
                 Ok(None) if stream.create_target => Ok(StreamPlan {
                     master_target: None,
                     route_targets: Vec::new(),
                     shared_reads: super::shared::SharedReads::default(),
+                    shared_describes: super::shared::SharedDescribes::default(),
                 }),
                 Ok(None) => Err(RunError::from(format!(
                     "master table `{}` does not exist; create it with the source's columns plus `{}`, \

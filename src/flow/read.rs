@@ -25,10 +25,10 @@ impl StreamRun<'_> {
         part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
-        if part == ReadPart::Cursor
+        if matches!(part, ReadPart::Cursor | ReadPart::Side)
             && place.shared_read
             && let Some(rows_read) = self
-                .shared_read_and_apply(place, applied, sql, params, report)
+                .shared_read_and_apply(place, applied, sql, params, part, report)
                 .await?
         {
             return Ok(rows_read);

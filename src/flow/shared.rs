@@ -4,7 +4,13 @@
 //! typically a fleet in steady state, with K distinct parameter sets among
 //! N sites) share ONE read of the master. The first site to need it reads; the others wait for it and
 //! get the same rows. Each site still applies the rows with its own `when`,
-//! upsert and checkpoint.
+//! upsert and checkpoint; a site that took its clock after the read
+//! checkpoints no higher than the reader's late-commit floor (a
+//! transaction open during the read may have committed since, its rows
+//! below the read's last cursor value and absent from the rows). The
+//! NULL-cursor read is shared the same way, and so is the describe of the
+//! source statement ([`SharedDescribes`]): a site whose reads are all
+//! shared opens no read connection at the master.
 //!
 //! Bounds: only a read that fits in one batch (`hub.batch_size` rows) is
 //! kept, so memory stays at one batch per distinct parameter set (a first
@@ -24,11 +30,25 @@ use super::StreamReport;
 use super::context::{Applied, ReadPart, StreamRun};
 use super::error::RunError;
 use super::leg::RunPlace;
+use crate::connector::{Connector, ConnectorError};
 use crate::value::{Batch, Value};
 
-/// A shared read's outcome: the rows (one batch at most), or `None` when
+/// A shared read's outcome: the rows (one batch at most) with the
+/// late-commit floor the reading site took before reading, or `None` when
 /// the read was larger than a batch (each site then reads for itself).
-type SharedRows = Option<Arc<Batch>>;
+type SharedRows = Option<SharedBatch>;
+
+/// The rows of a shared read and the floor that bounds what they saw.
+#[derive(Clone)]
+struct SharedBatch {
+    rows: Arc<Batch>,
+    /// The reading site's late-commit floor (`RunPlace::floor`): rows of
+    /// transactions still open when it read may carry cursor values down
+    /// to it. A site that took its own clock later (a transaction open
+    /// then may have committed since) checkpoints no higher than this, or
+    /// it would step over rows the shared read could not see.
+    floor: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 /// One pass's shared reads of one stream, by statement and parameters.
 #[derive(Clone, Default)]
@@ -55,6 +75,49 @@ impl SharedReads {
     }
 }
 
+/// One pass's describes of push sources, by statement: a push's source is
+/// the master, whose statement is the same for every site of the pass
+/// (`:site.*` values are bound parameters), so the first site to prepare
+/// it keeps its columns for the others. A failed describe is not kept: the
+/// next site tries again and reports its own error.
+#[derive(Clone, Default)]
+pub struct SharedDescribes {
+    described: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Described>>>>>,
+}
+
+/// A statement's columns as (name, type name) (`Connector::describe_query`).
+type Described = Vec<(String, String)>;
+
+impl std::fmt::Debug for SharedDescribes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.described.lock().map_or(0, |d| d.len());
+        write!(f, "SharedDescribes({count} statements)")
+    }
+}
+
+impl SharedDescribes {
+    /// The columns of `sql` at `source`: prepared there by the first caller
+    /// of the pass, the same answer for the others.
+    ///
+    /// Errors: the source's, from `Connector::describe_query`.
+    pub(super) async fn describe(
+        &self,
+        source: &Connector,
+        sql: &str,
+    ) -> Result<Described, ConnectorError> {
+        let cell = {
+            let mut described = self
+                .described
+                .lock()
+                .expect("shared describes lock is never poisoned");
+            described.entry(sql.to_string()).or_default().clone()
+        };
+        cell.get_or_try_init(|| source.describe_query(sql))
+            .await
+            .cloned()
+    }
+}
+
 /// Push cursor reads of a hub since it opened: those sent to the master,
 /// and those answered by another site's read of the same pass.
 #[derive(Debug, Default)]
@@ -76,32 +139,43 @@ impl PushReads {
 }
 
 impl StreamRun<'_> {
-    /// A push's cursor read through the pass's shared reads: `Some(rows
-    /// read)` when the read was shared (read here for the others, or by
-    /// another site for this one) and its rows applied; `None` when this
-    /// site must stream its own read (too large to share).
+    /// A push's read (the cursor read or the NULL-cursor read) through the
+    /// pass's shared reads: `Some(rows read)` when the read was shared
+    /// (read here for the others, or by another site for this one) and its
+    /// rows applied as `part`; `None` when this site must stream its own
+    /// read (too large to share). Rows read by another site are applied
+    /// under the lower of both sites' late-commit floors (see
+    /// [`SharedBatch::floor`]).
     pub(super) async fn shared_read_and_apply(
         &self,
         place: &RunPlace<'_>,
         applied: &mut Applied,
         sql: &str,
         params: &[Value],
+        part: ReadPart,
         report: &mut StreamReport,
     ) -> Result<Option<u64>, RunError> {
         let cell = self.plan.shared_reads.cell(sql, params);
         let read_here = AtomicBool::new(false);
-        let rows = cell
+        let shared = cell
             .get_or_try_init(|| async {
                 read_here.store(true, Ordering::Relaxed);
-                self.read_one_batch(place, sql, params).await
+                self.read_one_batch(place, sql, params, part).await
             })
             .await?
             .clone();
-        let Some(batch) = rows else {
+        let Some(SharedBatch { rows: batch, floor }) = shared else {
             return Ok(None);
         };
+        let mut place = place.clone();
         if !read_here.load(Ordering::Relaxed) {
-            self.hub.push_reads.shared.fetch_add(1, Ordering::Relaxed);
+            if part == ReadPart::Cursor {
+                self.hub.push_reads.shared.fetch_add(1, Ordering::Relaxed);
+            }
+            place.floor = match (place.floor, floor) {
+                (Some(own), Some(reader)) => Some(own.min(reader)),
+                (own, reader) => own.or(reader),
+            };
         }
         if self.cancel.is_cancelled() {
             return Err(RunError::interrupted(format!(
@@ -113,7 +187,7 @@ impl StreamRun<'_> {
             return Ok(Some(0));
         }
         let read = self
-            .apply_batch(place, applied, (*batch).clone(), ReadPart::Cursor, report)
+            .apply_batch(&place, applied, (*batch).clone(), part, report)
             .await?;
         Ok(Some(read))
     }
@@ -125,8 +199,11 @@ impl StreamRun<'_> {
         place: &RunPlace<'_>,
         sql: &str,
         params: &[Value],
+        part: ReadPart,
     ) -> Result<SharedRows, RunError> {
-        self.hub.push_reads.sent.fetch_add(1, Ordering::Relaxed);
+        if part == ReadPart::Cursor {
+            self.hub.push_reads.sent.fetch_add(1, Ordering::Relaxed);
+        }
         let batch_size = self.hub.config().hub.batch_size;
         let (sender, mut batches) = tokio::sync::mpsc::channel(1);
         let read = place
@@ -147,7 +224,10 @@ impl StreamRun<'_> {
                     None => kept = Some(batch),
                 }
             }
-            Ok(Some(Arc::new(kept.unwrap_or_default())))
+            Ok(Some(SharedBatch {
+                rows: Arc::new(kept.unwrap_or_default()),
+                floor: place.floor,
+            }))
         };
         let ((), rows) = tokio::join!(read, collect);
         rows

@@ -4,6 +4,7 @@
 //! read), and how the cursor is ordered. Used by runs and by `check`.
 
 use super::error::RunError;
+use super::shared::SharedDescribes;
 use crate::config::{Site, Source, Stream};
 use crate::connector::Connector;
 use crate::dialect::params::bind_site_placeholders;
@@ -35,6 +36,9 @@ pub(crate) struct ResolvedSource {
 
 impl ResolvedSource {
     /// Binds `:site.*`, prepares the first page and chooses the select list.
+    /// With `describes` (a push: the master's statement is the same for
+    /// every site of a pass), the first page is prepared once per pass and
+    /// statement.
     ///
     /// Errors (one line, for a message prefixed with the place): a missing
     /// tag, a query that does not prepare, a cursor or key column whose type
@@ -43,6 +47,7 @@ impl ResolvedSource {
         stream: &Stream,
         site: &Site,
         source: &Connector,
+        describes: Option<&SharedDescribes>,
         batch_size: usize,
     ) -> Result<ResolvedSource, RunError> {
         let mut resolved = ResolvedSource {
@@ -75,10 +80,11 @@ impl ResolvedSource {
             Source::Table(table) => format!("table `{table}`"),
             Source::Query(_) => "`query`".to_string(),
         };
-        resolved.described = source
-            .describe_query(&probe)
-            .await
-            .map_err(|e| RunError::connector(&what, &e))?;
+        let described = match describes {
+            Some(describes) => describes.describe(source, &probe).await,
+            None => source.describe_query(&probe).await,
+        };
+        resolved.described = described.map_err(|e| RunError::connector(&what, &e))?;
         if source.dialect() == crate::dialect::Dialect::Sqlite {
             resolved.drop_sqlite_literal_columns();
         }

@@ -75,6 +75,7 @@ impl StreamRun<'_> {
     pub async fn run(&self, report: &mut StreamReport) -> Result<(), RunError> {
         let leg = Leg::new(
             self.flow.direction,
+            self.hub.master(),
             self.hub.master_for(self.flow.direction),
             self.site_conn,
             self.stream,
@@ -144,11 +145,18 @@ impl StreamRun<'_> {
         report: &mut StreamReport,
     ) -> Result<Prepared, RunError> {
         let batch_size = self.hub.config().hub.batch_size;
-        let resolved = ResolvedSource::resolve(self.stream, self.site, leg.source, batch_size)
-            .await
-            .map_err(|e| {
-                RunError::new(e.kind, format!("reading from {}: {e}", leg.source_place))
-            })?;
+        // A push describes the master's source once per pass (the same
+        // statement for every site).
+        let describes = (leg.direction == Direction::Push).then_some(&self.plan.shared_describes);
+        let resolved = ResolvedSource::resolve(
+            self.stream,
+            self.site,
+            leg.source_statements,
+            describes,
+            batch_size,
+        )
+        .await
+        .map_err(|e| RunError::new(e.kind, format!("reading from {}: {e}", leg.source_place)))?;
         let target_info = match &self.plan.master_target {
             Some(_) => None,
             None => Some(self.describe_target(leg, &resolved).await?),
@@ -303,7 +311,7 @@ impl StreamRun<'_> {
                 .clone()
                 .or_else(|| c.position.first().cloned())
         });
-        let clock = leg.source.visibility().await.map_err(|e| {
+        let clock = leg.source_statements.visibility().await.map_err(|e| {
             RunError::connector(
                 format_args!("reading the clock of {}", leg.source_place),
                 &e,
@@ -329,7 +337,7 @@ impl StreamRun<'_> {
         if saved.is_none() && self.stream.null_cursors == NullCursors::Skip {
             self.note_null_cursors(
                 report,
-                leg.source,
+                leg.source_statements,
                 &prepared.resolved,
                 &prepared.site_values,
             )

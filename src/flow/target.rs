@@ -30,7 +30,7 @@ impl StreamRun<'_> {
             None if self.stream.create_target && !self.options.dry_run => Ok(self
                 .create_target(
                     leg.direction,
-                    leg.source,
+                    leg.source_statements,
                     leg.target,
                     resolved,
                     target_place,
