@@ -463,15 +463,16 @@ fn sqlx_type_name(info: &sqlx::mysql::MySqlTypeInfo) -> &'static str {
 type MySqlQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
 
 /// Binds one value natively (instants as their UTC date-time: the session
-/// time zone is UTC).
-fn bind_value<'q>(query: MySqlQuery<'q>, value: &Value) -> MySqlQuery<'q> {
+/// time zone is UTC). Text and bytes are bound by reference: the arguments
+/// encode each value into their buffer at once, so no copy is made.
+fn bind_value<'q>(query: MySqlQuery<'q>, value: &'q Value) -> MySqlQuery<'q> {
     match value {
-        Value::Null => query.bind(None::<String>),
+        Value::Null => query.bind(None::<&str>),
         Value::Bool(b) => query.bind(*b),
         Value::Int(i) => query.bind(*i),
         Value::Float(f) => query.bind(*f),
-        Value::Numeric(s) | Value::Text(s) | Value::Json(s) => query.bind(s.clone()),
-        Value::Bytes(b) => query.bind(b.clone()),
+        Value::Numeric(s) | Value::Text(s) | Value::Json(s) => query.bind(s.as_str()),
+        Value::Bytes(b) => query.bind(b.as_slice()),
         Value::Date(d) => query.bind(*d),
         Value::Time(t) => query.bind(*t),
         Value::Timestamp(ts) => query.bind(*ts),
@@ -480,7 +481,7 @@ fn bind_value<'q>(query: MySqlQuery<'q>, value: &Value) -> MySqlQuery<'q> {
     }
 }
 
-fn bind_all<'q>(sql: String, params: &[Value]) -> MySqlQuery<'q> {
+fn bind_all<'q>(sql: String, params: &'q [Value]) -> MySqlQuery<'q> {
     params
         .iter()
         .fold(sqlx::query(AssertSqlSafe(sql)), bind_value)

@@ -411,25 +411,31 @@ impl Dialect {
     /// (?, ?)` on MySQL, `?n` on SQLite, `$n` on PostgreSQL): an initial load's
     /// statement where the dialect has no COPY.
     pub fn insert_rows(self, table: &str, columns: &[String], rows: usize) -> String {
-        let mut n = 0;
-        let tuples: Vec<String> = (0..rows)
-            .map(|_| {
-                let values: Vec<String> = columns
-                    .iter()
-                    .map(|_| {
-                        n += 1;
-                        self.placeholder(n)
-                    })
-                    .collect();
-                format!("({})", values.join(", "))
-            })
-            .collect();
-        format!(
-            "INSERT INTO {} ({}) VALUES {}",
+        use std::fmt::Write as _;
+        // Written into one string: a 1,000-row statement has thousands of
+        // placeholders, built once per statement.
+        let mut sql = format!(
+            "INSERT INTO {} ({}) VALUES ",
             self.quote_table(table),
-            self.ident_list(columns),
-            tuples.join(", ")
-        )
+            self.ident_list(columns)
+        );
+        let mut n = 0;
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns.len() {
+                n += 1;
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Dialect::Postgres => write!(sql, "${n}").expect("writing to a String"),
+                    Dialect::Sqlite => write!(sql, "?{n}").expect("writing to a String"),
+                    Dialect::MySql => sql.push('?'),
+                }
+            }
+            sql.push(')');
+        }
+        sql
     }
 
     /// SQL returning one row if `table` holds any row, none otherwise.
