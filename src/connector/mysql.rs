@@ -87,49 +87,43 @@ impl MySqlConnector {
             Some(rest) => format!("mysql://{rest}"),
             None => text.clone(),
         };
+        // sqlx's own session `SET` (time zone, names, sql_mode) is off:
+        // `session_sql` sends it with the rest in one round trip.
         let mut connect_options = MySqlConnectOptions::from_str(&driver_url)
             .map_err(|e| connect_error(first_line(&e.to_string())))?
             .charset("utf8mb4")
-            .timezone(Some("+00:00".to_string()))
+            .timezone(None)
+            .set_names(false)
             .pipes_as_concat(false)
-            .no_engine_substitution(true)
+            .no_engine_substitution(false)
             .disable_statement_logging();
         if let Some(password) = password {
             connect_options = connect_options.password(password.expose());
         }
         // The server's version and packet limit, read by the first
-        // connection's `after_connect` (which needs the version for the
-        // statement timeout's name) and shared with the later ones.
+        // connection's `after_connect` and kept for the run.
         let facts: Arc<OnceLock<(String, u64)>> = Arc::new(OnceLock::new());
         let known = Arc::clone(&facts);
-        let statement_timeout = options.statement_timeout;
+        let session = session_sql(options.statement_timeout);
         let pool = MySqlPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 let known = Arc::clone(&known);
+                let session = session.clone();
                 Box::pin(async move {
-                    let version = match known.get() {
-                        Some((version, _)) => version.clone(),
-                        None => {
-                            let facts = server_facts(conn).await?;
-                            let version = facts.0.clone();
-                            let _ = known.set(facts);
-                            version
-                        }
-                    };
-                    let sql = session_settings(version.contains("MariaDB"), statement_timeout);
-                    // One round trip for both (the text protocol runs `;`-
-                    // separated statements; `execute` drains every result
-                    // and fails on the first error). Isolation: PostgreSQL's
-                    // default, no gap locks, so two hubs (or two sites' runs)
-                    // inserting state rows side by side do not deadlock as
-                    // they do under REPEATABLE READ.
-                    conn.execute(AssertSqlSafe(format!(
-                        "{sql}; SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
-                    )))
-                    .await?;
+                    // One round trip (the text protocol runs `;`-separated
+                    // statements; every result is drained and the first
+                    // error fails the connection).
+                    let rows = sqlx::raw_sql(AssertSqlSafe(session))
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    if known.get().is_none()
+                        && let Some(row) = rows.last()
+                    {
+                        let _ = known.set(server_facts(row));
+                    }
                     Ok(())
                 })
             })
@@ -328,36 +322,44 @@ fn mariadb_at_least(version: &str, major: u32, minor: u32) -> bool {
     found >= (major, minor)
 }
 
-/// The `SET SESSION` run on every new connection (see the module docs).
-/// The server's `VERSION()` and `max_allowed_packet` (4 MiB if unreadable).
-async fn server_facts(
-    conn: &mut sqlx::MySqlConnection,
-) -> std::result::Result<(String, u64), sqlx::Error> {
-    // Unprepared (the text protocol): one round trip.
-    let facts = sqlx::raw_sql("SELECT VERSION(), @@max_allowed_packet")
-        .fetch_one(&mut *conn)
-        .await?;
-    let version: String = facts.try_get(0).unwrap_or_default();
-    let max_allowed_packet: u64 = facts
+/// The server's `VERSION()` and `max_allowed_packet` (4 MiB if
+/// unreadable), from the last row [`session_sql`] returns.
+fn server_facts(row: &MySqlRow) -> (String, u64) {
+    let version: String = row.try_get(0).unwrap_or_default();
+    let max_allowed_packet: u64 = row
         .try_get::<u64, _>(1)
-        .or_else(|_| facts.try_get::<i64, _>(1).map(|v| v.max(0) as u64))
+        .or_else(|_| row.try_get::<i64, _>(1).map(|v| v.max(0) as u64))
         .unwrap_or(4 << 20);
-    Ok((version, max_allowed_packet))
+    (version, max_allowed_packet)
 }
 
-fn session_settings(is_mariadb: bool, statement_timeout: Option<std::time::Duration>) -> String {
-    // net_write_timeout: a streamed keyset read waits while the hub applies
-    // earlier batches; the server would drop the connection after 60 s.
-    let mut sql = "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), \
-                   net_write_timeout = 600"
-        .to_string();
+/// The statements every new connection runs, in one round trip: the
+/// session's settings (UTC, utf8mb4, strict mode, a 10-minute
+/// `net_write_timeout` for a streamed keyset read that waits while the hub
+/// applies earlier batches), READ COMMITTED (PostgreSQL's default, no gap
+/// locks, so two hubs or two sites' runs inserting state rows side by side
+/// do not deadlock as they do under REPEATABLE READ), the statement timeout
+/// under its server's name (MariaDB's `max_statement_time` in seconds,
+/// MySQL's `max_execution_time` in milliseconds, chosen by the server from
+/// its `VERSION()` through a prepared `SET`), then `SELECT VERSION(),
+/// @@max_allowed_packet`.
+fn session_sql(statement_timeout: Option<std::time::Duration>) -> String {
+    let mut sql =
+        "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_ENGINE_SUBSTITUTION,STRICT_ALL_TABLES'), \
+                   time_zone = '+00:00', NAMES utf8mb4, net_write_timeout = 600; \
+                   SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; "
+            .to_string();
     if let Some(limit) = statement_timeout {
-        if is_mariadb {
-            sql.push_str(&format!(", max_statement_time = {}", limit.as_secs_f64()));
-        } else {
-            sql.push_str(&format!(", max_execution_time = {}", limit.as_millis()));
-        }
+        sql.push_str(&format!(
+            "SET @hubsync_timeout = IF(VERSION() LIKE '%MariaDB%', \
+             'SET SESSION max_statement_time = {}', 'SET SESSION max_execution_time = {}'); \
+             PREPARE hubsync_timeout FROM @hubsync_timeout; EXECUTE hubsync_timeout; \
+             DEALLOCATE PREPARE hubsync_timeout; SET @hubsync_timeout = NULL; ",
+            limit.as_secs_f64(),
+            limit.as_millis()
+        ));
     }
+    sql.push_str("SELECT VERSION(), @@max_allowed_packet");
     sql
 }
 
