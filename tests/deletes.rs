@@ -435,3 +435,127 @@ fn a_quarantined_row_deleted_at_the_source_leaves_the_quarantine() {
         "1,3,4,5"
     );
 }
+
+/// A push of zone prices (master key (sku, zone)) whose `when` gives each
+/// site its zone's rows, with delete detection, keyed by `key` at the
+/// sites (whose tables have that primary key).
+fn zone_fleet(key: &str) -> Fleet {
+    let fleet = Fleet::new();
+    fleet.write_config(&format!(
+        r#"
+[master]
+url = "sqlite://master.db"
+
+[[site]]
+id = "s1"
+url = "sqlite://s1.db"
+tags = {{ zone = "A" }}
+
+[[site]]
+id = "s2"
+url = "sqlite://s2.db"
+tags = {{ zone = "B" }}
+
+[[flow]]
+name = "prices"
+direction = "push"
+  [[flow.stream]]
+  source = "zone_prices"
+  target = "prices"
+  primary_key = [{key}]
+  cursor = "updated_at"
+  when = "row.zone == site.tags.zone"
+  deletes = "detect"
+"#
+    ));
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "CREATE TABLE zone_prices (sku TEXT NOT NULL, zone TEXT NOT NULL, price TEXT NOT NULL,
+                                   updated_at TEXT NOT NULL, PRIMARY KEY (sku, zone));
+         INSERT INTO zone_prices VALUES
+           ('x', 'A', '1.00', '2026-01-02T09:00:00.000000Z'), ('x', 'B', '1.10', '2026-01-02T09:00:00.000000Z'),
+           ('y', 'A', '2.00', '2026-01-02T09:00:00.000000Z'), ('y', 'B', '2.10', '2026-01-02T09:00:00.000000Z');",
+    );
+    let site_key = key.replace('"', "");
+    for site in ["s1", "s2"] {
+        sqlite_exec(
+            &fleet.path(&format!("{site}.db")),
+            &format!(
+                "CREATE TABLE prices (sku TEXT NOT NULL, zone TEXT NOT NULL, price TEXT NOT NULL,
+                                      updated_at TEXT NOT NULL, PRIMARY KEY ({site_key}));"
+            ),
+        );
+    }
+    fleet
+}
+
+/// Regression (fresh-user trial 3): with `primary_key = ["sku"]`, not
+/// unique at the master, deleting `x` of zone A left it at the zone A site
+/// while every run said "succeeded, 0 deleted": zone B's `x` made the key
+/// look present. Detection is refused, by `check` and by each run (rows
+/// still arrive; the run is `partial` and says why).
+#[test]
+fn delete_detection_under_a_when_refuses_a_key_not_unique_at_the_master() {
+    let fleet = zone_fleet(r#""sku""#);
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(
+            "`deletes = \"detect\"` with `when`/`filter` needs `primary_key` (sku) to be unique at the master, \
+             and master table `zone_prices` has no unique key within it"
+        ),
+        "{}",
+        check.stdout
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("partial"), "{}", out.stdout);
+    let prices = |site: &str| {
+        sqlite_query(
+            &fleet.path(&format!("{site}.db")),
+            "SELECT group_concat(sku || zone || '=' || price, ',') FROM (SELECT * FROM prices ORDER BY sku)",
+        )
+    };
+    // The rows arrived all the same, each site its zone's.
+    assert_eq!(
+        (prices("s1"), prices("s2")),
+        ("xA=1.00,yA=2.00".to_string(), "xB=1.10,yB=2.10".to_string())
+    );
+}
+
+/// The same push keyed by (sku, zone), unique at the master: deleting `x`
+/// of zone A deletes it at the zone A site only.
+#[test]
+fn delete_detection_under_a_when_deletes_at_the_site_of_the_deleted_row() {
+    let fleet = zone_fleet(r#""sku", "zone""#);
+    let check = fleet.hubsync(&["check"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    fleet.sync_ok(&[]);
+    sqlite_exec(
+        &fleet.path("master.db"),
+        "DELETE FROM zone_prices WHERE sku = 'x' AND zone = 'A';",
+    );
+    let out = fleet.sync_ok(&[]);
+    assert_eq!(
+        deleted_in_summary(&out.stdout, "prices", "s1"),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        deleted_in_summary(&out.stdout, "prices", "s2"),
+        0,
+        "{}",
+        out.stdout
+    );
+    let prices = |site: &str| {
+        sqlite_query(
+            &fleet.path(&format!("{site}.db")),
+            "SELECT group_concat(sku || zone || '=' || price, ',') FROM (SELECT * FROM prices ORDER BY sku)",
+        )
+    };
+    assert_eq!(
+        (prices("s1"), prices("s2")),
+        ("yA=2.00".to_string(), "xB=1.10,yB=2.10".to_string())
+    );
+}

@@ -341,6 +341,11 @@ async fn check_stream(
         check.findings.problems.push(problem);
     }
     check.keys(target.dialect(), &target_info, &written);
+    if let Some(problem) =
+        super::reconcile::predicate_key_problem(stream, flow.direction, source).await
+    {
+        check.findings.problems.push(problem);
+    }
     check.privileges(target).await;
     check.source_warnings(source).await;
     check.findings

@@ -42,6 +42,67 @@ use crate::mediate::MappingPlan;
 use crate::state::{CheckpointKey, StateError, StateStore};
 use crate::value::Value;
 
+/// Why a push's delete detection cannot be trusted at a site, if it cannot:
+/// a `when` or `filter` selects which rows of the master a site gets, and
+/// detection compares the site's keys with the master's (a key counts as
+/// present when any master row has it). If `primary_key` is not unique at
+/// the master (e.g. `sku` where the master holds one price per `sku` and
+/// zone, and `when` picks the site's zone), a row deleted at the master
+/// hides behind a row of the same key that this site does not get, and is
+/// never deleted there. So the master table must have a unique key made of
+/// `primary_key` columns; a `query` source cannot be checked and is
+/// refused. `None` when detection is off, the stream has no predicate, it
+/// is a pull, or the table or its description is missing (reported
+/// elsewhere).
+pub(super) async fn predicate_key_problem(
+    stream: &Stream,
+    direction: Direction,
+    source: &Connector,
+) -> Option<String> {
+    if direction != Direction::Push
+        || stream.deletes != crate::config::Deletes::Detect
+        || (stream.when.is_none() && stream.filter.is_none())
+    {
+        return None;
+    }
+    let key: Vec<&str> = stream
+        .primary_key
+        .iter()
+        .map(|k| stream.source_column(k))
+        .collect();
+    let advice = "add the column the predicate selects on to `primary_key` (and to the sites' \
+                  unique key), or select the site's rows in a `query` with `:site.<tag>` instead";
+    let table = match &stream.source {
+        crate::config::Source::Table(table) => table,
+        crate::config::Source::Query(_) => {
+            return Some(format!(
+                "`deletes = \"detect\"` with `when`/`filter` needs `primary_key` to be unique at the \
+                 master, which hubsync cannot check for a `query`; {advice}"
+            ));
+        }
+    };
+    let info = source.describe_table(table).await.ok()??;
+    let same = |a: &str, b: &str| {
+        if info.case_insensitive_names {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
+    let unique = info
+        .unique_keys
+        .iter()
+        .any(|unique| unique.iter().all(|c| key.iter().any(|k| same(k, c))));
+    (!unique).then(|| {
+        format!(
+            "`deletes = \"detect\"` with `when`/`filter` needs `primary_key` ({}) to be unique at the master, \
+             and master table `{table}` has no unique key within it: a row deleted at the master would hide \
+             behind another row of the same key that this site does not get, and stay at the site; {advice}",
+            key.join(", ")
+        )
+    })
+}
+
 /// Keys looked up at the source per statement when confirming candidates.
 const LOOKUP_KEYS: usize = 200;
 

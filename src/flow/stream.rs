@@ -669,6 +669,15 @@ impl StreamRun<'_> {
         cursor_value: Option<&Value>,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
+        if let Some(problem) = reconcile::predicate_key_problem(
+            self.stream,
+            place.leg.direction,
+            place.leg.source_statements,
+        )
+        .await
+        {
+            return Err(problem.into());
+        }
         let site_id = Value::Text(self.site.id.clone());
         let detection = reconcile::DetectDeletes {
             stream: self.stream,
