@@ -193,8 +193,14 @@ async fn cycle(
     Ok(seconds)
 }
 
-/// Three replicas, the first aborted once it holds leases a third of the
-/// way through: (seconds until its pairs succeeded elsewhere, pairs held).
+/// Three replicas, one aborted while it holds leases, a third of the way
+/// through the cycle: (seconds until its pairs succeeded elsewhere, pairs
+/// held). On a small fleet the cycle may end, or the chosen replica finish
+/// its pairs, before the abort lands: the attempt is then made again (at
+/// most 5 times), instead of waiting for a lease no replica will take.
+///
+/// Errors: a replica or the master fails, or 5 attempts caught no replica
+/// holding a lease.
 async fn failover(
     options: &BenchOptions,
     master: &str,
@@ -202,43 +208,77 @@ async fn failover(
     conn: &mut PgConnection,
     sites: usize,
 ) -> anyhow::Result<(f64, i64)> {
-    reset(master).await?;
-    open_hub(options, config).await?.close().await;
-    let mut running = Vec::new();
-    for i in 1..=3 {
-        running.push(start_replica(options, config, &format!("r{i}")).await?);
+    for _ in 0..5 {
+        reset(master).await?;
+        open_hub(options, config).await?.close().await;
+        let mut running = Vec::new();
+        for i in 1..=3 {
+            let id = format!("r{i}");
+            running.push((id.clone(), start_replica(options, config, &id).await?));
+        }
+        wait_count(conn, SUCCEEDED, sites as i64 / 3).await?;
+        let Some(holder) = holder_mid_cycle(conn, sites).await? else {
+            stop(running.into_iter().map(|(_, r)| r).collect()).await;
+            continue;
+        };
+        let index = running
+            .iter()
+            .position(|(id, _)| *id == holder)
+            .with_context(|| format!("replicas: lease holder `{holder}` is no bench replica"))?;
+        let (_, victim) = running.remove(index);
+        victim.task.abort();
+        let aborted = Instant::now();
+        let _ = victim.task.await;
+        drop(victim.hub);
+        sqlx::query(
+            "CREATE TEMP TABLE victim AS SELECT flow, site FROM hubsync.leases WHERE holder = $1",
+        )
+        .bind(&holder)
+        .execute(&mut *conn)
+        .await?;
+        let held = count(conn, "SELECT count(*) FROM victim").await?;
+        if held > 0 {
+            wait_count(
+                conn,
+                &format!(
+                    "SELECT count(*) FROM victim v WHERE EXISTS (SELECT 1 FROM hubsync.runs r \
+                     WHERE r.flow = v.flow AND r.site = v.site AND r.status = 'succeeded' AND r.holder <> '{holder}')"
+                ),
+                held,
+            )
+            .await?;
+        }
+        let seconds = aborted.elapsed().as_secs_f64();
+        wait_count(conn, SUCCEEDED, sites as i64).await?;
+        stop(running.into_iter().map(|(_, r)| r).collect()).await;
+        sqlx::query("DROP TABLE victim").execute(&mut *conn).await?;
+        check_rows(conn, sites).await?;
+        if held > 0 {
+            return Ok((seconds, held));
+        }
     }
-    wait_count(conn, SUCCEEDED, sites as i64 / 3).await?;
-    let victim = running.remove(0);
-    wait_count(
-        conn,
-        "SELECT count(*) FROM hubsync.leases WHERE holder = 'r1'",
-        1,
+    bail!(
+        "replicas: in 5 attempts no replica was caught holding a lease before its runs ended \
+         ({sites} sites are too few; raise --replica-sites)"
     )
-    .await?;
-    victim.task.abort();
-    let aborted = Instant::now();
-    let _ = victim.task.await;
-    drop(victim.hub);
-    sqlx::query(
-        "CREATE TEMP TABLE victim AS SELECT flow, site FROM hubsync.leases WHERE holder = 'r1'",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let held = count(conn, "SELECT count(*) FROM victim").await?;
-    wait_count(
-        conn,
-        "SELECT count(*) FROM victim v WHERE EXISTS (SELECT 1 FROM hubsync.runs r \
-         WHERE r.flow = v.flow AND r.site = v.site AND r.status = 'succeeded' AND r.holder <> 'r1')",
-        held,
-    )
-    .await?;
-    let seconds = aborted.elapsed().as_secs_f64();
-    wait_count(conn, SUCCEEDED, sites as i64).await?;
-    stop(running).await;
-    sqlx::query("DROP TABLE victim").execute(&mut *conn).await?;
-    check_rows(conn, sites).await?;
-    Ok((seconds, held))
+}
+
+/// A replica holding a lease now, polled every 5 ms; `None` once every one
+/// of the `sites` pairs succeeded (the cycle ended first).
+async fn holder_mid_cycle(conn: &mut PgConnection, sites: usize) -> anyhow::Result<Option<String>> {
+    loop {
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT min(holder) FROM hubsync.leases WHERE holder IS NOT NULL")
+                .fetch_one(&mut *conn)
+                .await?;
+        if holder.is_some() {
+            return Ok(holder);
+        }
+        if count(conn, SUCCEEDED).await? >= sites as i64 {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Every site's 100 rows arrived once, and each pair succeeded once.
