@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Fleet;
+use common::{Fleet, sqlite_exec};
 
 const GOOD_HEAD: &str = r#"
 [master]
@@ -199,6 +199,36 @@ fn status_does_not_create_a_missing_sqlite_master() {
         )
     );
     assert!(!fleet.path("typo.db").exists());
+}
+
+/// Regression (fresh-user trial 3): `check` called a SQLite master that
+/// does not exist yet a problem (exit 1) where `sync` creates it. It is a
+/// warning now; the site is still reached, and no file is created.
+#[test]
+fn check_warns_that_sync_creates_a_missing_sqlite_master() {
+    let fleet = Fleet::new();
+    fleet.write_config(&format!("{GOOD_HEAD}{GOOD_FLOW}"));
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE sales (id INTEGER PRIMARY KEY, updated_at TEXT);",
+    );
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "SQLite file `{}` does not exist yet: `hubsync sync` creates it",
+            fleet.path("master.db").display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("1 of 2 databases reachable; 0 stream/site pairs ok; 0 problems, 1 warning"),
+        "{}",
+        out.stdout
+    );
+    assert!(!fleet.path("master.db").exists());
 }
 
 /// Regression: `primary_key = ["id", "id"]` passed validation.

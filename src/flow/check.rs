@@ -126,7 +126,26 @@ pub async fn check(config: &Config) -> CheckReport {
         statement_timeout: config.hub.statement_timeout,
         create_if_missing: create,
     };
+    let missing_sqlite = match &config.master {
+        crate::config::DbUrl::Sqlite { path } if !path.exists() => Some(path.display().to_string()),
+        _ => None,
+    };
     let master = match Connector::connect(&config.master, &options(false)).await {
+        // `sync` creates a missing SQLite master (trial 3: `check` called
+        // it a problem where `sync` then succeeded): say so and check the
+        // sites without it.
+        Err(_) if let Some(path) = &missing_sqlite => {
+            report.warnings.push(Problem {
+                place: "master".into(),
+                message: format!(
+                    "SQLite file `{path}` does not exist yet: `hubsync sync` creates it (pulls need \
+                     `create_target = true` or their tables created first); streams are checked \
+                     against the master once it exists"
+                ),
+                site: None,
+            });
+            None
+        }
         Ok(master) => {
             report.reachable += 1;
             Some(master)
