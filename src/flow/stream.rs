@@ -86,7 +86,12 @@ impl StreamRun<'_> {
             (Some(info), _) | (None, Some(info)) => info,
             (None, None) => unreachable!("prepare describes the target when the plan has none"),
         };
-        let window = self.open_window(&leg, &prepared, report).await?;
+        // The source's clock and the target's emptiness, side by side.
+        let (window, initial_load) = tokio::join!(
+            self.open_window(&leg, &prepared, report),
+            self.initial_load(&leg, &prepared)
+        );
+        let window = window?;
         let routes = self.route_runs(&prepared.routes).await?;
         let expr_scope = self.expr_scope();
         let place = RunPlace {
@@ -100,7 +105,7 @@ impl StreamRun<'_> {
             // Stored with the batches of the cursor read, after the
             // late-commit read (see `read_all`).
             snapshot: window.snapshot_now.as_ref().map(ToString::to_string),
-            initial_load: self.initial_load(&leg, &prepared).await,
+            initial_load,
             routes: &routes,
             expr_scope: &expr_scope,
             site_when: prepared.site_when.as_ref(),
@@ -148,18 +153,29 @@ impl StreamRun<'_> {
         // A push describes the master's source once per pass (the same
         // statement for every site).
         let describes = (leg.direction == Direction::Push).then_some(&self.plan.shared_describes);
-        let resolved = ResolvedSource::resolve(
-            self.stream,
-            self.site,
-            leg.source_statements,
-            describes,
-            batch_size,
-        )
-        .await
-        .map_err(|e| RunError::new(e.kind, format!("reading from {}: {e}", leg.source_place)))?;
-        let target_info = match &self.plan.master_target {
-            Some(_) => None,
-            None => Some(self.describe_target(leg, &resolved).await?),
+        // The source and the target are described side by side (two
+        // databases: one round trip of latency instead of two).
+        let (resolved, described) = tokio::join!(
+            ResolvedSource::resolve(
+                self.stream,
+                self.site,
+                leg.source_statements,
+                describes,
+                batch_size,
+            ),
+            async {
+                match &self.plan.master_target {
+                    Some(_) => Ok(None),
+                    None => self.read_target(leg).await.map(Some),
+                }
+            }
+        );
+        let resolved = resolved.map_err(|e| {
+            RunError::new(e.kind, format!("reading from {}: {e}", leg.source_place))
+        })?;
+        let target_info = match described? {
+            Some(described) => Some(self.target_or_create(leg, &resolved, described).await?),
+            None => None,
         };
         let target = target_info
             .as_ref()

@@ -11,20 +11,29 @@ use crate::connector::{Connector, TableInfo};
 use crate::dialect::types::{Logical, create_table_sql, source_logical};
 
 impl StreamRun<'_> {
-    /// The target's description, read at the target; a missing table is
-    /// created from the source's columns with `create_target` (not in a dry
-    /// run), else an error saying how to fix it.
-    pub(super) async fn describe_target(
+    /// The target's description as read at the target (`None`: no such
+    /// table), to be passed to [`StreamRun::target_or_create`].
+    ///
+    /// Errors: the target cannot be described (the message names it).
+    pub(super) async fn read_target(&self, leg: &Leg<'_>) -> Result<Option<TableInfo>, RunError> {
+        let target_place = &leg.target_place;
+        leg.target
+            .describe_table(&self.stream.target)
+            .await
+            .map_err(|e| RunError::connector(format_args!("cannot describe {target_place}"), &e))
+    }
+
+    /// The target's description `described` (from [`StreamRun::read_target`]);
+    /// a missing table is created from the source's columns with
+    /// `create_target` (not in a dry run), else an error saying how to fix
+    /// it.
+    pub(super) async fn target_or_create(
         &self,
         leg: &Leg<'_>,
         resolved: &ResolvedSource,
+        described: Option<TableInfo>,
     ) -> Result<TableInfo, RunError> {
         let target_place = &leg.target_place;
-        let described = leg
-            .target
-            .describe_table(&self.stream.target)
-            .await
-            .map_err(|e| RunError::connector(format_args!("cannot describe {target_place}"), &e))?;
         match described {
             Some(info) => Ok(info),
             None if self.stream.create_target && !self.options.dry_run => Ok(self
