@@ -489,6 +489,14 @@ direction = "push"
     fleet
 }
 
+/// A site's prices as `<sku><zone>=<price>`, by sku.
+fn zone_prices(fleet: &Fleet, site: &str) -> String {
+    sqlite_query(
+        &fleet.path(&format!("{site}.db")),
+        "SELECT group_concat(sku || zone || '=' || price, ',') FROM (SELECT * FROM prices ORDER BY sku)",
+    )
+}
+
 /// Regression (fresh-user trial 3): with `primary_key = ["sku"]`, not
 /// unique at the master, deleting `x` of zone A left it at the zone A site
 /// while every run said "succeeded, 0 deleted": zone B's `x` made the key
@@ -510,15 +518,9 @@ fn delete_detection_under_a_when_refuses_a_key_not_unique_at_the_master() {
     let out = fleet.hubsync(&["sync"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("partial"), "{}", out.stdout);
-    let prices = |site: &str| {
-        sqlite_query(
-            &fleet.path(&format!("{site}.db")),
-            "SELECT group_concat(sku || zone || '=' || price, ',') FROM (SELECT * FROM prices ORDER BY sku)",
-        )
-    };
     // The rows arrived all the same, each site its zone's.
     assert_eq!(
-        (prices("s1"), prices("s2")),
+        (zone_prices(&fleet, "s1"), zone_prices(&fleet, "s2")),
         ("xA=1.00,yA=2.00".to_string(), "xB=1.10,yB=2.10".to_string())
     );
 }
@@ -548,14 +550,8 @@ fn delete_detection_under_a_when_deletes_at_the_site_of_the_deleted_row() {
         "{}",
         out.stdout
     );
-    let prices = |site: &str| {
-        sqlite_query(
-            &fleet.path(&format!("{site}.db")),
-            "SELECT group_concat(sku || zone || '=' || price, ',') FROM (SELECT * FROM prices ORDER BY sku)",
-        )
-    };
     assert_eq!(
-        (prices("s1"), prices("s2")),
+        (zone_prices(&fleet, "s1"), zone_prices(&fleet, "s2")),
         ("yA=2.00".to_string(), "xB=1.10,yB=2.10".to_string())
     );
 }
