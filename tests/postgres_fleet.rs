@@ -1578,3 +1578,46 @@ fn a_boolean_into_an_integer_column_is_written_as_1_and_0() {
         "apple|1|integer\nfig|NULL|null\npear|0|integer"
     );
 }
+
+/// Regression (fresh-user trial 3): a site's `amount numeric(14,4)` and
+/// `name varchar(20)` into the master's `numeric(12,2)` and `varchar(8)`
+/// passed `check` ("0 problems") and then every sync failed on a value.
+/// `check` now warns of each narrower column; the sync still refuses the
+/// value that does not fit (1.2345 has 4 decimals, the master keeps 2).
+#[test]
+fn check_warns_of_target_columns_narrower_than_the_source() {
+    let master = pg_create_db("narrow_master");
+    let site = pg_create_db("narrow_site");
+    psql(
+        &master,
+        "CREATE TABLE sales (store_id text, id int, amount numeric(12,2), name varchar(8), \
+         updated_at timestamptz, PRIMARY KEY (store_id, id));",
+    );
+    psql(
+        &site,
+        "CREATE TABLE sales (id int PRIMARY KEY, amount numeric(14,4), name varchar(20), updated_at timestamptz);
+         INSERT INTO sales VALUES (1, 1.2345, 'short', now());",
+    );
+    let fleet = Fleet::new();
+    fleet.write_config(&sales_pull(&master, &site_block("s1", &site), ""));
+    let out = fleet.hubsync(&["check"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for warning in [
+        "warning: flow `sales` stream `sales` site `s1`: master table `sales`: column `amount` is `numeric(12,2)` \
+         and the source's `amount` is `numeric(14,4)`: a value with more than 2 decimals does not fit (the source \
+         keeps 4); values that do not fit are refused at run time (never rounded or cut)",
+        "warning: flow `sales` stream `sales` site `s1`: master table `sales`: column `name` is `character varying(8)` \
+         and the source's `name` is `character varying(20)`: a text longer than 8 characters does not fit (the \
+         source allows 20); values that do not fit are refused at run time (never rounded or cut)",
+    ] {
+        assert!(out.stdout.contains(warning), "{}", out.stdout);
+    }
+    assert!(
+        out.stdout.contains("0 problems, 2 warnings"),
+        "{}",
+        out.stdout
+    );
+    let out = fleet.hubsync(&["sync"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(psql(&master, "SELECT count(*) FROM sales"), "0");
+}

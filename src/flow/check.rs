@@ -307,6 +307,62 @@ async fn check_site(
     report
 }
 
+/// Why a column of declared type `to` is narrower than `from` (see
+/// `StreamCheck::narrowed_columns`), or `None`. Types are read as their
+/// catalogs spell them (`numeric(14,4)`, `decimal(12,2)`, `character
+/// varying(8)`, `varchar(8)`, `int(11)`, `integer`); anything else (no
+/// modifiers, other types) is not compared.
+fn narrowing(from: &str, to: &str) -> Option<String> {
+    let parse = |spelled: &str| -> (String, Vec<u32>) {
+        let lower = spelled.to_ascii_lowercase();
+        let (base, rest) = lower.split_once('(').unwrap_or((lower.as_str(), ""));
+        let modifiers = rest
+            .split(')')
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+        (base.trim().to_string(), modifiers)
+    };
+    let ((from_base, from_mods), (to_base, to_mods)) = (parse(from), parse(to));
+    let decimal = |base: &str| matches!(base, "numeric" | "decimal");
+    let integer =
+        |base: &str| base.contains("int") && !base.contains("interval") && !base.contains("point");
+    let text = |base: &str| matches!(base, "character varying" | "varchar" | "character" | "char");
+    if decimal(&from_base) && from_mods.len() == 2 {
+        let (from_scale, from_digits) = (from_mods[1], from_mods[0].saturating_sub(from_mods[1]));
+        if integer(&to_base) && from_scale > 0 {
+            return Some(format!(
+                "a value with decimals does not fit (the source keeps {from_scale})"
+            ));
+        }
+        if decimal(&to_base) && to_mods.len() == 2 {
+            let (to_scale, to_digits) = (to_mods[1], to_mods[0].saturating_sub(to_mods[1]));
+            if from_scale > to_scale {
+                return Some(format!(
+                    "a value with more than {to_scale} decimals does not fit (the source keeps {from_scale})"
+                ));
+            }
+            if from_digits > to_digits {
+                return Some(format!(
+                    "a value with more than {to_digits} digits before the point does not fit (the source allows {from_digits})"
+                ));
+            }
+        }
+    }
+    if text(&from_base) && text(&to_base) {
+        if let (Some(from_len), Some(to_len)) = (from_mods.first(), to_mods.first())
+            && from_len > to_len
+        {
+            return Some(format!(
+                "a text longer than {to_len} characters does not fit (the source allows {from_len})"
+            ));
+        }
+    }
+    None
+}
+
 /// Problems and warnings of one stream at one site.
 #[derive(Default)]
 struct Findings {
@@ -360,6 +416,10 @@ async fn check_stream(
         check.findings.problems.push(problem);
     }
     check.keys(target.dialect(), &target_info, &written);
+    if target.dialect() != Dialect::Sqlite {
+        // SQLite keeps any value whatever the declared type: nothing narrows.
+        check.narrowed_columns(source, &written, &target_info).await;
+    }
     if let Some(problem) =
         super::reconcile::predicate_key_problem(stream, flow.direction, source).await
     {
@@ -528,6 +588,43 @@ impl<'a> StreamCheck<'a> {
         }
         self.required_columns(&written, target_info);
         written
+    }
+
+    /// Warns of written columns whose PostgreSQL or MySQL target type is
+    /// narrower than the source table's declared type (trial 3: `check`
+    /// said "0 problems" and every run then failed): a `numeric`/`decimal` with fewer decimals or
+    /// integer digits, a decimal with decimals into an integer column, a
+    /// `varchar`/`char` of fewer characters. Such values are refused at run
+    /// time, never rounded or cut, so only a table whose rows all fit works;
+    /// a warning, not a problem. A `query` source has no declared types to
+    /// compare (its prepared columns carry no precision).
+    async fn narrowed_columns(
+        &mut self,
+        source: &Connector,
+        written: &[(String, String)],
+        target_info: &TableInfo,
+    ) {
+        let crate::config::Source::Table(table) = &self.stream.source else {
+            return;
+        };
+        let Ok(Some(source_info)) = source.describe_table(table).await else {
+            return;
+        };
+        for (target_column, source_column) in written {
+            let (Some(from), Some(to)) = (
+                source_info.column(source_column),
+                target_info.column(target_column),
+            ) else {
+                continue;
+            };
+            if let Some(why) = narrowing(&from.data_type, &to.data_type) {
+                self.findings.warnings.push(format!(
+                    "{} table `{}`: column `{}` is `{}` and the source's `{source_column}` is `{}`: {why}; \
+                     values that do not fit are refused at run time (never rounded or cut)",
+                    self.target_side, self.stream.target, to.name, to.data_type, from.data_type
+                ));
+            }
+        }
     }
 
     /// Warns of target columns that are `NOT NULL` without a default and
@@ -805,6 +902,43 @@ fn missing_key_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrower_decimals_integers_and_texts_are_named() {
+        // numeric(14,4) keeps 4 decimals and 10 integer digits.
+        assert_eq!(
+            narrowing("numeric(14,4)", "numeric(12,2)").as_deref(),
+            Some("a value with more than 2 decimals does not fit (the source keeps 4)")
+        );
+        // decimal(12,2): 10 integer digits; decimal(8,2): 6.
+        assert_eq!(
+            narrowing("decimal(12,2)", "decimal(8,2)").as_deref(),
+            Some(
+                "a value with more than 6 digits before the point does not fit (the source allows 10)"
+            )
+        );
+        assert_eq!(
+            narrowing("numeric(12,2)", "integer").as_deref(),
+            Some("a value with decimals does not fit (the source keeps 2)")
+        );
+        assert_eq!(
+            narrowing("character varying(20)", "varchar(8)").as_deref(),
+            Some("a text longer than 8 characters does not fit (the source allows 20)")
+        );
+        // Wider, equal, unbounded or other types: nothing to say.
+        for (from, to) in [
+            ("numeric(12,2)", "numeric(14,4)"),
+            ("numeric(12,2)", "decimal(12,2)"),
+            ("numeric(12,0)", "bigint"),
+            ("numeric", "numeric(12,2)"),
+            ("text", "varchar(8)"),
+            ("varchar(8)", "text"),
+            ("timestamp(6)", "timestamp(3)"),
+            ("interval", "integer"),
+        ] {
+            assert_eq!(narrowing(from, to), None, "{from} -> {to}");
+        }
+    }
     use crate::connector::ColumnInfo;
 
     #[test]
