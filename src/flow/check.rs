@@ -351,14 +351,14 @@ fn narrowing(from: &str, to: &str) -> Option<String> {
             }
         }
     }
-    if text(&from_base) && text(&to_base) {
-        if let (Some(from_len), Some(to_len)) = (from_mods.first(), to_mods.first())
-            && from_len > to_len
-        {
-            return Some(format!(
-                "a text longer than {to_len} characters does not fit (the source allows {from_len})"
-            ));
-        }
+    if text(&from_base)
+        && text(&to_base)
+        && let (Some(from_len), Some(to_len)) = (from_mods.first(), to_mods.first())
+        && from_len > to_len
+    {
+        return Some(format!(
+            "a text longer than {to_len} characters does not fit (the source allows {from_len})"
+        ));
     }
     None
 }
