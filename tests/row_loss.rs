@@ -665,3 +665,61 @@ fn a_push_site_applying_a_shared_read_after_a_late_commit_still_gets_the_late_ro
         ("a,after,late".into(), "a,after,late".into())
     );
 }
+
+/// Regression (fresh-user trial 4): a push whose master login could not
+/// see other logins' sessions missed a 20 s transaction's rows for good,
+/// and every run said "succeeded" with no note. The floor of open
+/// transactions needs `pg_read_all_stats`: without it `check` warns
+/// naming the role and each run's note says so; with it, neither.
+#[test]
+fn a_master_login_that_cannot_see_other_logins_is_named_by_check_and_each_run() {
+    let master = pg_create_db("nopriv_master");
+    let role = format!("hs_nopriv_{}", std::process::id());
+    let admin = common::pg_admin_url();
+    psql(
+        &admin,
+        &format!(
+            "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             REVOKE pg_read_all_stats FROM {role};"
+        ),
+    );
+    let db = master.rsplit('/').next().unwrap().to_string();
+    psql(
+        &master,
+        &format!(
+            "CREATE TABLE prices (sku text PRIMARY KEY, price int, updated_at timestamptz);
+             INSERT INTO prices VALUES ('a', 1, now());
+             ALTER TABLE prices OWNER TO {role}; ALTER DATABASE \"{db}\" OWNER TO {role};"
+        ),
+    );
+    let login = master.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(login, master, "the test server's admin login is `postgres`");
+    let fleet = Fleet::new();
+    sqlite_exec(
+        &fleet.path("s1.db"),
+        "CREATE TABLE prices (sku TEXT PRIMARY KEY, price INTEGER, updated_at TEXT);",
+    );
+    fleet.write_config(&format!(
+        "[master]\nurl = \"{login}\"\n\n[[site]]\nid = \"s1\"\nurl = \"sqlite://s1.db\"\n\n\
+         [[flow]]\nname = \"prices\"\ndirection = \"push\"\n  [[flow.stream]]\n  source = \"prices\"\n  \
+         target = \"prices\"\n  primary_key = [\"sku\"]\n  cursor = \"updated_at\"\n"
+    ));
+    let note = "the master's login cannot see other logins' open transactions (grant it `pg_read_all_stats`)";
+    let warning = "master login cannot see other logins' open transactions, so the lag above is its only guard \
+                   against theirs: grant it `pg_read_all_stats`";
+    fleet.sync_ok(&[]);
+    let status = fleet.hubsync(&["status"]);
+    assert!(status.stdout.contains(note), "{}", status.stdout);
+    let check = fleet.hubsync(&["check"]);
+    assert!(check.stdout.contains(warning), "{}", check.stdout);
+    psql(&admin, &format!("GRANT pg_read_all_stats TO {role}"));
+    fleet.sync_ok(&[]);
+    let status = fleet.hubsync(&["status"]);
+    assert!(!status.stdout.contains(note), "{}", status.stdout);
+    let check = fleet.hubsync(&["check"]);
+    assert!(!check.stdout.contains(warning), "{}", check.stdout);
+    assert_eq!(
+        sqlite_query(&fleet.path("s1.db"), "SELECT sku || price FROM prices"),
+        "a1"
+    );
+}

@@ -113,6 +113,10 @@ pub struct SourceClock {
     pub oldest_open: Option<DateTime<Utc>>,
     /// The snapshot (PostgreSQL `pg_current_snapshot()`).
     pub snapshot: Option<crate::capture::Snapshot>,
+    /// Whether the login sees other logins' sessions, so `oldest_open`
+    /// covers every writer (PostgreSQL: role `pg_read_all_stats`, or a
+    /// superuser); `None` where not asked (MySQL).
+    pub sees_other_logins: Option<bool>,
 }
 
 /// Options for opening a connector.
@@ -521,10 +525,15 @@ impl Connector {
             Some(Value::Text(text)) => crate::capture::Snapshot::parse(text),
             _ => None,
         };
+        let sees_other_logins = match row.get(3) {
+            Some(Value::Bool(sees)) => Some(*sees),
+            _ => None,
+        };
         Ok(Some(SourceClock {
             now,
             oldest_open,
             snapshot,
+            sees_other_logins,
         }))
     }
 

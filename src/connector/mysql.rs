@@ -976,6 +976,20 @@ impl<'a> ColumnType<'a> {
             Value::Numeric(n) if matches!(n.as_str(), "NaN" | "Infinity" | "-Infinity") => {
                 refuse("MySQL has no NaN or infinity; map it to NULL at the source")
             }
+            // A decimal into a binary float column: refused unless the float
+            // reads back as the same decimal (trial 4: 1234567.89 into FLOAT
+            // was stored as 1234570, and the next run saw no change).
+            Value::Numeric(n)
+                if matches!(base.as_str(), "float" | "double" | "real")
+                    && !float_keeps(n, base == "float") =>
+            {
+                refuse(&format!(
+                    "MySQL {} keeps a {}-byte binary float and would round this decimal; declare the column \
+                     DECIMAL with the source's precision and scale",
+                    base.to_ascii_uppercase(),
+                    if base == "float" { 4 } else { 8 }
+                ))
+            }
             Value::Numeric(n) | Value::Text(n) if base == "decimal" || base == "numeric" => {
                 let modifiers = &self.modifiers;
                 let precision = modifiers.first().copied().unwrap_or(10);
@@ -1083,6 +1097,40 @@ impl<'a> ColumnType<'a> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// True if the decimal text `n` reads back as the same number from a
+/// 4-byte (`single`) or 8-byte binary float: the float's shortest decimal
+/// form (Rust's `Display`, which round-trips) equals `n` once both are
+/// normalized (sign, leading and trailing zeros). Text that is no number
+/// is left to the server (strict mode refuses it).
+fn float_keeps(n: &str, single: bool) -> bool {
+    let normalize = |text: &str| -> String {
+        let text = text.trim().trim_start_matches('+');
+        let (sign, digits) = match text.strip_prefix('-') {
+            Some(rest) => ("-", rest),
+            None => ("", text),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let int = int.trim_start_matches('0');
+        let frac = frac.trim_end_matches('0');
+        let body = match (int.is_empty(), frac.is_empty()) {
+            (true, true) => return "0".to_string(),
+            (_, true) => int.to_string(),
+            (true, false) => format!("0.{frac}"),
+            (false, false) => format!("{int}.{frac}"),
+        };
+        format!("{sign}{body}")
+    };
+    let back = if single {
+        n.trim().parse::<f32>().map(|f| f.to_string())
+    } else {
+        n.trim().parse::<f64>().map(|f| f.to_string())
+    };
+    match back {
+        Ok(back) => normalize(&back) == normalize(n),
+        Err(_) => true,
     }
 }
 
@@ -1351,6 +1399,31 @@ mod tests {
             decode_temporal("TIME", b"12:34:56.5").unwrap().to_string(),
             "12:34:56.500000"
         );
+    }
+
+    #[test]
+    fn decimals_a_binary_float_would_round_are_refused() {
+        // 1234567.89 as a 4-byte float is 1234567.875, shown 1234567.9.
+        let refused = check_value("float", &Value::Numeric("1234567.89".into())).unwrap_err();
+        assert_eq!(
+            refused,
+            "value `1234567.89` (numeric) cannot be stored in MySQL `float`: MySQL FLOAT keeps a 4-byte binary \
+             float and would round this decimal; declare the column DECIMAL with the source's precision and scale"
+        );
+        // 8 bytes keep it; 20 significant digits they do not.
+        assert_eq!(
+            check_value("double", &Value::Numeric("1234567.89".into())),
+            Ok(())
+        );
+        assert!(check_value("double", &Value::Numeric("0.12345678901234567890".into())).is_err());
+        // Values a float reads back exactly, however spelled.
+        for n in ["1.50", "-2.25", "0", "0.000", "+3", "007.5", "0.1"] {
+            assert_eq!(
+                check_value("float", &Value::Numeric(n.into())),
+                Ok(()),
+                "{n}"
+            );
+        }
     }
 
     #[test]

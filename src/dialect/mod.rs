@@ -207,7 +207,9 @@ impl Dialect {
     /// SQL returning the source's clock, the start of its oldest open
     /// transaction in this database (other sessions; NULL if none or not
     /// visible to the login) and its snapshot as text (PostgreSQL's
-    /// `pg_current_snapshot()`, NULL elsewhere), or `None` where the dialect cannot tell
+    /// `pg_current_snapshot()`, NULL elsewhere), whether the login sees other
+    /// logins' sessions (PostgreSQL: `pg_read_all_stats`, which superusers
+    /// have; NULL elsewhere), or `None` where the dialect cannot tell
     /// (SQLite). Used for the late-commit floor (`crate::capture`).
     /// MySQL returns its UTC clock only (a `DATETIME(6)`; open transactions
     /// are in `information_schema.INNODB_TRX`, which needs the `PROCESS`
@@ -223,10 +225,11 @@ impl Dialect {
                 "SELECT statement_timestamp(), (SELECT min(s.xact_start) FROM pg_stat_get_activity(NULL) s \
                  WHERE s.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                  AND s.pid <> pg_backend_pid() AND s.backend_type = 'client backend' \
-                 AND s.xact_start IS NOT NULL), pg_current_snapshot()::text",
+                 AND s.xact_start IS NOT NULL), pg_current_snapshot()::text, \
+                 pg_has_role('pg_read_all_stats', 'USAGE')",
             ),
             Dialect::Sqlite => None,
-            Dialect::MySql => Some("SELECT UTC_TIMESTAMP(6), NULL, NULL"),
+            Dialect::MySql => Some("SELECT UTC_TIMESTAMP(6), NULL, NULL, NULL"),
         }
     }
 

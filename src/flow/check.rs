@@ -794,6 +794,15 @@ impl<'a> StreamCheck<'a> {
         let stream = self.stream;
         if let Some(gap) = late_commit_gap(self.direction, source.dialect(), stream) {
             self.findings.warnings.push(gap);
+            if let Ok(Some(clock)) = source.visibility().await
+                && clock.sees_other_logins == Some(false)
+            {
+                self.findings.warnings.push(format!(
+                    "{} login cannot see other logins' open transactions, so the lag above is its only guard \
+                     against theirs: grant it `pg_read_all_stats` (`GRANT pg_read_all_stats TO <the login>`)",
+                    self.source_side
+                ));
+            }
         }
         if stream.null_cursors == crate::config::NullCursors::Skip {
             self.findings.warnings.push(format!(

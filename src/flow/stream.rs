@@ -342,6 +342,18 @@ impl StreamRun<'_> {
             && self.stream.late_commits == LateCommits::Xid
             && leg.source.dialect() == crate::dialect::Dialect::Postgres
             && matches!(self.stream.source, Source::Table(_));
+        if !by_xid && clock.as_ref().and_then(|c| c.sees_other_logins) == Some(false) {
+            // Trial 4: a push whose master login lacked the role lost a
+            // 20 s transaction's rows with every run "succeeded".
+            add_note(
+                report,
+                format!(
+                    "{}'s login cannot see other logins' open transactions (grant it `pg_read_all_stats`): \
+                     their rows can be missed if they commit more than `cursor_lag` after their cursor value",
+                    leg.source_place
+                ),
+            );
+        }
         let snapshot_now = clock
             .as_ref()
             .and_then(|c| c.snapshot.clone())
