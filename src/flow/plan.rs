@@ -14,7 +14,7 @@ use crate::mediate::MappingPlan;
 
 /// What a stream needs that is the same for every site, found once per
 /// pass: for a pull, the master target table's description.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct StreamPlan {
     /// The master target (pull only; a push describes each site's table).
     pub master_target: Option<TableInfo>,
@@ -25,6 +25,10 @@ pub struct StreamPlan {
     pub(crate) shared_reads: super::shared::SharedReads,
     /// The pass's shared describes of the master's source (push only).
     pub(crate) shared_describes: super::shared::SharedDescribes,
+    /// Why this push's delete detection is left out at every site, if it
+    /// is (`reconcile::predicate_key_problem`: a `when`/`filter` over a
+    /// `primary_key` the master repeats); found once per pass.
+    pub(crate) detect_refused: Option<String>,
 }
 
 /// Builds the plan of every stream of `flow`; a stream whose plan fails
@@ -34,25 +38,21 @@ pub async fn plan_streams(hub: &Hub, flow: &Flow) -> Vec<Result<StreamPlan, RunE
     for stream in &flow.streams {
         let plan = match flow.direction {
             Direction::Push => Ok(StreamPlan {
-                master_target: None,
-                route_targets: Vec::new(),
-                shared_reads: super::shared::SharedReads::default(),
-                shared_describes: super::shared::SharedDescribes::default(),
+                detect_refused: super::reconcile::predicate_key_problem(
+                    stream,
+                    Direction::Push,
+                    hub.master(),
+                )
+                .await,
+                ..StreamPlan::default()
             }),
             Direction::Pull => match hub.master().describe_table(&stream.target).await {
                 Ok(Some(info)) => Ok(StreamPlan {
                     master_target: Some(info),
-                    route_targets: Vec::new(),
-                    shared_reads: super::shared::SharedReads::default(),
-                    shared_describes: super::shared::SharedDescribes::default(),
+                    ..StreamPlan::default()
                 }),
                 // The first site's run creates it from its source's columns.
-                Ok(None) if stream.create_target => Ok(StreamPlan {
-                    master_target: None,
-                    route_targets: Vec::new(),
-                    shared_reads: super::shared::SharedReads::default(),
-                    shared_describes: super::shared::SharedDescribes::default(),
-                }),
+                Ok(None) if stream.create_target => Ok(StreamPlan::default()),
                 Ok(None) => Err(RunError::from(format!(
                     "master table `{}` does not exist; create it with the source's columns plus `{}`, \
                      or set `create_target = true`",

@@ -342,17 +342,8 @@ impl StreamRun<'_> {
             && self.stream.late_commits == LateCommits::Xid
             && leg.source.dialect() == crate::dialect::Dialect::Postgres
             && matches!(self.stream.source, Source::Table(_));
-        if !by_xid && clock.as_ref().and_then(|c| c.sees_other_logins) == Some(false) {
-            // Trial 4: a push whose master login lacked the role lost a
-            // 20 s transaction's rows with every run "succeeded".
-            add_note(
-                report,
-                format!(
-                    "{}'s login cannot see other logins' open transactions (grant it `pg_read_all_stats`): \
-                     their rows can be missed if they commit more than `cursor_lag` after their cursor value",
-                    leg.source_place
-                ),
-            );
+        if !by_xid {
+            note_blind_login(report, clock.as_ref(), leg.source_place);
         }
         let snapshot_now = clock
             .as_ref()
@@ -697,14 +688,8 @@ impl StreamRun<'_> {
         cursor_value: Option<&Value>,
         report: &mut StreamReport,
     ) -> Result<u64, RunError> {
-        if let Some(problem) = reconcile::predicate_key_problem(
-            self.stream,
-            place.leg.direction,
-            place.leg.source_statements,
-        )
-        .await
-        {
-            return Err(problem.into());
+        if let Some(problem) = &self.plan.detect_refused {
+            return Err(problem.clone().into());
         }
         let site_id = Value::Text(self.site.id.clone());
         let detection = reconcile::DetectDeletes {
@@ -734,5 +719,26 @@ impl StreamRun<'_> {
             add_note(report, note);
         }
         Ok(deleted)
+    }
+}
+
+/// Notes a source login that cannot see other logins' open transactions
+/// (`SourceClock::sees_other_logins`), for a read the late-commit floor
+/// alone guards (no transaction ids): trial 4's push whose master login
+/// lacked the role lost a 20 s transaction's rows with every run
+/// "succeeded". `source_place`: "the site" / "the master".
+fn note_blind_login(
+    report: &mut StreamReport,
+    clock: Option<&crate::connector::SourceClock>,
+    source_place: &str,
+) {
+    if clock.and_then(|c| c.sees_other_logins) == Some(false) {
+        add_note(
+            report,
+            format!(
+                "{source_place}'s login cannot see other logins' open transactions (grant it `pg_read_all_stats`): \
+                 their rows can be missed if they commit more than `cursor_lag` after their cursor value"
+            ),
+        );
     }
 }
