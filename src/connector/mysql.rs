@@ -904,21 +904,6 @@ fn check_rows(spec: &UpsertSpec<'_>, rows: &[Vec<Value>]) -> Result<()> {
     Ok(())
 }
 
-/// Parsed `decimal(p,s)` / `datetime(n)`-style modifiers of a MySQL column
-/// type: the numbers between the first parentheses.
-fn type_modifiers(column_type: &str) -> Vec<u32> {
-    column_type
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(inside, _)| {
-            inside
-                .split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Why `value` cannot be stored exactly in a MySQL column of type
 /// `column_type` (`COLUMN_TYPE` spelling, e.g. `decimal(12,2)`,
 /// `datetime(6)`, `timestamp`, `int(11) unsigned`); `Ok` if it can, or if the
@@ -952,7 +937,7 @@ impl<'a> ColumnType<'a> {
         ColumnType {
             column_type,
             base,
-            modifiers: type_modifiers(&lower),
+            modifiers: crate::dialect::types::type_modifiers(&lower),
         }
     }
 

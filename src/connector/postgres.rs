@@ -535,16 +535,7 @@ fn text_array<'q>(
 /// type.
 pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), String> {
     let lower = data_type.to_ascii_lowercase();
-    let modifiers: Vec<u32> = lower
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(inside, _)| {
-            inside
-                .split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let modifiers = crate::dialect::types::type_modifiers(&lower);
     let refuse = |why: String| {
         Err(format!(
             "value `{value}` ({}) cannot be stored in PostgreSQL `{data_type}`: {why}",

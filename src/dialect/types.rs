@@ -66,6 +66,23 @@ impl Logical {
     }
 }
 
+/// The numbers between the first parentheses of a declared column type,
+/// as catalogs spell it: `numeric(14,4)` -> [14, 4], `varchar(8)` -> [8],
+/// `datetime(6)` -> [6], `integer` -> []. Used by the PostgreSQL and MySQL
+/// value checks and by `hubsync check`'s narrowing warnings.
+pub fn type_modifiers(column_type: &str) -> Vec<u32> {
+    column_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| {
+            inside
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The logical type of a source column from its reported type name.
 pub fn source_logical(dialect: Dialect, type_name: &str) -> Logical {
     let upper = type_name.to_ascii_uppercase();

@@ -315,15 +315,13 @@ async fn check_site(
 fn narrowing(from: &str, to: &str) -> Option<String> {
     let parse = |spelled: &str| -> (String, Vec<u32>) {
         let lower = spelled.to_ascii_lowercase();
-        let (base, rest) = lower.split_once('(').unwrap_or((lower.as_str(), ""));
-        let modifiers = rest
-            .split(')')
+        let base = lower
+            .split('(')
             .next()
             .unwrap_or_default()
-            .split(',')
-            .filter_map(|n| n.trim().parse().ok())
-            .collect();
-        (base.trim().to_string(), modifiers)
+            .trim()
+            .to_string();
+        (base, crate::dialect::types::type_modifiers(&lower))
     };
     let ((from_base, from_mods), (to_base, to_mods)) = (parse(from), parse(to));
     let decimal = |base: &str| matches!(base, "numeric" | "decimal");
