@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use backon::Retryable as _;
 use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Hub, Progress, RunCounters, RunError, SiteReport, StreamPlan, StreamReport, SyncOptions,
@@ -150,9 +151,12 @@ impl SiteRun<'_> {
     async fn work(&self, report: &mut SiteReport) -> Result<(), RunError> {
         let counters = RunCounters::default();
         let run_id = report.run_id.clone();
+        // Stops the streams at their next batch when the lease is lost
+        // (and with the hub's own stop).
+        let stop = self.hub.cancel.child_token();
         // A panic (a bug, or a driver failing on an unexpected value) must
         // fail this site's run only, never the process and the fleet.
-        let work = std::panic::AssertUnwindSafe(self.run_streams(&counters, report))
+        let work = std::panic::AssertUnwindSafe(self.run_streams(&counters, report, &stop))
             .catch_unwind()
             .map(|caught| {
                 caught.unwrap_or_else(|panic| {
@@ -174,9 +178,18 @@ impl SiteRun<'_> {
         tokio::pin!(heartbeats);
         tokio::select! {
             outcome = &mut work => outcome,
-            // Only a leased run's heartbeat ends: its lease is lost, and the
-            // work is dropped (an open transaction rolls back).
-            lost = &mut heartbeats => Err(lost),
+            // Only a leased run's heartbeat ends: its lease is lost. The
+            // work is asked to stop at its next batch and given a lease
+            // period to get there, then dropped (an open transaction rolls
+            // back): dropped mid-statement at once, a `COPY` into the
+            // master left its pooled connection unusable for the next run
+            // (`leases` test). The lease's fencing token keeps the work
+            // from writing its batch and checkpoint to the master meanwhile.
+            lost = &mut heartbeats => {
+                stop.cancel();
+                let _ = tokio::time::timeout(self.hub.config.hub.lease_period, &mut work).await;
+                Err(lost)
+            }
         }
     }
 
@@ -237,9 +250,10 @@ impl SiteRun<'_> {
         &self,
         counters: &RunCounters,
         report: &mut SiteReport,
+        stop: &CancellationToken,
     ) -> Result<(), RunError> {
         let site_conn = self.site_connection().await?;
-        let result = self.each_stream(&site_conn, counters, report).await;
+        let result = self.each_stream(&site_conn, counters, report, stop).await;
         // A connection that served a whole run is kept for the next one; after
         // a failure it may be broken or stuck in a timed-out statement.
         if result.is_ok() {
@@ -253,16 +267,18 @@ impl SiteRun<'_> {
     }
 
     /// Runs each stream (its report pushed to `report.streams`) until one
-    /// fails or a stop is requested; errors name the stream's place.
+    /// fails or `stop` is cancelled (the hub stops, or the run's lease is
+    /// lost); errors name the stream's place.
     async fn each_stream(
         &self,
         site_conn: &Connector,
         counters: &RunCounters,
         report: &mut SiteReport,
+        stop: &CancellationToken,
     ) -> Result<(), RunError> {
         let run_id = report.run_id.clone();
         for (stream, plan) in self.flow.streams.iter().zip(self.plans) {
-            if self.hub.cancel.is_cancelled() {
+            if stop.is_cancelled() {
                 return Err(RunError::interrupted(format!(
                     "{INTERRUPTED}stopped after the last committed batch; the next run resumes there"
                 )));
@@ -285,7 +301,7 @@ impl SiteRun<'_> {
                 site_conn,
                 options: self.options,
                 progress: self.progress,
-                cancel: &self.hub.cancel,
+                cancel: stop,
                 counters,
                 run_id: run_id.as_deref(),
                 lease: self.lease,
